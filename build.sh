@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# k-textures for QGIS: one-command set-up, demo, tests and packaging on Debian 12 (bookworm).
+#   ./build.sh demo [OUTDIR]   install what is missing, then segment the bundled sample with qgis_process
+#   ./build.sh test [PYTEST_ARGS...]   install what is missing (training too), then run all tests
+#   ./build.sh setup           install only
+#   ./build.sh package         write dist/ktextures.zip (the installable plugin)
+# The verified recipe and its traps: ../shared/docs/qgis.md (Debian's /usr/bin/python3 only, numpy pinned
+# to Debian's, qgis_process.bin, QT_QPA_PLATFORM=offscreen).
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+BUILD="$ROOT/.build"
+PLUGIN_ID=ktextures
+export QT_QPA_PLATFORM=offscreen
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+mkdir -p "$BUILD"
+export XDG_RUNTIME_DIR="$BUILD/xdg-runtime"; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
+
+APT_PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-numpy python3-scipy \
+python3-venv python3-pip pyqt5-dev-tools zip"
+
+log() { printf '[build.sh] %s\n' "$*" >&2; }
+
+setup_system() {
+    local missing=()
+    for p in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        log "installing Debian packages: ${missing[*]}"
+        $SUDO apt-get update -q
+        $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $APT_PACKAGES
+    fi
+}
+
+# $1: requirements file. Re-installs only when the requirement files change (stamp = their hash).
+setup_venv() {
+    local req=$1 stamp="$VENV/.stamp-$(basename "$1")"
+    local want; want=$(cat constraints.txt "$req" requirements.txt | sha256sum | cut -c1-16)
+    if [ ! -x "$PY" ]; then
+        log "creating $VENV from Debian's /usr/bin/python3 (the only Python that imports qgis)"
+        /usr/bin/python3 -m venv --system-site-packages "$VENV"
+        echo /usr/share/qgis/python/plugins > "$VENV/lib/python3.11/site-packages/qgis_python_plugins.pth"
+    fi
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "pip install -r $req (numpy held at Debian's version by constraints.txt)"
+        "$PY" -m pip install -q -c constraints.txt -r "$req"
+        echo "$want" > "$stamp"
+    fi
+}
+
+compile_resources() {
+    if [ ! -f ktextures_plugin/resources.py ] || [ resources.qrc -nt ktextures_plugin/resources.py ] \
+        || [ -n "$(find ktextures_plugin/icons -newer ktextures_plugin/resources.py 2>/dev/null)" ]; then
+        log "pyrcc5 resources.qrc -> ktextures_plugin/resources.py"
+        pyrcc5 -o ktextures_plugin/resources.py resources.qrc
+        sed -i 's/^from PyQt5 import QtCore/from qgis.PyQt import QtCore/' ktextures_plugin/resources.py
+    fi
+}
+
+# A hermetic QGIS profile in .build/ with this checkout installed as plugin "ktextures" and enabled.
+plugin_env() {
+    mkdir -p "$BUILD/plugins" "$BUILD/qgis-profile"
+    ln -sfn "$ROOT" "$BUILD/plugins/$PLUGIN_ID"
+    export QGIS_PLUGINPATH="$BUILD/plugins"
+    export QGIS_CUSTOM_CONFIG_PATH="$BUILD/qgis-profile"
+    export PATH="$VENV/bin:$PATH"       # qgis_process's embedded Python then sees the venv (onnxruntime)
+    local ini="$QGIS_CUSTOM_CONFIG_PATH/profiles/default/QGIS/QGIS3.ini"
+    if ! grep -q "^$PLUGIN_ID=true" "$ini" 2>/dev/null; then
+        qgis_process.bin plugins enable "$PLUGIN_ID" >/dev/null 2>&1 || true   # rc 1 when already enabled
+    fi
+}
+
+cmd=${1:-help}; shift || true
+case "$cmd" in
+    setup)
+        setup_system; setup_venv requirements-dev.txt; compile_resources ;;
+    demo)
+        setup_system; setup_venv requirements.txt; compile_resources; plugin_env
+        OUT=${1:-"$ROOT/demo-output"}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
+        rm -f "$OUT/classes.tif" "$OUT/polygons.gpkg" "$OUT/report.csv"
+        log "qgis_process.bin run ktextures:segment on the bundled Sentinel-2 sample"
+        qgis_process.bin run ktextures:segment -- \
+            INPUT="$ROOT/data/s2_brandenburg_sample_b2b3b4b8_10m.tif" MODEL=0 MIN_SEGMENT_PX=4 \
+            OUTPUT_RASTER="$OUT/classes.tif" OUTPUT_VECTOR="$OUT/polygons.gpkg" \
+            OUTPUT_REPORT="$OUT/report.csv" 2> >(grep -v 'setapi() is deprecated' >&2)
+        echo; echo "Per-class area ($OUT/report.csv):"; column -s, -t < "$OUT/report.csv"
+        echo; echo "Wrote $OUT/classes.tif and $OUT/polygons.gpkg" ;;
+    test)
+        setup_system; setup_venv requirements-dev.txt; compile_resources; plugin_env
+        "$PY" -m pytest "$@" ;;
+    package)
+        setup_system; compile_resources
+        rm -rf "$BUILD/package" dist/$PLUGIN_ID.zip; mkdir -p "$BUILD/package/$PLUGIN_ID" dist
+        cp -r metadata.txt __init__.py LICENSE README.md resources.qrc ktextures_plugin models \
+            "$BUILD/package/$PLUGIN_ID/"
+        find "$BUILD/package" -name __pycache__ -prune -exec rm -rf {} +
+        (cd "$BUILD/package" && zip -qr "$ROOT/dist/$PLUGIN_ID.zip" "$PLUGIN_ID")
+        log "wrote dist/$PLUGIN_ID.zip" ;;
+    *)
+        sed -n '2,8p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,30 @@
+"""Command line without QGIS: ``python -m ktextures_plugin {segment,fit,evaluate,kmeans} ...``.
+
+Each sub-command lives in ``ktextures_plugin/cli/<name>.py`` and exposes ``main(argv) -> int``; it is
+imported only when called, so ``segment`` never imports torch.
+"""
+import importlib
+import sys
+
+COMMANDS = {
+    "segment": "run a k-textures ONNX model over a raster (the main job, without QGIS)",
+    "fit": "fit a k-textures model on a raster and export it to ONNX (needs torch)",
+    "evaluate": "score a class raster against a reference raster (ARI, NMI, accuracy, mIoU)",
+    "kmeans": "per-pixel k-means baseline in the same output format as segment",
+    "inspect": "print a model's k-textures metadata",
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: python -m ktextures_plugin COMMAND [ARGS]  (COMMAND --help for its options)\n")
+        for name, text in COMMANDS.items():
+            print(f"  {name:<9} {text}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(f"{__package__ or 'ktextures_plugin'}.cli.{argv[0]}")
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

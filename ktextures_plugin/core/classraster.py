@@ -1,0 +1,199 @@
+"""The k-class hard label raster: creation on the input's grid, colour table, category names.
+
+Encoding (``../shared/docs/conventions.md`` §d.3): Byte (UInt16 when k > 254), 0 = nodata, classes 1..k.
+The GDAL colour table and category names are written into the file, so QGIS opens it paletted with class
+names whatever ran the algorithm (toolbox, batch, modeler, ``qgis_process``).
+"""
+from __future__ import annotations
+
+import colorsys
+import json
+import os
+import uuid
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal
+
+gdal.UseExceptions()
+
+NODATA = 0
+MD_CLASS_NAMES = "KTEXTURES_CLASS_NAMES"
+MD_CLASS_COLORS = "KTEXTURES_CLASS_COLORS"
+GTIFF_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+
+#: A qualitative palette for models without true-colour channels (Tableau 10).
+QUALITATIVE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+               "#9c755f", "#bab0ac"]
+
+
+class OutputError(OSError):
+    """The output cannot be written (folder missing or read-only, unknown format); names the fix."""
+
+
+def class_datatype(k: int) -> int:
+    """GDAL data type for classes 1..k plus nodata 0: Byte up to k = 254, else UInt16."""
+    return gdal.GDT_Byte if k <= 254 else gdal.GDT_UInt16
+
+
+def driver_for_path(path: str) -> str:
+    """GDAL raster driver short name for the file extension of ``path`` (GTiff when unknown or none)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext in ("", "tif", "tiff"):
+        return "GTiff"
+    for i in range(gdal.GetDriverCount()):
+        drv = gdal.GetDriver(i)
+        md = drv.GetMetadata() or {}
+        if md.get(gdal.DCAP_RASTER) == "YES" and ext in (md.get(gdal.DMD_EXTENSIONS) or "").split():
+            return drv.ShortName
+    raise OutputError(f"No GDAL raster format writes '.{ext}' files ({path}); use .tif")
+
+
+def partial_path(final_path: str) -> str:
+    """A hidden GeoTIFF path beside ``final_path`` to write into before the atomic rename."""
+    folder = os.path.dirname(os.path.abspath(final_path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"Output folder does not exist: '{folder}'. Create it or choose another output path.")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"Output folder is not writable: '{folder}'. Choose a folder you can write to.")
+    return os.path.join(folder, f".{os.path.basename(final_path)}.{uuid.uuid4().hex[:8]}.partial.tif")
+
+
+def create_on_grid(path: str, ref: gdal.Dataset, window: Tuple[int, int, int, int], bands: int,
+                   datatype: int, nodata: Optional[float]) -> gdal.Dataset:
+    """Create a tiled, DEFLATE-compressed GeoTIFF on the grid of ``window`` of ``ref`` (same CRS, pixel size).
+
+    Args:
+        window: ``(xoff, yoff, xsize, ysize)`` in pixels of ``ref``; the output covers exactly that window.
+
+    Raises:
+        OutputError: GDAL cannot create the file.
+    """
+    xoff, yoff, xs, ys = window
+    try:
+        ds = gdal.GetDriverByName("GTiff").Create(path, xs, ys, bands, datatype, options=GTIFF_OPTIONS)
+    except RuntimeError as exc:
+        raise OutputError(f"Cannot create '{path}': {exc}") from None
+    gt = list(ref.GetGeoTransform())
+    gt[0] = gt[0] + xoff * gt[1] + yoff * gt[2]
+    gt[3] = gt[3] + xoff * gt[4] + yoff * gt[5]
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(ref.GetProjection())
+    if nodata is not None:
+        for b in range(1, bands + 1):
+            ds.GetRasterBand(b).SetNoDataValue(nodata)
+    return ds
+
+
+def finish(tmp_path: str, final_path: str) -> None:
+    """Move a closed partial GeoTIFF (and its .aux.xml) to ``final_path``; convert when not GeoTIFF.
+
+    The final file appears only complete: a reader never sees a half-written output.
+    """
+    drv_name = driver_for_path(final_path)
+    gtiff = gdal.GetDriverByName("GTiff")
+    if os.path.exists(final_path):
+        gdal.GetDriverByName(drv_name).Delete(final_path) if drv_name != "GTiff" else gtiff.Delete(final_path)
+    if drv_name == "GTiff":
+        gtiff.Rename(final_path, tmp_path)
+        return
+    src = gdal.Open(tmp_path)
+    try:
+        gdal.GetDriverByName(drv_name).CreateCopy(final_path, src)
+    finally:
+        src = None
+        gtiff.Delete(tmp_path)
+
+
+def discard(tmp_path: str) -> None:
+    """Remove a partial output and its sidecars, silently when already gone."""
+    for p in (tmp_path, tmp_path + ".aux.xml", tmp_path + ".msk"):
+        try:
+            os.remove(p)
+        except FileNotFoundError:
+            pass
+
+
+def hex_to_rgb(color: str) -> Tuple[int, int, int]:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def rgb_to_hex(rgb: Sequence[float]) -> str:
+    return "#%02x%02x%02x" % tuple(int(round(min(255, max(0, v)))) for v in rgb)
+
+
+def true_colors(mean_rgb: np.ndarray, min_distance: float = 36.0) -> List[str]:
+    """Class colours from the mean true colour of each class's pixels, kept distinguishable.
+
+    Args:
+        mean_rgb: float ``(k, 3)``, mean scaled red, green, blue of each class in [0, 1] (NaN for an
+            empty class). A gamma of 1/1.4 brightens the 2-98 % stretched reflectance for display.
+        min_distance: smallest Euclidean distance between two colours in 0-255 RGB; a class too close to
+            an earlier one gets its brightness and saturation moved until it is far enough.
+
+    Returns:
+        k ``"#rrggbb"`` strings.
+    """
+    k = len(mean_rgb)
+    out: List[np.ndarray] = []
+    for i in range(k):
+        rgb = mean_rgb[i]
+        if not np.all(np.isfinite(rgb)):
+            base = np.array(hex_to_rgb(QUALITATIVE[i % len(QUALITATIVE)]), float)
+        else:
+            base = 255.0 * np.clip(rgb, 0, 1) ** (1 / 1.4)
+        h, s, v = colorsys.rgb_to_hsv(*(base / 255.0))
+        cand = base
+        for step in range(1, 40):
+            if all(np.linalg.norm(cand - o) >= min_distance for o in out):
+                break
+            sign = 1 if step % 2 else -1
+            dv = 0.07 * ((step + 1) // 2) * sign
+            ds_ = 0.05 * ((step + 1) // 2)
+            cand = 255.0 * np.array(colorsys.hsv_to_rgb((h + 0.03 * step) % 1.0, min(1.0, s + ds_),
+                                                        min(1.0, max(0.0, v + dv))))
+        out.append(cand)
+    return [rgb_to_hex(c) for c in out]
+
+
+def write_palette(band: gdal.Band, class_names: Sequence[str], colors: Sequence[str]) -> None:
+    """Write a GDAL colour table (0 transparent, class i+1 = ``colors[i]``) and category names.
+
+    Category entry 0 is "nodata"; entries 1..k are ``class_names``.
+    """
+    ct = gdal.ColorTable()
+    ct.SetColorEntry(0, (0, 0, 0, 0))
+    for i, c in enumerate(colors, start=1):
+        ct.SetColorEntry(i, (*hex_to_rgb(c), 255))
+    band.SetRasterColorTable(ct)
+    band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+    band.SetCategoryNames(["nodata"] + [str(n) for n in class_names])
+    band.SetNoDataValue(NODATA)
+    # GDAL 3.6's Python GetCategoryNames() returns None for GeoTIFF, so the names also go into metadata.
+    band.SetMetadataItem(MD_CLASS_NAMES, json.dumps([str(n) for n in class_names]))
+    band.SetMetadataItem(MD_CLASS_COLORS, json.dumps(list(colors)))
+
+
+def read_palette(path: str) -> Tuple[List[str], List[str]]:
+    """``(class_names, colors)`` of classes 1..k from a class raster written by this module.
+
+    Falls back to "class i" names and the qualitative palette when the file has none.
+    """
+    ds = gdal.Open(path)
+    try:
+        band = ds.GetRasterBand(1)
+        md_names, md_colors = band.GetMetadataItem(MD_CLASS_NAMES), band.GetMetadataItem(MD_CLASS_COLORS)
+        if md_names and md_colors:
+            return json.loads(md_names), json.loads(md_colors)
+        names = band.GetCategoryNames() or []
+        ct = band.GetRasterColorTable()
+        k = max(len(names) - 1, (ct.GetCount() - 1) if ct is not None else 0)
+        if k <= 0:
+            k = int(band.ComputeRasterMinMax(False)[1])
+        names = [names[i] if i < len(names) and names[i] else f"class {i}" for i in range(1, k + 1)]
+        colors = [rgb_to_hex(ct.GetColorEntry(i)[:3]) if ct is not None and i < ct.GetCount()
+                  else QUALITATIVE[(i - 1) % len(QUALITATIVE)] for i in range(1, k + 1)]
+        return names, colors
+    finally:
+        ds = None

@@ -1,0 +1,100 @@
+"""Areas in square metres for projected and geographic CRSs."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import numpy as np
+from osgeo import osr
+
+osr.UseExceptions()
+
+#: Radius of the sphere with the WGS 84 ellipsoid's area (authalic radius), metres.
+AUTHALIC_RADIUS_M = 6371007.181
+
+
+def srs_of(wkt: str) -> Optional[osr.SpatialReference]:
+    if not wkt:
+        return None
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def row_pixel_areas_m2(geotransform, wkt: str, yoff: int, rows: int) -> np.ndarray:
+    """Area of one pixel in each of ``rows`` raster rows starting at ``yoff``, in square metres.
+
+    Projected CRS: ``|pixel width x pixel height|`` times the linear unit in metres squared (constant).
+    Geographic CRS (degrees): the area of a latitude-longitude cell on the authalic sphere,
+    ``R^2 * dlon * |sin(lat2) - sin(lat1)|``, which varies with the row's latitude.
+    No CRS: the plain ``|det|`` of the geotransform (map units squared).
+
+    Returns:
+        float64 ``(rows,)``.
+    """
+    gt = geotransform
+    det = abs(gt[1] * gt[5] - gt[2] * gt[4])
+    srs = srs_of(wkt)
+    if srs is None:
+        return np.full(rows, det)
+    if srs.IsGeographic():
+        to_rad = srs.GetAngularUnits()  # radians per unit
+        r = np.arange(yoff, yoff + rows, dtype=np.float64)
+        lat1 = (gt[3] + r * gt[5]) * to_rad
+        lat2 = (gt[3] + (r + 1) * gt[5]) * to_rad
+        dlon = abs(gt[1]) * to_rad
+        return AUTHALIC_RADIUS_M ** 2 * dlon * np.abs(np.sin(lat2) - np.sin(lat1))
+    unit = srs.GetLinearUnits() if srs.IsProjected() else 1.0
+    return np.full(rows, det * unit * unit)
+
+
+def area_transform(wkt: str, center_xy: Tuple[float, float]):
+    """``(transform, factor)`` to turn polygon areas into square metres.
+
+    Geographic CRS: an OGR transformation to a Lambert azimuthal equal-area projection centred on
+    ``center_xy`` (lon, lat), factor 1. Projected: ``(None, linear unit^2)``. No CRS: ``(None, 1)``.
+    """
+    srs = srs_of(wkt)
+    if srs is None:
+        return None, 1.0
+    if srs.IsGeographic():
+        laea = osr.SpatialReference()
+        laea.SetLAEA(center_xy[1], center_xy[0], 0, 0)
+        laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        return osr.CoordinateTransformation(srs, laea), 1.0
+    unit = srs.GetLinearUnits() if srs.IsProjected() else 1.0
+    return None, unit * unit
+
+
+def is_geographic(wkt: str) -> bool:
+    srs = srs_of(wkt)
+    return bool(srs is not None and srs.IsGeographic())
+
+
+def window_center(geotransform, window) -> Tuple[float, float]:
+    x0, y0, xs, ys = window
+    gt = geotransform
+    px, py = x0 + xs / 2.0, y0 + ys / 2.0
+    return gt[0] + px * gt[1] + py * gt[2], gt[3] + px * gt[4] + py * gt[5]
+
+
+def extent_to_window(geotransform, size: Tuple[int, int], xmin: float, ymin: float, xmax: float,
+                     ymax: float) -> Tuple[int, int, int, int]:
+    """Pixel window of a north-up raster covering the extent (in the raster's CRS), clipped to the raster.
+
+    Raises:
+        ValueError: the extent does not overlap the raster.
+    """
+    gt = geotransform
+    c0 = (xmin - gt[0]) / gt[1]
+    c1 = (xmax - gt[0]) / gt[1]
+    r0 = (ymax - gt[3]) / gt[5]
+    r1 = (ymin - gt[3]) / gt[5]
+    c0, c1 = sorted((c0, c1))
+    r0, r1 = sorted((r0, r1))
+    x0, y0 = max(0, int(math.floor(c0 + 1e-9))), max(0, int(math.floor(r0 + 1e-9)))
+    x1, y1 = min(size[0], int(math.ceil(c1 - 1e-9))), min(size[1], int(math.ceil(r1 - 1e-9)))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError("The extent does not overlap the raster layer: choose an extent inside the layer.")
+    return x0, y0, x1 - x0, y1 - y0

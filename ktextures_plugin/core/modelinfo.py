@@ -1,0 +1,235 @@
+"""The k-textures ONNX model contract: reading and validating ``metadata_props``.
+
+The contract is written down in ``models/README.md``; this module is its single implementation on the
+reading side (the exporter in ``ktextures_plugin.training.export`` writes the same keys). Keys follow
+``../shared/docs/conventions.md`` §d.1: our own namespaced ``ktextures.*`` keys, plus the Deepness/GeoDeep
+keys ``model_type`` and ``class_names`` so that those tools can open our models and we can read theirs.
+
+Every value in ``metadata_props`` is a JSON-encoded string.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+SCHEMA_VERSION = 1
+
+#: Channel names the k-textures models use, in the paper's order (method.md §3).
+RGBN = ("red", "green", "blue", "nir")
+
+# metadata_props keys
+K_SCHEMA = "ktextures.schema_version"
+K_NUM_CLASSES = "ktextures.num_classes"
+K_CHANNELS = "ktextures.channel_names"
+K_SCALE = "ktextures.input_scale"
+K_HALO = "ktextures.halo_px"
+K_COLORS = "ktextures.class_colors"
+K_TEXTURE_PERIOD = "ktextures.texture_period_px"
+K_NODATA_FILL = "ktextures.nodata_fill"
+K_GLOBAL = "ktextures.global_labels"
+K_OUTPUT_KIND = "ktextures.output_kind"
+K_PROVENANCE = "ktextures.provenance"
+K_TITLE = "ktextures.title"
+DEEPNESS_MODEL_TYPE = "model_type"
+DEEPNESS_CLASS_NAMES = "class_names"
+
+INPUT_NAME = "image"
+OUTPUT_CLASS = "class"
+OUTPUT_TEXTURES = "textures"
+OUTPUT_SCORES = "scores"
+
+
+class ModelError(ValueError):
+    """The model file is missing, unreadable or does not follow the k-textures ONNX contract.
+
+    The message names the problem and the fix; the Processing glue shows it as is.
+    """
+
+
+@dataclass
+class ModelInfo:
+    """What the plugin needs to know about a k-textures ONNX model.
+
+    Attributes:
+        path: the ``.onnx`` file.
+        num_classes: k, the number of hard classes; the model's ``class`` output holds 0..k-1.
+        channel_names: names of the input channels in the model's order, e.g. ``["red","green","blue","nir"]``.
+        scale_min, scale_max: per-channel raw values mapped to 0 and 1 (clipped), one float per channel.
+            ``None`` when the model carries no scaling (then the caller must use ``stretch``).
+        halo_px: receptive-field halo in pixels; tiles overlap by ``2*halo_px`` and are centre-cropped.
+        class_names: k names, index = class index 0..k-1.
+        class_colors: k ``"#rrggbb"`` colours, or ``None`` (then colours come from the image).
+        texture_period_px: side of the square textures in pixels (the ``textures`` output), or 0.
+        nodata_fill: value (after scaling) fed to the model for invalid pixels.
+        title: a readable name, e.g. "Sentinel-2 10 m, k = 6".
+        provenance: free-form dict (data, steps, seed, feature extractor, variant, code version).
+        outputs: the graph's output names.
+        raw: every ``metadata_props`` entry, undecoded.
+    """
+
+    path: str
+    num_classes: int
+    channel_names: List[str]
+    scale_min: Optional[List[float]]
+    scale_max: Optional[List[float]]
+    halo_px: int = 0
+    class_names: List[str] = field(default_factory=list)
+    class_colors: Optional[List[str]] = None
+    texture_period_px: int = 0
+    nodata_fill: float = 0.0
+    title: str = ""
+    provenance: Dict = field(default_factory=dict)
+    outputs: List[str] = field(default_factory=list)
+    raw: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def has_textures(self) -> bool:
+        return OUTPUT_TEXTURES in self.outputs and self.texture_period_px > 0
+
+
+def _decode(value: str):
+    """JSON first, then a Python literal (Deepness writes int-keyed dicts), then the plain string."""
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def _names_from_mapping(value, k: int, what: str, path: str) -> List[str]:
+    if isinstance(value, dict):
+        try:
+            items = {int(key): str(v) for key, v in value.items()}
+        except ValueError as exc:
+            raise ModelError(f"{path}: '{what}' keys must be class indices 0..{k - 1}: {exc}") from None
+        if sorted(items) != list(range(k)):
+            raise ModelError(f"{path}: '{what}' must name classes 0..{k - 1} exactly, got keys {sorted(items)}")
+        return [items[i] for i in range(k)]
+    if isinstance(value, (list, tuple)) and len(value) == k:
+        return [str(v) for v in value]
+    raise ModelError(f"{path}: '{what}' must be a dict or a list of {k} entries, got {value!r}")
+
+
+def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[str] = ()) -> ModelInfo:
+    """Build a :class:`ModelInfo` from ``metadata_props`` (str -> JSON str).
+
+    Raises:
+        ModelError: when k or the channel list is missing or inconsistent; the message says which key.
+    """
+    dec = {key: _decode(v) for key, v in meta.items()}
+    if K_NUM_CLASSES not in dec:
+        if DEEPNESS_CLASS_NAMES in dec:
+            names = dec[DEEPNESS_CLASS_NAMES]
+            k = len(names) if isinstance(names, (dict, list)) else 0
+        else:
+            raise ModelError(
+                f"{path} has no k-textures metadata (no '{K_NUM_CLASSES}' in metadata_props). "
+                "Export the model with 'python -m ktextures_plugin fit' or add the keys listed in models/README.md.")
+    else:
+        k = dec[K_NUM_CLASSES]
+    if not isinstance(k, int) or k < 2:
+        raise ModelError(f"{path}: '{K_NUM_CLASSES}' must be an integer >= 2, got {k!r}")
+    channels = dec.get(K_CHANNELS)
+    if not isinstance(channels, list) or not channels:
+        raise ModelError(f"{path}: '{K_CHANNELS}' must list the input channels in order, e.g. {list(RGBN)}")
+    channels = [str(c).lower() for c in channels]
+    scale_min = scale_max = None
+    scale = dec.get(K_SCALE)
+    if scale is not None:
+        if not (isinstance(scale, dict) and len(scale.get("min", [])) == len(channels)
+                and len(scale.get("max", [])) == len(channels)):
+            raise ModelError(f"{path}: '{K_SCALE}' must be {{\"min\": [...], \"max\": [...]}} "
+                             f"with one value per channel ({len(channels)})")
+        scale_min = [float(v) for v in scale["min"]]
+        scale_max = [float(v) for v in scale["max"]]
+        if any(hi <= lo for lo, hi in zip(scale_min, scale_max)):
+            raise ModelError(f"{path}: '{K_SCALE}' needs max > min for every channel")
+    if DEEPNESS_CLASS_NAMES in dec:
+        class_names = _names_from_mapping(dec[DEEPNESS_CLASS_NAMES], k, DEEPNESS_CLASS_NAMES, path)
+    else:
+        class_names = [f"texture {i + 1}" for i in range(k)]
+    colors = dec.get(K_COLORS)
+    if colors is not None:
+        colors = _names_from_mapping(colors, k, K_COLORS, path)
+    halo = dec.get(K_HALO, 0)
+    if not isinstance(halo, int) or halo < 0:
+        raise ModelError(f"{path}: '{K_HALO}' must be a non-negative integer (pixels), got {halo!r}")
+    prov = dec.get(K_PROVENANCE, {})
+    return ModelInfo(
+        path=path, num_classes=k, channel_names=channels, scale_min=scale_min, scale_max=scale_max,
+        halo_px=halo, class_names=class_names, class_colors=colors,
+        texture_period_px=int(dec.get(K_TEXTURE_PERIOD, 0) or 0),
+        nodata_fill=float(dec.get(K_NODATA_FILL, 0.0)),
+        title=str(dec.get(K_TITLE, "") or os.path.splitext(os.path.basename(path))[0]),
+        provenance=prov if isinstance(prov, dict) else {"note": prov},
+        outputs=list(outputs), raw=dict(meta))
+
+
+def read_model_info(path: str, session=None) -> ModelInfo:
+    """Read and validate the metadata of a k-textures ONNX file.
+
+    Args:
+        path: the ``.onnx`` file.
+        session: an existing ``onnxruntime.InferenceSession`` on ``path`` (avoids loading it twice).
+
+    Raises:
+        ModelError: file missing, not an ONNX model (corrupt), no k-textures metadata, or an input that is
+            not (N,C,H,W) float32 with C = the number of declared channels, or no ``class`` output.
+        ImportError: onnxruntime is not installed (see :func:`ktextures_plugin.core.runtime.require_onnxruntime`).
+    """
+    from .runtime import open_session
+
+    if session is None:
+        session = open_session(path)
+    meta = session.get_modelmeta().custom_metadata_map
+    outputs = [o.name for o in session.get_outputs()]
+    info = parse_metadata(meta, path, outputs)
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: a k-textures model has exactly one input ('{INPUT_NAME}'), found {len(inputs)}")
+    shape = inputs[0].shape
+    if len(shape) != 4 or inputs[0].type != "tensor(float)":
+        raise ModelError(f"{path}: the input must be float32 (N,C,H,W), found {inputs[0].type} {shape}")
+    if isinstance(shape[1], int) and shape[1] != info.num_channels:
+        raise ModelError(f"{path}: the input has {shape[1]} channels but '{K_CHANNELS}' lists "
+                         f"{info.num_channels}")
+    if OUTPUT_CLASS not in outputs:
+        raise ModelError(f"{path}: no '{OUTPUT_CLASS}' output (outputs: {outputs}); see models/README.md")
+    return info
+
+
+def to_metadata_props(num_classes: int, channel_names: Sequence[str], scale_min: Sequence[float],
+                      scale_max: Sequence[float], *, halo_px: int = 0, class_names: Sequence[str] = (),
+                      class_colors: Sequence[str] = (), texture_period_px: int = 0, title: str = "",
+                      provenance: Optional[Dict] = None) -> Dict[str, str]:
+    """The ``metadata_props`` dict (str -> JSON str) for a k-textures model; the writer's side of the contract."""
+    k = int(num_classes)
+    names = list(class_names) or [f"texture {i + 1}" for i in range(k)]
+    meta = {
+        DEEPNESS_MODEL_TYPE: "Segmentor",
+        DEEPNESS_CLASS_NAMES: {str(i): n for i, n in enumerate(names)},
+        K_SCHEMA: SCHEMA_VERSION,
+        K_NUM_CLASSES: k,
+        K_OUTPUT_KIND: "labels",
+        K_GLOBAL: True,
+        K_CHANNELS: [str(c) for c in channel_names],
+        K_SCALE: {"min": [float(v) for v in scale_min], "max": [float(v) for v in scale_max]},
+        K_HALO: int(halo_px),
+        K_TEXTURE_PERIOD: int(texture_period_px),
+        K_NODATA_FILL: 0.0,
+        K_TITLE: title,
+        K_PROVENANCE: dict(provenance or {}),
+    }
+    if class_colors:
+        meta[K_COLORS] = {str(i): c for i, c in enumerate(class_colors)}
+    return {key: json.dumps(v) for key, v in meta.items()}

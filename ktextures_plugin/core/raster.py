@@ -1,0 +1,167 @@
+"""GDAL raster access shared by segmentation, training, k-means and sampling: windows, validity, scaling.
+
+Arrays are band-first, ``(C, H, W)``; a window is ``(xoff, yoff, xsize, ysize)`` in pixels of the raster.
+Validity (method: ``../shared/docs/conventions.md`` §d.3) = the GDAL mask band of every selected band is
+non-zero (honours the nodata value, alpha bands and .msk files) AND every selected value is finite AND no
+selected value equals the optional extra nodata value.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal
+
+gdal.UseExceptions()
+
+Window = Tuple[int, int, int, int]
+
+
+class RasterError(ValueError):
+    """The raster cannot be read, or the band selection does not fit it; the message names the fix."""
+
+
+def open_raster(path: str) -> gdal.Dataset:
+    """Open ``path`` read-only with GDAL.
+
+    Raises:
+        RasterError: when GDAL cannot open it.
+    """
+    try:
+        ds = gdal.Open(str(path), gdal.GA_ReadOnly)
+    except RuntimeError as exc:
+        raise RasterError(f"GDAL cannot open '{path}': {exc}") from None
+    if ds is None:
+        raise RasterError(f"GDAL cannot open '{path}'")
+    return ds
+
+
+def parse_bands(spec, band_count: int, needed: Optional[int] = None) -> List[int]:
+    """Turn a band list (``"3,2,1,4"``, ``[3, 2, 1, 4]``) into 1-based GDAL band numbers.
+
+    Args:
+        spec: comma-separated string or sequence of ints, 1-based.
+        band_count: the raster's band count.
+        needed: how many bands the model needs (checked when given).
+
+    Raises:
+        RasterError: a band number out of 1..band_count, a non-integer entry, or the wrong count.
+    """
+    if isinstance(spec, str):
+        parts = [p.strip() for p in spec.replace(";", ",").split(",") if p.strip()]
+    else:
+        parts = list(spec)
+    try:
+        bands = [int(p) for p in parts]
+    except (TypeError, ValueError):
+        raise RasterError(f"Bands must be 1-based band numbers such as '3,2,1,4', got {spec!r}") from None
+    bad = [b for b in bands if b < 1 or b > band_count]
+    if bad:
+        raise RasterError(f"Band number(s) {bad} out of range: the raster has bands 1..{band_count}")
+    if needed is not None and len(bands) != needed:
+        raise RasterError(f"The model needs {needed} bands but {len(bands)} were given ({bands}); "
+                          f"list {needed} band numbers in the model's channel order")
+    return bands
+
+
+def read_window(ds: gdal.Dataset, bands: Sequence[int], window: Window,
+                extra_nodata: Optional[float] = None,
+                buf_size: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` over ``window``.
+
+    Args:
+        ds: an open dataset.
+        bands: 1-based band numbers, in the order wanted.
+        window: ``(xoff, yoff, xsize, ysize)`` in pixels.
+        extra_nodata: a value treated as nodata beside the mask band and NaN/Inf.
+        buf_size: ``(buf_xsize, buf_ysize)`` for a decimated (nearest-neighbour) read.
+
+    Returns:
+        ``(data, valid)``: data float32 ``(C, h, w)`` with the raw values; valid bool ``(h, w)``.
+    """
+    xoff, yoff, xs, ys = (int(v) for v in window)
+    bx, by = buf_size if buf_size else (xs, ys)
+    data = np.empty((len(bands), by, bx), np.float32)
+    valid = np.ones((by, bx), bool)
+    for i, b in enumerate(bands):
+        band = ds.GetRasterBand(int(b))
+        data[i] = band.ReadAsArray(xoff, yoff, xs, ys, buf_xsize=bx, buf_ysize=by)
+        if band.GetMaskFlags() != gdal.GMF_ALL_VALID:
+            valid &= band.GetMaskBand().ReadAsArray(xoff, yoff, xs, ys, buf_xsize=bx, buf_ysize=by) > 0
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    if extra_nodata is not None:
+        valid &= ~(data == np.float32(extra_nodata)).any(axis=0)
+    return data, valid
+
+
+def sample_pixels(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Window] = None,
+                  max_pixels: int = 1_000_000, extra_nodata: Optional[float] = None) -> np.ndarray:
+    """Valid pixel values from a decimated read of ``window`` (whole raster by default).
+
+    Memory is bounded by ``max_pixels`` whatever the raster size (GDAL reads a nearest-neighbour
+    subsample, from overviews when the file has them).
+
+    Returns:
+        float32 ``(C, n)``, n <= max_pixels.
+    """
+    if window is None:
+        window = (0, 0, ds.RasterXSize, ds.RasterYSize)
+    _, _, xs, ys = window
+    f = max(1.0, float(np.sqrt(xs * ys / float(max_pixels))))
+    buf = (max(1, int(xs / f)), max(1, int(ys / f)))
+    data, valid = read_window(ds, bands, window, extra_nodata, buf_size=buf)
+    return data[:, valid]
+
+
+def percentile_scale(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Window] = None,
+                     lower: float = 2.0, upper: float = 98.0, max_pixels: int = 1_000_000,
+                     extra_nodata: Optional[float] = None) -> Tuple[List[float], List[float]]:
+    """Per-band ``lower``-``upper`` % percentiles over valid pixels (method.md §9.2-6).
+
+    Computed from at most ``max_pixels`` pixels (a decimated read), never the whole raster.
+
+    Returns:
+        ``(mins, maxs)``: one float per band, ``max > min`` guaranteed.
+
+    Raises:
+        RasterError: when no pixel is valid.
+    """
+    px = sample_pixels(ds, bands, window, max_pixels, extra_nodata)
+    if px.shape[1] == 0:
+        raise RasterError("Every pixel is nodata (mask band, NaN or the extra nodata value): nothing to scale. "
+                          "Check the nodata settings or choose another extent.")
+    lo = np.percentile(px, lower, axis=1)
+    hi = np.percentile(px, upper, axis=1)
+    hi = np.where(hi > lo, hi, lo + np.maximum(np.abs(lo) * 1e-6, 1e-6))
+    return [float(v) for v in lo], [float(v) for v in hi]
+
+
+def apply_scale(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float]) -> np.ndarray:
+    """Map raw values to [0, 1] per channel: ``clip((x - min) / (max - min), 0, 1)``.
+
+    Args:
+        data: ``(C, H, W)`` or ``(N, C, H, W)``, any real dtype.
+
+    Returns:
+        float32, same shape.
+    """
+    lo = np.asarray(mins, np.float32)
+    span = np.asarray(maxs, np.float32) - lo
+    shape = (-1, 1, 1) if data.ndim == 3 else (1, -1, 1, 1)
+    out = (data.astype(np.float32, copy=False) - lo.reshape(shape)) / span.reshape(shape)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def band_labels(ds: gdal.Dataset) -> List[str]:
+    """Lower-case description (or else colour interpretation name) of every band, 1-based order."""
+    out = []
+    for b in range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(b)
+        desc = (band.GetDescription() or "").strip().lower()
+        if not desc:
+            ci = band.GetColorInterpretation()
+            desc = "" if ci in (gdal.GCI_Undefined, gdal.GCI_GrayIndex) else \
+                gdal.GetColorInterpretationName(ci).lower()
+        out.append(desc)
+    return out

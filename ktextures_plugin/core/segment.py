@@ -1,0 +1,382 @@
+"""The main job without QGIS: stream a k-textures ONNX model over a raster and write the class raster.
+
+Pipeline (models/README.md for the model contract, conventions.md §d.2-§d.4 for tiling, nodata, output):
+a reader thread reads tile windows with GDAL (``raster.read_window``) while the main thread scales them,
+runs onnxruntime and writes each tile's core into a partial GeoTIFF; memory grows with the tile, not the
+raster. The colour table, category names and (optionally) sieve are applied to the partial file, which is
+then renamed to the destination, so no half-written output is ever left behind (cancel or error delete it).
+"""
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal
+
+from . import classraster, geo, raster, tiling
+from .modelinfo import INPUT_NAME, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, read_model_info
+from .raster import RasterError
+from .runtime import open_session
+
+gdal.UseExceptions()
+
+Progress = Callable[[float, str], None]
+
+
+class Canceled(Exception):
+    """The run was canceled through ``is_canceled``; no output was left behind."""
+
+
+#: Words that identify a channel in a band description (tokens split on non-alphanumerics).
+_CHANNEL_WORDS = {
+    "red": [{"red"}, {"r"}],
+    "green": [{"green"}, {"g"}],
+    "blue": [{"blue"}, {"b"}],
+    "nir": [{"nir"}, {"near", "infrared"}, {"nearinfrared"}, {"nir08"}],
+}
+_CHANNEL_GCI = {"red": gdal.GCI_RedBand, "green": gdal.GCI_GreenBand, "blue": gdal.GCI_BlueBand}
+#: Sentinel-2 band names, used only when the raster names its bands like Sentinel-2 (B8/B08 present).
+_S2_NAMES = {"blue": {"b2", "b02"}, "green": {"b3", "b03"}, "red": {"b4", "b04"}, "nir": {"b8", "b08"}}
+
+
+def match_bands(ds: gdal.Dataset, channel_names: Sequence[str]) -> List[int]:
+    """Default band mapping: the raster band whose description or colour interpretation names each channel.
+
+    Matching, per channel: a description token set containing one of the channel's words (``"B04 red"``
+    and ``"Red"`` match red, ``"red edge"`` does not), else the GDAL colour interpretation (RedBand, ...),
+    else Sentinel-2 band names (B2/B02 ... B8/B08) when the raster has a band named B8 or B08.
+
+    Returns:
+        1-based band numbers in the model's channel order.
+
+    Raises:
+        RasterError: a channel matches no band or several bands; the message asks for an explicit mapping.
+    """
+    toks = [set(t for t in re.split(r"[^a-z0-9]+", d) if t) for d in raster.band_labels(ds)]
+    descs = [(ds.GetRasterBand(b).GetDescription() or "").strip().lower() for b in range(1, ds.RasterCount + 1)]
+    desc_toks = [set(t for t in re.split(r"[^a-z0-9]+", d) if t) for d in descs]
+    s2 = any(t & {"b8", "b08"} for t in desc_toks)
+    out = []
+    for ch in channel_names:
+        hits = [i + 1 for i, t in enumerate(desc_toks)
+                if "edge" not in t and any(w <= t for w in _CHANNEL_WORDS.get(ch, [{ch}]))]
+        if not hits and ch in _CHANNEL_GCI:
+            hits = [b for b in range(1, ds.RasterCount + 1)
+                    if ds.GetRasterBand(b).GetColorInterpretation() == _CHANNEL_GCI[ch]]
+        if not hits and s2 and ch in _S2_NAMES:
+            hits = [i + 1 for i, t in enumerate(desc_toks) if t & _S2_NAMES[ch]]
+        if len(hits) != 1:
+            found = ", ".join(f"{i + 1}: '{d or '-'}'" for i, d in enumerate(descs))
+            why = "no band" if not hits else f"bands {hits}"
+            raise RasterError(
+                f"Cannot tell which band is '{ch}': {why} match by description or colour interpretation "
+                f"(bands {found}). Set BANDS to the band numbers for {', '.join(channel_names)} in this order, "
+                f"e.g. '3,2,1,4' for a blue,green,red,nir file.")
+        out.append(hits[0])
+    if len(set(out)) != len(out):
+        raise RasterError(f"The automatic band mapping gave the same band twice ({out}); set BANDS explicitly.")
+    return out
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment_raster` produced.
+
+    Attributes:
+        path: the class raster (UInt8/UInt16, 0 = nodata, 1..k).
+        counts: int64 ``(k,)`` pixels per class 1..k (after the sieve).
+        areas_m2: float64 ``(k,)`` square metres per class.
+        valid_pixels: pixels with a class.
+        class_names, colors: k names and ``"#rrggbb"`` colours written into the file.
+        bands: the 1-based input bands used, in the model's channel order.
+        scale_min, scale_max: the scaling applied (raw value -> 0 and 1).
+        execution_provider: the onnxruntime execution provider that ran the model.
+        window: the processed window ``(xoff, yoff, xsize, ysize)`` of the input.
+        seconds: wall time of the whole run.
+        simulation_path: the simulated image, when asked for.
+    """
+
+    path: str
+    info: ModelInfo
+    counts: np.ndarray
+    areas_m2: np.ndarray
+    valid_pixels: int
+    class_names: List[str]
+    colors: List[str]
+    bands: List[int]
+    scale_min: List[float]
+    scale_max: List[float]
+    execution_provider: str
+    window: Tuple[int, int, int, int]
+    seconds: float
+    simulation_path: Optional[str] = None
+    log: List[str] = field(default_factory=list)
+
+    def report_rows(self) -> List[dict]:
+        """Per-class table: class_id (1..k), class_name, pixels, area_m2, percent (of the valid area)."""
+        total = float(self.areas_m2.sum()) or 1.0
+        return [{"class_id": i + 1, "class_name": self.class_names[i], "pixels": int(self.counts[i]),
+                 "area_m2": float(self.areas_m2[i]), "percent": 100.0 * float(self.areas_m2[i]) / total}
+                for i in range(len(self.counts))]
+
+
+def class_stats(path: str, k: int, window_rows: int = 512) -> Tuple[np.ndarray, np.ndarray]:
+    """``(counts, areas_m2)`` per class 1..k of a class raster, read row block by row block."""
+    ds = gdal.Open(path)
+    try:
+        band, gt, wkt = ds.GetRasterBand(1), ds.GetGeoTransform(), ds.GetProjection()
+        counts = np.zeros(k + 1, np.int64)
+        areas = np.zeros(k + 1, np.float64)
+        for y in range(0, ds.RasterYSize, window_rows):
+            h = min(window_rows, ds.RasterYSize - y)
+            arr = band.ReadAsArray(0, y, ds.RasterXSize, h)
+            row_area = geo.row_pixel_areas_m2(gt, wkt, y, h)
+            counts += np.bincount(arr.ravel(), minlength=k + 1)[:k + 1]
+            areas += np.bincount(arr.ravel(), weights=np.repeat(row_area, arr.shape[1]), minlength=k + 1)[:k + 1]
+        return counts[1:], areas[1:]
+    finally:
+        ds = None
+
+
+def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] = None,
+                   is_canceled: Optional[Callable[[], bool]] = None, eight_connected: bool = False) -> None:
+    """GDAL sieve (``gdal.SieveFilter``) of the class raster in place: regions smaller than
+    ``min_segment_px`` pixels take the class of their largest neighbour; nodata (0) is masked out.
+
+    Raises:
+        Canceled: when ``is_canceled()`` turns True during the sieve.
+    """
+    ds = gdal.Open(path, gdal.GA_Update)
+    try:
+        band = ds.GetRasterBand(1)
+
+        def cb(frac, _msg, _data):
+            if progress:
+                progress(frac, "sieve")
+            return 0 if (is_canceled and is_canceled()) else 1
+
+        gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px), 8 if eight_connected else 4,
+                         callback=cb)
+        if is_canceled and is_canceled():
+            raise Canceled()
+    finally:
+        ds = None
+
+
+def _resolve_scaling(info: ModelInfo, ds, bands, scaling: str, window, extra_nodata):
+    if scaling == "model":
+        if info.scale_min is None:
+            raise RasterError(f"The model '{info.path}' stores no scaling: choose SCALING = stretch.")
+        return list(info.scale_min), list(info.scale_max)
+    if scaling == "stretch":
+        return raster.percentile_scale(ds, bands, window, extra_nodata=extra_nodata)
+    raise ValueError(f"scaling must be 'model' or 'stretch', got {scaling!r}")
+
+
+def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=None,
+                   scaling: str = "model", extra_nodata: Optional[float] = None,
+                   window: Optional[Tuple[int, int, int, int]] = None, tile_size: int = 512,
+                   min_segment_px: int = 0, simulation_path: Optional[str] = None,
+                   threads: Optional[int] = None, progress: Optional[Progress] = None,
+                   is_canceled: Optional[Callable[[], bool]] = None,
+                   log: Optional[Callable[[str], None]] = None, session=None) -> SegmentResult:
+    """Segment ``input_path`` with the k-textures model ``model_path`` into ``output_path``.
+
+    Args:
+        input_path: any GDAL raster (any band count; Byte, UInt16, Int16, Float32; any CRS). Read only.
+        model_path: a k-textures ONNX model (models/README.md).
+        output_path: class raster destination (GeoTIFF by default; other GDAL formats by extension).
+        bands: 1-based input bands feeding the model channels in the model's order (str "3,2,1,4" or
+            list); ``None`` = match the model's channel names against band descriptions (:func:`match_bands`).
+        scaling: ``"model"`` (per-band min/max stored in the model) or ``"stretch"`` (this raster's 2-98 %
+            percentiles from a decimated read).
+        extra_nodata: a raw value treated as nodata beside the GDAL mask band and NaN/Inf.
+        window: ``(xoff, yoff, xsize, ysize)`` pixels to segment (default: the whole raster); the output
+            covers exactly this window of the input grid.
+        tile_size: side of a core tile in pixels; tiles overlap by ``2 * halo_px`` of the model.
+        min_segment_px: GDAL sieve threshold in pixels (0 = off).
+        simulation_path: optional Float32 GeoTIFF for the simulated image (models with ``textures``).
+        progress: ``progress(fraction 0..1, stage)``; stages "segment", "sieve".
+        is_canceled: polled between tiles; True stops and removes the partial outputs.
+        log: receives one-line messages (execution provider, bands, scaling).
+        session: an open onnxruntime session on ``model_path`` (reused across runs in batch mode).
+
+    Returns:
+        :class:`SegmentResult`.
+
+    Raises:
+        ModelError: model missing, corrupt or without k-textures metadata.
+        RasterError: too few bands, bad band list, every pixel nodata.
+        OutputError: the destination cannot be written.
+        Canceled: canceled; nothing is left behind.
+        ImportError: onnxruntime missing (the message says how to install it).
+    """
+    t0 = time.perf_counter()
+    say = log or (lambda _m: None)
+    session = session or open_session(model_path, threads=threads)
+    info = read_model_info(model_path, session)
+    ds = raster.open_raster(input_path)
+    c = info.num_channels
+    if ds.RasterCount < c:
+        raise RasterError(f"The raster has {ds.RasterCount} band(s) but the model needs {c} "
+                          f"({', '.join(info.channel_names)}). Choose a raster with these bands.")
+    band_list = (match_bands(ds, info.channel_names) if bands in (None, "", [])
+                 else raster.parse_bands(bands, ds.RasterCount, needed=c))
+    full = (0, 0, ds.RasterXSize, ds.RasterYSize)
+    window = tuple(int(v) for v in (window or full))
+    probe = raster.sample_pixels(ds, band_list, window, max_pixels=65536, extra_nodata=extra_nodata)
+    if probe.shape[1] == 0 and not _any_valid(ds, band_list, window, extra_nodata):
+        raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the NODATA value): "
+                          "nothing to segment. Check NODATA or choose another extent.")
+    smin, smax = _resolve_scaling(info, ds, band_list, scaling, window, extra_nodata)
+    provider = session.get_providers()[0]
+    say(f"Model '{info.title}': k = {info.num_classes}, channels {info.channel_names}, halo {info.halo_px} px")
+    say(f"Bands {band_list} -> {info.channel_names}; scaling '{scaling}': min {smin}, max {smax}")
+    say(f"onnxruntime execution provider: {provider}")
+
+    k = info.num_classes
+    rgb_idx = [info.channel_names.index(n) if n in info.channel_names else -1 for n in ("red", "green", "blue")]
+    textures = None
+    if simulation_path:
+        if not info.has_textures:
+            raise RasterError(f"The model '{info.title}' has no 'textures' output, so it cannot simulate the "
+                              "image; leave the simulation output empty.")
+        textures = session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, c, 8, 8), np.float32)})[0]
+
+    tmp = classraster.partial_path(output_path)
+    tmp_sim = classraster.partial_path(simulation_path) if simulation_path else None
+    out = sim = None
+    color_sum = np.zeros((k, 3), np.float64)
+    color_n = np.zeros(k, np.int64)
+    n_valid = 0
+    total_tiles = tiling.count_tiles(window, tile_size)
+    try:
+        out = classraster.create_on_grid(tmp, ds, window, 1, classraster.class_datatype(k), classraster.NODATA)
+        out_band = out.GetRasterBand(1)
+        if tmp_sim:
+            sim = classraster.create_on_grid(tmp_sim, ds, window, c, gdal.GDT_Float32, float("nan"))
+            for i, n in enumerate(info.channel_names, 1):
+                sim.GetRasterBand(i).SetDescription(n)
+        tiles = tiling.iter_tiles(window, (ds.RasterXSize, ds.RasterYSize), tile_size, info.halo_px)
+        lo = np.asarray(smin, np.float32).reshape(-1, 1, 1)
+        span = (np.asarray(smax, np.float32) - np.asarray(smin, np.float32)).reshape(-1, 1, 1)
+        for n_done, (tile, data, valid) in enumerate(_prefetch(ds, band_list, tiles, extra_nodata, is_canceled)):
+            cx, cy = tile.crop
+            _, _, tw, th = tile.core
+            cvalid = valid[cy:cy + th, cx:cx + tw]
+            labels = np.zeros((th, tw), np.uint8 if k <= 254 else np.uint16)
+            if cvalid.any():
+                n_valid += int(cvalid.sum())
+                x = raster.apply_scale(data, smin, smax)
+                x[:, ~valid] = info.nodata_fill
+                cls = session.run([OUTPUT_CLASS], {INPUT_NAME: x[None]})[0][0, 0, cy:cy + th, cx:cx + tw]
+                cls = np.clip(cls, 0, k - 1)
+                labels[cvalid] = cls[cvalid] + 1
+                if min(rgb_idx) >= 0:
+                    sel = cls[cvalid]
+                    color_n += np.bincount(sel, minlength=k)
+                    for j, ci in enumerate(rgb_idx):
+                        color_sum[:, j] += np.bincount(sel, weights=x[ci, cy:cy + th, cx:cx + tw][cvalid],
+                                                       minlength=k)
+                if sim is not None:
+                    x0, y0 = tile.core[0], tile.core[1]
+                    p = textures.shape[-1]
+                    rows = (np.arange(y0, y0 + th) % p)[:, None]
+                    cols = (np.arange(x0, x0 + tw) % p)[None, :]
+                    s = textures[cls, :, rows, cols].transpose(2, 0, 1) * span + lo  # (C, th, tw) raw units
+                    s[:, ~cvalid] = np.nan
+                    sim.WriteArray(s.astype(np.float32), tile.out[0], tile.out[1],
+                                   band_list=list(range(1, c + 1)))
+            out_band.WriteArray(labels, tile.out[0], tile.out[1])
+            if progress:
+                progress((n_done + 1) / total_tiles, "segment")
+        if n_valid == 0:
+            raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the NODATA value): "
+                              "nothing to segment. Check NODATA or choose another extent.")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_rgb = color_sum / color_n[:, None]
+        colors = info.class_colors or (classraster.true_colors(mean_rgb) if min(rgb_idx) >= 0 else
+                                       [classraster.QUALITATIVE[i % 10] for i in range(k)])
+        classraster.write_palette(out_band, info.class_names, colors)
+        out_band = None
+        out = None
+        if sim is not None:
+            sim = None
+        if min_segment_px > 0:
+            say(f"Sieve: merging regions smaller than {min_segment_px} px (GDAL SieveFilter, 4-connected)")
+            sieve_in_place(tmp, min_segment_px, progress, is_canceled)
+        counts, areas = class_stats(tmp, k)
+        classraster.finish(tmp, output_path)
+        if tmp_sim:
+            classraster.finish(tmp_sim, simulation_path)
+    except BaseException:
+        out_band = out = sim = None
+        classraster.discard(tmp)
+        if tmp_sim:
+            classraster.discard(tmp_sim)
+        raise
+    finally:
+        ds = None
+    return SegmentResult(path=output_path, info=info, counts=counts, areas_m2=areas,
+                         valid_pixels=int(counts.sum()), class_names=list(info.class_names), colors=colors,
+                         bands=band_list, scale_min=smin, scale_max=smax, execution_provider=provider,
+                         window=window, seconds=time.perf_counter() - t0, simulation_path=simulation_path)
+
+
+def _any_valid(ds, bands, window, extra_nodata, rows: int = 256) -> bool:
+    """Full-resolution scan for at least one valid pixel (only when the decimated probe found none)."""
+    x0, y0, xs, ys = window
+    for y in range(y0, y0 + ys, rows):
+        _, valid = raster.read_window(ds, bands, (x0, y, xs, min(rows, y0 + ys - y)), extra_nodata)
+        if valid.any():
+            return True
+    return False
+
+
+def _prefetch(ds, bands, tiles, extra_nodata, is_canceled, depth: int = 2):
+    """Yield ``(tile, data, valid)`` with the next tiles read by a background thread (GDAL releases the
+    GIL while reading, so reading overlaps inference). Polls ``is_canceled`` before every tile."""
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def reader():
+        try:
+            for t in tiles:
+                if stop.is_set():
+                    return
+                item = (t, *raster.read_window(ds, bands, t.read, extra_nodata))
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    th = threading.Thread(target=reader, name="ktextures-reader", daemon=True)
+    th.start()
+    try:
+        while True:
+            if is_canceled and is_canceled():
+                raise Canceled()
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while th.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)

@@ -1,0 +1,57 @@
+"""Tile grid with halo and centre crop: every output pixel is written exactly once.
+
+The processing window is partitioned into *core* tiles of ``tile_size`` x ``tile_size`` pixels (the last
+row/column of tiles is smaller). Each core is read with a *halo* of ``halo`` pixels on every side where the
+raster has pixels there (clamped to the raster, not to the window, so context outside an extent is used),
+the model runs on the read window, and only the core is kept. With ``halo`` >= the model's receptive-field
+radius the stitched result equals whole-image inference (conventions.md §d.2, centre-crop stitching).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Tuple
+
+Window = Tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile. ``core`` and ``read`` are raster windows ``(xoff, yoff, xsize, ysize)`` in pixels;
+    ``crop`` is the core's position inside the read window ``(x, y)``; ``out`` its position in the output
+    (relative to the processing window)."""
+
+    core: Window
+    read: Window
+    crop: Tuple[int, int]
+    out: Tuple[int, int]
+
+
+def iter_tiles(window: Window, raster_size: Tuple[int, int], tile_size: int, halo: int = 0) -> Iterator[Tile]:
+    """Tiles covering ``window`` row by row.
+
+    Args:
+        window: ``(xoff, yoff, xsize, ysize)`` to process, inside the raster.
+        raster_size: ``(width, height)`` of the raster in pixels.
+        tile_size: side of a core tile in pixels (>= 1).
+        halo: context in pixels read around each core (>= 0).
+    """
+    if tile_size < 1:
+        raise ValueError(f"tile size must be >= 1 pixel, got {tile_size}")
+    if halo < 0:
+        raise ValueError(f"halo must be >= 0 pixels, got {halo}")
+    x0, y0, xs, ys = window
+    width, height = raster_size
+    for ty in range(y0, y0 + ys, tile_size):
+        th = min(tile_size, y0 + ys - ty)
+        ry0, ry1 = max(0, ty - halo), min(height, ty + th + halo)
+        for tx in range(x0, x0 + xs, tile_size):
+            tw = min(tile_size, x0 + xs - tx)
+            rx0, rx1 = max(0, tx - halo), min(width, tx + tw + halo)
+            yield Tile(core=(tx, ty, tw, th), read=(rx0, ry0, rx1 - rx0, ry1 - ry0),
+                       crop=(tx - rx0, ty - ry0), out=(tx - x0, ty - y0))
+
+
+def count_tiles(window: Window, tile_size: int) -> int:
+    """Number of tiles :func:`iter_tiles` yields for ``window``."""
+    _, _, xs, ys = window
+    return -(-xs // tile_size) * -(-ys // tile_size)

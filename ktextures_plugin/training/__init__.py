@@ -1,0 +1,39 @@
+"""Fitting k-textures models with PyTorch and exporting them to ONNX (method.md §4-§9).
+
+torch is imported lazily: importing this package (or reading the names below) never imports torch, so
+the QGIS plugin can list the ``fit`` algorithm and explain a missing torch installation itself.
+
+Public API::
+
+    from ktextures_plugin.training import fit, FitCanceled, FitInputError
+    info = fit("image.tif", "3,2,1,4", k=6, out_path="model.onnx", steps=600)
+
+Modules: ``model`` (networks, §4/§9.1), ``features`` (loss feature extractors, §5/§9.2-1), ``data``
+(GDAL tile sampler, §3/§9.2-6), ``train`` (the loop and :func:`fit`), ``export`` (ONNX, §9.3).
+"""
+from __future__ import annotations
+
+from .errors import (AllNodataError, BadKError, FitCanceled, FitInputError, RasterTooSmallError,
+                     TooFewBandsError, TorchMissingError)
+
+__all__ = ["fit", "FitCanceled", "FitInputError", "TooFewBandsError", "BadKError", "RasterTooSmallError",
+           "AllNodataError", "TorchMissingError", "torch_available"]
+
+
+def torch_available() -> bool:
+    """True when ``import torch`` works (checked without raising)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fit(*args, **kwargs):
+    """Fit a k-textures model and export it to ONNX; see :func:`ktextures_plugin.training.train.fit`."""
+    if not torch_available():
+        raise TorchMissingError(
+            "PyTorch is needed to fit a model but is not installed in this Python. Install the CPU build, "
+            "e.g. 'python -m pip install torch --index-url https://download.pytorch.org/whl/cpu', then retry.")
+    from .train import fit as _fit
+    return _fit(*args, **kwargs)

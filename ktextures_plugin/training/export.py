@@ -1,0 +1,138 @@
+"""Export a trained :class:`~.model.KTextures` to the k-textures ONNX contract (models/README.md, method.md §9.3).
+
+Graph: input ``image`` float32 (N,C,H,W) with N, H, W dynamic (channels scaled to [0, 1]);
+outputs ``class`` int64 (N,1,H,W) and ``textures`` float32 (k,C,P,P), a constant. The mask network runs
+with BatchNorm in inference mode (running statistics; recalibrated by the trainer, §9.2-3). The faithful
+class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the §4.2 masks); the spatial class is the argmax
+of the k logits.
+
+The file is written to ``<out>.tmp-<pid>`` first, validated (onnx checker + :func:`core.modelinfo.read_model_info`)
+and only then renamed onto ``out``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core import modelinfo
+from .model import KTextures, bin_index
+
+OPSET = 17
+
+
+class _ExportGraph(nn.Module):
+    """image (N,C,H,W) -> (class (N,1,H,W) int64, textures (k,C,P,P) float32)."""
+
+    def __init__(self, model: KTextures, textures: torch.Tensor):
+        super().__init__()
+        self.mask_net = model.mask_net
+        self.k = model.k
+        self.variant = model.variant
+        self.register_buffer("tex", textures.detach().clone().float())
+
+    def forward(self, image: torch.Tensor):
+        out = self.mask_net(image)
+        if self.variant == "faithful":
+            cls = bin_index(out, self.k)
+        else:
+            cls = torch.argmax(out, dim=1, keepdim=True)
+        return cls, self.tex
+
+
+def _to_onnx_bytes(graph: nn.Module, in_ch: int) -> bytes:
+    dummy = torch.rand(1, in_ch, 32, 32)
+    buf = io.BytesIO()
+    kwargs = dict(input_names=[modelinfo.INPUT_NAME],
+                  output_names=[modelinfo.OUTPUT_CLASS, modelinfo.OUTPUT_TEXTURES],
+                  dynamic_axes={modelinfo.INPUT_NAME: {0: "N", 2: "H", 3: "W"},
+                                modelinfo.OUTPUT_CLASS: {0: "N", 2: "H", 3: "W"}},
+                  opset_version=OPSET, do_constant_folding=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(graph, (dummy,), buf, dynamo=False, **kwargs)
+        except TypeError:  # very old torch without the dynamo switch
+            torch.onnx.export(graph, (dummy,), buf, **kwargs)
+    return buf.getvalue()
+
+
+def _textures_as_output(proto) -> None:
+    """Make sure ``textures`` is produced by a node (some runtimes reject an initializer used as output)."""
+    import onnx
+    from onnx import helper
+
+    g = proto.graph
+    produced = {o for n in g.node for o in n.output}
+    name = modelinfo.OUTPUT_TEXTURES
+    if name in produced:
+        return
+    init_names = {i.name for i in g.initializer}
+    if name in init_names:
+        for init in g.initializer:
+            if init.name == name:
+                init.name = name + "_const"
+        g.node.append(helper.make_node("Identity", [name + "_const"], [name], name="textures_identity"))
+    onnx.checker.check_model(proto)
+
+
+def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_min: Sequence[float],
+                scale_max: Sequence[float], *, title: str = "", provenance: Optional[Dict] = None,
+                channel_names: Sequence[str] = modelinfo.RGBN, class_names: Sequence[str] = ()) -> modelinfo.ModelInfo:
+    """Write ``model`` as a k-textures ONNX file and return its validated :class:`ModelInfo`.
+
+    Args:
+        model: trained model (switched to eval mode here).
+        textures: (k,C,P,P) float32 in [0, 1], the textures to ship (as trained, §4.3).
+        out_path: destination ``.onnx``; replaced atomically only after validation.
+        scale_min, scale_max: per-channel raw values mapped to 0 and 1 (2-98 % percentiles).
+        title: ``ktextures.title``.
+        provenance: free-form dict stored in ``ktextures.provenance``.
+
+    Raises:
+        modelinfo.ModelError: the written file does not pass ``read_model_info`` (a bug; nothing is left behind).
+    """
+    import onnx
+
+    model.eval()
+    graph = _ExportGraph(model, textures).eval()
+    proto = onnx.load_from_string(_to_onnx_bytes(graph, model.in_ch))
+    _textures_as_output(proto)
+    meta = modelinfo.to_metadata_props(
+        model.k, list(channel_names), scale_min, scale_max, halo_px=model.halo_px, class_names=class_names,
+        texture_period_px=int(textures.shape[-1]), title=title, provenance=provenance or {})
+    del proto.metadata_props[:]
+    for key, val in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, val
+    proto.producer_name = "ktextures_plugin.training"
+    onnx.checker.check_model(proto)
+    out_path = str(out_path)
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = os.path.join(out_dir, f".{os.path.basename(out_path)}.tmp-{os.getpid()}.onnx")
+    try:
+        onnx.save(proto, tmp)
+        info = modelinfo.read_model_info(tmp)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    info.path = out_path
+    return info
+
+
+def onnx_classes(path: str, image: np.ndarray, threads: int = 0) -> np.ndarray:
+    """Run an exported model with onnxruntime on image (N,C,H,W) float32; returns class (N,1,H,W) int64."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return sess.run([modelinfo.OUTPUT_CLASS], {modelinfo.INPUT_NAME: image.astype(np.float32)})[0]

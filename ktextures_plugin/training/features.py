@@ -1,0 +1,196 @@
+"""Frozen feature extractors for the k-textures loss (method.md §5, §9.1, §9.2-1/2).
+
+One interface: :func:`build_features(spec)` returns a :class:`FeatureLoss` whose ``forward(x, sim)`` is the
+balanced sum of feature MSE terms between the image tiles ``x`` and their simulation ``sim``, both
+(N,4,H,W) float32 in [0, 1] (channels red, green, blue, NIR).
+
+Spec strings (``--features NAME``), several joined with ``+``:
+
+* ``random`` — a fixed, seeded random-weight multi-scale CNN over all 4 channels (cheap on CPU). Terms:
+  the post-ReLU maps at 1, 1/2, 1/4, 1/8 and 1/16 resolution, each an MSE.
+* ``vgg16:PATH`` — torchvision-layout VGG16 ``features[:30]`` (through the ReLU after conv5_3, i.e.
+  Keras ``block5_conv3``, 8x8x512 at 128 px) with weights from the local state_dict file PATH (keys
+  ``features.N.weight/bias``, or ``N.weight/bias``); input = RGB with ImageNet mean/std (§9.2-2).
+
+Balancing (§9.2-2): :meth:`FeatureLoss.calibrate` sets each term's weight to 1 / its value at the start of
+training (image vs initial simulation), so every term starts at 1.0 and the total at the number of terms.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: torchvision's VGG16 configuration ("D"): conv widths, "M" = 2x2 max-pool.
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class FeatureSpecError(ValueError):
+    """Unknown ``--features`` name or unreadable weight file; the message lists the valid names."""
+
+
+class Extractor(nn.Module):
+    """Frozen extractor: ``forward(x)`` maps (N,4,H,W) in [0, 1] to a list of feature maps."""
+
+    name = "extractor"
+
+    def freeze(self) -> "Extractor":
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+        return self
+
+    def train(self, mode: bool = True):  # always eval: frozen extractors never update BN etc.
+        return super().train(False)
+
+
+class RandomCNN(Extractor):
+    """Seeded random-weight multi-scale CNN over all 4 channels (no training, no download).
+
+    Stage i: [avg-pool 2 (i > 0)] -> Conv3x3 -> ReLU; widths ``widths``; He-normal weights from a
+    ``torch.Generator`` seeded with ``seed``, zero bias. Input is centred as (x - 0.5) / 0.25.
+    Returns one (N, w_i, H/2^i, W/2^i) map per stage.
+    """
+
+    name = "random"
+
+    def __init__(self, in_ch: int = 4, widths: Sequence[int] = (32, 64, 96, 128, 128), seed: int = 1234):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.convs = nn.ModuleList()
+        c = in_ch
+        for w in widths:
+            conv = nn.Conv2d(c, w, 3, padding=1)
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / (c * 9)) ** 0.5)
+                conv.bias.zero_()
+            self.convs.append(conv)
+            c = w
+        self.freeze()
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        h = (x - 0.5) / 0.25
+        out = []
+        for i, conv in enumerate(self.convs):
+            if i > 0:
+                h = F.avg_pool2d(h, 2)
+            h = F.relu(conv(h))
+            out.append(h)
+        return out
+
+
+def vgg16_features() -> nn.Sequential:
+    """torchvision-compatible VGG16 ``features`` (indices 0..30; conv3x3 pad 1, ReLU, max-pool 2)."""
+    layers: List[nn.Module] = []
+    c = 3
+    for v in VGG16_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
+            c = v
+    return nn.Sequential(*layers)
+
+
+class VGG16Features(Extractor):
+    """VGG16 ``features[:30]`` on the RGB channels with ImageNet normalisation (method.md §5, §9.1, §9.2-2).
+
+    Args:
+        path: torchvision-style state_dict (``torch.save(vgg16().state_dict())``); only ``features.*`` keys
+            are used. ``None`` keeps random init (tests only).
+
+    Returns from forward: [(N,512,H/16,W/16)] (block5_conv3 after ReLU).
+    """
+
+    name = "vgg16"
+
+    def __init__(self, path: str = None):
+        super().__init__()
+        self.features = vgg16_features()[:30]
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        if path is not None:
+            self.load_weights(path)
+        self.freeze()
+
+    def load_weights(self, path: str) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise FeatureSpecError(f"cannot read VGG16 weights '{path}': {exc}. Give a torchvision VGG16 "
+                                   "state_dict saved with torch.save(model.state_dict(), PATH).") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        feats: Dict[str, torch.Tensor] = {}
+        for key, val in state.items():
+            if key.startswith("features."):
+                key = key[len("features."):]
+            idx = key.split(".")[0]
+            if idx.isdigit() and int(idx) < 30:
+                feats[key] = val
+        missing, _ = self.features.load_state_dict(feats, strict=False)
+        if missing:
+            raise FeatureSpecError(f"'{path}' is not a VGG16 state_dict: missing {missing[:4]}... "
+                                   "(expected keys features.0.weight ... features.28.bias)")
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        rgb = (x[:, :3] - self.mean) / self.std
+        return [self.features(rgb)]
+
+
+def build_extractors(spec: str) -> List[Extractor]:
+    """Extractors named by ``spec`` (``random``, ``vgg16:PATH``, joined with ``+``)."""
+    out: List[Extractor] = []
+    for part in [p.strip() for p in str(spec).split("+") if p.strip()]:
+        if part == "random":
+            out.append(RandomCNN())
+        elif part.startswith("vgg16:"):
+            out.append(VGG16Features(part[len("vgg16:"):]))
+        else:
+            raise FeatureSpecError(f"unknown feature extractor {part!r}: use 'random', 'vgg16:PATH' "
+                                   "(a local torchvision VGG16 state_dict) or both joined with '+'")
+    if not out:
+        raise FeatureSpecError("no feature extractor given: use 'random' or 'vgg16:PATH'")
+    return out
+
+
+class FeatureLoss(nn.Module):
+    """Balanced sum of feature MSE terms (method.md §5): sum_t w_t * mean((phi_t(x) - phi_t(sim))^2).
+
+    ``forward(x, sim)`` -> (total scalar tensor, list of per-term floats). Features of ``x`` are computed
+    without gradient; ``sim`` carries the gradient.
+    """
+
+    def __init__(self, spec: str):
+        super().__init__()
+        self.spec = spec
+        self.extractors = nn.ModuleList(build_extractors(spec))
+        self.weights: List[float] = []
+
+    def _terms(self, x: torch.Tensor, sim: torch.Tensor) -> List[torch.Tensor]:
+        terms = []
+        for ext in self.extractors:
+            with torch.no_grad():
+                fx = ext(x)
+            fs = ext(sim)
+            terms += [F.mse_loss(b, a) for a, b in zip(fx, fs)]
+        return terms
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, sim: torch.Tensor) -> List[float]:
+        """Set term weights to 1 / initial value (floor 1e-8); returns the initial raw values."""
+        raw = [float(t) for t in self._terms(x, sim)]
+        self.weights = [1.0 / max(v, 1e-8) for v in raw]
+        return raw
+
+    def forward(self, x: torch.Tensor, sim: torch.Tensor):
+        terms = self._terms(x, sim)
+        if not self.weights:
+            self.weights = [1.0] * len(terms)
+        total = sum(w * t for w, t in zip(self.weights, terms))
+        return total, [float(t.detach()) for t in terms]

@@ -1,0 +1,289 @@
+"""The k-textures network in PyTorch (method.md §4, §9.1; deviations §9.2 behind options).
+
+Shapes are PyTorch NCHW. C = 4 channels (red, green, blue, NIR) scaled to [0, 1] (method.md §9.2-6),
+k = number of classes, P = texture period (128 px).
+
+* :class:`ScalarNet` (§4.1): per-pixel 1x1 network, image (N,C,H,W) -> s (N,1,H,W) in (0, 1).
+* :func:`hard_bins` (§4.2, closed form): s -> k one-hot masks (N,k,H,W), class 0 = highest s.
+* :class:`SpatialMaskNet` (§9.2-5, variant ``spatial``): 3x3 conv network -> k logits, hard one-hot with a
+  straight-through (softmax) gradient.
+* :class:`TextureGen` (§4.3): fixed noise buffer (1,1,P+16,P+16) -> texture (1,C,P,P) in (0, 1).
+* :class:`KTextures`: the whole model; ``simulate`` gives the simulated image (§4.4).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+#: Keras defaults translated to PyTorch (method.md §9.1): momentum 0.01 == Keras 0.99.
+BN_MOMENTUM = 0.01
+BN_EPS = 1e-3
+#: hard-sigmoid ramp slope of the original step network (method.md §4.2)
+FAITHFUL_SLOPE = 5000.0
+NOISE_STD = 0.0005
+LEAKY_SLOPE = 0.3
+
+
+def _bn(ch: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(ch, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def glorot_init(module: nn.Module) -> None:
+    """Keras defaults: Glorot-uniform conv kernels, zero biases (method.md §9.1)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ScalarNet(nn.Module):
+    """Per-pixel scalar network (method.md §4.1): Conv1x1(C->64)-BN-ELU-Conv1x1(64->64)-BN-ELU-Conv1x1(64->1)-BN-sigmoid.
+
+    Input (N,C,H,W) float32 in [0, 1]; output s (N,1,H,W) float32 in (0, 1). In training mode
+    Gaussian noise of std ``noise_std`` (0.0005) is added to s (§4.1 row 6). Halo 0 px.
+    """
+
+    halo_px = 0
+
+    def __init__(self, in_ch: int = 4, width: int = 64, noise_std: float = NOISE_STD):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_ch, width, 1), _bn(width), nn.ELU(),
+            nn.Conv2d(width, width, 1), _bn(width), nn.ELU(),
+            nn.Conv2d(width, 1, 1), _bn(1), nn.Sigmoid())
+        self.noise_std = float(noise_std)
+        glorot_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.net(x)
+        if self.training and self.noise_std > 0:
+            s = s + torch.randn_like(s) * self.noise_std
+        return s
+
+
+def bin_index(s: torch.Tensor, k: int) -> torch.Tensor:
+    """Class of each pixel from s (method.md §9.3): ``k-1 - clamp(floor(k*s), 0, k-1)``, int64, same shape."""
+    return (k - 1) - torch.clamp(torch.floor(s * k), 0, k - 1).to(torch.int64)
+
+
+def hard_bins(s: torch.Tensor, k: int, slope: float = FAITHFUL_SLOPE, straight_through: bool = False
+              ) -> torch.Tensor:
+    """k masks from the scalar s, closed form of method.md §4.2.
+
+    Boundaries b_j = j/k (j = 1..k-1), ramps H_j = clamp(slope*(s - b_j) + 0.5, 0, 1); ascending masks
+    m_0 = 1 - H_1, m_j = H_j - H_{j+1}, m_{k-1} = H_{k-1}; the channel order is reversed so class 0 holds the
+    highest s. With slope 5000 the masks are one-hot except within 1e-4 of a boundary.
+
+    Args:
+        s: (N,1,H,W) float32 in [0, 1].
+        k: number of classes (>= 2).
+        slope: ramp slope S (5000 = faithful; smaller = softer, used by annealing, §9.2-4a).
+        straight_through: forward = exact one-hot of :func:`bin_index`, backward = gradient of the ramps
+            (§9.2-4b).
+
+    Returns:
+        (N,k,H,W) float32; masks sum to 1 per pixel.
+    """
+    b = torch.arange(1, k, dtype=s.dtype, device=s.device).view(1, k - 1, 1, 1) / k
+    ramps = torch.clamp(slope * (s - b) + 0.5, 0.0, 1.0)              # (N,k-1,H,W)
+    one = torch.ones_like(s)
+    padded = torch.cat([one, ramps, torch.zeros_like(s)], dim=1)       # (N,k+1,H,W)
+    asc = padded[:, :-1] - padded[:, 1:]                               # (N,k,H,W), ascending in s
+    soft = torch.flip(asc, dims=[1])
+    if not straight_through:
+        return soft
+    hard = F.one_hot(bin_index(s[:, 0], k), k).permute(0, 3, 1, 2).to(s.dtype)
+    return hard + (soft - soft.detach())
+
+
+class SpatialMaskNet(nn.Module):
+    """Variant ``spatial`` (method.md §9.2-5): per-class logits from a small 3x3 conv network.
+
+    Conv3x3(C->w)-BN-ELU-Conv3x3(w->w)-BN-ELU-Conv1x1(w->k)-BN. Input (N,C,H,W) in [0, 1]; output
+    logits (N,k,H,W). Receptive field 5x5, so ``halo_px`` = 2: tiles must overlap by 4 px at inference.
+    Training uses a hard one-hot forward with a softmax straight-through gradient (:meth:`masks`).
+    """
+
+    halo_px = 2
+
+    def __init__(self, k: int, in_ch: int = 4, width: int = 32, noise_std: float = 0.0):
+        super().__init__()
+        self.k = k
+        self.net = nn.Sequential(
+            nn.Conv2d(in_ch, width, 3, padding=1), _bn(width), nn.ELU(),
+            nn.Conv2d(width, width, 3, padding=1), _bn(width), nn.ELU(),
+            nn.Conv2d(width, k, 1), _bn(k))
+        self.noise_std = noise_std
+        glorot_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def masks(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Hard one-hot (N,k,H,W) of argmax(logits) with the gradient of softmax(logits / temperature)."""
+        soft = torch.softmax(logits / temperature, dim=1)
+        hard = F.one_hot(torch.argmax(logits, dim=1), self.k).permute(0, 3, 1, 2).to(logits.dtype)
+        return hard + (soft - soft.detach())
+
+
+class TextureGen(nn.Module):
+    """One class texture (method.md §4.3): a fixed N(0,1) noise buffer (1,1,P+16,P+16) ->
+    4x[Conv3x3(->16)-BN-LeakyReLU(0.3)] -> Conv3x3(16->C) -> sigmoid -> centre crop 8 -> (1,C,P,P) in (0, 1).
+
+    The noise is drawn once from ``generator`` and saved in the state dict (a buffer), so the texture is a
+    deterministic learned image (deep-image-prior style), the same for every tile and step.
+    """
+
+    def __init__(self, out_ch: int = 4, period: int = 128, width: int = 16,
+                 generator: Optional[torch.Generator] = None):
+        super().__init__()
+        self.register_buffer("noise", torch.randn(1, 1, period + 16, period + 16, generator=generator))
+        layers = []
+        c = 1
+        for _ in range(4):
+            layers += [nn.Conv2d(c, width, 3, padding=1), _bn(width), nn.LeakyReLU(LEAKY_SLOPE)]
+            c = width
+        layers += [nn.Conv2d(width, out_ch, 3, padding=1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+        self.period = period
+        glorot_init(self)
+
+    def forward(self) -> torch.Tensor:
+        t = self.net(self.noise)
+        return t[:, :, 8:-8, 8:-8]
+
+
+def crop_textures(textures: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The texture values that fall on each training tile, with period P anchored on the raster grid.
+
+    At raster pixel (row, col) the simulation uses ``textures[:, :, row mod P, col mod P]`` (models/README.md),
+    so a tile read at (yoff, xoff) sees the textures shifted by (yoff mod P, xoff mod P).
+
+    Args:
+        textures: (k,C,P,P).
+        offsets: (N,2) int64 raster (yoff, xoff) of each tile.
+        h, w: tile size.
+
+    Returns:
+        (N,k,C,h,w).
+    """
+    k, c, p, _ = textures.shape
+    rows = (offsets[:, 0:1] + torch.arange(h).view(1, h)) % p          # (N,h)
+    cols = (offsets[:, 1:2] + torch.arange(w).view(1, w)) % p          # (N,w)
+    # gather rows then columns: (k,C,N,h,P) -> (k,C,N,h,w)
+    t = textures[:, :, rows]                                            # (k,C,N,h,P)
+    t = torch.gather(t, 4, cols.view(1, 1, -1, 1, w).expand(k, c, -1, h, w))
+    return t.permute(2, 0, 1, 3, 4)
+
+
+class KTextures(nn.Module):
+    """The k-textures model (method.md §4, §9).
+
+    Args:
+        k: number of classes, 2..128.
+        in_ch: channels C (4: red, green, blue, NIR).
+        variant: ``"faithful"`` (1x1 :class:`ScalarNet` + :func:`hard_bins`) or ``"spatial"``
+            (:class:`SpatialMaskNet`, halo 2 px).
+        period: texture side P in px (128).
+        seed: seeds the texture noise buffers (and nothing else).
+        straight_through: faithful variant only, hard forward / ramp backward (§9.2-4b).
+    """
+
+    def __init__(self, k: int, in_ch: int = 4, variant: str = "faithful", period: int = 128,
+                 seed: int = 0, straight_through: bool = False, spatial_width: int = 32):
+        super().__init__()
+        if variant not in ("faithful", "spatial"):
+            raise ValueError(f"variant must be 'faithful' or 'spatial', got {variant!r}")
+        self.k = int(k)
+        self.in_ch = in_ch
+        self.variant = variant
+        self.period = period
+        self.straight_through = straight_through
+        self.slope = FAITHFUL_SLOPE
+        if variant == "faithful":
+            self.mask_net = ScalarNet(in_ch)
+        else:
+            self.mask_net = SpatialMaskNet(self.k, in_ch, width=spatial_width)
+        gen = torch.Generator().manual_seed(10_000 + int(seed))
+        self.textures = nn.ModuleList(TextureGen(in_ch, period, generator=gen) for _ in range(self.k))
+
+    @property
+    def halo_px(self) -> int:
+        return int(self.mask_net.halo_px)
+
+    def texture_stack(self) -> torch.Tensor:
+        """All k textures, (k,C,P,P) float32 in (0, 1)."""
+        return torch.cat([g() for g in self.textures], dim=0)
+
+    def masks(self, x: torch.Tensor) -> torch.Tensor:
+        """Training masks (N,k,H,W): one-hot (up to the ramp width) with the variant's gradient path."""
+        if self.variant == "faithful":
+            s = self.mask_net(x)
+            return hard_bins(s, self.k, self.slope, self.straight_through)
+        return self.mask_net.masks(self.mask_net(x))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class map (N,1,H,W) int64 in 0..k-1 (the ONNX ``class`` output; call in eval mode)."""
+        if self.variant == "faithful":
+            return bin_index(self.mask_net(x), self.k)
+        return torch.argmax(self.mask_net(x), dim=1, keepdim=True)
+
+    def simulate(self, x: torch.Tensor, offsets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Simulated image (method.md §4.4): ``sim = sum_i mask_i * T_i``.
+
+        Args:
+            x: (N,C,H,W) float32 scaled image tiles.
+            offsets: (N,2) int64 raster (yoff, xoff) of each tile (textures are anchored on the raster grid).
+
+        Returns:
+            ``(sim, masks)``: sim (N,C,H,W) float32, masks (N,k,H,W) float32.
+        """
+        n, _, h, w = x.shape
+        masks = self.masks(x)
+        tex = crop_textures(self.texture_stack(), offsets, h, w)          # (N,k,C,h,w)
+        sim = (masks.unsqueeze(2) * tex).sum(dim=1)
+        return sim, masks
+
+
+def mask_net_batchnorms(model: KTextures) -> Sequence[nn.BatchNorm2d]:
+    return [m for m in model.mask_net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: KTextures, batches) -> None:
+    """Recompute the mask-network BatchNorm running statistics as a cumulative average over ``batches``
+    (method.md §9.2-3), so inference-mode binning matches what training saw on average.
+
+    Args:
+        batches: iterable of (N,C,H,W) float32 tensors.
+    """
+    bns = mask_net_batchnorms(model)
+    saved = [(bn.momentum,) for bn in bns]
+    was_training = model.training
+    noise = getattr(model.mask_net, "noise_std", 0.0)
+    model.mask_net.noise_std = 0.0
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None                      # cumulative moving average
+    model.mask_net.train()
+    for x in batches:
+        model.mask_net(x)
+    for bn, (mom,) in zip(bns, saved):
+        bn.momentum = mom
+    model.mask_net.noise_std = noise
+    model.train(was_training)
+
+
+def anneal_slope(step: int, total: int, start: float, end: float = FAITHFUL_SLOPE, fraction: float = 0.6
+                 ) -> float:
+    """Geometric ramp-slope schedule (method.md §9.2-4a): ``start`` -> ``end`` over the first ``fraction`` of
+    the steps, then ``end``."""
+    if start >= end or total <= 1:
+        return end
+    t = min(1.0, step / max(1.0, fraction * (total - 1)))
+    return float(math.exp(math.log(start) + t * (math.log(end) - math.log(start))))
