@@ -85,7 +85,7 @@ case "$cmd" in
         rm -f "$OUT/classes.tif" "$OUT/polygons.gpkg" "$OUT/report.csv"
         log "qgis_process.bin run ktextures:segment on the bundled Sentinel-2 sample"
         qgis_process.bin run ktextures:segment -- \
-            INPUT="$ROOT/data/s2_brandenburg_sample_b2b3b4b8_10m.tif" MODEL=0 MIN_SEGMENT_PX=4 \
+            INPUT="$ROOT/data/s2_brandenburg_sample_b2b3b4b8_10m.tif" MIN_SEGMENT_PX=4 \
             OUTPUT_RASTER="$OUT/classes.tif" OUTPUT_VECTOR="$OUT/polygons.gpkg" \
             OUTPUT_REPORT="$OUT/report.csv" 2> >(grep -v 'setapi() is deprecated' >&2)
         echo; echo "Per-class area ($OUT/report.csv):"; column -s, -t < "$OUT/report.csv"

@@ -1,0 +1,1 @@
+"""QGIS Processing algorithms: parameters in, core calls, outputs out."""

@@ -1,0 +1,50 @@
+"""Glue shared by the algorithms: feedback bridges, cached onnxruntime sessions, input checks."""
+import os
+from typing import Optional
+
+from qgis.core import QgsProcessingException
+
+from ..core.runtime import INSTALL_HINT, onnxruntime_available
+
+_SESSIONS = {}
+
+
+def progress_bridge(feedback, start: float = 0.0, end: float = 100.0):
+    """``progress(fraction, stage)`` for core calls, mapped onto ``feedback`` between start and end %."""
+    def progress(fraction, _stage=""):
+        feedback.setProgress(start + (end - start) * max(0.0, min(1.0, fraction)))
+    return progress
+
+
+def cached_session(path: str):
+    """One onnxruntime session per model file and modification time (batch runs reuse it)."""
+    from ..core.runtime import open_session
+
+    key = (os.path.abspath(path), os.path.getmtime(path) if os.path.exists(path) else 0)
+    if key not in _SESSIONS:
+        _SESSIONS.clear()
+        _SESSIONS[key] = open_session(path)
+    return _SESSIONS[key]
+
+
+def require_onnxruntime():
+    if not onnxruntime_available():
+        raise QgsProcessingException(INSTALL_HINT)
+
+
+def gdal_source(layer, name: str = "INPUT") -> str:
+    """The GDAL path of a raster layer, or a clear error for non-GDAL layers (WMS, XYZ, memory)."""
+    if layer is None:
+        raise QgsProcessingException(f"Could not load the raster layer given as {name}.")
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"{name} '{layer.name()}' is a '{layer.providerType()}' layer; k-textures reads rasters with GDAL. "
+            "Save it as a GeoTIFF first (Raster > Conversion > Translate) and use that file.")
+    return layer.dataProvider().dataSourceUri().split("|")[0]
+
+
+def optional_number(parameters, name) -> Optional[float]:
+    v = parameters.get(name)
+    if v is None or v == "" or (isinstance(v, float) and v != v):
+        return None
+    return float(v)

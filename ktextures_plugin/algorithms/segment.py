@@ -1,0 +1,230 @@
+"""``ktextures:segment``: run a k-textures ONNX model over a raster layer; write a styled class raster,
+its polygons, a per-class area report and optionally the simulated image.
+
+Parameter ids are a public contract for scripts and graphical models (issue 2): INPUT, MODEL, MODEL_FILE,
+BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, TILE_SIZE, OUTPUT_RASTER, OUTPUT_VECTOR, OUTPUT_REPORT,
+OUTPUT_SIMULATION. The work is done by :func:`ktextures_plugin.core.segment.segment_raster` and
+:func:`ktextures_plugin.core.vectorize.polygonize`.
+"""
+import os
+
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingParameterBand,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterExtent, QgsProcessingParameterFile,
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterVectorDestination)
+
+from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
+from ..core import geo
+from ..core.classraster import OutputError
+from ..core.modelinfo import ModelError
+from ..core.raster import RasterError
+from ..core.runtime import INSTALL_HINT, onnxruntime_available
+from . import styling
+from .common import cached_session, gdal_source, optional_number, progress_bridge
+
+SCALINGS = ["model", "stretch"]
+
+
+class SegmentAlgorithm(QgsProcessingAlgorithm):
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    MODEL_FILE = "MODEL_FILE"
+    BANDS = "BANDS"
+    SCALING = "SCALING"
+    NODATA = "NODATA"
+    EXTENT = "EXTENT"
+    MIN_SEGMENT_PX = "MIN_SEGMENT_PX"
+    TILE_SIZE = "TILE_SIZE"
+    OUTPUT_RASTER = "OUTPUT_RASTER"
+    OUTPUT_VECTOR = "OUTPUT_VECTOR"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
+    OUTPUT_SIMULATION = "OUTPUT_SIMULATION"
+
+    def name(self):
+        return "segment"
+
+    def displayName(self):  # noqa: N802
+        return "Segment raster into k textures"
+
+    def group(self):
+        return "k-textures"
+
+    def groupId(self):  # noqa: N802
+        return "ktextures"
+
+    def icon(self):
+        from ..provider import icon
+        return icon()
+
+    def tags(self):
+        return ["segmentation", "unsupervised", "classification", "texture", "clustering", "onnx", "k-means"]
+
+    def shortHelpString(self):  # noqa: N802
+        return (
+            "Segments a raster layer into k hard texture classes with a k-textures model (Wagner et al., "
+            "Front. Environ. Sci. 2022) exported to ONNX, tile by tile, so memory grows with the tile and not "
+            "with the raster.\n\n"
+            "<b>Model</b>: a bundled model, or an .onnx file (Model file) made with 'Fit a k-textures model'.\n"
+            "<b>Bands</b>: the input bands for the model's channels in the model's order (red, green, blue, NIR "
+            "for k-textures). Empty: found from the band descriptions or colour interpretation.\n"
+            "<b>Scaling</b>: 'model' uses the per-band scaling stored in the model (right for the sensor it was "
+            "trained on); 'stretch' uses this raster's 2-98 % percentiles (another sensor or processing level).\n"
+            "<b>Nodata</b>: the GDAL mask band, NaN/Inf and this extra value are nodata; they get class 0.\n"
+            "<b>Minimum segment size</b>: GDAL sieve threshold in pixels (0 = off), applied to the raster "
+            "before polygonizing.\n\n"
+            "Outputs: class raster (0 = nodata, classes 1..k, colour table and class names inside), polygons "
+            "(class_id, class_name, area_m2), a per-class area report (CSV) and the model's simulation of the "
+            "image (each pixel shows the texture of its class).")
+
+    def createInstance(self):  # noqa: N802
+        return SegmentAlgorithm()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=[title for _, title in BUNDLED_MODELS], defaultValue=DEFAULT_MODEL))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL_FILE, "Model file (.onnx; overrides Model)", extension="onnx", optional=True))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, "Bands in the model's channel order (empty: from band descriptions)",
+            parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.SCALING, "Scaling", options=SCALINGS, defaultValue="model", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.NODATA, "Extra nodata value", type=QgsProcessingParameterNumber.Double, optional=True))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (empty: whole layer)", optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_SEGMENT_PX, "Minimum segment size (pixels, 0 = no sieve)",
+            type=QgsProcessingParameterNumber.Integer, minValue=0, defaultValue=0))
+        tile = QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)",
+                                            type=QgsProcessingParameterNumber.Integer, minValue=32,
+                                            maxValue=8192, defaultValue=512)
+        tile.setFlags(tile.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(tile)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_RASTER, "Classes"))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.OUTPUT_VECTOR, "Class polygons", type=QgsProcessing.TypeVectorPolygon, optional=True,
+            createByDefault=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_REPORT, "Per-class area report", fileFilter="CSV files (*.csv)", optional=True,
+            createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_SIMULATION, "Simulated image (textures of the classes)", optional=True,
+            createByDefault=False))
+        self.addOutput(QgsProcessingOutputNumber("NUM_CLASSES", "Number of classes (k)"))
+        self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Pixels with a class"))
+        self.addOutput(QgsProcessingOutputString("EXECUTION_PROVIDER", "onnxruntime execution provider"))
+
+    def canExecute(self):  # noqa: N802
+        if not onnxruntime_available():
+            return False, INSTALL_HINT
+        return True, ""
+
+    def _model_path(self, parameters, context):
+        path = self.parameterAsFile(parameters, self.MODEL_FILE, context)
+        if path:
+            return path
+        idx = self.parameterAsEnum(parameters, self.MODEL, context)
+        return bundled_model_path(idx)
+
+    @staticmethod
+    def _bands(parameters, alg, context):
+        value = parameters.get(SegmentAlgorithm.BANDS)
+        if value is None or value == "" or value == []:
+            return None
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [int(v) for v in value]
+        return alg.parameterAsInts(parameters, SegmentAlgorithm.BANDS, context) or None
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.segment import Canceled, segment_raster
+        from ..core.vectorize import format_report, polygonize, write_report
+
+        if not onnxruntime_available():
+            raise QgsProcessingException(INSTALL_HINT)
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        src = gdal_source(layer)
+        model_path = self._model_path(parameters, context)
+        out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
+        out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
+        out_report = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        out_sim = self.parameterAsOutputLayer(parameters, self.OUTPUT_SIMULATION, context)
+        for p in (out_raster, out_vector, out_sim):
+            if p and os.path.abspath(p) == os.path.abspath(src):
+                raise QgsProcessingException("An output path is the input raster itself; the input is never "
+                                             "overwritten. Choose another output file.")
+        for p in (out_raster, out_vector, out_report, out_sim):
+            if p and not os.path.isdir(os.path.dirname(os.path.abspath(p))):
+                try:
+                    os.makedirs(os.path.dirname(os.path.abspath(p)))
+                except OSError as exc:
+                    raise QgsProcessingException(f"Cannot create the output folder for '{p}': {exc}. "
+                                                 "Choose a folder you can write to.")
+        window = None
+        if parameters.get(self.EXTENT):
+            ext = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            if not ext.isNull() and not ext.isEmpty():
+                from osgeo import gdal
+                ds = gdal.Open(src)
+                try:
+                    window = geo.extent_to_window(ds.GetGeoTransform(), (ds.RasterXSize, ds.RasterYSize),
+                                                  ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum())
+                except ValueError as exc:
+                    raise QgsProcessingException(str(exc))
+                finally:
+                    ds = None
+        min_seg = self.parameterAsInt(parameters, self.MIN_SEGMENT_PX, context)
+        seg_end = 70.0 if out_vector else 100.0
+        written = []
+        try:
+            session = cached_session(model_path)
+            feedback.pushInfo(f"Model file: {model_path}")
+            result = segment_raster(
+                src, model_path, out_raster, bands=self._bands(parameters, self, context),
+                scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
+                extra_nodata=optional_number(parameters, self.NODATA), window=window,
+                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context), min_segment_px=min_seg,
+                simulation_path=out_sim or None, progress=progress_bridge(feedback, 0, seg_end),
+                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session)
+            written += [out_raster] + ([out_sim] if out_sim else [])
+            if out_vector:
+                feedback.setProgressText("Polygonizing (GDAL)")
+                n = polygonize(out_raster, out_vector, class_names=result.class_names,
+                               progress=progress_bridge(feedback, seg_end, 100), is_canceled=feedback.isCanceled)
+                written.append(out_vector)
+                feedback.pushInfo(f"{n} polygons written to {out_vector}")
+        except Canceled:
+            self._remove(written)
+            raise QgsProcessingException("Canceled: no output was written.")
+        except (ModelError, RasterError, OutputError, ImportError) as exc:
+            self._remove(written)
+            raise QgsProcessingException(str(exc))
+        rows = result.report_rows()
+        feedback.pushInfo("Per-class area:\n" + format_report(rows))
+        if out_report:
+            write_report(out_report, rows)
+        for w in styling.save_default_styles(out_raster, out_vector, result.class_names, result.colors):
+            feedback.pushWarning(w)
+        for dest in (out_raster, out_vector):
+            styling.attach_style(context, dest, result.class_names, result.colors)
+        feedback.pushInfo(f"Done in {result.seconds:.1f} s ({result.execution_provider}).")
+        return {self.OUTPUT_RASTER: out_raster, self.OUTPUT_VECTOR: out_vector or None,
+                self.OUTPUT_REPORT: out_report or None, self.OUTPUT_SIMULATION: out_sim or None,
+                "NUM_CLASSES": result.info.num_classes, "VALID_PIXELS": result.valid_pixels,
+                "EXECUTION_PROVIDER": result.execution_provider}
+
+    @staticmethod
+    def _remove(paths):
+        from osgeo import gdal
+        for p in paths:
+            if p and os.path.exists(p):
+                try:
+                    gdal.GetDriverByName("GTiff").Delete(p) if p.lower().endswith((".tif", ".tiff")) \
+                        else os.remove(p)
+                except (RuntimeError, OSError):
+                    pass
