@@ -1,0 +1,74 @@
+"""``python -m ktextures_plugin segment IMAGE --model MODEL.onnx --out LABELS.tif [...]``: the main job
+without QGIS (same core as ``ktextures:segment``)."""
+import argparse
+import sys
+
+from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m ktextures_plugin segment",
+                                description="Segment a raster into k texture classes with a k-textures ONNX model.")
+    p.add_argument("image", help="input raster (any GDAL format)")
+    p.add_argument("--model", default=None,
+                   help=f"ONNX model file (default: bundled '{BUNDLED_MODELS[DEFAULT_MODEL][1]}')")
+    p.add_argument("--out", required=True, help="class raster to write (GeoTIFF; 0 = nodata, classes 1..k)")
+    p.add_argument("--bands", default=None,
+                   help="1-based bands in the model's channel order, e.g. 3,2,1,4 (default: from band descriptions)")
+    p.add_argument("--scaling", choices=["model", "stretch"], default="model")
+    p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
+    p.add_argument("--vector", default=None, help="also polygonize into this file (GeoPackage by default)")
+    p.add_argument("--min-segment-px", type=int, default=0, help="GDAL sieve threshold in pixels (0 = off)")
+    p.add_argument("--tile-size", type=int, default=512, help="tile side in pixels (default 512)")
+    p.add_argument("--simulation", default=None, help="also write the simulated image (Float32 GeoTIFF)")
+    p.add_argument("--report", default=None, help="also write the per-class area table (CSV)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..core.classraster import OutputError
+    from ..core.modelinfo import ModelError
+    from ..core.raster import RasterError
+    from ..core.segment import segment_raster
+    from ..core.vectorize import format_report, polygonize, write_report
+
+    model = args.model or bundled_model_path(DEFAULT_MODEL)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=100, unit="%", desc="segment", file=sys.stderr,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def progress(frac, stage):
+        pct = round(100 * frac)
+        if bar is not None and (pct != bar.n or stage != bar.desc):
+            bar.set_description_str(stage, refresh=False)
+            bar.n = pct
+            bar.refresh()
+
+    try:
+        res = segment_raster(args.image, model, args.out, bands=args.bands, scaling=args.scaling,
+                             extra_nodata=args.nodata, tile_size=args.tile_size,
+                             min_segment_px=args.min_segment_px, simulation_path=args.simulation,
+                             threads=args.threads, progress=progress,
+                             log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None)
+        if args.vector:
+            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
+            print(f"{n} polygons -> {args.vector}", file=sys.stderr)
+    except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
+        if bar is not None:
+            bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if bar is not None:
+        bar.close()
+    rows = res.report_rows()
+    if args.report:
+        write_report(args.report, rows)
+    print(format_report(rows))
+    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
+          f"({res.execution_provider})")
+    return 0
