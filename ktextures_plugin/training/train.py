@@ -1,0 +1,243 @@
+"""The k-textures training loop and the :func:`fit` API (method.md §6, §9).
+
+One step: draw ``batch_size`` random valid tiles (N,4,T,T) from the raster (GDAL windows), compute the k
+textures (k,4,P,P) once, the masks (N,k,T,T), the simulation (N,4,T,T) = sum_i mask_i * T_i (textures
+anchored on the raster grid with period P), the balanced feature loss, and an Adam step (lr 1e-3,
+eps 1e-7) with per-parameter gradient-norm clipping at 1.0 (Keras ``clipnorm``).
+
+After the last step: BatchNorm recalibration of the mask network over ``recal_tiles`` tiles (§9.2-3),
+textures computed as trained (generator BN in training mode on its fixed noise), export to ONNX through a
+temporary file (no model file is written when training is canceled or fails).
+
+Defaults were chosen by measurement on the 512 x 768 Sentinel-2 sample (2 CPU cores); see
+models/README.md "Bundled models" for the numbers.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import data as D
+from .errors import FitCanceled, FitInputError
+from .features import FeatureLoss, FeatureSpecError
+from .model import FAITHFUL_SLOPE, KTextures, anneal_slope, recalibrate_bn
+
+#: schedule of the §4.2 ramp: "faithful" = S 5000 throughout; "anneal" = S from ``slope_start`` to 5000 over
+#: the first 60 % of the steps (§9.2-4a); "ste" = exact one-hot forward, ramp gradient with slope
+#: ``ste_slope`` backward (§9.2-4b).
+BINNINGS = ("faithful", "anneal", "ste")
+
+DEFAULT_STEPS = 400
+DEFAULT_BATCH = 8
+DEFAULT_BINNING = "anneal"
+CODE_VERSION = "ktextures-training 1"
+
+
+@dataclass
+class FitConfig:
+    """Every knob of a fit; the defaults are the measured choices (models/README.md)."""
+
+    k: int
+    steps: int = DEFAULT_STEPS
+    seed: int = 0
+    variant: str = "faithful"
+    features: str = "random"
+    tile_size: int = 128
+    batch_size: int = DEFAULT_BATCH
+    binning: str = DEFAULT_BINNING
+    slope_start: float = 20.0
+    ste_slope: float = 0.0            # 0 -> 4k (ramp width a quarter of a bin)
+    lr: float = 1e-3
+    recal_tiles: int = 64
+    progress_every: int = 5
+    threads: Optional[int] = None
+    extra_nodata: Optional[float] = None
+    texture_period: int = 128
+
+
+@dataclass
+class FitResult:
+    model: KTextures
+    textures: torch.Tensor
+    scale_min: List[float]
+    scale_max: List[float]
+    losses: List[float] = field(default_factory=list)
+    class_fractions: List[float] = field(default_factory=list)
+    seconds: float = 0.0
+    steps_done: int = 0
+    bands: List[int] = field(default_factory=list)
+
+
+def _git_version() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except Exception:  # noqa: BLE001 - no git, not a checkout: the version is informative only
+        sha = ""
+    return f"{CODE_VERSION} (git {sha})" if sha else CODE_VERSION
+
+
+def _clip_per_parameter(params, max_norm: float) -> None:
+    """Keras ``clipnorm``: rescale each gradient tensor separately to L2 norm <= max_norm."""
+    for p in params:
+        if p.grad is not None:
+            n = torch.linalg.vector_norm(p.grad)
+            if n > max_norm:
+                p.grad.mul_(max_norm / (n + 1e-12))
+
+
+def train_model(image_path: str, bands, cfg: FitConfig,
+                progress: Optional[Callable[[int, int, float], None]] = None,
+                is_canceled: Optional[Callable[[], bool]] = None) -> FitResult:
+    """Train a :class:`KTextures` on ``image_path`` (no export). See :func:`fit` for the arguments.
+
+    Raises:
+        FitInputError subclasses on bad input, FitCanceled when ``is_canceled()`` returns True.
+    """
+    k = D.check_k(cfg.k)
+    if cfg.variant not in ("faithful", "spatial"):
+        raise FitInputError(f"variant must be 'faithful' or 'spatial', got {cfg.variant!r}")
+    if cfg.binning not in BINNINGS:
+        raise FitInputError(f"binning must be one of {BINNINGS}, got {cfg.binning!r}")
+    if int(cfg.steps) < 1 or int(cfg.batch_size) < 1:
+        raise FitInputError(f"steps and batch size must be >= 1, got {cfg.steps} and {cfg.batch_size}")
+    try:
+        loss_fn = FeatureLoss(cfg.features)
+    except FeatureSpecError as exc:
+        raise FitInputError(str(exc)) from None
+    sampler = D.TileSampler(image_path, bands, cfg.tile_size, seed=cfg.seed, extra_nodata=cfg.extra_nodata)
+
+    torch.manual_seed(int(cfg.seed))
+    model = KTextures(k, D.N_CHANNELS, cfg.variant, period=cfg.texture_period, seed=cfg.seed,
+                      straight_through=(cfg.binning == "ste"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-7)
+    ste_slope = cfg.ste_slope or 4.0 * k
+    steps = int(cfg.steps)
+    losses: List[float] = []
+    t0 = time.time()
+
+    def slope_at(step: int) -> float:
+        if cfg.binning == "anneal":
+            return anneal_slope(step, steps, cfg.slope_start)
+        if cfg.binning == "ste":
+            return ste_slope
+        return FAITHFUL_SLOPE
+
+    for step in range(steps):
+        if is_canceled is not None and is_canceled():
+            raise FitCanceled(f"fit canceled at step {step} of {steps}; no model written")
+        xb, ob = sampler.sample(int(cfg.batch_size))
+        x = torch.from_numpy(xb)
+        offs = torch.from_numpy(ob)
+        model.slope = slope_at(step)
+        sim, _ = model.simulate(x, offs)
+        if step == 0:
+            loss_fn.calibrate(x, sim.detach())
+        loss, _ = loss_fn(x, sim)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip_per_parameter(params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress is not None and ((step + 1) % max(1, cfg.progress_every) == 0 or step + 1 == steps):
+            progress(step + 1, steps, float(np.mean(losses[-max(1, cfg.progress_every):])))
+    if is_canceled is not None and is_canceled():
+        raise FitCanceled(f"fit canceled after {steps} steps; no model written")
+
+    # BN recalibration (§9.2-3) and class usage over fresh tiles
+    model.slope = FAITHFUL_SLOPE
+    recal = []
+    n_recal = max(int(cfg.recal_tiles), 1)
+    while sum(len(b) for b in recal) < n_recal:
+        xb, _ = sampler.sample(min(8, n_recal - sum(len(b) for b in recal)))
+        recal.append(torch.from_numpy(xb))
+    recalibrate_bn(model, recal)
+    model.eval()
+    counts = np.zeros(k, np.int64)
+    with torch.no_grad():
+        for xb in recal:
+            counts += np.bincount(model.classify(xb).numpy().ravel(), minlength=k)
+        model.textures.train()                      # textures as trained: BN on the fixed noise (§4.3)
+        textures = model.texture_stack().detach().clone()
+        model.textures.eval()
+    return FitResult(model=model, textures=textures, scale_min=sampler.scale_min, scale_max=sampler.scale_max,
+                     losses=losses, class_fractions=(counts / max(1, counts.sum())).tolist(),
+                     seconds=time.time() - t0, steps_done=steps, bands=list(sampler.bands))
+
+
+def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEPS, seed: int = 0,
+        variant: str = "faithful", features: str = "random", tile_size: int = 128,
+        batch_size: int = DEFAULT_BATCH, progress: Optional[Callable[[int, int, float], None]] = None,
+        is_canceled: Optional[Callable[[], bool]] = None, *, title: str = "", binning: str = DEFAULT_BINNING,
+        threads: Optional[int] = None, extra_nodata: Optional[float] = None, **options) -> Dict:
+    """Fit a k-textures model on one raster and export it as a k-textures ONNX file (method.md §9).
+
+    Args:
+        image_path: raster readable by GDAL (any size: tiles are read through windows).
+        bands: 1-based band numbers of red, green, blue, NIR, e.g. ``"3,2,1,4"`` or ``[3, 2, 1, 4]``.
+        k: number of classes, 2..128.
+        out_path: the ``.onnx`` to write (written via a temporary file, renamed on success only).
+        steps: optimisation steps (each = ``batch_size`` random tiles).
+        seed: seeds tile positions, initial weights, texture noise: same seed -> same model on CPU.
+        variant: ``"faithful"`` (per-pixel, halo 0) or ``"spatial"`` (3x3 mask network, halo 2 px).
+        features: loss feature extractors, ``"random"``, ``"vgg16:PATH"`` or both joined with ``+``.
+        tile_size: training tile side in px (128).
+        batch_size: tiles per step.
+        progress: called as ``progress(step, total, loss)`` every few steps (loss = mean over those steps).
+        is_canceled: polled every step; when it returns True training stops, :class:`FitCanceled` is raised and
+            no file is written.
+        title: ``ktextures.title`` (default "k-textures, k = K, <file name>").
+        binning: ``"anneal"`` (default), ``"faithful"`` or ``"ste"``, see :data:`BINNINGS`.
+        threads: torch intra-op threads (default: all cores, at most 8); restored afterwards.
+        extra_nodata: value treated as nodata besides the GDAL mask band.
+        options: further :class:`FitConfig` fields (lr, slope_start, recal_tiles, ...).
+
+    Returns:
+        dict with ``path``, ``k``, ``steps``, ``seconds`` (wall time, training + export), ``steps_per_s``,
+        ``final_loss`` (mean of the last 10 % of steps), ``class_fractions`` (k floats over the recalibration
+        tiles), ``scale_min``/``scale_max``, ``halo_px``, ``provenance``.
+
+    Raises:
+        FitInputError (a ``ValueError``; subclasses TooFewBandsError, BadKError, RasterTooSmallError,
+        AllNodataError) on bad input; FitCanceled on cancel.
+    """
+    from .export import export_onnx
+
+    cfg = FitConfig(k=k, steps=steps, seed=seed, variant=variant, features=features, tile_size=tile_size,
+                    batch_size=batch_size, binning=binning, threads=threads, extra_nodata=extra_nodata, **options)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads) if threads else max(1, min(os.cpu_count() or 1, 8)))
+    t0 = time.time()
+    try:
+        res = train_model(image_path, bands, cfg, progress, is_canceled)
+        tail = res.losses[-max(1, len(res.losses) // 10):]
+        prov = {
+            "data": os.path.basename(str(image_path)), "bands": res.bands, "steps": cfg.steps,
+            "seed": cfg.seed, "features": cfg.features, "variant": cfg.variant, "binning": cfg.binning,
+            "batch_size": cfg.batch_size, "tile_size": cfg.tile_size, "recal_tiles": cfg.recal_tiles,
+            "code_version": _git_version(), "torch": torch.__version__,
+            "train_seconds": round(res.seconds, 1), "final_loss": round(float(np.mean(tail)), 5),
+            "class_fractions": [round(v, 4) for v in res.class_fractions],
+        }
+        if is_canceled is not None and is_canceled():
+            raise FitCanceled("fit canceled before export; no model written")
+        prov["wall_seconds"] = round(time.time() - t0, 1)
+        info = export_onnx(res.model, res.textures, out_path, res.scale_min, res.scale_max,
+                           title=title or f"k-textures, k = {cfg.k}, {os.path.basename(str(image_path))}",
+                           provenance=prov)
+    finally:
+        torch.set_num_threads(old_threads)
+    seconds = time.time() - t0
+    return {"path": str(out_path), "k": int(cfg.k), "steps": int(cfg.steps), "seconds": seconds,
+            "steps_per_s": cfg.steps / max(res.seconds, 1e-9), "final_loss": prov["final_loss"],
+            "class_fractions": res.class_fractions, "scale_min": res.scale_min, "scale_max": res.scale_max,
+            "halo_px": info.halo_px, "title": info.title, "provenance": prov}
