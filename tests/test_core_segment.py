@@ -1,0 +1,266 @@
+"""Core segmentation without QGIS: tiling invariants, scaling, nodata, colour table, errors, cancel."""
+import hashlib
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from conftest import SAMPLE
+from onnx_fixtures import binning_model
+from ktextures_plugin.core import classraster, raster, tiling
+from ktextures_plugin.core.classraster import OutputError
+from ktextures_plugin.core.modelinfo import ModelError, read_model_info
+from ktextures_plugin.core.raster import RasterError
+from ktextures_plugin.core.runtime import open_session
+from ktextures_plugin.core.segment import Canceled, match_bands, segment_raster
+
+gdal.UseExceptions()
+RGBN = [3, 2, 1, 4]  # the sample is B2,B3,B4,B8 = blue, green, red, nir
+
+
+def read(path, band=1):
+    ds = gdal.Open(str(path))
+    try:
+        return ds.GetRasterBand(band).ReadAsArray()
+    finally:
+        ds = None
+
+
+def whole_image_classes(model, image=SAMPLE, bands=RGBN):
+    """Reference: the model run once on the whole scaled image (no tiling)."""
+    info = read_model_info(model)
+    ds = gdal.Open(str(image))
+    data, valid = raster.read_window(ds, bands, (0, 0, ds.RasterXSize, ds.RasterYSize))
+    x = raster.apply_scale(data, info.scale_min, info.scale_max)
+    x[:, ~valid] = info.nodata_fill
+    cls = open_session(model).run(["class"], {"image": x[None]})[0][0, 0]
+    return np.where(valid, cls + 1, 0)
+
+
+@pytest.mark.parametrize("window,tile,halo", [((0, 0, 512, 768), 100, 0), ((5, 7, 300, 211), 64, 3),
+                                              ((0, 0, 50, 50), 512, 8), ((13, 0, 499, 768), 37, 1)])
+def test_tiles_cover_window_exactly_once(window, tile, halo):
+    x0, y0, xs, ys = window
+    hits = np.zeros((768, 512), np.int32)
+    tiles = list(tiling.iter_tiles(window, (512, 768), tile, halo))
+    assert len(tiles) == tiling.count_tiles(window, tile)
+    for t in tiles:
+        cx, cy, cw, ch = t.core
+        hits[cy:cy + ch, cx:cx + cw] += 1
+        rx, ry, rw, rh = t.read
+        assert rx >= 0 and ry >= 0 and rx + rw <= 512 and ry + rh <= 768
+        # the halo is there wherever the raster has pixels
+        assert cx - rx == min(halo, cx) and cy - ry == min(halo, cy)
+        assert (rx + rw) - (cx + cw) == min(halo, 512 - (cx + cw))
+        assert t.crop == (cx - rx, cy - ry) and t.out == (cx - x0, cy - y0)
+    inside = hits[y0:y0 + ys, x0:x0 + xs]
+    assert (inside == 1).all()
+    assert hits.sum() == xs * ys
+
+
+@pytest.mark.parametrize("tile", [37, 128, 200, 1024])
+@pytest.mark.parametrize("model_key", ["bin4", "box4"])
+def test_stitched_equals_whole_image(tmp_path, tiny_models, model_key, tile):
+    model = tiny_models[model_key]
+    out = tmp_path / "c.tif"
+    res = segment_raster(str(SAMPLE), model, str(out), bands=RGBN, tile_size=tile)
+    got = read(out)
+    want = whole_image_classes(model)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want), f"{(got != want).sum()} pixels differ"
+    assert res.counts.sum() == got.size == res.valid_pixels
+
+
+def test_grid_crs_and_window_preserved(tmp_path, tiny_models):
+    out = tmp_path / "w.tif"
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, window=(10, 20, 100, 50))
+    src, dst = gdal.Open(str(SAMPLE)), gdal.Open(str(out))
+    gs, gd = src.GetGeoTransform(), dst.GetGeoTransform()
+    assert (dst.RasterXSize, dst.RasterYSize) == (100, 50)
+    assert gd[1] == gs[1] and gd[5] == gs[5]
+    assert gd[0] == pytest.approx(gs[0] + 10 * gs[1]) and gd[3] == pytest.approx(gs[3] + 20 * gs[5])
+    assert dst.GetSpatialRef().IsSame(src.GetSpatialRef())
+    full = whole_image_classes(tiny_models["bin4"])
+    assert np.array_equal(dst.GetRasterBand(1).ReadAsArray(), full[20:70, 10:110])
+
+
+def test_output_format_colour_table_and_names(tmp_path, tiny_models):
+    out = tmp_path / "c.tif"
+    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN)
+    ds = gdal.Open(str(out))
+    band = ds.GetRasterBand(1)
+    assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == 0
+    assert band.GetColorInterpretation() == gdal.GCI_PaletteIndex
+    assert "COMPRESSION=DEFLATE" in gdal.Info(ds) and band.GetBlockSize()[0] < ds.RasterXSize
+    ct = band.GetRasterColorTable()
+    assert ct.GetColorEntry(0)[3] == 0
+    for i, c in enumerate(res.colors, 1):
+        assert "#%02x%02x%02x" % ct.GetColorEntry(i)[:3] == c
+    rgb = np.array([classraster.hex_to_rgb(c) for c in res.colors], float)
+    d = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1) + np.eye(len(rgb)) * 1e9
+    assert d.min() >= 30, "class colours must stay distinguishable"
+    assert classraster.read_palette(str(out)) == (res.class_names, res.colors)
+    info = gdal.Info(ds)
+    for n in res.class_names:
+        assert n in info  # category names readable by any GDAL client
+
+
+def test_true_colours_follow_the_image(tmp_path, tiny_models):
+    """A class of dark pixels gets a darker colour than a class of bright pixels."""
+    out = tmp_path / "c.tif"
+    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN)
+    present = [i for i in range(4) if res.counts[i] > 1000]
+    bright = [sum(classraster.hex_to_rgb(res.colors[i])) for i in present]
+    # the binning model gives class 1 to the highest mean score, so brightness falls with the class id
+    assert bright == sorted(bright, reverse=True)
+
+
+def test_percentile_scale_and_apply_scale():
+    ds = gdal.Open(str(SAMPLE))
+    lo, hi = raster.percentile_scale(ds, RGBN)
+    data, _ = raster.read_window(ds, RGBN, (0, 0, 512, 768))
+    assert np.allclose(lo, np.percentile(data.reshape(4, -1), 2, axis=1))
+    assert np.allclose(hi, np.percentile(data.reshape(4, -1), 98, axis=1))
+    x = raster.apply_scale(data, lo, hi)
+    assert x.dtype == np.float32 and x.min() == 0 and x.max() == 1
+    frac_low = (x == 0).mean(axis=(1, 2))
+    assert np.all(frac_low > 0.005) and np.all(frac_low < 0.05)
+
+
+def _with_nodata(tmp_path, dtype=gdal.GDT_UInt16):
+    """A copy of the sample with a nodata value declared and a block of nodata pixels."""
+    p = tmp_path / "nd.tif"
+    gdal.Translate(str(p), str(SAMPLE), outputType=dtype, noData=0)
+    ds = gdal.Open(str(p), gdal.GA_Update)
+    for b in range(1, 5):
+        a = ds.GetRasterBand(b).ReadAsArray()
+        a[100:150, 200:260] = 0
+        ds.GetRasterBand(b).WriteArray(a)
+    ds = None
+    return p
+
+
+def test_nodata_mask_band_extra_value_and_nan(tmp_path, tiny_models):
+    p = _with_nodata(tmp_path)
+    out = tmp_path / "c.tif"
+    segment_raster(str(p), tiny_models["bin4"], str(out), bands=RGBN, tile_size=128)
+    c = read(out)
+    assert (c[100:150, 200:260] == 0).all() and (np.delete(c, np.s_[100:150], axis=0) > 0).all()
+    # extra nodata value: every pixel whose band value equals it
+    ds = gdal.Open(str(SAMPLE))
+    blue = ds.GetRasterBand(1).ReadAsArray()
+    v = float(np.bincount(blue.ravel()).argmax())
+    out2 = tmp_path / "c2.tif"
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out2), bands=RGBN, extra_nodata=v)
+    c2 = read(out2)
+    hit = np.any([ds.GetRasterBand(b).ReadAsArray() == v for b in RGBN], axis=0)
+    assert hit.sum() > 100 and np.array_equal(c2 == 0, hit)
+    # NaN in a Float32 raster without a declared nodata value
+    pf = tmp_path / "f.tif"
+    gdal.Translate(str(pf), str(SAMPLE), outputType=gdal.GDT_Float32)
+    dsf = gdal.Open(str(pf), gdal.GA_Update)
+    a = dsf.GetRasterBand(3).ReadAsArray()
+    a[:10, :] = np.nan
+    a[10, 5] = np.inf
+    dsf.GetRasterBand(3).WriteArray(a)
+    dsf = None
+    out3 = tmp_path / "c3.tif"
+    segment_raster(str(pf), tiny_models["bin4"], str(out3), bands=RGBN)
+    c3 = read(out3)
+    assert (c3[:10] == 0).all() and c3[10, 5] == 0 and (c3[11:] > 0).all()
+
+
+def test_simulation_is_the_texture_of_each_class(tmp_path, tiny_models):
+    out, sim = tmp_path / "c.tif", tmp_path / "s.tif"
+    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, tile_size=100,
+                         simulation_path=str(sim))
+    tex = open_session(tiny_models["bin4"]).run(["textures"], {"image": np.zeros((1, 4, 4, 4), np.float32)})[0]
+    c = read(out) - 1
+    ds = gdal.Open(str(sim))
+    assert ds.RasterCount == 4 and ds.GetRasterBand(1).DataType == gdal.GDT_Float32
+    s = ds.ReadAsArray()
+    p = tex.shape[-1]
+    r, q = np.mgrid[0:768, 0:512]
+    for ch in range(4):
+        want = tex[c, ch, r % p, q % p] * (res.scale_max[ch] - res.scale_min[ch]) + res.scale_min[ch]
+        assert np.allclose(s[ch], want, rtol=1e-5, atol=1e-3)
+
+
+def test_band_matching_from_descriptions(tmp_path):
+    ds = gdal.Open(str(SAMPLE))
+    assert match_bands(ds, ["red", "green", "blue", "nir"]) == RGBN
+    p = tmp_path / "nodesc.tif"
+    gdal.Translate(str(p), str(SAMPLE))
+    d2 = gdal.Open(str(p), gdal.GA_Update)
+    for b in range(1, 5):
+        d2.GetRasterBand(b).SetDescription("")
+    d2 = None
+    with pytest.raises(RasterError, match="BANDS"):
+        match_bands(gdal.Open(str(p)), ["red", "green", "blue", "nir"])
+
+
+def test_errors_name_the_problem(tmp_path, tiny_models):
+    m = tiny_models["bin4"]
+    out = str(tmp_path / "o.tif")
+    three = tmp_path / "three.tif"
+    gdal.Translate(str(three), str(SAMPLE), bandList=[1, 2, 3])
+    with pytest.raises(RasterError, match="3 band.*needs 4"):
+        segment_raster(str(three), m, out)
+    with pytest.raises(RasterError, match=r"out of range.*1\.\.4"):
+        segment_raster(str(SAMPLE), m, out, bands="3,2,1,9")
+    with pytest.raises(RasterError, match="needs 4 bands but 3"):
+        segment_raster(str(SAMPLE), m, out, bands=[3, 2, 1])
+    with pytest.raises(ModelError, match="not found"):
+        segment_raster(str(SAMPLE), str(tmp_path / "missing.onnx"), out)
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf" * 10)
+    with pytest.raises(ModelError, match="corrupt or not ONNX"):
+        segment_raster(str(SAMPLE), str(bad), out)
+    plain = binning_model(tmp_path / "plain.onnx", metadata=False)
+    with pytest.raises(ModelError, match="no k-textures metadata"):
+        segment_raster(str(SAMPLE), plain, out)
+    allnd = tmp_path / "allnd.tif"
+    gdal.Translate(str(allnd), str(SAMPLE), noData=0, scaleParams=[[0, 65535, 0, 0]], outputType=gdal.GDT_UInt16)
+    with pytest.raises(RasterError, match="Every pixel .* nodata"):
+        segment_raster(str(allnd), m, out, bands=RGBN)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(OutputError, match="does not exist"):
+        segment_raster(str(SAMPLE), m, str(afile / "o.tif"), bands=RGBN)
+    assert not os.path.exists(out)
+
+
+def test_cancel_leaves_nothing_and_input_is_untouched(tmp_path, tiny_models, sample_copy):
+    before = hashlib.sha256(sample_copy.read_bytes()).hexdigest()
+    calls = []
+
+    def is_canceled():
+        calls.append(1)
+        return len(calls) > 3
+
+    out = tmp_path / "out" / "c.tif"
+    out.parent.mkdir()
+    with pytest.raises(Canceled):
+        segment_raster(str(sample_copy), tiny_models["bin4"], str(out), bands=RGBN, tile_size=64,
+                       simulation_path=str(tmp_path / "out" / "s.tif"), is_canceled=is_canceled)
+    assert len(calls) <= 5, "cancel must stop between tiles, promptly"
+    assert os.listdir(out.parent) == []
+    segment_raster(str(sample_copy), tiny_models["bin4"], str(out), bands=RGBN, min_segment_px=8)
+    assert hashlib.sha256(sample_copy.read_bytes()).hexdigest() == before
+    assert not [f for f in os.listdir(out.parent) if "partial" in f]
+
+
+def test_sieve_removes_small_regions(tmp_path, tiny_models):
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    ra = segment_raster(str(SAMPLE), tiny_models["bin4"], str(a), bands=RGBN)
+    rb = segment_raster(str(SAMPLE), tiny_models["bin4"], str(b), bands=RGBN, min_segment_px=20)
+    from scipy import ndimage
+    cb = read(b)
+    for cls in range(1, 5):
+        lab, n = ndimage.label(cb == cls)
+        if n:
+            sizes = np.bincount(lab.ravel())[1:]
+            assert sizes.min() >= 20  # 4-connected regions, as the sieve counts them
+    assert ra.counts.sum() == rb.counts.sum()
+    assert (read(a) != cb).sum() > 0
