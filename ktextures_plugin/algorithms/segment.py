@@ -128,7 +128,12 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         if path:
             return path
         idx = self.parameterAsEnum(parameters, self.MODEL, context)
-        return bundled_model_path(idx)
+        path = bundled_model_path(idx)
+        if not os.path.exists(path):
+            raise QgsProcessingException(
+                f"The bundled model '{BUNDLED_MODELS[idx][1]}' is missing from the plugin folder ({path}). "
+                "Reinstall the plugin, or give an .onnx file as Model file.")
+        return path
 
     @staticmethod
     def _bands(parameters, alg, context):
