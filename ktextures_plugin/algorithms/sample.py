@@ -31,6 +31,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import sampling
 from ..core.classraster import OutputError
 from ..core.raster import RasterError, open_raster
+from .common import gdal_source
 
 
 class SampleAlgorithm(QgsProcessingAlgorithm):
@@ -178,11 +179,9 @@ class SampleAlgorithm(QgsProcessingAlgorithm):
         from ..core.segment import Canceled
 
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
-        class_path = layer.source()
+        class_path = gdal_source(layer, self.INPUT)
         image = self.parameterAsRasterLayer(parameters, self.IMAGE, context)
-        image_path = image.source() if image is not None else None
+        image_path = gdal_source(image, self.IMAGE) if image is not None else None
         n = self.parameterAsInt(parameters, self.POINTS_PER_CLASS, context)
         proportional = self.parameterAsBool(parameters, self.PROPORTIONAL, context)
         min_per_class = self.parameterAsInt(parameters, self.MIN_PER_CLASS, context)
