@@ -1,0 +1,168 @@
+"""``ktextures:fit``: fit a k-textures model on the analyst's own raster (PyTorch, CPU) and export it to
+ONNX; optionally segment the same raster with it right away (through ``ktextures:segment``, the same code
+path). Training: :func:`ktextures_plugin.training.fit` (method.md §9)."""
+import os
+
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterEnum, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
+                       QgsProcessingParameterVectorDestination)
+
+from ..core.raster import RasterError
+from .common import gdal_source, optional_number
+
+VARIANTS = ["faithful", "spatial"]
+TORCH_HINT = ("PyTorch is needed to fit a model but is not installed in the Python that QGIS uses. Install "
+              "the CPU build into that Python (Debian/Ubuntu: '/usr/bin/python3 -m pip install --user torch'; "
+              "Windows, OSGeo4W Shell: 'python -m pip install torch'), then restart QGIS. Segmenting with "
+              "existing models does not need it.")
+
+
+class FitAlgorithm(QgsProcessingAlgorithm):
+    INPUT, BANDS, K, STEPS, VARIANT, FEATURES, SEED = "INPUT", "BANDS", "K", "STEPS", "VARIANT", "FEATURES", "SEED"
+    NODATA = "NODATA"
+    OUTPUT_MODEL, OUTPUT_RASTER, OUTPUT_VECTOR = "OUTPUT_MODEL", "OUTPUT_RASTER", "OUTPUT_VECTOR"
+
+    def name(self):
+        return "fit"
+
+    def displayName(self):  # noqa: N802
+        return "Fit a k-textures model on a raster"
+
+    def group(self):
+        return "k-textures"
+
+    def groupId(self):  # noqa: N802
+        return "ktextures"
+
+    def icon(self):
+        from ..provider import icon
+        return icon()
+
+    def tags(self):
+        return ["train", "fit", "self-supervised", "unsupervised", "segmentation", "texture", "onnx"]
+
+    def shortHelpString(self):  # noqa: N802
+        return (
+            "Fits a k-textures model (Wagner et al. 2022) on this raster, without labels, and saves it as an "
+            "ONNX model that 'Segment raster into k textures' runs (Model file). Like k-means, k-textures "
+            "segments an image best with a model fitted on that image.\n\n"
+            "<b>Bands</b>: red, green, blue and NIR, in this order (empty: from band descriptions).\n"
+            "<b>Steps</b>: optimisation steps of 8 random 128 x 128 tiles each; the default reaches its final "
+            "quality on a 512 x 768 Sentinel-2 image in a few minutes on 2 CPU cores.\n"
+            "<b>Variant</b>: 'faithful' is the paper's per-pixel mask network; 'spatial' looks at a 5 x 5 "
+            "neighbourhood.\n<b>Features</b>: the loss's feature extractor: 'random' (a fixed random CNN), or "
+            "'vgg16:/path/to/vgg16.pth' for ImageNet VGG16 weights you have locally.\n\n"
+            "Optionally writes the class raster and polygons of this raster with the new model. Needs PyTorch "
+            "(CPU build) in QGIS's Python.")
+
+    def createInstance(self):  # noqa: N802
+        return FitAlgorithm()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, "Bands: red, green, blue, NIR in this order (empty: from band descriptions)",
+            parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
+        self.addParameter(QgsProcessingParameterNumber(self.K, "Number of classes (k)",
+                                                       type=QgsProcessingParameterNumber.Integer,
+                                                       minValue=2, maxValue=128, defaultValue=6))
+        self.addParameter(QgsProcessingParameterNumber(self.STEPS, "Training steps",
+                                                       type=QgsProcessingParameterNumber.Integer,
+                                                       minValue=1, maxValue=100000, defaultValue=400))
+        self.addParameter(QgsProcessingParameterEnum(self.VARIANT, "Variant", options=VARIANTS,
+                                                     defaultValue="faithful", usesStaticStrings=True))
+        feats = QgsProcessingParameterString(self.FEATURES, "Feature extractor of the loss", defaultValue="random")
+        feats.setFlags(feats.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(feats)
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed",
+                                                       type=QgsProcessingParameterNumber.Integer, defaultValue=0))
+        nd = QgsProcessingParameterNumber(self.NODATA, "Extra nodata value",
+                                          type=QgsProcessingParameterNumber.Double, optional=True)
+        nd.setFlags(nd.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(nd)
+        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, "Fitted model",
+                                                                fileFilter="ONNX models (*.onnx)"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_RASTER, "Classes (segment this raster with the new model)", optional=True,
+            createByDefault=True))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.OUTPUT_VECTOR, "Class polygons", type=QgsProcessing.TypeVectorPolygon, optional=True,
+            createByDefault=True))
+        self.addOutput(QgsProcessingOutputNumber("FINAL_LOSS", "Final training loss"))
+        self.addOutput(QgsProcessingOutputNumber("SECONDS", "Fit wall time (s)"))
+
+    def canExecute(self):  # noqa: N802
+        from ..training import torch_available
+        if not torch_available():
+            return False, TORCH_HINT
+        return True, ""
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from osgeo import gdal
+
+        from ..core.modelinfo import RGBN
+        from ..core.segment import match_bands
+        from ..training import FitCanceled, FitInputError, TorchMissingError, fit, torch_available
+
+        if not torch_available():
+            raise QgsProcessingException(TORCH_HINT)
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        src = gdal_source(layer)
+        bands = parameters.get(self.BANDS)
+        if bands in (None, "", []):
+            ds = gdal.Open(src)
+            try:
+                bands = match_bands(ds, list(RGBN))
+            except RasterError as exc:
+                raise QgsProcessingException(str(exc))
+            finally:
+                ds = None
+        elif not isinstance(bands, str):
+            bands = [int(b) for b in bands] if isinstance(bands, (list, tuple)) else \
+                self.parameterAsInts(parameters, self.BANDS, context)
+        out_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        if not out_model.lower().endswith(".onnx"):
+            out_model += ".onnx"
+        os.makedirs(os.path.dirname(os.path.abspath(out_model)), exist_ok=True)
+        k = self.parameterAsInt(parameters, self.K, context)
+        steps = self.parameterAsInt(parameters, self.STEPS, context)
+        out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
+        out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
+        fit_end = 85.0 if out_raster else 100.0
+
+        def progress(step, total, loss):
+            feedback.setProgress(fit_end * step / max(1, total))
+            feedback.setProgressText(f"Fitting: step {step}/{total}, loss {loss:.5f}")
+            if step == total or step % max(1, total // 10) == 0:
+                feedback.pushInfo(f"step {step}/{total}  loss {loss:.5f}")
+
+        feedback.pushInfo(f"Fitting k = {k} on bands {bands} for {steps} steps (CPU) ...")
+        try:
+            info = fit(src, bands, k, out_model, steps=steps, seed=self.parameterAsInt(parameters, self.SEED, context),
+                       variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or "faithful",
+                       features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
+                       progress=progress, is_canceled=feedback.isCanceled,
+                       extra_nodata=optional_number(parameters, self.NODATA),
+                       title=f"k-textures, k = {k}, {layer.name()}")
+        except FitCanceled:
+            raise QgsProcessingException("Canceled: no model was written.")
+        except (FitInputError, TorchMissingError, RasterError, ValueError) as exc:
+            raise QgsProcessingException(str(exc))
+        feedback.pushInfo(f"Model written to {out_model} in {info['seconds']:.1f} s "
+                          f"({info.get('steps_per_s', 0):.2f} steps/s), final loss {info['final_loss']:.5f}")
+        results = {self.OUTPUT_MODEL: out_model, "FINAL_LOSS": info["final_loss"], "SECONDS": info["seconds"],
+                   self.OUTPUT_RASTER: None, self.OUTPUT_VECTOR: None}
+        if out_raster:
+            import processing
+            feedback.setProgressText("Segmenting the raster with the new model")
+            seg = processing.run("ktextures:segment", {
+                "INPUT": src, "MODEL_FILE": out_model, "BANDS": bands, "SCALING": "model",
+                "OUTPUT_RASTER": out_raster, "OUTPUT_VECTOR": out_vector or None,
+                "NODATA": parameters.get(self.NODATA)}, context=context, feedback=feedback, is_child_algorithm=True)
+            results[self.OUTPUT_RASTER] = seg["OUTPUT_RASTER"]
+            results[self.OUTPUT_VECTOR] = seg.get("OUTPUT_VECTOR")
+        feedback.setProgress(100)
+        return results
