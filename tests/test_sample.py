@@ -431,3 +431,26 @@ def test_graphical_model_segment_then_sample(provider, tmp_path, tiny_models):
         assert np.array_equal(_array(attrs["image_file"]), _array(str(SAMPLE), (xo, yo, 16, 16)))
         m_ = _array(attrs["mask_file"])
         assert m_[8, 8] == attrs["class_id"]
+
+
+def test_qgis_process_run(class_tif, tmp_path):
+    """The algorithm under qgis_process (what scripts and the R/Python clients call)."""
+    import json
+    import subprocess
+
+    from conftest import qgis_process_env
+    env = qgis_process_env(tmp_path)
+    cp0 = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert cp0.returncode == 0 or "already enabled" in cp0.stderr + cp0.stdout, cp0.stderr
+    pts = tmp_path / "qp_points.gpkg"
+    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:sample", "--", f"INPUT={class_tif}",
+                         f"IMAGE={SAMPLE}", "POINTS_PER_CLASS=3", "CLASSES=2,4", "CHIP_SIZE_PX=8",
+                         f"OUTPUT_FOLDER={tmp_path / 'qp_chips'}", f"OUTPUT_POINTS={pts}",
+                         f"OUTPUT_SUMMARY={tmp_path / 'qp_summary.csv'}"],
+                        env=env, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    res = json.loads(cp.stdout)["results"]
+    assert res["SAMPLE_COUNT"] == 6 and res["CHIP_COUNT"] == 6
+    assert {a["class_id"] for a, _, _ in _features(pts)} == {2, 4}
+    assert len(os.listdir(tmp_path / "qp_chips")) >= 12

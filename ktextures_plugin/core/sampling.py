@@ -283,8 +283,15 @@ def class_areas(ds: gdal.Dataset, rows: int = 256, is_canceled=None) -> Tuple[Di
         h = min(rows, ds.RasterYSize - y)
         a = _read_classes(band, (0, y, ds.RasterXSize, h), nod)
         row_area = geo.row_pixel_areas_m2(gt, wkt, y, h)
-        vals, inv, cnt = np.unique(a.ravel(), return_inverse=True, return_counts=True)
-        ar = np.bincount(inv, weights=np.repeat(row_area, a.shape[1]), minlength=len(vals))
+        if a.size and int(a.max()) < 65536:
+            cnt = np.bincount(a.ravel())
+            # areas: each pixel weighted by its row's pixel area
+            ar = np.bincount(a.ravel(), weights=np.repeat(row_area, a.shape[1]), minlength=len(cnt))
+            vals = np.flatnonzero(cnt)
+            cnt, ar = cnt[vals], ar[vals]
+        else:
+            vals, inv, cnt = np.unique(a.ravel(), return_inverse=True, return_counts=True)
+            ar = np.bincount(inv, weights=np.repeat(row_area, a.shape[1]), minlength=len(vals))
         for v, n, s in zip(vals.tolist(), cnt.tolist(), ar.tolist()):
             if v > 0:
                 pix[v] = pix.get(v, 0) + n
@@ -353,7 +360,10 @@ def _scan(ds, classes: Sequence[int], pools: Dict[int, _Pool], min_edge: int, ha
         cx, cy = t.crop
         tx, ty, tw, th = t.core
         core = arr[cy:cy + th, cx:cx + tw]
-        present = [int(v) for v in np.unique(core) if int(v) in want]
+        if core.size and int(core.max()) < 65536:
+            present = [int(v) for v in np.flatnonzero(np.bincount(core.ravel())) if int(v) in want]
+        else:
+            present = [int(v) for v in np.unique(core) if int(v) in want]
         for c in present:
             cm = core == c
             # pixels allowed by the chip margin (absolute rows lo_m .. H-1-hi_m)
