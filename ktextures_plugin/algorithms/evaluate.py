@@ -129,7 +129,9 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         pred = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context), self.INPUT)
-        ref_nodata = optional_number(parameters, self.REFERENCE_NODATA)
+        # absent = the default (0); explicitly empty = no unlabelled value
+        ref_nodata = (optional_number(parameters, self.REFERENCE_NODATA) if self.REFERENCE_NODATA in parameters
+                      else self.parameterDefinition(self.REFERENCE_NODATA).defaultValue())
         matching = core_evaluate.MATCHINGS[self.parameterAsEnum(parameters, self.MATCHING, context)]
         table_path = self.parameterAsFileOutput(parameters, self.OUTPUT_TABLE, context) or None
         raster_path = (self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
