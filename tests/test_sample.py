@@ -454,3 +454,20 @@ def test_qgis_process_run(class_tif, tmp_path):
     assert res["SAMPLE_COUNT"] == 6 and res["CHIP_COUNT"] == 6
     assert {a["class_id"] for a, _, _ in _features(pts)} == {2, 4}
     assert len(os.listdir(tmp_path / "qp_chips")) >= 12
+
+
+def test_result_does_not_depend_on_the_candidate_pool(class_tif):
+    """Tiny starting pools force the grow-and-redraw path; the samples are the same as with large pools."""
+    kw = dict(min_edge_distance_px=2, min_spacing_px=15, seed=21)
+    small = sampling.draw_samples(class_tif, 30, pool_min=1, pool_factor=1, **kw)
+    large = sampling.draw_samples(class_tif, 30, pool_min=100_000, **kw)
+    assert any("larger pool" in m for m in small.log)
+    key = (lambda r: [(s.class_id, s.row, s.col) for s in r.samples])
+    assert key(small) == key(large) and len(key(small)) >= 60
+
+
+def test_absent_class_is_reported(class_tif):
+    res = sampling.draw_samples(class_tif, 5, classes=[3, 9], min_spacing_px=0)
+    by = {s.class_id: s for s in res.summary}
+    assert by[9].requested == 5 and by[9].found == 0 and by[9].reason == "class not present in the raster"
+    assert by[9].class_name == "class 9" and by[3].found == 5

@@ -220,7 +220,7 @@ class SampleAlgorithm(QgsProcessingAlgorithm):
 
             for line, s in zip(sampling.summary_text(result), result.summary):
                 feedback.pushInfo(line)
-                if s.found < s.requested or (s.reason and s.requested == 0 and classes is not None):
+                if s.found < s.requested:
                     feedback.pushWarning(f"Class {s.class_id} '{s.class_name}': {s.found} of {s.requested} "
                                          f"point(s): {s.reason}")
 
@@ -235,12 +235,12 @@ class SampleAlgorithm(QgsProcessingAlgorithm):
                 sink.addFeature(f, QgsFeatureSink.FastInsert)
 
             chips = []
-            folder = None
-            if chip:
-                folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
-                if not folder:
-                    folder = QgsProcessingUtils.generateTempFilename("ktextures_chips")
+            folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context) or None
+            if chip and not folder:
+                folder = QgsProcessingUtils.generateTempFilename("ktextures_chips")
+            if folder:
                 os.makedirs(folder, exist_ok=True)
+            if chip:
                 if not image_path:
                     feedback.pushWarning("No IMAGE given: only the class-mask chips are written.")
 

@@ -466,6 +466,7 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
                  min_per_class: int = 0, min_edge_distance_px: int = 3, min_spacing_px: float = 0,
                  seed: int = 1, classes=None, chip_size_px: int = 0, border_is_edge: bool = True,
                  window_px: int = 512, distance_cap_px: int = DISTANCE_CAP_PX,
+                 pool_min: int = 256, pool_factor: int = 8,
                  progress: Optional[Progress] = None, is_canceled: Optional[Callable[[], bool]] = None,
                  log: Optional[Callable[[str], None]] = None) -> SampleResult:
     """Draw stratified random sample points from a class raster (see the module docstring for the method).
@@ -486,6 +487,8 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         border_is_edge: treat outside the raster as another class (default; see module docstring).
         window_px: core window side in pixels for pass 2.
         distance_cap_px: edge distances are exact up to ``max(min_edge_distance_px + 1, distance_cap_px)``.
+        pool_min, pool_factor: a class first keeps ``max(pool_factor * requested, pool_min)`` candidates;
+            memory/speed tuning only, the samples do not depend on them (the pool grows when needed).
         progress: ``progress(fraction 0..1, stage)``, stages "count", "candidates", "select".
         is_canceled: polled between windows; True raises ``segment.Canceled``.
         log: receives one-line messages.
@@ -525,13 +528,13 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         if proportional:
             requested = allocate({c: area.get(c, 0.0) for c in wanted}, int(points_per_class), int(min_per_class))
         else:
-            requested = {c: (int(points_per_class) if pix.get(c, 0) > 0 else 0) for c in wanted}
+            requested = {c: int(points_per_class) for c in wanted}
         halo = int(max(min_edge_distance_px + 1, distance_cap_px))
         note(f"Class raster {W} x {H} px, classes {wanted}; edge distance >= {min_edge_distance_px} px, "
              f"spacing >= {min_spacing_px} px, seed {seed}"
              + (f", chips {chip_size_px} px inside the raster" if chip_size_px else ""))
-        targets = [c for c in wanted if requested.get(c, 0) > 0]
-        pool_size = {c: max(8 * requested[c], 256) for c in targets}
+        targets = [c for c in wanted if requested.get(c, 0) > 0 and pix.get(c, 0) > 0]
+        pool_size = {c: max(int(pool_factor) * requested[c], int(pool_min), 1) for c in targets}
         interior = {c: 0 for c in wanted}
         passes = 0
         while True:
@@ -566,7 +569,7 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         req = requested.get(c, 0)
         n_int = interior.get(c, 0)
         reason = ""
-        if len(got) < req or (req == 0 and not pix.get(c)):
+        if len(got) < req or not pix.get(c):
             if not pix.get(c):
                 reason = "class not present in the raster"
             elif n_int < req and len(got) == n_int:
