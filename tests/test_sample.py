@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 from scipy import ndimage
 
 from conftest import SAMPLE
@@ -177,6 +177,15 @@ def test_pool_keeps_smallest_keys():
 def test_core_cancel(class_tif):
     with pytest.raises(Canceled):
         sampling.draw_samples(class_tif, 5, is_canceled=lambda: True)
+    polls = []
+
+    def cancel_in_pass_2():  # pass 1 polls once per 256-row block (3 here), pass 2 once per window
+        polls.append(1)
+        return len(polls) > 5
+
+    with pytest.raises(Canceled):
+        sampling.draw_samples(class_tif, 5, window_px=64, is_canceled=cancel_in_pass_2)
+    assert len(polls) == 6
 
 
 def test_chips_line_up_with_image_and_classes(class_tif, tmp_path):
@@ -293,7 +302,8 @@ def test_algorithm_points_chips_and_summary(run, class_tif, tmp_path):
     # class 1 is named in a warning, not a failure
     assert any("Class 1" in w and names[0] in w for w in fb.warnings), fb.warnings
     assert any("requested 6, found 6" in i for i in fb.infos)
-    rows = {int(r["class_id"]): r for r in csv.DictReader(open(res["OUTPUT_SUMMARY"]))}
+    with open(res["OUTPUT_SUMMARY"]) as fh:
+        rows = {int(r["class_id"]): r for r in csv.DictReader(fh)}
     assert sorted(rows) == [1, 2, 3, 4]
     assert rows[1]["found"] == "0" and rows[1]["skipped"] == "6" and "interior" in rows[1]["reason"]
     assert rows[3]["found"] == "6" and int(rows[3]["pixels"]) == int((arr == 3).sum())
