@@ -128,7 +128,8 @@ def test_other_kinds_of_raster(run, tmp_path, case):
         lat = np.radians(gt[3] + gt[5] * src_ds.RasterYSize / 2)
         px_m2 = abs(gt[1] * gt[5]) * (np.pi / 180 * 6371007.0) ** 2 * np.cos(lat)
         assert total_m2 == pytest.approx((c > 0).sum() * px_m2, rel=0.01)  # square metres, not degrees
-        lyr = ogr.Open(res["OUTPUT_VECTOR"]).GetLayer(0)
+        vec = ogr.Open(res["OUTPUT_VECTOR"])
+        lyr = vec.GetLayer(0)
         assert sum(f["area_m2"] for f in lyr) == pytest.approx(total_m2, rel=0.01)
     if case == "naip":
         nd = src_ds.GetRasterBand(1).ReadAsArray() == 0
