@@ -1,0 +1,75 @@
+"""The plugin as QGIS installs it: metadata.txt, classFactory/initGui/unload, and the zip from
+``./build.sh package`` unzipped into a fresh plugin folder and run with qgis_process."""
+import configparser
+import json
+import os
+import subprocess
+import zipfile
+
+from conftest import ROOT, SAMPLE, qgis_process_env
+
+REQUIRED = ["name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository"]
+
+
+def test_metadata_has_required_fields():
+    cp = configparser.ConfigParser()
+    cp.read(ROOT / "metadata.txt")
+    g = cp["general"]
+    missing = [k for k in REQUIRED if not g.get(k, "").strip()]
+    assert not missing, missing
+    assert g["hasProcessingProvider"] == "yes" and g["qgisMinimumVersion"] == "3.22"
+    from ktextures_plugin import __version__
+    assert g["version"] == __version__
+    assert (ROOT / g["icon"]).exists()
+
+
+def test_class_factory_registers_and_unloads(qgis_iface, qgis_processing):
+    import importlib.util
+    import sys
+
+    from qgis.core import QgsApplication
+    spec = importlib.util.spec_from_file_location("ktextures", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules["ktextures"] = pkg
+    spec.loader.exec_module(pkg)
+    reg = QgsApplication.processingRegistry()
+    had = reg.providerById("ktextures")
+    if had is not None:
+        reg.removeProvider(had)
+    plugin = pkg.classFactory(qgis_iface)
+    plugin.initGui()
+    prov = reg.providerById("ktextures")
+    assert prov is not None and {a.name() for a in prov.algorithms()} >= {"segment", "fit", "evaluate", "sample"}
+    assert not prov.icon().isNull()
+    plugin.unload()
+    assert reg.providerById("ktextures") is None
+    if had is not None:
+        from conftest import _PROVIDER
+        from ktextures_plugin.provider import KTexturesProvider
+        p = KTexturesProvider()
+        reg.addProvider(p)
+        _PROVIDER.append(p)
+
+
+def test_package_zip_installs_and_runs(tmp_path, tiny_models):
+    cp = subprocess.run(["bash", str(ROOT / "build.sh"), "package"], capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    z = zipfile.ZipFile(ROOT / "dist" / "ktextures.zip")
+    names = z.namelist()
+    assert {n.split("/")[0] for n in names} == {"ktextures"}
+    assert "ktextures/metadata.txt" in names and "ktextures/__init__.py" in names
+    assert "ktextures/ktextures_plugin/resources.py" in names
+    assert any(n.startswith("ktextures/models/") and n.endswith(".onnx") for n in names)
+    assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc") or "/.venv" in n]
+    plugins = tmp_path / "plugins"
+    z.extractall(plugins)
+    env = qgis_process_env(tmp_path)
+    env["QGIS_PLUGINPATH"] = str(plugins)
+    subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True, timeout=120)
+    out = tmp_path / "c.tif"
+    run = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:segment", "--", f"INPUT={SAMPLE}",
+                          f"MODEL_FILE={tiny_models['bin4']}", f"OUTPUT_RASTER={out}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["results"]["NUM_CLASSES"] == 4 and os.path.exists(out)
