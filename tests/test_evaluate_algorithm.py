@@ -1,5 +1,6 @@
 """ktextures:evaluate through real QGIS Processing: raster reference, polygon reference, outputs, errors."""
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -38,6 +39,16 @@ def slo_km(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def label_copy(tmp_path_factory):
+    """A copy of the bundled OSM label raster: QGIS may write statistics into a .aux.xml beside a layer it
+    opens, and the repository's data/ must stay untouched."""
+    d = tmp_path_factory.mktemp("label")
+    dst = d / SAMPLE_LABEL.name
+    shutil.copy(SAMPLE_LABEL, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
 def sample_km(tmp_path_factory):
     out = tmp_path_factory.mktemp("alg") / "bb_k4.tif"
     kmeans.kmeans_raster(str(SAMPLE), str(out), 4, bands="3,2,1,4", seed=0)
@@ -59,12 +70,12 @@ def test_registered_with_metadata(provider):
     assert not alg.icon().isNull()
 
 
-def test_raster_reference(run, sample_km, tmp_path):
+def test_raster_reference(run, sample_km, label_copy, tmp_path):
     """Fewer clusters (4) than OSM classes: outputs agree with core.metrics, the table, and the raster."""
     table, rel = tmp_path / "t.csv", tmp_path / "rel.tif"
-    res = run({"INPUT": sample_km, "REFERENCE": str(SAMPLE_LABEL), "OUTPUT_TABLE": str(table),
+    res = run({"INPUT": sample_km, "REFERENCE": str(label_copy), "OUTPUT_TABLE": str(table),
                "OUTPUT_RASTER": str(rel)})
-    s = metrics.evaluate_rasters(sample_km, str(SAMPLE_LABEL))
+    s = metrics.evaluate_rasters(sample_km, str(label_copy))
     d = s.as_dict()
     for key in OUT_KEYS:
         assert res[key] == pytest.approx(d[key.lower()]), key
@@ -80,7 +91,7 @@ def test_raster_reference(run, sample_km, tmp_path):
     assert sorted(per_ref) == sorted(s.table.ref_labels.tolist())
     assert np.mean(list(per_ref.values())) == pytest.approx(res["MIOU_HUNGARIAN"])
     # the relabelled raster: reference class ids; its pixel agreement with the reference is ACCURACY
-    a, r = _arr(rel), _arr(SAMPLE_LABEL)
+    a, r = _arr(rel), _arr(label_copy)
     scored = r != 0
     assert np.mean(a[scored] == r[scored]) == pytest.approx(res["ACCURACY"])
     assert set(np.unique(a).tolist()) <= set(s.table.ref_labels.tolist())
@@ -121,10 +132,10 @@ def test_majority_matching_raster(run, slo_km, tmp_path):
     assert res["MIOU_MAJORITY"] == pytest.approx(s.miou_majority)
 
 
-def test_grid_mismatch_is_a_processing_error(run, slo_km, tmp_path):
+def test_grid_mismatch_is_a_processing_error(run, slo_km, label_copy, tmp_path):
     from qgis.core import QgsProcessingException
     with pytest.raises(QgsProcessingException, match="same grid"):
-        run({"INPUT": slo_km, "REFERENCE": str(SAMPLE_LABEL), "OUTPUT_TABLE": str(tmp_path / "t.csv")})
+        run({"INPUT": slo_km, "REFERENCE": str(label_copy), "OUTPUT_TABLE": str(tmp_path / "t.csv")})
     assert not (tmp_path / "t.csv").exists()
 
 
