@@ -191,6 +191,18 @@ def test_grid_mismatch_raises(slovenia_km, tmp_path):
     ds = None
     with pytest.raises(ValueError, match="geotransforms differ"):
         metrics.confusion_from_rasters(pred_path, str(shifted))
+    # a pixel size 0.2 % larger: the far corner is 0.2 px off -> rejected; 0.01 px off -> the same grid
+    for rel, ok in ((1.002, False), (1.0001, True)):
+        ds = gdal.Open(str(shifted), gdal.GA_Update)
+        g = list(gdal.Open(ref_path).GetGeoTransform())
+        g[1] *= rel
+        ds.SetGeoTransform(g)
+        ds = None
+        if ok:
+            assert metrics.confusion_from_rasters(pred_path, str(shifted)).pixels > 0
+        else:
+            with pytest.raises(ValueError, match="geotransforms differ"):
+                metrics.confusion_from_rasters(pred_path, str(shifted))
     with pytest.raises(ValueError, match="cannot open"):
         metrics.confusion_from_rasters(pred_path, str(tmp_path / "missing.tif"))
 

@@ -178,19 +178,33 @@ def contingency(pred: np.ndarray, ref: np.ndarray, pred_nodata: Optional[int] = 
 
 # --------------------------------------------------------------------------------------------- rasters
 def check_same_grid(a: gdal.Dataset, b: gdal.Dataset, name_a: str = "prediction",
-                    name_b: str = "reference") -> None:
+                    name_b: str = "reference", tolerance_px: float = 0.1) -> None:
     """Raise ``ValueError`` unless ``a`` and ``b`` have the same size, geotransform and (when both
-    declare one) CRS. Geotransforms are compared to 1e-6 of a pixel."""
+    declare one) CRS.
+
+    Geotransforms count as equal when the four raster corners of ``b`` lie within ``tolerance_px``
+    pixels of those of ``a`` (so every pixel centre of one raster falls inside the matching pixel of the
+    other; labels rasterised by another tool often differ in the last decimals of the geotransform).
+    """
     if (a.RasterXSize, a.RasterYSize) != (b.RasterXSize, b.RasterYSize):
         raise ValueError(f"The {name_a} ({a.RasterXSize} x {a.RasterYSize} px) and the {name_b} "
                          f"({b.RasterXSize} x {b.RasterYSize} px) are not on the same grid: the sizes differ. "
                          f"Resample the {name_b} onto the {name_a}'s grid (e.g. gdalwarp -te/-tr, or "
                          f"'Align rasters') first.")
     ga, gb = np.array(a.GetGeoTransform(), float), np.array(b.GetGeoTransform(), float)
-    px = max(abs(ga[1]), abs(ga[5]), 1e-12)
-    if not np.allclose(ga, gb, rtol=0, atol=1e-6 * px):
+    w, h = a.RasterXSize, a.RasterYSize
+    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], float)
+
+    def xy(gt):
+        return np.stack([gt[0] + corners[:, 0] * gt[1] + corners[:, 1] * gt[2],
+                         gt[3] + corners[:, 0] * gt[4] + corners[:, 1] * gt[5]], axis=1)
+
+    px = max(min(np.hypot(ga[1], ga[4]), np.hypot(ga[2], ga[5])), 1e-300)
+    off = float(np.max(np.hypot(*(xy(ga) - xy(gb)).T)) / px)
+    if not off <= tolerance_px:
         raise ValueError(f"The {name_a} and the {name_b} are not on the same grid: geotransforms differ "
-                         f"({tuple(ga)} vs {tuple(gb)}). Resample the {name_b} onto the {name_a}'s grid first.")
+                         f"by up to {off:.3g} pixels at the corners ({tuple(ga)} vs {tuple(gb)}). Resample the "
+                         f"{name_b} onto the {name_a}'s grid first.")
     wa, wb = a.GetProjection(), b.GetProjection()
     if wa and wb:
         sa, sb = osr.SpatialReference(), osr.SpatialReference()
