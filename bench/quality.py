@@ -1,0 +1,184 @@
+"""Quality on labelled scenes (issue 4): per-pixel k-means baseline and k-textures, several seeds.
+
+Usage (from the repository root; ../shared/data beside the checkout):
+
+    .venv/bin/python bench/quality.py [--methods kmeans ktextures] [--seeds 0 1 2] [--steps N]
+                                      [--scenes slovenia amazon ...] [--markdown bench/out/quality.md]
+
+For each labelled scene and seed, each method runs as the user would run it, in a subprocess timed with
+a wall clock:
+
+- ``kmeans``: ``python -m ktextures_plugin kmeans IMAGE --bands 3,2,1,4 --k K --seed S`` (2-98 % stretch,
+  k-means on a decimated sample, every pixel assigned); "fit s" = the whole command.
+- ``ktextures`` (only when ``ktextures_plugin/training`` has ``fit()`` and torch imports):
+  ``python -m ktextures_plugin fit IMAGE --bands 3,2,1,4 --k K --seed S [--steps N]`` then
+  ``python -m ktextures_plugin segment IMAGE --model M --bands 3,2,1,4``; "fit s" = the fit command.
+
+K = the number of reference classes present. Scores (``core/metrics.py``) on pixels labelled in the
+reference: ARI, NMI, mIoU after majority (many-to-one) matching -- the figure of the k-means floor in
+../shared/data/README.md -- and mIoU and pixel accuracy after Hungarian (one-to-one) matching. The table
+gives mean +- sample standard deviation over the seeds. Every run is appended to bench/out/quality.jsonl.
+
+The Amazon label raster's geotransform differs from the image's in the 6th decimal (< 0.1 px at every
+corner); ``core.metrics.check_same_grid`` accepts that.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+OUT = os.path.join(ROOT, "bench", "out")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+PY = sys.executable
+
+#: name -> (image, 1-based bands in R,G,B,NIR order, reference labels, description)
+SCENES = {
+    "brandenburg_west": ("s2_brandenburg_west/s2_t33uuu_west_b2b3b4b8_10m.tif", "3,2,1,4",
+                         "s2_brandenburg_west/osm_landuse_label_west_10m.tif",
+                         "S2 Brandenburg west 768x768 vs OSM land use"),
+    "slovenia": ("s2_slovenia/s2_slovenia_ref4_b2b3b4b8_10m.tif", "3,2,1,4", "s2_slovenia/lulc_label_10m.tif",
+                 "S2 Slovenia ref4 100x101 vs LULC"),
+    "amazon": ("s2_amazon/s2_amazon_b2b3b4b8_10m_reflectance.tif", "3,2,1,4", "s2_amazon/train_polygons_label.tif",
+               "S2 Amazon 247x237 vs sparse polygons"),
+    "sample": (os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif"), "3,2,1,4",
+               os.path.join(ROOT, "data", "s2_brandenburg_sample_osm_label.tif"),
+               "bundled S2 sample 512x768 vs OSM land use"),
+}
+
+
+def scene_paths(name):
+    img, bands, label, desc = SCENES[name]
+    return os.path.join(SHARED, img), bands, os.path.join(SHARED, label), desc
+
+
+def n_classes(label_path):
+    """Number of reference classes present (values other than 0 and the file's nodata)."""
+    import numpy as np
+    from osgeo import gdal
+    ds = gdal.Open(label_path)
+    b = ds.GetRasterBand(1)
+    a = b.ReadAsArray()
+    nd = b.GetNoDataValue()
+    vals = set(np.unique(a).tolist()) - {0, nd}
+    return len(vals)
+
+
+def ktextures_available():
+    try:
+        from ktextures_plugin import training
+        import torch  # noqa: F401
+    except Exception:
+        return False
+    return callable(getattr(training, "fit", None))
+
+
+def timed(cmd):
+    t0 = time.perf_counter()
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    cp = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if cp.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({cp.returncode}): {cp.stderr.strip()[-800:]}")
+    return dt
+
+
+def run_one(scene, method, seed, k, steps=None):
+    from ktextures_plugin.core import metrics
+    img, bands, label, _ = scene_paths(scene)
+    os.makedirs(OUT, exist_ok=True)
+    labels = os.path.join(OUT, f"quality_{scene}_{method}_k{k}_s{seed}.tif")
+    rec = {"scene": scene, "method": method, "k": k, "seed": seed}
+    if method == "kmeans":
+        rec["fit_s"] = timed([PY, "-m", "ktextures_plugin", "kmeans", img, "--bands", bands, "--k", str(k),
+                              "--seed", str(seed), "--out", labels])
+    elif method == "ktextures":
+        model = os.path.join(OUT, f"quality_{scene}_k{k}_s{seed}.onnx")
+        cmd = [PY, "-m", "ktextures_plugin", "fit", img, "--bands", bands, "--k", str(k), "--seed", str(seed),
+               "--out", model, "--quiet"]
+        if steps:
+            cmd += ["--steps", str(steps)]
+            rec["steps"] = steps
+        rec["fit_s"] = timed(cmd)
+        rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
+                                  "--bands", bands, "--out", labels, "--quiet"])
+    else:
+        raise ValueError(method)
+    s = metrics.evaluate_rasters(labels, label)
+    rec.update(s.as_dict())
+    rec["accuracy_majority"] = s.accuracy_majority
+    return rec
+
+
+def fmt(values, digits=3):
+    if not values:
+        return "-"
+    m = statistics.mean(values)
+    if len(values) < 2:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(records):
+    lines = ["| scene | method | k | seeds | labelled px | ARI | NMI | mIoU (majority) | mIoU (Hungarian) | "
+             "accuracy (Hungarian) | fit s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    keys = []
+    for r in records:
+        key = (r["scene"], r["method"], r["k"])
+        if key not in keys:
+            keys.append(key)
+    for scene, method, k in keys:
+        rs = [r for r in records if (r["scene"], r["method"], r["k"]) == (scene, method, k)]
+        col = lambda name: [r[name] for r in rs]  # noqa: E731
+        name = method if method != "ktextures" or not rs[0].get("steps") else f"ktextures ({rs[0]['steps']} steps)"
+        lines.append(f"| {scene} | {name} | {k} | {len(rs)} | {rs[0]['pixels']} | {fmt(col('ari'))} | "
+                     f"{fmt(col('nmi'))} | {fmt(col('miou_majority'))} | {fmt(col('miou_hungarian'))} | "
+                     f"{fmt(col('accuracy'))} | {fmt(col('fit_s'), 1)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    p.add_argument("--methods", nargs="+", default=None, choices=["kmeans", "ktextures"],
+                   help="default: kmeans, plus ktextures when training is available")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=None, help="k-textures training steps (default: fit's default)")
+    p.add_argument("--markdown", default=os.path.join(OUT, "quality.md"), help="write the table here too")
+    args = p.parse_args(argv)
+    methods = args.methods or (["kmeans", "ktextures"] if ktextures_available() else ["kmeans"])
+    if "ktextures" in methods and not ktextures_available():
+        p.error("ktextures_plugin.training.fit or torch is not available")
+    records = []
+    os.makedirs(OUT, exist_ok=True)
+    log = open(os.path.join(OUT, "quality.jsonl"), "a")
+    for scene in args.scenes:
+        img, _, label, desc = scene_paths(scene)
+        if not (os.path.exists(img) and os.path.exists(label)):
+            print(f"skip {scene}: {img} or {label} missing", file=sys.stderr)
+            continue
+        k = n_classes(label)
+        for method in methods:
+            for seed in args.seeds:
+                rec = run_one(scene, method, seed, k, args.steps)
+                records.append(rec)
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                print(f"{scene:<17} {method:<9} k={k} seed={seed}: ARI {rec['ari']:.3f} NMI {rec['nmi']:.3f} "
+                      f"mIoU maj {rec['miou_majority']:.3f} hung {rec['miou_hungarian']:.3f} "
+                      f"fit {rec['fit_s']:.1f} s", file=sys.stderr)
+    md = table(records)
+    print(md)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
