@@ -218,6 +218,9 @@ class SampleAlgorithm(QgsProcessingAlgorithm):
                 min_edge_distance_px=min_edge, min_spacing_px=spacing, seed=seed, classes=classes,
                 chip_size_px=chip, progress=progress, is_canceled=feedback.isCanceled, log=feedback.pushInfo)
 
+            if not result.summary:
+                feedback.pushWarning("The class raster has no class pixels (every pixel is 0 / nodata): "
+                                     "no samples drawn.")
             for line, s in zip(sampling.summary_text(result), result.summary):
                 feedback.pushInfo(line)
                 if s.found < s.requested:
