@@ -481,3 +481,29 @@ def test_absent_class_is_reported(class_tif):
     by = {s.class_id: s for s in res.summary}
     assert by[9].requested == 5 and by[9].found == 0 and by[9].reason == "class not present in the raster"
     assert by[9].class_name == "class 9" and by[3].found == 5
+
+
+def test_loaded_points_are_coloured_by_class(provider, class_tif, tmp_path):
+    """Loaded on completion (as in the GUI), points and chip footprints get the class raster's colours."""
+    import processing
+    from qgis.core import QgsProject
+    res = processing.runAndLoadResults("ktextures:sample", {
+        "INPUT": class_tif, "POINTS_PER_CLASS": 2, "CHIP_SIZE_PX": 8, "OUTPUT_FOLDER": str(tmp_path / "c"),
+        "OUTPUT_POINTS": str(tmp_path / "styled.gpkg"), "OUTPUT_CHIPS": str(tmp_path / "fp.gpkg"),
+        "OUTPUT_SUMMARY": None})
+    names, colors = read_palette(class_tif)
+    try:
+        for key in ("OUTPUT_POINTS", "OUTPUT_CHIPS"):
+            lyrs = [m for m in QgsProject.instance().mapLayers().values()
+                    if m.source().split("|")[0] == res[key]]
+            assert len(lyrs) == 1, [m.source() for m in QgsProject.instance().mapLayers().values()]
+            lyr = lyrs[0]
+            r = lyr.renderer()
+            assert r.type() == "categorizedSymbol" and r.classAttribute() == "class_id"
+            cats = r.categories()
+            assert [c.value() for c in cats] == [1, 2, 3, 4] and [c.label() for c in cats] == names
+            col = cats[1].symbol().color() if key == "OUTPUT_POINTS" else \
+                cats[1].symbol().symbolLayer(0).strokeColor()
+            assert col.name() == colors[1]
+    finally:
+        QgsProject.instance().removeAllMapLayers()

@@ -5,16 +5,20 @@ Parameters in, ``core.sampling`` calls, QGIS outputs out. No pixel work happens 
 import os
 
 from qgis.core import (
+    QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
     QgsField,
     QgsFields,
+    QgsFillSymbol,
     QgsGeometry,
+    QgsMarkerSymbol,
     QgsPointXY,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
@@ -24,14 +28,50 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingUtils,
+    QgsRendererCategory,
+    QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
 from ..core import sampling
-from ..core.classraster import OutputError
+from ..core.classraster import OutputError, read_palette
 from ..core.raster import RasterError, open_raster
 from .common import gdal_source
+
+
+class ClassSymbolPostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Colours sample points (filled circles) or chip footprints (outlines) by ``class_id`` with the class
+    raster's palette when QGIS loads them on completion (GUI, runAndLoadResults)."""
+
+    _keep = []  # Python references: only the C++ side is owned by the context (qgis.md §4)
+
+    def __init__(self, names, colors, polygons: bool):
+        super().__init__()
+        self.names, self.colors, self.polygons = list(names), list(colors), polygons
+
+    def renderer(self):
+        cats = []
+        for i, (n, c) in enumerate(zip(self.names, self.colors)):
+            if self.polygons:
+                sym = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": c, "outline_width": "0.5"})
+            else:
+                sym = QgsMarkerSymbol.createSimple({"name": "circle", "color": c, "outline_color": "#202020",
+                                                    "size": "2.6"})
+            cats.append(QgsRendererCategory(i + 1, sym, n))
+        return QgsCategorizedSymbolRenderer("class_id", cats)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        if isinstance(layer, QgsVectorLayer):
+            layer.setRenderer(self.renderer())
+            layer.triggerRepaint()
+
+    @classmethod
+    def attach(cls, context, layer_id, names, colors, polygons):
+        if layer_id and context.willLoadLayerOnCompletion(layer_id):
+            pp = cls(names, colors, polygons)
+            cls._keep.append(pp)
+            context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(pp)
 
 
 class SampleAlgorithm(QgsProcessingAlgorithm):
@@ -280,6 +320,13 @@ class SampleAlgorithm(QgsProcessingAlgorithm):
         except (sampling.SamplingError, RasterError, OutputError) as exc:
             raise QgsProcessingException(str(exc)) from None
 
+        try:
+            names, colors = read_palette(class_path)
+        except Exception:  # noqa: BLE001  (no palette: the layers stay unstyled)
+            names = colors = []
+        ClassSymbolPostProcessor.attach(context, points_id, names, colors, polygons=False)
+        if csink is not None:
+            ClassSymbolPostProcessor.attach(context, chips_id, names, colors, polygons=True)
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:
             out[self.OUTPUT_FOLDER] = folder
