@@ -534,7 +534,8 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
              f"spacing >= {min_spacing_px} px, seed {seed}"
              + (f", chips {chip_size_px} px inside the raster" if chip_size_px else ""))
         targets = [c for c in wanted if requested.get(c, 0) > 0 and pix.get(c, 0) > 0]
-        pool_size = {c: max(int(pool_factor) * requested[c], int(pool_min), 1) for c in targets}
+        pool_size = {c: max(requested[c], min(MAX_POOL, max(int(pool_factor) * requested[c], int(pool_min), 1)))
+                     for c in targets}
         interior = {c: 0 for c in wanted}
         passes = 0
         while True:
