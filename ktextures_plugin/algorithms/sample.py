@@ -263,7 +263,7 @@ class SampleAlgorithm(QgsProcessingAlgorithm):
                                      "no samples drawn.")
             for line, s in zip(sampling.summary_text(result), result.summary):
                 feedback.pushInfo(line)
-                if s.found < s.requested:
+                if s.found < s.requested or (classes and not s.pixels):
                     feedback.pushWarning(f"Class {s.class_id} '{s.class_name}': {s.found} of {s.requested} "
                                          f"point(s): {s.reason}")
 
@@ -316,7 +316,8 @@ class SampleAlgorithm(QgsProcessingAlgorithm):
                                                       "requested", "found", "skipped", "reason")])
                     ssink.addFeature(f, QgsFeatureSink.FastInsert)
         except Canceled:
-            raise QgsProcessingException("Canceled: sampling stopped; no sample layer was written.") from None
+            raise QgsProcessingException("Canceled by the user: sampling stopped (chips already written stay "
+                                         "in the chip folder).") from None
         except (sampling.SamplingError, RasterError, OutputError) as exc:
             raise QgsProcessingException(str(exc)) from None
 
