@@ -507,3 +507,25 @@ def test_loaded_points_are_coloured_by_class(provider, class_tif, tmp_path):
             assert col.name() == colors[1]
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_plain_integer_raster_geographic_with_negative_nodata(class_tif, tmp_path):
+    """Any GDAL integer raster: Int16 with nodata -1, EPSG:4326, no palette; only present classes reported."""
+    a = _array(class_tif).astype(np.int16)
+    a[a == 1] = -1
+    a[:50] = 300
+    path = str(tmp_path / "i16.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(path, a.shape[1], a.shape[0], 1, gdal.GDT_Int16)
+    ds.SetGeoTransform([13.0, 0.0001, 0, 52.5, 0, -0.0001])
+    ds.SetProjection("EPSG:4326")
+    ds.GetRasterBand(1).SetNoDataValue(-1)
+    ds.GetRasterBand(1).WriteArray(a)
+    ds = None
+    res = sampling.draw_samples(path, 5, min_edge_distance_px=2, min_spacing_px=5)
+    assert [s.class_id for s in res.summary] == [2, 3, 4, 300]
+    assert all(s.found == 5 for s in res.summary)
+    _check_invariants(res, np.where(a < 0, 0, a), 2, 5)
+    by = {s.class_id: s for s in res.summary}
+    assert by[300].class_name == "class 300"
+    # pixel areas on the sphere shrink with latitude: the top rows (class 300) are a bit smaller
+    assert by[300].area_m2 / by[300].pixels < by[3].area_m2 / by[3].pixels

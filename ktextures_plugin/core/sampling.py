@@ -31,6 +31,7 @@ The same raster, parameters and seed give the same samples; the window size is p
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -522,8 +523,8 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
             progress(0.1, "count")
         wanted = parse_classes(classes)
         if wanted is None:
-            k_palette = len(_class_names_list(class_path))
-            wanted = sorted(set(pix) | set(range(1, k_palette + 1)))
+            # the classes present, plus those the raster declares (class names) even when empty
+            wanted = sorted(set(pix) | set(range(1, _declared_classes(ds) + 1)))
         names = _class_names(class_path, wanted)
         if proportional:
             requested = allocate({c: area.get(c, 0.0) for c in wanted}, int(points_per_class), int(min_per_class))
@@ -589,11 +590,17 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
     return SampleResult(samples, summary, tuple(gt), wkt, (W, H), halo, msgs)
 
 
-def _class_names_list(path: str) -> List[str]:
-    try:
-        return list(classraster.read_palette(path)[0])
-    except Exception:  # noqa: BLE001
-        return []
+def _declared_classes(ds: gdal.Dataset) -> int:
+    """Number of classes the raster declares by name (k-textures metadata or GDAL category names), else 0."""
+    band = ds.GetRasterBand(1)
+    md = band.GetMetadataItem(classraster.MD_CLASS_NAMES)
+    if md:
+        try:
+            return len(json.loads(md))
+        except ValueError:
+            pass
+    names = band.GetCategoryNames() or []
+    return max(0, len(names) - 1)
 
 
 def chip_window(sample: Sample, chip_size_px: int) -> Tuple[int, int, int, int]:
