@@ -481,8 +481,8 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
             class, nodata or (``border_is_edge``) outside the raster is at least this. 0 or 1 = any pixel.
         min_spacing_px: two samples (any classes) are at least this many pixels apart (0 = no limit).
         seed: seeds numpy Generators; same seed and inputs, same samples.
-        classes: class ids to sample (``parse_classes`` forms); None = every class in the raster or its
-            palette.
+        classes: class ids to sample (``parse_classes`` forms); None = every class present in the raster plus
+            the classes it declares by name (k-textures metadata or GDAL category names), even when empty.
         chip_size_px: when > 0, only pixels whose ``chip_size_px`` square chip (upper-left at
             ``(col - size//2, row - size//2)``) lies inside the raster are candidates.
         border_is_edge: treat outside the raster as another class (default; see module docstring).
