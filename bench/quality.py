@@ -68,6 +68,17 @@ def n_classes(label_path):
     return len(vals)
 
 
+def fit_tile_size(image_path, default=128):
+    """fit's default training tile, or the largest power of two that fits a smaller raster."""
+    from osgeo import gdal
+    ds = gdal.Open(image_path)
+    side = min(ds.RasterXSize, ds.RasterYSize)
+    tile = default
+    while tile > side and tile > 16:
+        tile //= 2
+    return tile
+
+
 def ktextures_available():
     try:
         from ktextures_plugin import training
@@ -100,6 +111,10 @@ def run_one(scene, method, seed, k, steps=None):
         model = os.path.join(OUT, f"quality_{scene}_k{k}_s{seed}.onnx")
         cmd = [PY, "-m", "ktextures_plugin", "fit", img, "--bands", bands, "--k", str(k), "--seed", str(seed),
                "--out", model, "--quiet"]
+        tile = fit_tile_size(img)
+        if tile != 128:  # fit's default tile is 128 px; smaller scenes (Slovenia, 100x101) need a smaller one
+            cmd += ["--tile-size", str(tile)]
+            rec["tile_size"] = tile
         if steps:
             cmd += ["--steps", str(steps)]
             rec["steps"] = steps
