@@ -224,3 +224,17 @@ def test_reference_band_nodata_is_honoured(slovenia_km, tmp_path):
     b = metrics.evaluate_rasters(pred_path, str(out), ref_nodata=None)
     assert b.pixels == a.pixels
     assert b.as_dict() == pytest.approx(a.as_dict())
+
+
+def test_segment_output_scores_like_sklearn(tiny_models, tmp_path):
+    """A class raster written by core.segment (tiny binning model) is scored as written: format compatible."""
+    from ktextures_plugin.core.segment import segment_raster
+
+    out = tmp_path / "seg.tif"
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands="3,2,1,4", scaling="stretch")
+    s = metrics.evaluate_rasters(str(out), str(SAMPLE_LABEL))
+    p, r = _masked(out, SAMPLE_LABEL)
+    assert s.pixels == p.size
+    assert set(s.table.pred_labels.tolist()) <= {1, 2, 3, 4}
+    assert s.ari == pytest.approx(adjusted_rand_score(r, p), abs=1e-10)
+    assert s.nmi == pytest.approx(normalized_mutual_info_score(r, p), abs=1e-10)
