@@ -1,0 +1,89 @@
+"""``python -m ktextures_plugin fit IMAGE --bands R,G,B,NIR --k K --out MODEL.onnx [...]``: fit a k-textures
+model on one raster with PyTorch and export it to the ONNX contract of models/README.md (method.md §9).
+
+Exit codes: 0 success, 2 bad input (one-line message), 3 PyTorch missing, 130 interrupted (no file written).
+"""
+import argparse
+import sys
+
+
+def build_parser():
+    from ..training.train import BINNINGS, DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_STEPS
+
+    p = argparse.ArgumentParser(prog="python -m ktextures_plugin fit",
+                                description="Fit a k-textures model (k hard texture classes) on a raster and "
+                                            "export it as ONNX.")
+    p.add_argument("image", help="training raster (any GDAL format, any size: read tile by tile)")
+    p.add_argument("--bands", required=True,
+                   help="1-based band numbers of IMAGE in the order red,green,blue,NIR, e.g. 3,2,1,4")
+    p.add_argument("--k", type=int, required=True, help="number of classes (2..128)")
+    p.add_argument("--out", required=True, help="ONNX model to write")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed = same model)")
+    p.add_argument("--variant", choices=["faithful", "spatial"], default="faithful",
+                   help="faithful: per-pixel 1x1 mask net (halo 0); spatial: 3x3 mask net (halo 2 px)")
+    p.add_argument("--features", default="random",
+                   help="loss features: 'random' (seeded random CNN), 'vgg16:PATH' (torchvision VGG16 "
+                        "state_dict), or both joined with '+' (default random)")
+    p.add_argument("--binning", choices=list(BINNINGS), default=DEFAULT_BINNING,
+                   help=f"hard-bin gradient scheme (default {DEFAULT_BINNING}; faithful = slope 5000 throughout)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"tiles per step (default {DEFAULT_BATCH})")
+    p.add_argument("--tile-size", type=int, default=128, help="training tile side in px (default 128)")
+    p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
+    p.add_argument("--title", default="", help="readable model title stored in the metadata")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: half the logical CPUs, 1..8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..training import FitCanceled, TorchMissingError, fit
+    from ..core.modelinfo import ModelError
+
+    state = {"bar": None}
+
+    def progress(step, total, loss):
+        if args.quiet:
+            return
+        bar = state["bar"]
+        if bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            bar = state["bar"] = tqdm(
+                total=total, unit="step", desc="fit", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}, {rate_fmt}{postfix}")
+        bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+        bar.update(step - bar.n)
+
+    try:
+        res = fit(args.image, args.bands, args.k, args.out, steps=args.steps, seed=args.seed,
+                  variant=args.variant, features=args.features, tile_size=args.tile_size,
+                  batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
+                  threads=args.threads, extra_nodata=args.nodata)
+    except TorchMissingError as exc:
+        _close(state["bar"])
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (ValueError, ModelError) as exc:
+        _close(state["bar"])
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, FitCanceled):
+        _close(state["bar"])
+        print("interrupted: no model written", file=sys.stderr)
+        return 130
+    _close(state["bar"])
+    fr = ", ".join(f"{100 * v:.1f}" for v in res["class_fractions"])
+    print(f"{res['path']}: k = {res['k']}, {res['steps']} steps in {res['seconds']:.1f} s "
+          f"({res['steps_per_s']:.2f} steps/s), final loss {res['final_loss']:.4f}, halo {res['halo_px']} px")
+    print(f"class shares on {res['provenance']['recal_tiles']} tiles (%): {fr}")
+    return 0
+
+
+def _close(bar):
+    if bar is not None:
+        bar.close()
