@@ -162,3 +162,16 @@ def test_reference_nodata_parameter(run, slo_km, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "t2.csv", newline="")))
     assert "0" in {r["reference_class"] for r in rows}
     assert "0" not in {r["reference_class"] for r in csv.DictReader(open(tmp_path / "t.csv", newline=""))}
+
+
+def test_polygons_in_another_crs_are_reprojected(run, slo_km, tmp_path):
+    """Reference polygons in EPSG:4326 score like the same polygons in the raster's UTM CRS."""
+    vec = str(shared(SLO_VECTOR))
+    geo = tmp_path / "lulc_4326.gpkg"
+    gdal.VectorTranslate(str(geo), vec, dstSRS="EPSG:4326", format="GPKG")
+    base = {"INPUT": slo_km, "REFERENCE_FIELD": "LULC_ID"}
+    utm = run(dict(base, REFERENCE_VECTOR=vec, OUTPUT_TABLE=str(tmp_path / "a.csv")))
+    wgs = run(dict(base, REFERENCE_VECTOR=str(geo), OUTPUT_TABLE=str(tmp_path / "b.csv")))
+    assert wgs["PIXELS"] == pytest.approx(utm["PIXELS"], rel=0.01)
+    for key in OUT_KEYS:
+        assert wgs[key] == pytest.approx(utm[key], abs=0.01), key
