@@ -175,3 +175,38 @@ def test_polygons_in_another_crs_are_reprojected(run, slo_km, tmp_path):
     assert wgs["PIXELS"] == pytest.approx(utm["PIXELS"], rel=0.01)
     for key in OUT_KEYS:
         assert wgs[key] == pytest.approx(utm[key], abs=0.01), key
+
+
+def test_table_output_optional_and_temporary(run, slo_km):
+    import os
+    label = str(shared(SLO_LABEL))
+    bare = run({"INPUT": slo_km, "REFERENCE": label})
+    assert 0 < bare["ARI"] <= 1 and bare["PIXELS"] > 0
+    tmp = run({"INPUT": slo_km, "REFERENCE": label, "OUTPUT_TABLE": "TEMPORARY_OUTPUT"})
+    assert tmp["OUTPUT_TABLE"].endswith(".csv") and os.path.exists(tmp["OUTPUT_TABLE"])
+    assert tmp["ARI"] == bare["ARI"]
+
+
+def test_qgis_process_run(slo_km, label_copy, tmp_path):
+    """ktextures:evaluate under qgis_process with a polygon reference; numbers agree with core.metrics."""
+    import json
+    import subprocess
+
+    from conftest import qgis_process_env
+    env = qgis_process_env(tmp_path)
+    cp0 = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert cp0.returncode == 0 or "already enabled" in cp0.stderr + cp0.stdout, cp0.stderr
+    table = tmp_path / "iou.csv"
+    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:evaluate", "--", f"INPUT={slo_km}",
+                         f"REFERENCE={shared(SLO_LABEL)}", f"OUTPUT_TABLE={table}"],
+                        env=env, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    res = json.loads(cp.stdout)["results"]
+    s = metrics.evaluate_rasters(slo_km, str(shared(SLO_LABEL)))
+    for key in OUT_KEYS:
+        assert res[key] == pytest.approx(s.as_dict()[key.lower()]), key
+    assert table.exists()
+    bad = subprocess.run(["qgis_process.bin", "run", "ktextures:evaluate", "--", f"INPUT={slo_km}",
+                          f"REFERENCE={label_copy}"], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "same grid" in bad.stdout + bad.stderr
