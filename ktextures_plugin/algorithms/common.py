@@ -2,7 +2,7 @@
 import os
 from typing import Optional
 
-from qgis.core import QgsProcessingException
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
 
@@ -48,3 +48,20 @@ def optional_number(parameters, name) -> Optional[float]:
     if v is None or v == "" or (isinstance(v, float) and v != v):
         return None
     return float(v)
+
+
+class KTexturesAlgorithm(QgsProcessingAlgorithm):
+    """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them."""
+
+    def group(self):
+        return "k-textures"
+
+    def groupId(self):  # noqa: N802
+        return "ktextures"
+
+    def icon(self):
+        from ..provider import icon
+        return icon()
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()

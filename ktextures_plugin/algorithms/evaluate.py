@@ -4,7 +4,6 @@ Parameters in, ``core.evaluate`` / ``core.metrics`` calls, QGIS outputs out. No 
 """
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
@@ -20,10 +19,10 @@ from qgis.core import (
 from ..core import classraster
 from ..core import evaluate as core_evaluate
 from ..core.classraster import OutputError
-from .common import gdal_source, optional_number
+from .common import KTexturesAlgorithm, gdal_source, optional_number
 
 
-class EvaluateAlgorithm(QgsProcessingAlgorithm):
+class EvaluateAlgorithm(KTexturesAlgorithm):
     INPUT = "INPUT"
     REFERENCE = "REFERENCE"
     REFERENCE_NODATA = "REFERENCE_NODATA"
@@ -47,19 +46,6 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
 
     def displayName(self):  # noqa: N802
         return "Evaluate classes against reference labels"
-
-    def group(self):
-        return "k-textures"
-
-    def groupId(self):  # noqa: N802
-        return "ktextures"
-
-    def icon(self):
-        from ..provider import icon
-        return icon()
-
-    def createInstance(self):  # noqa: N802
-        return EvaluateAlgorithm()
 
     def shortHelpString(self):  # noqa: N802
         return (

@@ -3,7 +3,7 @@ ONNX; optionally segment the same raster with it right away (through ``ktextures
 path). Training: :func:`ktextures_plugin.training.fit` (method.md §9)."""
 import os
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
@@ -11,7 +11,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
                        QgsProcessingParameterVectorDestination)
 
 from ..core.raster import RasterError
-from .common import gdal_source, optional_number
+from .common import KTexturesAlgorithm, gdal_source, optional_number
 
 VARIANTS = ["faithful", "spatial"]
 TORCH_HINT = ("PyTorch is needed to fit a model but is not installed in the Python that QGIS uses. Install "
@@ -20,7 +20,7 @@ TORCH_HINT = ("PyTorch is needed to fit a model but is not installed in the Pyth
               "existing models does not need it.")
 
 
-class FitAlgorithm(QgsProcessingAlgorithm):
+class FitAlgorithm(KTexturesAlgorithm):
     INPUT, BANDS, K, STEPS, VARIANT, FEATURES, SEED = "INPUT", "BANDS", "K", "STEPS", "VARIANT", "FEATURES", "SEED"
     NODATA = "NODATA"
     OUTPUT_MODEL, OUTPUT_RASTER, OUTPUT_VECTOR = "OUTPUT_MODEL", "OUTPUT_RASTER", "OUTPUT_VECTOR"
@@ -30,16 +30,6 @@ class FitAlgorithm(QgsProcessingAlgorithm):
 
     def displayName(self):  # noqa: N802
         return "Fit a k-textures model on a raster"
-
-    def group(self):
-        return "k-textures"
-
-    def groupId(self):  # noqa: N802
-        return "ktextures"
-
-    def icon(self):
-        from ..provider import icon
-        return icon()
 
     def tags(self):
         return ["train", "fit", "self-supervised", "unsupervised", "segmentation", "texture", "onnx"]
@@ -57,9 +47,6 @@ class FitAlgorithm(QgsProcessingAlgorithm):
             "'vgg16:/path/to/vgg16.pth' for ImageNet VGG16 weights you have locally.\n\n"
             "Optionally writes the class raster and polygons of this raster with the new model. Needs PyTorch "
             "(CPU build) in QGIS's Python.")
-
-    def createInstance(self):  # noqa: N802
-        return FitAlgorithm()
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))

@@ -16,7 +16,6 @@ from qgis.core import (
     QgsMarkerSymbol,
     QgsPointXY,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
@@ -37,7 +36,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import sampling
 from ..core.classraster import OutputError, read_palette
 from ..core.raster import RasterError, open_raster
-from .common import gdal_source
+from .common import KTexturesAlgorithm, gdal_source
 
 
 class ClassSymbolPostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -74,7 +73,7 @@ class ClassSymbolPostProcessor(QgsProcessingLayerPostProcessorInterface):
             context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(pp)
 
 
-class SampleAlgorithm(QgsProcessingAlgorithm):
+class SampleAlgorithm(KTexturesAlgorithm):
     INPUT = "INPUT"
     IMAGE = "IMAGE"
     POINTS_PER_CLASS = "POINTS_PER_CLASS"
@@ -97,19 +96,6 @@ class SampleAlgorithm(QgsProcessingAlgorithm):
 
     def displayName(self):  # noqa: N802
         return "Sample training points and chips from classes"
-
-    def group(self):
-        return "k-textures"
-
-    def groupId(self):  # noqa: N802
-        return "ktextures"
-
-    def icon(self):
-        from ..provider import icon
-        return icon()
-
-    def createInstance(self):  # noqa: N802
-        return SampleAlgorithm()
 
     def shortHelpString(self):  # noqa: N802
         return (

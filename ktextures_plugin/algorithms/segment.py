@@ -8,7 +8,7 @@ OUTPUT_SIMULATION. The work is done by :func:`ktextures_plugin.core.segment.segm
 """
 import os
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingParameterBand,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterExtent, QgsProcessingParameterFile,
@@ -23,12 +23,12 @@ from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import styling
-from .common import cached_session, gdal_source, optional_number, progress_bridge
+from .common import KTexturesAlgorithm, cached_session, gdal_source, optional_number, progress_bridge
 
 SCALINGS = ["model", "stretch"]
 
 
-class SegmentAlgorithm(QgsProcessingAlgorithm):
+class SegmentAlgorithm(KTexturesAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
     MODEL_FILE = "MODEL_FILE"
@@ -49,16 +49,6 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     def displayName(self):  # noqa: N802
         return "Segment raster into k textures"
 
-    def group(self):
-        return "k-textures"
-
-    def groupId(self):  # noqa: N802
-        return "ktextures"
-
-    def icon(self):
-        from ..provider import icon
-        return icon()
-
     def tags(self):
         return ["segmentation", "unsupervised", "classification", "texture", "clustering", "onnx", "k-means"]
 
@@ -78,9 +68,6 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             "Outputs: class raster (0 = nodata, classes 1..k, colour table and class names inside), polygons "
             "(class_id, class_name, area_m2), a per-class area report (CSV) and the model's simulation of the "
             "image (each pixel shows the texture of its class).")
-
-    def createInstance(self):  # noqa: N802
-        return SegmentAlgorithm()
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))

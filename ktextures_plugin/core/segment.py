@@ -57,7 +57,6 @@ def match_bands(ds: gdal.Dataset, channel_names: Sequence[str]) -> List[int]:
     Raises:
         RasterError: a channel matches no band or several bands; the message asks for an explicit mapping.
     """
-    toks = [set(t for t in re.split(r"[^a-z0-9]+", d) if t) for d in raster.band_labels(ds)]
     descs = [(ds.GetRasterBand(b).GetDescription() or "").strip().lower() for b in range(1, ds.RasterCount + 1)]
     desc_toks = [set(t for t in re.split(r"[^a-z0-9]+", d) if t) for d in descs]
     s2 = any(t & {"b8", "b08"} for t in desc_toks)

@@ -11,7 +11,7 @@ import csv
 import os
 from typing import Callable, Dict, Optional, Sequence
 
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 
 from . import geo
 from .classraster import OutputError, partial_path, read_palette
