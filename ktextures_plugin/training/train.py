@@ -33,7 +33,7 @@ from .model import FAITHFUL_SLOPE, KTextures, anneal_slope, recalibrate_bn
 #: ``ste_slope`` backward (§9.2-4b).
 BINNINGS = ("faithful", "anneal", "ste")
 
-DEFAULT_STEPS = 400
+DEFAULT_STEPS = 500
 DEFAULT_BATCH = 8
 DEFAULT_BINNING = "anneal"
 
@@ -231,7 +231,7 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
                     batch_size=batch_size, binning=binning, threads=threads, extra_nodata=extra_nodata, **options)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(int(threads) if threads else default_threads())
-    old_denormal = torch.set_flush_denormal(True)    # returns False when unsupported; x2 speed measured
+    flushed = torch.set_flush_denormal(True)    # False when the CPU cannot; measured x2 faster steps
     t0 = time.time()
     try:
         res = train_model(image_path, bands, cfg, progress, is_canceled)
@@ -252,7 +252,7 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
                            provenance=prov)
     finally:
         torch.set_num_threads(old_threads)
-        if old_denormal:
+        if flushed:
             torch.set_flush_denormal(False)
     seconds = time.time() - t0
     return {"path": str(out_path), "k": int(cfg.k), "steps": int(cfg.steps), "seconds": seconds,
