@@ -88,7 +88,7 @@ case "$cmd" in
             INPUT="$ROOT/data/s2_brandenburg_sample_b2b3b4b8_10m.tif" MIN_SEGMENT_PX=4 \
             OUTPUT_RASTER="$OUT/classes.tif" OUTPUT_VECTOR="$OUT/polygons.gpkg" \
             OUTPUT_REPORT="$OUT/report.csv" 2> >(grep -v 'setapi() is deprecated' >&2)
-        echo; echo "Per-class area ($OUT/report.csv):"; column -s, -t < "$OUT/report.csv"
+        echo; echo "Per-class area ($OUT/report.csv):"; awk -F, '{printf "  %-9s %-22s %12s %14s %8s\n", $1, $2, $3, $4, $5}' "$OUT/report.csv"
         echo; echo "Wrote $OUT/classes.tif and $OUT/polygons.gpkg" ;;
     test)
         setup_system; setup_venv requirements-dev.txt; compile_resources; plugin_env
