@@ -128,7 +128,8 @@ def true_colors(mean_rgb: np.ndarray, min_distance: float = 36.0) -> List[str]:
 
     Args:
         mean_rgb: float ``(k, 3)``, mean scaled red, green, blue of each class in [0, 1] (NaN for an
-            empty class). A gamma of 1/1.4 brightens the 2-98 % stretched reflectance for display.
+            empty class). Shown as ``0.12 + 0.85 * rgb ** (1/1.6)``: the 2-98 % stretched reflectance of
+            dark classes (forest, water) is lifted so that they stay tellable apart.
         min_distance: smallest Euclidean distance between two colours in 0-255 RGB; a class too close to
             an earlier one gets its brightness and saturation moved until it is far enough.
 
@@ -142,7 +143,7 @@ def true_colors(mean_rgb: np.ndarray, min_distance: float = 36.0) -> List[str]:
         if not np.all(np.isfinite(rgb)):
             base = np.array(hex_to_rgb(QUALITATIVE[i % len(QUALITATIVE)]), float)
         else:
-            base = 255.0 * np.clip(rgb, 0, 1) ** (1 / 1.4)
+            base = 255.0 * (0.12 + 0.85 * np.clip(rgb, 0, 1) ** (1 / 1.6))  # lifted blacks, for display
         h, s, v = colorsys.rgb_to_hsv(*(base / 255.0))
         cand = base
         for step in range(1, 40):
