@@ -35,7 +35,7 @@ BINNINGS = ("faithful", "anneal", "ste")
 
 DEFAULT_STEPS = 500
 DEFAULT_BATCH = 8
-DEFAULT_BINNING = "anneal"
+DEFAULT_BINNING = "faithful"
 
 
 @dataclass
@@ -211,7 +211,7 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
         is_canceled: polled every step; when it returns True training stops, :class:`FitCanceled` is raised and
             no file is written.
         title: ``ktextures.title`` (default "k-textures, k = K, <file name>").
-        binning: ``"anneal"`` (default), ``"faithful"`` or ``"ste"``, see :data:`BINNINGS`.
+        binning: ``"faithful"`` (default, slope 5000 throughout), ``"anneal"`` or ``"ste"``, see :data:`BINNINGS`.
         threads: torch intra-op threads (default :func:`default_threads`); restored afterwards.
         extra_nodata: value treated as nodata besides the GDAL mask band.
         options: further :class:`FitConfig` fields (lr, slope_start, recal_tiles, ...).
