@@ -1,0 +1,175 @@
+"""Speed and memory of ``segment`` on large rasters, against the I/O floor, pure inference and k-means.
+
+Usage (from the repository root, on an otherwise idle machine):
+
+    .venv/bin/python bench/speed.py [--sizes 8192 16384] [--repeats 3] [--model models/s2_10m_k6.onnx]
+
+For each size, a mosaic of the bundled sample (4-band UInt16, tiled DEFLATE GeoTIFF) is built once in
+``bench/out/``; then, each measurement in its own subprocess (peak RSS = that process's ``ru_maxrss``):
+
+- ``segment``: ``python -m ktextures_plugin segment`` to a class raster (no polygons);
+- I/O floor: read the model's 4 bands and write a one-band Byte GeoTIFF window by window, no computation;
+- inference: the model alone on the same number of pixels, tiles already in memory;
+- ``kmeans``: ``python -m ktextures_plugin kmeans`` (k = the model's k) on the same raster;
+- polygonize: GDAL polygonize of the class raster (separately).
+
+Prints a Markdown table (medians over ``--repeats``) and ratios; paste it into docs/benchmarks.md.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench", "out")
+SAMPLE = os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")
+PY = sys.executable
+
+
+def build_mosaic(size: int) -> str:
+    """A size x size mosaic of the sample (mirrored copies so that edges match), tiled DEFLATE GeoTIFF."""
+    from osgeo import gdal
+    gdal.UseExceptions()
+    path = os.path.join(OUT, f"mosaic_{size}.tif")
+    if os.path.exists(path):
+        return path
+    os.makedirs(OUT, exist_ok=True)
+    src = gdal.Open(SAMPLE)
+    w, h = src.RasterXSize, src.RasterYSize
+    gt = src.GetGeoTransform()
+    drv = gdal.GetDriverByName("GTiff")
+    tmp = path + ".partial.tif"
+    ds = drv.Create(tmp, size, size, 4, gdal.GDT_UInt16,
+                    options=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "NUM_THREADS=2"])
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(src.GetProjection())
+    base = src.ReadAsArray()  # (4, h, w), 3 MB
+    import numpy as np
+    for y in range(0, size, h):
+        row_blocks = []
+        for x in range(0, size, w):
+            blk = base[:, :, ::-1] if (x // w) % 2 else base
+            blk = blk[:, ::-1, :] if (y // h) % 2 else blk
+            row_blocks.append(blk)
+        row = np.concatenate(row_blocks, axis=2)[:, :, :size]
+        ds.WriteArray(row[:, :min(h, size - y)], 0, y)
+    for b, d in enumerate(["B02 blue", "B03 green", "B04 red", "B08 nir"], 1):
+        ds.GetRasterBand(b).SetDescription(d)
+    ds = None
+    os.replace(tmp, path)
+    return path
+
+
+IO_FLOOR = r"""
+import sys, time, numpy as np
+from osgeo import gdal
+gdal.UseExceptions()
+src, dst, tile = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = time.perf_counter()
+ds = gdal.Open(src)
+out = gdal.GetDriverByName("GTiff").Create(dst, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte,
+      options=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
+out.SetGeoTransform(ds.GetGeoTransform()); out.SetProjection(ds.GetProjection())
+ob = out.GetRasterBand(1)
+for y in range(0, ds.RasterYSize, tile):
+    for x in range(0, ds.RasterXSize, tile):
+        w, h = min(tile, ds.RasterXSize - x), min(tile, ds.RasterYSize - y)
+        a = [ds.GetRasterBand(b).ReadAsArray(x, y, w, h) for b in (3, 2, 1, 4)]
+        ob.WriteArray((a[0] >> 12).astype(np.uint8), x, y)
+ob = None; out = None; ds = None
+print(time.perf_counter() - t)
+"""
+
+INFERENCE = r"""
+import sys, time, numpy as np
+import onnxruntime as ort
+model, pixels, tile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+x = np.random.default_rng(0).random((1, 4, tile, tile), dtype=np.float32)
+n = -(-pixels // (tile * tile))
+s.run(["class"], {"image": x})
+t = time.perf_counter()
+for _ in range(n):
+    s.run(["class"], {"image": x})
+print(time.perf_counter() - t)
+"""
+
+POLYGONIZE = r"""
+import sys, time
+sys.path.insert(0, sys.argv[3])
+from ktextures_plugin.core.vectorize import polygonize
+t = time.perf_counter()
+n = polygonize(sys.argv[1], sys.argv[2])
+print(time.perf_counter() - t, n)
+"""
+
+
+def timed(cmd):
+    """Run ``cmd``; return (wall seconds, peak RSS MB of the child, stdout)."""
+    wrapper = ("import resource, subprocess, sys, time, json; t=time.perf_counter(); "
+               "p=subprocess.run(sys.argv[1:], capture_output=True, text=True); w=time.perf_counter()-t; "
+               "print(json.dumps({'wall': w, 'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024, "
+               "'rc': p.returncode, 'out': p.stdout[-2000:], 'err': p.stderr[-2000:]}))")
+    cp = subprocess.run([PY, "-c", wrapper, *cmd], capture_output=True, text=True, cwd=ROOT)
+    r = json.loads(cp.stdout)
+    if r["rc"] != 0:
+        raise RuntimeError(f"{cmd} failed: {r['err']}")
+    return r["wall"], r["rss"], r["out"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "s2_10m_k6.onnx"))
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--skip-kmeans", action="store_true")
+    args = ap.parse_args()
+    sys.path.insert(0, ROOT)
+    from ktextures_plugin.core.modelinfo import read_model_info
+    k = read_model_info(args.model).num_classes
+    rows = []
+    for size in args.sizes:
+        t = time.perf_counter()
+        src = build_mosaic(size)
+        print(f"mosaic {size}: {src} ({time.perf_counter() - t:.0f} s to build)", file=sys.stderr)
+        labels = os.path.join(OUT, f"labels_{size}.tif")
+        res = {"segment": [], "io": [], "infer": [], "kmeans": [], "poly": []}
+        rss = {"segment": 0.0, "kmeans": 0.0}
+        for rep in range(args.repeats):
+            w, r, _ = timed([PY, "-m", "ktextures_plugin", "segment", src, "--model", args.model, "--out", labels,
+                             "--tile-size", str(args.tile), "--quiet"])
+            res["segment"].append(w)
+            rss["segment"] = max(rss["segment"], r)
+            _, _, out = timed([PY, "-c", IO_FLOOR, src, os.path.join(OUT, "io.tif"), str(args.tile)])
+            res["io"].append(float(out.split()[0]))
+            _, _, out = timed([PY, "-c", INFERENCE, args.model, str(size * size), str(args.tile)])
+            res["infer"].append(float(out.split()[0]))
+            if not args.skip_kmeans and rep == 0:
+                w, r, _ = timed([PY, "-m", "ktextures_plugin", "kmeans", src, "--bands", "3,2,1,4", "--k", str(k),
+                                 "--out", os.path.join(OUT, f"kmeans_{size}.tif")])
+                res["kmeans"].append(w)
+                rss["kmeans"] = r
+            print(f"  size {size} repeat {rep}: " + ", ".join(f"{kk} {v[-1]:.1f}s" for kk, v in res.items() if v),
+                  file=sys.stderr)
+        _, _, out = timed([PY, "-c", POLYGONIZE, labels, os.path.join(OUT, f"poly_{size}.gpkg"), ROOT])
+        poly_s, n_poly = out.split()[:2]
+        med = {kk: statistics.median(v) for kk, v in res.items() if v}
+        rows.append((size, med, rss, float(poly_s), int(n_poly)))
+    print("| raster | segment (s) | Mpx/s | peak RSS segment (MB) | I/O floor (s) | inference (s) | "
+          "segment / (I/O + inference) | k-means (s) | k-means / segment | k-means peak RSS (MB) | polygonize (s, polygons) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, med, rss, poly_s, n_poly in rows:
+        seg = med["segment"]
+        km = med.get("kmeans")
+        print(f"| {size} x {size} | {seg:.1f} | {size * size / 1e6 / seg:.1f} | {rss['segment']:.0f} | {med['io']:.1f} | "
+              f"{med['infer']:.1f} | {seg / (med['io'] + med['infer']):.2f} | "
+              f"{'%.1f' % km if km else '-'} | {'%.1f' % (km / seg) if km else '-'} | "
+              f"{'%.0f' % rss['kmeans'] if km else '-'} | {poly_s:.1f} ({n_poly}) |")
+
+
+if __name__ == "__main__":
+    main()
