@@ -264,3 +264,21 @@ def test_sieve_removes_small_regions(tmp_path, tiny_models):
             assert sizes.min() >= 20  # 4-connected regions, as the sieve counts them
     assert ra.counts.sum() == rb.counts.sum()
     assert (read(a) != cb).sum() > 0
+
+
+def test_small_gdal_cache_flushes_blocks_early(tmp_path, tiny_models, monkeypatch):
+    """With a cache far smaller than the output, GDAL writes blocks while tiles are still coming; the
+    colour table and class names must still land in the file (regression: GeoTIFF refused the palette)."""
+    from ktextures_plugin.core import segment as seg
+    ref = tmp_path / "ref.tif"
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(ref), bands=RGBN)
+    monkeypatch.setattr(seg, "GDAL_CACHE_BYTES", 64 * 1024)
+    out = tmp_path / "small_cache.tif"
+    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, tile_size=64)
+    assert gdal.GetCacheMax() > 64 * 1024, "the cache limit is restored after the run"
+    assert np.array_equal(read(out), read(ref))
+    ds = gdal.Open(str(out))
+    band = ds.GetRasterBand(1)
+    assert band.GetColorInterpretation() == gdal.GCI_PaletteIndex
+    assert "#%02x%02x%02x" % band.GetRasterColorTable().GetColorEntry(1)[:3] == res.colors[0]
+    assert classraster.read_palette(str(out)) == (res.class_names, res.colors)

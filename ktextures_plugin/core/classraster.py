@@ -158,6 +158,16 @@ def true_colors(mean_rgb: np.ndarray, min_distance: float = 36.0) -> List[str]:
     return [rgb_to_hex(c) for c in out]
 
 
+def prepare_palette(band: gdal.Band, k: int) -> None:
+    """Mark a new band as paletted with a placeholder colour table, before any pixel is written.
+
+    A GeoTIFF cannot change its photometric interpretation once blocks are on disk (GDAL flushes blocks
+    whenever its cache is full), so this must come right after ``Create``; :func:`write_palette` then only
+    replaces the table's entries.
+    """
+    write_palette(band, [f"class {i}" for i in range(1, k + 1)], QUALITATIVE * (k // len(QUALITATIVE) + 1))
+
+
 def write_palette(band: gdal.Band, class_names: Sequence[str], colors: Sequence[str]) -> None:
     """Write a GDAL colour table (0 transparent, class i+1 = ``colors[i]``) and category names.
 
@@ -168,7 +178,8 @@ def write_palette(band: gdal.Band, class_names: Sequence[str], colors: Sequence[
     for i, c in enumerate(colors, start=1):
         ct.SetColorEntry(i, (*hex_to_rgb(c), 255))
     band.SetRasterColorTable(ct)
-    band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+    if band.GetColorInterpretation() != gdal.GCI_PaletteIndex:
+        band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
     band.SetCategoryNames(["nodata"] + [str(n) for n in class_names])
     band.SetNoDataValue(NODATA)
     # GDAL 3.6's Python GetCategoryNames() returns None for GeoTIFF, so the names also go into metadata.

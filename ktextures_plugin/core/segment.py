@@ -8,6 +8,7 @@ then renamed to the destination, so no half-written output is ever left behind (
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import threading
@@ -216,6 +217,31 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
         ImportError: onnxruntime missing (the message says how to install it).
     """
     t0 = time.perf_counter()
+    with gdal_cache_limit():
+        return _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
+                        min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0)
+
+
+#: GDAL block cache during a run, bytes. GDAL's default is 5 % of RAM, and that cache fills with the
+#: output's dirty blocks, so peak memory would grow with the raster up to that size.
+GDAL_CACHE_BYTES = 128 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def gdal_cache_limit(limit: Optional[int] = None):
+    """Lower GDAL's block cache to ``limit`` bytes (default :data:`GDAL_CACHE_BYTES`; never raise it) for the
+    duration of the block."""
+    limit = GDAL_CACHE_BYTES if limit is None else limit
+    old = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(old, limit))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(old)
+
+
+def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
+             min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0):
     say = log or (lambda _m: None)
     session = session or open_session(model_path, threads=threads)
     info = read_model_info(model_path, session)
@@ -257,6 +283,7 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
     try:
         out = classraster.create_on_grid(tmp, ds, window, 1, classraster.class_datatype(k), classraster.NODATA)
         out_band = out.GetRasterBand(1)
+        classraster.prepare_palette(out_band, k)  # before any block is written (GeoTIFF photometric tag)
         if tmp_sim:
             sim = classraster.create_on_grid(tmp_sim, ds, window, c, gdal.GDT_Float32, float("nan"))
             for i, n in enumerate(info.channel_names, 1):
@@ -301,9 +328,11 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
             mean_rgb = color_sum / color_n[:, None]
         colors = info.class_colors or (classraster.true_colors(mean_rgb) if min(rgb_idx) >= 0 else
                                        [classraster.QUALITATIVE[i % 10] for i in range(k)])
-        classraster.write_palette(out_band, info.class_names, colors)
         out_band = None
-        out = None
+        out = None  # close, then write the palette in update mode (GeoTIFF tags cannot change mid-write)
+        upd = gdal.Open(tmp, gdal.GA_Update)
+        classraster.write_palette(upd.GetRasterBand(1), info.class_names, colors)
+        upd = None
         if sim is not None:
             sim = None
         if min_segment_px > 0:
