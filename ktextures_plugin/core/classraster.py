@@ -158,14 +158,17 @@ def true_colors(mean_rgb: np.ndarray, min_distance: float = 36.0) -> List[str]:
     return [rgb_to_hex(c) for c in out]
 
 
-def prepare_palette(band: gdal.Band, k: int) -> None:
-    """Mark a new band as paletted with a placeholder colour table, before any pixel is written.
+def write_palette_to_file(path: str, class_names: Sequence[str], colors: Sequence[str]) -> None:
+    """:func:`write_palette` on band 1 of the closed raster ``path``, opened in update mode.
 
-    A GeoTIFF cannot change its photometric interpretation once blocks are on disk (GDAL flushes blocks
-    whenever its cache is full), so this must come right after ``Create``; :func:`write_palette` then only
-    replaces the table's entries.
+    Class rasters get their palette only after every pixel is written and the dataset is closed: a
+    GeoTIFF refuses to change its colour table tags once GDAL has flushed blocks to disk.
     """
-    write_palette(band, [f"class {i}" for i in range(1, k + 1)], QUALITATIVE * (k // len(QUALITATIVE) + 1))
+    ds = gdal.Open(path, gdal.GA_Update)
+    try:
+        write_palette(ds.GetRasterBand(1), class_names, colors)
+    finally:
+        ds = None
 
 
 def write_palette(band: gdal.Band, class_names: Sequence[str], colors: Sequence[str]) -> None:

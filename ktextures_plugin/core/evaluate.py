@@ -269,10 +269,10 @@ def relabel_raster(pred_path: str, out_path: str, scores: metrics.Scores, matchi
             ok = (p > 0) & (p <= top)
             res[ok] = lut[p[ok]]
             ob.WriteArray(res, 0, y)
-        classraster.write_palette(ob, [names.get(v, "") for v in range(1, kmax + 1)],
-                                  [colors.get(v, "#000000") for v in range(1, kmax + 1)])
         ob = None
         out = None
+        classraster.write_palette_to_file(tmp, [names.get(v, "") for v in range(1, kmax + 1)],
+                                          [colors.get(v, "#000000") for v in range(1, kmax + 1)])
         classraster.finish(tmp, out_path)
     except BaseException:
         ob = out = None

@@ -174,9 +174,9 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
                     colors = classraster.true_colors(color_sum / counts[:, None])
             else:
                 colors = [classraster.QUALITATIVE[i % len(classraster.QUALITATIVE)] for i in range(k)]
-            classraster.write_palette(out_band, names, colors)
             out_band = None
             out = None
+            classraster.write_palette_to_file(tmp, names, colors)
             classraster.finish(tmp, output_path)
         except BaseException:
             out_band = out = None

@@ -283,7 +283,6 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
     try:
         out = classraster.create_on_grid(tmp, ds, window, 1, classraster.class_datatype(k), classraster.NODATA)
         out_band = out.GetRasterBand(1)
-        classraster.prepare_palette(out_band, k)  # before any block is written (GeoTIFF photometric tag)
         if tmp_sim:
             sim = classraster.create_on_grid(tmp_sim, ds, window, c, gdal.GDT_Float32, float("nan"))
             for i, n in enumerate(info.channel_names, 1):
@@ -329,10 +328,8 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
         colors = info.class_colors or (classraster.true_colors(mean_rgb) if min(rgb_idx) >= 0 else
                                        [classraster.QUALITATIVE[i % 10] for i in range(k)])
         out_band = None
-        out = None  # close, then write the palette in update mode (GeoTIFF tags cannot change mid-write)
-        upd = gdal.Open(tmp, gdal.GA_Update)
-        classraster.write_palette(upd.GetRasterBand(1), info.class_names, colors)
-        upd = None
+        out = None
+        classraster.write_palette_to_file(tmp, info.class_names, colors)
         if sim is not None:
             sim = None
         if min_segment_px > 0:
