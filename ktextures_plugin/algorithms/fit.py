@@ -11,13 +11,11 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterVectorDestination)
 
 from ..core.raster import RasterError
+from ..training.errors import TORCH_INSTALL_HINT
 from .common import KTexturesAlgorithm, gdal_source, optional_number
 
 VARIANTS = ["faithful", "spatial"]
-TORCH_HINT = ("PyTorch is needed to fit a model but is not installed in the Python that QGIS uses. Install "
-              "the CPU build into that Python (Debian/Ubuntu: '/usr/bin/python3 -m pip install --user torch'; "
-              "Windows, OSGeo4W Shell: 'python -m pip install torch'), then restart QGIS. Segmenting with "
-              "existing models does not need it.")
+
 
 
 class FitAlgorithm(KTexturesAlgorithm):
@@ -84,7 +82,7 @@ class FitAlgorithm(KTexturesAlgorithm):
     def canExecute(self):  # noqa: N802
         from ..training import torch_available
         if not torch_available():
-            return False, TORCH_HINT
+            return False, TORCH_INSTALL_HINT
         return True, ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -95,7 +93,7 @@ class FitAlgorithm(KTexturesAlgorithm):
         from ..training import FitCanceled, FitInputError, TorchMissingError, fit, torch_available
 
         if not torch_available():
-            raise QgsProcessingException(TORCH_HINT)
+            raise QgsProcessingException(TORCH_INSTALL_HINT)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
         bands = parameters.get(self.BANDS)

@@ -14,7 +14,7 @@ Modules: ``model`` (networks, §4/§9.1), ``features`` (loss feature extractors,
 from __future__ import annotations
 
 from .errors import (AllNodataError, BadKError, FitCanceled, FitInputError, RasterTooSmallError,
-                     TooFewBandsError, TorchMissingError)
+                     TooFewBandsError, TorchMissingError, TORCH_INSTALL_HINT)
 
 __all__ = ["fit", "FitCanceled", "FitInputError", "TooFewBandsError", "BadKError", "RasterTooSmallError",
            "AllNodataError", "TorchMissingError", "torch_available"]
@@ -32,8 +32,6 @@ def torch_available() -> bool:
 def fit(*args, **kwargs):
     """Fit a k-textures model and export it to ONNX; see :func:`ktextures_plugin.training.train.fit`."""
     if not torch_available():
-        raise TorchMissingError(
-            "PyTorch is needed to fit a model but is not installed in this Python. Install the CPU build, "
-            "e.g. 'python -m pip install torch --index-url https://download.pytorch.org/whl/cpu', then retry.")
+        raise TorchMissingError(TORCH_INSTALL_HINT)
     from .train import fit as _fit
     return _fit(*args, **kwargs)

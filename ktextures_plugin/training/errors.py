@@ -6,6 +6,13 @@ turns it into exit code 2 with a one-line message, the Processing algorithm into
 """
 
 
+#: What to do when torch is missing; shown by the CLI and by ``ktextures:fit``.
+TORCH_INSTALL_HINT = (
+    "PyTorch is needed to fit a model but is not installed in this Python. Install the CPU build into the Python "
+    "that runs this (for QGIS on Debian/Ubuntu: '/usr/bin/python3 -m pip install --user torch'; Windows, "
+    "OSGeo4W Shell: 'python -m pip install torch'), then restart QGIS or retry. Segmenting does not need it.")
+
+
 class FitInputError(ValueError):
     """The inputs of ``fit`` cannot be used; the message says what to change."""
 
