@@ -129,3 +129,12 @@ os._exit(0)
     assert "'ktextures:fit'" in out and "'ktextures:segment'" in out, out + cp.stderr
     assert "FIT (False" in out and "ERROR" in out and "pip install" in out and "torch" in out
     assert "SEGMENT 4" in out
+
+
+def test_fit_defaults_follow_the_training_defaults(provider):
+    from qgis.core import QgsApplication
+
+    from ktextures_plugin.training import train
+    alg = QgsApplication.processingRegistry().algorithmById("ktextures:fit")
+    assert alg.parameterDefinition("STEPS").defaultValue() == train.DEFAULT_STEPS
+    assert alg.parameterDefinition("VARIANT").defaultValue() == "faithful"
