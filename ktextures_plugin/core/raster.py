@@ -88,7 +88,8 @@ def read_window(ds: gdal.Dataset, bands: Sequence[int], window: Window,
         data[i] = band.ReadAsArray(xoff, yoff, xs, ys, buf_xsize=bx, buf_ysize=by)
         if band.GetMaskFlags() != gdal.GMF_ALL_VALID:
             valid &= band.GetMaskBand().ReadAsArray(xoff, yoff, xs, ys, buf_xsize=bx, buf_ysize=by) > 0
-    if np.issubdtype(data.dtype, np.floating):
+    if any(gdal.GetDataTypeName(ds.GetRasterBand(int(b)).DataType).startswith(("Float", "CFloat"))
+           for b in bands):  # integer bands cannot hold NaN or Inf
         valid &= np.isfinite(data).all(axis=0)
     if extra_nodata is not None:
         valid &= ~(data == np.float32(extra_nodata)).any(axis=0)

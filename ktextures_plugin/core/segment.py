@@ -225,6 +225,8 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
 #: GDAL block cache during a run, bytes. GDAL's default is 5 % of RAM, and that cache fills with the
 #: output's dirty blocks, so peak memory would grow with the raster up to that size.
 GDAL_CACHE_BYTES = 128 * 1024 * 1024
+#: Class mean colours (the palette) are averaged over every 4th pixel in each direction.
+COLOR_STRIDE = 4
 
 
 @contextlib.contextmanager
@@ -288,25 +290,33 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
             for i, n in enumerate(info.channel_names, 1):
                 sim.GetRasterBand(i).SetDescription(n)
         tiles = tiling.iter_tiles(window, (ds.RasterXSize, ds.RasterYSize), tile_size, info.halo_px)
+        out_dtype = np.uint8 if k <= 254 else np.uint16
         lo = np.asarray(smin, np.float32).reshape(-1, 1, 1)
         span = (np.asarray(smax, np.float32) - np.asarray(smin, np.float32)).reshape(-1, 1, 1)
         for n_done, (tile, data, valid) in enumerate(_prefetch(ds, band_list, tiles, extra_nodata, is_canceled)):
             cx, cy = tile.crop
             _, _, tw, th = tile.core
             cvalid = valid[cy:cy + th, cx:cx + tw]
-            labels = np.zeros((th, tw), np.uint8 if k <= 254 else np.uint16)
+            labels = np.zeros((th, tw), out_dtype)
             if cvalid.any():
-                n_valid += int(cvalid.sum())
+                full = bool(valid.all())
+                n_valid += cvalid.size if full else int(cvalid.sum())
                 x = raster.apply_scale(data, smin, smax)
-                x[:, ~valid] = info.nodata_fill
+                if not full:
+                    x[:, ~valid] = info.nodata_fill
                 cls = session.run([OUTPUT_CLASS], {INPUT_NAME: x[None]})[0][0, 0, cy:cy + th, cx:cx + tw]
                 cls = np.clip(cls, 0, k - 1)
-                labels[cvalid] = cls[cvalid] + 1
-                if min(rgb_idx) >= 0:
-                    sel = cls[cvalid]
+                if full:  # no boolean indexing on tiles without nodata (most of them)
+                    np.add(cls, 1, out=labels, casting="unsafe")
+                else:
+                    labels[cvalid] = cls[cvalid] + 1
+                if min(rgb_idx) >= 0:  # class mean colours from every COLOR_STRIDE-th pixel: plenty for a mean
+                    sub = (slice(None, None, COLOR_STRIDE), slice(None, None, COLOR_STRIDE))
+                    sub_valid = cvalid[sub]
+                    sel = cls[sub][sub_valid]
                     color_n += np.bincount(sel, minlength=k)
                     for j, ci in enumerate(rgb_idx):
-                        color_sum[:, j] += np.bincount(sel, weights=x[ci, cy:cy + th, cx:cx + tw][cvalid],
+                        color_sum[:, j] += np.bincount(sel, weights=x[ci, cy:cy + th, cx:cx + tw][sub][sub_valid],
                                                        minlength=k)
                 if sim is not None:
                     x0, y0 = tile.core[0], tile.core[1]
@@ -405,3 +415,4 @@ def _prefetch(ds, bands, tiles, extra_nodata, is_canceled, depth: int = 2):
                 q.get_nowait()
             except queue.Empty:
                 th.join(0.05)
+
