@@ -167,38 +167,32 @@ class SampleAlgorithm(KTexturesAlgorithm):
         return sampling.parse_classes(self.parameterAsString(parameters, self.CLASSES, context) or None)
 
     @staticmethod
-    def _point_fields():
+    def _fields(spec):
+        """QgsFields from ``(name, QVariant type)`` pairs."""
         f = QgsFields()
-        f.append(QgsField("sample_id", QVariant.Int))
-        f.append(QgsField("class_id", QVariant.Int))
-        f.append(QgsField("class_name", QVariant.String))
-        f.append(QgsField("edge_distance_px", QVariant.Double))
-        f.append(QgsField("row", QVariant.Int))
-        f.append(QgsField("col", QVariant.Int))
-        return f
-
-    @staticmethod
-    def _chip_fields():
-        f = QgsFields()
-        f.append(QgsField("sample_id", QVariant.Int))
-        f.append(QgsField("class_id", QVariant.Int))
-        f.append(QgsField("class_name", QVariant.String))
-        f.append(QgsField("image_file", QVariant.String))
-        f.append(QgsField("mask_file", QVariant.String))
-        f.append(QgsField("xoff", QVariant.Int))
-        f.append(QgsField("yoff", QVariant.Int))
-        f.append(QgsField("size_px", QVariant.Int))
-        return f
-
-    @staticmethod
-    def _summary_fields():
-        f = QgsFields()
-        for name, typ in (("class_id", QVariant.Int), ("class_name", QVariant.String),
-                          ("pixels", QVariant.LongLong), ("area_m2", QVariant.Double),
-                          ("interior_px", QVariant.LongLong), ("requested", QVariant.Int),
-                          ("found", QVariant.Int), ("skipped", QVariant.Int), ("reason", QVariant.String)):
+        for name, typ in spec:
             f.append(QgsField(name, typ))
         return f
+
+    @classmethod
+    def _point_fields(cls):
+        return cls._fields((("sample_id", QVariant.Int), ("class_id", QVariant.Int),
+                            ("class_name", QVariant.String), ("edge_distance_px", QVariant.Double),
+                            ("row", QVariant.Int), ("col", QVariant.Int)))
+
+    @classmethod
+    def _chip_fields(cls):
+        return cls._fields((("sample_id", QVariant.Int), ("class_id", QVariant.Int),
+                            ("class_name", QVariant.String), ("image_file", QVariant.String),
+                            ("mask_file", QVariant.String), ("xoff", QVariant.Int), ("yoff", QVariant.Int),
+                            ("size_px", QVariant.Int)))
+
+    @classmethod
+    def _summary_fields(cls):
+        return cls._fields((("class_id", QVariant.Int), ("class_name", QVariant.String),
+                            ("pixels", QVariant.LongLong), ("area_m2", QVariant.Double),
+                            ("interior_px", QVariant.LongLong), ("requested", QVariant.Int),
+                            ("found", QVariant.Int), ("skipped", QVariant.Int), ("reason", QVariant.String)))
 
     # -- run -----------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
