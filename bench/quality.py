@@ -25,6 +25,7 @@ corner); ``core.metrics.check_same_grid`` accepts that.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -98,17 +99,26 @@ def timed(cmd):
     return dt
 
 
-def run_one(scene, method, seed, k, steps=None):
+def bundled_model(k):
+    """The bundled model whose k is closest to ``k`` (ties: the larger k), as (path, k)."""
+    ks = sorted(int(m.group(1)) for m in (re.match(r"s2_10m_k(\d+)\.onnx$", f)
+                                          for f in os.listdir(os.path.join(ROOT, "models"))) if m)
+    best = min(ks, key=lambda kk: (abs(kk - k), -kk))
+    return os.path.join(ROOT, "models", f"s2_10m_k{best}.onnx"), best
+
+
+def run_one(scene, method, seed, k, steps=None, variant=None, features=None, scaling="model"):
     from ktextures_plugin.core import metrics
     img, bands, label, _ = scene_paths(scene)
     os.makedirs(OUT, exist_ok=True)
-    labels = os.path.join(OUT, f"quality_{scene}_{method}_k{k}_s{seed}.tif")
+    tag = "".join(f"_{x}" for x in (variant, features and re.sub(r"\W", "", features)) if x)
+    labels = os.path.join(OUT, f"quality_{scene}_{method}{tag}_k{k}_s{seed}.tif")
     rec = {"scene": scene, "method": method, "k": k, "seed": seed}
     if method == "kmeans":
         rec["fit_s"] = timed([PY, "-m", "ktextures_plugin", "kmeans", img, "--bands", bands, "--k", str(k),
                               "--seed", str(seed), "--out", labels])
     elif method == "ktextures":
-        model = os.path.join(OUT, f"quality_{scene}_k{k}_s{seed}.onnx")
+        model = os.path.join(OUT, f"quality_{scene}{tag}_k{k}_s{seed}.onnx")
         cmd = [PY, "-m", "ktextures_plugin", "fit", img, "--bands", bands, "--k", str(k), "--seed", str(seed),
                "--out", model, "--quiet"]
         tile = fit_tile_size(img)
@@ -118,9 +128,20 @@ def run_one(scene, method, seed, k, steps=None):
         if steps:
             cmd += ["--steps", str(steps)]
             rec["steps"] = steps
+        for opt, value in (("--variant", variant), ("--features", features)):
+            if value:
+                cmd += [opt, value]
+                rec[opt[2:]] = value
         rec["fit_s"] = timed(cmd)
         rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
                                   "--bands", bands, "--out", labels, "--quiet"])
+    elif method == "bundled":
+        model, rec["k"] = bundled_model(k)
+        rec["fit_s"] = 0.0
+        rec["scaling"] = scaling
+        labels = labels.replace(".tif", f"_{scaling}.tif")
+        rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
+                                  "--bands", bands, "--scaling", scaling, "--out", labels, "--quiet"])
     else:
         raise ValueError(method)
     s = metrics.evaluate_rasters(labels, label)
@@ -144,13 +165,18 @@ def table(records):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = []
     for r in records:
-        key = (r["scene"], r["method"], r["k"])
+        key = (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"), r.get("steps"), r.get("scaling"))
         if key not in keys:
             keys.append(key)
-    for scene, method, k in keys:
-        rs = [r for r in records if (r["scene"], r["method"], r["k"]) == (scene, method, k)]
+    for key in keys:
+        scene, method, k = key[:3]
+        rs = [r for r in records if (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"),
+                                     r.get("steps"), r.get("scaling")) == key]
         col = lambda name: [r[name] for r in rs]  # noqa: E731
-        name = method if method != "ktextures" or not rs[0].get("steps") else f"ktextures ({rs[0]['steps']} steps)"
+        opts = [f"{rs[0][o]}" for o in ("variant", "features", "scaling") if rs[0].get(o)]
+        if rs[0].get("steps"):
+            opts.append(f"{rs[0]['steps']} steps")
+        name = f"{method} ({', '.join(opts)})" if opts else method
         lines.append(f"| {scene} | {name} | {k} | {len(rs)} | {rs[0]['pixels']} | {fmt(col('ari'))} | "
                      f"{fmt(col('nmi'))} | {fmt(col('miou_majority'))} | {fmt(col('miou_hungarian'))} | "
                      f"{fmt(col('accuracy'))} | {fmt(col('fit_s'), 1)} |")
@@ -160,10 +186,14 @@ def table(records):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
-    p.add_argument("--methods", nargs="+", default=None, choices=["kmeans", "ktextures"],
+    p.add_argument("--methods", nargs="+", default=None, choices=["kmeans", "ktextures", "bundled"],
                    help="default: kmeans, plus ktextures when training is available")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None, help="k-textures training steps (default: fit's default)")
+    p.add_argument("--variant", default=None, choices=["faithful", "spatial"], help="fit --variant (default: fit's)")
+    p.add_argument("--features", default=None, help="fit --features (default: fit's)")
+    p.add_argument("--bundled-scaling", default="model", choices=["model", "stretch"],
+                   help="segment --scaling for the bundled models (stretch suits scenes of other radiometry)")
     p.add_argument("--markdown", default=os.path.join(OUT, "quality.md"), help="write the table here too")
     args = p.parse_args(argv)
     methods = args.methods or (["kmeans", "ktextures"] if ktextures_available() else ["kmeans"])
@@ -179,8 +209,9 @@ def main(argv=None):
             continue
         k = n_classes(label)
         for method in methods:
-            for seed in args.seeds:
-                rec = run_one(scene, method, seed, k, args.steps)
+            for seed in (args.seeds if method != "bundled" else args.seeds[:1]):
+                rec = run_one(scene, method, seed, k, args.steps, args.variant, args.features,
+                              args.bundled_scaling)
                 records.append(rec)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import SAMPLE
+from conftest import ROOT, SAMPLE
 from onnx_fixtures import binning_model
 from ktextures_plugin.core import classraster, raster, tiling
 from ktextures_plugin.core.classraster import OutputError
 from ktextures_plugin.core.modelinfo import ModelError, read_model_info
 from ktextures_plugin.core.raster import RasterError
 from ktextures_plugin.core.runtime import open_session
-from ktextures_plugin.core.segment import Canceled, match_bands, segment_raster
+from ktextures_plugin.core.segment import Canceled, infer_classes, match_bands, segment_raster
 
 gdal.UseExceptions()
 RGBN = [3, 2, 1, 4]  # the sample is B2,B3,B4,B8 = blue, green, red, nir
@@ -282,3 +282,20 @@ def test_small_gdal_cache_flushes_blocks_early(tmp_path, tiny_models, monkeypatc
     assert band.GetColorInterpretation() == gdal.GCI_PaletteIndex
     assert "#%02x%02x%02x" % band.GetRasterColorTable().GetColorEntry(1)[:3] == res.colors[0]
     assert classraster.read_palette(str(out)) == (res.class_names, res.colors)
+
+
+@pytest.mark.parametrize("chunk_px", [1, 700, 5000, 10 ** 7])
+@pytest.mark.parametrize("model_key", ["bin4", "box4", "bundled"])
+def test_strip_inference_equals_one_call(tiny_models, model_key, chunk_px):
+    """infer_classes in row strips (with the model's halo) gives exactly the classes of one call."""
+    model = (str(ROOT / "models" / "s2_10m_k6.onnx") if model_key == "bundled"
+             else tiny_models[model_key])
+    info = read_model_info(model)
+    ds = gdal.Open(str(SAMPLE))
+    data, _ = raster.read_window(ds, RGBN, (40, 30, 301, 257))
+    x = raster.apply_scale(data, info.scale_min, info.scale_max)
+    session = open_session(model)
+    want = session.run(["class"], {"image": x[None]})[0][0, 0]
+    got = infer_classes(session, x, info.halo_px, chunk_px=chunk_px)
+    assert got.shape == want.shape == (257, 301)
+    assert np.array_equal(got, want), f"{(got != want).sum()} pixels differ"
