@@ -299,3 +299,33 @@ def test_strip_inference_equals_one_call(tiny_models, model_key, chunk_px):
     got = infer_classes(session, x, info.halo_px, chunk_px=chunk_px)
     assert got.shape == want.shape == (257, 301)
     assert np.array_equal(got, want), f"{(got != want).sum()} pixels differ"
+
+
+@pytest.mark.parametrize("ext", [".gpkg", ".shp", ".geojson"])
+def test_polygonize_formats_names_and_areas(tmp_path, tiny_models, ext):
+    """Polygons in any OGR format: names from the SQL CASE (quotes survive), areas = pixels x 100 m2,
+    sidecar files in place, nothing partial left behind."""
+    from osgeo import ogr
+    from ktextures_plugin.core.vectorize import polygonize
+
+    out = tmp_path / "c.tif"
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, window=(0, 0, 200, 150))
+    names = ["farmer's field", "forest", 'water "lake"', "urban"]
+    dest = tmp_path / f"polys{ext}"
+    n = polygonize(str(out), str(dest), class_names=names)
+    cls = read(out)
+    ds = ogr.Open(str(dest))
+    lyr = ds.GetLayer(0)
+    assert lyr.GetFeatureCount() == n > 0
+    area = {}
+    for f in lyr:
+        cid = f.GetField("class_id")
+        assert f.GetField("class_name") == names[cid - 1]
+        area[cid] = area.get(cid, 0.0) + f.GetField("area_m2")
+    ds = None
+    for cid in range(1, 5):
+        assert area.get(cid, 0.0) == pytest.approx((cls == cid).sum() * 100.0, rel=1e-9, abs=1e-6)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not [p for p in left if "partial" in p], left
+    if ext == ".shp":
+        assert {"polys.shp", "polys.dbf", "polys.shx", "polys.prj"} <= set(left)

@@ -59,12 +59,18 @@ def area_transform(wkt: str, center_xy: Tuple[float, float]):
     if srs is None:
         return None, 1.0
     if srs.IsGeographic():
-        laea = osr.SpatialReference()
-        laea.SetLAEA(center_xy[1], center_xy[0], 0, 0)
-        laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        return osr.CoordinateTransformation(srs, laea), 1.0
+        return osr.CoordinateTransformation(srs, equal_area_srs(center_xy)), 1.0
     unit = srs.GetLinearUnits() if srs.IsProjected() else 1.0
     return None, unit * unit
+
+
+def equal_area_srs(center_xy: Tuple[float, float]) -> osr.SpatialReference:
+    """A Lambert azimuthal equal-area CRS (metres, WGS 84 sphere parameters of PROJ) centred on
+    ``center_xy`` = (lon, lat) in degrees, traditional GIS axis order."""
+    laea = osr.SpatialReference()
+    laea.SetLAEA(center_xy[1], center_xy[0], 0, 0)
+    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return laea
 
 
 def is_geographic(wkt: str) -> bool:
