@@ -8,8 +8,10 @@ For each size, a mosaic of the bundled sample (4-band UInt16, tiled DEFLATE GeoT
 ``bench/out/``; then, each measurement in its own subprocess (peak RSS = that process's ``ru_maxrss``):
 
 - ``segment``: ``python -m ktextures_plugin segment`` to a class raster (no polygons);
-- I/O floor: read the model's 4 bands and write a one-band Byte GeoTIFF window by window, no computation;
-- inference: the model alone on the same number of pixels, tiles already in memory;
+- I/O floor: read the model's 4 bands and write a one-band Byte GeoTIFF (the class raster's creation options)
+  window by window, no computation; the written values are class-like (``band >> 8``, a handful of values);
+- inference: the model alone on the same number of pixels, tiles already in memory, called as ``segment``
+  calls it (``core.segment.infer_classes``, row strips);
 - ``kmeans``: ``python -m ktextures_plugin kmeans`` (k = the model's k) on the same raster;
 - polygonize: GDAL polygonize of the class raster (separately).
 
@@ -68,32 +70,38 @@ import sys, time, numpy as np
 from osgeo import gdal
 gdal.UseExceptions()
 src, dst, tile = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.path.insert(0, sys.argv[4])
+from ktextures_plugin.core.classraster import GTIFF_OPTIONS
 t = time.perf_counter()
 ds = gdal.Open(src)
 out = gdal.GetDriverByName("GTiff").Create(dst, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte,
-      options=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
+      options=GTIFF_OPTIONS)
 out.SetGeoTransform(ds.GetGeoTransform()); out.SetProjection(ds.GetProjection())
 ob = out.GetRasterBand(1)
 for y in range(0, ds.RasterYSize, tile):
     for x in range(0, ds.RasterXSize, tile):
         w, h = min(tile, ds.RasterXSize - x), min(tile, ds.RasterYSize - y)
         a = [ds.GetRasterBand(b).ReadAsArray(x, y, w, h) for b in (3, 2, 1, 4)]
-        ob.WriteArray((a[0] >> 12).astype(np.uint8), x, y)
+        ob.WriteArray((a[0] >> 8).astype(np.uint8), x, y)
 ob = None; out = None; ds = None
 print(time.perf_counter() - t)
 """
 
 INFERENCE = r"""
 import sys, time, numpy as np
-import onnxruntime as ort
 model, pixels, tile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-x = np.random.default_rng(0).random((1, 4, tile, tile), dtype=np.float32)
+sys.path.insert(0, sys.argv[4])
+from ktextures_plugin.core.runtime import open_session
+from ktextures_plugin.core.modelinfo import read_model_info
+from ktextures_plugin.core.segment import infer_classes
+s = open_session(model)
+halo = read_model_info(model, s).halo_px
+x = np.random.default_rng(0).random((4, tile, tile), dtype=np.float32)
 n = -(-pixels // (tile * tile))
-s.run(["class"], {"image": x})
+infer_classes(s, x, halo)
 t = time.perf_counter()
 for _ in range(n):
-    s.run(["class"], {"image": x})
+    infer_classes(s, x, halo)
 print(time.perf_counter() - t)
 """
 
@@ -120,6 +128,21 @@ def timed(cmd):
     return r["wall"], r["rss"], r["out"]
 
 
+HEADER = ("| raster | segment (s) | Mpx/s | peak RSS segment (MB) | I/O floor (s) | inference (s) | "
+          "segment / (I/O + inference) | k-means (s) | k-means / segment | k-means peak RSS (MB) | "
+          "polygonize (s, polygons) |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def row(size, med, rss, poly):
+    seg = med["segment"]
+    km = med.get("kmeans")
+    return (f"| {size} x {size} | {seg:.1f} | {size * size / 1e6 / seg:.1f} | {rss['segment']:.0f} | "
+            f"{med['io']:.1f} | {med['infer']:.1f} | {seg / (med['io'] + med['infer']):.2f} | "
+            f"{'%.1f' % km if km else '-'} | {'%.2f' % (km / seg) if km else '-'} | "
+            f"{'%.0f' % rss['kmeans'] if km else '-'} | "
+            f"{'%.1f (%d)' % poly if poly else '-'} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
@@ -127,26 +150,33 @@ def main():
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "s2_10m_k6.onnx"))
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--skip-kmeans", action="store_true")
+    ap.add_argument("--polygonize-max", type=int, default=8192,
+                    help="polygonize the class raster only for sizes up to this (the unsieved mosaic has "
+                         "millions of polygons)")
+    ap.add_argument("--markdown", default=os.path.join(OUT, "speed.md"))
     args = ap.parse_args()
     sys.path.insert(0, ROOT)
     from ktextures_plugin.core.modelinfo import read_model_info
     k = read_model_info(args.model).num_classes
-    rows = []
+    os.makedirs(OUT, exist_ok=True)
+    md = open(args.markdown, "w")
+    md.write(HEADER + "\n")
+    print(HEADER)
     for size in args.sizes:
         t = time.perf_counter()
         src = build_mosaic(size)
         print(f"mosaic {size}: {src} ({time.perf_counter() - t:.0f} s to build)", file=sys.stderr)
         labels = os.path.join(OUT, f"labels_{size}.tif")
-        res = {"segment": [], "io": [], "infer": [], "kmeans": [], "poly": []}
+        res = {"segment": [], "io": [], "infer": [], "kmeans": []}
         rss = {"segment": 0.0, "kmeans": 0.0}
         for rep in range(args.repeats):
             w, r, _ = timed([PY, "-m", "ktextures_plugin", "segment", src, "--model", args.model, "--out", labels,
                              "--tile-size", str(args.tile), "--quiet"])
             res["segment"].append(w)
             rss["segment"] = max(rss["segment"], r)
-            _, _, out = timed([PY, "-c", IO_FLOOR, src, os.path.join(OUT, "io.tif"), str(args.tile)])
+            _, _, out = timed([PY, "-c", IO_FLOOR, src, os.path.join(OUT, "io.tif"), str(args.tile), ROOT])
             res["io"].append(float(out.split()[0]))
-            _, _, out = timed([PY, "-c", INFERENCE, args.model, str(size * size), str(args.tile)])
+            _, _, out = timed([PY, "-c", INFERENCE, args.model, str(size * size), str(args.tile), ROOT])
             res["infer"].append(float(out.split()[0]))
             if not args.skip_kmeans and rep == 0:
                 w, r, _ = timed([PY, "-m", "ktextures_plugin", "kmeans", src, "--bands", "3,2,1,4", "--k", str(k),
@@ -155,20 +185,15 @@ def main():
                 rss["kmeans"] = r
             print(f"  size {size} repeat {rep}: " + ", ".join(f"{kk} {v[-1]:.1f}s" for kk, v in res.items() if v),
                   file=sys.stderr)
-        _, _, out = timed([PY, "-c", POLYGONIZE, labels, os.path.join(OUT, f"poly_{size}.gpkg"), ROOT])
-        poly_s, n_poly = out.split()[:2]
+        poly = None
+        if size <= args.polygonize_max:
+            _, _, out = timed([PY, "-c", POLYGONIZE, labels, os.path.join(OUT, f"poly_{size}.gpkg"), ROOT])
+            poly = (float(out.split()[0]), int(out.split()[1]))
         med = {kk: statistics.median(v) for kk, v in res.items() if v}
-        rows.append((size, med, rss, float(poly_s), int(n_poly)))
-    print("| raster | segment (s) | Mpx/s | peak RSS segment (MB) | I/O floor (s) | inference (s) | "
-          "segment / (I/O + inference) | k-means (s) | k-means / segment | k-means peak RSS (MB) | polygonize (s, polygons) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for size, med, rss, poly_s, n_poly in rows:
-        seg = med["segment"]
-        km = med.get("kmeans")
-        print(f"| {size} x {size} | {seg:.1f} | {size * size / 1e6 / seg:.1f} | {rss['segment']:.0f} | {med['io']:.1f} | "
-              f"{med['infer']:.1f} | {seg / (med['io'] + med['infer']):.2f} | "
-              f"{'%.1f' % km if km else '-'} | {'%.1f' % (km / seg) if km else '-'} | "
-              f"{'%.0f' % rss['kmeans'] if km else '-'} | {poly_s:.1f} ({n_poly}) |")
+        line = row(size, med, rss, poly)
+        print(line, flush=True)
+        md.write(line + "\n")
+        md.flush()
 
 
 if __name__ == "__main__":

