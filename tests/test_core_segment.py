@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, shared
 from onnx_fixtures import binning_model
 from ktextures_plugin.core import classraster, raster, tiling
 from ktextures_plugin.core.classraster import OutputError
@@ -329,3 +329,24 @@ def test_polygonize_formats_names_and_areas(tmp_path, tiny_models, ext):
     assert not [p for p in left if "partial" in p], left
     if ext == ".shp":
         assert {"polys.shp", "polys.dbf", "polys.shx", "polys.prj"} <= set(left)
+
+
+def test_warns_when_the_raster_is_in_other_units_than_the_model(tmp_path):
+    """The bundled Sentinel-2 DN model on a reflectance (0-1) raster: a warning naming the fix; the same
+    model on the sample (its own units): none; with scaling 'stretch': none."""
+    import subprocess
+    import sys
+
+    model = str(ROOT / "models" / "s2_10m_k6.onnx")
+    refl = str(shared("s2_amazon/s2_amazon_b2b3b4b8_10m_reflectance.tif"))
+    got = []
+    res = segment_raster(refl, model, str(tmp_path / "a.tif"), bands=RGBN, warn=got.append)
+    assert len(res.warnings) == 1 and got == res.warnings
+    assert "stretch" in got[0] and all(f"'{c}' (band {b})" in got[0]
+                                       for c, b in (("red", 3), ("green", 2), ("blue", 1), ("nir", 4)))
+    assert segment_raster(str(SAMPLE), model, str(tmp_path / "b.tif"), bands=RGBN).warnings == []
+    assert segment_raster(refl, model, str(tmp_path / "c.tif"), bands=RGBN, scaling="stretch").warnings == []
+    cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "segment", refl, "--model", model, "--bands",
+                         "3,2,1,4", "--out", str(tmp_path / "d.tif"), "--quiet"], capture_output=True, text=True,
+                        cwd=ROOT)
+    assert cp.returncode == 0 and cp.stderr.count("warning: The raster's values do not match") == 1

@@ -182,7 +182,8 @@ class SegmentAlgorithm(KTexturesAlgorithm):
                 extra_nodata=optional_number(parameters, self.NODATA), window=window,
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context), min_segment_px=min_seg,
                 simulation_path=out_sim or None, progress=progress_bridge(feedback, 0, seg_end),
-                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session)
+                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
+                warn=feedback.pushWarning)
             written += [out_raster] + ([out_sim] if out_sim else [])
             if out_vector:
                 feedback.setProgressText("Polygonizing (GDAL)")

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
                              extra_nodata=args.nodata, tile_size=args.tile_size,
                              min_segment_px=args.min_segment_px, simulation_path=args.simulation,
                              threads=args.threads, progress=progress,
-                             log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None)
+                             log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
+                             warn=lambda m: print(f"warning: {m}", file=sys.stderr))
         if args.vector:
             n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)

@@ -99,6 +99,7 @@ class SegmentResult:
         window: the processed window ``(xoff, yoff, xsize, ysize)`` of the input.
         seconds: wall time of the whole run.
         simulation_path: the simulated image, when asked for.
+        warnings: what the user should know about this run (e.g. :func:`range_warnings`).
     """
 
     path: str
@@ -116,6 +117,7 @@ class SegmentResult:
     seconds: float
     simulation_path: Optional[str] = None
     log: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
     def report_rows(self) -> List[dict]:
         """Per-class table: class_id (1..k), class_name, pixels, area_m2, percent (of the valid area)."""
@@ -184,7 +186,8 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
                    min_segment_px: int = 0, simulation_path: Optional[str] = None,
                    threads: Optional[int] = None, progress: Optional[Progress] = None,
                    is_canceled: Optional[Callable[[], bool]] = None,
-                   log: Optional[Callable[[str], None]] = None, session=None) -> SegmentResult:
+                   log: Optional[Callable[[str], None]] = None, session=None,
+                   warn: Optional[Callable[[str], None]] = None) -> SegmentResult:
     """Segment ``input_path`` with the k-textures model ``model_path`` into ``output_path``.
 
     Args:
@@ -205,6 +208,8 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
         is_canceled: polled between tiles; True stops and removes the partial outputs.
         log: receives one-line messages (execution provider, bands, scaling).
         session: an open onnxruntime session on ``model_path`` (reused across runs in batch mode).
+        warn: receives warnings as they arise (default: ``log`` with a "Warning: " prefix); they are also
+            in :attr:`SegmentResult.warnings`.
 
     Returns:
         :class:`SegmentResult`.
@@ -219,7 +224,8 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
     t0 = time.perf_counter()
     with gdal_cache_limit():
         return _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
-                        min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0)
+                        min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0,
+                        warn)
 
 
 #: GDAL block cache during a run, bytes. GDAL's default is 5 % of RAM, and that cache fills with the
@@ -246,8 +252,9 @@ def gdal_cache_limit(limit: Optional[int] = None):
 
 
 def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
-             min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0):
+             min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0, warn=None):
     say = log or (lambda _m: None)
+    warnings: List[str] = []
     session = session or open_session(model_path, threads=threads)
     info = read_model_info(model_path, session)
     ds = raster.open_raster(input_path)
@@ -264,6 +271,10 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
         raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the NODATA value): "
                           "nothing to segment. Check NODATA or choose another extent.")
     smin, smax = _resolve_scaling(info, ds, band_list, scaling, window, extra_nodata)
+    if scaling == "model":
+        for w in range_warnings(probe, smin, smax, info.channel_names, band_list):
+            warnings.append(w)
+            (warn or (lambda m: say("Warning: " + m)))(w)
     provider = session.get_providers()[0]
     say(f"Model '{info.title}': k = {info.num_classes}, channels {info.channel_names}, halo {info.halo_px} px")
     say(f"Bands {band_list} -> {info.channel_names}; scaling '{scaling}': min {smin}, max {smax}")
@@ -363,7 +374,52 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
     return SegmentResult(path=output_path, info=info, counts=counts, areas_m2=areas,
                          valid_pixels=int(counts.sum()), class_names=list(info.class_names), colors=colors,
                          bands=band_list, scale_min=smin, scale_max=smax, execution_provider=provider,
-                         window=window, seconds=time.perf_counter() - t0, simulation_path=simulation_path)
+                         window=window, seconds=time.perf_counter() - t0, simulation_path=simulation_path,
+                         warnings=warnings)
+
+
+#: :func:`range_warnings` flags a channel when fewer than this fraction of its sampled pixels fall within the
+#: model's scaling range widened by half its span on both sides ...
+IN_RANGE_MIN_FRACTION = 0.5
+#: ... or when its 2-98 % spread is below this fraction of the model's span (a 0-1 reflectance band against
+#: a model scaled in digital numbers).
+MIN_SPREAD_FRACTION = 0.01
+
+
+def range_warnings(probe: np.ndarray, scale_min: Sequence[float], scale_max: Sequence[float],
+                   channel_names: Sequence[str], bands: Sequence[int]) -> List[str]:
+    """A warning when the raster's values do not match the range the model was trained on.
+
+    A model applies its stored scaling (raw value -> [0, 1]); on a raster in other units (reflectance 0-1
+    instead of Sentinel-2 digital numbers, another sensor, another processing level) nearly every pixel
+    saturates or collapses to one value and lands in one class. A channel is flagged when fewer than
+    :data:`IN_RANGE_MIN_FRACTION` of the sampled pixels fall in ``[min - span/2, max + span/2]``, or its
+    2-98 % spread is below :data:`MIN_SPREAD_FRACTION` of the span.
+
+    Args:
+        probe: float32 (C, n) valid pixel values in the model's channel order (``raster.sample_pixels``).
+        scale_min, scale_max: the model's per-channel scaling (raw units).
+        channel_names, bands: for the message.
+
+    Returns:
+        ``[]`` when the raster fits the model, else one message naming the channels and the fix.
+    """
+    if probe.size == 0:
+        return []
+    flagged = []
+    for i, (lo, hi) in enumerate(zip(scale_min, scale_max)):
+        span = float(hi) - float(lo)
+        v = probe[i]
+        inside = float(np.mean((v >= lo - span / 2) & (v <= hi + span / 2)))
+        p2, p98 = (float(q) for q in np.percentile(v, [2, 98]))
+        if inside < IN_RANGE_MIN_FRACTION or (p98 - p2) < MIN_SPREAD_FRACTION * span:
+            flagged.append(f"'{channel_names[i]}' (band {bands[i]}): model {lo:g} .. {hi:g}, "
+                           f"raster 2-98 % {p2:.4g} .. {p98:.4g}")
+    if not flagged:
+        return []
+    return ["The raster's values do not match the range the model was trained on, so most pixels will likely "
+            "fall in one class: " + "; ".join(flagged) + ". If the raster is in other units (e.g. reflectance "
+            "0-1 instead of digital numbers), set scaling to 'stretch' or fit a model on this raster."]
 
 
 def infer_classes(session, x: np.ndarray, halo_px: int, chunk_px: int = INFER_CHUNK_PX) -> np.ndarray:
