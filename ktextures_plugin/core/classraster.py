@@ -7,6 +7,7 @@ names whatever ran the algorithm (toolbox, batch, modeler, ``qgis_process``).
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import json
 import os
 import uuid
@@ -118,6 +119,50 @@ def discard(tmp_path: str) -> None:
             os.remove(p)
         except FileNotFoundError:
             pass
+
+
+class PartialOutput:
+    """A raster output written to a hidden partial file and moved into place only when complete.
+
+    Use through :func:`partial_output`. ``path`` is the partial GeoTIFF; put the open dataset in ``ds`` (or
+    create it with :meth:`create_on_grid`) so that the context manager closes it before moving or deleting
+    the file (a dataset closed after deletion would leave a PAM ``.aux.xml`` behind).
+    """
+
+    def __init__(self, final_path: str):
+        self.final_path = final_path
+        self.path = partial_path(final_path)
+        self.ds: Optional[gdal.Dataset] = None
+
+    def create_on_grid(self, ref: gdal.Dataset, window: Tuple[int, int, int, int], bands: int, datatype: int,
+                       nodata: Optional[float]) -> gdal.Dataset:
+        """:func:`create_on_grid` on the partial path; the dataset is kept in ``ds`` and returned."""
+        self.ds = create_on_grid(self.path, ref, window, bands, datatype, nodata)
+        return self.ds
+
+    def close(self) -> None:
+        """Close the dataset (flushes it to disk); drop band objects of it before calling this."""
+        self.ds = None
+
+
+@contextlib.contextmanager
+def partial_output(final_path: str):
+    """Context manager for one raster output: yields a :class:`PartialOutput`; on a normal exit its dataset
+    is closed and the file moved to ``final_path`` (:func:`finish`); on any exception (cancel included) it
+    is closed and deleted (:func:`discard`) and the exception propagates.
+
+    Raises:
+        OutputError: the destination folder is missing or not writable (from :func:`partial_path`).
+    """
+    po = PartialOutput(final_path)
+    try:
+        yield po
+        po.close()
+        finish(po.path, final_path)
+    except BaseException:
+        po.close()
+        discard(po.path)
+        raise
 
 
 def hex_to_rgb(color: str) -> Tuple[int, int, int]:

@@ -247,8 +247,6 @@ def relabel_raster(pred_path: str, out_path: str, scores: metrics.Scores, matchi
         raise ValueError(f"Too many output classes ({kmax}) for a UInt16 class raster")
 
     pds = gdal.Open(str(pred_path))
-    tmp = classraster.partial_path(out_path)
-    out = None
     try:
         pb = pds.GetRasterBand(1)
         w, h = pds.RasterXSize, pds.RasterYSize
@@ -258,26 +256,21 @@ def relabel_raster(pred_path: str, out_path: str, scores: metrics.Scores, matchi
         for cid, v in lut_of.items():
             if 0 < cid <= top:
                 lut[cid] = v
-        out = classraster.create_on_grid(tmp, pds, (0, 0, w, h), 1,
-                                         gdal.GDT_Byte if kmax <= 255 else gdal.GDT_UInt16, classraster.NODATA)
-        ob = out.GetRasterBand(1)
-        rows = max(1, int(window_pixels) // max(1, w))
-        for y in range(0, h, rows):
-            n = min(rows, h - y)
-            p = pb.ReadAsArray(0, y, w, n).astype(np.int64)
-            res = np.zeros(p.shape, dtype)
-            ok = (p > 0) & (p <= top)
-            res[ok] = lut[p[ok]]
-            ob.WriteArray(res, 0, y)
-        ob = None
-        out = None
-        classraster.write_palette_to_file(tmp, [names.get(v, "") for v in range(1, kmax + 1)],
-                                          [colors.get(v, "#000000") for v in range(1, kmax + 1)])
-        classraster.finish(tmp, out_path)
-    except BaseException:
-        ob = out = None
-        classraster.discard(tmp)
-        raise
+        with classraster.partial_output(out_path) as po:
+            ob = po.create_on_grid(pds, (0, 0, w, h), 1, gdal.GDT_Byte if kmax <= 255 else gdal.GDT_UInt16,
+                                   classraster.NODATA).GetRasterBand(1)
+            rows = max(1, int(window_pixels) // max(1, w))
+            for y in range(0, h, rows):
+                n = min(rows, h - y)
+                p = pb.ReadAsArray(0, y, w, n).astype(np.int64)
+                res = np.zeros(p.shape, dtype)
+                ok = (p > 0) & (p <= top)
+                res[ok] = lut[p[ok]]
+                ob.WriteArray(res, 0, y)
+            ob = None
+            po.close()
+            classraster.write_palette_to_file(po.path, [names.get(v, "") for v in range(1, kmax + 1)],
+                                              [colors.get(v, "#000000") for v in range(1, kmax + 1)])
     finally:
         pds = None
     return lut_of

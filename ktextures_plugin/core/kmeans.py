@@ -142,12 +142,10 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         dtype = np.uint8 if k <= 254 else np.uint16
         counts = np.zeros(k, np.int64)
         color_sum = np.zeros((k, 3), np.float64)
-        tmp = classraster.partial_path(output_path)
-        out = None
-        try:
-            out = classraster.create_on_grid(tmp, ds, (0, 0, w, h), 1, classraster.class_datatype(k),
-                                             classraster.NODATA)
-            out_band = out.GetRasterBand(1)
+        with classraster.partial_output(output_path) as po:
+            # no local reference to the dataset: the context manager must be able to close it
+            out_band = po.create_on_grid(ds, (0, 0, w, h), 1, classraster.class_datatype(k),
+                                         classraster.NODATA).GetRasterBand(1)
             for y in range(0, h, rows):
                 if is_canceled and is_canceled():
                     raise Canceled()
@@ -175,13 +173,8 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
             else:
                 colors = [classraster.QUALITATIVE[i % len(classraster.QUALITATIVE)] for i in range(k)]
             out_band = None
-            out = None
-            classraster.write_palette_to_file(tmp, names, colors)
-            classraster.finish(tmp, output_path)
-        except BaseException:
-            out_band = out = None
-            classraster.discard(tmp)
-            raise
+            po.close()
+            classraster.write_palette_to_file(po.path, names, colors)
     finally:
         ds = None
     return KMeansResult(path=output_path, k=k, centers=centers, counts=counts, class_names=names,

@@ -653,38 +653,26 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
                                     "raster; draw samples with the same chip size.")
             base = os.path.join(folder, f"{prefix}_{s.sample_id:05d}_class{s.class_id}")
             mask_path = base + "_mask.tif"
-            tmp = classraster.partial_path(mask_path)
-            try:
-                mds = gdal.GetDriverByName("GTiff").Create(tmp, cs, cs, 1, src_band.DataType,
-                                                           options=["COMPRESS=DEFLATE"])
+            with classraster.partial_output(mask_path) as po:
+                po.ds = gdal.GetDriverByName("GTiff").Create(po.path, cs, cs, 1, src_band.DataType,
+                                                             options=["COMPRESS=DEFLATE"])
                 mgt = list(gt)
                 mgt[0], mgt[3] = gdal.ApplyGeoTransform(gt, xo, yo)
-                mds.SetGeoTransform(mgt)
-                mds.SetProjection(cds.GetProjection())
-                mds.GetRasterBand(1).WriteArray(src_band.ReadAsArray(xo, yo, cs, cs))
+                po.ds.SetGeoTransform(mgt)
+                po.ds.SetProjection(cds.GetProjection())
+                mband = po.ds.GetRasterBand(1)
+                mband.WriteArray(src_band.ReadAsArray(xo, yo, cs, cs))
                 if src_band.DataType in (gdal.GDT_Byte, gdal.GDT_UInt16):
-                    classraster.write_palette(mds.GetRasterBand(1), names, colors)
+                    classraster.write_palette(mband, names, colors)
                 else:
-                    mds.GetRasterBand(1).SetNoDataValue(classraster.NODATA)
-                mds = None
-                classraster.finish(tmp, mask_path)
-            except BaseException:
-                mds = None
-                classraster.discard(tmp)
-                raise
+                    mband.SetNoDataValue(classraster.NODATA)
+                mband = None
             image_out = ""
             if ids is not None:
                 image_out = base + "_image.tif"
-                tmp = classraster.partial_path(image_out)
-                try:
-                    r = gdal.Translate(tmp, ids, format="GTiff", srcWin=[xo + dx, yo + dy, cs, cs],
-                                       creationOptions=["COMPRESS=DEFLATE"])
-                    r = None
-                    classraster.finish(tmp, image_out)
-                except BaseException:
-                    r = None
-                    classraster.discard(tmp)
-                    raise
+                with classraster.partial_output(image_out) as po:
+                    po.ds = gdal.Translate(po.path, ids, format="GTiff", srcWin=[xo + dx, yo + dy, cs, cs],
+                                           creationOptions=["COMPRESS=DEFLATE"])
             corners = [gdal.ApplyGeoTransform(gt, px, py) for px, py in
                        ((xo, yo), (xo + cs, yo), (xo + cs, yo + cs), (xo, yo + cs))]
             out.append(Chip(s, win, image_out, mask_path, [tuple(c) for c in corners]))

@@ -289,87 +289,79 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                               "image; leave the simulation output empty.")
         textures = session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, c, 8, 8), np.float32)})[0]
 
-    tmp = classraster.partial_path(output_path)
-    tmp_sim = classraster.partial_path(simulation_path) if simulation_path else None
-    out = sim = None
     color_sum = np.zeros((k, 3), np.float64)
     color_n = np.zeros(k, np.int64)
     n_valid = 0
     total_tiles = tiling.count_tiles(window, tile_size)
     try:
-        out = classraster.create_on_grid(tmp, ds, window, 1, classraster.class_datatype(k), classraster.NODATA)
-        out_band = out.GetRasterBand(1)
-        if tmp_sim:
-            sim = classraster.create_on_grid(tmp_sim, ds, window, c, gdal.GDT_Float32, float("nan"))
-            for i, n in enumerate(info.channel_names, 1):
-                sim.GetRasterBand(i).SetDescription(n)
-        tiles = tiling.iter_tiles(window, (ds.RasterXSize, ds.RasterYSize), tile_size, info.halo_px)
-        out_dtype = np.uint8 if k <= 254 else np.uint16
-        lo = np.asarray(smin, np.float32).reshape(-1, 1, 1)
-        span = (np.asarray(smax, np.float32) - np.asarray(smin, np.float32)).reshape(-1, 1, 1)
-        for n_done, (tile, data, valid) in enumerate(_prefetch(ds, band_list, tiles, extra_nodata, is_canceled)):
-            cx, cy = tile.crop
-            _, _, tw, th = tile.core
-            cvalid = valid[cy:cy + th, cx:cx + tw]
-            labels = np.zeros((th, tw), out_dtype)
-            if cvalid.any():
-                full = bool(valid.all())
-                n_valid += cvalid.size if full else int(cvalid.sum())
-                x = raster.apply_scale(data, smin, smax)
-                if not full:
-                    x[:, ~valid] = info.nodata_fill
-                cls = infer_classes(session, x, info.halo_px)[cy:cy + th, cx:cx + tw]
-                cls = np.clip(cls, 0, k - 1)
-                if full:  # no boolean indexing on tiles without nodata (most of them)
-                    np.add(cls, 1, out=labels, casting="unsafe")
-                else:
-                    labels[cvalid] = cls[cvalid] + 1
-                if min(rgb_idx) >= 0:  # class mean colours from every COLOR_STRIDE-th pixel: plenty for a mean
-                    sub = (slice(None, None, COLOR_STRIDE), slice(None, None, COLOR_STRIDE))
-                    sub_valid = cvalid[sub]
-                    sel = cls[sub][sub_valid]
-                    color_n += np.bincount(sel, minlength=k)
-                    for j, ci in enumerate(rgb_idx):
-                        color_sum[:, j] += np.bincount(sel, weights=x[ci, cy:cy + th, cx:cx + tw][sub][sub_valid],
-                                                       minlength=k)
-                if sim is not None:
-                    x0, y0 = tile.core[0], tile.core[1]
-                    p = textures.shape[-1]
-                    rows = (np.arange(y0, y0 + th) % p)[:, None]
-                    cols = (np.arange(x0, x0 + tw) % p)[None, :]
-                    s = textures[cls, :, rows, cols].transpose(2, 0, 1) * span + lo  # (C, th, tw) raw units
-                    s[:, ~cvalid] = np.nan
-                    sim.WriteArray(s.astype(np.float32), tile.out[0], tile.out[1],
-                                   band_list=list(range(1, c + 1)))
-            out_band.WriteArray(labels, tile.out[0], tile.out[1])
-            if progress:
-                progress((n_done + 1) / total_tiles, "segment")
-        if n_valid == 0:
-            raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the NODATA value): "
-                              "nothing to segment. Check NODATA or choose another extent.")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_rgb = color_sum / color_n[:, None]
-        colors = info.class_colors or (classraster.true_colors(mean_rgb) if min(rgb_idx) >= 0 else
-                                       [classraster.QUALITATIVE[i % 10] for i in range(k)])
-        out_band = None
-        out = None
-        classraster.write_palette_to_file(tmp, info.class_names, colors)
-        if sim is not None:
-            sim = None
-        if min_segment_px > 0:
-            say(f"Sieve: merging regions smaller than {min_segment_px} px (GDAL SieveFilter, 4-connected)")
-            sieve_in_place(tmp, min_segment_px, progress, is_canceled)
-        counts, areas = class_stats(tmp, k)
-        classraster.finish(tmp, output_path)
-        if tmp_sim:
-            classraster.finish(tmp_sim, simulation_path)
-    except BaseException:
-        out_band = out = sim = None
-        classraster.discard(tmp)
-        if tmp_sim:
-            classraster.discard(tmp_sim)
-        raise
+        with contextlib.ExitStack() as outputs:  # partial files: moved into place on success, else deleted
+            po = outputs.enter_context(classraster.partial_output(output_path))
+            ps = outputs.enter_context(classraster.partial_output(simulation_path)) if simulation_path else None
+            # no local reference to the output datasets, so that the context managers can close them
+            out_band = po.create_on_grid(ds, window, 1, classraster.class_datatype(k),
+                                         classraster.NODATA).GetRasterBand(1)
+            if ps:
+                ps.create_on_grid(ds, window, c, gdal.GDT_Float32, float("nan"))
+                for i, name in enumerate(info.channel_names, 1):
+                    ps.ds.GetRasterBand(i).SetDescription(name)
+            tiles = tiling.iter_tiles(window, (ds.RasterXSize, ds.RasterYSize), tile_size, info.halo_px)
+            out_dtype = np.uint8 if k <= 254 else np.uint16
+            lo = np.asarray(smin, np.float32).reshape(-1, 1, 1)
+            span = (np.asarray(smax, np.float32) - np.asarray(smin, np.float32)).reshape(-1, 1, 1)
+            reader = _prefetch(ds, band_list, tiles, extra_nodata, is_canceled)
+            for n_done, (tile, data, valid) in enumerate(reader):
+                cx, cy = tile.crop
+                _, _, tw, th = tile.core
+                cvalid = valid[cy:cy + th, cx:cx + tw]
+                labels = np.zeros((th, tw), out_dtype)
+                if cvalid.any():
+                    full = bool(valid.all())
+                    n_valid += cvalid.size if full else int(cvalid.sum())
+                    x = raster.apply_scale(data, smin, smax)
+                    if not full:
+                        x[:, ~valid] = info.nodata_fill
+                    cls = infer_classes(session, x, info.halo_px)[cy:cy + th, cx:cx + tw]
+                    cls = np.clip(cls, 0, k - 1)
+                    if full:  # no boolean indexing on tiles without nodata (most of them)
+                        np.add(cls, 1, out=labels, casting="unsafe")
+                    else:
+                        labels[cvalid] = cls[cvalid] + 1
+                    if min(rgb_idx) >= 0:  # class mean colours from every COLOR_STRIDE-th pixel
+                        sub = (slice(None, None, COLOR_STRIDE), slice(None, None, COLOR_STRIDE))
+                        sub_valid = cvalid[sub]
+                        sel = cls[sub][sub_valid]
+                        color_n += np.bincount(sel, minlength=k)
+                        for j, ci in enumerate(rgb_idx):
+                            xs = x[ci, cy:cy + th, cx:cx + tw][sub][sub_valid]
+                            color_sum[:, j] += np.bincount(sel, weights=xs, minlength=k)
+                    if ps is not None:
+                        x0, y0 = tile.core[0], tile.core[1]
+                        p = textures.shape[-1]
+                        rows = (np.arange(y0, y0 + th) % p)[:, None]
+                        cols = (np.arange(x0, x0 + tw) % p)[None, :]
+                        s = textures[cls, :, rows, cols].transpose(2, 0, 1) * span + lo  # (C,th,tw) raw
+                        s[:, ~cvalid] = np.nan
+                        ps.ds.WriteArray(s.astype(np.float32), tile.out[0], tile.out[1],
+                                       band_list=list(range(1, c + 1)))
+                out_band.WriteArray(labels, tile.out[0], tile.out[1])
+                if progress:
+                    progress((n_done + 1) / total_tiles, "segment")
+            if n_valid == 0:
+                raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the NODATA "
+                                  "value): nothing to segment. Check NODATA or choose another extent.")
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_rgb = color_sum / color_n[:, None]
+            colors = info.class_colors or (classraster.true_colors(mean_rgb) if min(rgb_idx) >= 0 else
+                                           [classraster.QUALITATIVE[i % 10] for i in range(k)])
+            out_band = None
+            po.close()
+            classraster.write_palette_to_file(po.path, info.class_names, colors)
+            if min_segment_px > 0:
+                say(f"Sieve: merging regions smaller than {min_segment_px} px (GDAL SieveFilter, 4-connected)")
+                sieve_in_place(po.path, min_segment_px, progress, is_canceled)
+            counts, areas = class_stats(po.path, k)
     finally:
+        out_band = None
         ds = None
     return SegmentResult(path=output_path, info=info, counts=counts, areas_m2=areas,
                          valid_pixels=int(counts.sum()), class_names=list(info.class_names), colors=colors,
