@@ -147,10 +147,9 @@ def _set_names_and_areas(gpkg_ds, layer_name: str, geom_col: str, names: Sequenc
     ct, factor = geo.area_transform(wkt, center_xy)
     area = f'ST_Area("{geom_col}")'
     if ct is not None:
-        gpkg_ds.CreateLayer("ktextures_area_crs", srs=geo.equal_area_srs(center_xy),
-                                     geom_type=ogr.wkbPolygon)
-        helper = None
-        res = gpkg_ds.ExecuteSQL("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = 'ktextures_area_crs'")
+        gpkg_ds.CreateLayer("ktextures_area_crs", srs=geo.equal_area_srs(center_xy), geom_type=ogr.wkbPolygon)
+        res = gpkg_ds.ExecuteSQL("SELECT srs_id FROM gpkg_geometry_columns "
+                                 "WHERE table_name = 'ktextures_area_crs'")
         srs_id = res.GetNextFeature().GetField(0)
         gpkg_ds.ReleaseResultSet(res)
         area = f'ST_Area(ST_Transform("{geom_col}", {int(srs_id)}))'
