@@ -392,49 +392,31 @@ def test_cancel(run, class_tif, tmp_path):
 def test_graphical_model_segment_then_sample(provider, tmp_path, tiny_models):
     """A QgsProcessingModelAlgorithm chaining ktextures:segment into ktextures:sample, run headless."""
     import processing
-    from qgis.core import (QgsApplication, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
-                           QgsProcessingModelChildParameterSource, QgsProcessingModelOutput,
+    from qgis.core import (QgsApplication, QgsProcessingModelAlgorithm, QgsProcessingModelChildParameterSource,
                            QgsProcessingModelParameter, QgsProcessingParameterRasterLayer)
+    from modelbuilder import add_child
     if QgsApplication.processingRegistry().algorithmById("ktextures:segment") is None:
         pytest.skip("ktextures:segment is not available")
     src = QgsProcessingModelChildParameterSource
     m = QgsProcessingModelAlgorithm("segment and sample", "k-textures tests")
     m.addModelParameter(QgsProcessingParameterRasterLayer("image", "image"), QgsProcessingModelParameter("image"))
-    seg = QgsProcessingModelChildAlgorithm("ktextures:segment")
-    seg.setChildId("seg")
-    seg.addParameterSources("INPUT", [src.fromModelParameter("image")])
-    seg.addParameterSources("MODEL_FILE", [src.fromStaticValue(tiny_models["bin4"])])
-    seg.addParameterSources("MIN_SEGMENT_PX", [src.fromStaticValue(4)])
-    seg.addParameterSources("OUTPUT_VECTOR", [src.fromStaticValue(None)])
-    smp = QgsProcessingModelChildAlgorithm("ktextures:sample")
-    smp.setChildId("sample")
-    smp.addParameterSources("INPUT", [src.fromChildOutput("seg", "OUTPUT_RASTER")])
-    smp.addParameterSources("IMAGE", [src.fromModelParameter("image")])
-    for pid, value in {"POINTS_PER_CLASS": 4, "MIN_EDGE_DISTANCE_PX": 2, "MIN_SPACING_PX": 10, "SEED": 9,
-                       "CHIP_SIZE_PX": 16}.items():
-        smp.addParameterSources(pid, [src.fromStaticValue(value)])
-    outs = {}
-    for name, child in (("points", "OUTPUT_POINTS"), ("chips", "OUTPUT_CHIPS"), ("folder", "OUTPUT_FOLDER")):
-        o = QgsProcessingModelOutput(name, name)
-        o.setChildOutputName(child)
-        o.setChildId("sample")
-        outs[name] = o
-    smp.setModelOutputs(outs)
-    # the modeler dialog fills every other parameter with its default; do the same
-    for child in (seg, smp):
-        for d in QgsApplication.processingRegistry().algorithmById(child.algorithmId()).parameterDefinitions():
-            if d.name() not in child.parameterSources() and not d.isDestination():
-                child.addParameterSources(d.name(), [src.fromStaticValue(d.defaultValue())])
-    m.addChildAlgorithm(seg)
-    m.addChildAlgorithm(smp)
+    add_child(m, "ktextures:segment", "seg", {"INPUT": src.fromModelParameter("image"),
+                                              "MODEL_FILE": src.fromStaticValue(tiny_models["bin4"]),
+                                              "MIN_SEGMENT_PX": src.fromStaticValue(4)})
+    add_child(m, "ktextures:sample", "sample",
+              {"INPUT": src.fromChildOutput("seg", "OUTPUT_RASTER"), "IMAGE": src.fromModelParameter("image"),
+               **{pid: src.fromStaticValue(v) for pid, v in {"POINTS_PER_CLASS": 4, "MIN_EDGE_DISTANCE_PX": 2,
+                                                             "MIN_SPACING_PX": 10, "SEED": 9,
+                                                             "CHIP_SIZE_PX": 16}.items()}},
+              outputs=("OUTPUT_POINTS", "OUTPUT_CHIPS", "OUTPUT_FOLDER"))
     ok, errors = m.validate()
     assert ok, errors
-    res = processing.run(m, {"image": str(SAMPLE), "sample:points": str(tmp_path / "pts.gpkg"),
-                             "sample:chips": str(tmp_path / "chips.gpkg"),
-                             "sample:folder": str(tmp_path / "chips")})
-    pts = _features(res["sample:points"])
+    res = processing.run(m, {"image": str(SAMPLE), "sample:sample_OUTPUT_POINTS": str(tmp_path / "pts.gpkg"),
+                             "sample:sample_OUTPUT_CHIPS": str(tmp_path / "chips.gpkg"),
+                             "sample:sample_OUTPUT_FOLDER": str(tmp_path / "chips")})
+    pts = _features(res["sample:sample_OUTPUT_POINTS"])
     assert len(pts) >= 9
-    chips = _features(res["sample:chips"])
+    chips = _features(res["sample:sample_OUTPUT_CHIPS"])
     assert len(chips) == len(pts)
     for attrs, _, _ in chips:
         xo, yo = attrs["xoff"], attrs["yoff"]

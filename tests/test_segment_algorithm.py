@@ -209,32 +209,22 @@ def test_batch_over_several_layers(run, tmp_path, tiny_models):
 def test_graphical_model_chains_segment_with_native(provider, tmp_path, tiny_models):
     """A QgsProcessingModelAlgorithm: ktextures:segment -> native:rasterlayeruniquevaluesreport."""
     import processing
-    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
-                           QgsProcessingModelChildParameterSource, QgsProcessingModelOutput,
+    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildParameterSource as Src,
                            QgsProcessingModelParameter, QgsProcessingParameterRasterLayer)
+    from modelbuilder import add_child
     m = QgsProcessingModelAlgorithm("segment and count", "k-textures tests")
     m.addModelParameter(QgsProcessingParameterRasterLayer("image", "image"), QgsProcessingModelParameter("image"))
-    seg = QgsProcessingModelChildAlgorithm("ktextures:segment")
-    seg.setChildId("seg")
-    seg.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("image")])
-    seg.addParameterSources("MODEL_FILE", [QgsProcessingModelChildParameterSource.fromStaticValue(tiny_models["bin4"])])
-    for pid, value in {"MIN_SEGMENT_PX": 4, "MODEL": 1, "SCALING": "model", "TILE_SIZE": 256}.items():
-        seg.addParameterSources(pid, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
-    seg.addParameterSources("OUTPUT_VECTOR", [QgsProcessingModelChildParameterSource.fromStaticValue(None)])
-    m.addChildAlgorithm(seg)
-    rep = QgsProcessingModelChildAlgorithm("native:rasterlayeruniquevaluesreport")
-    rep.setChildId("report")
-    rep.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("seg", "OUTPUT_RASTER")])
-    rep.addParameterSources("BAND", [QgsProcessingModelChildParameterSource.fromStaticValue(1)])
-    out = QgsProcessingModelOutput("table", "table")
-    out.setChildOutputName("OUTPUT_TABLE")
-    out.setChildId("report")
-    rep.setModelOutputs({"table": out})
-    m.addChildAlgorithm(rep)
+    add_child(m, "ktextures:segment", "seg",
+              {"INPUT": Src.fromModelParameter("image"), "MODEL_FILE": Src.fromStaticValue(tiny_models["bin4"]),
+               **{pid: Src.fromStaticValue(v) for pid, v in {"MIN_SEGMENT_PX": 4, "MODEL": 1, "SCALING": "model",
+                                                             "TILE_SIZE": 256}.items()}})
+    add_child(m, "native:rasterlayeruniquevaluesreport", "report",
+              {"INPUT": Src.fromChildOutput("seg", "OUTPUT_RASTER"), "BAND": Src.fromStaticValue(1)},
+              outputs=("OUTPUT_TABLE",))
     assert m.validate()[0], m.validate()[1]
-    res = processing.run(m, {"image": str(SAMPLE), "report:table": str(tmp_path / "t.csv")})
-    assert os.path.exists(res["report:table"])
-    rows = list(csv.reader(open(res["report:table"])))
+    res = processing.run(m, {"image": str(SAMPLE), "report:report_OUTPUT_TABLE": str(tmp_path / "t.csv")})
+    assert os.path.exists(res["report:report_OUTPUT_TABLE"])
+    rows = list(csv.reader(open(res["report:report_OUTPUT_TABLE"])))
     assert len(rows) - 1 >= 2  # several classes counted by the native algorithm
 
 
