@@ -107,11 +107,11 @@ def bundled_model(k):
     return os.path.join(ROOT, "models", f"s2_10m_k{best}.onnx"), best
 
 
-def run_one(scene, method, seed, k, steps=None, variant=None, features=None, scaling="model"):
+def run_one(scene, method, seed, k, steps=None, variant=None, features=None, scaling="model", binning=None):
     from ktextures_plugin.core import metrics
     img, bands, label, _ = scene_paths(scene)
     os.makedirs(OUT, exist_ok=True)
-    tag = "".join(f"_{x}" for x in (variant, features and re.sub(r"\W", "", features)) if x)
+    tag = "".join(f"_{x}" for x in (variant, features and re.sub(r"\W", "", features), binning) if x)
     labels = os.path.join(OUT, f"quality_{scene}_{method}{tag}_k{k}_s{seed}.tif")
     rec = {"scene": scene, "method": method, "k": k, "seed": seed}
     if method == "kmeans":
@@ -128,7 +128,7 @@ def run_one(scene, method, seed, k, steps=None, variant=None, features=None, sca
         if steps:
             cmd += ["--steps", str(steps)]
             rec["steps"] = steps
-        for opt, value in (("--variant", variant), ("--features", features)):
+        for opt, value in (("--variant", variant), ("--features", features), ("--binning", binning)):
             if value:
                 cmd += [opt, value]
                 rec[opt[2:]] = value
@@ -165,15 +165,16 @@ def table(records):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = []
     for r in records:
-        key = (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"), r.get("steps"), r.get("scaling"))
+        key = (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"), r.get("binning"), r.get("steps"),
+               r.get("scaling"))
         if key not in keys:
             keys.append(key)
     for key in keys:
         scene, method, k = key[:3]
         rs = [r for r in records if (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"),
-                                     r.get("steps"), r.get("scaling")) == key]
+                                     r.get("binning"), r.get("steps"), r.get("scaling")) == key]
         col = lambda name: [r[name] for r in rs]  # noqa: E731
-        opts = [f"{rs[0][o]}" for o in ("variant", "features", "scaling") if rs[0].get(o)]
+        opts = [f"{rs[0][o]}" for o in ("variant", "features", "binning", "scaling") if rs[0].get(o)]
         if rs[0].get("steps"):
             opts.append(f"{rs[0]['steps']} steps")
         name = f"{method} ({', '.join(opts)})" if opts else method
@@ -192,6 +193,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="k-textures training steps (default: fit's default)")
     p.add_argument("--variant", default=None, choices=["faithful", "spatial"], help="fit --variant (default: fit's)")
     p.add_argument("--features", default=None, help="fit --features (default: fit's)")
+    p.add_argument("--binning", default=None, choices=["faithful", "anneal", "ste"], help="fit --binning")
     p.add_argument("--bundled-scaling", default="model", choices=["model", "stretch"],
                    help="segment --scaling for the bundled models (stretch suits scenes of other radiometry)")
     p.add_argument("--markdown", default=os.path.join(OUT, "quality.md"), help="write the table here too")
@@ -211,7 +213,7 @@ def main(argv=None):
         for method in methods:
             for seed in (args.seeds if method != "bundled" else args.seeds[:1]):
                 rec = run_one(scene, method, seed, k, args.steps, args.variant, args.features,
-                              args.bundled_scaling)
+                              args.bundled_scaling, args.binning)
                 records.append(rec)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()

@@ -156,6 +156,29 @@ def test_feature_loss_balanced_and_zero_on_identity():
     assert float(loss(x, x.clone())[0]) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_autoencoder_features_learn_the_scene_and_are_frozen():
+    """'ae:N' (method.md §9.2-1 a): prepare() trains the auto-encoder on the scene's tiles (reconstruction
+    error falls), then it is frozen; random/vgg16 need no preparation; bad step counts are refused."""
+    sampler = TileSampler(SAMPLE, [3, 2, 1, 4], 64, seed=3)
+    loss = FeatureLoss("ae:40+random")
+    ae = loss.extractors[0]
+    x = torch.from_numpy(sampler.sample(4)[0])
+    with torch.no_grad():
+        before = float(torch.nn.functional.mse_loss(ae.reconstruct(x), x))
+    prep = loss.prepare(lambda n: sampler.sample(n)[0])
+    with torch.no_grad():
+        after = float(torch.nn.functional.mse_loss(ae.reconstruct(x), x))
+    assert set(prep) == {"ae"} and ae.trained_steps == 40
+    assert after < 0.5 * before, (before, after)
+    assert not any(p.requires_grad for p in loss.parameters())
+    feats = ae(x)
+    assert [f.shape[-1] for f in feats] == [64, 32, 16, 8]
+    assert FeatureLoss("random").prepare(lambda n: sampler.sample(n)[0]) == {}
+    for bad in ("ae:0", "ae:x"):
+        with pytest.raises(FeatureSpecError, match="positive whole number"):
+            FeatureLoss(bad)
+
+
 # ---------------------------------------------------------------- data and input errors
 
 def _write_tif(path, w, h, bands, fill=None, nodata=None):

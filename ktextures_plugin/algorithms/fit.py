@@ -44,7 +44,8 @@ class FitAlgorithm(KTexturesAlgorithm):
             "<b>Steps</b>: optimisation steps of 8 random 128 x 128 tiles each; the default reaches its final "
             "quality on a 512 x 768 Sentinel-2 image in a few minutes on 2 CPU cores.\n"
             "<b>Variant</b>: 'faithful' is the paper's per-pixel mask network; 'spatial' looks at a 5 x 5 "
-            "neighbourhood.\n<b>Features</b>: the loss's feature extractor: 'random' (a fixed random CNN), or "
+            "neighbourhood.\n<b>Features</b>: the loss's feature extractor: 'random' (a fixed random CNN), 'ae' "
+            "(a 4-band auto-encoder trained on this raster first, about a minute more), or "
             "'vgg16:/path/to/vgg16.pth' for ImageNet VGG16 weights you have locally.\n\n"
             "Optionally writes the class raster and polygons of this raster with the new model. Needs PyTorch "
             "(CPU build) in QGIS's Python.")

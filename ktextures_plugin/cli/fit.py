@@ -23,8 +23,9 @@ def build_parser():
     p.add_argument("--variant", choices=["faithful", "spatial"], default="faithful",
                    help="faithful: per-pixel 1x1 mask net (halo 0); spatial: 3x3 mask net (halo 2 px)")
     p.add_argument("--features", default="random",
-                   help="loss features: 'random' (seeded random CNN), 'vgg16:PATH' (torchvision VGG16 "
-                        "state_dict), or both joined with '+' (default random)")
+                   help="loss features: 'random' (seeded random CNN), 'ae' or 'ae:STEPS' (a 4-band "
+                        "auto-encoder trained on this raster first), 'vgg16:PATH' (torchvision VGG16 "
+                        "state_dict), or several joined with '+' (default random)")
     p.add_argument("--binning", choices=list(BINNINGS), default=DEFAULT_BINNING,
                    help=f"hard-bin gradient scheme (default {DEFAULT_BINNING}; faithful = slope 5000 throughout)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"tiles per step (default {DEFAULT_BATCH})")

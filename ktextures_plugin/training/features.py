@@ -8,6 +8,10 @@ Spec strings (``--features NAME``), several joined with ``+``:
 
 * ``random`` — a fixed, seeded random-weight multi-scale CNN over all 4 channels (cheap on CPU). Terms:
   the post-ReLU maps at 1, 1/2, 1/4, 1/8 and 1/16 resolution, each an MSE.
+* ``ae`` or ``ae:STEPS`` — method.md §9.2-1 option (a): a small VGG-like 4-band convolutional auto-encoder
+  trained on the scene's own tiles before the k-textures fit (``STEPS`` Adam steps of
+  :data:`AE_BATCH` tiles, default :data:`AE_STEPS`), then frozen; terms: the encoder's four block outputs (1, 1/2, 1/4, 1/8 resolution).
+  Needs data: :meth:`FeatureLoss.prepare` trains it (``train_model`` calls it).
 * ``vgg16:PATH`` — torchvision-layout VGG16 ``features[:30]`` (through the ReLU after conv5_3, i.e.
   Keras ``block5_conv3``, 8x8x512 at 128 px) with weights from the local state_dict file PATH (keys
   ``features.N.weight/bias``, or ``N.weight/bias``); input = RGB with ImageNet mean/std (§9.2-2).
@@ -84,6 +88,98 @@ class RandomCNN(Extractor):
         return out
 
 
+#: default Adam steps for the ``ae`` extractor (batch 8 tiles); see docs/benchmarks.md
+AE_STEPS = 200
+#: tiles per step of the ``ae`` extractor's training
+AE_BATCH = 4
+
+
+class AutoEncoderFeatures(Extractor):
+    """4-band VGG-like convolutional auto-encoder, trained on the scene itself (method.md §9.2-1 (a)).
+
+    Encoder: 4 blocks of Conv3x3 -> ReLU with widths ``widths``, 2x2 max-pool between blocks;
+    decoder: nearest 2x upsampling + Conv3x3 -> ReLU per block (widths halving), then Conv3x3 -> sigmoid
+    back to 4 channels.
+    Input (N,4,H,W) float32 in [0, 1], H and W multiples of 8. ``forward`` returns the 4 encoder block
+    outputs [(N,w_i,H/2^i,W/2^i)]. Until :meth:`fit` has run the weights are random (He init, seeded).
+
+    Args:
+        steps: Adam steps of :meth:`fit` (lr 1e-3, MSE reconstruction, :data:`AE_BATCH` tiles per step).
+        seed: weight initialisation and nothing else (tiles come from the sampler).
+    """
+
+    name = "ae"
+
+    def __init__(self, in_ch: int = 4, widths: Sequence[int] = (32, 64, 96, 128), steps: int = AE_STEPS,
+                 seed: int = 4321):
+        super().__init__()
+        self.steps = int(steps)
+        g = torch.Generator().manual_seed(seed)
+        self.enc = nn.ModuleList()
+        c = in_ch
+        for w in widths:
+            self.enc.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.ReLU()))
+            c = w
+        self.dec = nn.ModuleList()
+        for i in range(len(widths) - 1):      # light decoder: widths halve at each upsampling
+            w = max(8, c // 2)
+            self.dec.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.ReLU()))
+            c = w
+        self.out = nn.Conv2d(c, in_ch, 3, padding=1)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    fan_in = m.in_channels * 9
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                    m.bias.zero_()
+        self.trained_steps = 0
+        self.final_mse = float("nan")
+        self.freeze()
+
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        h = (x - 0.5) / 0.25
+        out = []
+        for i, block in enumerate(self.enc):
+            if i > 0:
+                h = F.max_pool2d(h, 2)
+            h = block(h)
+            out.append(h)
+        return out
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encode(x)[-1]
+        for block in self.dec:
+            h = block(F.interpolate(h, scale_factor=2, mode="nearest"))
+        return torch.sigmoid(self.out(h))
+
+    def fit(self, sample, steps: int = None, is_canceled=None) -> float:
+        """Train on tiles from ``sample(n) -> (N,4,H,W) float32 numpy``; returns the final MSE (mean of
+        the last 10 % of steps). The module is frozen again afterwards."""
+        steps = self.steps if steps is None else int(steps)
+        params = list(self.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=1e-3)
+        losses = []
+        for _ in range(steps):
+            if is_canceled is not None and is_canceled():
+                break
+            x = torch.from_numpy(sample(AE_BATCH))
+            loss = F.mse_loss(self.reconstruct(x), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        self.freeze()
+        self.trained_steps = len(losses)
+        tail = losses[-max(1, len(losses) // 10):]
+        self.final_mse = float(sum(tail) / len(tail)) if tail else float("nan")
+        return self.final_mse
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.encode(x)
+
+
 def vgg16_features() -> nn.Sequential:
     """torchvision-compatible VGG16 ``features`` (indices 0..30; conv3x3 pad 1, ReLU, max-pool 2)."""
     layers: List[nn.Module] = []
@@ -149,13 +245,19 @@ def build_extractors(spec: str) -> List[Extractor]:
     for part in [p.strip() for p in str(spec).split("+") if p.strip()]:
         if part == "random":
             out.append(RandomCNN())
+        elif part == "ae" or part.startswith("ae:"):
+            steps = part[3:] or str(AE_STEPS)
+            if not steps.isdigit() or int(steps) < 1:
+                raise FeatureSpecError(f"'ae:STEPS' needs a positive whole number of steps, got {part!r}")
+            out.append(AutoEncoderFeatures(steps=int(steps)))
         elif part.startswith("vgg16:"):
             out.append(VGG16Features(part[len("vgg16:"):]))
         else:
-            raise FeatureSpecError(f"unknown feature extractor {part!r}: use 'random', 'vgg16:PATH' "
-                                   "(a local torchvision VGG16 state_dict) or both joined with '+'")
+            raise FeatureSpecError(f"unknown feature extractor {part!r}: use 'random', 'ae' (an auto-encoder "
+                                   "trained on the scene; 'ae:STEPS'), 'vgg16:PATH' (a local torchvision VGG16 "
+                                   "state_dict) or several joined with '+'")
     if not out:
-        raise FeatureSpecError("no feature extractor given: use 'random' or 'vgg16:PATH'")
+        raise FeatureSpecError("no feature extractor given: use 'random', 'ae' or 'vgg16:PATH'")
     return out
 
 
@@ -171,6 +273,15 @@ class FeatureLoss(nn.Module):
         self.spec = spec
         self.extractors = nn.ModuleList(build_extractors(spec))
         self.weights: List[float] = []
+
+    def prepare(self, sample, is_canceled=None) -> Dict[str, float]:
+        """Train the extractors that learn from the scene (``ae``) on tiles from ``sample(n)``; returns
+        {name: final reconstruction MSE}. A no-op for ``random`` and ``vgg16``."""
+        out = {}
+        for ext in self.extractors:
+            if isinstance(ext, AutoEncoderFeatures):
+                out[ext.name] = ext.fit(sample, is_canceled=is_canceled)
+        return out
 
     def _terms(self, x: torch.Tensor, sim: torch.Tensor) -> List[torch.Tensor]:
         terms = []

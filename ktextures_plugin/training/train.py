@@ -73,6 +73,7 @@ class FitResult:
     steps_done: int = 0
     bands: List[int] = field(default_factory=list)
     loss_fn: Optional[FeatureLoss] = None
+    feature_prep: Dict[str, float] = field(default_factory=dict)
 
 
 def _git_version() -> str:
@@ -127,6 +128,7 @@ def train_model(image_path: str, bands, cfg: FitConfig,
     sampler = D.TileSampler(image_path, bands, cfg.tile_size, seed=cfg.seed, extra_nodata=cfg.extra_nodata)
 
     torch.manual_seed(int(cfg.seed))
+    ae_mse = loss_fn.prepare(lambda n: sampler.sample(n)[0], is_canceled)
     model = KTextures(k, D.N_CHANNELS, cfg.variant, period=cfg.texture_period, seed=cfg.seed,
                       straight_through=(cfg.binning == "ste"))
     model.train()
@@ -186,7 +188,8 @@ def train_model(image_path: str, bands, cfg: FitConfig,
         model.textures.eval()
     return FitResult(model=model, textures=textures, scale_min=sampler.scale_min, scale_max=sampler.scale_max,
                      losses=losses, class_fractions=(counts / max(1, counts.sum())).tolist(),
-                     seconds=time.time() - t0, steps_done=steps, bands=list(sampler.bands), loss_fn=loss_fn)
+                     seconds=time.time() - t0, steps_done=steps, bands=list(sampler.bands), loss_fn=loss_fn,
+                     feature_prep=ae_mse)
 
 
 def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEPS, seed: int = 0,
@@ -244,6 +247,8 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
             "train_seconds": round(res.seconds, 1), "final_loss": round(float(np.mean(tail)), 5),
             "class_fractions": [round(v, 4) for v in res.class_fractions],
         }
+        for name, mse in res.feature_prep.items():
+            prov[f"{name}_reconstruction_mse"] = round(float(mse), 6)
         if is_canceled is not None and is_canceled():
             raise FitCanceled("fit canceled before export; no model written")
         prov["wall_seconds"] = round(time.time() - t0, 1)
