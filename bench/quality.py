@@ -10,6 +10,9 @@ a wall clock:
 
 - ``kmeans``: ``python -m ktextures_plugin kmeans IMAGE --bands 3,2,1,4 --k K --seed S`` (2-98 % stretch,
   k-means on a decimated sample, every pixel assigned); "fit s" = the whole command.
+- ``kmeans-zscore``: the k-means of the floor in ../shared/data/README.md (bands z-scored), in this process
+  with scikit-learn, for comparison with those figures.
+- ``bundled``: ``segment`` with the bundled model whose k is closest (``--bundled-scaling``), no fitting.
 - ``ktextures`` (only when ``ktextures_plugin/training`` has ``fit()`` and torch imports):
   ``python -m ktextures_plugin fit IMAGE --bands 3,2,1,4 --k K --seed S [--steps N]`` then
   ``python -m ktextures_plugin segment IMAGE --model M --bands 3,2,1,4``; "fit s" = the fit command.
@@ -107,6 +110,34 @@ def bundled_model(k):
     return os.path.join(ROOT, "models", f"s2_10m_k{best}.onnx"), best
 
 
+def kmeans_zscore(img, bands, k, seed, out_path):
+    """The floor's k-means of ../shared/data/README.md: the 4 bands z-scored (mean 0, sd 1 over the valid
+    pixels), scikit-learn KMeans (k-means++, 3 restarts) fitted on up to 200 000 pixels, every pixel
+    assigned; written as a class raster on the image grid (0 = nodata)."""
+    import numpy as np
+    from osgeo import gdal
+    from sklearn.cluster import KMeans
+    from ktextures_plugin.core import raster
+    gdal.UseExceptions()
+    ds = gdal.Open(img)
+    band_list = [int(b) for b in bands.split(",")]
+    data, valid = raster.read_window(ds, band_list, (0, 0, ds.RasterXSize, ds.RasterYSize))
+    px = data[:, valid].T.astype(np.float64)
+    px = (px - px.mean(0)) / px.std(0)
+    rng = np.random.default_rng(seed)
+    fit_px = px[rng.choice(len(px), min(len(px), 200_000), replace=False)]
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(fit_px)
+    labels = np.zeros(valid.shape, np.uint8)
+    labels[valid] = km.predict(px) + 1
+    out = gdal.GetDriverByName("GTiff").Create(out_path, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte)
+    out.SetGeoTransform(ds.GetGeoTransform())
+    out.SetProjection(ds.GetProjection())
+    out.GetRasterBand(1).SetNoDataValue(0)
+    out.GetRasterBand(1).WriteArray(labels)
+    out = None
+    ds = None
+
+
 def run_one(scene, method, seed, k, steps=None, variant=None, features=None, scaling="model", binning=None):
     from ktextures_plugin.core import metrics
     img, bands, label, _ = scene_paths(scene)
@@ -135,6 +166,10 @@ def run_one(scene, method, seed, k, steps=None, variant=None, features=None, sca
         rec["fit_s"] = timed(cmd)
         rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
                                   "--bands", bands, "--out", labels, "--quiet"])
+    elif method == "kmeans-zscore":
+        t0 = time.perf_counter()
+        kmeans_zscore(img, bands, k, seed, labels)
+        rec["fit_s"] = time.perf_counter() - t0
     elif method == "bundled":
         model, rec["k"] = bundled_model(k)
         rec["fit_s"] = 0.0
@@ -187,7 +222,7 @@ def table(records):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
-    p.add_argument("--methods", nargs="+", default=None, choices=["kmeans", "ktextures", "bundled"],
+    p.add_argument("--methods", nargs="+", default=None, choices=["kmeans", "kmeans-zscore", "ktextures", "bundled"],
                    help="default: kmeans, plus ktextures when training is available")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None, help="k-textures training steps (default: fit's default)")
