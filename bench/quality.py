@@ -231,8 +231,26 @@ def main(argv=None):
     p.add_argument("--binning", default=None, choices=["faithful", "anneal", "ste"], help="fit --binning")
     p.add_argument("--bundled-scaling", default="model", choices=["model", "stretch"],
                    help="segment --scaling for the bundled models (stretch suits scenes of other radiometry)")
+    p.add_argument("--from-log", action="store_true",
+                   help="run nothing: print the table of every configuration in bench/out/quality.jsonl (the "
+                        "latest record of each scene, method, options and seed), scenes in --scenes order")
     p.add_argument("--markdown", default=os.path.join(OUT, "quality.md"), help="write the table here too")
     args = p.parse_args(argv)
+    if args.from_log:
+        latest = {}
+        with open(os.path.join(OUT, "quality.jsonl")) as fh:
+            for line in fh:
+                r = json.loads(line)
+                key = tuple(r.get(f) for f in ("scene", "method", "k", "variant", "features", "binning", "steps",
+                                               "scaling", "seed"))
+                latest[key] = r
+        order = {s: i for i, s in enumerate(args.scenes)}
+        records = sorted((r for r in latest.values() if r["scene"] in order),
+                         key=lambda r: (order[r["scene"]], r["method"] != "kmeans", r["method"] != "kmeans-zscore",
+                                        r["method"] != "bundled", str(r.get("variant")), str(r.get("features")),
+                                        r["seed"]))
+        print(table(records))
+        return 0
     methods = args.methods or (["kmeans", "ktextures"] if ktextures_available() else ["kmeans"])
     if "ktextures" in methods and not ktextures_available():
         p.error("ktextures_plugin.training.fit or torch is not available")
