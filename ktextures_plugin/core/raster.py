@@ -115,6 +115,29 @@ def sample_pixels(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Windo
     return data[:, valid]
 
 
+def sample_windows(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Window] = None,
+                   grid: int = 8, size: int = 32, extra_nodata: Optional[float] = None) -> np.ndarray:
+    """Valid pixel values from ``grid`` x ``grid`` small windows (``size`` px square) spread evenly over
+    ``window``: a quick probe (value range, any valid pixel) that decompresses only the blocks it touches,
+    unlike a decimated read of a compressed raster without overviews, which decodes every block.
+
+    Returns:
+        float32 ``(C, n)``, n <= grid * grid * size * size.
+    """
+    if window is None:
+        window = (0, 0, ds.RasterXSize, ds.RasterYSize)
+    x0, y0, xs, ys = window
+    wx, wy = min(size, xs), min(size, ys)
+    xs_ = np.unique(np.linspace(x0, x0 + xs - wx, grid).astype(int))
+    ys_ = np.unique(np.linspace(y0, y0 + ys - wy, grid).astype(int))
+    parts = []
+    for y in ys_:
+        for x in xs_:
+            data, valid = read_window(ds, bands, (int(x), int(y), wx, wy), extra_nodata)
+            parts.append(data[:, valid])
+    return np.concatenate(parts, axis=1) if parts else np.zeros((len(bands), 0), np.float32)
+
+
 def percentile_scale(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Window] = None,
                      lower: float = 2.0, upper: float = 98.0, max_pixels: int = 1_000_000,
                      extra_nodata: Optional[float] = None) -> Tuple[List[float], List[float]]:

@@ -138,8 +138,13 @@ def class_stats(path: str, k: int, window_rows: int = 512) -> Tuple[np.ndarray, 
             h = min(window_rows, ds.RasterYSize - y)
             arr = band.ReadAsArray(0, y, ds.RasterXSize, h)
             row_area = geo.row_pixel_areas_m2(gt, wkt, y, h)
-            counts += np.bincount(arr.ravel(), minlength=k + 1)[:k + 1]
-            areas += np.bincount(arr.ravel(), weights=np.repeat(row_area, arr.shape[1]), minlength=k + 1)[:k + 1]
+            c = np.bincount(arr.ravel(), minlength=k + 1)[:k + 1]
+            counts += c
+            if np.all(row_area == row_area[0]):  # projected CRS: every pixel has the same area
+                areas += c * row_area[0]
+            else:                                 # geographic CRS: the pixel area changes with the row
+                per_row = np.stack([np.bincount(r, minlength=k + 1)[:k + 1] for r in arr])   # (h, k+1)
+                areas += row_area @ per_row
         return counts[1:], areas[1:]
     finally:
         ds = None
@@ -266,7 +271,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                  else raster.parse_bands(bands, ds.RasterCount, needed=c))
     full = (0, 0, ds.RasterXSize, ds.RasterYSize)
     window = tuple(int(v) for v in (window or full))
-    probe = raster.sample_pixels(ds, band_list, window, max_pixels=65536, extra_nodata=extra_nodata)
+    probe = raster.sample_windows(ds, band_list, window, extra_nodata=extra_nodata)
     if probe.shape[1] == 0 and not _any_valid(ds, band_list, window, extra_nodata):
         raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the NODATA value): "
                           "nothing to segment. Check NODATA or choose another extent.")
@@ -389,7 +394,7 @@ def range_warnings(probe: np.ndarray, scale_min: Sequence[float], scale_max: Seq
     2-98 % spread is below :data:`MIN_SPREAD_FRACTION` of the span.
 
     Args:
-        probe: float32 (C, n) valid pixel values in the model's channel order (``raster.sample_pixels``).
+        probe: float32 (C, n) valid pixel values in the model's channel order (``raster.sample_windows``).
         scale_min, scale_max: the model's per-channel scaling (raw units).
         channel_names, bands: for the message.
 
