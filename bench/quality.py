@@ -138,11 +138,13 @@ def kmeans_zscore(img, bands, k, seed, out_path):
     ds = None
 
 
-def run_one(scene, method, seed, k, steps=None, variant=None, features=None, scaling="model", binning=None):
+def run_one(scene, method, seed, k, steps=None, variant=None, features=None, scaling="model", binning=None,
+            mask_width=None):
     from ktextures_plugin.core import metrics
     img, bands, label, _ = scene_paths(scene)
     os.makedirs(OUT, exist_ok=True)
-    tag = "".join(f"_{x}" for x in (variant, features and re.sub(r"\W", "", features), binning) if x)
+    tag = "".join(f"_{x}" for x in (variant, features and re.sub(r"\W", "", features), binning,
+                                    mask_width and f"w{mask_width}") if x)
     labels = os.path.join(OUT, f"quality_{scene}_{method}{tag}_k{k}_s{seed}.tif")
     rec = {"scene": scene, "method": method, "k": k, "seed": seed}
     if method == "kmeans":
@@ -159,10 +161,11 @@ def run_one(scene, method, seed, k, steps=None, variant=None, features=None, sca
         if steps:
             cmd += ["--steps", str(steps)]
             rec["steps"] = steps
-        for opt, value in (("--variant", variant), ("--features", features), ("--binning", binning)):
+        for opt, value in (("--variant", variant), ("--features", features), ("--binning", binning),
+                           ("--mask-width", mask_width)):
             if value:
-                cmd += [opt, value]
-                rec[opt[2:]] = value
+                cmd += [opt, str(value)]
+                rec[opt[2:].replace("-", "_")] = value
         rec["fit_s"] = timed(cmd)
         rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
                                   "--bands", bands, "--out", labels, "--quiet"])
@@ -201,15 +204,17 @@ def table(records):
     keys = []
     for r in records:
         key = (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"), r.get("binning"), r.get("steps"),
-               r.get("scaling"))
+               r.get("scaling"), r.get("mask_width"))
         if key not in keys:
             keys.append(key)
     for key in keys:
         scene, method, k = key[:3]
         rs = [r for r in records if (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"),
-                                     r.get("binning"), r.get("steps"), r.get("scaling")) == key]
+                                     r.get("binning"), r.get("steps"), r.get("scaling"), r.get("mask_width")) == key]
         col = lambda name: [r[name] for r in rs]  # noqa: E731
         opts = [f"{rs[0][o]}" for o in ("variant", "features", "binning", "scaling") if rs[0].get(o)]
+        if rs[0].get("mask_width"):
+            opts.append(f"width {rs[0]['mask_width']}")
         if rs[0].get("steps"):
             opts.append(f"{rs[0]['steps']} steps")
         name = f"{method} ({', '.join(opts)})" if opts else method
@@ -229,6 +234,7 @@ def main(argv=None):
     p.add_argument("--variant", default=None, choices=["faithful", "spatial"], help="fit --variant (default: fit's)")
     p.add_argument("--features", default=None, help="fit --features (default: fit's)")
     p.add_argument("--binning", default=None, choices=["faithful", "anneal", "ste"], help="fit --binning")
+    p.add_argument("--mask-width", type=int, default=None, help="fit --mask-width")
     p.add_argument("--bundled-scaling", default="model", choices=["model", "stretch"],
                    help="segment --scaling for the bundled models (stretch suits scenes of other radiometry)")
     p.add_argument("--from-log", action="store_true",
@@ -242,7 +248,7 @@ def main(argv=None):
             for line in fh:
                 r = json.loads(line)
                 key = tuple(r.get(f) for f in ("scene", "method", "k", "variant", "features", "binning", "steps",
-                                               "scaling", "seed"))
+                                               "scaling", "mask_width", "seed"))
                 latest[key] = r
         order = {s: i for i, s in enumerate(args.scenes)}
         records = sorted((r for r in latest.values() if r["scene"] in order),
@@ -266,7 +272,7 @@ def main(argv=None):
         for method in methods:
             for seed in (args.seeds if method != "bundled" else args.seeds[:1]):
                 rec = run_one(scene, method, seed, k, args.steps, args.variant, args.features,
-                              args.bundled_scaling, args.binning)
+                              args.bundled_scaling, args.binning, args.mask_width)
                 records.append(rec)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()

@@ -192,10 +192,12 @@ class KTextures(nn.Module):
         period: texture side P in px (128).
         seed: seeds the texture noise buffers (and nothing else).
         straight_through: faithful variant only, hard forward / ramp backward (§9.2-4b).
+        mask_width: hidden width of the faithful :class:`ScalarNet` (64 in the paper; narrower = fewer
+            multiply-adds per pixel at inference, about 4 * w + w * w + w).
     """
 
     def __init__(self, k: int, in_ch: int = 4, variant: str = "faithful", period: int = 128,
-                 seed: int = 0, straight_through: bool = False, spatial_width: int = 32):
+                 seed: int = 0, straight_through: bool = False, spatial_width: int = 32, mask_width: int = 64):
         super().__init__()
         if variant not in ("faithful", "spatial"):
             raise ValueError(f"variant must be 'faithful' or 'spatial', got {variant!r}")
@@ -206,7 +208,7 @@ class KTextures(nn.Module):
         self.straight_through = straight_through
         self.slope = FAITHFUL_SLOPE
         if variant == "faithful":
-            self.mask_net = ScalarNet(in_ch)
+            self.mask_net = ScalarNet(in_ch, width=mask_width)
         else:
             self.mask_net = SpatialMaskNet(self.k, in_ch, width=spatial_width)
         gen = torch.Generator().manual_seed(10_000 + int(seed))

@@ -59,6 +59,7 @@ class FitConfig:
     extra_nodata: Optional[float] = None
     texture_period: int = 128
     train_mask: bool = True           # False = ablation: mask net frozen at its random init
+    mask_width: int = 64              # hidden width of the faithful mask net (method.md §4.1: 64)
 
 
 @dataclass
@@ -119,6 +120,8 @@ def train_model(image_path: str, bands, cfg: FitConfig,
         raise FitInputError(f"variant must be 'faithful' or 'spatial', got {cfg.variant!r}")
     if cfg.binning not in BINNINGS:
         raise FitInputError(f"binning must be one of {BINNINGS}, got {cfg.binning!r}")
+    if int(cfg.mask_width) < 1:
+        raise FitInputError(f"mask width must be >= 1, got {cfg.mask_width}")
     if int(cfg.steps) < 1 or int(cfg.batch_size) < 1:
         raise FitInputError(f"steps and batch size must be >= 1, got {cfg.steps} and {cfg.batch_size}")
     try:
@@ -130,6 +133,7 @@ def train_model(image_path: str, bands, cfg: FitConfig,
     torch.manual_seed(int(cfg.seed))
     ae_mse = loss_fn.prepare(lambda n: sampler.sample(n)[0], is_canceled)
     model = KTextures(k, D.N_CHANNELS, cfg.variant, period=cfg.texture_period, seed=cfg.seed,
+                      mask_width=int(cfg.mask_width),
                       straight_through=(cfg.binning == "ste"))
     model.train()
     if not cfg.train_mask:
@@ -243,6 +247,7 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
             "data": os.path.basename(str(image_path)), "bands": res.bands, "steps": cfg.steps,
             "seed": cfg.seed, "features": cfg.features, "variant": cfg.variant, "binning": cfg.binning,
             "batch_size": cfg.batch_size, "tile_size": cfg.tile_size, "recal_tiles": cfg.recal_tiles,
+            "mask_width": int(cfg.mask_width),
             "code_version": _git_version(), "torch": torch.__version__,
             "train_seconds": round(res.seconds, 1), "final_loss": round(float(np.mean(tail)), 5),
             "class_fractions": [round(v, 4) for v in res.class_fractions],
