@@ -23,7 +23,7 @@ DEFAULT_STEPS = 500
 
 class FitAlgorithm(KTexturesAlgorithm):
     INPUT, BANDS, K, STEPS, VARIANT, FEATURES, SEED = "INPUT", "BANDS", "K", "STEPS", "VARIANT", "FEATURES", "SEED"
-    NODATA = "NODATA"
+    NODATA, MASK_WIDTH = "NODATA", "MASK_WIDTH"
     OUTPUT_MODEL, OUTPUT_RASTER, OUTPUT_VECTOR = "OUTPUT_MODEL", "OUTPUT_RASTER", "OUTPUT_VECTOR"
 
     def name(self):
@@ -66,6 +66,12 @@ class FitAlgorithm(KTexturesAlgorithm):
         feats = QgsProcessingParameterString(self.FEATURES, "Feature extractor of the loss", defaultValue="random")
         feats.setFlags(feats.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(feats)
+        width = QgsProcessingParameterNumber(self.MASK_WIDTH, "Mask network width (64 as in the paper; 16 segments "
+                                             "about 2x faster, see docs/benchmarks.md)",
+                                             type=QgsProcessingParameterNumber.Integer, minValue=1, maxValue=256,
+                                             defaultValue=64)
+        width.setFlags(width.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(width)
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed",
                                                        type=QgsProcessingParameterNumber.Integer, defaultValue=0))
         nd = QgsProcessingParameterNumber(self.NODATA, "Extra nodata value",
@@ -135,6 +141,7 @@ class FitAlgorithm(KTexturesAlgorithm):
                        features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
                        progress=progress, is_canceled=feedback.isCanceled,
                        extra_nodata=optional_number(parameters, self.NODATA),
+                       mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or 64,
                        title=f"k-textures, k = {k}, {layer.name()}")
         except FitCanceled:
             raise QgsProcessingException("Canceled: no model was written.")
