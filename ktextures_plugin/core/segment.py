@@ -313,7 +313,9 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
             out_dtype = np.uint8 if k <= 254 else np.uint16
             lo = np.asarray(smin, np.float32).reshape(-1, 1, 1)
             span = (np.asarray(smax, np.float32) - np.asarray(smin, np.float32)).reshape(-1, 1, 1)
-            reader = _prefetch(ds, band_list, tiles, extra_nodata, is_canceled)
+            # closed first on any exit: stops and joins the reader thread before the outputs are handled
+            reader = outputs.enter_context(contextlib.closing(_prefetch(ds, band_list, tiles, extra_nodata,
+                                                                        is_canceled)))
             for n_done, (tile, data, valid) in enumerate(reader):
                 cx, cy = tile.crop
                 _, _, tw, th = tile.core
