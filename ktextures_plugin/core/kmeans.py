@@ -116,9 +116,7 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         OutputError: the destination cannot be written.
         Canceled: canceled; nothing is left behind.
     """
-    from .segment import gdal_cache_limit
-
-    with gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) would fill with the output's blocks
+    with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) would fill with the output's blocks
         return _kmeans_raster(input_path, output_path, k, bands, seed, extra_nodata, max_sample, n_init, rgb,
                               window_pixels, progress, is_canceled, log)
 

@@ -7,6 +7,7 @@ selected value equals the optional extra nodata value.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -113,6 +114,24 @@ def sample_pixels(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Windo
     buf = (max(1, int(xs / f)), max(1, int(ys / f)))
     data, valid = read_window(ds, bands, window, extra_nodata, buf_size=buf)
     return data[:, valid]
+
+
+#: GDAL block cache during a run (segment, kmeans), bytes. GDAL's default is 5 % of RAM, and that cache
+#: fills with the output's dirty blocks, so peak memory would grow with the raster up to that size.
+GDAL_CACHE_BYTES = 128 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def gdal_cache_limit(limit: Optional[int] = None):
+    """Lower GDAL's block cache to ``limit`` bytes (default :data:`GDAL_CACHE_BYTES`; never raise it) for the
+    duration of the block."""
+    limit = GDAL_CACHE_BYTES if limit is None else limit
+    old = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(old, limit))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(old)
 
 
 def sample_windows(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Window] = None,

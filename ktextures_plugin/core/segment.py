@@ -227,33 +227,19 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
         ImportError: onnxruntime missing (the message says how to install it).
     """
     t0 = time.perf_counter()
-    with gdal_cache_limit():
+    with raster.gdal_cache_limit(GDAL_CACHE_BYTES):
         return _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
                         min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0,
                         warn)
 
 
-#: GDAL block cache during a run, bytes. GDAL's default is 5 % of RAM, and that cache fills with the
-#: output's dirty blocks, so peak memory would grow with the raster up to that size.
-GDAL_CACHE_BYTES = 128 * 1024 * 1024
+#: GDAL block cache during a run, bytes (:func:`raster.gdal_cache_limit`).
+GDAL_CACHE_BYTES = raster.GDAL_CACHE_BYTES
 #: Pixels per onnxruntime call. A 1x1 network's 64-channel intermediates for a whole 512 px tile (64 MB) do
 #: not fit in the CPU caches; strips of ~16k pixels do, and run 1.3-1.6x faster (docs/benchmarks.md).
 INFER_CHUNK_PX = 16384
 #: Class mean colours (the palette) are averaged over every 4th pixel in each direction.
 COLOR_STRIDE = 4
-
-
-@contextlib.contextmanager
-def gdal_cache_limit(limit: Optional[int] = None):
-    """Lower GDAL's block cache to ``limit`` bytes (default :data:`GDAL_CACHE_BYTES`; never raise it) for the
-    duration of the block."""
-    limit = GDAL_CACHE_BYTES if limit is None else limit
-    old = gdal.GetCacheMax()
-    gdal.SetCacheMax(min(old, limit))
-    try:
-        yield
-    finally:
-        gdal.SetCacheMax(old)
 
 
 def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
