@@ -383,3 +383,34 @@ def test_mask_width_option_exports_a_narrower_network(tmp_path):
     with pytest.raises(FitInputError, match="mask width"):
         fit(SAMPLE, BANDS, 4, str(tmp_path / "w0.onnx"), mask_width=0, **TINY)
     assert not os.path.exists(tmp_path / "w0.onnx")
+
+
+@pytest.mark.parametrize("variant", ["faithful", "spatial"])
+def test_fast_elu_export_equals_plain_elu(tmp_path, variant):
+    """The exported Min-Exp-Sub-Max form of ELU (onnx_rewrite) gives the plain Elu graph's classes."""
+    import onnx
+    from ktextures_plugin.training.export import export_onnx
+    from ktextures_plugin.training.onnx_rewrite import main as rewrite_main, rewrite_file
+    from ktextures_plugin.training.train import FitConfig, train_model
+    torch.manual_seed(0)
+    k = 6
+    r = train_model(SAMPLE, BANDS, FitConfig(k=k, variant=variant, **TINY))
+    plain, fast = str(tmp_path / "plain.onnx"), str(tmp_path / "fast.onnx")
+    info = export_onnx(r.model, r.textures, plain, r.scale_min, r.scale_max, fast_elu=False)
+    export_onnx(r.model, r.textures, fast, r.scale_min, r.scale_max)
+    ops = lambda p: [n.op_type for n in onnx.load(p).graph.node]  # noqa: E731
+    assert ops(plain).count("Elu") == 2 and "Elu" not in ops(fast) and ops(fast).count("Exp") == 2
+    x = _sample_scaled(info)
+    with torch.no_grad():
+        s = r.model.mask_net(torch.from_numpy(x)).numpy()
+    cls_p, cls_f = _run(plain, x)[0], _run(fast, x)[0]
+    diff = cls_p != cls_f
+    assert diff.mean() <= 1e-4                       # last-bit float differences only ...
+    if variant == "faithful" and diff.any():        # ... and only on a bin edge of the score
+        dist = np.abs(k * s - np.round(k * s))
+        assert (dist[diff] < 1e-4).all()
+    # the file rewriter gives the same graph as the exporter and is idempotent
+    assert rewrite_main([plain]) == 0 and ops(plain) == ops(fast)
+    assert np.array_equal(_run(plain, x)[0], cls_f)
+    assert rewrite_file(plain) == 0
+    assert modelinfo.read_model_info(plain).num_classes == k

@@ -41,6 +41,21 @@ def choose_providers(available: List[str], prefer_gpu: bool = True) -> List[str]
     return chosen
 
 
+# onnxruntime's NCHWc layout transformer blocks convolutions for AVX2/AVX-512 and inserts reorders around the
+# element-wise nodes it cannot run blocked. For a per-pixel model (only 1x1 convolutions, halo 0) the reorders
+# cost more than they save: ~10-20 % slower on the bench machine; for 3x3 convolutions (the spatial variant)
+# it is ~40 % faster, so it stays on there (docs/benchmarks.md, "ELU rewrite").
+PER_PIXEL_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
+
+
+def _per_pixel(session) -> bool:
+    """True if the model's metadata declares ``ktextures.halo_px`` 0 (a per-pixel network)."""
+    try:
+        return session.get_modelmeta().custom_metadata_map.get("ktextures.halo_px", "").strip() == "0"
+    except Exception:  # noqa: BLE001 - metadata is optional here; read_model_info reports contract errors
+        return False
+
+
 def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = True):
     """Open an ``onnxruntime.InferenceSession`` on ``path``.
 
@@ -48,6 +63,9 @@ def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = Tr
         path: the ``.onnx`` file.
         threads: intra-op threads (default: onnxruntime's choice, one per core).
         prefer_gpu: use the CUDA execution provider when onnxruntime-gpu is installed.
+
+    A per-pixel model (``ktextures.halo_px`` 0) is opened with onnxruntime's NCHWc layout transformer
+    disabled (:data:`PER_PIXEL_DISABLED_OPTIMIZERS`), which makes it faster on CPU.
 
     Returns:
         The session; ``session.get_providers()[0]`` is the execution provider that runs it.
@@ -66,10 +84,17 @@ def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = Tr
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = int(threads)
+    providers = choose_providers(ort.get_available_providers(), prefer_gpu)
     try:
-        return ort.InferenceSession(path, sess_options=opts,
-                                    providers=choose_providers(ort.get_available_providers(), prefer_gpu))
+        session = ort.InferenceSession(path, sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidProtobuf, ...)
         raise ModelError(f"Cannot load '{path}' as an ONNX model ({exc.__class__.__name__}: "
                          f"{str(exc).splitlines()[0][:300]}). The file is corrupt or not ONNX: "
                          "re-export or re-download it.") from None
+    if _per_pixel(session) and providers[0] == "CPUExecutionProvider":
+        try:
+            session = ort.InferenceSession(path, sess_options=opts, providers=providers,
+                                           disabled_optimizers=PER_PIXEL_DISABLED_OPTIMIZERS)
+        except Exception:  # noqa: BLE001 - an onnxruntime without disabled_optimizers: keep the default session
+            pass
+    return session

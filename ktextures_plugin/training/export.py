@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..core import modelinfo
+from . import onnx_rewrite
 from .model import KTextures, bin_index
 
 OPSET = 17
@@ -83,7 +84,8 @@ def _textures_as_output(proto) -> None:
 
 def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_min: Sequence[float],
                 scale_max: Sequence[float], *, title: str = "", provenance: Optional[Dict] = None,
-                channel_names: Sequence[str] = modelinfo.RGBN, class_names: Sequence[str] = ()) -> modelinfo.ModelInfo:
+                channel_names: Sequence[str] = modelinfo.RGBN, class_names: Sequence[str] = (),
+                fast_elu: bool = True) -> modelinfo.ModelInfo:
     """Write ``model`` as a k-textures ONNX file and return its validated :class:`ModelInfo`.
 
     Args:
@@ -93,6 +95,8 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
         scale_min, scale_max: per-channel raw values mapped to 0 and 1 (2-98 % percentiles).
         title: ``ktextures.title``.
         provenance: free-form dict stored in ``ktextures.provenance``.
+        fast_elu: replace each ``Elu`` by the equivalent Min-Exp-Sub-Max (:mod:`.onnx_rewrite`; ~1.5x faster
+            inference with onnxruntime on CPU). False keeps torch's plain ``Elu`` nodes.
 
     Raises:
         modelinfo.ModelError: the written file does not pass ``read_model_info`` (a bug; nothing is left behind).
@@ -103,6 +107,8 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
     graph = _ExportGraph(model, textures).eval()
     proto = onnx.load_from_string(_to_onnx_bytes(graph, model.in_ch))
     _textures_as_output(proto)
+    if fast_elu:
+        onnx_rewrite.rewrite_elu(proto)
     meta = modelinfo.to_metadata_props(
         model.k, list(channel_names), scale_min, scale_max, halo_px=model.halo_px, class_names=class_names,
         texture_period_px=int(textures.shape[-1]), title=title, provenance=provenance or {})
