@@ -178,7 +178,7 @@ def main():
             res["io"].append(float(out.split()[0]))
             _, _, out = timed([PY, "-c", INFERENCE, args.model, str(size * size), str(args.tile), ROOT])
             res["infer"].append(float(out.split()[0]))
-            if not args.skip_kmeans and rep == 0:
+            if not args.skip_kmeans:
                 w, r, _ = timed([PY, "-m", "ktextures_plugin", "kmeans", src, "--bands", "3,2,1,4", "--k", str(k),
                                  "--out", os.path.join(OUT, f"kmeans_{size}.tif")])
                 res["kmeans"].append(w)

@@ -192,7 +192,9 @@ def apply_scale(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float]) 
     lo = np.asarray(mins, np.float32)
     span = np.asarray(maxs, np.float32) - lo
     shape = (-1, 1, 1) if data.ndim == 3 else (1, -1, 1, 1)
-    out = (data.astype(np.float32, copy=False) - lo.reshape(shape)) / span.reshape(shape)
+    out = data.astype(np.float32)  # always a copy: the caller's array is not modified
+    out -= lo.reshape(shape)
+    out *= (np.float32(1.0) / span).reshape(shape)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
