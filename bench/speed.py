@@ -116,7 +116,13 @@ print(time.perf_counter() - t, n)
 
 
 def timed(cmd):
-    """Run ``cmd``; return (wall seconds, peak RSS MB of the child, stdout)."""
+    """Run ``cmd``; return (wall seconds, peak RSS MB of the child, stdout).
+
+    Dirty pages of the previous measurement's output are flushed first (``os.sync`` and a 2 s pause), so that
+    their write-back does not land in this measurement.
+    """
+    os.sync()
+    time.sleep(2)
     wrapper = ("import resource, subprocess, sys, time, json; t=time.perf_counter(); "
                "p=subprocess.run(sys.argv[1:], capture_output=True, text=True); w=time.perf_counter()-t; "
                "print(json.dumps({'wall': w, 'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024, "
