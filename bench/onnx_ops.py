@@ -1,0 +1,110 @@
+"""Why the exported graph writes ELU as Min-Exp-Sub-Max, and why per-pixel models run without NCHWc.
+
+Usage (from the repository root, on an otherwise idle machine):
+
+    .venv/bin/python bench/onnx_ops.py [--repeats 5]
+
+1. Throughput of single onnxruntime CPU element-wise ops on a (1, 64, 1, 65536) float32 tensor (64 channels,
+   as the mask network's hidden layers), in Mpx/s (pixels of 64 channels per second).
+2. A model's inference on 16384-pixel strips (as ``core.segment.infer_classes`` calls it), in Mpx/s: a
+   2-step k = 6 fit of the default (faithful, per-pixel) and of the spatial variant, each exported with torch's
+   plain ``Elu`` and with the rewrite (``ktextures_plugin.training.onnx_rewrite``), each run with
+   onnxruntime's default graph optimisations and with its ``NchwcTransformer`` disabled.
+
+Medians over ``--repeats``; 2 intra-op threads. Prints Markdown tables for docs/benchmarks.md.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _session(model_bytes, disabled=()):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled))
+
+
+def _rate(run, pixels, repeats, calls):
+    run()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(calls):
+            run()
+        times.append((time.perf_counter() - t) / calls)
+    return pixels / statistics.median(times) / 1e6
+
+
+def op_table(repeats):
+    from onnx import TensorProto, helper, numpy_helper
+    p = 65536
+    x = np.random.default_rng(0).standard_normal((1, 64, 1, p)).astype(np.float32)
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    ops = {"Elu": [helper.make_node("Elu", ["x"], ["y"])],
+           "Exp": [helper.make_node("Exp", ["x"], ["y"])],
+           "Relu": [helper.make_node("Relu", ["x"], ["y"])],
+           "Clip (max 0)": [helper.make_node("Clip", ["x", "", "zero"], ["y"])],
+           "Sub (scalar)": [helper.make_node("Sub", ["x", "zero"], ["y"])],
+           "Max (two tensors)": [helper.make_node("Max", ["x", "x"], ["y"])],
+           "Add (two tensors)": [helper.make_node("Add", ["x", "x"], ["y"])]}
+    print("| op | Mpx/s (64 channels) |\n|---|---|")
+    for name, nodes in ops.items():
+        g = helper.make_graph(nodes, "op", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [zero])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        s = _session(m.SerializeToString())
+        print(f"| {name} | {_rate(lambda: s.run(None, {'x': x}), p, repeats, 30):.1f} |", flush=True)
+
+
+def _fitted(variant, d):
+    """(plain Elu, rewritten) ONNX bytes of a 2-step k = 6 fit on the bundled sample (speed does not depend on
+    how well the weights are trained)."""
+    import torch
+    from ktextures_plugin.training.export import export_onnx
+    from ktextures_plugin.training.train import FitConfig, train_model
+    torch.manual_seed(0)
+    r = train_model(os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif"), "3,2,1,4",
+                    FitConfig(k=6, variant=variant, steps=2, batch_size=2, recal_tiles=4))
+    out = []
+    for fast in (False, True):
+        path = os.path.join(d, f"{variant}_{fast}.onnx")
+        export_onnx(r.model, r.textures, path, r.scale_min, r.scale_max, fast_elu=fast)
+        out.append(open(path, "rb").read())
+    return out
+
+
+def model_table(repeats):
+    x = np.random.default_rng(0).random((1, 4, 8, 2048), dtype=np.float32)   # one 16384-pixel strip
+    print("| model | graph | onnxruntime optimisations | Mpx/s |\n|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        for variant, label in [("faithful", "faithful (1x1, width 64, halo 0)"),
+                               ("spatial", "spatial (3x3, halo 2)")]:
+            for graph, model in zip(("plain Elu", "Min-Exp-Sub-Max"), _fitted(variant, d)):
+                for opt, disabled in [("all (default)", ()), ("all but NchwcTransformer", ("NchwcTransformer",))]:
+                    s = _session(model, disabled)
+                    rate = _rate(lambda: s.run(["class"], {"image": x}), x.shape[2] * x.shape[3], repeats, 60)
+                    print(f"| {label} | {graph} | {opt} | {rate:.1f} |", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    op_table(args.repeats)
+    print()
+    model_table(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
