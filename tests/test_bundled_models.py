@@ -27,3 +27,11 @@ def test_bundled_model_matches_its_entry(index, tmp_path):
     assert (frac > 0).sum() >= info.num_classes - 1, frac  # classes are used ...
     assert frac.max() < 0.7, frac  # ... and none swallows the image
     assert res.bands == [3, 2, 1, 4]
+
+
+@pytest.mark.parametrize("index", range(len(BUNDLED_MODELS)))
+def test_bundled_model_is_in_the_fast_elu_form(index):
+    """The bundled files were rewritten by training/onnx_rewrite.py: no scalar Elu kernel at segment time."""
+    onnx = pytest.importorskip("onnx")
+    ops = [n.op_type for n in onnx.load(bundled_model_path(index)).graph.node]
+    assert "Elu" not in ops and ops.count("Exp") == 2, ops
