@@ -190,7 +190,7 @@ def read_model_info(path: str, session=None) -> ModelInfo:
     from .runtime import open_session
 
     if session is None:
-        session = open_session(path)
+        session = open_session(path, for_inference=False)
     meta = session.get_modelmeta().custom_metadata_map
     outputs = [o.name for o in session.get_outputs()]
     info = parse_metadata(meta, path, outputs)

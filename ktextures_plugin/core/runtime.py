@@ -56,7 +56,7 @@ def _per_pixel(session) -> bool:
         return False
 
 
-def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = True):
+def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = True, for_inference: bool = True):
     """Open an ``onnxruntime.InferenceSession`` on ``path``.
 
     Args:
@@ -64,8 +64,10 @@ def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = Tr
         threads: intra-op threads (default: onnxruntime's choice, one per core).
         prefer_gpu: use the CUDA execution provider when onnxruntime-gpu is installed.
 
-    A per-pixel model (``ktextures.halo_px`` 0) is opened with onnxruntime's NCHWc layout transformer
-    disabled (:data:`PER_PIXEL_DISABLED_OPTIMIZERS`), which makes it faster on CPU.
+        for_inference: False for a session only used to read metadata and signatures: skips the tuning below.
+
+    For inference, a per-pixel model (``ktextures.halo_px`` 0) is re-opened with onnxruntime's NCHWc layout
+    transformer disabled (:data:`PER_PIXEL_DISABLED_OPTIMIZERS`), which makes it faster on CPU.
 
     Returns:
         The session; ``session.get_providers()[0]`` is the execution provider that runs it.
@@ -91,7 +93,7 @@ def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = Tr
         raise ModelError(f"Cannot load '{path}' as an ONNX model ({exc.__class__.__name__}: "
                          f"{str(exc).splitlines()[0][:300]}). The file is corrupt or not ONNX: "
                          "re-export or re-download it.") from None
-    if _per_pixel(session) and providers[0] == "CPUExecutionProvider":
+    if for_inference and providers[0] == "CPUExecutionProvider" and _per_pixel(session):
         try:
             session = ort.InferenceSession(path, sess_options=opts, providers=providers,
                                            disabled_optimizers=PER_PIXEL_DISABLED_OPTIMIZERS)
