@@ -414,3 +414,21 @@ def test_fast_elu_export_equals_plain_elu(tmp_path, variant):
     assert np.array_equal(_run(plain, x)[0], cls_f)
     assert rewrite_file(plain) == 0
     assert modelinfo.read_model_info(plain).num_classes == k
+
+
+def test_unused_class_warning_names_the_classes_and_the_fix():
+    """Fits that leave a bin empty (Amazon, docs/benchmarks.md) get a warning; balanced fits do not."""
+    from ktextures_plugin.training.train import EMPTY_CLASS_FRACTION, unused_class_warning
+    assert unused_class_warning([0.25, 0.25, 0.25, 0.25]) is None
+    assert unused_class_warning([EMPTY_CLASS_FRACTION, 0.5, 0.3, 0.2 - EMPTY_CLASS_FRACTION]) is None
+    msg = unused_class_warning([0.0, 0.7905, 0.1447, 0.0648])     # seed 1 on Amazon at 1500 steps
+    assert "3 of the 4 classes" in msg and "texture 1" in msg and "texture 2" not in msg
+    assert "another seed" in msg and "smaller k" in msg
+    msg = unused_class_warning([0.0, 0.0004, 0.5, 0.4996])
+    assert "2 of the 4" in msg and "texture 1, texture 2" in msg
+
+
+def test_fit_result_reports_warnings(fitted):
+    res, _, _ = fitted
+    assert isinstance(res["warnings"], list)
+    assert (len(res["warnings"]) == 1) == (min(res["class_fractions"]) < 0.001)

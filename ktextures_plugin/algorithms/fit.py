@@ -149,6 +149,8 @@ class FitAlgorithm(KTexturesAlgorithm):
             raise QgsProcessingException(str(exc))
         feedback.pushInfo(f"Model written to {out_model} in {info['seconds']:.1f} s "
                           f"({info.get('steps_per_s', 0):.2f} steps/s), final loss {info['final_loss']:.5f}")
+        for w in info.get("warnings", []):
+            feedback.pushWarning(w)
         results = {self.OUTPUT_MODEL: out_model, "FINAL_LOSS": info["final_loss"], "SECONDS": info["seconds"],
                    self.OUTPUT_RASTER: None, self.OUTPUT_VECTOR: None}
         if out_raster:

@@ -18,7 +18,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,8 @@ BINNINGS = ("faithful", "anneal", "ste")
 DEFAULT_STEPS = 500
 DEFAULT_BATCH = 8
 DEFAULT_BINNING = "faithful"
+#: A class holding less than this fraction of the recalibration tiles' pixels counts as unused.
+EMPTY_CLASS_FRACTION = 0.001
 
 
 @dataclass
@@ -196,6 +198,25 @@ def train_model(image_path: str, bands, cfg: FitConfig,
                      feature_prep=ae_mse)
 
 
+def unused_class_warning(class_fractions: Sequence[float]) -> Optional[str]:
+    """A message naming the fix when some of the k classes are (almost) unused, else None.
+
+    The faithful binning can leave a bin of the score empty (docs/benchmarks.md: seeds on the Amazon scene use
+    3 of 4 classes), so the model segments into fewer classes than the user asked for.
+
+    Args:
+        class_fractions: k shares of the pixels per class, summing to 1 (``FitResult.class_fractions``).
+    """
+    k = len(class_fractions)
+    unused = [i + 1 for i, f in enumerate(class_fractions) if f < EMPTY_CLASS_FRACTION]
+    if not unused:
+        return None
+    names = ", ".join(f"texture {i}" for i in unused)
+    return (f"Only {k - len(unused)} of the {k} classes occur on the training tiles ({names}: under "
+            f"{100 * EMPTY_CLASS_FRACTION:g} % of the pixels), so this model will segment into fewer classes than "
+            "asked. Fit again with another seed, or with a smaller k.")
+
+
 def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEPS, seed: int = 0,
         variant: str = "faithful", features: str = "random", tile_size: int = 128,
         batch_size: int = DEFAULT_BATCH, progress: Optional[Callable[[int, int, float], None]] = None,
@@ -226,7 +247,8 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
     Returns:
         dict with ``path``, ``k``, ``steps``, ``seconds`` (wall time, training + export), ``steps_per_s``,
         ``final_loss`` (mean of the last 10 % of steps), ``class_fractions`` (k floats over the recalibration
-        tiles), ``scale_min``/``scale_max``, ``halo_px``, ``provenance``.
+        tiles), ``scale_min``/``scale_max``, ``halo_px``, ``provenance``, ``warnings`` (list of str: see
+        :func:`unused_class_warning`).
 
     Raises:
         FitInputError (a ``ValueError``; subclasses TooFewBandsError, BadKError, RasterTooSmallError,
@@ -268,4 +290,5 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
     return {"path": str(out_path), "k": int(cfg.k), "steps": int(cfg.steps), "seconds": seconds,
             "steps_per_s": cfg.steps / max(res.seconds, 1e-9), "final_loss": prov["final_loss"],
             "class_fractions": res.class_fractions, "scale_min": res.scale_min, "scale_max": res.scale_max,
-            "halo_px": info.halo_px, "title": info.title, "provenance": prov}
+            "halo_px": info.halo_px, "title": info.title, "provenance": prov,
+            "warnings": [w for w in [unused_class_warning(res.class_fractions)] if w]}
