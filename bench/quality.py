@@ -197,20 +197,26 @@ def fmt(values, digits=3):
     return f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+#: the fields that tell one configuration of a record from another (besides its seed)
+CONFIG_FIELDS = ("scene", "method", "k", "variant", "features", "binning", "steps", "scaling", "mask_width")
+
+
+def config_key(r):
+    return tuple(r.get(f) for f in CONFIG_FIELDS)
+
+
 def table(records):
     lines = ["| scene | method | k | seeds | labelled px | ARI | NMI | mIoU (majority) | mIoU (Hungarian) | "
              "accuracy (Hungarian) | fit s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = []
     for r in records:
-        key = (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"), r.get("binning"), r.get("steps"),
-               r.get("scaling"), r.get("mask_width"))
+        key = config_key(r)
         if key not in keys:
             keys.append(key)
     for key in keys:
         scene, method, k = key[:3]
-        rs = [r for r in records if (r["scene"], r["method"], r["k"], r.get("variant"), r.get("features"),
-                                     r.get("binning"), r.get("steps"), r.get("scaling"), r.get("mask_width")) == key]
+        rs = [r for r in records if config_key(r) == key]
         col = lambda name: [r[name] for r in rs]  # noqa: E731
         opts = [f"{rs[0][o]}" for o in ("variant", "features", "binning", "scaling") if rs[0].get(o)]
         if rs[0].get("mask_width"):
@@ -247,9 +253,7 @@ def main(argv=None):
         with open(os.path.join(OUT, "quality.jsonl")) as fh:
             for line in fh:
                 r = json.loads(line)
-                key = tuple(r.get(f) for f in ("scene", "method", "k", "variant", "features", "binning", "steps",
-                                               "scaling", "mask_width", "seed"))
-                latest[key] = r
+                latest[config_key(r) + (r.get("seed"),)] = r
         order = {s: i for i, s in enumerate(args.scenes)}
         records = sorted((r for r in latest.values() if r["scene"] in order),
                          key=lambda r: (order[r["scene"]], r["method"] != "kmeans", r["method"] != "kmeans-zscore",

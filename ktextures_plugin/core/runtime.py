@@ -1,8 +1,11 @@
 """onnxruntime sessions: lazy import, execution-provider choice, a clear message when it is missing."""
 from __future__ import annotations
 
+import json
 import os
 from typing import List, Optional
+
+from .modelinfo import K_HALO
 
 INSTALL_HINT = (
     "onnxruntime is not installed in the Python that QGIS uses. Install it into that Python, e.g. on "
@@ -51,7 +54,7 @@ PER_PIXEL_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 def _per_pixel(session) -> bool:
     """True if the model's metadata declares ``ktextures.halo_px`` 0 (a per-pixel network)."""
     try:
-        return session.get_modelmeta().custom_metadata_map.get("ktextures.halo_px", "").strip() == "0"
+        return json.loads(session.get_modelmeta().custom_metadata_map.get(K_HALO, "null")) == 0
     except Exception:  # noqa: BLE001 - metadata is optional here; read_model_info reports contract errors
         return False
 

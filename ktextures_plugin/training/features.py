@@ -88,7 +88,7 @@ class RandomCNN(Extractor):
         return out
 
 
-#: default Adam steps for the ``ae`` extractor (batch 8 tiles); see docs/benchmarks.md
+#: default Adam steps for the ``ae`` extractor (:data:`AE_BATCH` tiles each); see docs/benchmarks.md
 AE_STEPS = 200
 #: tiles per step of the ``ae`` extractor's training
 AE_BATCH = 4
