@@ -11,6 +11,11 @@ Usage (from the repository root, on an otherwise idle machine):
    plain ``Elu`` and with the rewrite (``ktextures_plugin.training.onnx_rewrite``), each run with
    onnxruntime's default graph optimisations and with its ``NchwcTransformer`` disabled.
 
+3. ``--int8``: the bundled k = 6 model (float32) against the same model with its 64x64 hidden convolution
+   quantized to int8 by onnxruntime's static quantizer (QDQ, per-channel int8 weights, uint8 activations,
+   min-max calibration on the bundled sample): Mpx/s on the same strips, and how many of the sample's pixels
+   change class.
+
 Medians over ``--repeats``; 2 intra-op threads. Prints Markdown tables for docs/benchmarks.md.
 """
 import argparse
@@ -97,10 +102,60 @@ def model_table(repeats):
                     print(f"| {label} | {graph} | {opt} | {rate:.1f} |", flush=True)
 
 
+SAMPLE = os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")
+BUNDLED_K6 = os.path.join(ROOT, "models", "s2_10m_k6.onnx")
+
+
+def _sample_scaled(info):
+    """The bundled sample as the model sees it: (1, 4, H, W) float32 in [0, 1] (the model's own scaling)."""
+    from osgeo import gdal
+    from ktextures_plugin.core.raster import apply_scale
+    ds = gdal.Open(SAMPLE)
+    x = np.stack([ds.GetRasterBand(b).ReadAsArray().astype(np.float32) for b in (3, 2, 1, 4)])
+    ds = None
+    return apply_scale(x, info.scale_min, info.scale_max)[None]
+
+
+def int8_table(repeats):
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from ktextures_plugin.core.modelinfo import read_model_info
+    info = read_model_info(BUNDLED_K6)
+    x = _sample_scaled(info)
+
+    class Rows(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{"image": x[:, :, r:r + 64]} for r in range(0, x.shape[2], 64)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    strip = np.ascontiguousarray(x.reshape(1, 4, 1, -1)[:, :, :, :16384])
+    print("| bundled k = 6 model on 16384-pixel strips | Mpx/s | sample pixels changing class |\n|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        q = os.path.join(d, "int8.onnx")
+        quantize_static(BUNDLED_K6, q, Rows(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=["/mask_net/net/net.3/Conv"])
+        ref = None
+        for label, path in [("float32 (what `segment` runs)", BUNDLED_K6), ("int8 hidden convolution", q)]:
+            s = _session(open(path, "rb").read(), ("NchwcTransformer",))
+            classes = s.run(["class"], {"image": x})[0]
+            ref = classes if ref is None else ref
+            changed = int((classes != ref).sum())
+            rate = _rate(lambda: s.run(["class"], {"image": strip}), strip.shape[3], repeats, 60)
+            print(f"| {label} | {rate:.1f} | {changed} of {classes.size} ({100 * changed / classes.size:.2f} %) |",
+                  flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--int8", action="store_true", help="only the int8 quantization table")
     args = ap.parse_args()
+    if args.int8:
+        int8_table(args.repeats)
+        return
     op_table(args.repeats)
     print()
     model_table(args.repeats)

@@ -166,6 +166,9 @@ def run_one(scene, method, seed, k, steps=None, variant=None, features=None, sca
             if value:
                 cmd += [opt, str(value)]
                 rec[opt[2:].replace("-", "_")] = value
+        if variant != "spatial" and not mask_width:
+            from ktextures_plugin.training.train import DEFAULT_MASK_WIDTH
+            rec["mask_width"] = DEFAULT_MASK_WIDTH      # recorded even when it is fit's default
         rec["fit_s"] = timed(cmd)
         rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
                                   "--bands", bands, "--out", labels, "--quiet"])
@@ -175,6 +178,8 @@ def run_one(scene, method, seed, k, steps=None, variant=None, features=None, sca
         rec["fit_s"] = time.perf_counter() - t0
     elif method == "bundled":
         model, rec["k"] = bundled_model(k)
+        from ktextures_plugin.core.modelinfo import read_model_info
+        rec["mask_width"] = read_model_info(model).provenance.get("mask_width", LEGACY_MASK_WIDTH)
         rec["fit_s"] = 0.0
         rec["scaling"] = scaling
         labels = labels.replace(".tif", f"_{scaling}.tif")
@@ -201,7 +206,20 @@ def fmt(values, digits=3):
 CONFIG_FIELDS = ("scene", "method", "k", "variant", "features", "binning", "steps", "scaling", "mask_width")
 
 
+#: fit's mask width before DEFAULT_MASK_WIDTH became 16; records of that time carry no ``mask_width``
+LEGACY_MASK_WIDTH = 64
+
+
+def effective(r):
+    """The record with its mask width filled in (faithful k-textures and bundled-model records written before it
+    was recorded: the bundled models were width 64 until they were refitted at 16)."""
+    if r.get("method") in ("ktextures", "bundled") and r.get("variant") != "spatial" and not r.get("mask_width"):
+        r = dict(r, mask_width=LEGACY_MASK_WIDTH)
+    return r
+
+
 def config_key(r):
+    r = effective(r)
     return tuple(r.get(f) for f in CONFIG_FIELDS)
 
 
@@ -216,7 +234,7 @@ def table(records):
             keys.append(key)
     for key in keys:
         scene, method, k = key[:3]
-        rs = [r for r in records if config_key(r) == key]
+        rs = [effective(r) for r in records if config_key(r) == key]
         col = lambda name: [r[name] for r in rs]  # noqa: E731
         opts = [f"{rs[0][o]}" for o in ("variant", "features", "binning", "scaling") if rs[0].get(o)]
         if rs[0].get("mask_width"):

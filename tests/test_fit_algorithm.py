@@ -17,12 +17,12 @@ def test_fit_writes_a_model_segment_can_use(provider, tmp_path):
     import processing
     from qgis.core import QgsRasterLayer
     res = processing.run("ktextures:fit", {
-        "INPUT": str(SAMPLE), "K": 4, "STEPS": 3, "SEED": 1, "MASK_WIDTH": 16, "OUTPUT_MODEL": str(tmp_path / "m.onnx"),
+        "INPUT": str(SAMPLE), "K": 4, "STEPS": 3, "SEED": 1, "MASK_WIDTH": 8, "OUTPUT_MODEL": str(tmp_path / "m.onnx"),
         "OUTPUT_RASTER": str(tmp_path / "c.tif"), "OUTPUT_VECTOR": str(tmp_path / "p.gpkg")})
     assert os.path.exists(res["OUTPUT_MODEL"]) and res["FINAL_LOSS"] > 0
     from ktextures_plugin.core.modelinfo import read_model_info
     info = read_model_info(res["OUTPUT_MODEL"])
-    assert info.num_classes == 4 and info.provenance.get("steps") == 3 and info.provenance["mask_width"] == 16
+    assert info.num_classes == 4 and info.provenance.get("steps") == 3 and info.provenance["mask_width"] == 8
     c = gdal.Open(res["OUTPUT_RASTER"]).ReadAsArray()
     assert c.shape == (768, 512) and c.min() >= 1 and c.max() <= 4
     assert QgsRasterLayer(res["OUTPUT_RASTER"], "c").renderer().type() == "paletted"
@@ -138,4 +138,5 @@ def test_fit_defaults_follow_the_training_defaults(provider):
     alg = QgsApplication.processingRegistry().algorithmById("ktextures:fit")
     assert alg.parameterDefinition("STEPS").defaultValue() == train.DEFAULT_STEPS
     assert alg.parameterDefinition("VARIANT").defaultValue() == "faithful"
-    assert alg.parameterDefinition("MASK_WIDTH").defaultValue() == train.FitConfig(k=2).mask_width == 64
+    assert alg.parameterDefinition("MASK_WIDTH").defaultValue() == train.FitConfig(k=2).mask_width
+    assert train.FitConfig(k=2).mask_width == train.DEFAULT_MASK_WIDTH == 16

@@ -18,6 +18,8 @@ VARIANTS = ["faithful", "spatial"]
 #: = ``training.train.DEFAULT_STEPS`` (that module imports torch, so the number is repeated here; a test
 #: keeps them equal): about 5 minutes for k = 6 on a 512 x 768 raster on 2 CPU cores (models/README.md).
 DEFAULT_STEPS = 500
+#: = ``training.train.DEFAULT_MASK_WIDTH`` (repeated for the same reason, kept equal by the same test).
+DEFAULT_MASK_WIDTH = 16
 
 
 
@@ -66,10 +68,11 @@ class FitAlgorithm(KTexturesAlgorithm):
         feats = QgsProcessingParameterString(self.FEATURES, "Feature extractor of the loss", defaultValue="random")
         feats.setFlags(feats.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(feats)
-        width = QgsProcessingParameterNumber(self.MASK_WIDTH, "Mask network width (64 as in the paper; 16 segments "
-                                             "about 2x faster, see docs/benchmarks.md)",
+        width = QgsProcessingParameterNumber(self.MASK_WIDTH, "Mask network width (16 measured best for speed at "
+                                             "equal quality; 64 as in the paper, segments about 2-3x slower; "
+                                             "see docs/benchmarks.md)",
                                              type=QgsProcessingParameterNumber.Integer, minValue=1, maxValue=256,
-                                             defaultValue=64)
+                                             defaultValue=DEFAULT_MASK_WIDTH)
         width.setFlags(width.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(width)
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed",
@@ -141,7 +144,7 @@ class FitAlgorithm(KTexturesAlgorithm):
                        features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
                        progress=progress, is_canceled=feedback.isCanceled,
                        extra_nodata=optional_number(parameters, self.NODATA),
-                       mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or 64,
+                       mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH,
                        title=f"k-textures, k = {k}, {layer.name()}")
         except FitCanceled:
             raise QgsProcessingException("Canceled: no model was written.")

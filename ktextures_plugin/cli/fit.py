@@ -8,7 +8,7 @@ import sys
 
 
 def build_parser():
-    from ..training.train import BINNINGS, DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_STEPS
+    from ..training.train import BINNINGS, DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_MASK_WIDTH, DEFAULT_STEPS
 
     p = argparse.ArgumentParser(prog="python -m ktextures_plugin fit",
                                 description="Fit a k-textures model (k hard texture classes) on a raster and "
@@ -26,9 +26,10 @@ def build_parser():
                    help="loss features: 'random' (seeded random CNN), 'ae' or 'ae:STEPS' (a 4-band "
                         "auto-encoder trained on this raster first), 'vgg16:PATH' (torchvision VGG16 "
                         "state_dict), or several joined with '+' (default random)")
-    p.add_argument("--mask-width", type=int, default=64,
-                   help="hidden width of the faithful per-pixel mask network (default 64, as in the paper; "
-                        "16 = about 13x fewer multiply-adds per pixel when segmenting)")
+    p.add_argument("--mask-width", type=int, default=DEFAULT_MASK_WIDTH,
+                   help=f"hidden width of the faithful per-pixel mask network (default {DEFAULT_MASK_WIDTH}, "
+                        "measured in docs/benchmarks.md; the paper's is 64, about 13x the multiply-adds per "
+                        "pixel when segmenting)")
     p.add_argument("--binning", choices=list(BINNINGS), default=DEFAULT_BINNING,
                    help=f"hard-bin gradient scheme (default {DEFAULT_BINNING}; faithful = slope 5000 throughout)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"tiles per step (default {DEFAULT_BATCH})")
