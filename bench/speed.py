@@ -11,7 +11,8 @@ For each size, a mosaic of the bundled sample (4-band UInt16, tiled DEFLATE GeoT
 - I/O floor: read the model's 4 bands and write a one-band Byte GeoTIFF (the class raster's creation options)
   window by window, no computation; the written values are class-like (``band >> 8``, a handful of values);
 - inference: the model alone on the same number of pixels, tiles already in memory, called as ``segment``
-  calls it (``core.segment.infer_classes``, row strips);
+  calls it (``core.segment.infer_classes``, row strips of ``chunk_px_for``), but with onnxruntime's
+  spinning thread pool, its fastest setting for back-to-back runs (``segment`` turns spinning off);
 - ``kmeans``: ``python -m ktextures_plugin kmeans`` (k = the model's k) on the same raster;
 - polygonize: GDAL polygonize of the class raster (separately).
 
@@ -93,15 +94,16 @@ model, pixels, tile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sys.path.insert(0, sys.argv[4])
 from ktextures_plugin.core.runtime import open_session
 from ktextures_plugin.core.modelinfo import read_model_info
-from ktextures_plugin.core.segment import infer_classes
-s = open_session(model)
-halo = read_model_info(model, s).halo_px
+from ktextures_plugin.core.segment import chunk_px_for, infer_classes
+s = open_session(model, allow_spinning=True)   # the fastest pure inference (segment itself runs without spinning)
+info = read_model_info(model, s)
+halo, chunk = info.halo_px, chunk_px_for(info)
 x = np.random.default_rng(0).random((4, tile, tile), dtype=np.float32)
 n = -(-pixels // (tile * tile))
-infer_classes(s, x, halo)
+infer_classes(s, x, halo, chunk)
 t = time.perf_counter()
 for _ in range(n):
-    infer_classes(s, x, halo)
+    infer_classes(s, x, halo, chunk)
 print(time.perf_counter() - t)
 """
 

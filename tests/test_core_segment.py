@@ -350,3 +350,66 @@ def test_warns_when_the_raster_is_in_other_units_than_the_model(tmp_path):
                          "3,2,1,4", "--out", str(tmp_path / "d.tif"), "--quiet"], capture_output=True, text=True,
                         cwd=ROOT)
     assert cp.returncode == 0 and cp.stderr.count("warning: The raster's values do not match") == 1
+
+
+@pytest.mark.parametrize("crs", ["projected", "geographic"])
+def test_counts_and_areas_counted_while_writing_equal_a_reread(tmp_path, tiny_models, crs):
+    """Without a sieve, segment counts classes and areas as it writes the tiles; the figures equal a re-read
+    of the written class raster (``class_stats``), also in a geographic CRS where the pixel area changes with
+    the row, and they leave nodata pixels out."""
+    from ktextures_plugin.core.segment import class_stats
+    src = _with_nodata(tmp_path)
+    if crs == "geographic":
+        geo_src = str(tmp_path / "geo.tif")
+        gdal.Translate(geo_src, str(src), outputSRS="EPSG:4326", outputBounds=[13.0, 52.6, 13.05, 52.5])
+        src = geo_src
+    src = str(src)
+    out = tmp_path / "c.tif"
+    res = segment_raster(src, tiny_models["bin4"], str(out), bands=RGBN, tile_size=200)
+    counts, areas = class_stats(str(out), 4)
+    assert np.array_equal(res.counts, counts) and res.counts.sum() == (read(out) > 0).sum() < read(out).size
+    assert np.allclose(res.areas_m2, areas, rtol=1e-12)
+    per_px = areas[counts > 0] / counts[counts > 0]
+    if crs == "geographic":
+        assert per_px.std() > 0                 # rows at other latitudes: classes differ in mean pixel area
+    else:
+        assert np.allclose(per_px, 100.0)       # 10 m pixels
+
+
+def test_scale_in_place_maps_to_unit_range_and_keeps_nan():
+    ds = gdal.Open(str(SAMPLE))
+    data, _ = raster.read_window(ds, RGBN, (0, 0, 64, 48))
+    data[1, 5, 7] = np.nan
+    lo, hi = [300.0, 400.0, 500.0, 600.0], [1500.0, 1600.0, 1700.0, 2500.0]
+    want = np.clip((data.astype(np.float64) - np.array(lo)[:, None, None])
+                   / (np.array(hi) - np.array(lo))[:, None, None], 0, 1)
+    copy = data.copy()
+    got = raster.scale_in_place(copy, lo, hi)
+    assert got is copy and got.dtype == np.float32
+    assert np.isnan(got[1, 5, 7]) and np.isnan(got).sum() == 1
+    assert np.allclose(got, want, atol=1e-6, equal_nan=True)
+    assert np.array_equal(raster.apply_scale(data, lo, hi), got, equal_nan=True)
+    assert np.isnan(data[1, 5, 7]) and np.nanmax(data) > 1  # apply_scale left its input alone
+    with pytest.raises(TypeError, match="float32"):
+        raster.scale_in_place(data.astype(np.float64), lo, hi)
+
+
+def test_strip_size_follows_the_mask_width(tiny_models):
+    """Per-pixel models that record their mask width run on strips of INFER_CHUNK_VALUES // width pixels;
+    anything else on INFER_CHUNK_PX."""
+    import dataclasses
+    from ktextures_plugin.core.segment import INFER_CHUNK_PX, INFER_CHUNK_VALUES, chunk_px_for
+    info = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))
+    width = info.provenance["mask_width"]
+    assert chunk_px_for(info) == INFER_CHUNK_VALUES // width > INFER_CHUNK_PX
+    assert chunk_px_for(dataclasses.replace(info, provenance=dict(info.provenance, mask_width=64))) == INFER_CHUNK_PX
+    assert chunk_px_for(dataclasses.replace(info, provenance={})) == INFER_CHUNK_PX
+    assert chunk_px_for(dataclasses.replace(info, halo_px=2)) == INFER_CHUNK_PX
+    assert chunk_px_for(read_model_info(tiny_models["bin4"])) == INFER_CHUNK_PX
+
+
+def test_sessions_do_not_spin_unless_asked():
+    model = str(ROOT / "models" / "s2_10m_k6.onnx")
+    key = "session.intra_op.allow_spinning"
+    assert open_session(model).get_session_options().get_session_config_entry(key) == "0"
+    assert open_session(model, allow_spinning=True).get_session_options().get_session_config_entry(key) == "1"

@@ -127,25 +127,44 @@ class SegmentResult:
                 for i in range(len(self.counts))]
 
 
+class ClassCounter:
+    """Pixel counts and areas per class of class-raster blocks, accumulated block by block.
+
+    Args:
+        k: number of classes; block values are 0 (nodata) and 1..k.
+        geotransform, wkt: the class raster's grid (areas: :func:`geo.row_pixel_areas_m2`, m²).
+    """
+
+    def __init__(self, k: int, geotransform, wkt: str) -> None:
+        self.k, self.gt, self.wkt = int(k), geotransform, wkt
+        self.counts = np.zeros(self.k + 1, np.int64)
+        self.areas = np.zeros(self.k + 1, np.float64)
+
+    def add(self, block: np.ndarray, yoff: int) -> None:
+        """Count one (H,W) integer block whose first row is raster row ``yoff``."""
+        row_area = geo.row_pixel_areas_m2(self.gt, self.wkt, yoff, block.shape[0])
+        c = np.bincount(block.ravel(), minlength=self.k + 1)[:self.k + 1]
+        self.counts += c
+        if np.all(row_area == row_area[0]):  # projected CRS: every pixel has the same area
+            self.areas += c * row_area[0]
+        else:                                 # geographic CRS: the pixel area changes with the row
+            per_row = np.stack([np.bincount(r, minlength=self.k + 1)[:self.k + 1] for r in block])  # (H, k+1)
+            self.areas += row_area @ per_row
+
+    def result(self) -> Tuple[np.ndarray, np.ndarray]:
+        """``(counts, areas_m2)`` of classes 1..k: int64 (k,), float64 (k,)."""
+        return self.counts[1:].copy(), self.areas[1:].copy()
+
+
 def class_stats(path: str, k: int, window_rows: int = 512) -> Tuple[np.ndarray, np.ndarray]:
     """``(counts, areas_m2)`` per class 1..k of a class raster, read row block by row block."""
     ds = gdal.Open(path)
     try:
-        band, gt, wkt = ds.GetRasterBand(1), ds.GetGeoTransform(), ds.GetProjection()
-        counts = np.zeros(k + 1, np.int64)
-        areas = np.zeros(k + 1, np.float64)
+        band = ds.GetRasterBand(1)
+        counter = ClassCounter(k, ds.GetGeoTransform(), ds.GetProjection())
         for y in range(0, ds.RasterYSize, window_rows):
-            h = min(window_rows, ds.RasterYSize - y)
-            arr = band.ReadAsArray(0, y, ds.RasterXSize, h)
-            row_area = geo.row_pixel_areas_m2(gt, wkt, y, h)
-            c = np.bincount(arr.ravel(), minlength=k + 1)[:k + 1]
-            counts += c
-            if np.all(row_area == row_area[0]):  # projected CRS: every pixel has the same area
-                areas += c * row_area[0]
-            else:                                 # geographic CRS: the pixel area changes with the row
-                per_row = np.stack([np.bincount(r, minlength=k + 1)[:k + 1] for r in arr])   # (h, k+1)
-                areas += row_area @ per_row
-        return counts[1:], areas[1:]
+            counter.add(band.ReadAsArray(0, y, ds.RasterXSize, min(window_rows, ds.RasterYSize - y)), y)
+        return counter.result()
     finally:
         ds = None
 
@@ -238,6 +257,19 @@ GDAL_CACHE_BYTES = raster.GDAL_CACHE_BYTES
 #: Pixels per onnxruntime call. A 1x1 network's 64-channel intermediates for a whole 512 px tile (64 MB) do
 #: not fit in the CPU caches; strips of ~16k pixels do, and run 1.3-1.6x faster (docs/benchmarks.md).
 INFER_CHUNK_PX = 16384
+#: ... that is about this many hidden values per call; a per-pixel model whose provenance gives its
+#: ``mask_width`` runs on strips of ``INFER_CHUNK_VALUES // mask_width`` pixels (65536 at width 16, which
+#: is 1.3x faster than 16384 there: fewer calls, each still cache-sized).
+INFER_CHUNK_VALUES = 64 * INFER_CHUNK_PX
+
+
+def chunk_px_for(info: ModelInfo) -> int:
+    """Pixels per onnxruntime call for this model (:data:`INFER_CHUNK_PX` unless a per-pixel model records a
+    ``mask_width`` in its provenance), between 16384 and 262144."""
+    width = info.provenance.get("mask_width") if isinstance(info.provenance, dict) else None
+    if info.halo_px != 0 or not isinstance(width, int) or width < 1:
+        return INFER_CHUNK_PX
+    return int(min(max(INFER_CHUNK_VALUES // width, INFER_CHUNK_PX), 16 * INFER_CHUNK_PX))
 #: Class mean colours (the palette) are averaged over every 4th pixel in each direction.
 COLOR_STRIDE = 4
 
@@ -280,6 +312,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                               "image; leave the simulation output empty.")
         textures = session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, c, 8, 8), np.float32)})[0]
 
+    chunk_px = chunk_px_for(info)
     color_sum = np.zeros((k, 3), np.float64)
     color_n = np.zeros(k, np.int64)
     n_valid = 0
@@ -289,8 +322,10 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
             po = outputs.enter_context(classraster.partial_output(output_path))
             ps = outputs.enter_context(classraster.partial_output(simulation_path)) if simulation_path else None
             # no local reference to the output datasets, so that the context managers can close them
-            out_band = po.create_on_grid(ds, window, 1, classraster.class_datatype(k),
-                                         classraster.NODATA).GetRasterBand(1)
+            out_ds = po.create_on_grid(ds, window, 1, classraster.class_datatype(k), classraster.NODATA)
+            counter = ClassCounter(k, out_ds.GetGeoTransform(), out_ds.GetProjection())  # classes as written
+            out_band = out_ds.GetRasterBand(1)
+            out_ds = None
             if ps:
                 ps.create_on_grid(ds, window, c, gdal.GDT_Float32, float("nan"))
                 for i, name in enumerate(info.channel_names, 1):
@@ -300,8 +335,10 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
             lo = np.asarray(smin, np.float32).reshape(-1, 1, 1)
             span = (np.asarray(smax, np.float32) - np.asarray(smin, np.float32)).reshape(-1, 1, 1)
             # closed first on any exit: stops and joins the reader thread before the outputs are handled
-            reader = outputs.enter_context(contextlib.closing(_prefetch(ds, band_list, tiles, extra_nodata,
-                                                                        is_canceled)))
+            # tiles are scaled in the reader thread too (NumPy releases the GIL), beside onnxruntime's run
+            reader = outputs.enter_context(contextlib.closing(_prefetch(
+                ds, band_list, tiles, extra_nodata, is_canceled,
+                prepare=lambda d: raster.scale_in_place(d, smin, smax))))
             for n_done, (tile, data, valid) in enumerate(reader):
                 cx, cy = tile.crop
                 _, _, tw, th = tile.core
@@ -310,11 +347,12 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                 if cvalid.any():
                     full = bool(valid.all())
                     n_valid += cvalid.size if full else int(cvalid.sum())
-                    x = raster.apply_scale(data, smin, smax)
+                    x = data  # scaled by the reader
                     if not full:
                         x[:, ~valid] = info.nodata_fill
-                    cls = infer_classes(session, x, info.halo_px)[cy:cy + th, cx:cx + tw]
-                    cls = np.clip(cls, 0, k - 1)
+                    cls = infer_classes(session, x, info.halo_px, chunk_px)[cy:cy + th, cx:cx + tw]
+                    np.minimum(cls, k - 1, out=cls)  # a model outside the contract cannot write past k
+                    np.maximum(cls, 0, out=cls)
                     if full:  # no boolean indexing on tiles without nodata (most of them)
                         np.add(cls, 1, out=labels, casting="unsafe")
                     else:
@@ -337,6 +375,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                         ps.ds.WriteArray(s.astype(np.float32), tile.out[0], tile.out[1],
                                        band_list=list(range(1, c + 1)))
                 out_band.WriteArray(labels, tile.out[0], tile.out[1])
+                counter.add(labels, tile.out[1])
                 if progress:
                     progress((n_done + 1) / total_tiles, "segment")
             if n_valid == 0:
@@ -352,7 +391,9 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
             if min_segment_px > 0:
                 say(f"Sieve: merging regions smaller than {min_segment_px} px (GDAL SieveFilter, 4-connected)")
                 sieve_in_place(po.path, min_segment_px, progress, is_canceled)
-            counts, areas = class_stats(po.path, k)
+                counts, areas = class_stats(po.path, k)   # the sieve moved pixels between classes
+            else:
+                counts, areas = counter.result()
     finally:
         out_band = None
         ds = None
@@ -447,9 +488,12 @@ def _any_valid(ds, bands, window, extra_nodata, rows: int = 256) -> bool:
     return False
 
 
-def _prefetch(ds, bands, tiles, extra_nodata, is_canceled, depth: int = 2):
+def _prefetch(ds, bands, tiles, extra_nodata, is_canceled, depth: int = 2, prepare=None):
     """Yield ``(tile, data, valid)`` with the next tiles read by a background thread (GDAL releases the
-    GIL while reading, so reading overlaps inference). Polls ``is_canceled`` before every tile."""
+    GIL while reading, so reading overlaps inference). Polls ``is_canceled`` before every tile.
+
+    ``prepare(data)``, when given, runs in the reader thread on each tile's float32 ``(C,H,W)`` data (which it
+    may overwrite) and its result is yielded instead."""
     q: "queue.Queue" = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
@@ -459,7 +503,8 @@ def _prefetch(ds, bands, tiles, extra_nodata, is_canceled, depth: int = 2):
             for t in tiles:
                 if stop.is_set():
                     return
-                item = (t, *raster.read_window(ds, bands, t.read, extra_nodata))
+                data, valid = raster.read_window(ds, bands, t.read, extra_nodata)
+                item = (t, prepare(data) if prepare else data, valid)
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.1)
