@@ -413,3 +413,24 @@ def test_sessions_do_not_spin_unless_asked():
     key = "session.intra_op.allow_spinning"
     assert open_session(model).get_session_options().get_session_config_entry(key) == "0"
     assert open_session(model, allow_spinning=True).get_session_options().get_session_config_entry(key) == "1"
+
+
+def test_band_writer_writes_in_order_and_reports_gdal_errors():
+    """The class raster's writer thread: blocks land where asked; a GDAL error (here a window outside the
+    raster) is raised by close() or the next write(); abort() raises nothing."""
+    from ktextures_plugin.core.segment import _BandWriter
+    gdal.UseExceptions()
+    ds = gdal.GetDriverByName("MEM").Create("", 20, 10, 1, gdal.GDT_Byte)
+    w = _BandWriter(ds.GetRasterBand(1), depth=1)
+    for i in range(4):
+        w.write(np.full((10, 5), i + 1, np.uint8), 5 * i, 0)
+    w.close()
+    assert np.array_equal(ds.GetRasterBand(1).ReadAsArray()[0], np.repeat([1, 2, 3, 4], 5))
+    w = _BandWriter(ds.GetRasterBand(1))
+    w.write(np.zeros((10, 10), np.uint8), 15, 5)   # outside the 20 x 10 raster
+    with pytest.raises(ValueError, match="off edge"):
+        w.close()
+    w = _BandWriter(ds.GetRasterBand(1))
+    w.write(np.zeros((10, 10), np.uint8), 15, 5)
+    w.abort()                                      # drops or swallows, never raises
+    assert ds.GetRasterBand(1).ReadAsArray()[0, 0] == 1

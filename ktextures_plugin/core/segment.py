@@ -324,7 +324,10 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
             # no local reference to the output datasets, so that the context managers can close them
             out_ds = po.create_on_grid(ds, window, 1, classraster.class_datatype(k), classraster.NODATA)
             counter = ClassCounter(k, out_ds.GetGeoTransform(), out_ds.GetProjection())  # classes as written
-            out_band = out_ds.GetRasterBand(1)
+            # the class raster is written (and LZW-encoded) by a writer thread, beside inference; it is joined
+            # before the outputs are closed (the ExitStack unwinds in reverse order)
+            writer = _BandWriter(out_ds.GetRasterBand(1))
+            outputs.callback(writer.abort)
             out_ds = None
             if ps:
                 ps.create_on_grid(ds, window, c, gdal.GDT_Float32, float("nan"))
@@ -374,7 +377,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                         s[:, ~cvalid] = np.nan
                         ps.ds.WriteArray(s.astype(np.float32), tile.out[0], tile.out[1],
                                        band_list=list(range(1, c + 1)))
-                out_band.WriteArray(labels, tile.out[0], tile.out[1])
+                writer.write(labels, tile.out[0], tile.out[1])
                 counter.add(labels, tile.out[1])
                 if progress:
                     progress((n_done + 1) / total_tiles, "segment")
@@ -385,7 +388,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                 mean_rgb = color_sum / color_n[:, None]
             colors = info.class_colors or (classraster.true_colors(mean_rgb) if min(rgb_idx) >= 0 else
                                            [classraster.QUALITATIVE[i % 10] for i in range(k)])
-            out_band = None
+            writer.close()
             po.close()
             classraster.write_palette_to_file(po.path, info.class_names, colors)
             if min_segment_px > 0:
@@ -395,7 +398,6 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
             else:
                 counts, areas = counter.result()
     finally:
-        out_band = None
         ds = None
     return SegmentResult(path=output_path, info=info, counts=counts, areas_m2=areas,
                          valid_pixels=int(counts.sum()), class_names=list(info.class_names), colors=colors,
@@ -476,6 +478,57 @@ def infer_classes(session, x: np.ndarray, halo_px: int, chunk_px: int = INFER_CH
             out = np.empty((h, w), part.dtype)
         out[r:min(h, r + rows)] = part[r - a:r - a + min(rows, h - r)]
     return out
+
+
+class _BandWriter:
+    """Writes ``(array, xoff, yoff)`` blocks into a GDAL band from a background thread.
+
+    GDAL releases the GIL while it writes and encodes, so compressing the class raster overlaps the next tile's
+    inference. :meth:`write` re-raises an earlier write error; :meth:`close` waits for every pending block and
+    re-raises the first error; :meth:`abort` drops pending blocks, waits for the thread and raises nothing.
+    The band reference is dropped when the thread ends, so that the dataset can be closed afterwards.
+    """
+
+    def __init__(self, band, depth: int = 4) -> None:
+        self._band = band
+        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._error: Optional[BaseException] = None
+        self._dropping = False
+        self._th = threading.Thread(target=self._run, name="ktextures-writer", daemon=True)
+        self._th.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._q.get()
+                if item is None:
+                    return
+                if self._error is None and not self._dropping:
+                    try:
+                        self._band.WriteArray(*item)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the producer
+                        self._error = exc
+        finally:
+            self._band = None
+
+    def write(self, array: np.ndarray, xoff: int, yoff: int) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put((array, int(xoff), int(yoff)))
+
+    def _join(self) -> None:
+        if self._th.is_alive():
+            self._q.put(None)
+            self._th.join()
+
+    def close(self) -> None:
+        self._join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        self._dropping = True
+        self._join()
 
 
 def _any_valid(ds, bands, window, extra_nodata, rows: int = 256) -> bool:
