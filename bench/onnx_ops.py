@@ -11,7 +11,8 @@ Usage (from the repository root, on an otherwise idle machine):
    plain ``Elu`` and with the rewrite (``ktextures_plugin.training.onnx_rewrite``), each run with
    onnxruntime's default graph optimisations and with its ``NchwcTransformer`` disabled.
 
-3. ``--int8``: the bundled k = 6 model (float32) against the same model with its 64x64 hidden convolution
+3. ``--int8 [--model M]``: a per-pixel model (default the bundled k = 6) against the same model with its hidden
+   (second) convolution
    quantized to int8 by onnxruntime's static quantizer (QDQ, per-channel int8 weights, uint8 activations,
    min-max calibration on the bundled sample): Mpx/s on the same strips, and how many of the sample's pixels
    change class.
@@ -116,11 +117,13 @@ def _sample_scaled(info):
     return apply_scale(x, info.scale_min, info.scale_max)[None]
 
 
-def int8_table(repeats):
+def int8_table(repeats, model=BUNDLED_K6):
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from ktextures_plugin.core.modelinfo import read_model_info
-    info = read_model_info(BUNDLED_K6)
+    import onnx
+    info = read_model_info(model)
+    hidden = [n.name for n in onnx.load(model).graph.node if n.op_type == "Conv"][1]
     x = _sample_scaled(info)
 
     class Rows(CalibrationDataReader):
@@ -131,14 +134,16 @@ def int8_table(repeats):
             return next(self._it, None)
 
     strip = np.ascontiguousarray(x.reshape(1, 4, 1, -1)[:, :, :, :16384])
-    print("| bundled k = 6 model on 16384-pixel strips | Mpx/s | sample pixels changing class |\n|---|---|---|")
+    width = info.provenance.get("mask_width", 64)
+    print(f"| {os.path.basename(model)} (width {width}) on 16384-pixel strips | Mpx/s | sample pixels changing "
+          "class |\n|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
         q = os.path.join(d, "int8.onnx")
-        quantize_static(BUNDLED_K6, q, Rows(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(model, q, Rows(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=["/mask_net/net/net.3/Conv"])
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=[hidden])
         ref = None
-        for label, path in [("float32 (what `segment` runs)", BUNDLED_K6), ("int8 hidden convolution", q)]:
+        for label, path in [("float32 (what `segment` runs)", model), ("int8 hidden convolution", q)]:
             s = _session(open(path, "rb").read(), ("NchwcTransformer",))
             classes = s.run(["class"], {"image": x})[0]
             ref = classes if ref is None else ref
@@ -152,9 +157,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--int8", action="store_true", help="only the int8 quantization table")
+    ap.add_argument("--model", default=BUNDLED_K6, help="the model of the --int8 table")
     args = ap.parse_args()
     if args.int8:
-        int8_table(args.repeats)
+        int8_table(args.repeats, args.model)
         return
     op_table(args.repeats)
     print()

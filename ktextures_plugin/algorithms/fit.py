@@ -69,7 +69,7 @@ class FitAlgorithm(KTexturesAlgorithm):
         feats.setFlags(feats.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(feats)
         width = QgsProcessingParameterNumber(self.MASK_WIDTH, "Mask network width (16 measured best for speed at "
-                                             "equal quality; 64 as in the paper, segments about 2-3x slower; "
+                                             "equal quality; 64 as in the paper, segments about 3x slower; "
                                              "see docs/benchmarks.md)",
                                              type=QgsProcessingParameterNumber.Integer, minValue=1, maxValue=256,
                                              defaultValue=DEFAULT_MASK_WIDTH)

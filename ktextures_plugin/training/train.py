@@ -39,7 +39,7 @@ DEFAULT_BINNING = "faithful"
 #: Hidden width of the faithful per-pixel mask network. The paper's is 64 (method.md §4.1); 16 was chosen by
 #: measurement (docs/benchmarks.md, "How the defaults were chosen"): over 5 seeds on the three labelled scenes it
 #: wins as many of the ARI / mIoU comparisons with k-means as 64 does (3 of 6 each), and it makes ``segment``
-#: about 3.5x faster than per-pixel k-means where 64 is 1.2-1.8x (about 13x fewer multiply-adds per pixel).
+#: about 4x faster than per-pixel k-means where 64 is 1.2-1.8x (about 13x fewer multiply-adds per pixel).
 DEFAULT_MASK_WIDTH = 16
 #: A class holding less than this fraction of the recalibration tiles' pixels counts as unused.
 EMPTY_CLASS_FRACTION = 0.001
