@@ -270,6 +270,8 @@ def chunk_px_for(info: ModelInfo) -> int:
     if info.halo_px != 0 or not isinstance(width, int) or width < 1:
         return INFER_CHUNK_PX
     return int(min(max(INFER_CHUNK_VALUES // width, INFER_CHUNK_PX), 16 * INFER_CHUNK_PX))
+
+
 #: Class mean colours (the palette) are averaged over every 4th pixel in each direction.
 COLOR_STRIDE = 4
 
