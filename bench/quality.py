@@ -166,9 +166,10 @@ def run_one(scene, method, seed, k, steps=None, variant=None, features=None, sca
             if value:
                 cmd += [opt, str(value)]
                 rec[opt[2:].replace("-", "_")] = value
+        from ktextures_plugin.training.train import DEFAULT_MASK_WIDTH, DEFAULT_RETRIES
         if variant != "spatial" and not mask_width:
-            from ktextures_plugin.training.train import DEFAULT_MASK_WIDTH
             rec["mask_width"] = DEFAULT_MASK_WIDTH      # recorded even when it is fit's default
+        rec["retries"] = DEFAULT_RETRIES
         rec["fit_s"] = timed(cmd)
         rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
                                   "--bands", bands, "--out", labels, "--quiet"])
@@ -203,7 +204,8 @@ def fmt(values, digits=3):
 
 
 #: the fields that tell one configuration of a record from another (besides its seed)
-CONFIG_FIELDS = ("scene", "method", "k", "variant", "features", "binning", "steps", "scaling", "mask_width")
+CONFIG_FIELDS = ("scene", "method", "k", "variant", "features", "binning", "steps", "scaling", "mask_width",
+                 "retries")
 
 
 #: fit's mask width before DEFAULT_MASK_WIDTH became 16; records of that time carry no ``mask_width``
@@ -217,6 +219,8 @@ def effective(r):
         r = dict(r, mask_width=LEGACY_MASK_WIDTH)
     if r.get("method") == "bundled" and not r.get("scaling"):    # early records: the model's own scaling
         r = dict(r, scaling="model")
+    if r.get("method") == "ktextures" and r.get("retries") is None:  # before fit refitted on unused classes
+        r = dict(r, retries=0)
     return r
 
 
@@ -243,6 +247,8 @@ def table(records):
             opts.append(f"width {rs[0]['mask_width']}")
         if rs[0].get("steps"):
             opts.append(f"{rs[0]['steps']} steps")
+        if rs[0].get("retries"):
+            opts.append(f"{rs[0]['retries']} refit")
         name = f"{method} ({', '.join(opts)})" if opts else method
         lines.append(f"| {scene} | {name} | {k} | {len(rs)} | {rs[0]['pixels']} | {fmt(col('ari'))} | "
                      f"{fmt(col('nmi'))} | {fmt(col('miou_majority'))} | {fmt(col('miou_hungarian'))} | "

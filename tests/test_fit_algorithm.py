@@ -140,3 +140,4 @@ def test_fit_defaults_follow_the_training_defaults(provider):
     assert alg.parameterDefinition("VARIANT").defaultValue() == "faithful"
     assert alg.parameterDefinition("MASK_WIDTH").defaultValue() == train.FitConfig(k=2).mask_width
     assert train.FitConfig(k=2).mask_width == train.DEFAULT_MASK_WIDTH == 16
+    assert alg.parameterDefinition("RETRIES").defaultValue() == train.DEFAULT_RETRIES

@@ -432,3 +432,33 @@ def test_fit_result_reports_warnings(fitted):
     res, _, _ = fitted
     assert isinstance(res["warnings"], list)
     assert (len(res["warnings"]) == 1) == (min(res["class_fractions"]) < 0.001)
+
+
+def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
+    """fit(retries=1): a fit that leaves a class unused is repeated with seed + 1, and the fit using more
+    classes is kept; the kept model is the one a direct fit with that seed gives (fits are deterministic);
+    when the retry is no better the first fit is kept and its warning names the seeds tried."""
+    from ktextures_plugin.training.train import unused_classes
+
+    def direct(k, seed):
+        return fit(SAMPLE, BANDS, k, str(tmp_path / f"d{k}_{seed}.onnx"), seed=seed, retries=0, **TINY)
+
+    a, b = direct(8, 1), direct(8, 2)
+    assert unused_classes(a["class_fractions"]) > 0, "k = 8, seed 1 no longer leaves a class unused: pick a case that does"
+    assert a["provenance"]["seeds_tried"] == [1] and a["warnings"]
+    msgs = []
+    r = fit(SAMPLE, BANDS, 8, str(tmp_path / "r.onnx"), seed=1, retries=1, log=msgs.append, **TINY)
+    assert r["seeds_tried"] == [1, 2] and len(msgs) == 1 and "seed 2" in msgs[0]
+    want = b if unused_classes(b["class_fractions"]) < unused_classes(a["class_fractions"]) else a
+    assert r["provenance"]["seed"] == want["provenance"]["seed"]
+    assert r["class_fractions"] == want["class_fractions"]
+    assert modelinfo.read_model_info(r["path"]).provenance["seeds_tried"] == [1, 2]
+
+    c, d = direct(12, 0), direct(12, 1)
+    if unused_classes(c["class_fractions"]) > 0 and unused_classes(d["class_fractions"]) >= unused_classes(
+            c["class_fractions"]):
+        r = fit(SAMPLE, BANDS, 12, str(tmp_path / "r12.onnx"), seed=0, retries=1, **TINY)
+        assert r["provenance"]["seed"] == 0 and r["class_fractions"] == c["class_fractions"]
+        assert "seeds tried: 0, 1" in r["warnings"][0]
+    with pytest.raises(FitInputError, match="retries"):
+        fit(SAMPLE, BANDS, 4, str(tmp_path / "neg.onnx"), retries=-1, **TINY)

@@ -20,12 +20,14 @@ VARIANTS = ["faithful", "spatial"]
 DEFAULT_STEPS = 500
 #: = ``training.train.DEFAULT_MASK_WIDTH`` (repeated for the same reason, kept equal by the same test).
 DEFAULT_MASK_WIDTH = 16
+#: = ``training.train.DEFAULT_RETRIES`` (the same).
+DEFAULT_RETRIES = 1
 
 
 
 class FitAlgorithm(KTexturesAlgorithm):
     INPUT, BANDS, K, STEPS, VARIANT, FEATURES, SEED = "INPUT", "BANDS", "K", "STEPS", "VARIANT", "FEATURES", "SEED"
-    NODATA, MASK_WIDTH = "NODATA", "MASK_WIDTH"
+    NODATA, MASK_WIDTH, RETRIES = "NODATA", "MASK_WIDTH", "RETRIES"
     OUTPUT_MODEL, OUTPUT_RASTER, OUTPUT_VECTOR = "OUTPUT_MODEL", "OUTPUT_RASTER", "OUTPUT_VECTOR"
 
     def name(self):
@@ -48,7 +50,9 @@ class FitAlgorithm(KTexturesAlgorithm):
             "<b>Variant</b>: 'faithful' is the paper's per-pixel mask network; 'spatial' looks at a 5 x 5 "
             "neighbourhood.\n<b>Features</b>: the loss's feature extractor: 'random' (a fixed random CNN), 'ae' "
             "(a 4-band auto-encoder trained on this raster first, about a minute more), or "
-            "'vgg16:/path/to/vgg16.pth' for ImageNet VGG16 weights you have locally.\n\n"
+            "'vgg16:/path/to/vgg16.pth' for ImageNet VGG16 weights you have locally.\n"
+            "<b>Refits</b>: when a class stays unused (the model would segment into fewer classes than asked), "
+            "the fit is repeated with the next seed this many times and the fit using the most classes is kept.\n\n"
             "Optionally writes the class raster and polygons of this raster with the new model. Needs PyTorch "
             "(CPU build) in QGIS's Python.")
 
@@ -77,6 +81,11 @@ class FitAlgorithm(KTexturesAlgorithm):
         self.addParameter(width)
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed",
                                                        type=QgsProcessingParameterNumber.Integer, defaultValue=0))
+        retries = QgsProcessingParameterNumber(self.RETRIES, "Refits with the next seed when a class stays unused",
+                                               type=QgsProcessingParameterNumber.Integer, minValue=0, maxValue=10,
+                                               defaultValue=DEFAULT_RETRIES)
+        retries.setFlags(retries.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(retries)
         nd = QgsProcessingParameterNumber(self.NODATA, "Extra nodata value",
                                           type=QgsProcessingParameterNumber.Double, optional=True)
         nd.setFlags(nd.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -145,6 +154,8 @@ class FitAlgorithm(KTexturesAlgorithm):
                        progress=progress, is_canceled=feedback.isCanceled,
                        extra_nodata=optional_number(parameters, self.NODATA),
                        mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH,
+                       retries=self.parameterAsInt(parameters, self.RETRIES, context),
+                       log=feedback.pushInfo,
                        title=f"k-textures, k = {k}, {layer.name()}")
         except FitCanceled:
             raise QgsProcessingException("Canceled: no model was written.")

@@ -8,7 +8,8 @@ import sys
 
 
 def build_parser():
-    from ..training.train import BINNINGS, DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_MASK_WIDTH, DEFAULT_STEPS
+    from ..training.train import (BINNINGS, DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_MASK_WIDTH, DEFAULT_RETRIES,
+                                  DEFAULT_STEPS)
 
     p = argparse.ArgumentParser(prog="python -m ktextures_plugin fit",
                                 description="Fit a k-textures model (k hard texture classes) on a raster and "
@@ -20,6 +21,9 @@ def build_parser():
     p.add_argument("--out", required=True, help="ONNX model to write")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed = same model)")
+    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                   help="when a class stays unused, fit again with the next seed up to this many times and keep "
+                        f"the fit that uses the most classes (default {DEFAULT_RETRIES}; 0 = never)")
     p.add_argument("--variant", choices=["faithful", "spatial"], default="faithful",
                    help="faithful: per-pixel 1x1 mask net (halo 0); spatial: 3x3 mask net (halo 2 px)")
     p.add_argument("--features", default="random",
@@ -60,6 +64,8 @@ def main(argv=None) -> int:
             bar = state["bar"] = tqdm(
                 total=total, unit="step", desc="fit", file=sys.stderr, dynamic_ncols=True,
                 bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}, {rate_fmt}{postfix}")
+        if bar.total != total:  # a retry (--retries) adds its steps
+            bar.total = total
         bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
         bar.update(step - bar.n)
 
@@ -67,7 +73,8 @@ def main(argv=None) -> int:
         res = fit(args.image, args.bands, args.k, args.out, steps=args.steps, seed=args.seed,
                   variant=args.variant, features=args.features, tile_size=args.tile_size,
                   batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
-                  threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width)
+                  threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width,
+                  retries=args.retries, log=lambda m: print(f"note: {m}", file=sys.stderr))
     except TorchMissingError as exc:
         _close(state["bar"])
         print(f"error: {exc}", file=sys.stderr)

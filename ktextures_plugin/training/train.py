@@ -14,6 +14,7 @@ models/README.md "Bundled models" for the numbers.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -43,6 +44,10 @@ DEFAULT_BINNING = "faithful"
 DEFAULT_MASK_WIDTH = 16
 #: A class holding less than this fraction of the recalibration tiles' pixels counts as unused.
 EMPTY_CLASS_FRACTION = 0.001
+#: When a fit leaves a class unused, :func:`fit` fits again this many times with the next seeds and keeps the
+#: first fit that uses all k classes (else the one with the fewest unused, the earliest on a tie). Width 16
+#: leaves a class unused in about half of the fits measured (docs/benchmarks.md); one retry costs one more fit.
+DEFAULT_RETRIES = 1
 
 
 @dataclass
@@ -203,6 +208,11 @@ def train_model(image_path: str, bands, cfg: FitConfig,
                      feature_prep=ae_mse)
 
 
+def unused_classes(class_fractions: Sequence[float]) -> int:
+    """How many of the k classes hold under :data:`EMPTY_CLASS_FRACTION` of the pixels."""
+    return sum(1 for f in class_fractions if f < EMPTY_CLASS_FRACTION)
+
+
 def unused_class_warning(class_fractions: Sequence[float]) -> Optional[str]:
     """A message naming the fix when some of the k classes are (almost) unused, else None.
 
@@ -226,7 +236,8 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
         variant: str = "faithful", features: str = "random", tile_size: int = 128,
         batch_size: int = DEFAULT_BATCH, progress: Optional[Callable[[int, int, float], None]] = None,
         is_canceled: Optional[Callable[[], bool]] = None, *, title: str = "", binning: str = DEFAULT_BINNING,
-        threads: Optional[int] = None, extra_nodata: Optional[float] = None, **options) -> Dict:
+        threads: Optional[int] = None, extra_nodata: Optional[float] = None, retries: int = DEFAULT_RETRIES,
+        log: Optional[Callable[[str], None]] = None, **options) -> Dict:
     """Fit a k-textures model on one raster and export it as a k-textures ONNX file (method.md §9).
 
     Args:
@@ -247,6 +258,11 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
         binning: ``"faithful"`` (default, slope 5000 throughout), ``"anneal"`` or ``"ste"``, see :data:`BINNINGS`.
         threads: torch intra-op threads (default :func:`default_threads`); restored afterwards.
         extra_nodata: value treated as nodata besides the GDAL mask band.
+        retries: when the fit leaves a class unused, fit again with seed + 1, seed + 2, ... up to this many times
+            and keep the first fit that uses all k classes, else the one with the fewest unused classes (the
+            earliest on a tie); ``provenance["seed"]`` is the kept fit's seed, ``seeds_tried`` lists them all.
+            Each retry reports its steps through ``progress`` again (``total`` grows by ``steps``).
+        log: called with a one-line message when a retry starts.
         options: further :class:`FitConfig` fields (lr, slope_start, recal_tiles, ...).
 
     Returns:
@@ -263,16 +279,34 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
 
     cfg = FitConfig(k=k, steps=steps, seed=seed, variant=variant, features=features, tile_size=tile_size,
                     batch_size=batch_size, binning=binning, threads=threads, extra_nodata=extra_nodata, **options)
+    if int(retries) < 0:
+        raise FitInputError(f"retries must be >= 0, got {retries}")
     old_threads = torch.get_num_threads()
     torch.set_num_threads(int(threads) if threads else default_threads())
     flushed = torch.set_flush_denormal(True)    # False when the CPU cannot; measured x2 faster steps
     t0 = time.time()
     try:
         res = train_model(image_path, bands, cfg, progress, is_canceled)
+        tried = [cfg.seed]
+        for attempt in range(1, int(retries) + 1):
+            if unused_classes(res.class_fractions) == 0:
+                break
+            retry = dataclasses.replace(cfg, seed=int(seed) + attempt)
+            if log is not None:
+                log(f"{unused_classes(res.class_fractions)} of the {cfg.k} classes unused at seed {tried[-1]}: fitting "
+                    f"again with seed {retry.seed} (retry {attempt} of {int(retries)})")
+            offset = attempt * cfg.steps
+            shifted = (None if progress is None else
+                       lambda s, total, loss, o=offset: progress(o + s, o + total, loss))
+            alt = train_model(image_path, bands, retry, shifted, is_canceled)
+            tried.append(retry.seed)
+            if unused_classes(alt.class_fractions) < unused_classes(res.class_fractions):
+                res, cfg = alt, retry
         tail = res.losses[-max(1, len(res.losses) // 10):]
         prov = {
             "data": os.path.basename(str(image_path)), "bands": res.bands, "steps": cfg.steps,
-            "seed": cfg.seed, "features": cfg.features, "variant": cfg.variant, "binning": cfg.binning,
+            "seed": cfg.seed, "seeds_tried": tried, "features": cfg.features, "variant": cfg.variant,
+            "binning": cfg.binning,
             "batch_size": cfg.batch_size, "tile_size": cfg.tile_size, "recal_tiles": cfg.recal_tiles,
             "mask_width": int(cfg.mask_width),
             "code_version": _git_version(), "torch": torch.__version__,
@@ -292,8 +326,12 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
         if flushed:
             torch.set_flush_denormal(False)
     seconds = time.time() - t0
+    warnings = [w for w in [unused_class_warning(res.class_fractions)] if w]
+    if warnings and len(tried) > 1:
+        warnings = [f"{warnings[0]} (seeds tried: {', '.join(str(v) for v in tried)}; the fit of seed {cfg.seed} "
+                    "was kept)"]
     return {"path": str(out_path), "k": int(cfg.k), "steps": int(cfg.steps), "seconds": seconds,
             "steps_per_s": cfg.steps / max(res.seconds, 1e-9), "final_loss": prov["final_loss"],
             "class_fractions": res.class_fractions, "scale_min": res.scale_min, "scale_max": res.scale_max,
             "halo_px": info.halo_px, "title": info.title, "provenance": prov,
-            "warnings": [w for w in [unused_class_warning(res.class_fractions)] if w]}
+            "seeds_tried": tried, "warnings": warnings}
