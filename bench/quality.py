@@ -139,7 +139,7 @@ def kmeans_zscore(img, bands, k, seed, out_path):
 
 
 def run_one(scene, method, seed, k, steps=None, variant=None, features=None, scaling="model", binning=None,
-            mask_width=None):
+            mask_width=None, retries=None):
     from ktextures_plugin.core import metrics
     img, bands, label, _ = scene_paths(scene)
     os.makedirs(OUT, exist_ok=True)
@@ -169,7 +169,9 @@ def run_one(scene, method, seed, k, steps=None, variant=None, features=None, sca
         from ktextures_plugin.training.train import DEFAULT_MASK_WIDTH, DEFAULT_RETRIES
         if variant != "spatial" and not mask_width:
             rec["mask_width"] = DEFAULT_MASK_WIDTH      # recorded even when it is fit's default
-        rec["retries"] = DEFAULT_RETRIES
+        rec["retries"] = DEFAULT_RETRIES if retries is None else int(retries)
+        if retries is not None:
+            cmd += ["--retries", str(int(retries))]
         rec["fit_s"] = timed(cmd)
         rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
                                   "--bands", bands, "--out", labels, "--quiet"])
@@ -267,6 +269,7 @@ def main(argv=None):
     p.add_argument("--features", default=None, help="fit --features (default: fit's)")
     p.add_argument("--binning", default=None, choices=["faithful", "anneal", "ste"], help="fit --binning")
     p.add_argument("--mask-width", type=int, default=None, help="fit --mask-width")
+    p.add_argument("--retries", type=int, default=None, help="fit --retries (default: fit's)")
     p.add_argument("--bundled-scaling", default="model", choices=["model", "stretch"],
                    help="segment --scaling for the bundled models (stretch suits scenes of other radiometry)")
     p.add_argument("--from-log", action="store_true",
@@ -302,7 +305,7 @@ def main(argv=None):
         for method in methods:
             for seed in (args.seeds if method != "bundled" else args.seeds[:1]):
                 rec = run_one(scene, method, seed, k, args.steps, args.variant, args.features,
-                              args.bundled_scaling, args.binning, args.mask_width)
+                              args.bundled_scaling, args.binning, args.mask_width, args.retries)
                 records.append(rec)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()

@@ -21,7 +21,7 @@ DEFAULT_STEPS = 500
 #: = ``training.train.DEFAULT_MASK_WIDTH`` (repeated for the same reason, kept equal by the same test).
 DEFAULT_MASK_WIDTH = 16
 #: = ``training.train.DEFAULT_RETRIES`` (the same).
-DEFAULT_RETRIES = 1
+DEFAULT_RETRIES = 0
 
 
 

@@ -23,7 +23,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed = same model)")
     p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
                    help="when a class stays unused, fit again with the next seed up to this many times and keep "
-                        f"the fit that uses the most classes (default {DEFAULT_RETRIES}; 0 = never)")
+                        f"the fit that uses the most classes (default {DEFAULT_RETRIES}; see docs/benchmarks.md)")
     p.add_argument("--variant", choices=["faithful", "spatial"], default="faithful",
                    help="faithful: per-pixel 1x1 mask net (halo 0); spatial: 3x3 mask net (halo 2 px)")
     p.add_argument("--features", default="random",

@@ -44,10 +44,11 @@ DEFAULT_BINNING = "faithful"
 DEFAULT_MASK_WIDTH = 16
 #: A class holding less than this fraction of the recalibration tiles' pixels counts as unused.
 EMPTY_CLASS_FRACTION = 0.001
-#: When a fit leaves a class unused, :func:`fit` fits again this many times with the next seeds and keeps the
-#: first fit that uses all k classes (else the one with the fewest unused, the earliest on a tie). Width 16
-#: leaves a class unused in about half of the fits measured (docs/benchmarks.md); one retry costs one more fit.
-DEFAULT_RETRIES = 1
+#: When a fit leaves a class unused, :func:`fit` can fit again with the next seeds (``retries``) and keep the
+#: first fit that uses all k classes (else the one with the fewest unused, the earliest on a tie). Off by
+#: default: measured with one retry, the fits it replaced were not the worse ones (Slovenia's ARI fell from 0.221
+#: to 0.178 over 5 seeds; docs/benchmarks.md, Quality), so using every class is the user's call.
+DEFAULT_RETRIES = 0
 
 
 @dataclass
@@ -229,7 +230,8 @@ def unused_class_warning(class_fractions: Sequence[float]) -> Optional[str]:
     names = ", ".join(f"texture {i}" for i in unused)
     return (f"Only {k - len(unused)} of the {k} classes occur on the training tiles ({names}: under "
             f"{100 * EMPTY_CLASS_FRACTION:g} % of the pixels), so this model will segment into fewer classes than "
-            "asked. Fit again with another seed, or with a smaller k.")
+            "asked. Fit again with another seed (or let fit do it: --retries, in QGIS 'Refits'), or with a "
+            "smaller k.")
 
 
 def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEPS, seed: int = 0,
