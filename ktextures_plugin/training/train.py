@@ -295,8 +295,8 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
                 break
             retry = dataclasses.replace(cfg, seed=int(seed) + attempt)
             if log is not None:
-                log(f"{unused_classes(res.class_fractions)} of the {cfg.k} classes unused at seed {tried[-1]}: fitting "
-                    f"again with seed {retry.seed} (retry {attempt} of {int(retries)})")
+                log(f"{unused_classes(res.class_fractions)} of the {cfg.k} classes unused at seed {tried[-1]}: "
+                    f"fitting again with seed {retry.seed} (retry {attempt} of {int(retries)})")
             offset = attempt * cfg.steps
             shifted = (None if progress is None else
                        lambda s, total, loss, o=offset: progress(o + s, o + total, loss))
