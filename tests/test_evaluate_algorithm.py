@@ -14,7 +14,7 @@ gdal.UseExceptions()
 SLO = "s2_slovenia/s2_slovenia_ref4_b2b3b4b8_10m.tif"
 SLO_LABEL = "s2_slovenia/lulc_label_10m.tif"
 SLO_VECTOR = "s2_slovenia/LULC_vector.gpkg"
-OUT_KEYS = ["ARI", "NMI", "ACCURACY", "MIOU_HUNGARIAN", "MIOU_MAJORITY"]
+OUT_KEYS = ["ARI", "NMI", "ACCURACY", "MIOU_HUNGARIAN", "MIOU_MAJORITY", "SAMPLE_PURITY", "CLASSES_REACHED"]
 
 
 def _arr(path):

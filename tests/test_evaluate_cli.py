@@ -12,7 +12,7 @@ from conftest import ROOT, SAMPLE, SAMPLE_LABEL, shared
 from ktextures_plugin.core import classraster, metrics
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-KEYS = {"ari", "nmi", "accuracy", "miou_hungarian", "miou_majority", "pixels"}
+KEYS = {"ari", "nmi", "accuracy", "miou_hungarian", "miou_majority", "pixels", "sample_purity", "classes_reached", "samples_scored"}
 
 
 def cli(*args, timeout=300):
@@ -59,7 +59,8 @@ def test_kmeans_seed_reproducible_and_text_output(slovenia, tmp_path):
     assert np.array_equal(_arr(again), _arr(out))
     cp = cli("evaluate", again, "--reference", label)
     assert cp.returncode == 0, cp.stderr
-    for word in ("ARI", "NMI", "accuracy (Hungarian)", "mIoU (Hungarian)", "mIoU (majority)"):
+    for word in ("ARI", "NMI", "accuracy (Hungarian)", "mIoU (Hungarian)", "mIoU (majority)", "sample purity",
+                 "classes reached"):
         assert word in cp.stdout
 
 

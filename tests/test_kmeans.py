@@ -20,7 +20,7 @@ def _arr(path, band=1):
 @pytest.fixture(scope="module")
 def km6(tmp_path_factory):
     out = tmp_path_factory.mktemp("km6") / "k6.tif"
-    res = kmeans.kmeans_raster(str(SAMPLE), str(out), 6, bands="3,2,1,4", seed=3)
+    res = kmeans.kmeans_raster(str(SAMPLE), str(out), 6, bands="3,2,1,4", seed=3, scaling="stretch")
     return res
 
 
@@ -68,7 +68,7 @@ def test_colours_are_mean_true_colour(km6):
 
 def test_deterministic_for_a_seed_and_window_independent(km6, tmp_path):
     again = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"), 6, bands="3,2,1,4", seed=3,
-                                 window_pixels=5000)  # ~10 rows per window
+                                 window_pixels=5000, scaling="stretch")  # ~10 rows per window
     assert np.array_equal(_arr(again.path), _arr(km6.path))
     assert np.allclose(again.centers, km6.centers)
     other = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"), 6, bands="3,2,1,4", seed=4, n_init=1)
@@ -110,3 +110,38 @@ def test_errors_leave_nothing(tmp_path):
     with pytest.raises(kmeans.Canceled):
         kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), 3, bands="3,2,1,4", is_canceled=lambda: True)
     assert os.listdir(tmp_path) == []
+
+
+def test_default_is_zscored_bands_nearest_centre():
+    """The default k-means clusters z-scored bands (mean 0, sd 1 over the fitting sample)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        res = kmeans.kmeans_raster(str(SAMPLE), os.path.join(d, "z.tif"), 5, bands="3,2,1,4", seed=0)
+        labels = _arr(res.path).ravel()
+    ds = raster.open_raster(str(SAMPLE))
+    data, _ = raster.read_window(ds, [3, 2, 1, 4], (0, 0, ds.RasterXSize, ds.RasterYSize))
+    px = data.reshape(4, -1).T.astype(np.float64)
+    sample = raster.sample_pixels(ds, [3, 2, 1, 4], max_pixels=200_000).T.astype(np.float64)
+    z = (px - sample.mean(0)) / sample.std(0)
+    d2 = ((z[:, None, :] - res.centers[None]) ** 2).sum(-1)
+    assert np.allclose(d2[np.arange(len(labels)), labels - 1], d2.min(axis=1), atol=1e-4)
+    assert abs(res.centers.mean()) < 2.0 and res.centers.shape == (5, 4)
+
+
+def test_context_features_windowed_equal_whole_raster(tmp_path):
+    """kmeans --context: smoothing window by window (with the halo) equals smoothing the whole raster, so the
+    class raster does not depend on the window size; its features are the bands and 3 smoothed copies."""
+    a = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"), 6, bands="3,2,1,4", seed=2, context=True)
+    b = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"), 6, bands="3,2,1,4", seed=2, context=True,
+                             window_pixels=7000)  # 13 rows per window: every window needs its 12-px halo
+    assert a.centers.shape == (6, 16)
+    assert np.array_equal(_arr(a.path), _arr(b.path))
+    ds = raster.open_raster(str(SAMPLE))
+    data, valid = raster.read_window(ds, [3, 2, 1, 4], (0, 0, ds.RasterXSize, ds.RasterYSize))
+    whole = kmeans.context_features(data, valid, kmeans.CONTEXT_SIGMAS)
+    part, _ = kmeans._features_window(ds, [3, 2, 1, 4], (0, 100, ds.RasterXSize, 13), kmeans.CONTEXT_SIGMAS,
+                                      kmeans.context_halo(kmeans.CONTEXT_SIGMAS), None)
+    assert np.allclose(part, whole[:, 100:113], atol=1e-3)
+    # context changes the partition (the smoothed copies matter)
+    assert not np.array_equal(_arr(a.path), _arr(kmeans.kmeans_raster(
+        str(SAMPLE), str(tmp_path / "c.tif"), 6, bands="3,2,1,4", seed=2).path))

@@ -238,3 +238,40 @@ def test_segment_output_scores_like_sklearn(tiny_models, tmp_path):
     assert set(s.table.pred_labels.tolist()) <= {1, 2, 3, 4}
     assert s.ari == pytest.approx(adjusted_rand_score(r, p), abs=1e-10)
     assert s.nmi == pytest.approx(normalized_mutual_info_score(r, p), abs=1e-10)
+
+
+# ------------------------------------------------------------------------------- sample metrics
+def _write_like(path, like, array):
+    src = gdal.Open(str(like))
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    ds.GetRasterBand(1).SetNoDataValue(0)
+    ds.GetRasterBand(1).WriteArray(array.astype(np.uint8))
+    ds = None
+    return str(path)
+
+
+def test_sample_purity_and_classes_reached_by_construction(slovenia_km, tmp_path):
+    """A prediction equal to the dense reference is pure and reaches every class; merging two reference
+    classes into one cluster loses one class reached and puts wrong samples in the merged cluster."""
+    _, ref_path = slovenia_km
+    ref = _read(ref_path)
+    classes = [int(v) for v in np.unique(ref) if v != 0]
+    exact = _write_like(tmp_path / "exact.tif", ref_path, ref)
+    s = metrics.evaluate_rasters(exact, ref_path)
+    assert s.sample_purity == 1.0 and s.classes_reached == len(classes) and s.samples_scored > 0
+    big = sorted(classes, key=lambda c: -int((ref == c).sum()))[:2]   # merge the two largest classes
+    merged_ref = np.where(ref == big[1], big[0], ref)
+    merged = _write_like(tmp_path / "merged.tif", ref_path, merged_ref)
+    m = metrics.evaluate_rasters(merged, ref_path)
+    assert m.classes_reached == len(classes) - 1
+    assert m.sample_purity < 1.0
+    d = m.as_dict()
+    assert {"sample_purity", "classes_reached", "samples_scored"} <= set(d)
+
+
+def test_sample_purity_of_kmeans_is_a_share(slovenia_km):
+    s = metrics.evaluate_rasters(*slovenia_km)
+    assert 0.0 <= s.sample_purity <= 1.0 and 1 <= s.classes_reached <= len(s.table.ref_labels)
+    assert metrics.evaluate_rasters(*slovenia_km, samples=False).samples_scored == 0

@@ -462,3 +462,47 @@ def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
         assert "seeds tried: 0, 1" in r["warnings"][0]
     with pytest.raises(FitInputError, match="retries"):
         fit(SAMPLE, BANDS, 4, str(tmp_path / "neg.onnx"), retries=-1, **TINY)
+
+
+# ---------------------------------------------------------------- context variant (docs/method.md, "context")
+
+def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
+    """With 0 mask-training steps the context network *is* the k-means partition of its z-scored Gaussian
+    context features; the export's halo makes tiled inference equal to whole-raster inference."""
+    from ktextures_plugin.core import kmeans as K
+    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "ctx.onnx"), variant="context", context_warm=1.0, seed=2, **TINY)
+    info = modelinfo.read_model_info(res["path"])
+    assert info.halo_px == 12 and info.provenance["variant"] == "context"
+    assert info.provenance["context_sigmas"] == [1.0, 2.0, 4.0]
+    x = _sample_scaled(info)
+    cls, _ = _run(res["path"], x)
+    # nearest centre in z-space of the same features computed with SciPy (mirror mode) away from the edges
+    from ktextures_plugin.training.model import KTextures  # noqa: F401
+    feats = K.context_features(x[0], np.ones(x.shape[2:], bool), K.CONTEXT_SIGMAS)      # (16,H,W)
+    sess = ort.InferenceSession(res["path"], providers=["CPUExecutionProvider"])
+    assert sess.get_outputs()[0].type == "tensor(int64)"
+    inner = cls[0, 0, 12:-12, 12:-12]
+    assert len(np.unique(inner)) == 5
+    # crops: the centre of a crop (beyond the halo) does not depend on what lies outside it
+    crop, _ = _run(res["path"], np.ascontiguousarray(x[:, :, 100:260, 50:230]))
+    assert np.array_equal(crop[0, 0, 12:-12, 12:-12], cls[0, 0, 112:248, 62:218])
+    # the partition is the nearest-centre rule on the context features: pixels of one class are closer to
+    # their own class mean than to any other, for nearly all pixels (k-means' fixed point)
+    f = feats[:, 12:-12, 12:-12].reshape(16, -1).T
+    f = (f - f.mean(0)) / f.std(0)
+    lab = inner.ravel()
+    means = np.stack([f[lab == c].mean(0) for c in range(5)])
+    nearest = ((f[:, None] - means[None]) ** 2).sum(-1).argmin(1)
+    assert (nearest == lab).mean() > 0.9
+
+
+def test_context_variant_trains_the_mask(tmp_path):
+    """After the warm-up the mask network moves (continuity on): the partition differs from its start."""
+    common = dict(variant="context", seed=1, steps=12, batch_size=2, recal_tiles=4)
+    a = fit(SAMPLE, BANDS, 4, str(tmp_path / "a.onnx"), context_warm=1.0, **common)
+    b = fit(SAMPLE, BANDS, 4, str(tmp_path / "b.onnx"), context_warm=0.0, context_lr=0.05, continuity=1.0,
+            **common)
+    x = _sample_scaled(modelinfo.read_model_info(a["path"]))
+    ca, cb = _run(a["path"], x)[0], _run(b["path"], x)[0]
+    assert modelinfo.read_model_info(b["path"]).provenance["continuity"] == 1.0
+    assert (ca != cb).mean() > 0.001

@@ -31,7 +31,8 @@ def build_parser() -> Parser:
     p.add_argument("--reference-nodata", default="0",
                    help="reference value meaning 'unlabelled' (default 0; 'none' = every value is a class)")
     p.add_argument("--json", action="store_true",
-                   help="print JSON with keys ari, nmi, accuracy, miou_hungarian, miou_majority, pixels")
+                   help="print JSON with keys ari, nmi, accuracy, miou_hungarian, miou_majority, pixels, "
+                        "sample_purity, classes_reached, samples_scored")
     return p
 
 

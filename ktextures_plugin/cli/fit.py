@@ -8,8 +8,9 @@ import sys
 
 
 def build_parser():
-    from ..training.train import (BINNINGS, DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_MASK_WIDTH, DEFAULT_RETRIES,
-                                  DEFAULT_STEPS)
+    from ..training.defaults import (DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_CONTINUITY, DEFAULT_MASK_WIDTH,
+                                     DEFAULT_RETRIES, DEFAULT_STEPS, DEFAULT_VARIANT, VARIANTS)
+    from ..training.train import BINNINGS
 
     p = argparse.ArgumentParser(prog="python -m ktextures_plugin fit",
                                 description="Fit a k-textures model (k hard texture classes) on a raster and "
@@ -24,8 +25,13 @@ def build_parser():
     p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
                    help="when a class stays unused, fit again with the next seed up to this many times and keep "
                         f"the fit that uses the most classes (default {DEFAULT_RETRIES}; see docs/benchmarks.md)")
-    p.add_argument("--variant", choices=["faithful", "spatial"], default="faithful",
-                   help="faithful: per-pixel 1x1 mask net (halo 0); spatial: 3x3 mask net (halo 2 px)")
+    p.add_argument("--variant", choices=list(VARIANTS), default=DEFAULT_VARIANT,
+                   help="mask network (docs/method.md): faithful = the paper's per-pixel 1x1 net (halo 0); spatial = "
+                        "3x3 net (halo 2 px); context = bands + Gaussian context (sigma 1, 2, 4 px, halo 12 px), "
+                        f"warm-started at the context k-means partition (default {DEFAULT_VARIANT})")
+    p.add_argument("--continuity", type=float, default=DEFAULT_CONTINUITY,
+                   help="weight of the spatial-continuity term on the class probabilities (context and spatial "
+                        f"variants; default {DEFAULT_CONTINUITY:g})")
     p.add_argument("--features", default="random",
                    help="loss features: 'random' (seeded random CNN), 'ae' or 'ae:STEPS' (a 4-band "
                         "auto-encoder trained on this raster first), 'vgg16:PATH' (torchvision VGG16 "
@@ -74,7 +80,7 @@ def main(argv=None) -> int:
                   variant=args.variant, features=args.features, tile_size=args.tile_size,
                   batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
                   threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width,
-                  retries=args.retries, log=lambda m: print(f"note: {m}", file=sys.stderr))
+                  retries=args.retries, continuity=args.continuity, log=lambda m: print(f"note: {m}", file=sys.stderr))
     except TorchMissingError as exc:
         _close(state["bar"])
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""``python -m ktextures_plugin kmeans IMAGE --bands R,G,B,NIR --k K --out LABELS.tif [--seed S]``
+"""``python -m ktextures_plugin kmeans IMAGE --bands R,G,B,NIR --k K --out LABELS.tif [--seed S] [--context]``
 
-Per-pixel k-means baseline (``core/kmeans.py``) in the same class-raster format as ``segment``.
+The k-means baselines (``core/kmeans.py``): pixel k-means on z-scored bands (default), optionally with
+Gaussian context features (``--context``), in the same class-raster format as ``segment``.
 Exit status: 0 on success, 2 on bad input (one-line message on stderr).
 """
 from __future__ import annotations
@@ -14,8 +15,9 @@ PROG = "python -m ktextures_plugin kmeans"
 
 
 def build_parser() -> Parser:
-    p = Parser(prog=PROG, description="Per-pixel k-means baseline: 2-98 %% stretch of the bands, k-means "
-                                      "fitted on a decimated sample, class raster like 'segment'.")
+    p = Parser(prog=PROG, description="k-means baseline: z-scored bands (or a 2-98 %% stretch), optionally with "
+                                      "Gaussian-smoothed copies (--context), k-means++ with restarts fitted on a "
+                                      "sample, class raster like 'segment'.")
     p.add_argument("image", help="input raster (any GDAL format)")
     p.add_argument("--bands", required=True,
                    help="1-based band numbers, comma-separated, in R,G,B,NIR order (e.g. 3,2,1,4); the first "
@@ -25,6 +27,12 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
     p.add_argument("--nodata", type=float, default=None, help="extra raw value treated as nodata")
     p.add_argument("--sample", type=int, default=200_000, help="most pixels to fit on (default 200000)")
+    p.add_argument("--scaling", choices=["zscore", "stretch"], default="zscore",
+                   help="feature scaling: zscore (default; mean 0, sd 1 per feature) or stretch (2-98 %% of each band "
+                        "to 0..1, clipped)")
+    p.add_argument("--context", action="store_true",
+                   help="also cluster on Gaussian-smoothed copies of the bands (sigma 1, 2, 4 px)")
+    p.add_argument("--n-init", type=int, default=3, help="k-means restarts (default 3)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     return p
 
@@ -37,14 +45,18 @@ def main(argv=None) -> int:
 
     if args.k < 2:
         return fail(PROG, f"--k must be at least 2, got {args.k}")
+    if args.n_init < 1:
+        return fail(PROG, f"--n-init must be at least 1, got {args.n_init}")
     if args.sample < args.k:
         return fail(PROG, f"--sample must be at least --k ({args.k}), got {args.sample}")
     try:
         res = kmeans.kmeans_raster(args.image, args.out, args.k, bands=args.bands, seed=args.seed,
-                                   extra_nodata=args.nodata, max_sample=args.sample)
+                                   extra_nodata=args.nodata, max_sample=args.sample,
+                                   n_init=args.n_init, scaling=args.scaling, context=args.context)
     except (RasterError, OutputError, ValueError) as exc:
         return fail(PROG, exc)
     summary = {"path": res.path, "k": res.k, "bands": res.bands, "seed": args.seed,
+               "scaling": args.scaling, "context": args.context,
                "counts": [int(v) for v in res.counts], "colors": res.colors,
                "sample_pixels": res.sample_pixels, "seconds": round(res.seconds, 3)}
     if args.json:

@@ -310,6 +310,7 @@ def evaluate(pred_path: str, *, reference: Optional[str] = None, ref_nodata: Opt
             ref_path, nodata = reference, ref_nodata
             names, colors = reference_palette(reference)
         s = metrics.scores(metrics.confusion_from_rasters(pred_path, ref_path, ref_nodata=nodata))
+        metrics.sample_scores(pred_path, ref_path, s, nodata)
         pred_list, _ = classraster.read_palette(pred_path)
         pred_names = {i: n for i, n in enumerate(pred_list, 1)}
         rows = class_table(s, pred_names, names, matching)

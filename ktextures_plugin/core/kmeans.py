@@ -1,16 +1,21 @@
-"""Per-pixel k-means baseline (issue 4) in the same output format as :mod:`segment`.
+"""The k-means baselines (pixel and context k-means) in the same output format as :mod:`segment`.
 
-Method: the selected bands are scaled like ``segment`` with ``scaling="stretch"`` (per-band 2-98 %
-percentiles from a decimated read, ``raster.percentile_scale`` + ``raster.apply_scale``, values clipped
-to [0, 1]); scikit-learn's ``KMeans`` (k-means++ initialisation, Lloyd iterations, ``n_init`` restarts,
-``random_state=seed``) is fitted on a decimated sample of valid pixels (``raster.sample_pixels``, at most
-``max_sample`` pixels); then every pixel is assigned to its nearest centre window by window (rows of the
-raster), so memory grows with the window, not the raster. Clusters are numbered 1..k by increasing mean
-scaled value of their centre (darkest first), so the numbering does not depend on k-means' internal order.
-Nodata (GDAL mask band, NaN/Inf, ``extra_nodata``) is written as 0. Output: Byte/UInt16 GeoTIFF, 0 = nodata,
-classes 1..k named "cluster i", colour table = mean true colour of each cluster when the first three
-bands are red, green, blue (``rgb``), else a qualitative palette; written to a partial file renamed on
-success (``classraster.finish``), removed on error or cancel.
+Features (docs/method.md, "Baselines"): the selected bands, and with ``context=True`` also their
+Gaussian-smoothed copies at sigma 1, 2 and 4 px (``scipy.ndimage.gaussian_filter``, truncated at 3 sigma,
+mode ``mirror``: the same smoothing as the k-textures ``context`` variant), computed window by window with a
+halo of ceil(3 * 4) = 12 px, so the result equals smoothing the whole raster. Scaling: ``"zscore"`` (default;
+each feature minus its mean, divided by its standard deviation, both from the fitting sample: the strongest
+pixel k-means measured in docs/benchmarks.md) or ``"stretch"`` (per-band 2-98 % percentiles, clipped to
+[0, 1], as ``segment`` with ``scaling="stretch"``). scikit-learn's ``KMeans`` (k-means++ initialisation,
+Lloyd iterations, ``n_init`` = 3 restarts, ``random_state=seed``) is fitted on at most ``max_sample`` valid
+pixels (a decimated read; with context, pixels of random windows so that the smoothing is at full
+resolution); then every pixel is assigned to its nearest centre window by window (rows of the raster), so
+memory grows with the window, not the raster. Clusters are numbered 1..k by increasing mean of their centre
+(darkest first). Nodata (GDAL mask band, NaN/Inf, ``extra_nodata``) is written as 0 (and filled with the band
+mean before smoothing). Output: Byte/UInt16 GeoTIFF, 0 = nodata, classes 1..k named "cluster i", colour
+table = mean true colour of each cluster when the first three bands are red, green, blue (``rgb``), else a
+qualitative palette; written to a partial file renamed on success (``classraster.finish``), removed on error
+or cancel.
 """
 from __future__ import annotations
 
@@ -91,11 +96,86 @@ def assign(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return np.argmin(d, axis=1)
 
 
+#: Gaussian scales (px) of ``kmeans --context`` (the same as the k-textures ``context`` variant).
+CONTEXT_SIGMAS = (1.0, 2.0, 4.0)
+#: Gaussian kernels are truncated at this many standard deviations (SciPy's ``truncate``).
+GAUSS_TRUNCATE = 3.0
+SCALINGS = ("zscore", "stretch")
+
+
+def context_halo(sigmas: Sequence[float]) -> int:
+    """Halo in pixels that makes windowed smoothing exact: SciPy's kernel radius int(3 sigma + 0.5)."""
+    return max((int(GAUSS_TRUNCATE * float(s) + 0.5) for s in sigmas), default=0)
+
+
+def context_features(data: np.ndarray, valid: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
+    """The bands and their Gaussian-smoothed copies.
+
+    Args:
+        data: float32 ``(C, H, W)`` band values (any units); invalid pixels are filled with the band's mean
+            over valid pixels (0 when none) before smoothing.
+        valid: bool ``(H, W)``.
+        sigmas: Gaussian standard deviations in pixels.
+
+    Returns:
+        float32 ``(C * (1 + len(sigmas)), H, W)``: ``[x, G_sigma1 x, ...]``.
+    """
+    from scipy import ndimage
+
+    x = np.array(data, np.float32)
+    if not valid.all():
+        for c in range(len(x)):
+            x[c][~valid] = float(x[c][valid].mean()) if valid.any() else 0.0
+    out = [x]
+    for sg in sigmas:
+        out.append(np.stack([ndimage.gaussian_filter(b, float(sg), mode="mirror", truncate=GAUSS_TRUNCATE)
+                             for b in x]))
+    return np.concatenate(out, axis=0)
+
+
+def _context_sample(ds, bands, sigmas, max_sample: int, seed: int, extra_nodata, win: int = 128) -> np.ndarray:
+    """Valid context-feature pixels ``(F, n)``, n <= max_sample: from the whole raster when it has at most
+    4 * ``max_sample`` pixels, else from random ``win``-px windows (each read with its halo)."""
+    halo = context_halo(sigmas)
+    w, h = ds.RasterXSize, ds.RasterYSize
+    rng = np.random.default_rng(int(seed))
+    if w * h <= 4 * max_sample:  # a small raster: every pixel is a candidate
+        f, valid = _features_window(ds, bands, (0, 0, w, h), sigmas, halo, extra_nodata)
+        px = f[:, valid]
+        return px[:, rng.choice(px.shape[1], max_sample, replace=False)] if px.shape[1] > max_sample else px
+    n_win = int(min(max(1, max_sample // (win * win) + 1), max(1, (w * h) // (win * win) + 1)))
+    parts, got = [], 0
+    for _ in range(4 * n_win):
+        if got >= max_sample or len(parts) >= n_win:
+            break
+        x0 = int(rng.integers(0, max(1, w - win + 1)))
+        y0 = int(rng.integers(0, max(1, h - win + 1)))
+        f, valid = _features_window(ds, bands, (x0, y0, min(win, w), min(win, h)), sigmas, halo, extra_nodata)
+        parts.append(f[:, valid])
+        got += int(valid.sum())
+    px = np.concatenate(parts, axis=1) if parts else np.zeros((len(bands) * (1 + len(sigmas)), 0), np.float32)
+    if px.shape[1] > max_sample:
+        px = px[:, rng.choice(px.shape[1], max_sample, replace=False)]
+    return px
+
+
+def _features_window(ds, bands, window, sigmas, halo, extra_nodata):
+    """Context features ``(F, h, w)`` and validity ``(h, w)`` of ``window``, read with ``halo`` px around it."""
+    x0, y0, xs, ys = window
+    a, b = max(0, x0 - halo), max(0, y0 - halo)
+    c, d = min(ds.RasterXSize, x0 + xs + halo), min(ds.RasterYSize, y0 + ys + halo)
+    data, valid = raster.read_window(ds, bands, (a, b, c - a, d - b), extra_nodata)
+    f = context_features(data, valid, sigmas) if sigmas else data
+    crop = (slice(y0 - b, y0 - b + ys), slice(x0 - a, x0 - a + xs))
+    return f[:, crop[0], crop[1]], valid[crop]
+
+
 def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed: int = 0,
                   extra_nodata: Optional[float] = None, max_sample: int = 200_000, n_init: int = 3,
                   rgb: Optional[Sequence[int]] = (0, 1, 2), window_pixels: int = 1_000_000,
                   progress: Optional[Progress] = None, is_canceled: Optional[Callable[[], bool]] = None,
-                  log: Optional[Callable[[str], None]] = None) -> KMeansResult:
+                  log: Optional[Callable[[str], None]] = None, scaling: str = "zscore",
+                  context: bool = False) -> KMeansResult:
     """Cluster the pixels of ``input_path`` into ``k`` classes and write the class raster ``output_path``.
 
     Args:
@@ -105,85 +185,131 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         bands: 1-based bands (``"3,2,1,4"`` or a list); ``None`` = all bands in file order.
         seed: ``random_state`` of the k-means; the same seed gives the same output.
         extra_nodata: a raw value treated as nodata beside the mask band and NaN/Inf.
-        max_sample: most pixels of the decimated sample the k-means is fitted on.
+        max_sample: most pixels the k-means is fitted on.
+        n_init: k-means restarts (k-means++ each); the best inertia is kept.
         rgb: indices into ``bands`` of the red, green, blue channels for the class colours (default: the
             first three bands, i.e. bands given in R,G,B,NIR order); ``None`` = qualitative palette.
         window_pixels: pixels per prediction window (whole rows).
         progress: ``progress(fraction, stage)``; is_canceled: polled between windows.
+        scaling: ``"zscore"`` (default) or ``"stretch"`` (module docstring).
+        context: add Gaussian-smoothed copies of the bands (sigma :data:`CONTEXT_SIGMAS` px) as features.
 
     Raises:
         RasterError: bad band list, every pixel nodata, fewer distinct pixels than k.
         OutputError: the destination cannot be written.
+        ValueError: unknown ``scaling``.
         Canceled: canceled; nothing is left behind.
     """
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) would fill with the output's blocks
-        return _kmeans_raster(input_path, output_path, k, bands, seed, extra_nodata, max_sample, n_init, rgb,
-                              window_pixels, progress, is_canceled, log)
+        return _kmeans_raster(input_path, output_path, int(k), bands, seed, extra_nodata, max_sample, n_init, rgb,
+                              window_pixels, progress, is_canceled, log or (lambda _m: None), scaling,
+                              CONTEXT_SIGMAS if context else ())
+
+
+class _Scaler:
+    """Feature scaling of the k-means: z-score per feature, or the 2-98 % stretch of the bands (and of the
+    smoothed copies, with the same per-band bounds). ``display`` maps the band values to [0, 1] for colours."""
+
+    def __init__(self, ds, band_list, sample: np.ndarray, scaling: str, n_sigmas: int, extra_nodata):
+        self.smin, self.smax = raster.percentile_scale(ds, band_list, extra_nodata=extra_nodata)
+        self.c = len(band_list)
+        if scaling == "zscore":
+            self.mu = sample.astype(np.float64).mean(axis=1)
+            sd = sample.astype(np.float64).std(axis=1)
+            self.sd = np.where(sd > 0, sd, 1.0)
+        else:
+            lo, hi = np.asarray(self.smin, np.float64), np.asarray(self.smax, np.float64)
+            self.mu, self.sd = np.tile(lo, 1 + n_sigmas), np.tile(hi - lo, 1 + n_sigmas)
+        self.clip = scaling == "stretch"
+
+    def __call__(self, px: np.ndarray) -> np.ndarray:
+        """``(F, n)`` raw features -> ``(n, F)`` scaled float64."""
+        z = (px.T.astype(np.float64) - self.mu) / self.sd
+        return np.clip(z, 0.0, 1.0) if self.clip else z
+
+    def display(self, px: np.ndarray) -> np.ndarray:
+        """``(F, n)`` raw features -> ``(n, C)`` band values stretched to [0, 1] (for the class colours)."""
+        return raster.apply_scale(px[:self.c, :, None], self.smin, self.smax)[:, :, 0].T
 
 
 def _kmeans_raster(input_path, output_path, k, bands, seed, extra_nodata, max_sample, n_init, rgb, window_pixels,
-                   progress, is_canceled, log) -> KMeansResult:
+                   progress, is_canceled, say, scaling, sigmas) -> KMeansResult:
     t0 = time.perf_counter()
-    say = log or (lambda _m: None)
-    k = int(k)
     if not 2 <= k <= 65535:
         raise RasterError(f"k must be between 2 and 65535, got {k}")
     ds = raster.open_raster(input_path)
     try:
         band_list = (list(range(1, ds.RasterCount + 1)) if bands in (None, "", [])
                      else raster.parse_bands(bands, ds.RasterCount))
-        c = len(band_list)
-        if rgb is not None and (len(rgb) != 3 or max(rgb) >= c):
+        if rgb is not None and (len(rgb) != 3 or max(rgb) >= len(band_list)):
             rgb = None
-        smin, smax = raster.percentile_scale(ds, band_list, extra_nodata=extra_nodata)
-        say(f"Bands {band_list}; 2-98 % stretch: min {smin}, max {smax}")
-        sample = raster.sample_pixels(ds, band_list, max_pixels=max_sample, extra_nodata=extra_nodata)
-        x = raster.apply_scale(sample[:, :, None], smin, smax)[:, :, 0].T  # (n, C)
-        say(f"Fitting k-means (k = {k}, seed {seed}) on {len(x)} sampled pixels")
+        if sigmas:
+            sample = _context_sample(ds, band_list, sigmas, max_sample, seed, extra_nodata)
+        else:
+            sample = raster.sample_pixels(ds, band_list, max_pixels=max_sample, extra_nodata=extra_nodata)
+        if sample.shape[1] == 0:
+            raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the nodata "
+                              "value): nothing to cluster.")
+        scaler = _Scaler(ds, band_list, sample, scaling, len(sigmas), extra_nodata)
+        x = scaler(sample)
+        say(f"Bands {band_list}; features: bands" + (f" + Gaussian sigma {list(sigmas)} px" if sigmas else "")
+            + f"; scaling '{scaling}'")
+        say(f"Fitting k-means (k = {k}, seed {seed}, {n_init} restarts) on {len(x)} sampled pixels")
         centers = fit_centers(x, k, seed=seed, n_init=n_init)
         if progress:
             progress(0.1, "fit")
-
-        w, h = ds.RasterXSize, ds.RasterYSize
-        rows = max(1, int(window_pixels) // max(1, w))
-        dtype = np.uint8 if k <= 254 else np.uint16
-        counts = np.zeros(k, np.int64)
-        color_sum = np.zeros((k, 3), np.float64)
-        with classraster.partial_output(output_path) as po:
-            # no local reference to the dataset: the context manager must be able to close it
-            out_band = po.create_on_grid(ds, (0, 0, w, h), 1, classraster.class_datatype(k),
-                                         classraster.NODATA).GetRasterBand(1)
-            for y in range(0, h, rows):
-                if is_canceled and is_canceled():
-                    raise Canceled()
-                n = min(rows, h - y)
-                data, valid = raster.read_window(ds, band_list, (0, y, w, n), extra_nodata)
-                labels = np.zeros((n, w), dtype)
-                if valid.any():
-                    px = raster.apply_scale(data, smin, smax)[:, valid].T  # (m, C)
-                    cls = assign(px, centers)
-                    labels[valid] = (cls + 1).astype(dtype)
-                    counts += np.bincount(cls, minlength=k)
-                    if rgb is not None:
-                        for j, ci in enumerate(rgb):
-                            color_sum[:, j] += np.bincount(cls, weights=px[:, ci], minlength=k)
-                out_band.WriteArray(labels, 0, y)
-                if progress:
-                    progress(0.1 + 0.9 * (y + n) / h, "predict")
-            if counts.sum() == 0:
-                raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the nodata "
-                                  "value): nothing to cluster.")
-            names = [f"cluster {i}" for i in range(1, k + 1)]
-            if rgb is not None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    colors = classraster.true_colors(color_sum / counts[:, None])
-            else:
-                colors = [classraster.QUALITATIVE[i % len(classraster.QUALITATIVE)] for i in range(k)]
-            out_band = None
-            po.close()
-            classraster.write_palette_to_file(po.path, names, colors)
+        counts, names, colors = _predict(ds, band_list, output_path, k, centers, scaler, sigmas, extra_nodata,
+                                         rgb, window_pixels, progress, is_canceled)
     finally:
         ds = None
     return KMeansResult(path=output_path, k=k, centers=centers, counts=counts, class_names=names,
-                        colors=colors, bands=band_list, scale_min=smin, scale_max=smax,
+                        colors=colors, bands=band_list, scale_min=scaler.smin, scale_max=scaler.smax,
                         sample_pixels=int(len(x)), seconds=time.perf_counter() - t0)
+
+
+def _predict(ds, band_list, output_path, k, centers, scaler, sigmas, extra_nodata, rgb, window_pixels,
+             progress, is_canceled):
+    """Assign every pixel to its nearest centre, row window by row window, into a partial class raster."""
+    w, h = ds.RasterXSize, ds.RasterYSize
+    rows = max(1, int(window_pixels) // max(1, w))
+    halo = context_halo(sigmas)
+    dtype = np.uint8 if k <= 254 else np.uint16
+    counts = np.zeros(k, np.int64)
+    color_sum = np.zeros((k, 3), np.float64)
+    with classraster.partial_output(output_path) as po:
+        # no local reference to the dataset: the context manager must be able to close it
+        out_band = po.create_on_grid(ds, (0, 0, w, h), 1, classraster.class_datatype(k),
+                                     classraster.NODATA).GetRasterBand(1)
+        for y in range(0, h, rows):
+            if is_canceled and is_canceled():
+                raise Canceled()
+            n = min(rows, h - y)
+            feats, valid = _features_window(ds, band_list, (0, y, w, n), sigmas, halo, extra_nodata)
+            labels = np.zeros((n, w), dtype)
+            if valid.any():
+                px = feats[:, valid]
+                cls = assign(scaler(px), centers)
+                labels[valid] = (cls + 1).astype(dtype)
+                counts += np.bincount(cls, minlength=k)
+                if rgb is not None:
+                    disp = scaler.display(px)
+                    for j, ci in enumerate(rgb):
+                        color_sum[:, j] += np.bincount(cls, weights=disp[:, ci], minlength=k)
+            out_band.WriteArray(labels, 0, y)
+            if progress:
+                progress(0.1 + 0.9 * (y + n) / h, "predict")
+        if counts.sum() == 0:
+            raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the nodata "
+                              "value): nothing to cluster.")
+        names = [f"cluster {i}" for i in range(1, k + 1)]
+        if rgb is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                colors = classraster.true_colors(color_sum / counts[:, None])
+        else:
+            colors = [classraster.QUALITATIVE[i % len(classraster.QUALITATIVE)] for i in range(k)]
+        out_band = None
+        po.close()
+        classraster.write_palette_to_file(po.path, names, colors)
+    return counts, names, colors

@@ -19,6 +19,13 @@ Formulas:
   k != number of reference classes is allowed: surplus clusters stay unmatched and their pixels count as
   wrong; surplus reference classes get IoU 0).
 * Majority (many-to-one) matching: each cluster takes the reference class holding most of its pixels.
+* Sample metrics (:func:`sample_scores`, the analyst's use: training samples pulled from class interiors):
+  interior samples are drawn from the class raster with the product's own sampler
+  (``sampling.draw_samples``: :data:`SAMPLE_PER_CLASS` per class, edge distance >= :data:`SAMPLE_MIN_EDGE_PX`
+  px, seed :data:`SAMPLE_SEED`); each cluster is mapped to the reference class holding most of its labelled
+  pixels (majority matching); ``sample_purity`` = share of the samples on labelled pixels whose reference
+  class equals their cluster's mapped class; ``classes_reached`` = number of distinct reference classes that
+  are the mapped class of at least one cluster.
 * After a matching, pixel accuracy = matched pixels / scored pixels and, for each reference class j,
   IoU_j = TP_j / (TP_j + FP_j + FN_j) on the relabelled prediction; mIoU = mean IoU_j over the
   reference classes present among the scored pixels.
@@ -84,12 +91,17 @@ class Scores:
     majority: np.ndarray = field(repr=False)
     iou_hungarian: np.ndarray = field(repr=False)
     iou_majority: np.ndarray = field(repr=False)
+    sample_purity: float = float("nan")
+    classes_reached: int = 0
+    samples_scored: int = 0
 
     def as_dict(self) -> Dict[str, float]:
-        """The headline figures: keys ``ari, nmi, accuracy, miou_hungarian, miou_majority, pixels``."""
+        """The headline figures: keys ``ari, nmi, accuracy, miou_hungarian, miou_majority, pixels,
+        sample_purity, classes_reached, samples_scored``."""
         return {"ari": float(self.ari), "nmi": float(self.nmi), "accuracy": float(self.accuracy),
                 "miou_hungarian": float(self.miou_hungarian), "miou_majority": float(self.miou_majority),
-                "pixels": int(self.pixels)}
+                "pixels": int(self.pixels), "sample_purity": float(self.sample_purity),
+                "classes_reached": int(self.classes_reached), "samples_scored": int(self.samples_scored)}
 
 
 # --------------------------------------------------------------------------------------------- table
@@ -407,9 +419,52 @@ def scores(table: Contingency) -> Scores:
                   iou_hungarian=iou_h, iou_majority=iou_m)
 
 
-def evaluate_rasters(pred_path: str, ref_path: str, ref_nodata: Optional[float] = 0) -> Scores:
-    """:func:`scores` of :func:`confusion_from_rasters`."""
-    return scores(confusion_from_rasters(pred_path, ref_path, ref_nodata=ref_nodata))
+#: Sample metrics: samples per class, minimum edge distance (px) and seed of ``sampling.draw_samples``.
+SAMPLE_PER_CLASS = 50
+SAMPLE_MIN_EDGE_PX = 3
+SAMPLE_SEED = 1
+
+
+def sample_scores(pred_path: str, ref_path: str, s: Scores, ref_nodata: Optional[float] = 0) -> Scores:
+    """Add ``sample_purity``, ``classes_reached`` and ``samples_scored`` (module docstring) to ``s``.
+
+    Args:
+        pred_path, ref_path: the class raster and the reference on the same grid (as for ``s``).
+        s: the :func:`scores` of the two rasters (its majority matching maps clusters to reference classes).
+        ref_nodata: the reference's unlabelled value (also its band nodata value is unlabelled).
+
+    Returns:
+        ``s``, updated in place. ``sample_purity`` is NaN when no sample falls on a labelled pixel.
+    """
+    from .sampling import draw_samples
+
+    mapped = {int(p): int(s.table.ref_labels[j]) for p, j in zip(s.table.pred_labels, s.majority)}
+    s.classes_reached = len(set(mapped.values()))
+    res = draw_samples(pred_path, SAMPLE_PER_CLASS, min_edge_distance_px=SAMPLE_MIN_EDGE_PX, seed=SAMPLE_SEED)
+    rds = _open(ref_path, "reference")
+    try:
+        band = rds.GetRasterBand(1)
+        unlabelled = [v for v in (ref_nodata, band.GetNoDataValue()) if v is not None]
+        hits = n = 0
+        for sm in res.samples:
+            r = band.ReadAsArray(sm.col, sm.row, 1, 1)[0, 0]
+            if any(r == v for v in unlabelled) or not np.isfinite(r):
+                continue
+            n += 1
+            hits += int(mapped.get(int(sm.class_id)) == int(r))
+    finally:
+        rds = None
+    s.samples_scored = n
+    s.sample_purity = hits / n if n else float("nan")
+    return s
+
+
+def evaluate_rasters(pred_path: str, ref_path: str, ref_nodata: Optional[float] = 0,
+                     samples: bool = True) -> Scores:
+    """:func:`scores` of :func:`confusion_from_rasters`, with the sample metrics (:func:`sample_scores`)
+    unless ``samples`` is False."""
+    s = scores(confusion_from_rasters(pred_path, ref_path, ref_nodata=ref_nodata))
+    return sample_scores(pred_path, ref_path, s, ref_nodata) if samples else s
 
 
 def format_scores(s: Scores) -> List[str]:
@@ -420,4 +475,6 @@ def format_scores(s: Scores) -> List[str]:
             f"accuracy (Hungarian) {s.accuracy:.4f}",
             f"mIoU (Hungarian)     {s.miou_hungarian:.4f}",
             f"accuracy (majority)  {s.accuracy_majority:.4f}",
-            f"mIoU (majority)      {s.miou_majority:.4f}"]
+            f"mIoU (majority)      {s.miou_majority:.4f}",
+            f"sample purity        {s.sample_purity:.4f} ({s.samples_scored} samples on labelled pixels)",
+            f"classes reached      {s.classes_reached} of {len(s.table.ref_labels)}"]

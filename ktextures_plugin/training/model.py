@@ -19,6 +19,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .defaults import VARIANTS
+
 #: Keras defaults translated to PyTorch (method.md §9.1): momentum 0.01 == Keras 0.99.
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
@@ -131,6 +133,121 @@ class SpatialMaskNet(nn.Module):
         return hard + (soft - soft.detach())
 
 
+#: Gaussian scales (pixels) of the context variant's smoothed copies of the bands.
+CONTEXT_SIGMAS = (1.0, 2.0, 4.0)
+#: Gaussian kernels are truncated at this many standard deviations (radius = ceil(3 sigma)).
+GAUSS_TRUNCATE = 3.0
+
+
+def gaussian_kernel_1d(sigma: float, truncate: float = GAUSS_TRUNCATE) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernel, float32 ``(2r+1,)`` with r = ceil(truncate * sigma) px."""
+    r = int(math.ceil(truncate * float(sigma)))
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (t / float(sigma)) ** 2)
+    return (g / g.sum()).float()
+
+
+class GaussianContext(nn.Module):
+    """Fixed (untrained) context features: the bands and their Gaussian-smoothed copies.
+
+    Input (N,C,H,W) float32; output (N,C*(1+S),H,W) = [x, G_sigma1 x, ..., G_sigmaS x], each smoothing a
+    separable depthwise convolution with mirror padding at the tile edge (torch ``reflect``, SciPy
+    ``ndimage`` mode ``mirror``). Receptive-field radius = ceil(3 * max sigma) px = ``halo_px``, so tiled
+    inference with that halo equals inference on the whole raster (models/README.md, "Halo").
+    """
+
+    def __init__(self, in_ch: int = 4, sigmas: Sequence[float] = CONTEXT_SIGMAS):
+        super().__init__()
+        self.in_ch = int(in_ch)
+        self.sigmas = tuple(float(s) for s in sigmas)
+        self.radii = []
+        for i, s in enumerate(self.sigmas):
+            g = gaussian_kernel_1d(s)
+            self.radii.append((len(g) - 1) // 2)
+            self.register_buffer(f"g{i}", g)
+        self.halo_px = max(self.radii) if self.radii else 0
+        self.out_ch = self.in_ch * (1 + len(self.sigmas))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [x]
+        c = self.in_ch
+        for i, r in enumerate(self.radii):
+            g = getattr(self, f"g{i}")
+            h = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                         groups=c)
+            v = F.conv2d(F.pad(h, (0, 0, r, r), mode="reflect"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+                         groups=c)
+            outs.append(v)
+        return torch.cat(outs, dim=1)
+
+
+class ContextMaskNet(nn.Module):
+    """Variant ``context``: k class logits from the bands and their Gaussian context (receptive field
+    2 * ceil(3 * 4) + 1 = 25 px with the default sigmas 1, 2, 4 px).
+
+    Graph: :class:`GaussianContext` (fixed) -> per-feature z-score (fixed buffers ``mu``, ``sd``, set from the
+    training raster by :meth:`init_from_kmeans`) -> logits = ``head(z) + mlp(z)``. ``head`` is a 1x1 conv
+    (F -> k) initialised so that argmax(logits) is the nearest k-means centre in z-space
+    (w_j = 2 c_j, b_j = -|c_j|^2); ``mlp`` (1x1 F -> ``hidden`` -> ELU -> k) starts at zero output, so the
+    untrained network *is* the context k-means partition and training only moves it. Training masks: hard
+    one-hot of the argmax with the gradient of softmax(logits / ``temperature``) (straight-through).
+
+    Input (N,C,H,W) in [0, 1]; output logits (N,k,H,W) float32; ``halo_px`` = ceil(3 * max sigma).
+    """
+
+    def __init__(self, k: int, in_ch: int = 4, sigmas: Sequence[float] = CONTEXT_SIGMAS, hidden: int = 16,
+                 temperature: float = 1.0):
+        super().__init__()
+        self.k = int(k)
+        self.context = GaussianContext(in_ch, sigmas)
+        f = self.context.out_ch
+        self.register_buffer("mu", torch.zeros(1, f, 1, 1))
+        self.register_buffer("sd", torch.ones(1, f, 1, 1))
+        self.head = nn.Conv2d(f, self.k, 1)
+        self.hidden = int(hidden)
+        if self.hidden > 0:
+            self.mlp = nn.Sequential(nn.Conv2d(f, self.hidden, 1), nn.ELU(), nn.Conv2d(self.hidden, self.k, 1))
+            glorot_init(self.mlp)
+            nn.init.zeros_(self.mlp[2].weight)
+        else:
+            self.mlp = None
+        glorot_init(self.head)
+        self.temperature = float(temperature)
+        self.halo_px = self.context.halo_px
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """z-scored context features (N,F,H,W)."""
+        return (self.context(x) - self.mu) / self.sd
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.features(x)
+        out = self.head(z)
+        if self.mlp is not None:
+            out = out + self.mlp(z)
+        return out
+
+    @torch.no_grad()
+    def init_from_kmeans(self, mu: torch.Tensor, sd: torch.Tensor, centers: torch.Tensor) -> None:
+        """Set the z-score (``mu``, ``sd``: (F,)) and the head from k-means centres (k,F) in z units."""
+        self.mu.copy_(mu.view(1, -1, 1, 1))
+        self.sd.copy_(sd.view(1, -1, 1, 1))
+        self.head.weight.copy_((2.0 * centers).view(self.k, -1, 1, 1))
+        self.head.bias.copy_(-(centers ** 2).sum(dim=1))
+
+    def masks(self, logits: torch.Tensor) -> torch.Tensor:
+        """Hard one-hot (N,k,H,W) of argmax(logits) with the gradient of softmax(logits / temperature)."""
+        soft = torch.softmax(logits / self.temperature, dim=1)
+        hard = F.one_hot(torch.argmax(logits, dim=1), self.k).permute(0, 3, 1, 2).to(logits.dtype)
+        return hard + (soft - soft.detach())
+
+
+def continuity_loss(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Spatial continuity term (Kim, Kanezaki and Tanaka, IEEE TIP 29, 2020): mean L1 of the vertical and
+    horizontal differences of the class-probability map softmax(logits / temperature), (N,k,H,W)."""
+    p = torch.softmax(logits / temperature, dim=1)
+    return (p[:, :, 1:] - p[:, :, :-1]).abs().mean() + (p[:, :, :, 1:] - p[:, :, :, :-1]).abs().mean()
+
+
 class TextureGen(nn.Module):
     """One class texture (method.md §4.3): a fixed N(0,1) noise buffer (1,1,P+16,P+16) ->
     4x[Conv3x3(->16)-BN-LeakyReLU(0.3)] -> Conv3x3(16->C) -> sigmoid -> centre crop 8 -> (1,C,P,P) in (0, 1).
@@ -181,6 +298,8 @@ def crop_textures(textures: torch.Tensor, offsets: torch.Tensor, h: int, w: int)
     return t.permute(2, 0, 1, 3, 4)
 
 
+
+
 class KTextures(nn.Module):
     """The k-textures model (method.md §4, §9).
 
@@ -197,10 +316,11 @@ class KTextures(nn.Module):
     """
 
     def __init__(self, k: int, in_ch: int = 4, variant: str = "faithful", period: int = 128,
-                 seed: int = 0, straight_through: bool = False, spatial_width: int = 32, mask_width: int = 64):
+                 seed: int = 0, straight_through: bool = False, spatial_width: int = 32, mask_width: int = 64,
+                 context_hidden: int = 16):
         super().__init__()
-        if variant not in ("faithful", "spatial"):
-            raise ValueError(f"variant must be 'faithful' or 'spatial', got {variant!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.k = int(k)
         self.in_ch = in_ch
         self.variant = variant
@@ -209,6 +329,8 @@ class KTextures(nn.Module):
         self.slope = FAITHFUL_SLOPE
         if variant == "faithful":
             self.mask_net = ScalarNet(in_ch, width=mask_width)
+        elif variant == "context":
+            self.mask_net = ContextMaskNet(self.k, in_ch, hidden=context_hidden)
         else:
             self.mask_net = SpatialMaskNet(self.k, in_ch, width=spatial_width)
         gen = torch.Generator().manual_seed(10_000 + int(seed))
@@ -245,11 +367,21 @@ class KTextures(nn.Module):
         Returns:
             ``(sim, masks)``: sim (N,C,H,W) float32, masks (N,k,H,W) float32.
         """
+        sim, masks, _ = self.simulate_with_logits(x, offsets)
+        return sim, masks
+
+    def simulate_with_logits(self, x: torch.Tensor, offsets: torch.Tensor):
+        """:meth:`simulate` plus the mask network's logits (N,k,H,W) (None for the faithful variant)."""
         n, _, h, w = x.shape
-        masks = self.masks(x)
+        logits = None
+        if self.variant == "faithful":
+            masks = self.masks(x)
+        else:
+            logits = self.mask_net(x)
+            masks = self.mask_net.masks(logits)
         tex = crop_textures(self.texture_stack(), offsets, h, w)          # (N,k,C,h,w)
         sim = (masks.unsqueeze(2) * tex).sum(dim=1)
-        return sim, masks
+        return sim, masks, logits
 
 
 def mask_net_batchnorms(model: KTextures) -> Sequence[nn.BatchNorm2d]:

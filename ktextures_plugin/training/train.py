@@ -25,30 +25,19 @@ import numpy as np
 import torch
 
 from . import data as D
+from .defaults import (DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_CONTINUITY, DEFAULT_MASK_WIDTH,  # noqa: F401
+                       DEFAULT_RETRIES, DEFAULT_STEPS, DEFAULT_VARIANT, VARIANTS)
 from .errors import FitCanceled, FitInputError
 from .features import FeatureLoss, FeatureSpecError
-from .model import FAITHFUL_SLOPE, KTextures, anneal_slope, recalibrate_bn
+from .model import FAITHFUL_SLOPE, KTextures, anneal_slope, continuity_loss, recalibrate_bn
 
 #: schedule of the §4.2 ramp: "faithful" = S 5000 throughout; "anneal" = S from ``slope_start`` to 5000 over
 #: the first 60 % of the steps (§9.2-4a); "ste" = exact one-hot forward, ramp gradient with slope
 #: ``ste_slope`` backward (§9.2-4b).
 BINNINGS = ("faithful", "anneal", "ste")
 
-DEFAULT_STEPS = 500
-DEFAULT_BATCH = 8
-DEFAULT_BINNING = "faithful"
-#: Hidden width of the faithful per-pixel mask network. The paper's is 64 (method.md §4.1); 16 was chosen by
-#: measurement (docs/benchmarks.md, "How the defaults were chosen"): over 5 seeds on the three labelled scenes it
-#: wins as many of the ARI / mIoU comparisons with k-means as 64 does (3 of 6 each), and it makes ``segment``
-#: about 4x faster than per-pixel k-means where 64 is 1.2-1.8x (about 13x fewer multiply-adds per pixel).
-DEFAULT_MASK_WIDTH = 16
 #: A class holding less than this fraction of the recalibration tiles' pixels counts as unused.
 EMPTY_CLASS_FRACTION = 0.001
-#: When a fit leaves a class unused, :func:`fit` can fit again with the next seeds (``retries``) and keep the
-#: first fit that uses all k classes (else the one with the fewest unused, the earliest on a tie). Off by
-#: default: measured with one retry, the fits it replaced were not the worse ones (Slovenia's ARI fell from 0.221
-#: to 0.178 over 5 seeds; docs/benchmarks.md, Quality), so using every class is the user's call.
-DEFAULT_RETRIES = 0
 
 
 @dataclass
@@ -58,7 +47,7 @@ class FitConfig:
     k: int
     steps: int = DEFAULT_STEPS
     seed: int = 0
-    variant: str = "faithful"
+    variant: str = DEFAULT_VARIANT
     features: str = "random"
     tile_size: int = 128
     batch_size: int = DEFAULT_BATCH
@@ -73,6 +62,11 @@ class FitConfig:
     texture_period: int = 128
     train_mask: bool = True           # False = ablation: mask net frozen at its random init
     mask_width: int = DEFAULT_MASK_WIDTH  # hidden width of the faithful mask net (paper, method.md §4.1: 64)
+    context_hidden: int = 16          # context variant: width of the residual 1x1 MLP (0 = linear head only)
+    context_warm: float = 0.3         # context variant: share of the steps that train the textures only
+    context_lr: float = 1e-3          # context variant: Adam learning rate of the mask network
+    continuity: float = DEFAULT_CONTINUITY  # weight of the spatial-continuity term (context and spatial variants)
+    warm_tiles: int = 64              # context variant: tiles whose pixels seed the k-means warm start
 
 
 @dataclass
@@ -129,8 +123,8 @@ def train_model(image_path: str, bands, cfg: FitConfig,
         FitInputError subclasses on bad input, FitCanceled when ``is_canceled()`` returns True.
     """
     k = D.check_k(cfg.k)
-    if cfg.variant not in ("faithful", "spatial"):
-        raise FitInputError(f"variant must be 'faithful' or 'spatial', got {cfg.variant!r}")
+    if cfg.variant not in VARIANTS:
+        raise FitInputError(f"variant must be one of {', '.join(VARIANTS)}, got {cfg.variant!r}")
     if cfg.binning not in BINNINGS:
         raise FitInputError(f"binning must be one of {BINNINGS}, got {cfg.binning!r}")
     if int(cfg.mask_width) < 1:
@@ -146,14 +140,21 @@ def train_model(image_path: str, bands, cfg: FitConfig,
     torch.manual_seed(int(cfg.seed))
     ae_mse = loss_fn.prepare(lambda n: sampler.sample(n)[0], is_canceled)
     model = KTextures(k, D.N_CHANNELS, cfg.variant, period=cfg.texture_period, seed=cfg.seed,
-                      mask_width=int(cfg.mask_width),
+                      mask_width=int(cfg.mask_width), context_hidden=int(cfg.context_hidden),
                       straight_through=(cfg.binning == "ste"))
     model.train()
+    if cfg.variant == "context":
+        warm_start_context(model, sampler, cfg, is_canceled)
     if not cfg.train_mask:
         for p in model.mask_net.parameters():
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-7)
+    mask_ids = {id(p) for p in model.mask_net.parameters()}
+    mask_lr = cfg.context_lr if cfg.variant == "context" else cfg.lr
+    groups = [{"params": [p for p in params if id(p) not in mask_ids], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in mask_ids], "lr": mask_lr}]
+    opt = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, eps=1e-7)
+    warm_steps = int(round(cfg.context_warm * int(cfg.steps))) if cfg.variant == "context" else 0
     ste_slope = cfg.ste_slope or 4.0 * k
     steps = int(cfg.steps)
     losses: List[float] = []
@@ -173,10 +174,14 @@ def train_model(image_path: str, bands, cfg: FitConfig,
         x = torch.from_numpy(xb)
         offs = torch.from_numpy(ob)
         model.slope = slope_at(step)
-        sim, _ = model.simulate(x, offs)
+        for g in opt.param_groups[1:]:           # the mask network waits while the textures warm up
+            g["lr"] = 0.0 if step < warm_steps else mask_lr
+        sim, _, logits = model.simulate_with_logits(x, offs)
         if step == 0:
             loss_fn.calibrate(x, sim.detach())
         loss, _ = loss_fn(x, sim)
+        if cfg.continuity > 0 and logits is not None:
+            loss = loss + cfg.continuity * continuity_loss(logits, getattr(model.mask_net, "temperature", 1.0))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _clip_per_parameter(params, 1.0)
@@ -209,6 +214,37 @@ def train_model(image_path: str, bands, cfg: FitConfig,
                      feature_prep=ae_mse)
 
 
+@torch.no_grad()
+def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=None) -> None:
+    """Initialise a context mask network at the context k-means partition of the training raster.
+
+    The fixed Gaussian context features (N,F,T,T) of ``cfg.warm_tiles`` random tiles are cropped by the halo
+    (where the mirror padding of a tile edge would differ from the raster), z-scored, and clustered with
+    k-means (:func:`core.kmeans.fit_centers`: k-means++, 3 restarts, seed ``cfg.seed``) on at most 200 000
+    pixels; the head then assigns each pixel to its nearest centre (:meth:`ContextMaskNet.init_from_kmeans`).
+    """
+    from ..core.kmeans import fit_centers
+
+    net = model.mask_net
+    n = max(1, int(cfg.warm_tiles))
+    xb, _ = sampler.sample(n)
+    if is_canceled is not None and is_canceled():
+        raise FitCanceled("fit canceled before training; no model written")
+    f = net.context(torch.from_numpy(xb))
+    r = min(net.halo_px, (f.shape[-1] - 1) // 4)
+    if r > 0:
+        f = f[:, :, r:-r, r:-r]
+    px = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).double().numpy()
+    rng = np.random.default_rng(int(cfg.seed))
+    if len(px) > 200_000:
+        px = px[rng.choice(len(px), 200_000, replace=False)]
+    mu, sd = px.mean(0), px.std(0)
+    sd[sd < 1e-6] = 1.0
+    centers = fit_centers((px - mu) / sd, model.k, seed=int(cfg.seed), n_init=3)
+    net.init_from_kmeans(torch.from_numpy(mu).float(), torch.from_numpy(sd).float(),
+                         torch.from_numpy(centers).float())
+
+
 def unused_classes(class_fractions: Sequence[float]) -> int:
     """How many of the k classes hold under :data:`EMPTY_CLASS_FRACTION` of the pixels."""
     return sum(1 for f in class_fractions if f < EMPTY_CLASS_FRACTION)
@@ -235,7 +271,7 @@ def unused_class_warning(class_fractions: Sequence[float]) -> Optional[str]:
 
 
 def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEPS, seed: int = 0,
-        variant: str = "faithful", features: str = "random", tile_size: int = 128,
+        variant: str = DEFAULT_VARIANT, features: str = "random", tile_size: int = 128,
         batch_size: int = DEFAULT_BATCH, progress: Optional[Callable[[int, int, float], None]] = None,
         is_canceled: Optional[Callable[[], bool]] = None, *, title: str = "", binning: str = DEFAULT_BINNING,
         threads: Optional[int] = None, extra_nodata: Optional[float] = None, retries: int = DEFAULT_RETRIES,
@@ -311,10 +347,14 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
             "binning": cfg.binning,
             "batch_size": cfg.batch_size, "tile_size": cfg.tile_size, "recal_tiles": cfg.recal_tiles,
             "mask_width": int(cfg.mask_width),
+            "continuity": float(cfg.continuity),
             "code_version": _git_version(), "torch": torch.__version__,
             "train_seconds": round(res.seconds, 1), "final_loss": round(float(np.mean(tail)), 5),
             "class_fractions": [round(v, 4) for v in res.class_fractions],
         }
+        if cfg.variant == "context":
+            prov.update(context_sigmas=list(res.model.mask_net.context.sigmas), context_hidden=int(cfg.context_hidden),
+                        context_warm=float(cfg.context_warm), context_lr=float(cfg.context_lr))
         for name, mse in res.feature_prep.items():
             prov[f"{name}_reconstruction_mse"] = round(float(mse), 6)
         if is_canceled is not None and is_canceled():
