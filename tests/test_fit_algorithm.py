@@ -137,7 +137,9 @@ def test_fit_defaults_follow_the_training_defaults(provider):
     from ktextures_plugin.training import train
     alg = QgsApplication.processingRegistry().algorithmById("ktextures:fit")
     assert alg.parameterDefinition("STEPS").defaultValue() == train.DEFAULT_STEPS
-    assert alg.parameterDefinition("VARIANT").defaultValue() == "faithful"
+    assert alg.parameterDefinition("VARIANT").defaultValue() == train.DEFAULT_VARIANT
+    assert alg.parameterDefinition("CONTINUITY").defaultValue() == train.FitConfig(k=2).continuity
     assert alg.parameterDefinition("MASK_WIDTH").defaultValue() == train.FitConfig(k=2).mask_width
     assert train.FitConfig(k=2).mask_width == train.DEFAULT_MASK_WIDTH == 16
+    assert train.FitConfig(k=2).variant == train.DEFAULT_VARIANT
     assert alg.parameterDefinition("RETRIES").defaultValue() == train.DEFAULT_RETRIES

@@ -11,23 +11,16 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterVectorDestination)
 
 from ..core.raster import RasterError
+# torch-free: the defaults live in one module that the QGIS glue, the CLI and the trainer share
+from ..training.defaults import (DEFAULT_CONTINUITY, DEFAULT_MASK_WIDTH, DEFAULT_RETRIES, DEFAULT_STEPS,
+                                 DEFAULT_VARIANT, VARIANTS)
 from ..training.errors import TORCH_INSTALL_HINT
 from .common import KTexturesAlgorithm, gdal_source, optional_number
-
-VARIANTS = ["faithful", "spatial"]
-#: = ``training.train.DEFAULT_STEPS`` (that module imports torch, so the number is repeated here; a test
-#: keeps them equal): about 5 minutes for k = 6 on a 512 x 768 raster on 2 CPU cores (models/README.md).
-DEFAULT_STEPS = 500
-#: = ``training.train.DEFAULT_MASK_WIDTH`` (repeated for the same reason, kept equal by the same test).
-DEFAULT_MASK_WIDTH = 16
-#: = ``training.train.DEFAULT_RETRIES`` (the same).
-DEFAULT_RETRIES = 0
-
 
 
 class FitAlgorithm(KTexturesAlgorithm):
     INPUT, BANDS, K, STEPS, VARIANT, FEATURES, SEED = "INPUT", "BANDS", "K", "STEPS", "VARIANT", "FEATURES", "SEED"
-    NODATA, MASK_WIDTH, RETRIES = "NODATA", "MASK_WIDTH", "RETRIES"
+    NODATA, MASK_WIDTH, RETRIES, CONTINUITY = "NODATA", "MASK_WIDTH", "RETRIES", "CONTINUITY"
     OUTPUT_MODEL, OUTPUT_RASTER, OUTPUT_VECTOR = "OUTPUT_MODEL", "OUTPUT_RASTER", "OUTPUT_VECTOR"
 
     def name(self):
@@ -67,8 +60,13 @@ class FitAlgorithm(KTexturesAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.STEPS, "Training steps",
                                                        type=QgsProcessingParameterNumber.Integer,
                                                        minValue=1, maxValue=100000, defaultValue=DEFAULT_STEPS))
-        self.addParameter(QgsProcessingParameterEnum(self.VARIANT, "Variant", options=VARIANTS,
-                                                     defaultValue="faithful", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterEnum(self.VARIANT, "Variant", options=list(VARIANTS),
+                                                     defaultValue=DEFAULT_VARIANT, usesStaticStrings=True))
+        cont = QgsProcessingParameterNumber(self.CONTINUITY, "Spatial continuity weight (context and spatial variants)",
+                                            type=QgsProcessingParameterNumber.Double, minValue=0.0, maxValue=100.0,
+                                            defaultValue=DEFAULT_CONTINUITY)
+        cont.setFlags(cont.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(cont)
         feats = QgsProcessingParameterString(self.FEATURES, "Feature extractor of the loss", defaultValue="random")
         feats.setFlags(feats.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(feats)
@@ -149,7 +147,8 @@ class FitAlgorithm(KTexturesAlgorithm):
         feedback.pushInfo(f"Fitting k = {k} on bands {bands} for {steps} steps (CPU) ...")
         try:
             info = fit(src, bands, k, out_model, steps=steps, seed=self.parameterAsInt(parameters, self.SEED, context),
-                       variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or "faithful",
+                       variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or DEFAULT_VARIANT,
+                       continuity=self.parameterAsDouble(parameters, self.CONTINUITY, context),
                        features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
                        progress=progress, is_canceled=feedback.isCanceled,
                        extra_nodata=optional_number(parameters, self.NODATA),

@@ -32,7 +32,8 @@ class _ExportGraph(nn.Module):
 
     def __init__(self, model: KTextures, textures: torch.Tensor):
         super().__init__()
-        self.mask_net = model.mask_net
+        net = model.mask_net
+        self.mask_net = net.folded_copy() if hasattr(net, "folded_copy") else net
         self.k = model.k
         self.variant = model.variant
         self.register_buffer("tex", textures.detach().clone().float())

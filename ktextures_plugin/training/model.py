@@ -215,9 +215,27 @@ class ContextMaskNet(nn.Module):
         self.temperature = float(temperature)
         self.halo_px = self.context.halo_px
 
+    folded = False
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """z-scored context features (N,F,H,W)."""
-        return (self.context(x) - self.mu) / self.sd
+        """z-scored context features (N,F,H,W) (unscaled when the z-score is folded into the layers)."""
+        f = self.context(x)
+        return f if self.folded else (f - self.mu) / self.sd
+
+    @torch.no_grad()
+    def folded_copy(self) -> "ContextMaskNet":
+        """An equivalent network for export with the z-score folded into the first 1x1 layers
+        (w' = w / sd, b' = b - w' . mu): two element-wise passes over the 16 feature maps fewer."""
+        import copy
+        net = copy.deepcopy(self)
+        inv = (1.0 / self.sd).view(1, -1, 1, 1)
+        mu = self.mu.view(1, -1, 1, 1)
+        for conv in [net.head] + ([net.mlp[0]] if net.mlp is not None else []):
+            w = conv.weight * inv
+            conv.bias.copy_(conv.bias - (w * mu).sum(dim=(1, 2, 3)))
+            conv.weight.copy_(w)
+        net.folded = True
+        return net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.features(x)
