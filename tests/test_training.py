@@ -494,6 +494,14 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     means = np.stack([f[lab == c].mean(0) for c in range(5)])
     nearest = ((f[:, None] - means[None]) ** 2).sum(-1).argmin(1)
     assert (nearest == lab).mean() > 0.9
+    # segment: small tiles with the 12 px halo give the same class raster as one big tile, in strips of the
+    # context variant's size
+    from ktextures_plugin.core.segment import CONTEXT_CHUNK_PX, chunk_px_for, segment_raster
+    assert chunk_px_for(info) == CONTEXT_CHUNK_PX
+    small = segment_raster(SAMPLE, res["path"], str(tmp_path / "small.tif"), bands=BANDS, tile_size=100)
+    big = segment_raster(SAMPLE, res["path"], str(tmp_path / "big.tif"), bands=BANDS, tile_size=1024)
+    a, b = (gdal.Open(p.path).ReadAsArray() for p in (small, big))
+    assert np.array_equal(a, b) and np.array_equal(a, cls[0, 0] + 1)
 
 
 def test_context_variant_trains_the_mask(tmp_path):

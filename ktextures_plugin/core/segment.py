@@ -263,10 +263,20 @@ INFER_CHUNK_PX = 16384
 INFER_CHUNK_VALUES = 64 * INFER_CHUNK_PX
 
 
+#: ... and a context-variant model (halo 12 px, 16 feature channels) runs on strips of this many pixels: each
+#: strip re-reads 2 x 12 halo rows, so 16384-px strips (about 30 rows at 512 px) spend most of their time on
+#: halo rows; 131072 px ran 2.4x faster than 16384 and than a whole tile at once (docs/benchmarks.md).
+CONTEXT_CHUNK_PX = 8 * INFER_CHUNK_PX
+
+
 def chunk_px_for(info: ModelInfo) -> int:
-    """Pixels per onnxruntime call for this model (:data:`INFER_CHUNK_PX` unless a per-pixel model records a
-    ``mask_width`` in its provenance), between 16384 and 262144."""
-    width = info.provenance.get("mask_width") if isinstance(info.provenance, dict) else None
+    """Pixels per onnxruntime call for this model: :data:`CONTEXT_CHUNK_PX` for the context variant,
+    ``INFER_CHUNK_VALUES // mask_width`` for a per-pixel model that records its ``mask_width`` in its
+    provenance (between 16384 and 262144), else :data:`INFER_CHUNK_PX`."""
+    prov = info.provenance if isinstance(info.provenance, dict) else {}
+    if prov.get("variant") == "context":
+        return CONTEXT_CHUNK_PX
+    width = prov.get("mask_width")
     if info.halo_px != 0 or not isinstance(width, int) or width < 1:
         return INFER_CHUNK_PX
     return int(min(max(INFER_CHUNK_VALUES // width, INFER_CHUNK_PX), 16 * INFER_CHUNK_PX))
