@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")
 BANDS = "3,2,1,4"
 TINY = dict(steps=3, batch_size=2, recal_tiles=4)   # a real but very short fit
+FAITHFUL = dict(TINY, variant="faithful")           # ... of the paper's per-pixel network
 
 
 def _sample_scaled(info):
@@ -236,7 +237,7 @@ def fitted(tmp_path_factory):
     d = tmp_path_factory.mktemp("fit")
     calls = []
     res = fit(SAMPLE, BANDS, 4, str(d / "a.onnx"), seed=3, progress=lambda *a: calls.append(a),
-              title="test k = 4", progress_every=1, **TINY)
+              title="test k = 4", progress_every=1, **FAITHFUL)
     return res, calls, d
 
 
@@ -267,7 +268,7 @@ def test_torch_onnx_parity_on_sample(fitted):
     from ktextures_plugin.training.export import export_onnx
     _, _, d = fitted
     torch.manual_seed(0)
-    r = train_model(SAMPLE, BANDS, FitConfig(k=6, **TINY))
+    r = train_model(SAMPLE, BANDS, FitConfig(k=6, **FAITHFUL))
     path = str(d / "parity.onnx")
     info = export_onnx(r.model, r.textures, path, r.scale_min, r.scale_max)
     x = _sample_scaled(info)
@@ -287,8 +288,8 @@ def test_torch_onnx_parity_on_sample(fitted):
 
 def test_same_seed_same_model(fitted, tmp_path):
     res, _, _ = fitted
-    res2 = fit(SAMPLE, BANDS, 4, str(tmp_path / "b.onnx"), seed=3, **TINY)
-    res3 = fit(SAMPLE, BANDS, 4, str(tmp_path / "c.onnx"), seed=4, **TINY)
+    res2 = fit(SAMPLE, BANDS, 4, str(tmp_path / "b.onnx"), seed=3, **FAITHFUL)
+    res3 = fit(SAMPLE, BANDS, 4, str(tmp_path / "c.onnx"), seed=4, **FAITHFUL)
     info = modelinfo.read_model_info(res["path"])
     x = _sample_scaled(info)
     a, b, c = _run(res["path"], x), _run(res2["path"], x), _run(res3["path"], x)
@@ -371,7 +372,7 @@ def test_mask_width_option_exports_a_narrower_network(tmp_path):
     provenance and runs through the same ONNX contract; a width below 1 is refused before any work."""
     import onnx
 
-    res = fit(SAMPLE, BANDS, 4, str(tmp_path / "w8.onnx"), mask_width=8, **TINY)
+    res = fit(SAMPLE, BANDS, 4, str(tmp_path / "w8.onnx"), mask_width=8, **FAITHFUL)
     info = modelinfo.read_model_info(res["path"])
     assert info.provenance["mask_width"] == 8 and info.halo_px == 0
     g = onnx.load(res["path"]).graph
@@ -381,11 +382,11 @@ def test_mask_width_option_exports_a_narrower_network(tmp_path):
     cls, _ = _run(res["path"], _sample_scaled(info)[:, :, :64, :64])
     assert set(np.unique(cls)) <= {0, 1, 2, 3}
     with pytest.raises(FitInputError, match="mask width"):
-        fit(SAMPLE, BANDS, 4, str(tmp_path / "w0.onnx"), mask_width=0, **TINY)
+        fit(SAMPLE, BANDS, 4, str(tmp_path / "w0.onnx"), mask_width=0, **FAITHFUL)
     assert not os.path.exists(tmp_path / "w0.onnx")
 
 
-@pytest.mark.parametrize("variant", ["faithful", "spatial"])
+@pytest.mark.parametrize("variant", ["faithful", "spatial", "context"])
 def test_fast_elu_export_equals_plain_elu(tmp_path, variant):
     """The exported Min-Exp-Sub-Max form of ELU (onnx_rewrite) gives the plain Elu graph's classes."""
     import onnx
@@ -399,7 +400,8 @@ def test_fast_elu_export_equals_plain_elu(tmp_path, variant):
     info = export_onnx(r.model, r.textures, plain, r.scale_min, r.scale_max, fast_elu=False)
     export_onnx(r.model, r.textures, fast, r.scale_min, r.scale_max)
     ops = lambda p: [n.op_type for n in onnx.load(p).graph.node]  # noqa: E731
-    assert ops(plain).count("Elu") == 2 and "Elu" not in ops(fast) and ops(fast).count("Exp") == 2
+    n_elu = 1 if variant == "context" else 2
+    assert ops(plain).count("Elu") == n_elu and "Elu" not in ops(fast) and ops(fast).count("Exp") == n_elu
     x = _sample_scaled(info)
     with torch.no_grad():
         s = r.model.mask_net(torch.from_numpy(x)).numpy()
@@ -441,13 +443,13 @@ def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
     from ktextures_plugin.training.train import unused_classes
 
     def direct(k, seed):
-        return fit(SAMPLE, BANDS, k, str(tmp_path / f"d{k}_{seed}.onnx"), seed=seed, retries=0, **TINY)
+        return fit(SAMPLE, BANDS, k, str(tmp_path / f"d{k}_{seed}.onnx"), seed=seed, retries=0, **FAITHFUL)
 
     a, b = direct(8, 1), direct(8, 2)
     assert unused_classes(a["class_fractions"]) > 0, "k = 8, seed 1 no longer leaves a class unused: pick a case that does"
     assert a["provenance"]["seeds_tried"] == [1] and a["warnings"]
     msgs = []
-    r = fit(SAMPLE, BANDS, 8, str(tmp_path / "r.onnx"), seed=1, retries=1, log=msgs.append, **TINY)
+    r = fit(SAMPLE, BANDS, 8, str(tmp_path / "r.onnx"), seed=1, retries=1, log=msgs.append, **FAITHFUL)
     assert r["seeds_tried"] == [1, 2] and len(msgs) == 1 and "seed 2" in msgs[0]
     want = b if unused_classes(b["class_fractions"]) < unused_classes(a["class_fractions"]) else a
     assert r["provenance"]["seed"] == want["provenance"]["seed"]
@@ -457,11 +459,11 @@ def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
     c, d = direct(12, 0), direct(12, 1)
     if unused_classes(c["class_fractions"]) > 0 and unused_classes(d["class_fractions"]) >= unused_classes(
             c["class_fractions"]):
-        r = fit(SAMPLE, BANDS, 12, str(tmp_path / "r12.onnx"), seed=0, retries=1, **TINY)
+        r = fit(SAMPLE, BANDS, 12, str(tmp_path / "r12.onnx"), seed=0, retries=1, **FAITHFUL)
         assert r["provenance"]["seed"] == 0 and r["class_fractions"] == c["class_fractions"]
         assert "seeds tried: 0, 1" in r["warnings"][0]
     with pytest.raises(FitInputError, match="retries"):
-        fit(SAMPLE, BANDS, 4, str(tmp_path / "neg.onnx"), retries=-1, **TINY)
+        fit(SAMPLE, BANDS, 4, str(tmp_path / "neg.onnx"), retries=-1, **FAITHFUL)
 
 
 # ---------------------------------------------------------------- context variant (docs/method.md, "context")
@@ -514,3 +516,15 @@ def test_context_variant_trains_the_mask(tmp_path):
     ca, cb = _run(a["path"], x)[0], _run(b["path"], x)[0]
     assert modelinfo.read_model_info(b["path"]).provenance["continuity"] == 1.0
     assert (ca != cb).mean() > 0.001
+
+
+def test_default_fit_is_the_context_variant(tmp_path):
+    """The measured default (docs/benchmarks.md, Quality): context variant with the continuity term."""
+    from ktextures_plugin.training import defaults
+    res = fit(SAMPLE, BANDS, 3, str(tmp_path / "d.onnx"), **TINY)
+    again = fit(SAMPLE, BANDS, 3, str(tmp_path / "e.onnx"), **TINY)
+    x = _sample_scaled(modelinfo.read_model_info(res["path"]))
+    assert np.array_equal(_run(res["path"], x)[0], _run(again["path"], x)[0])      # same seed, same classes
+    prov = modelinfo.read_model_info(res["path"]).provenance
+    assert prov["variant"] == defaults.DEFAULT_VARIANT == "context"
+    assert prov["continuity"] == defaults.DEFAULT_CONTINUITY > 0
