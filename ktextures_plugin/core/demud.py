@@ -143,7 +143,7 @@ class Selection:
 
 
 def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[slice] = (),
-          progress: Optional[Callable[[float, str], None]] = None,
+          max_rank: Optional[int] = None, progress: Optional[Callable[[float, str], None]] = None,
           is_canceled: Optional[Callable[[], bool]] = None) -> Selection:
     """Select ``n_select`` items one by one, each the worst reconstructed by ``model``, which learns it.
 
@@ -151,8 +151,10 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
         items: (n, d) float32/float64 feature vectors (already standardised).
         n_select: number of selections (at most n).
         model: the initial :class:`Subspace` (of all items, a subset, or :meth:`Subspace.empty`); updated
-            in place without truncation, so each selection adds its direction to the model.
+            in place with each selection.
         blocks: column slices whose share of each selected item's error is reported.
+        max_rank: the model keeps at most this many singular vectors after each update (DEMUD's k;
+            ``None``: no truncation, each selection adds a direction).
         progress: ``progress(fraction, "select")``; is_canceled: polled before every selection.
 
     Returns:
@@ -180,7 +182,7 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
         parts.append([float(np.dot(r[b], r[b])) for b in blocks])
         res.append(r)
         taken[j] = True
-        model.update(items[j])
+        model.update(items[j], max_rank=max_rank)
         if i + 1 < n_select:
             err = model.errors(items)
         if progress:
