@@ -8,7 +8,7 @@ the window into tiles; the frozen multi-scale feature CNN of the k-textures loss
 channel (appearance) and, per scale, the mean squared feature difference between tile and simulation (the
 k-textures residual). The columns are standardised and weighted (:func:`design_matrix`), and
 :func:`ktextures_plugin.core.demud.demud` selects the tiles. Memory grows with the number of tiles' feature
-vectors (about 3.6 kB per tile), not with pixels. Outputs: ``novelty_output``.
+vectors (about 5.4 kB per tile), not with pixels. Outputs: ``novelty_output``.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class SelectedTile:
 class NoveltyResult:
     """What :func:`rank_tiles` found: ``scores`` float32 (rows, cols) initial scores (NaN = not scored),
     ``selected`` in rank order, the ``table``, ``selection``, model ``info``, ``bands``, scaling, the
-    feature ``stage_norm`` (mean residual per scale, for heat maps), ``seconds`` and ``warnings``."""
+    ``rank`` asked for, the feature ``stage_norm`` (mean residual per scale, for heat maps), ``seconds`` and ``warnings``."""
 
     scores: np.ndarray
     selected: List[SelectedTile]
@@ -406,7 +406,6 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
     say(f"{table.index.size} tiles scored, {table.skipped} skipped (mostly nodata)")
     items, blocks = design_matrix(table, residual_weight)
     model = initial_model(items, rank, init_tiles, seed)
-    kept_rank = model.rank
     try:
         sel = demud(items, n_select, model, blocks, max_rank=rank, is_canceled=is_canceled,
                     progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None)
@@ -414,12 +413,17 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
         raise Canceled() from None
     scores = np.full((ctx.grid[1], ctx.grid[0]), np.nan, np.float32)
     scores.flat[table.index] = sel.initial
-    selected = []
+    return NoveltyResult(scores, _selected_tiles(sel, table, ctx.tile_size, wh), table, sel, ctx.info, band_list,
+                         list(smin), list(smax), ctx.tile_size, rank, time.perf_counter() - t0,
+                         table.stage_norm())
+
+
+def _selected_tiles(sel: Selection, table: TileTable, t: int, size: Tuple[int, int]) -> List[SelectedTile]:
+    out = []
     for r, j in enumerate(sel.order):
-        row, col = divmod(int(table.index[j]), ctx.grid[0])
-        x0, y0 = col * ctx.tile_size, row * ctx.tile_size
-        win = (x0, y0, min(ctx.tile_size, wh[0] - x0), min(ctx.tile_size, wh[1] - y0))
-        selected.append(SelectedTile(r + 1, row, col, win, float(sel.scores[r]), float(sel.block_scores[r, 1]),
-                                     float(sel.initial[j]), table.class_counts[j]))
-    return NoveltyResult(scores, selected, table, sel, ctx.info, band_list, list(smin), list(smax), ctx.tile_size,
-                         kept_rank, time.perf_counter() - t0, table.stage_norm())
+        row, col = divmod(int(table.index[j]), table.grid[0])
+        x0, y0 = col * t, row * t
+        win = (x0, y0, min(t, size[0] - x0), min(t, size[1] - y0))
+        out.append(SelectedTile(r + 1, row, col, win, float(sel.scores[r]), float(sel.block_scores[r, 1]),
+                                float(sel.initial[j]), table.class_counts[j]))
+    return out
