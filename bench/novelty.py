@@ -21,13 +21,10 @@ rank), each repeat in its own subprocess; tiles per second over the whole comman
 the child). Prints Markdown tables for docs/benchmarks.md.
 """
 import argparse
-import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -125,7 +122,7 @@ def speed(args):
         _, s, kb = line[-1].split()
         secs.append(float(s))
         rss.append(int(kb) / 1024)
-    tiles = -(-args.size // T) ** 2
+    tiles = (-(-args.size // T)) ** 2
     print("| raster | tiles | repeats | seconds (median) | tiles/s | peak RSS MB (max) |\n|---|---|---|---|---|---|")
     med = statistics.median(secs)
     print(f"| mosaic {args.size} x {args.size} | {tiles} | {args.repeats} | {med:.1f} | {tiles / med:.0f} | "

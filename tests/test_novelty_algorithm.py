@@ -33,6 +33,7 @@ def test_parameters_are_listed(provider):
         assert pid in names
     assert alg.parameterDefinition("TILE_SIZE").defaultValue() == 64
     assert alg.parameterDefinition("N_SELECT").defaultValue() == 20
+    assert alg.outputDefinition("OUTPUT_HTML").type() == "outputHtml"  # shown in the Results Viewer
 
 
 def test_planted_anomaly_through_qgis(run, tmp_path):

@@ -57,6 +57,15 @@ def _progress_bar(quiet: bool):
     return bar, progress
 
 
+def _remove(paths) -> None:
+    """Delete the outputs of a run that failed part-way (no partial set of outputs is left behind)."""
+    import os
+    for p in paths:
+        for f in (p, p + ".aux.xml"):
+            if os.path.exists(f):
+                os.remove(f)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core.classraster import OutputError
@@ -70,19 +79,23 @@ def main(argv=None) -> int:
             return fail(PROG, f"{opt} must be at least {lo}, got {v}")
     model = args.model or bundled_model_path(DEFAULT_MODEL)
     bar, progress = _progress_bar(args.quiet)
+    written = []
     try:
         res = rank_tiles(args.image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
                          rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
                          extra_nodata=args.nodata, threads=args.threads, progress=progress)
-        write_score_raster(args.score, res, args.image)
+        written.append(write_score_raster(args.score, res, args.image))
         if args.selected:
             write_selected(args.selected, res, args.image)
+            written.append(args.selected)
         if args.html:
-            write_html(args.html, res, args.image, model, args.nodata, threads=args.threads)
+            written.append(write_html(args.html, res, args.image, model, args.nodata, threads=args.threads))
     except ValueError as exc:  # ModelError and RasterError are ValueErrors; name the CLI option
+        _remove(written)
         msg = str(exc).replace("tile size", "--tile-size").replace("TILE_SIZE", "--tile-size")
         return fail(PROG, msg.replace("Set BANDS", "Set --bands"))
     except (ModelError, RasterError, OutputError, ImportError) as exc:
+        _remove(written)
         return fail(PROG, exc)
     finally:
         if bar is not None:

@@ -36,7 +36,8 @@ FEATURE_STRIDE = 16
 MIN_VALID_FRACTION = 0.5
 #: tiles per feature-CNN call (each tile also runs as its simulation)
 FEATURE_BATCH = 8
-#: default most singular vectors DEMUD's model keeps (docs/novelty.md, "Rank and initial model": bench/novelty.py discovery)
+#: default most singular vectors DEMUD's model keeps (docs/novelty.md, "Rank and initial model";
+#: bench/novelty.py discovery)
 DEFAULT_RANK = 4
 #: default initial model: -1 = none (the same measurement)
 INIT_TILES = -1
@@ -92,7 +93,8 @@ class SelectedTile:
 class NoveltyResult:
     """What :func:`rank_tiles` found: ``scores`` float32 (rows, cols) initial scores (NaN = not scored),
     ``selected`` in rank order, the ``table``, ``selection``, model ``info``, ``bands``, scaling, the
-    ``rank`` asked for, the feature ``stage_norm`` (mean residual per scale, for heat maps), ``seconds`` and ``warnings``."""
+    ``rank`` asked for, the feature ``stage_norm`` (mean residual per scale, for heat maps), ``seconds`` and
+    ``warnings``."""
 
     scores: np.ndarray
     selected: List[SelectedTile]
@@ -192,14 +194,16 @@ def design_matrix(table: TileTable, residual_weight: float = 1.0) -> Tuple[np.nd
     Returns:
         ``(items float32 (m, d), [appearance slice, residual slice])``.
     """
-    def z(a):
-        a = a.astype(np.float64)
-        sd = a.std(axis=0)
-        return (a - a.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-
     da, dr = table.appearance.shape[1], table.residual.shape[1]
-    items = np.hstack([z(table.appearance) / np.sqrt(da), z(table.residual) * residual_weight / np.sqrt(dr)])
-    return items.astype(np.float32), [slice(0, da), slice(da, da + dr)]
+    items = np.empty((table.appearance.shape[0], da + dr), np.float32)   # filled in place: no float64 copy
+    for block, src, w in ((slice(0, da), table.appearance, 1.0 / np.sqrt(da)),
+                          (slice(da, da + dr), table.residual, residual_weight / np.sqrt(dr))):
+        mean = src.mean(axis=0, dtype=np.float64)
+        sd = src.std(axis=0, dtype=np.float64)
+        out = items[:, block]
+        np.subtract(src, mean.astype(np.float32), out=out)
+        out *= (w / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+    return items, [slice(0, da), slice(da, da + dr)]
 
 
 def initial_model(items: np.ndarray, rank: int, init_tiles: int, seed: int) -> Subspace:
