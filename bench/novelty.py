@@ -17,8 +17,10 @@ runs whose rank-1 tile is planted; ``kinds@5`` / ``kinds@20`` = distinct planted
 share whose 20 selections hold both copies (lower is better for both).
 
 ``speed``: ``python -m ktextures_plugin novelty`` on a ``--size`` mosaic (tile 64, 20 selections, default
-rank), each repeat in its own subprocess; tiles per second over the whole command and peak RSS (ru_maxrss of
-the child). Prints Markdown tables for docs/benchmarks.md.
+rank; score raster and selected tiles, no HTML), each repeat in its own subprocess; tiles per second over the
+whole command and peak RSS (ru_maxrss of the child); in the same run ``segment`` (default model, tile 512) on
+the same mosaic, the peer that reads the same pixels and runs the same model. Prints Markdown tables for
+docs/benchmarks.md.
 """
 import argparse
 import os
@@ -104,29 +106,39 @@ def discovery(args):
               f"{a[:, 2].mean():.2f} | {a[:, 3].mean():.2f} | {a[:, 4].mean():.2f} |")
 
 
+def _timed(args_list):
+    """Run ``python -m ktextures_plugin ARGS`` in a child process; returns (seconds, peak RSS MB)."""
+    code = ("import resource, runpy, sys, time; sys.argv = ['ktextures_plugin'] + sys.argv[1:]; t = time.time()\n"
+            "try:\n    runpy.run_module('ktextures_plugin', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print('BENCH', time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    cp = subprocess.run([sys.executable, "-c", code] + args_list, cwd=ROOT, capture_output=True, text=True)
+    line = [ln for ln in cp.stderr.splitlines() if ln.startswith("BENCH")]
+    if cp.returncode != 0 or not line:
+        raise SystemExit(cp.stderr[-2000:])
+    _, s, kb = line[-1].split()
+    return float(s), int(kb) / 1024
+
+
 def speed(args):
     from speed import build_mosaic
     src = build_mosaic(args.size)
     os.makedirs(OUT, exist_ok=True)
-    code = ("import resource, runpy, sys, time; sys.argv = ['ktextures_plugin'] + sys.argv[1:]; t = time.time()\n"
-            "try:\n    runpy.run_module('ktextures_plugin', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print('BENCH', time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
-    secs, rss = [], []
+    runs = {"novelty": [], "segment": []}
     for _ in range(args.repeats):
-        cmd = [sys.executable, "-c", code, "novelty", src, "--score", os.path.join(OUT, "novelty_score.tif"),
-               "--selected", os.path.join(OUT, "novelty_selected.gpkg"), "--quiet"]
-        cp = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        line = [ln for ln in cp.stderr.splitlines() if ln.startswith("BENCH")]
-        if cp.returncode != 0 or not line:
-            raise SystemExit(cp.stderr[-2000:])
-        _, s, kb = line[-1].split()
-        secs.append(float(s))
-        rss.append(int(kb) / 1024)
+        runs["novelty"].append(_timed(["novelty", src, "--score", os.path.join(OUT, "novelty_score.tif"),
+                                       "--selected", os.path.join(OUT, "novelty_selected.gpkg"), "--quiet"]))
+        runs["segment"].append(_timed(["segment", src, "--out", os.path.join(OUT, "novelty_peer_classes.tif"),
+                                       "--quiet"]))
     tiles = (-(-args.size // T)) ** 2
-    print("| raster | tiles | repeats | seconds (median) | tiles/s | peak RSS MB (max) |\n|---|---|---|---|---|---|")
-    med = statistics.median(secs)
-    print(f"| mosaic {args.size} x {args.size} | {tiles} | {args.repeats} | {med:.1f} | {tiles / med:.0f} | "
-          f"{max(rss):.0f} |")
+    nov = statistics.median(s for s, _ in runs["novelty"])
+    seg = statistics.median(s for s, _ in runs["segment"])
+    print("| raster | tiles of 64 px | repeats | novelty s (median) | tiles/s | peak RSS MB (max) | segment s (median) "
+          "| novelty / segment |\n|---|---|---|---|---|---|---|---|")
+    print(f"| mosaic {args.size} x {args.size} | {tiles} | {args.repeats} | {nov:.1f} | {tiles / nov:.0f} | "
+          f"{max(m for _, m in runs['novelty']):.0f} | {seg:.1f} | {nov / seg:.1f} |")
+    print("per repeat: novelty " + " / ".join(f"{s:.1f}" for s, _ in runs["novelty"]) + "; segment "
+          + " / ".join(f"{s:.1f}" for s, _ in runs["segment"]))
 
 
 def main():
