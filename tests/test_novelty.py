@@ -156,3 +156,28 @@ def test_progress_and_cancel():
     calls = []
     with pytest.raises(Canceled):
         novelty.rank_tiles(str(SAMPLE), MODEL, is_canceled=lambda: calls.append(1) or len(calls) > 3)
+
+
+def test_classes_per_tile_match_segment_with_a_halo_model(tiny_models, tmp_path):
+    """With a 3x3 model (halo 1 px) the windows are read with their halo: every tile's class counts equal the
+    class raster that segment writes, whose tiles are cut differently (512 px)."""
+    from ktextures_plugin.core.segment import segment_raster
+    seg = segment_raster(str(SAMPLE), tiny_models["box4"], str(tmp_path / "c.tif"), bands="3,2,1,4")
+    classes = gdal.Open(seg.path).ReadAsArray()
+    res = novelty.rank_tiles(str(SAMPLE), tiny_models["box4"], bands="3,2,1,4", n_select=2)
+    for idx, counts in zip(res.table.index, res.table.class_counts):
+        r, c = divmod(int(idx), res.table.grid[0])
+        block = classes[r * T:(r + 1) * T, c * T:(c + 1) * T]
+        assert np.array_equal(counts, np.bincount(block.ravel() - 1, minlength=4))
+
+
+def test_models_novelty_cannot_use(tmp_path):
+    from onnx_fixtures import binning_model
+    from ktextures_plugin.core.modelinfo import ModelError
+    plain = binning_model(tmp_path / "notex.onnx", with_textures=False)
+    with pytest.raises(ModelError, match="no 'textures' output"):
+        novelty.rank_tiles(str(SAMPLE), plain, bands="3,2,1,4")
+    rgb = binning_model(tmp_path / "rgb.onnx", channels=("red", "green", "blue"), scale_min=(0, 0, 0),
+                        scale_max=(3000, 3000, 3000))
+    with pytest.raises(ModelError, match="red, green, blue and NIR"):
+        novelty.rank_tiles(str(SAMPLE), rgb, bands="3,2,1")
