@@ -123,8 +123,8 @@ def write_selected(path: str, result: NoveltyResult, input_path: str, layer_name
             f = ogr.Feature(lyr.GetLayerDefn())
             values = [s.rank, s.score, s.residual, s.residual / s.score if s.score > 0 else 0.0, s.initial, s.row,
                       s.col, int(np.argmax(s.class_counts)) + 1, dominant_classes(s.class_counts, names)]
-            for (name, _), v in zip(SELECTED_FIELDS, values):
-                f.SetField(name, v)
+            for i, v in enumerate(values):  # by index: a shapefile shortens names to 10 characters
+                f.SetField(i, v)
             f.SetGeometry(_tile_polygon(gt, s.window))
             lyr.CreateFeature(f)
         lyr.CommitTransaction()
