@@ -148,7 +148,7 @@ class NoveltyAlgorithm(KTexturesAlgorithm):
                 init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
                 scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
                 extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
-                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session)
+                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session, warn=feedback.pushWarning)
             written.append(write_score_raster(score, res, src))
             if selected:
                 write_selected(selected, res, src)

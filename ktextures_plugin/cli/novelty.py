@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     try:
         res = rank_tiles(args.image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
                          rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
-                         extra_nodata=args.nodata, threads=args.threads, progress=progress)
+                         extra_nodata=args.nodata, threads=args.threads, progress=progress,
+                         warn=lambda m: print(f"warning: {m}", file=sys.stderr))
         written.append(write_score_raster(args.score, res, args.image))
         if args.selected:
             write_selected(args.selected, res, args.image)

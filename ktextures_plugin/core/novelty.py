@@ -25,7 +25,8 @@ from .demud import Selection, Subspace, demud
 from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, ModelError, read_model_info
 from .raster import RasterError
 from .runtime import open_session
-from .segment import Canceled, _prefetch, _resolve_scaling, chunk_px_for, infer_classes, match_bands
+from .segment import (Canceled, _prefetch, _resolve_scaling, chunk_px_for, infer_classes, match_bands,
+                      range_warnings)
 
 #: the frozen feature CNN (``ktextures_plugin.training.export_features``; models/README.md)
 FEATURES_MODEL = f"{MODELS_DIR}/features_random_cnn.onnx"
@@ -364,11 +365,22 @@ def _open(input_path, model_path, bands, tile_size, threads, session, features_p
     return ds, band_list, ctx
 
 
+def _scaling(ctx, ds, band_list, scaling, extra_nodata, warn):
+    """``(scale_min, scale_max, warnings)`` as ``segment`` resolves and checks them."""
+    smin, smax = _resolve_scaling(ctx.info, ds, band_list, scaling, None, extra_nodata)
+    warnings = [] if scaling != "model" else range_warnings(
+        raster.sample_windows(ds, band_list, extra_nodata=extra_nodata), smin, smax, ctx.info.channel_names,
+        band_list)
+    for w in warnings:
+        warn(w)
+    return smin, smax, warnings
+
+
 def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int = 64, n_select: int = 20,
                rank: int = DEFAULT_RANK, seed: int = 0, init_tiles: int = INIT_TILES, residual_weight: float = 1.0,
                scaling: str = "model", extra_nodata: Optional[float] = None, threads: Optional[int] = None,
                progress: Optional[Progress] = None, is_canceled=None, log=None, session=None,
-               features_path: Optional[str] = None) -> NoveltyResult:
+               features_path: Optional[str] = None, warn=None) -> NoveltyResult:
     """Rank the tiles of ``input_path`` by novelty with DEMUD (docs/novelty.md). Reads the input only.
 
     Args:
@@ -382,7 +394,8 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
         residual_weight: weight of the k-textures residual block against the appearance block.
         scaling, extra_nodata, threads, session: as ``segment_raster``.
         progress: ``progress(fraction, stage)``, stages "features", "select"; is_canceled: polled between
-            windows, tile batches and selections; log: one-line messages.
+            windows, tile batches and selections; log: one-line messages; warn: receives warnings (the
+            raster's values against the model's range, as ``segment``), also in ``warnings``.
 
     Returns:
         :class:`NoveltyResult`.
@@ -398,7 +411,8 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
         raise ValueError(f"the number of selections must be >= 1 and the rank >= 0 (got {n_select}, {rank})")
     ds, band_list, ctx = _open(input_path, model_path, bands, tile_size, threads, session, features_path)
     try:
-        smin, smax = _resolve_scaling(ctx.info, ds, band_list, scaling, None, extra_nodata)
+        smin, smax, warnings = _scaling(ctx, ds, band_list, scaling, extra_nodata, warn or (
+            lambda m: say("Warning: " + m)))
         say(f"Model '{ctx.info.title}': k = {ctx.k}; bands {band_list} -> {ctx.info.channel_names}; "
             f"tiles {ctx.tile_size} px, grid {ctx.grid[0]} x {ctx.grid[1]}")
         with raster.gdal_cache_limit():
@@ -419,7 +433,7 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
     scores.flat[table.index] = sel.initial
     return NoveltyResult(scores, _selected_tiles(sel, table, ctx.tile_size, wh), table, sel, ctx.info, band_list,
                          list(smin), list(smax), ctx.tile_size, rank, time.perf_counter() - t0,
-                         table.stage_norm())
+                         table.stage_norm(), warnings)
 
 
 def _selected_tiles(sel: Selection, table: TileTable, t: int, size: Tuple[int, int]) -> List[SelectedTile]:
