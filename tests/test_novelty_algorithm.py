@@ -54,6 +54,9 @@ def test_planted_anomaly_through_qgis(run, tmp_path):
     rl = QgsRasterLayer(res["OUTPUT_SCORE"], "score")
     assert rl.renderer().type() == "singlebandpseudocolor"
     assert rl.renderer().classificationMax() > rl.renderer().classificationMin()
+    items = rl.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert len({i.color.name() for i in items}) >= 5   # a real ramp, dark to bright
+    assert items[0].color.lightness() < items[-1].color.lightness()
     vl = QgsVectorLayer(res["OUTPUT_SELECTED"], "tiles", "ogr")
     assert vl.labelsEnabled() and vl.labeling().settings().fieldName == "rank"
 
