@@ -199,12 +199,22 @@ def design_matrix(table: TileTable, residual_weight: float = 1.0) -> Tuple[np.nd
     items = np.empty((table.appearance.shape[0], da + dr), np.float32)   # filled in place: no float64 copy
     for block, src, w in ((slice(0, da), table.appearance, 1.0 / np.sqrt(da)),
                           (slice(da, da + dr), table.residual, residual_weight / np.sqrt(dr))):
-        mean = src.mean(axis=0, dtype=np.float64)
-        sd = src.std(axis=0, dtype=np.float64)
+        mean, sd = _column_stats(src)
         out = items[:, block]
         np.subtract(src, mean.astype(np.float32), out=out)
         out *= (w / np.where(sd > 0, sd, 1.0)).astype(np.float32)
     return items, [slice(0, da), slice(da, da + dr)]
+
+
+def _column_stats(a: np.ndarray, chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations of (m, d) ``a`` in float64, two passes over row chunks (no
+    full-size float64 temporary)."""
+    mean = a.mean(axis=0, dtype=np.float64)
+    ss = np.zeros(a.shape[1])
+    for i in range(0, a.shape[0], chunk):
+        d = a[i:i + chunk].astype(np.float64) - mean
+        ss += np.einsum("ij,ij->j", d, d)
+    return mean, np.sqrt(ss / max(a.shape[0], 1))
 
 
 def initial_model(items: np.ndarray, rank: int, init_tiles: int, seed: int) -> Subspace:
