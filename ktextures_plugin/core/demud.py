@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 #: rows of the item matrix scored at a time (bounds the float64 temporaries)
-SCORE_CHUNK = 4096
+SCORE_CHUNK = 1024
 
 
 @dataclass

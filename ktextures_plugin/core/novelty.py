@@ -313,8 +313,12 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
     block = t * max(1, 512 // t)
     size = (ds.RasterXSize, ds.RasterYSize)
     tiles = list(tiling.iter_tiles((0, 0) + size, size, block, ctx.info.halo_px))
-    idx, app, res, cnt = [], [], [], []
-    skipped, any_valid = 0, False
+    widths = tuple(int(o.shape[1]) for o in ctx.fsess.get_outputs())
+    n_grid = ctx.grid[0] * ctx.grid[1]   # filled row by row: no second copy when done
+    app = np.empty((n_grid, 2 * sum(widths)), np.float32)
+    res = np.empty((n_grid, sum(widths)), np.float32)
+    idx, cnt = [], []
+    n, skipped, any_valid = 0, 0, False
     with contextlib.closing(_prefetch(ds, bands, iter(tiles), extra_nodata, is_canceled,
                                       prepare=lambda d: raster.scale_in_place(d, smin, smax))) as reader:
         for n_done, (tile, data, valid) in enumerate(reader):
@@ -328,9 +332,8 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
                 sel = keep[a:a + FEATURE_BATCH]
                 xs, ss = b.x[sel], b.sim[sel]
                 _fill_invalid(xs, ss, b.valid[sel])
-                fa, fr = tile_features(ctx.fsess, xs, ss)
-                app.append(fa)
-                res.append(fr)
+                app[n:n + sel.size], res[n:n + sel.size] = tile_features(ctx.fsess, xs, ss)
+                n += sel.size
             idx.append(b.index[keep])
             cnt.append(b.counts[keep])
             if progress:
@@ -338,12 +341,13 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
     if not any_valid:
         raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the nodata value): nothing "
                           "to rank. Check the nodata value or choose another raster.")
-    if not app:
+    if n == 0:
         raise RasterError(f"Every tile is mostly nodata (under {MIN_VALID_FRACTION:.0%} valid pixels; {skipped} "
                           "tiles): nothing to rank. Choose a smaller tile size or a raster with more valid data.")
-    widths = tuple(int(o.shape[1]) for o in ctx.fsess.get_outputs())
-    return TileTable(ctx.grid, np.concatenate(idx).astype(np.int64), np.concatenate(app), np.concatenate(res),
-                     np.concatenate(cnt).astype(np.int64), skipped, widths)
+    if n < n_grid:
+        app, res = app[:n].copy(), res[:n].copy()
+    return TileTable(ctx.grid, np.concatenate(idx).astype(np.int64), app, res, np.concatenate(cnt).astype(np.int64),
+                     skipped, widths)
 
 
 def _open(input_path, model_path, bands, tile_size, threads, session, features_path):
