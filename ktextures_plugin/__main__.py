@@ -1,4 +1,4 @@
-"""Command line without QGIS: ``python -m ktextures_plugin {segment,fit,evaluate,kmeans} ...``.
+"""Command line without QGIS: ``python -m ktextures_plugin {segment,fit,evaluate,kmeans,inspect,novelty} ...``.
 
 Each sub-command lives in ``ktextures_plugin/cli/<name>.py`` and exposes ``main(argv) -> int``; it is
 imported only when called, so ``segment`` never imports torch.
@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": "score a class raster against a reference raster (ARI, NMI, accuracy, mIoU)",
     "kmeans": "per-pixel k-means baseline in the same output format as segment",
     "inspect": "print a model's k-textures metadata",
+    "novelty": "rank the tiles the k textures cannot explain (DEMUD), with a visual explanation",
 }
 
 

@@ -16,6 +16,7 @@ ALGORITHMS = [
     ("fit", "FitAlgorithm"),
     ("evaluate", "EvaluateAlgorithm"),
     ("sample", "SampleAlgorithm"),
+    ("novelty", "NoveltyAlgorithm"),
 ]
 
 

@@ -1,0 +1,180 @@
+"""``ktextures:novelty``: rank the tiles the k textures cannot explain with DEMUD; write a styled tile-grid score
+raster, the selected tiles as labelled polygons and an HTML explanation (docs/novelty.md).
+
+Parameter ids (a public contract for scripts and graphical models): INPUT, MODEL, MODEL_FILE, BANDS, SCALING,
+NODATA, TILE_SIZE, N_SELECT, RANK, INIT_TILES, SEED, OUTPUT_SCORE, OUTPUT_SELECTED, OUTPUT_HTML. The work is
+done by :func:`ktextures_plugin.core.novelty.rank_tiles` and ``core/novelty_output.py``.
+"""
+import os
+
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
+                       QgsProcessingParameterBand, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination)
+
+from .. import BUNDLED_MODELS, DEFAULT_MODEL
+from ..core.classraster import OutputError
+from ..core.modelinfo import ModelError
+from ..core.raster import RasterError
+from ..core.runtime import INSTALL_HINT, onnxruntime_available
+from . import novelty_styling
+from .common import KTexturesAlgorithm, cached_session, gdal_source, optional_number, progress_bridge
+from .segment import SCALINGS, SegmentAlgorithm
+
+
+class NoveltyAlgorithm(KTexturesAlgorithm):
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    MODEL_FILE = "MODEL_FILE"
+    BANDS = "BANDS"
+    SCALING = "SCALING"
+    NODATA = "NODATA"
+    TILE_SIZE = "TILE_SIZE"
+    N_SELECT = "N_SELECT"
+    RANK = "RANK"
+    INIT_TILES = "INIT_TILES"
+    SEED = "SEED"
+    OUTPUT_SCORE = "OUTPUT_SCORE"
+    OUTPUT_SELECTED = "OUTPUT_SELECTED"
+    OUTPUT_HTML = "OUTPUT_HTML"
+
+    def name(self):
+        return "novelty"
+
+    def displayName(self):  # noqa: N802
+        return "Find novel tiles (DEMUD)"
+
+    def tags(self):
+        return ["novelty", "anomaly", "outlier", "discovery", "DEMUD", "SVD", "texture", "training samples"]
+
+    def shortHelpString(self):  # noqa: N802
+        return (
+            "Finds the places the k textures cannot explain and ranks a short, diverse list of tiles to look at "
+            "(DEMUD, Wagstaff et al., AAAI 2013; explanations after Lee and Wagstaff, DMKD 2020).\n\n"
+            "Each tile gets a feature vector: the frozen multi-scale CNN features of the k-textures loss, pooled "
+            "over the tile, and the difference between the tile and the model's simulation of it (what the "
+            "textures miss). DEMUD selects the tile its model reconstructs worst, adds it to the model, and "
+            "repeats, so one kind of novelty is shown once.\n\n"
+            "<b>Model</b>: a k-textures model with textures (bundled, or an .onnx made with 'Fit').\n"
+            "<b>Bands</b>: the input bands for red, green, blue, NIR (empty: from band descriptions).\n"
+            "<b>Tile size</b>: a multiple of 16 pixels. Tiles with under half their pixels valid are skipped.\n"
+            "<b>Rank</b>: the most directions DEMUD's model keeps.\n\n"
+            "Outputs: the score of every tile before any selection (one pixel per tile), the selected tiles "
+            "(rank 1 = first; score, residual = the part of the score from the k-textures difference, dominant "
+            "classes) and an HTML page showing each tile, its simulation and where they differ.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        from ..core.novelty import DEFAULT_RANK
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=[title for _, title in BUNDLED_MODELS], defaultValue=DEFAULT_MODEL))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL_FILE, "Model file (.onnx; overrides Model)", extension="onnx", optional=True))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, "Bands in the model's channel order (empty: from band descriptions)",
+            parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TILE_SIZE, "Tile size (pixels, a multiple of 16)", type=QgsProcessingParameterNumber.Integer,
+            minValue=32, maxValue=1024, defaultValue=64))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.N_SELECT, "Number of tiles to select", type=QgsProcessingParameterNumber.Integer, minValue=1,
+            defaultValue=20))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.RANK, "Rank of DEMUD's model", type=QgsProcessingParameterNumber.Integer, minValue=1,
+            defaultValue=DEFAULT_RANK))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SEED, "Random seed", type=QgsProcessingParameterNumber.Integer, minValue=0, defaultValue=0))
+        advanced = [
+            QgsProcessingParameterEnum(self.SCALING, "Scaling", options=SCALINGS, defaultValue="model",
+                                       usesStaticStrings=True),
+            QgsProcessingParameterNumber(self.NODATA, "Extra nodata value", type=QgsProcessingParameterNumber.Double,
+                                         optional=True),
+            QgsProcessingParameterNumber(self.INIT_TILES, "Initial model: -1 = none, 0 = all tiles, N = N random "
+                                         "tiles", type=QgsProcessingParameterNumber.Integer, minValue=-1,
+                                         defaultValue=-1)]
+        for p in advanced:
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(p)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_SCORE, "Novelty score per tile"))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.OUTPUT_SELECTED, "Selected tiles", type=QgsProcessing.TypeVectorPolygon, optional=True,
+            createByDefault=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, "Explanation (HTML)", fileFilter="HTML files (*.html)", optional=True,
+            createByDefault=True))
+        self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles scored"))
+        self.addOutput(QgsProcessingOutputNumber("SKIPPED_TILES", "Tiles skipped (mostly nodata)"))
+
+    def canExecute(self):  # noqa: N802
+        if not onnxruntime_available():
+            return False, INSTALL_HINT
+        return True, ""
+
+    def _outputs(self, parameters, context, src):
+        score = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCORE, context)
+        selected = self.parameterAsOutputLayer(parameters, self.OUTPUT_SELECTED, context)
+        page = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        for p in (score, selected, page):
+            if p and os.path.abspath(p) == os.path.abspath(src):
+                raise QgsProcessingException("An output path is the input raster itself; the input is never "
+                                             "overwritten. Choose another output file.")
+            if p:
+                os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+        return score, selected, page
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.novelty import rank_tiles
+        from ..core.novelty_output import write_html, write_score_raster, write_selected
+        from ..core.segment import Canceled
+
+        if not onnxruntime_available():
+            raise QgsProcessingException(INSTALL_HINT)
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        src = gdal_source(layer)
+        model_path = SegmentAlgorithm._model_path(self, parameters, context)
+        score, selected, page = self._outputs(parameters, context, src)
+        nodata = optional_number(parameters, self.NODATA)
+        written = []
+        try:
+            session = cached_session(model_path)
+            feedback.pushInfo(f"Model file: {model_path}")
+            res = rank_tiles(
+                src, model_path, bands=SegmentAlgorithm._bands(parameters, self, context),
+                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
+                rank=self.parameterAsInt(parameters, self.RANK, context),
+                seed=self.parameterAsInt(parameters, self.SEED, context),
+                init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
+                scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
+                extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
+                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session, warn=feedback.pushWarning)
+            written.append(write_score_raster(score, res, src))
+            if selected:
+                write_selected(selected, res, src)
+                written.append(selected)
+            if page:
+                feedback.setProgressText("Explaining the selected tiles")
+                written.append(write_html(page, res, src, model_path, nodata, session=session))
+                feedback.setProgress(100)
+        except Canceled:
+            SegmentAlgorithm._remove(written)
+            raise QgsProcessingException("Canceled: no output was written.")
+        except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
+            SegmentAlgorithm._remove(written)
+            raise QgsProcessingException(_qgis_words(str(exc)))
+        for s in res.selected:
+            feedback.pushInfo(f"rank {s.rank}: tile row {s.row}, col {s.col}, score {s.score:.4g}, "
+                              f"residual {s.residual:.4g}")
+        for w in novelty_styling.save_default_styles(score, selected):
+            feedback.pushWarning(w)
+        novelty_styling.attach_styles(context, score, selected)
+        return {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected or None, self.OUTPUT_HTML: page or None,
+                "TILES": int(res.table.index.size), "SKIPPED_TILES": int(res.table.skipped)}
+
+
+def _qgis_words(msg: str) -> str:
+    """Core messages name things in words; in QGIS name the parameter."""
+    return (msg.replace("a smaller tile size", "a smaller Tile size (TILE_SIZE)")
+            .replace("The tile size must", "The Tile size (TILE_SIZE) must")
+            .replace("the rank >= 0", "RANK >= 0"))

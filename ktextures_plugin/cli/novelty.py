@@ -1,0 +1,120 @@
+"""``python -m ktextures_plugin novelty IMAGE --score SCORE.tif [--selected TILES.gpkg] [--html PAGE.html] [...]``
+
+DEMUD novelty ranking of the raster's tiles (``core/novelty.py``, docs/novelty.md), the same core as
+``ktextures:novelty``. Exit status: 0 on success, 2 on bad input (one-line message on stderr).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
+from ._args import Parser, fail
+
+PROG = "python -m ktextures_plugin novelty"
+
+
+def build_parser() -> Parser:
+    from ..core.novelty import DEFAULT_RANK
+    p = Parser(prog=PROG, description="Rank the raster's tiles by what the k textures and the tiles already "
+                                      "shown cannot explain (DEMUD), with a visual explanation.")
+    p.add_argument("image", help="input raster (any GDAL format); read only")
+    p.add_argument("--model", default=None,
+                   help=f"k-textures ONNX model with textures (default: bundled '{BUNDLED_MODELS[DEFAULT_MODEL][1]}')")
+    p.add_argument("--bands", default=None,
+                   help="1-based bands in the model's channel order, e.g. 3,2,1,4 (default: from band descriptions)")
+    p.add_argument("--scaling", choices=["model", "stretch"], default="model")
+    p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
+    p.add_argument("--tile-size", type=int, default=64, help="tile side in pixels, a multiple of 16 (default 64)")
+    p.add_argument("--n-select", type=int, default=20, help="tiles to select (default 20)")
+    p.add_argument("--rank", type=int, default=DEFAULT_RANK,
+                   help=f"most singular vectors the model keeps (DEMUD's k; default {DEFAULT_RANK})")
+    p.add_argument("--init-tiles", type=int, default=-1,
+                   help="initial model: -1 = none (default), 0 = SVD of all tiles, N = SVD of N random tiles")
+    p.add_argument("--seed", type=int, default=0, help="random seed of --init-tiles N (default 0)")
+    p.add_argument("--score", required=True, help="score raster to write (one pixel per tile, GeoTIFF)")
+    p.add_argument("--selected", default=None, help="selected tiles as polygons (GeoPackage by default)")
+    p.add_argument("--html", default=None, help="explanation page (HTML: tile, simulation, difference)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--json", action="store_true", help="print the selected tiles as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _progress_bar(quiet: bool):
+    if quiet:
+        return None, None
+    from tqdm import tqdm
+    bar = tqdm(total=100, unit="%", desc="features", file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def progress(frac, stage):
+        pct = round(100 * frac)
+        if pct != bar.n or stage != bar.desc:
+            bar.set_description_str(stage, refresh=False)
+            bar.n = pct
+            bar.refresh()
+    return bar, progress
+
+
+def _remove(paths) -> None:
+    """Delete the outputs of a run that failed part-way (no partial set of outputs is left behind)."""
+    import os
+    for p in paths:
+        for f in (p, p + ".aux.xml"):
+            if os.path.exists(f):
+                os.remove(f)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..core.classraster import OutputError
+    from ..core.modelinfo import ModelError
+    from ..core.novelty import rank_tiles
+    from ..core.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
+    from ..core.raster import RasterError
+
+    for opt, v, lo in (("--n-select", args.n_select, 1), ("--rank", args.rank, 1)):
+        if v < lo:
+            return fail(PROG, f"{opt} must be at least {lo}, got {v}")
+    model = args.model or bundled_model_path(DEFAULT_MODEL)
+    bar, progress = _progress_bar(args.quiet)
+    written = []
+    try:
+        res = rank_tiles(args.image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
+                         rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
+                         extra_nodata=args.nodata, threads=args.threads, progress=progress,
+                         warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        written.append(write_score_raster(args.score, res, args.image))
+        if args.selected:
+            write_selected(args.selected, res, args.image)
+            written.append(args.selected)
+        if args.html:
+            written.append(write_html(args.html, res, args.image, model, args.nodata, threads=args.threads))
+    except ValueError as exc:  # ModelError and RasterError are ValueErrors; name the CLI option
+        _remove(written)
+        msg = str(exc).replace("tile size", "--tile-size").replace("TILE_SIZE", "--tile-size")
+        return fail(PROG, msg.replace("Set BANDS", "Set --bands"))
+    except (ModelError, RasterError, OutputError, ImportError) as exc:
+        _remove(written)
+        return fail(PROG, exc)
+    finally:
+        if bar is not None:
+            bar.close()
+    rows = [{"rank": s.rank, "row": s.row, "col": s.col, "window": list(s.window), "score": round(s.score, 6),
+             "residual": round(s.residual, 6), "classes": dominant_classes(s.class_counts, res.info.class_names)}
+            for s in res.selected]
+    if args.json:
+        print(json.dumps({"selected": rows, "tiles": int(res.table.index.size), "skipped": res.table.skipped,
+                          "seconds": round(res.seconds, 3)}))
+    else:
+        print(f"{res.table.index.size} tiles scored, {res.table.skipped} skipped (mostly nodata), "
+              f"{res.seconds:.1f} s; score raster -> {args.score}")
+        for r in rows:
+            print(f"  {r['rank']:>3}  tile row {r['row']}, col {r['col']}  score {r['score']:.4g}  "
+                  f"residual {r['residual']:.4g}  {r['classes']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The outputs of ``novelty`` (docs/novelty.md, "Outputs"): the tile-grid score raster, the selected tiles as
+polygons, and the HTML explanation (tile, simulation, heat map of their feature difference).
+
+Every file is written beside its destination under a hidden partial name and moved into place when complete
+(``classraster.partial_path`` / ``finish``), so no half-written output is left behind.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import uuid
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from . import classraster, raster
+from .classraster import OutputError
+from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
+from .runtime import open_session
+from .segment import infer_classes
+from .vectorize import _move_vector, vector_driver
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+
+#: nodata of the score raster (scores are >= 0)
+SCORE_NODATA = -1.0
+#: heat map colours, low to high (a sequential ramp, dark to bright)
+HEAT_RAMP = [(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)]
+
+
+def tile_grid_geotransform(gt: Sequence[float], tile_size: int) -> List[float]:
+    """The geotransform of the tile grid: the raster's, with the pixel size multiplied by ``tile_size``."""
+    t = float(tile_size)
+    return [gt[0], gt[1] * t, gt[2] * t, gt[3], gt[4] * t, gt[5] * t]
+
+
+def write_score_raster(path: str, result: NoveltyResult, input_path: str) -> str:
+    """One Float32 pixel per tile: the initial novelty score (:data:`SCORE_NODATA` = tile not scored); same CRS
+    as the input, geotransform scaled by the tile size (:func:`tile_grid_geotransform`).
+
+    Raises:
+        OutputError: the folder is missing or not writable, or GDAL cannot write the format.
+    """
+    src = raster.open_raster(input_path)
+    gt, wkt = src.GetGeoTransform(), src.GetProjection()
+    src = None
+    tmp = classraster.partial_path(path)
+    rows, cols = result.scores.shape
+    try:
+        ds = gdal.GetDriverByName("GTiff").Create(tmp, cols, rows, 1, gdal.GDT_Float32,
+                                                  options=["COMPRESS=DEFLATE"])
+        ds.SetGeoTransform(tile_grid_geotransform(gt, result.tile_size))
+        ds.SetProjection(wkt)
+        band = ds.GetRasterBand(1)
+        band.SetNoDataValue(SCORE_NODATA)
+        band.SetDescription("novelty score (initial reconstruction error)")
+        band.WriteArray(np.where(np.isfinite(result.scores), result.scores, SCORE_NODATA).astype(np.float32))
+        band = ds = None
+        classraster.finish(tmp, path)
+    except RuntimeError as exc:
+        ds = None
+        classraster.discard(tmp)
+        raise OutputError(f"Cannot write the score raster '{path}': {exc}") from None
+    except BaseException:
+        ds = None
+        classraster.discard(tmp)
+        raise
+    return path
+
+
+def dominant_classes(counts: np.ndarray, names: Sequence[str], min_share: float = 0.05) -> str:
+    """``"texture 2 61 %, texture 5 30 %"``: the classes covering at least ``min_share`` of the tile's valid
+    pixels, largest first."""
+    total = max(int(counts.sum()), 1)
+    order = np.argsort(counts)[::-1]
+    return ", ".join(f"{names[i]} {100.0 * counts[i] / total:.0f} %" for i in order
+                     if counts[i] / total >= min_share)
+
+
+def _tile_polygon(gt, win) -> ogr.Geometry:
+    x0, y0, xs, ys = win
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for px, py in [(x0, y0), (x0 + xs, y0), (x0 + xs, y0 + ys), (x0, y0 + ys), (x0, y0)]:
+        ring.AddPoint_2D(gt[0] + px * gt[1] + py * gt[2], gt[3] + px * gt[4] + py * gt[5])
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    return poly
+
+
+#: fields of the selected-tiles layer: name, OGR type
+SELECTED_FIELDS = [("rank", ogr.OFTInteger), ("score", ogr.OFTReal), ("residual", ogr.OFTReal),
+                   ("residual_share", ogr.OFTReal), ("initial_score", ogr.OFTReal), ("tile_row", ogr.OFTInteger),
+                   ("tile_col", ogr.OFTInteger), ("class_id", ogr.OFTInteger), ("classes", ogr.OFTString)]
+
+
+def write_selected(path: str, result: NoveltyResult, input_path: str, layer_name: str = "novelty") -> int:
+    """Polygons of the selected tiles with ``rank`` (1 = first selected), ``score``, ``residual`` (the
+    k-textures residual's part of the score), ``residual_share``, ``initial_score``, ``tile_row``,
+    ``tile_col``, ``class_id`` (dominant class, 1..k) and ``classes`` (:func:`dominant_classes`).
+
+    Returns:
+        the number of polygons. Raises: OutputError (folder, format).
+    """
+    src = raster.open_raster(input_path)
+    gt, wkt = src.GetGeoTransform(), src.GetProjection()
+    src = None
+    drv_name = vector_driver(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    classraster.partial_path(path)  # checks the folder
+    tmp = os.path.join(folder, f".{uuid.uuid4().hex[:8]}.partial{os.path.splitext(path)[1] or '.gpkg'}")
+    names = result.info.class_names
+    try:
+        ds = ogr.GetDriverByName(drv_name).CreateDataSource(tmp)
+        srs = osr.SpatialReference(wkt=wkt) if wkt else None
+        lyr = ds.CreateLayer(layer_name, srs, ogr.wkbPolygon)
+        for name, kind in SELECTED_FIELDS:
+            lyr.CreateField(ogr.FieldDefn(name, kind))
+        lyr.StartTransaction()
+        for s in result.selected:
+            f = ogr.Feature(lyr.GetLayerDefn())
+            values = [s.rank, s.score, s.residual, s.residual / s.score if s.score > 0 else 0.0, s.initial, s.row,
+                      s.col, int(np.argmax(s.class_counts)) + 1, dominant_classes(s.class_counts, names)]
+            for i, v in enumerate(values):  # by index: a shapefile shortens names to 10 characters
+                f.SetField(i, v)
+            f.SetGeometry(_tile_polygon(gt, s.window))
+            lyr.CreateFeature(f)
+        lyr.CommitTransaction()
+        lyr = ds = None
+        _move_vector(tmp, path, drv_name)
+    except RuntimeError as exc:
+        ds = None
+        _discard_vector(tmp, drv_name)
+        raise OutputError(f"Cannot write the selected tiles '{path}': {exc}") from None
+    return len(result.selected)
+
+
+def _discard_vector(tmp: str, drv_name: str) -> None:
+    if os.path.exists(tmp):
+        try:
+            ogr.GetDriverByName(drv_name).DeleteDataSource(tmp)
+        except RuntimeError:
+            os.remove(tmp)
+
+
+def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, textures: np.ndarray,
+                 extra_nodata: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three pictures of one selected tile: ``(tile, simulation, heat)``; tile and simulation float32
+    (4, h, w) red, green, blue, NIR in [0, 1]; heat float32 (h, w) (:func:`ktextures_plugin.core.novelty.heat_map`;
+    1 = the mean difference over all tiles). Nodata pixels are filled as in the features."""
+    info, t = result.info, result.tile_size
+    halo = info.halo_px
+    x0, y0, w, h = tile.window
+    rx0, ry0 = max(0, x0 - halo), max(0, y0 - halo)
+    rx1, ry1 = min(ds.RasterXSize, x0 + w + halo), min(ds.RasterYSize, y0 + h + halo)
+    data, valid = raster.read_window(ds, result.bands, (rx0, ry0, rx1 - rx0, ry1 - ry0), extra_nodata)
+    raster.scale_in_place(data, result.scale_min, result.scale_max)
+    data[:, ~valid] = info.nodata_fill
+    cls = infer_classes(session, data, halo)[y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
+    cls = np.clip(cls, 0, info.num_classes - 1)
+    order = [list(info.channel_names).index(c) for c in ("red", "green", "blue", "nir")]
+    x = np.zeros((4, t, t), np.float32)
+    sim = np.zeros((4, t, t), np.float32)
+    x[:, :h, :w] = data[order, y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
+    sim[:, :h, :w] = simulate(textures, cls, x0, y0)[order]
+    v = np.zeros((t, t), bool)
+    v[:h, :w] = valid[y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
+    if not v.all():
+        fill = (x * v).sum(axis=(1, 2)) / max(int(v.sum()), 1)
+        x[:, ~v] = fill[:, None]
+        sim[:, ~v] = fill[:, None]
+    heat = heat_map(fsess, x, sim, result.stage_norm)
+    return x[:, :h, :w], sim[:, :h, :w], heat[:h, :w]
+
+
+def _png(rgb: np.ndarray) -> str:
+    """uint8 (3, h, w) -> PNG as base64 text (GDAL MEM and PNG drivers, in /vsimem/)."""
+    mem = gdal.GetDriverByName("MEM").Create("", rgb.shape[2], rgb.shape[1], 3, gdal.GDT_Byte)
+    for i in range(3):
+        mem.GetRasterBand(i + 1).WriteArray(rgb[i])
+    name = f"/vsimem/ktextures_{uuid.uuid4().hex}.png"
+    gdal.GetDriverByName("PNG").CreateCopy(name, mem)
+    mem = None
+    f = gdal.VSIFOpenL(name, "rb")
+    try:
+        gdal.VSIFSeekL(f, 0, 2)
+        size = gdal.VSIFTellL(f)
+        gdal.VSIFSeekL(f, 0, 0)
+        data = gdal.VSIFReadL(1, size, f)
+    finally:
+        gdal.VSIFCloseL(f)
+        gdal.Unlink(name)
+    return base64.b64encode(data).decode("ascii")
+
+
+def _true_colour(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x[:3], 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def heat_colours(heat: np.ndarray, vmax: float) -> np.ndarray:
+    """float (h, w) -> uint8 (3, h, w) on :data:`HEAT_RAMP` from 0 to ``vmax``."""
+    ramp = np.asarray(HEAT_RAMP, np.float64)
+    pos = np.clip(heat / max(vmax, 1e-12), 0.0, 1.0) * (len(ramp) - 1)
+    return np.stack([np.interp(pos, np.arange(len(ramp)), ramp[:, i]) for i in range(3)]).astype(np.uint8)
+
+
+def explanations(result: NoveltyResult, input_path: str, model_path: str, extra_nodata: Optional[float] = None,
+                 session=None, threads: Optional[int] = None, features_path: Optional[str] = None):
+    """:func:`explain_tile` for every selected tile, in rank order: a list of ``(tile, simulation, heat)``."""
+    from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
+    from .novelty import FEATURES_MODEL
+
+    session = session or open_session(model_path, threads=threads)
+    fsess = open_session(features_path or FEATURES_MODEL, threads=threads)
+    textures = session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, result.info.num_channels, 8, 8),
+                                                                     np.float32)})[0]
+    ds = raster.open_raster(input_path)
+    try:
+        return [explain_tile(ds, session, fsess, result, s, textures, extra_nodata) for s in result.selected]
+    finally:
+        ds = None
+
+
+_CSS = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{padding:4px 8px;"
+        "border-bottom:1px solid #ccc;vertical-align:middle;text-align:left}"
+        "img{width:192px;height:192px;image-rendering:pixelated}")
+
+
+def write_html(path: str, result: NoveltyResult, input_path: str, model_path: str,
+               extra_nodata: Optional[float] = None, session=None, threads: Optional[int] = None) -> str:
+    """The explanation page: per selected tile, in rank order, the tile in true colour, the k-textures
+    simulation of it and the heat map of their feature difference (one colour scale for all tiles, 0 to the
+    99th percentile of all heat values), with rank, score, residual and classes. Images are embedded (PNG,
+    base64), so the file stands alone.
+
+    Raises:
+        OutputError: the folder is missing or not writable.
+    """
+    expl = explanations(result, input_path, model_path, extra_nodata, session, threads)
+    vmax = float(np.percentile(np.concatenate([h.ravel() for _, _, h in expl]), 99)) if expl else 1.0
+    rows = []
+    for s, (x, sim, heat) in zip(result.selected, expl):
+        imgs = "".join(f'<td><img alt="{a}" src="data:image/png;base64,{_png(p)}"></td>' for a, p in
+                       [("tile", _true_colour(x)), ("simulation", _true_colour(sim)),
+                        ("difference", heat_colours(heat, vmax))])
+        share = s.residual / s.score if s.score > 0 else 0.0
+        rows.append(f"<tr><td><b>{s.rank}</b></td>{imgs}<td>score {s.score:.4g}<br>residual {s.residual:.4g} "
+                    f"({100 * share:.0f} %)<br>before any selection {s.initial:.4g}<br>tile row {s.row}, col {s.col}"
+                    f"<br>{html.escape(dominant_classes(s.class_counts, result.info.class_names))}</td></tr>")
+    body = (f"<h1>k-textures novelty: {len(result.selected)} tiles</h1><p>{html.escape(os.path.basename(input_path))}"
+            f", model '{html.escape(result.info.title)}', tiles {result.tile_size} px, rank {result.rank}; "
+            f"{result.table.index.size} tiles scored, {result.table.skipped} skipped (mostly nodata). Each row: "
+            "the tile in true colour, the model's simulation of it (the texture of each pixel's class), and where "
+            f"their multi-scale features differ (dark = as usual, bright = {vmax:.3g} times the mean difference or "
+            "more). Rank 1 was selected first; each later tile is the one least explained by the tiles before.</p>"
+            "<table><tr><th>rank</th><th>tile</th><th>simulation</th><th>difference</th><th></th></tr>"
+            + "".join(rows) + "</table>")
+    tmp = classraster.partial_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>k-textures novelty</title>"
+                    f"<style>{_CSS}</style></head><body>{body}</body></html>")
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OutputError(f"Cannot write '{path}': {exc}") from None
+    return path

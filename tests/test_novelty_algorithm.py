@@ -1,0 +1,120 @@
+"""ktextures:novelty through real QGIS Processing: processing.run on a planted anomaly, styled outputs,
+qgis_process on the sample, a graphical model segment -> novelty, errors named with QGIS parameters."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr
+
+from conftest import SAMPLE, qgis_process_env
+from test_novelty import PATCH_XY, amazon_patch, overlaps, plant
+
+gdal.UseExceptions()
+
+
+@pytest.fixture
+def run(provider):
+    import processing
+
+    def _run(params, **kw):
+        return processing.run("ktextures:novelty", params, **kw)
+    return _run
+
+
+def test_parameters_are_listed(provider):
+    from qgis.core import QgsApplication
+    alg = QgsApplication.processingRegistry().algorithmById("ktextures:novelty")
+    assert alg is not None
+    names = [p.name() for p in alg.parameterDefinitions()]
+    for pid in ["INPUT", "MODEL", "MODEL_FILE", "BANDS", "TILE_SIZE", "N_SELECT", "RANK", "SEED", "OUTPUT_SCORE",
+                "OUTPUT_SELECTED", "OUTPUT_HTML"]:
+        assert pid in names
+    assert alg.parameterDefinition("TILE_SIZE").defaultValue() == 64
+    assert alg.parameterDefinition("N_SELECT").defaultValue() == 20
+    assert alg.outputDefinition("OUTPUT_HTML").type() == "outputHtml"  # shown in the Results Viewer
+
+
+def test_planted_anomaly_through_qgis(run, tmp_path):
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+    src = plant(tmp_path / "planted.tif", [(*PATCH_XY, amazon_patch())])
+    before = open(src, "rb").read()
+    res = run({"INPUT": str(src), "N_SELECT": 5, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
+               "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": str(tmp_path / "page.html")})
+    assert open(src, "rb").read() == before
+    assert res["TILES"] == 96 and res["SKIPPED_TILES"] == 0
+    vec = ogr.Open(res["OUTPUT_SELECTED"])
+    feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
+    first = feats[0]
+    assert first["rank"] == 1
+    win = (first["tile_col"] * 64, first["tile_row"] * 64, 64, 64)
+    assert overlaps(win, *PATCH_XY)
+    assert open(res["OUTPUT_HTML"]).read().count("data:image/png") == 15
+    rl = QgsRasterLayer(res["OUTPUT_SCORE"], "score")
+    assert rl.renderer().type() == "singlebandpseudocolor"
+    assert rl.renderer().classificationMax() > rl.renderer().classificationMin()
+    items = rl.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert len({i.color.name() for i in items}) >= 5   # a real ramp, dark to bright
+    assert items[0].color.lightness() < items[-1].color.lightness()
+    vl = QgsVectorLayer(res["OUTPUT_SELECTED"], "tiles", "ogr")
+    assert vl.labelsEnabled() and vl.labeling().settings().fieldName == "rank"
+
+
+def test_errors_name_the_parameter(run, tmp_path):
+    from qgis.core import QgsProcessingException
+    small = tmp_path / "small.tif"
+    gdal.Translate(str(small), str(SAMPLE), srcWin=[0, 0, 40, 40])
+    with pytest.raises(QgsProcessingException, match="TILE_SIZE"):
+        run({"INPUT": str(small), "OUTPUT_SCORE": str(tmp_path / "s.tif")})
+    with pytest.raises(QgsProcessingException, match="needs 4 bands"):
+        run({"INPUT": str(SAMPLE), "BANDS": [3, 2, 1], "OUTPUT_SCORE": str(tmp_path / "s2.tif")})
+    assert not (tmp_path / "s.tif").exists() and not (tmp_path / "s2.tif").exists()
+
+
+def test_qgis_process_on_the_sample(tmp_path):
+    env = qgis_process_env(tmp_path)
+    cp0 = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert cp0.returncode == 0 or "already enabled" in cp0.stderr + cp0.stdout, cp0.stderr
+    out = tmp_path / "qp"
+    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:novelty", "--", f"INPUT={SAMPLE}",
+                         "N_SELECT=6", f"OUTPUT_SCORE={out / 'score.tif'}", f"OUTPUT_SELECTED={out / 'tiles.gpkg'}",
+                         f"OUTPUT_HTML={out / 'page.html'}"], env=env, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    res = json.loads(cp.stdout)["results"]
+    assert res["TILES"] == 96
+    score = gdal.Open(res["OUTPUT_SCORE"]).ReadAsArray()
+    assert score.shape == (12, 8) and (score > 0).all()
+    vec = ogr.Open(res["OUTPUT_SELECTED"])
+    assert vec.GetLayer(0).GetFeatureCount() == 6
+    assert os.path.getsize(res["OUTPUT_HTML"]) > 10000
+
+
+def test_graphical_model_segment_then_novelty(provider, tmp_path):
+    """A QgsProcessingModelAlgorithm: ktextures:segment, then ktextures:novelty on the same image with the same
+    model file (a model parameter), the class raster and the novel tiles as model outputs."""
+    import processing
+    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildDependency,
+                           QgsProcessingModelChildParameterSource as Src, QgsProcessingModelParameter,
+                           QgsProcessingParameterRasterLayer)
+    from modelbuilder import add_child
+    m = QgsProcessingModelAlgorithm("segment then novelty", "k-textures tests")
+    m.addModelParameter(QgsProcessingParameterRasterLayer("image", "image"), QgsProcessingModelParameter("image"))
+    add_child(m, "ktextures:segment", "seg", {"INPUT": Src.fromModelParameter("image")},
+              outputs=("OUTPUT_RASTER",))
+    nov = add_child(m, "ktextures:novelty", "nov",
+                    {"INPUT": Src.fromModelParameter("image"), "N_SELECT": Src.fromStaticValue(4)},
+                    outputs=("OUTPUT_SELECTED",))
+    m.childAlgorithm("nov").setDependencies([QgsProcessingModelChildDependency("seg")])
+    assert m.validate()[0], m.validate()[1]
+    res = processing.run(m, {"image": str(SAMPLE), "seg:seg_OUTPUT_RASTER": str(tmp_path / "classes.tif"),
+                             "nov:nov_OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg")})
+    classes = gdal.Open(res["seg:seg_OUTPUT_RASTER"]).ReadAsArray()
+    vec = ogr.Open(res["nov:nov_OUTPUT_SELECTED"])
+    feats = list(vec.GetLayer(0))
+    assert len(feats) == 4
+    for f in feats:  # the dominant class of each tile is the most frequent class in the segment output there
+        r, c = f["tile_row"], f["tile_col"]
+        block = classes[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64]
+        assert f["class_id"] == np.bincount(block.ravel()).argmax()
