@@ -222,7 +222,7 @@ CONFIG_FIELDS = ("scene", "method", "k", "variant", "features", "binning", "step
                  "retries", "continuity", "k_factor")
 METHODS = ["kmeans", "kmeans-stretch", "kmeans-context", "grass", "ktextures", "bundled"]
 #: the peers k-textures must beat (pixel k-means: the product's z-scored k-means and GRASS) and match (context)
-PIXEL_PEERS = ("kmeans", "grass")
+PIXEL_PEERS = ("kmeans", "kmeans-stretch", "grass")
 
 
 #: fit's mask width before DEFAULT_MASK_WIDTH became 16; records of that time carry no ``mask_width``

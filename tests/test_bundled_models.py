@@ -34,4 +34,12 @@ def test_bundled_model_is_in_the_fast_elu_form(index):
     """The bundled files were rewritten by training/onnx_rewrite.py: no scalar Elu kernel at segment time."""
     onnx = pytest.importorskip("onnx")
     ops = [n.op_type for n in onnx.load(bundled_model_path(index)).graph.node]
-    assert "Elu" not in ops and ops.count("Exp") == 2, ops
+    n_elu = 1 if read_model_info(bundled_model_path(index)).provenance.get("variant") == "context" else 2
+    assert "Elu" not in ops and ops.count("Exp") == n_elu, ops
+
+
+@pytest.mark.parametrize("index", range(len(BUNDLED_MODELS)))
+def test_bundled_models_are_fits_of_the_default(index):
+    """The bundled models are refitted whenever fit's default variant changes."""
+    from ktextures_plugin.training.defaults import DEFAULT_VARIANT
+    assert read_model_info(bundled_model_path(index)).provenance["variant"] == DEFAULT_VARIANT
