@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import sys
 
-from ._args import Parser, fail
+from ._args import Parser, fail, int_range
 
 PROG = "python -m ktextures_plugin kmeans"
+NAMES = {"input": "IMAGE", "output": "--out"}
 
 
 def build_parser() -> Parser:
@@ -20,11 +21,11 @@ def build_parser() -> Parser:
     p.add_argument("--bands", required=True,
                    help="1-based band numbers, comma-separated, in R,G,B,NIR order (e.g. 3,2,1,4); the first "
                         "three give the class colours")
-    p.add_argument("--k", type=int, required=True, help="number of clusters (>= 2)")
+    p.add_argument("--k", type=int_range(2, 65535), required=True, help="number of clusters (>= 2)")
     p.add_argument("--out", required=True, help="output class raster (.tif)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
     p.add_argument("--nodata", type=float, default=None, help="extra raw value treated as nodata")
-    p.add_argument("--sample", type=int, default=200_000, help="most pixels to fit on (default 200000)")
+    p.add_argument("--sample", type=int_range(2), default=200_000, help="most pixels to fit on (default 200000)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     return p
 
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
         res = kmeans.kmeans_raster(args.image, args.out, args.k, bands=args.bands, seed=args.seed,
                                    extra_nodata=args.nodata, max_sample=args.sample)
     except (RasterError, OutputError, ValueError) as exc:
-        return fail(PROG, exc)
+        return fail(PROG, exc, NAMES)
     summary = {"path": res.path, "k": res.k, "bands": res.bands, "seed": args.seed,
                "counts": [int(v) for v in res.counts], "colors": res.colors,
                "sample_pixels": res.sample_pixels, "seconds": round(res.seconds, 3)}

@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import classraster, geo, raster, tiling
+from . import classraster, geo, outputs, raster, tiling
 from .modelinfo import INPUT_NAME, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, read_model_info
 from .raster import RasterError
 from .runtime import open_session
@@ -241,11 +241,15 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
     Raises:
         ModelError: model missing, corrupt or without k-textures metadata.
         RasterError: too few bands, bad band list, every pixel nodata.
-        OutputError: the destination cannot be written.
+        OutputError: the destination cannot be written; ``outputs.OutputPathError`` (before any work) when an
+            output is an input, both outputs are one file, or the format cannot hold it (:mod:`.outputs`).
         Canceled: canceled; nothing is left behind.
         ImportError: onnxruntime missing (the message says how to install it).
     """
     t0 = time.perf_counter()
+    outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER),
+                           "simulation": (simulation_path, outputs.FLOAT_RASTER)},
+                          {"input": input_path, "model": model_path})
     with raster.gdal_cache_limit(GDAL_CACHE_BYTES):
         return _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
                         min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0,

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 from osgeo import gdal, ogr
 
-from . import geo
+from . import geo, outputs
 from .classraster import OutputError, partial_path, read_palette
 
 gdal.UseExceptions()
@@ -61,11 +61,13 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
         The number of polygons.
 
     Raises:
-        OutputError: the destination cannot be written.
+        OutputError: the destination cannot be written (``outputs.OutputPathError``: it is the class raster,
+            or no OGR format writes its extension; checked before any work).
         segment.Canceled: canceled.
     """
     from .segment import Canceled
 
+    outputs.check_outputs({"vector": (output_path, outputs.VECTOR)}, {"input": class_raster})
     drv_name = vector_driver(output_path)
     names = list(class_names) if class_names else read_palette(class_raster)[0]
     ds = gdal.Open(class_raster)
