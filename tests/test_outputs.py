@@ -200,3 +200,88 @@ def test_core_check_names_the_parameter_and_sees_shapefile_parts(tmp_path):
         outputs.check_outputs({"vector": (str(shp), outputs.VECTOR)}, {"input": str(tmp_path / "ref.dbf")})
     outputs.check_outputs({"vector": (str(tmp_path / "x.shp"), outputs.VECTOR),
                            "output": (str(tmp_path / "x.tif"), outputs.CLASS_RASTER)}, {"vector": str(shp)})
+
+
+# -- the model contract, checked at load (issue 17) ----------------------------------------------------------
+def _edited(src, dst, k_meta=None, float_class=False):
+    import onnx
+    from onnx import TensorProto
+    m = onnx.load(src)
+    if k_meta is not None:
+        for p in m.metadata_props:
+            if p.key == "ktextures.num_classes":
+                p.value = str(k_meta)
+            if p.key == "class_names":
+                p.value = "{" + ", ".join(f'"{i}": "t{i}"' for i in range(k_meta)) + "}"
+    if float_class:
+        for n in m.graph.node:
+            if n.op_type == "Cast" and n.output[0] == "class":
+                n.attribute[0].i = TensorProto.FLOAT
+        m.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    onnx.save(m, dst)
+    return str(dst)
+
+
+def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
+    from onnx_fixtures import binning_model
+    from ktextures_plugin.core.modelinfo import ModelError
+    from ktextures_plugin.core.segment import segment_raster
+    model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k3.onnx", k_meta=3)
+    with pytest.raises(ModelError, match="k = 3"):
+        segment_raster(str(img), model, str(tmp_path / "c.tif"), bands="3,2,1,4", scaling="stretch")
+    assert not os.path.exists(tmp_path / "c.tif")
+    cp = cli("segment", img, "--model", model, "--bands", "3,2,1,4", "--scaling", "stretch", "--quiet",
+             "--out", tmp_path / "c.tif")
+    assert cp.returncode == 2 and "k = 3" in cp.stderr and "Traceback" not in cp.stderr
+
+
+def test_model_k_larger_than_the_graph_warns(tmp_path, img):
+    from onnx_fixtures import binning_model
+    from ktextures_plugin.core.segment import segment_raster
+    model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k10.onnx", k_meta=10)
+    res = segment_raster(str(img), model, str(tmp_path / "c.tif"), bands="3,2,1,4", scaling="stretch")
+    assert any("no pixel" in w for w in res.warnings)
+
+
+def test_float_class_output_is_refused_at_load_and_by_inspect(tmp_path, img):
+    from onnx_fixtures import binning_model
+    from ktextures_plugin.core.modelinfo import ModelError, read_model_info
+    model = _edited(binning_model(tmp_path / "b4.onnx", k=4), tmp_path / "f.onnx", float_class=True)
+    with pytest.raises(ModelError, match="integer"):
+        read_model_info(model)
+    cp = cli("inspect", model)
+    assert cp.returncode == 2 and "integer" in cp.stdout + cp.stderr
+    cp = cli("segment", img, "--model", model, "--bands", "3,2,1,4", "--quiet", "--out", tmp_path / "c.tif")
+    assert cp.returncode == 2 and "integer" in cp.stderr and "Traceback" not in cp.stderr
+
+
+# -- cancel in the sieve and in polygonize (issue 17) --------------------------------------------------------
+@pytest.mark.parametrize("stage", ["sieve", "polygonize"])
+def test_qgis_cancel_in_sieve_and_polygonize_is_clean(provider, tmp_path, img, tiny_models, stage):
+    """Cancelled from the progress callback once the stage has started: "Canceled", no traceback, no output
+    and no partial file left."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    class CancelInStage(QgsProcessingFeedback):
+        top = 0.0
+
+        def setProgress(self, p):
+            super().setProgress(p)
+            in_stage = p < self.top - 1e-6 if stage == "sieve" else p > 70.0 + 1e-6
+            self.top = max(self.top, p)
+            if in_stage:
+                self.cancel()
+
+    out = tmp_path / "o"
+    params = {"INPUT": str(img), "MODEL_FILE": tiny_models["bin4"], "BANDS": [3, 2, 1, 4],
+              "OUTPUT_RASTER": str(out / "c.tif"),
+              "OUTPUT_VECTOR": str(out / "p.gpkg") if stage == "polygonize" else None,
+              "MIN_SEGMENT_PX": 8 if stage == "sieve" else 0}
+    fb = CancelInStage()
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("ktextures:segment", params, feedback=fb)
+    assert fb.isCanceled()
+    assert "Canceled" in str(err.value) and "User terminated" not in str(err.value)
+    assert "Traceback" not in str(err.value)
+    assert not out.exists() or os.listdir(out) == []

@@ -20,7 +20,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import classraster, geo, outputs, raster, tiling
-from .modelinfo import INPUT_NAME, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, read_model_info
+from .modelinfo import INPUT_NAME, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, check_classes, read_model_info
 from .raster import RasterError
 from .runtime import open_session
 
@@ -186,8 +186,13 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
                 progress(frac, "sieve")
             return 0 if (is_canceled and is_canceled()) else 1
 
-        gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px), 8 if eight_connected else 4,
-                         callback=cb)
+        try:
+            gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px), 8 if eight_connected else 4,
+                             callback=cb)
+        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
+            if is_canceled and is_canceled():
+                raise Canceled() from None
+            raise
         if is_canceled and is_canceled():
             raise Canceled()
     finally:
@@ -360,8 +365,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                     if not full:
                         x[:, ~valid] = info.nodata_fill
                     cls = infer_classes(session, x, info.halo_px, chunk_px)[cy:cy + th, cx:cx + tw]
-                    np.minimum(cls, k - 1, out=cls)  # a model outside the contract cannot write past k
-                    np.maximum(cls, 0, out=cls)
+                    check_classes(cls, info)  # a model outside the contract never writes a wrong class
                     if full:  # no boolean indexing on tiles without nodata (most of them)
                         np.add(cls, 1, out=labels, casting="unsafe")
                     else:
@@ -403,6 +407,12 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                 counts, areas = class_stats(po.path, k)   # the sieve moved pixels between classes
             else:
                 counts, areas = counter.result()
+            empty = [i + 1 for i in range(k) if counts[i] == 0]
+            if empty and min_segment_px == 0:
+                w = (f"{len(empty)} of the model's {k} classes got no pixel (classes {empty}); if that holds for "
+                     "every raster, the model's metadata k may be larger than the classes its graph produces.")
+                warnings.append(w)
+                (warn or (lambda m: say("Warning: " + m)))(w)
     finally:
         ds = None
     return SegmentResult(path=output_path, info=info, counts=counts, areas_m2=areas,

@@ -102,7 +102,12 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
 
         options = ["8CONNECTED=8"] if eight_connected else []
         out.StartTransaction()  # one transaction: 5x faster than a commit per polygon
-        gdal.Polygonize(band, band.GetMaskBand(), lyr, 0, options, callback=cb)
+        try:
+            gdal.Polygonize(band, band.GetMaskBand(), lyr, 0, options, callback=cb)
+        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
+            if is_canceled and is_canceled():
+                raise Canceled() from None
+            raise
         out.CommitTransaction()
         if is_canceled and is_canceled():
             raise Canceled()
