@@ -285,3 +285,18 @@ def test_qgis_cancel_in_sieve_and_polygonize_is_clean(provider, tmp_path, img, t
     assert "Canceled" in str(err.value) and "User terminated" not in str(err.value)
     assert "Traceback" not in str(err.value)
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
+    """A `kill -9` leaves hidden partial files; writing the same output again removes them."""
+    from ktextures_plugin.core.segment import segment_raster
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [tmp_path / f".c.tif.{dead.pid}-deadbeef.partial.tif", tmp_path / f".p.gpkg.{dead.pid}-deadbeef.partial.gpkg"]
+    live = tmp_path / f".c.tif.{os.getppid()}-cafecafe.partial.tif"   # a process that still runs
+    for p in stale + [live]:
+        p.write_bytes(b"x" * 1000)
+    res = segment_raster(str(img), tiny_models["bin4"], str(tmp_path / "c.tif"), bands="3,2,1,4")
+    from ktextures_plugin.core.vectorize import polygonize
+    polygonize(res.path, str(tmp_path / "p.gpkg"))
+    assert not any(p.exists() for p in stale) and live.exists()

@@ -28,7 +28,7 @@ def int_range(lo: int, hi=None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
         if value < lo or (hi is not None and value > hi):
             bound = f">= {lo}" if hi is None else f"between {lo} and {hi}"
             raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 from osgeo import gdal, ogr
 
-from . import geo, outputs
+from . import geo, outputs, raster
 from .classraster import OutputError, partial_path, read_palette
 
 gdal.UseExceptions()
@@ -68,6 +68,14 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
     from .segment import Canceled
 
     outputs.check_outputs({"vector": (output_path, outputs.VECTOR)}, {"input": class_raster})
+    with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) is not needed by a streamed read
+        return _polygonize(class_raster, output_path, layer_name, class_names, eight_connected, progress,
+                           is_canceled)
+
+
+def _polygonize(class_raster, output_path, layer_name, class_names, eight_connected, progress, is_canceled):
+    from .segment import Canceled
+
     drv_name = vector_driver(output_path)
     names = list(class_names) if class_names else read_palette(class_raster)[0]
     ds = gdal.Open(class_raster)
