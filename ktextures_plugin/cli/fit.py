@@ -93,6 +93,8 @@ def main(argv=None) -> int:
         if isinstance(exc, outputs.OutputPathError):
             exc = exc.message(NAMES)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        if msg.endswith("smaller training tile)"):
+            msg = msg[:-1] + f", e.g. --tile-size {max(16, args.tile_size // 2)})"
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, FitCanceled):

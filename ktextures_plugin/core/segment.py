@@ -309,6 +309,11 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
         for w in range_warnings(probe, smin, smax, info.channel_names, band_list):
             warnings.append(w)
             (warn or (lambda m: say("Warning: " + m)))(w)
+    if not ds.GetProjection():
+        w = ("The raster has no CRS: the areas (area_m2) are in square map units of its geotransform, not "
+             "square metres. Assign the raster's CRS to get areas in m².")
+        warnings.append(w)
+        (warn or (lambda m: say("Warning: " + m)))(w)
     provider = session.get_providers()[0]
     say(f"Model '{info.title}': k = {info.num_classes}, channels {info.channel_names}, halo {info.halo_px} px")
     say(f"Bands {band_list} -> {info.channel_names}; scaling '{scaling}': min {smin}, max {smax}")
@@ -408,7 +413,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
             else:
                 counts, areas = counter.result()
             empty = [i + 1 for i in range(k) if counts[i] == 0]
-            if empty and min_segment_px == 0:
+            if empty and min_segment_px == 0 and not warnings:  # a range warning already explains it
                 w = (f"{len(empty)} of the model's {k} classes got no pixel (classes {empty}); if that holds for "
                      "every raster, the model's metadata k may be larger than the classes its graph produces.")
                 warnings.append(w)
@@ -430,6 +435,10 @@ IN_RANGE_MIN_FRACTION = 0.5
 MIN_SPREAD_FRACTION = 0.01
 
 
+#: ... and only with at least this many valid sampled pixels.
+MIN_PROBE_PIXELS = 64
+
+
 def range_warnings(probe: np.ndarray, scale_min: Sequence[float], scale_max: Sequence[float],
                    channel_names: Sequence[str], bands: Sequence[int]) -> List[str]:
     """A warning when the raster's values do not match the range the model was trained on.
@@ -448,7 +457,7 @@ def range_warnings(probe: np.ndarray, scale_min: Sequence[float], scale_max: Seq
     Returns:
         ``[]`` when the raster fits the model, else one message naming the channels and the fix.
     """
-    if probe.size == 0:
+    if probe.shape[-1] < MIN_PROBE_PIXELS:  # too few pixels to tell a spread (a 1 x 1 raster)
         return []
     flagged = []
     for i, (lo, hi) in enumerate(zip(scale_min, scale_max)):
