@@ -300,3 +300,31 @@ def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
     from ktextures_plugin.core.vectorize import polygonize
     polygonize(res.path, str(tmp_path / "p.gpkg"))
     assert not any(p.exists() for p in stale) and live.exists()
+
+
+# -- duplicate bands and numeric options (issue 17) ----------------------------------------------------------
+@pytest.mark.parametrize("extra, needle", [
+    (["--bands", "3,3,1,4"], "more than once"),
+    (["--bands", "3,2,1,4", "--tile-size", "0"], "--tile-size"),
+    (["--bands", "3,2,1,4", "--min-segment-px", "-3"], "--min-segment-px"),
+])
+def test_cli_segment_bad_options_are_clear(tmp_path, img, tiny_models, extra, needle):
+    cp = cli("segment", img, "--model", tiny_models["bin4"], "--quiet", "--out", tmp_path / "c.tif", *extra)
+    assert cp.returncode == 2 and needle in cp.stderr and "Traceback" not in cp.stderr
+    assert not os.path.exists(tmp_path / "c.tif")
+
+
+def test_duplicate_bands_refused_by_fit_and_qgis_segment(provider, tmp_path, img, tiny_models):
+    pytest.importorskip("torch")
+    cp = cli("fit", img, "--bands", "3,3,1,4", "--k", 4, "--steps", 1, "--out", tmp_path / "m.onnx")
+    assert cp.returncode == 2 and "more than once" in cp.stderr and not os.path.exists(tmp_path / "m.onnx")
+    import processing
+    from qgis.core import QgsProcessingException
+    with pytest.raises(QgsProcessingException, match="more than once"):
+        processing.run("ktextures:segment", {"INPUT": str(img), "MODEL_FILE": tiny_models["bin4"],
+                                             "BANDS": [3, 3, 1, 4], "OUTPUT_RASTER": str(tmp_path / "c.tif"),
+                                             "OUTPUT_VECTOR": None})
+    with pytest.raises(QgsProcessingException, match="more than once"):
+        processing.run("ktextures:fit", {"INPUT": str(img), "BANDS": [3, 3, 1, 4], "K": 4, "STEPS": 1,
+                                         "OUTPUT_MODEL": str(tmp_path / "m.onnx"), "OUTPUT_RASTER": None,
+                                         "OUTPUT_VECTOR": None})
