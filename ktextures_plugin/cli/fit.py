@@ -5,17 +5,25 @@ Exit codes: 0 success, 2 bad input (one-line message), 3 PyTorch missing, 130 in
 """
 import sys
 
-from ._args import Parser, check_outputs, int_range
+from ._args import Parser, int_range
 
 PROG = "python -m ktextures_plugin fit"
 NAMES = {"input": "IMAGE", "output": "--out"}
+
+
+class _Parser(Parser):
+    """This command's errors read ``error: message`` (one line, exit status 2), like its other errors."""
+
+    def error(self, message):  # noqa: D401
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
 
 
 def build_parser():
     from ..training.train import (BINNINGS, DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_MASK_WIDTH, DEFAULT_RETRIES,
                                   DEFAULT_STEPS)
 
-    p = Parser(prog=PROG,
+    p = _Parser(prog=PROG,
                                 description="Fit a k-textures model (k hard texture classes) on a raster and "
                                             "export it as ONNX.")
     p.add_argument("image", help="training raster (any GDAL format, any size: read tile by tile)")
@@ -52,9 +60,11 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import outputs
-    bad = check_outputs(PROG, NAMES, {"output": (args.out, outputs.MODEL)}, {"input": args.image})
-    if bad is not None:
-        return bad
+    try:
+        outputs.check_outputs({"output": (args.out, outputs.MODEL)}, {"input": args.image})
+    except outputs.OutputPathError as exc:
+        print(f"error: {exc.message(NAMES)}", file=sys.stderr)
+        return 2
     from ..training import FitCanceled, TorchMissingError, fit
     from ..core.classraster import OutputError
     from ..core.modelinfo import ModelError
