@@ -254,7 +254,7 @@ def test_errors_are_clear(run, tmp_path, tiny_models):
     afile = tmp_path / "afile"
     afile.write_text("x")
     _error(run, {**base, "OUTPUT_RASTER": str(afile / "o.tif")}, "output folder")
-    _error(run, {**base, "OUTPUT_RASTER": str(SAMPLE)}, "input raster itself")
+    _error(run, {**base, "OUTPUT_RASTER": str(SAMPLE)}, "is the input INPUT")
     assert not os.path.exists(base["OUTPUT_RASTER"])
 
 

@@ -50,6 +50,37 @@ def optional_number(parameters, name) -> Optional[float]:
     return float(v)
 
 
+def make_folders(paths) -> None:
+    """Create the missing folders of output files (as QGIS does for its own algorithms)."""
+    for p in paths:
+        folder = os.path.dirname(os.path.abspath(p)) if p else None
+        if folder and not os.path.isdir(folder):
+            try:
+                os.makedirs(folder)
+            except OSError as exc:
+                raise QgsProcessingException(f"Cannot create the output folder for '{p}': {exc}. "
+                                             "Choose a folder you can write to.")
+
+
+def output_message(exc, names) -> str:
+    """The message of a core error; an output-path error (``core.outputs.OutputPathError``) is worded with the
+    QGIS parameter names ``names`` (core key -> parameter id)."""
+    if callable(getattr(exc, "message", None)) and hasattr(exc, "parameter"):
+        return exc.message(names)
+    return str(exc)
+
+
+def check_outputs(names, outputs, inputs) -> None:
+    """:func:`core.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
+    QGIS parameters (``names``: core key -> parameter id)."""
+    from ..core.outputs import OutputPathError, check_outputs as check
+
+    try:
+        check(outputs, inputs)
+    except OutputPathError as exc:
+        raise QgsProcessingException(exc.message(names)) from None
+
+
 class KTexturesAlgorithm(QgsProcessingAlgorithm):
     """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them."""
 

@@ -19,7 +19,12 @@ from qgis.core import (
 from ..core import classraster
 from ..core import evaluate as core_evaluate
 from ..core.classraster import OutputError
-from .common import KTexturesAlgorithm, gdal_source, optional_number
+from ..core import outputs
+from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
+
+#: core keys (core.outputs, core.evaluate) -> parameter ids, for messages
+NAMES = {"input": "INPUT", "reference": "REFERENCE", "vector": "REFERENCE_VECTOR", "table": "OUTPUT_TABLE",
+         "raster": "OUTPUT_RASTER"}
 
 
 class EvaluateAlgorithm(KTexturesAlgorithm):
@@ -149,10 +154,13 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
                           name_field=name_field)
             feedback.pushInfo(f"Reference polygons: {path} (class field '{field}'), rasterised onto the class "
                               "raster's grid")
+        make_folders((table_path, raster_path))
+        check_outputs(NAMES, {"table": (table_path, outputs.TABLE), "raster": (raster_path, outputs.CLASS_RASTER)},
+                      {"input": pred, "reference": kwargs.get("reference"), "vector": kwargs.get("vector")})
         try:
             ev = core_evaluate.evaluate(pred, **kwargs)
         except (ValueError, OutputError) as exc:
-            raise QgsProcessingException(str(exc)) from None
+            raise QgsProcessingException(output_message(exc, NAMES)) from None
         for line in ev.log:
             feedback.pushInfo(line)
         s = ev.scores

@@ -1,7 +1,6 @@
 """``ktextures:fit``: fit a k-textures model on the analyst's own raster (PyTorch, CPU) and export it to
 ONNX; optionally segment the same raster with it right away (through ``ktextures:segment``, the same code
 path). Training: :func:`ktextures_plugin.training.fit` (method.md §9)."""
-import os
 
 from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterDefinition,
@@ -15,8 +14,10 @@ from ..core.raster import RasterError
 from ..training.defaults import (DEFAULT_CONTINUITY, DEFAULT_MASK_WIDTH, DEFAULT_RETRIES, DEFAULT_STEPS,
                                  DEFAULT_VARIANT, VARIANTS)
 from ..training.errors import TORCH_INSTALL_HINT
-from .common import KTexturesAlgorithm, gdal_source, optional_number
+from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
 
+#: core keys (core.outputs, training.fit) -> parameter ids, for messages
+NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
 
 class FitAlgorithm(KTexturesAlgorithm):
     INPUT, BANDS, K, STEPS, VARIANT, FEATURES, SEED = "INPUT", "BANDS", "K", "STEPS", "VARIANT", "FEATURES", "SEED"
@@ -131,11 +132,14 @@ class FitAlgorithm(KTexturesAlgorithm):
         out_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not out_model.lower().endswith(".onnx"):
             out_model += ".onnx"
-        os.makedirs(os.path.dirname(os.path.abspath(out_model)), exist_ok=True)
         k = self.parameterAsInt(parameters, self.K, context)
         steps = self.parameterAsInt(parameters, self.STEPS, context)
         out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
         out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
+        from ..core import outputs
+        make_folders((out_model, out_raster, out_vector))
+        check_outputs(NAMES, {"output": (out_model, outputs.MODEL), "raster": (out_raster, outputs.CLASS_RASTER),
+                              "vector": (out_vector, outputs.VECTOR)}, {"input": src})
         fit_end = 85.0 if out_raster else 100.0
 
         def progress(step, total, loss):
@@ -158,8 +162,8 @@ class FitAlgorithm(KTexturesAlgorithm):
                        title=f"k-textures, k = {k}, {layer.name()}")
         except FitCanceled:
             raise QgsProcessingException("Canceled: no model was written.")
-        except (FitInputError, TorchMissingError, RasterError, ValueError) as exc:
-            raise QgsProcessingException(str(exc))
+        except (FitInputError, TorchMissingError, RasterError, ValueError, OSError) as exc:
+            raise QgsProcessingException(output_message(exc, NAMES))
         feedback.pushInfo(f"Model written to {out_model} in {info['seconds']:.1f} s "
                           f"({info.get('steps_per_s', 0):.2f} steps/s), final loss {info['final_loss']:.5f}")
         for w in info.get("warnings", []):

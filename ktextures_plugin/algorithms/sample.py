@@ -36,7 +36,11 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import sampling
 from ..core.classraster import OutputError, read_palette
 from ..core.raster import RasterError, open_raster
-from .common import KTexturesAlgorithm, gdal_source
+from .common import KTexturesAlgorithm, check_outputs, gdal_source, output_message
+
+#: core keys (core.outputs, core.sampling) -> parameter ids, for messages
+NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
+         "chips": "OUTPUT_CHIPS", "summary": "OUTPUT_SUMMARY"}
 
 
 class ClassSymbolPostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -194,6 +198,20 @@ class SampleAlgorithm(KTexturesAlgorithm):
                             ("interior_px", QVariant.LongLong), ("requested", QVariant.Int),
                             ("found", QVariant.Int), ("skipped", QVariant.Int), ("reason", QVariant.String)))
 
+    def _check_outputs(self, parameters, context, class_path, image_path):
+        """The chip folder and the file sinks are neither an input nor each other (core.outputs)."""
+        from ..core import outputs
+
+        wanted = {"folder": (self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context), outputs.FOLDER)}
+        for key, pid in (("points", self.OUTPUT_POINTS), ("chips", self.OUTPUT_CHIPS),
+                         ("summary", self.OUTPUT_SUMMARY)):
+            if parameters.get(pid) in (None, ""):
+                continue
+            dest = self.parameterAsOutputLayer(parameters, pid, context) or ""
+            if dest and not dest.startswith(("memory:", "TEMPORARY_OUTPUT", "ogr:", "postgres:", "spatialite:")):
+                wanted[key] = (dest, outputs.SINK)
+        check_outputs(NAMES, wanted, {"input": class_path, "image": image_path})
+
     # -- run -----------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.segment import Canceled
@@ -210,6 +228,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
         seed = self.parameterAsInt(parameters, self.SEED, context)
         chip = self.parameterAsInt(parameters, self.CHIP_SIZE_PX, context)
         crs = layer.crs() if layer.crs().isValid() else QgsCoordinateReferenceSystem()
+        self._check_outputs(parameters, context, class_path, image_path)
         try:
             classes = self._classes(parameters, context)
             # fail fast on a wrong grid/CRS or chip size before any pixel is read
@@ -299,7 +318,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
             raise QgsProcessingException("Canceled by the user: sampling stopped (chips already written stay "
                                          "in the chip folder).") from None
         except (sampling.SamplingError, RasterError, OutputError) as exc:
-            raise QgsProcessingException(str(exc)) from None
+            raise QgsProcessingException(output_message(exc, NAMES)) from None
 
         try:
             names, colors = read_palette(class_path)

@@ -23,9 +23,13 @@ from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import styling
-from .common import KTexturesAlgorithm, cached_session, gdal_source, optional_number, progress_bridge
+from .common import (KTexturesAlgorithm, cached_session, check_outputs, gdal_source, make_folders,
+                     optional_number, output_message, progress_bridge)
 
 SCALINGS = ["model", "stretch"]
+#: core keys (core.outputs, core.segment) -> parameter ids, for messages
+NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
+         "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT"}
 
 
 class SegmentAlgorithm(KTexturesAlgorithm):
@@ -146,17 +150,11 @@ class SegmentAlgorithm(KTexturesAlgorithm):
         out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
         out_report = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         out_sim = self.parameterAsOutputLayer(parameters, self.OUTPUT_SIMULATION, context)
-        for p in (out_raster, out_vector, out_sim):
-            if p and os.path.abspath(p) == os.path.abspath(src):
-                raise QgsProcessingException("An output path is the input raster itself; the input is never "
-                                             "overwritten. Choose another output file.")
-        for p in (out_raster, out_vector, out_report, out_sim):
-            if p and not os.path.isdir(os.path.dirname(os.path.abspath(p))):
-                try:
-                    os.makedirs(os.path.dirname(os.path.abspath(p)))
-                except OSError as exc:
-                    raise QgsProcessingException(f"Cannot create the output folder for '{p}': {exc}. "
-                                                 "Choose a folder you can write to.")
+        from ..core import outputs
+        make_folders((out_raster, out_vector, out_report, out_sim))
+        check_outputs(NAMES, {"output": (out_raster, outputs.CLASS_RASTER), "simulation": (out_sim, outputs.FLOAT_RASTER),
+                              "vector": (out_vector, outputs.VECTOR), "report": (out_report, outputs.TABLE)},
+                      {"input": src, "model": model_path})
         window = None
         if parameters.get(self.EXTENT):
             ext = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
@@ -194,9 +192,9 @@ class SegmentAlgorithm(KTexturesAlgorithm):
         except Canceled:
             self._remove(written)
             raise QgsProcessingException("Canceled: no output was written.")
-        except (ModelError, RasterError, OutputError, ImportError) as exc:
+        except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
             self._remove(written)
-            raise QgsProcessingException(str(exc))
+            raise QgsProcessingException(output_message(exc, NAMES))
         rows = result.report_rows()
         feedback.pushInfo("Per-class area:\n" + format_report(rows))
         if out_report:

@@ -3,8 +3,20 @@ model on one raster with PyTorch and export it to the ONNX contract of models/RE
 
 Exit codes: 0 success, 2 bad input (one-line message), 3 PyTorch missing, 130 interrupted (no file written).
 """
-import argparse
 import sys
+
+from ._args import Parser, int_range
+
+PROG = "python -m ktextures_plugin fit"
+NAMES = {"input": "IMAGE", "output": "--out"}
+
+
+class _Parser(Parser):
+    """This command's errors read ``error: message`` (one line, exit status 2), like its other errors."""
+
+    def error(self, message):  # noqa: D401
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
 
 
 def build_parser():
@@ -12,17 +24,17 @@ def build_parser():
                                      DEFAULT_RETRIES, DEFAULT_STEPS, DEFAULT_VARIANT, VARIANTS)
     from ..training.train import BINNINGS
 
-    p = argparse.ArgumentParser(prog="python -m ktextures_plugin fit",
+    p = _Parser(prog=PROG,
                                 description="Fit a k-textures model (k hard texture classes) on a raster and "
                                             "export it as ONNX.")
     p.add_argument("image", help="training raster (any GDAL format, any size: read tile by tile)")
     p.add_argument("--bands", required=True,
                    help="1-based band numbers of IMAGE in the order red,green,blue,NIR, e.g. 3,2,1,4")
-    p.add_argument("--k", type=int, required=True, help="number of classes (2..128)")
+    p.add_argument("--k", type=int_range(2, 128), required=True, help="number of classes (2..128)")
     p.add_argument("--out", required=True, help="ONNX model to write")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int_range(1), default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed = same model)")
-    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+    p.add_argument("--retries", type=int_range(0, 10), default=DEFAULT_RETRIES,
                    help="when a class stays unused, fit again with the next seed up to this many times and keep "
                         f"the fit that uses the most classes (default {DEFAULT_RETRIES}; see docs/benchmarks.md)")
     p.add_argument("--variant", choices=list(VARIANTS), default=DEFAULT_VARIANT,
@@ -36,24 +48,31 @@ def build_parser():
                    help="loss features: 'random' (seeded random CNN), 'ae' or 'ae:STEPS' (a 4-band "
                         "auto-encoder trained on this raster first), 'vgg16:PATH' (torchvision VGG16 "
                         "state_dict), or several joined with '+' (default random)")
-    p.add_argument("--mask-width", type=int, default=DEFAULT_MASK_WIDTH,
+    p.add_argument("--mask-width", type=int_range(1, 256), default=DEFAULT_MASK_WIDTH,
                    help=f"hidden width of the faithful per-pixel mask network (default {DEFAULT_MASK_WIDTH}, "
                         "measured in docs/benchmarks.md; the paper's is 64, about 13x the multiply-adds per "
                         "pixel when segmenting)")
     p.add_argument("--binning", choices=list(BINNINGS), default=DEFAULT_BINNING,
                    help=f"hard-bin gradient scheme (default {DEFAULT_BINNING}; faithful = slope 5000 throughout)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"tiles per step (default {DEFAULT_BATCH})")
-    p.add_argument("--tile-size", type=int, default=128, help="training tile side in px (default 128)")
+    p.add_argument("--batch-size", type=int_range(1), default=DEFAULT_BATCH, help=f"tiles per step (default {DEFAULT_BATCH})")
+    p.add_argument("--tile-size", type=int_range(16, 4096), default=128, help="training tile side in px (default 128)")
     p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
     p.add_argument("--title", default="", help="readable model title stored in the metadata")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: half the logical CPUs, 1..8)")
+    p.add_argument("--threads", type=int_range(1), default=None, help="torch threads (default: half the logical CPUs, 1..8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from ..core import outputs
+    try:
+        outputs.check_outputs({"output": (args.out, outputs.MODEL)}, {"input": args.image})
+    except outputs.OutputPathError as exc:
+        print(f"error: {exc.message(NAMES)}", file=sys.stderr)
+        return 2
     from ..training import FitCanceled, TorchMissingError, fit
+    from ..core.classraster import OutputError
     from ..core.modelinfo import ModelError
 
     state = {"bar": None}
@@ -85,9 +104,13 @@ def main(argv=None) -> int:
         _close(state["bar"])
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, ModelError) as exc:
+    except (ValueError, ModelError, OutputError) as exc:
         _close(state["bar"])
+        if isinstance(exc, outputs.OutputPathError):
+            exc = exc.message(NAMES)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        if msg.endswith("smaller training tile)"):
+            msg = msg[:-1] + f", e.g. --tile-size {max(16, args.tile_size // 2)})"
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, FitCanceled):

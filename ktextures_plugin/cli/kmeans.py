@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import sys
 
-from ._args import Parser, fail
+from ._args import Parser, fail, int_range
 
 PROG = "python -m ktextures_plugin kmeans"
+NAMES = {"input": "IMAGE", "output": "--out"}
 
 
 def build_parser() -> Parser:
@@ -22,17 +23,17 @@ def build_parser() -> Parser:
     p.add_argument("--bands", required=True,
                    help="1-based band numbers, comma-separated, in R,G,B,NIR order (e.g. 3,2,1,4); the first "
                         "three give the class colours")
-    p.add_argument("--k", type=int, required=True, help="number of clusters (>= 2)")
+    p.add_argument("--k", type=int_range(2, 65535), required=True, help="number of clusters (>= 2)")
     p.add_argument("--out", required=True, help="output class raster (.tif)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
     p.add_argument("--nodata", type=float, default=None, help="extra raw value treated as nodata")
-    p.add_argument("--sample", type=int, default=200_000, help="most pixels to fit on (default 200000)")
+    p.add_argument("--sample", type=int_range(2), default=200_000, help="most pixels to fit on (default 200000)")
     p.add_argument("--scaling", choices=["zscore", "stretch"], default="zscore",
                    help="feature scaling: zscore (default; mean 0, sd 1 per feature) or stretch (2-98 %% of each band "
                         "to 0..1, clipped)")
     p.add_argument("--context", action="store_true",
                    help="also cluster on Gaussian-smoothed copies of the bands (sigma 1, 2, 4 px)")
-    p.add_argument("--n-init", type=int, default=3, help="k-means restarts (default 3)")
+    p.add_argument("--n-init", type=int_range(1), default=3, help="k-means restarts (default 3)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     return p
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
                                    extra_nodata=args.nodata, max_sample=args.sample,
                                    n_init=args.n_init, scaling=args.scaling, context=args.context)
     except (RasterError, OutputError, ValueError) as exc:
-        return fail(PROG, exc)
+        return fail(PROG, exc, NAMES)
     summary = {"path": res.path, "k": res.k, "bands": res.bands, "seed": args.seed,
                "scaling": args.scaling, "context": args.context,
                "counts": [int(v) for v in res.counts], "colors": res.colors,

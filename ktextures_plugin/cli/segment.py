@@ -1,13 +1,19 @@
 """``python -m ktextures_plugin segment IMAGE --model MODEL.onnx --out LABELS.tif [...]``: the main job
 without QGIS (same core as ``ktextures:segment``)."""
-import argparse
+import os
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
+from ._args import Parser, check_outputs, fail, int_range
+
+PROG = "python -m ktextures_plugin segment"
+#: core keys (core.outputs, core.segment) -> the options of this command, for messages
+NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
+         "report": "--report"}
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m ktextures_plugin segment",
+    p = Parser(prog=PROG,
                                 description="Segment a raster into k texture classes with a k-textures ONNX model.")
     p.add_argument("image", help="input raster (any GDAL format)")
     p.add_argument("--model", default=None,
@@ -18,24 +24,32 @@ def build_parser():
     p.add_argument("--scaling", choices=["model", "stretch"], default="model")
     p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
     p.add_argument("--vector", default=None, help="also polygonize into this file (GeoPackage by default)")
-    p.add_argument("--min-segment-px", type=int, default=0, help="GDAL sieve threshold in pixels (0 = off)")
-    p.add_argument("--tile-size", type=int, default=512, help="tile side in pixels (default 512)")
+    p.add_argument("--min-segment-px", type=int_range(0), default=0,
+                   help="GDAL sieve threshold in pixels (0 = off)")
+    p.add_argument("--tile-size", type=int_range(32, 8192), default=512, help="tile side in pixels (default 512)")
     p.add_argument("--simulation", default=None, help="also write the simulated image (Float32 GeoTIFF)")
     p.add_argument("--report", default=None, help="also write the per-class area table (CSV)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from ..core import outputs
     from ..core.classraster import OutputError
     from ..core.modelinfo import ModelError
     from ..core.raster import RasterError
-    from ..core.segment import segment_raster
+    from ..core.segment import Canceled, segment_raster
     from ..core.vectorize import format_report, polygonize, write_report
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
+    bad = check_outputs(PROG, NAMES, {"output": (args.out, outputs.CLASS_RASTER),
+                                      "simulation": (args.simulation, outputs.FLOAT_RASTER),
+                                      "vector": (args.vector, outputs.VECTOR), "report": (args.report, outputs.TABLE)},
+                        {"input": args.image, "model": model})
+    if bad is not None:
+        return bad
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -57,13 +71,24 @@ def main(argv=None) -> int:
                              log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
                              warn=lambda m: print(f"warning: {m}", file=sys.stderr))
         if args.vector:
-            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
+            try:
+                n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
+            except BaseException:  # no half of a run left behind: the raster goes with the failed polygons
+                _remove([args.out, args.simulation])
+                raise
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
     except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
         if bar is not None:
             bar.close()
+        if isinstance(exc, outputs.OutputPathError):
+            return fail(PROG, exc, NAMES)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Canceled):
+        if bar is not None:
+            bar.close()
+        print("interrupted: no output written", file=sys.stderr)
+        return 130
     if bar is not None:
         bar.close()
     rows = res.report_rows()
@@ -73,3 +98,13 @@ def main(argv=None) -> int:
     print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
           f"({res.execution_provider})")
     return 0
+
+
+def _remove(paths):
+    from osgeo import gdal
+    for p in paths:
+        if p and os.path.exists(p):
+            try:
+                gdal.GetDriverByName("GTiff").Delete(p)
+            except RuntimeError:
+                os.remove(p)

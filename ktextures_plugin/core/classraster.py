@@ -10,6 +10,7 @@ import colorsys
 import contextlib
 import json
 import os
+import time
 import uuid
 from typing import List, Optional, Sequence, Tuple
 
@@ -55,13 +56,58 @@ def driver_for_path(path: str) -> str:
 
 
 def partial_path(final_path: str) -> str:
-    """A hidden GeoTIFF path beside ``final_path`` to write into before the atomic rename."""
+    """A hidden GeoTIFF path beside ``final_path`` to write into before the atomic rename,
+    ``.<name>.<pid>-<random>.partial.tif``; stale partial files of ``final_path`` left by a killed run are
+    removed first (:func:`remove_stale_partials`)."""
     folder = os.path.dirname(os.path.abspath(final_path))
     if not os.path.isdir(folder):
         raise OutputError(f"Output folder does not exist: '{folder}'. Create it or choose another output path.")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"Output folder is not writable: '{folder}'. Choose a folder you can write to.")
-    return os.path.join(folder, f".{os.path.basename(final_path)}.{uuid.uuid4().hex[:8]}.partial.tif")
+    remove_stale_partials(final_path)
+    return os.path.join(folder, f".{os.path.basename(final_path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.tif")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(final_path: str) -> List[str]:
+    """Remove the hidden partial files of ``final_path`` (raster and vector, any sidecar) whose writing process
+    no longer runs (killed with ``kill -9``, a crash): they are never finished. Partial files of a process that
+    still runs are kept; older names without a process id are removed when older than an hour.
+
+    Returns:
+        The removed paths.
+    """
+    folder = os.path.dirname(os.path.abspath(final_path))
+    prefix = f".{os.path.basename(final_path)}."
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix) or ".partial" not in name:
+            continue
+        tag = name[len(prefix):].split(".", 1)[0]
+        pid = tag.split("-", 1)[0] if "-" in tag else None
+        path = os.path.join(folder, name)
+        try:
+            stale = (not _alive(int(pid))) if pid and pid.isdigit() else \
+                (time.time() - os.path.getmtime(path) > 3600)
+            if stale:
+                os.remove(path)
+                removed.append(path)
+        except OSError:
+            pass
+    return removed
 
 
 def create_on_grid(path: str, ref: gdal.Dataset, window: Tuple[int, int, int, int], bands: int,

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from osgeo import gdal, ogr
 
-from . import classraster, metrics
+from . import classraster, metrics, outputs
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -293,6 +293,8 @@ def evaluate(pred_path: str, *, reference: Optional[str] = None, ref_nodata: Opt
         raise ValueError("Give exactly one reference: a label raster or reference polygons with a class field")
     if matching not in MATCHINGS:
         raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
+    outputs.check_outputs({"table": (table_path, outputs.TABLE), "raster": (raster_path, outputs.CLASS_RASTER)},
+                          {"input": pred_path, "reference": reference, "vector": vector})
     log: List[str] = []
     tmpdir = None
     try:

@@ -26,7 +26,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
-from . import classraster, raster
+from . import classraster, outputs, raster
 from .raster import RasterError
 
 gdal.UseExceptions()
@@ -196,12 +196,13 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
 
     Raises:
         RasterError: bad band list, every pixel nodata, fewer distinct pixels than k.
-        OutputError: the destination cannot be written.
+        OutputError: the destination cannot be written (``outputs.OutputPathError``: checked before any work).
         ValueError: unknown ``scaling``.
         Canceled: canceled; nothing is left behind.
     """
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+    outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER)}, {"input": input_path})
     with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) would fill with the output's blocks
         return _kmeans_raster(input_path, output_path, int(k), bands, seed, extra_nodata, max_sample, n_init, rgb,
                               window_pixels, progress, is_canceled, log or (lambda _m: None), scaling,

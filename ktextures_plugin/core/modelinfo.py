@@ -205,7 +205,44 @@ def read_model_info(path: str, session=None) -> ModelInfo:
                          f"{info.num_channels}")
     if OUTPUT_CLASS not in outputs:
         raise ModelError(f"{path}: no '{OUTPUT_CLASS}' output (outputs: {outputs}); see models/README.md")
+    check_class_outputs(session, info)
     return info
+
+
+#: onnxruntime type names of the integer tensors a ``class`` output may have.
+INTEGER_TYPES = {f"tensor({t})" for t in ("int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64")}
+
+
+def check_class_outputs(session, info: ModelInfo) -> None:
+    """The graph's side of the contract (models/README.md): the ``class`` output is an integer tensor, and
+    the number of classes the graph declares (the channel dimension of a ``scores`` output, when static)
+    equals the metadata's k. :func:`check_classes` checks each inferred tile too.
+
+    Raises:
+        ModelError: naming the output, what was found and the fix.
+    """
+    outs = {o.name: o for o in session.get_outputs()}
+    cls = outs[OUTPUT_CLASS]
+    if cls.type not in INTEGER_TYPES:
+        raise ModelError(f"{info.path}: the '{OUTPUT_CLASS}' output is {cls.type}, but class indices must be an "
+                         "integer tensor (int64). Re-export the model with an integer class output.")
+    scores = outs.get(OUTPUT_SCORES)
+    if scores is not None and len(scores.shape) == 4 and isinstance(scores.shape[1], int) \
+            and scores.shape[1] != info.num_classes:
+        raise ModelError(f"{info.path}: the graph scores {scores.shape[1]} classes but '{K_NUM_CLASSES}' says "
+                         f"{info.num_classes}. Fix the metadata or re-export the model.")
+
+
+def check_classes(cls, info: ModelInfo) -> None:
+    """Refuse class indices outside ``0..k-1`` returned by the model (metadata k smaller than the graph's).
+
+    Raises:
+        ModelError: with the largest index found and the fix.
+    """
+    if cls.size and (int(cls.max()) >= info.num_classes or int(cls.min()) < 0):
+        raise ModelError(f"{info.path}: the model returned class {int(cls.max()) + 1} (index {int(cls.max())}) but "
+                         f"its metadata '{K_NUM_CLASSES}' says k = {info.num_classes}: the metadata does not match "
+                         "the graph. Fix the metadata or re-export the model.")
 
 
 def to_metadata_props(num_classes: int, channel_names: Sequence[str], scale_min: Sequence[float],

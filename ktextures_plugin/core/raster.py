@@ -46,7 +46,8 @@ def parse_bands(spec, band_count: int, needed: Optional[int] = None) -> List[int
         needed: how many bands the model needs (checked when given).
 
     Raises:
-        RasterError: a band number out of 1..band_count, a non-integer entry, or the wrong count.
+        RasterError: a band number out of 1..band_count, a non-integer entry, a band given twice, or the
+            wrong count.
     """
     if isinstance(spec, str):
         parts = [p.strip() for p in spec.replace(";", ",").split(",") if p.strip()]
@@ -59,6 +60,10 @@ def parse_bands(spec, band_count: int, needed: Optional[int] = None) -> List[int
     bad = [b for b in bands if b < 1 or b > band_count]
     if bad:
         raise RasterError(f"Band number(s) {bad} out of range: the raster has bands 1..{band_count}")
+    twice = sorted({b for b in bands if bands.count(b) > 1})
+    if twice:
+        raise RasterError(f"Band(s) {twice} given more than once ({bands}): each channel needs its own band; "
+                          "list each band number once")
     if needed is not None and len(bands) != needed:
         raise RasterError(f"The model needs {needed} bands but {len(bands)} were given ({bands}); "
                           f"list {needed} band numbers in the model's channel order")

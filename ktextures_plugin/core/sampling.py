@@ -628,6 +628,11 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
     """
     from .segment import Canceled
 
+    from . import outputs
+
+    outputs.check_outputs({"folder": (folder, outputs.FOLDER)}, {"input": class_path, "image": image_path},
+                          folders_must_exist=False)
+    guard = outputs.input_guard({"input": class_path, "image": image_path})
     os.makedirs(folder, exist_ok=True)
     cds = raster.open_raster(class_path)
     ids = None
@@ -653,6 +658,8 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
                                     "raster; draw samples with the same chip size.")
             base = os.path.join(folder, f"{prefix}_{s.sample_id:05d}_class{s.class_id}")
             mask_path = base + "_mask.tif"
+            guard("folder", mask_path)
+            guard("folder", base + "_image.tif")
             with classraster.partial_output(mask_path) as po:
                 po.ds = gdal.GetDriverByName("GTiff").Create(po.path, cs, cs, 1, src_band.DataType,
                                                              options=["COMPRESS=DEFLATE"])

@@ -19,8 +19,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import classraster, geo, raster, tiling
-from .modelinfo import INPUT_NAME, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, read_model_info
+from . import classraster, geo, outputs, raster, tiling
+from .modelinfo import INPUT_NAME, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, check_classes, read_model_info
 from .raster import RasterError
 from .runtime import open_session
 
@@ -186,8 +186,13 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
                 progress(frac, "sieve")
             return 0 if (is_canceled and is_canceled()) else 1
 
-        gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px), 8 if eight_connected else 4,
-                         callback=cb)
+        try:
+            gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px), 8 if eight_connected else 4,
+                             callback=cb)
+        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
+            if is_canceled and is_canceled():
+                raise Canceled() from None
+            raise
         if is_canceled and is_canceled():
             raise Canceled()
     finally:
@@ -241,11 +246,15 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
     Raises:
         ModelError: model missing, corrupt or without k-textures metadata.
         RasterError: too few bands, bad band list, every pixel nodata.
-        OutputError: the destination cannot be written.
+        OutputError: the destination cannot be written; ``outputs.OutputPathError`` (before any work) when an
+            output is an input, both outputs are one file, or the format cannot hold it (:mod:`.outputs`).
         Canceled: canceled; nothing is left behind.
         ImportError: onnxruntime missing (the message says how to install it).
     """
     t0 = time.perf_counter()
+    outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER),
+                           "simulation": (simulation_path, outputs.FLOAT_RASTER)},
+                          {"input": input_path, "model": model_path})
     with raster.gdal_cache_limit(GDAL_CACHE_BYTES):
         return _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
                         min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0,
@@ -310,6 +319,11 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
         for w in range_warnings(probe, smin, smax, info.channel_names, band_list):
             warnings.append(w)
             (warn or (lambda m: say("Warning: " + m)))(w)
+    if not ds.GetProjection():
+        w = ("The raster has no CRS: the areas (area_m2) are in square map units of its geotransform, not "
+             "square metres. Assign the raster's CRS to get areas in m².")
+        warnings.append(w)
+        (warn or (lambda m: say("Warning: " + m)))(w)
     provider = session.get_providers()[0]
     say(f"Model '{info.title}': k = {info.num_classes}, channels {info.channel_names}, halo {info.halo_px} px")
     say(f"Bands {band_list} -> {info.channel_names}; scaling '{scaling}': min {smin}, max {smax}")
@@ -366,8 +380,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                     if not full:
                         x[:, ~valid] = info.nodata_fill
                     cls = infer_classes(session, x, info.halo_px, chunk_px)[cy:cy + th, cx:cx + tw]
-                    np.minimum(cls, k - 1, out=cls)  # a model outside the contract cannot write past k
-                    np.maximum(cls, 0, out=cls)
+                    check_classes(cls, info)  # a model outside the contract never writes a wrong class
                     if full:  # no boolean indexing on tiles without nodata (most of them)
                         np.add(cls, 1, out=labels, casting="unsafe")
                     else:
@@ -409,6 +422,12 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                 counts, areas = class_stats(po.path, k)   # the sieve moved pixels between classes
             else:
                 counts, areas = counter.result()
+            empty = [i + 1 for i in range(k) if counts[i] == 0]
+            if empty and min_segment_px == 0 and not warnings:  # a range warning already explains it
+                w = (f"{len(empty)} of the model's {k} classes got no pixel (classes {empty}); if that holds for "
+                     "every raster, the model's metadata k may be larger than the classes its graph produces.")
+                warnings.append(w)
+                (warn or (lambda m: say("Warning: " + m)))(w)
     finally:
         ds = None
     return SegmentResult(path=output_path, info=info, counts=counts, areas_m2=areas,
@@ -424,6 +443,10 @@ IN_RANGE_MIN_FRACTION = 0.5
 #: ... or when its 2-98 % spread is below this fraction of the model's span (a 0-1 reflectance band against
 #: a model scaled in digital numbers).
 MIN_SPREAD_FRACTION = 0.01
+
+
+#: ... and only with at least this many valid sampled pixels.
+MIN_PROBE_PIXELS = 64
 
 
 def range_warnings(probe: np.ndarray, scale_min: Sequence[float], scale_max: Sequence[float],
@@ -444,7 +467,7 @@ def range_warnings(probe: np.ndarray, scale_min: Sequence[float], scale_max: Seq
     Returns:
         ``[]`` when the raster fits the model, else one message naming the channels and the fix.
     """
-    if probe.size == 0:
+    if probe.shape[-1] < MIN_PROBE_PIXELS:  # too few pixels to tell a spread (a 1 x 1 raster)
         return []
     flagged = []
     for i, (lo, hi) in enumerate(zip(scale_min, scale_max)):

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 from osgeo import gdal, ogr
 
-from . import geo
+from . import geo, outputs, raster
 from .classraster import OutputError, partial_path, read_palette
 
 gdal.UseExceptions()
@@ -61,9 +61,19 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
         The number of polygons.
 
     Raises:
-        OutputError: the destination cannot be written.
+        OutputError: the destination cannot be written (``outputs.OutputPathError``: it is the class raster,
+            or no OGR format writes its extension; checked before any work).
         segment.Canceled: canceled.
     """
+    from .segment import Canceled
+
+    outputs.check_outputs({"vector": (output_path, outputs.VECTOR)}, {"input": class_raster})
+    with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) is not needed by a streamed read
+        return _polygonize(class_raster, output_path, layer_name, class_names, eight_connected, progress,
+                           is_canceled)
+
+
+def _polygonize(class_raster, output_path, layer_name, class_names, eight_connected, progress, is_canceled):
     from .segment import Canceled
 
     drv_name = vector_driver(output_path)
@@ -100,7 +110,12 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
 
         options = ["8CONNECTED=8"] if eight_connected else []
         out.StartTransaction()  # one transaction: 5x faster than a commit per polygon
-        gdal.Polygonize(band, band.GetMaskBand(), lyr, 0, options, callback=cb)
+        try:
+            gdal.Polygonize(band, band.GetMaskBand(), lyr, 0, options, callback=cb)
+        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
+            if is_canceled and is_canceled():
+                raise Canceled() from None
+            raise
         out.CommitTransaction()
         if is_canceled and is_canceled():
             raise Canceled()

@@ -84,7 +84,7 @@ class TileSampler:
         if self.width < self.tile or self.height < self.tile:
             raise RasterTooSmallError(
                 f"the raster is {self.width} x {self.height} px, smaller than one {self.tile} x {self.tile} "
-                "training tile; use a larger raster (or a smaller tile size, e.g. --tile-size 64)")
+                "training tile; use a larger raster (or a smaller training tile)")
         self.extra_nodata = extra_nodata
         self.rng = np.random.default_rng(seed)
         if scale is None:

@@ -311,10 +311,13 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
 
     Raises:
         FitInputError (a ``ValueError``; subclasses TooFewBandsError, BadKError, RasterTooSmallError,
-        AllNodataError) on bad input; FitCanceled on cancel.
+        AllNodataError) on bad input; FitCanceled on cancel; ``core.outputs.OutputPathError`` (before any work)
+        when ``out_path`` is the input, a folder, not ``.onnx``, or in a missing or read-only folder.
     """
+    from ..core import outputs
     from .export import export_onnx
 
+    outputs.check_outputs({"output": (out_path, outputs.MODEL)}, {"input": image_path})
     cfg = FitConfig(k=k, steps=steps, seed=seed, variant=variant, features=features, tile_size=tile_size,
                     batch_size=batch_size, binning=binning, threads=threads, extra_nodata=extra_nodata, **options)
     if int(retries) < 0:
