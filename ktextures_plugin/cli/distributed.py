@@ -193,7 +193,12 @@ def resolve_input(path: str, scratch_dir: str) -> Tuple[str, Optional[str]]:
             raise RasterError(f"'{p}' is not on the grid of '{ref[2]}' (CRS, pixel size and pixel-aligned origin "
                               "must match); warp it with gdalwarp -tap first.")
     vrt = os.path.join(scratch_dir, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.vrt")
-    gdal.BuildVRT(vrt, [os.path.abspath(p) for p in files]).FlushCache()
+    out = gdal.BuildVRT(vrt, [os.path.abspath(p) for p in files])
+    first = raster.open_raster(files[0])
+    for b in range(1, min(out.RasterCount, first.RasterCount) + 1):  # band names drive the band matching
+        out.GetRasterBand(b).SetDescription(first.GetRasterBand(b).GetDescription())
+        out.GetRasterBand(b).SetColorInterpretation(first.GetRasterBand(b).GetColorInterpretation())
+    out = None
     return vrt, vrt
 
 
