@@ -89,11 +89,11 @@ def _worker_dataset(path: str) -> gdal.Dataset:
     return _DATASETS[key]
 
 
-def check_worker(model_path: str, input_path: str) -> Optional[str]:
+def check_worker(model_path: str, input_path: str, threads: Optional[int] = 1) -> Optional[str]:
     """Run on every worker before the job: ``None`` when it can import onnxruntime, load the model and open the
     input, else the reason (a string, so that the client can name the worker)."""
     try:
-        worker_session(model_path, None)
+        worker_session(model_path, threads)   # the session the tasks will use
         raster.open_raster(input_path)
     except (ImportError, ValueError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
@@ -237,13 +237,13 @@ def connect(address: Optional[str], timeout_s: float = CONNECT_TIMEOUT_S, n_work
     return Client(cluster), cluster
 
 
-def check_workers(client, model_path: str, input_path: str) -> int:
+def check_workers(client, model_path: str, input_path: str, threads: Optional[int] = 1) -> int:
     """Ask every worker whether it can run the job (:func:`check_worker`); returns the number of workers.
 
     Raises:
         DistributedError: no worker, or a worker lacks onnxruntime, the model file or the input (named).
     """
-    answers = client.run(check_worker, model_path, input_path)
+    answers = client.run(check_worker, model_path, input_path, threads)
     if not answers:
         raise DistributedError("The Dask cluster has no worker: start one with 'dask worker ADDRESS'.")
     bad = {w: e for w, e in answers.items() if e}
@@ -357,7 +357,7 @@ def segment_dask(input_path: str, model_path: str, output_path: str, *, address:
         if client is None:
             client, cluster = connect(address, n_workers=n_workers)
             own = (client, cluster)
-        n = check_workers(client, model_path, path)
+        n = check_workers(client, model_path, path, threads)
         say(f"Dask: {n} worker(s) at {client.scheduler.address}")
         res = _segment_on(client, info, ds, path, model_path, output_path, band_list, window, smin, smax,
                           extra_nodata, tile_size, window_tiles, min_segment_px, threads, progress, say)
