@@ -37,10 +37,10 @@ WINDOW_TILES = 4
 #: Seconds to wait for a scheduler given by address before failing.
 CONNECT_TIMEOUT_S = 10
 
-# Per worker process: onnxruntime sessions by (model, threads) and GDAL datasets by (path, thread id);
-# a GDAL dataset must not be shared between threads, an onnxruntime session may.
-_SESSIONS: Dict[Tuple[str, Optional[int]], object] = {}
-_DATASETS: Dict[Tuple[str, int], gdal.Dataset] = {}
+# Per worker process: onnxruntime sessions by (model, threads, mtime) and GDAL datasets by (path, thread id,
+# mtime); a GDAL dataset must not be shared between threads, an onnxruntime session may.
+_SESSIONS: Dict[tuple, object] = {}
+_DATASETS: Dict[tuple, gdal.Dataset] = {}
 _LOCK = threading.Lock()
 
 
@@ -75,15 +75,24 @@ class Job:
 
 def worker_session(model_path: str, threads: Optional[int]):
     """The onnxruntime session of this worker process on ``model_path``, opened once and then reused."""
-    key = (model_path, threads)
+    key = (model_path, threads, _mtime(model_path))
     with _LOCK:
         if key not in _SESSIONS:
             _SESSIONS[key] = open_session(model_path, threads=threads)
         return _SESSIONS[key]
 
 
+def _mtime(path: str) -> float:
+    """Modification time of a local file (0 for /vsi paths): a file rewritten at the same path is reopened
+    by a long-lived worker, not served from the caches."""
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
+
+
 def _worker_dataset(path: str) -> gdal.Dataset:
-    key = (path, threading.get_ident())
+    key = (path, threading.get_ident(), _mtime(path))
     if key not in _DATASETS:
         _DATASETS[key] = raster.open_raster(path)
     return _DATASETS[key]
