@@ -131,3 +131,26 @@ def test_unreachable_scheduler_and_worker_without_model(tmp_path, client, capsys
     with pytest.raises(kd.DistributedError, match=r"2 of 2 Dask worker\(s\) cannot run the job.*Model file "
                                                   r"not found.*every worker sees"):
         kd.check_workers(client, missing, str(SAMPLE))
+
+
+def test_restart_mid_run_fails_cleanly_or_completes(tmp_path, client):
+    """``client.restart()`` mid-run (every worker restarted, every task forgotten): either the same output or a
+    DistributedError that says no output was written, and then nothing is left in the folder."""
+    single = segment_raster(str(SAMPLE), BUNDLED, str(tmp_path / "one.tif"), tile_size=TILE)
+    restarted = []
+
+    def progress(frac, stage):
+        if not restarted:
+            restarted.append(True)
+            client.restart()
+
+    try:
+        dist = kd.segment_dask(str(SAMPLE), BUNDLED, str(tmp_path / "dask.tif"), client=client, tile_size=TILE,
+                               window_tiles=1, progress=progress)
+    except kd.DistributedError as exc:
+        assert "no output was written" in str(exc)
+        assert not [f for f in os.listdir(tmp_path) if "dask" in f]
+    else:
+        assert_same(single, dist, tmp_path / "one.tif", tmp_path / "dask.tif")
+    assert restarted
+    client.wait_for_workers(2, timeout=60)

@@ -304,9 +304,13 @@ def _run_windows(client, job: Job, wins, band, progress) -> Dict:
             stats.update(st)
             if progress:
                 progress(n / len(wins), "segment")
-    except BaseException:
+    except BaseException as exc:
         client.cancel(futures)
-        raise
+        if isinstance(exc, (KeyboardInterrupt, ValueError, OSError, ImportError)):
+            raise  # Ctrl-C, RasterError/ModelError/OutputError from a task: already clear
+        raise DistributedError(f"A Dask task failed ({type(exc).__name__}: {str(exc)[:300]}); no output was "
+                               "written. A KilledWorker means workers died repeatedly on one window: give them "
+                               "more memory or fewer threads (dask worker --memory-limit, --nthreads).") from exc
     return stats
 
 
