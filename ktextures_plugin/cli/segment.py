@@ -31,6 +31,11 @@ def build_parser():
     p.add_argument("--report", default=None, help="also write the per-class area table (CSV)")
     p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Dask: the scheduler at ADDRESS (tcp://host:8786), or without ADDRESS a local "
+                        "cluster of one worker per core; IMAGE may then also be a .txt list of rasters on one grid")
+    p.add_argument("--dask-workers", type=int, default=None,
+                   help="workers of the local Dask cluster (default: one per CPU core)")
     return p
 
 
@@ -64,6 +69,8 @@ def main(argv=None) -> int:
             bar.refresh()
 
     try:
+        if args.dask is not None:
+            return _dask(args, model, progress, bar)
         res = segment_raster(args.image, model, args.out, bands=args.bands, scaling=args.scaling,
                              extra_nodata=args.nodata, tile_size=args.tile_size,
                              min_segment_px=args.min_segment_px, simulation_path=args.simulation,
@@ -108,3 +115,42 @@ def _remove(paths):
                 gdal.GetDriverByName("GTiff").Delete(p)
             except RuntimeError:
                 os.remove(p)
+
+
+def _dask(args, model, progress, bar) -> int:
+    """``--dask``: the same job on a Dask cluster (cli/distributed.py); same outputs and report."""
+    from ..core.classraster import OutputError
+    from ..core.modelinfo import ModelError
+    from ..core.raster import RasterError
+    from ..core.vectorize import format_report, polygonize, write_report
+    from .distributed import DistributedError, segment_dask
+
+    if args.simulation:
+        print("error: --simulation is not available with --dask; run without --dask", file=sys.stderr)
+        return 2
+    try:
+        res = segment_dask(args.image, model, args.out, address=args.dask or None, n_workers=args.dask_workers,
+                           bands=args.bands, scaling=args.scaling, extra_nodata=args.nodata,
+                           tile_size=args.tile_size, min_segment_px=args.min_segment_px,
+                           threads=args.threads or 1, progress=progress,
+                           log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
+                           warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        if args.vector:  # from the final raster: no seams to dissolve
+            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
+            print(f"{n} polygons -> {args.vector}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("canceled: the Dask tasks were cancelled and no output was written", file=sys.stderr)
+        return 130
+    except (DistributedError, ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    rows = res.report_rows()
+    if args.report:
+        write_report(args.report, rows)
+    print(format_report(rows))
+    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
+          f"({res.execution_provider})")
+    return 0
