@@ -232,7 +232,8 @@ LEGACY_MASK_WIDTH = 64
 def effective(r):
     """The record with its mask width filled in (faithful k-textures and bundled-model records written before it
     was recorded: the bundled models were width 64 until they were refitted at 16)."""
-    if r.get("method") in ("ktextures", "bundled") and r.get("variant") != "spatial" and not r.get("mask_width"):
+    if (r.get("method") in ("ktextures", "bundled") and r.get("variant") in (None, "faithful")
+            and not r.get("mask_width")):
         r = dict(r, mask_width=LEGACY_MASK_WIDTH)
     if r.get("method") == "bundled" and not r.get("scaling"):    # early records: the model's own scaling
         r = dict(r, scaling="model")
