@@ -399,7 +399,10 @@ def test_strip_size_follows_the_mask_width(tiny_models):
     anything else on INFER_CHUNK_PX."""
     import dataclasses
     from ktextures_plugin.core.segment import INFER_CHUNK_PX, INFER_CHUNK_VALUES, chunk_px_for
-    info = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))
+    from ktextures_plugin.core.segment import CONTEXT_CHUNK_PX
+    ctx = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))          # a context-variant model
+    assert chunk_px_for(ctx) == CONTEXT_CHUNK_PX
+    info = dataclasses.replace(ctx, halo_px=0, provenance=dict(ctx.provenance, variant="faithful", mask_width=16))
     width = info.provenance["mask_width"]
     assert chunk_px_for(info) == INFER_CHUNK_VALUES // width > INFER_CHUNK_PX
     assert chunk_px_for(dataclasses.replace(info, provenance=dict(info.provenance, mask_width=64))) == INFER_CHUNK_PX

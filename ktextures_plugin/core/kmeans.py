@@ -2,7 +2,7 @@
 
 Features (docs/method.md, "Baselines"): the selected bands, and with ``context=True`` also their
 Gaussian-smoothed copies at sigma 1, 2 and 4 px (``scipy.ndimage.gaussian_filter``, truncated at 3 sigma,
-mode ``mirror``: the same smoothing as the k-textures ``context`` variant), computed window by window with a
+mode ``nearest``: the same smoothing as the k-textures ``context`` variant), computed window by window with a
 halo of ceil(3 * 4) = 12 px, so the result equals smoothing the whole raster. Scaling: ``"zscore"`` (default;
 each feature minus its mean, divided by its standard deviation, both from the fitting sample: the strongest
 pixel k-means measured in docs/benchmarks.md) or ``"stretch"`` (per-band 2-98 % percentiles, clipped to
@@ -128,7 +128,7 @@ def context_features(data: np.ndarray, valid: np.ndarray, sigmas: Sequence[float
             x[c][~valid] = float(x[c][valid].mean()) if valid.any() else 0.0
     out = [x]
     for sg in sigmas:
-        out.append(np.stack([ndimage.gaussian_filter(b, float(sg), mode="mirror", truncate=GAUSS_TRUNCATE)
+        out.append(np.stack([ndimage.gaussian_filter(b, float(sg), mode="nearest", truncate=GAUSS_TRUNCATE)
                              for b in x]))
     return np.concatenate(out, axis=0)
 

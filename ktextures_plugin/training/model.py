@@ -151,8 +151,9 @@ class GaussianContext(nn.Module):
     """Fixed (untrained) context features: the bands and their Gaussian-smoothed copies.
 
     Input (N,C,H,W) float32; output (N,C*(1+S),H,W) = [x, G_sigma1 x, ..., G_sigmaS x], each smoothing a
-    separable depthwise convolution with mirror padding at the tile edge (torch ``reflect``, SciPy
-    ``ndimage`` mode ``mirror``). Receptive-field radius = ceil(3 * max sigma) px = ``halo_px``, so tiled
+    separable depthwise convolution with edge padding at the tile edge (torch ``replicate``, ONNX ``Pad``
+    mode ``edge``, SciPy ``ndimage`` mode ``nearest``; unlike mirror padding it works on tiles of any
+    size). Receptive-field radius = ceil(3 * max sigma) px = ``halo_px``, so tiled
     inference with that halo equals inference on the whole raster (models/README.md, "Halo").
     """
 
@@ -173,9 +174,9 @@ class GaussianContext(nn.Module):
         c = self.in_ch
         for i, r in enumerate(self.radii):
             g = getattr(self, f"g{i}")
-            h = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+            h = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1),
                          groups=c)
-            v = F.conv2d(F.pad(h, (0, 0, r, r), mode="reflect"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+            v = F.conv2d(F.pad(h, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1),
                          groups=c)
             outs.append(v)
         return torch.cat(outs, dim=1)

@@ -219,7 +219,7 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
     """Initialise a context mask network at the context k-means partition of the training raster.
 
     The fixed Gaussian context features (N,F,T,T) of ``cfg.warm_tiles`` random tiles are cropped by the halo
-    (where the mirror padding of a tile edge would differ from the raster), z-scored, and clustered with
+    (where the edge padding of a tile edge would differ from the raster), z-scored, and clustered with
     k-means (:func:`core.kmeans.fit_centers`: k-means++, 3 restarts, seed ``cfg.seed``) on at most 200 000
     pixels; the head then assigns each pixel to its nearest centre (:meth:`ContextMaskNet.init_from_kmeans`).
     """
