@@ -72,7 +72,7 @@ class SegmentAlgorithm(KTexturesAlgorithm):
             "<b>Class colours</b>: 'true colour' = the mean colour of each class's pixels, kept at least "
             "CIEDE2000 15 apart; 'qualitative' = Tableau 10.\n"
             "<b>Class names</b>: e.g. 'forest, field, water, town, meadow, bare' in class order 1..k; they go "
-            "into the raster, the polygons and the report (rename later with 'Rename classes').\n\n"
+            "into the raster, the polygons and the report.\n\n"
             "Outputs: class raster (0 = nodata, classes 1..k, colour table and class names inside), polygons "
             "(class_id, class_name, area_m2), a per-class area report (CSV) and the model's simulation of the "
             "image (each pixel shows the texture of its class).")
