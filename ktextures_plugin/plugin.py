@@ -1,6 +1,8 @@
-"""The QGIS plugin object: registers the Processing provider (desktop and qgis_process)."""
+"""The QGIS plugin object: puts the plugin's package folder on sys.path, registers the Processing provider
+(desktop and qgis_process) and, in the desktop, offers to install onnxruntime when it is missing."""
 from qgis.core import QgsApplication
 
+from .installer_gui import add_deps_to_path
 from .provider import KTexturesProvider
 
 
@@ -8,6 +10,9 @@ class KTexturesPlugin:
     def __init__(self, iface):
         self.iface = iface  # None under qgis_process
         self.provider = None  # keep a Python reference (qgis.md §4: the registry may lose it otherwise)
+        self.installer = None
+        self.action = self.torch_action = None
+        add_deps_to_path()  # packages installed by the "Install" button (core/installer.py)
 
     def initProcessing(self):  # noqa: N802 (QGIS API)
         if self.provider is None:
@@ -15,9 +20,28 @@ class KTexturesPlugin:
             QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self):  # noqa: N802 (QGIS API)
+        from qgis.PyQt.QtWidgets import QAction
+
+        from . import installer_gui
         self.initProcessing()
+        self.installer = installer_gui.Installer(self.iface)
+        installer_gui.CURRENT[:] = [self.installer]
+        if self.iface is not None:
+            self.action = QAction("Install onnxruntime (segmenting)", self.iface.mainWindow())
+            self.action.triggered.connect(lambda: self.installer.start("onnxruntime"))
+            self.iface.addPluginToMenu("k-textures", self.action)
+            self.torch_action = QAction("Install PyTorch (fitting)", self.iface.mainWindow())
+            self.torch_action.triggered.connect(lambda: self.installer.start("torch"))
+            self.iface.addPluginToMenu("k-textures", self.torch_action)
+        self.installer.notice("onnxruntime")
 
     def unload(self):
+        from . import installer_gui
+        installer_gui.CURRENT[:] = []
+        if self.iface is not None and self.action is not None:
+            for a in (self.action, self.torch_action):
+                self.iface.removePluginMenu("k-textures", a)
+            self.action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

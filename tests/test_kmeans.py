@@ -63,7 +63,10 @@ def test_colours_are_mean_true_colour(km6):
     x = raster.apply_scale(data, km6.scale_min[:3], km6.scale_max[:3]).reshape(3, -1)
     labels = _arr(km6.path).ravel()
     mean = np.stack([x[:, labels == c].mean(axis=1) for c in range(1, 7)])
-    assert km6.colors == classraster.true_colors(mean)
+    want = classraster.true_colors(mean)  # float32 sums in kmeans vs float64 here: within CIEDE2000 1
+    from ktextures_plugin.core.colour import delta_e_rgb
+    assert all(delta_e_rgb(classraster.hex_to_rgb(a), classraster.hex_to_rgb(b)) < 1.0
+               for a, b in zip(km6.colors, want))
 
 
 def test_deterministic_for_a_seed_and_window_independent(km6, tmp_path):

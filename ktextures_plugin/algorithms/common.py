@@ -29,6 +29,8 @@ def cached_session(path: str):
 
 def require_onnxruntime():
     if not onnxruntime_available():
+        from ..installer_gui import request_install
+        request_install("onnxruntime")
         raise QgsProcessingException(INSTALL_HINT)
 
 

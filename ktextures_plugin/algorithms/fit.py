@@ -103,6 +103,8 @@ class FitAlgorithm(KTexturesAlgorithm):
     def canExecute(self):  # noqa: N802
         from ..training import torch_available
         if not torch_available():
+            from ..installer_gui import request_install
+            request_install("torch")
             return False, TORCH_INSTALL_HINT
         return True, ""
 
@@ -114,6 +116,8 @@ class FitAlgorithm(KTexturesAlgorithm):
         from ..training import FitCanceled, FitInputError, TorchMissingError, fit, torch_available
 
         if not torch_available():
+            from ..installer_gui import request_install
+            request_install("torch")
             raise QgsProcessingException(TORCH_INSTALL_HINT)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)

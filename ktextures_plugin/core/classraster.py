@@ -6,7 +6,6 @@ names whatever ran the algorithm (toolbox, batch, modeler, ``qgis_process``).
 """
 from __future__ import annotations
 
-import colorsys
 import contextlib
 import json
 import os
@@ -16,6 +15,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
+
+from . import colour
 
 gdal.UseExceptions()
 
@@ -220,39 +221,68 @@ def rgb_to_hex(rgb: Sequence[float]) -> str:
     return "#%02x%02x%02x" % tuple(int(round(min(255, max(0, v)))) for v in rgb)
 
 
-def true_colors(mean_rgb: np.ndarray, min_distance: float = 36.0) -> List[str]:
+#: Default sieve threshold of ktextures:segment (pixels): the measured knee of polygon count against the
+#: share of pixels the sieve changes, docs/benchmarks.md "Default minimum segment size" (bench/sieve_default.py).
+DEFAULT_MIN_SEGMENT_PX = 8
+#: Smallest CIEDE2000 colour difference between two class colours (core/colour.py). 15 is clearly
+#: distinguishable side by side (about 7 just-noticeable differences); Tableau 10 keeps 18.1.
+MIN_DELTA_E = 15.0
+#: The PALETTE choices: the mean true colour of each class, or the qualitative palette.
+PALETTES = ["true colour", "qualitative"]
+
+
+def true_colors(mean_rgb: np.ndarray, min_delta_e: float = MIN_DELTA_E) -> List[str]:
     """Class colours from the mean true colour of each class's pixels, kept distinguishable.
 
     Args:
         mean_rgb: float ``(k, 3)``, mean scaled red, green, blue of each class in [0, 1] (NaN for an
-            empty class). Shown as ``0.12 + 0.85 * rgb ** (1/1.6)``: the 2-98 % stretched reflectance of
-            dark classes (forest, water) is lifted so that they stay tellable apart.
-        min_distance: smallest Euclidean distance between two colours in 0-255 RGB; a class too close to
-            an earlier one gets its brightness and saturation moved until it is far enough.
+            empty class: it gets the qualitative colour). Shown as ``0.12 + 0.85 * rgb ** (1/1.6)``: the
+            2-98 % stretched reflectance of dark classes (forest, water) is lifted for display.
+        min_delta_e: smallest CIEDE2000 difference between two colours; a class too close to an earlier one
+            gets its lightness and chroma moved, hue kept (:func:`colour.separate`).
 
     Returns:
         k ``"#rrggbb"`` strings.
     """
-    k = len(mean_rgb)
     out: List[np.ndarray] = []
-    for i in range(k):
-        rgb = mean_rgb[i]
+    for i, rgb in enumerate(np.asarray(mean_rgb, float)):
         if not np.all(np.isfinite(rgb)):
             base = np.array(hex_to_rgb(QUALITATIVE[i % len(QUALITATIVE)]), float)
         else:
             base = 255.0 * (0.12 + 0.85 * np.clip(rgb, 0, 1) ** (1 / 1.6))  # lifted blacks, for display
-        h, s, v = colorsys.rgb_to_hsv(*(base / 255.0))
-        cand = base
-        for step in range(1, 40):
-            if all(np.linalg.norm(cand - o) >= min_distance for o in out):
-                break
-            sign = 1 if step % 2 else -1
-            dv = 0.07 * ((step + 1) // 2) * sign
-            ds_ = 0.05 * ((step + 1) // 2)
-            cand = 255.0 * np.array(colorsys.hsv_to_rgb((h + 0.03 * step) % 1.0, min(1.0, s + ds_),
-                                                        min(1.0, max(0.0, v + dv))))
-        out.append(cand)
+        out.append(colour.separate(base, out, min_delta_e + 0.5))  # + margin for the 8-bit rounding
     return [rgb_to_hex(c) for c in out]
+
+
+def palette_colors(mean_rgb: np.ndarray, palette: str = "true colour",
+                   min_delta_e: float = MIN_DELTA_E) -> List[str]:
+    """k class colours for ``palette`` (one of :data:`PALETTES`); ``mean_rgb`` as in :func:`true_colors`
+    (all NaN when the model has no true-colour channels). Qualitative: Tableau 10, cycled and separated
+    beyond 10 classes."""
+    if palette == "qualitative" or not np.any(np.isfinite(mean_rgb)):
+        out: List[np.ndarray] = []
+        for i in range(len(mean_rgb)):
+            base = np.array(hex_to_rgb(QUALITATIVE[i % len(QUALITATIVE)]), float)
+            out.append(colour.separate(base, out, min_delta_e + 0.5))  # + margin for the 8-bit rounding
+        return [rgb_to_hex(c) for c in out]
+    if palette != "true colour":
+        raise ValueError(f"unknown palette {palette!r}; choose one of {PALETTES}")
+    return true_colors(mean_rgb, min_delta_e)
+
+
+def check_class_names(names, k: int) -> List[str]:
+    """``names`` as k stripped strings: a comma-separated string or a sequence, in class order (1..k).
+
+    Raises:
+        ValueError: not exactly k names, or an empty or repeated name; the message lists what was given.
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    out = [str(n).strip() for n in names]
+    if len(out) != k or not all(out) or len(set(out)) != k:
+        raise ValueError(f"Class names: give {k} different, non-empty names separated by commas, in class "
+                         f"order 1..{k}; got {len(out)}: {', '.join(out) or '(none)'}.")
+    return out
 
 
 def write_palette_to_file(path: str, class_names: Sequence[str], colors: Sequence[str]) -> None:

@@ -8,9 +8,12 @@ from typing import List, Optional
 from .modelinfo import K_HALO
 
 INSTALL_HINT = (
-    "onnxruntime is not installed in the Python that QGIS uses. Install it into that Python, e.g. on "
-    "Debian/Ubuntu: '/usr/bin/python3 -m pip install --user onnxruntime' (or onnxruntime-gpu for CUDA); "
-    "on Windows, from the OSGeo4W Shell: 'python -m pip install onnxruntime'; then restart QGIS.")
+    "onnxruntime is not installed in the Python that QGIS uses. In QGIS: click 'Install' in the k-textures "
+    "notice or Plugins > k-textures > Install onnxruntime (it goes into a folder of your QGIS profile; no "
+    "system package is changed). By hand, Debian/Ubuntu: '/usr/bin/python3 -m pip install --target "
+    "~/.local/share/QGIS/QGIS3/profiles/default/python/ktextures-deps/py3.11-linux_x86_64 --only-binary :all: "
+    "onnxruntime' (a plain 'pip install --user' is refused on Debian 12, PEP 668); Windows, OSGeo4W Shell: "
+    "'python -m pip install onnxruntime'; then restart QGIS. README.md, 'Installing the dependencies'.")
 
 
 def onnxruntime_available() -> bool:

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+import dataclasses
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -216,7 +217,8 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
                    threads: Optional[int] = None, progress: Optional[Progress] = None,
                    is_canceled: Optional[Callable[[], bool]] = None,
                    log: Optional[Callable[[str], None]] = None, session=None,
-                   warn: Optional[Callable[[str], None]] = None) -> SegmentResult:
+                   warn: Optional[Callable[[str], None]] = None, palette: str = "true colour",
+                   class_names: Optional[Sequence[str]] = None) -> SegmentResult:
     """Segment ``input_path`` with the k-textures model ``model_path`` into ``output_path``.
 
     Args:
@@ -239,6 +241,9 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
         session: an open onnxruntime session on ``model_path`` (reused across runs in batch mode).
         warn: receives warnings as they arise (default: ``log`` with a "Warning: " prefix); they are also
             in :attr:`SegmentResult.warnings`.
+        palette: "true colour" (the model's own colours if any, else the mean true colour of each class,
+            at least ``classraster.MIN_DELTA_E`` CIEDE2000 apart) or "qualitative" (Tableau 10).
+        class_names: k names in class order replacing the model's (``classraster.check_class_names``).
 
     Returns:
         :class:`SegmentResult`.
@@ -258,7 +263,7 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
     with raster.gdal_cache_limit(GDAL_CACHE_BYTES):
         return _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
                         min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0,
-                        warn)
+                        warn, palette=palette, class_names=class_names)
 
 
 #: GDAL block cache during a run, bytes (:func:`raster.gdal_cache_limit`).
@@ -296,7 +301,8 @@ COLOR_STRIDE = 4
 
 
 def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, window, tile_size,
-             min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0, warn=None):
+             min_segment_px, simulation_path, threads, progress, is_canceled, log, session, t0, warn=None,
+             palette="true colour", class_names=None):
     say = log or (lambda _m: None)
     warnings: List[str] = []
     session = session or open_session(model_path, threads=threads)
@@ -411,8 +417,12 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
                                   "value): nothing to segment. Check NODATA or choose another extent.")
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean_rgb = color_sum / color_n[:, None]
-            colors = info.class_colors or (classraster.true_colors(mean_rgb) if min(rgb_idx) >= 0 else
-                                           [classraster.QUALITATIVE[i % 10] for i in range(k)])
+            if not (min(rgb_idx) >= 0):
+                mean_rgb = np.full((k, 3), np.nan)
+            colors = ((palette != "qualitative" and info.class_colors)
+                      or classraster.palette_colors(mean_rgb, palette))
+            if class_names:
+                info = dataclasses.replace(info, class_names=classraster.check_class_names(class_names, k))
             writer.close()
             po.close()
             classraster.write_palette_to_file(po.path, info.class_names, colors)

@@ -8,9 +8,11 @@ turns it into exit code 2 with a one-line message, the Processing algorithm into
 
 #: What to do when torch is missing; shown by the CLI and by ``ktextures:fit``.
 TORCH_INSTALL_HINT = (
-    "PyTorch is needed to fit a model but is not installed in this Python. Install the CPU build into the Python "
-    "that runs this (for QGIS on Debian/Ubuntu: '/usr/bin/python3 -m pip install --user torch'; Windows, "
-    "OSGeo4W Shell: 'python -m pip install torch'), then restart QGIS or retry. Segmenting does not need it.")
+    "PyTorch is needed to fit a model but is not installed in this Python. In QGIS: click 'Install' in the "
+    "k-textures notice or Plugins > k-textures > Install PyTorch (CPU build, into a folder of your QGIS "
+    "profile). Elsewhere, into the Python that runs this: 'python -m pip install torch --extra-index-url "
+    "https://download.pytorch.org/whl/cpu' (in a venv on Debian 12, where a plain 'pip install --user' is "
+    "refused, PEP 668). Segmenting does not need it.")
 
 
 class FitInputError(ValueError):

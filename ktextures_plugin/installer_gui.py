@@ -1,0 +1,121 @@
+"""The QGIS side of the dependency installer: the message-bar notice with an "Install" button, the pip run
+in a ``QgsTask`` with its output in the Log Messages panel (tab "k-textures"), and the plugin folder on
+``sys.path``. The pip command line and its constraints are built by ``core/installer.py``.
+"""
+import importlib
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.PyQt.QtWidgets import QPushButton
+
+from .core import installer
+
+LOG_TAG = "k-textures"
+#: What each feature is needed for (shown in the notice).
+PURPOSE = {"onnxruntime": "to segment rasters", "torch": "to fit a model (ktextures:fit; about 200 MB)"}
+
+
+def deps_folder() -> str:
+    """The plugin's package folder in the active QGIS profile."""
+    return installer.target_dir(QgsApplication.qgisSettingsDirPath())
+
+
+def add_deps_to_path() -> bool:
+    """Put the plugin's package folder on ``sys.path`` (after QGIS's own); called at plugin load."""
+    return installer.add_to_path(deps_folder())
+
+
+def available(feature: str) -> bool:
+    """True when the module of ``feature`` imports."""
+    importlib.invalidate_caches()
+    try:
+        importlib.import_module(installer.MODULES[feature])
+    except ImportError:
+        return False
+    return True
+
+
+class InstallTask(QgsTask):
+    """Runs ``core.installer.install`` off the GUI thread; pip's output goes to the log line by line."""
+
+    def __init__(self, feature: str, profile_dir: str):
+        super().__init__(f"k-textures: installing {feature}", QgsTask.CanCancel)
+        self.feature, self.profile_dir = feature, profile_dir
+        self.error = None
+        self.target = None
+
+    def run(self):
+        try:
+            self.target = installer.install(self.feature, self.profile_dir, self._log, self.isCanceled)
+        except (installer.InstallError, InterruptedError) as exc:
+            self.error = str(exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - anything else must reach the user, not the task manager
+            self.error = f"Installing failed: {exc!r}"
+            return False
+        return True
+
+    def _log(self, line: str):
+        QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info)
+
+
+class Installer(QObject):
+    """Shows notices and runs installs; ``request`` may be called from any thread (a queued signal)."""
+
+    requested = pyqtSignal(str)
+
+    def __init__(self, iface):
+        super().__init__()
+        self.iface = iface
+        self.tasks = {}  # feature -> running InstallTask (a Python reference keeps it alive)
+        self.requested.connect(self.notice)
+
+    def request(self, feature: str):
+        """Ask for the notice of ``feature`` (thread-safe: e.g. from a Processing algorithm's thread)."""
+        self.requested.emit(feature)
+
+    def notice(self, feature: str):
+        """A message-bar notice with an "Install" button when ``feature`` cannot be imported."""
+        if self.iface is None or available(feature) or feature in self.tasks:
+            return
+        bar = self.iface.messageBar()
+        widget = bar.createMessage(
+            "k-textures", f"{feature} is not installed; it is needed {PURPOSE[feature]}. "
+            "Install it into the plugin's own folder (no system package is changed)?")
+        button = QPushButton("Install", widget)
+        button.clicked.connect(lambda: (bar.popWidget(widget), self.start(feature)))
+        widget.layout().addWidget(button)
+        bar.pushWidget(widget, Qgis.Warning)
+
+    def start(self, feature: str) -> InstallTask:
+        """Start the install task of ``feature``; the log tab "k-textures" shows pip's output."""
+        task = InstallTask(feature, QgsApplication.qgisSettingsDirPath())
+        task.taskCompleted.connect(lambda: self._done(feature, task, True))
+        task.taskTerminated.connect(lambda: self._done(feature, task, False))
+        self.tasks[feature] = task
+        QgsApplication.taskManager().addTask(task)
+        if self.iface is not None:
+            self.iface.messageBar().pushMessage(
+                "k-textures", f"Installing {feature}; pip's output is in View > Panels > Log Messages, tab "
+                f"'{LOG_TAG}'.", Qgis.Info, 10)
+        return task
+
+    def _done(self, feature: str, task: InstallTask, ok: bool):
+        self.tasks.pop(feature, None)
+        ok = ok and available(feature)
+        msg = (f"{feature} installed in {task.target}; ready to use." if ok
+               else task.error or f"Installing {feature} was canceled.")
+        QgsMessageLog.logMessage(msg, LOG_TAG, Qgis.Success if ok else Qgis.Critical)
+        if self.iface is not None:
+            self.iface.messageBar().pushMessage("k-textures", msg, Qgis.Success if ok else Qgis.Critical,
+                                                10 if ok else 0)
+
+
+#: The plugin's installer while the plugin is loaded (algorithms call :func:`request_install`).
+CURRENT = []
+
+
+def request_install(feature: str):
+    """Show the install notice for ``feature`` in the desktop (no-op under qgis_process)."""
+    if CURRENT:
+        CURRENT[0].request(feature)
