@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     from ..core.modelinfo import ModelError
     from ..core.raster import RasterError
     from ..core.segment import Canceled, segment_raster
-    from ..core.vectorize import format_report, polygonize, write_report
+    from ..core.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
     bad = check_outputs(PROG, NAMES, {"output": (args.out, outputs.CLASS_RASTER),
@@ -98,6 +98,12 @@ def main(argv=None) -> int:
         return 130
     if bar is not None:
         bar.close()
+    return _report(args, res)
+
+
+def _report(args, res) -> int:
+    """Print the per-class table and a summary line; write the CSV report when ``--report`` is given."""
+    from ..core.vectorize import format_report, write_report
     rows = res.report_rows()
     if args.report:
         write_report(args.report, rows)
@@ -122,7 +128,7 @@ def _dask(args, model, progress, bar) -> int:
     from ..core.classraster import OutputError
     from ..core.modelinfo import ModelError
     from ..core.raster import RasterError
-    from ..core.vectorize import format_report, polygonize, write_report
+    from ..core.vectorize import polygonize
     from .distributed import DistributedError, segment_dask
 
     if args.simulation:
@@ -147,10 +153,4 @@ def _dask(args, model, progress, bar) -> int:
     finally:
         if bar is not None:
             bar.close()
-    rows = res.report_rows()
-    if args.report:
-        write_report(args.report, rows)
-    print(format_report(rows))
-    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
-          f"({res.execution_provider})")
-    return 0
+    return _report(args, res)
