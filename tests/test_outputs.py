@@ -328,3 +328,20 @@ def test_duplicate_bands_refused_by_fit_and_qgis_segment(provider, tmp_path, img
         processing.run("ktextures:fit", {"INPUT": str(img), "BANDS": [3, 3, 1, 4], "K": 4, "STEPS": 1,
                                          "OUTPUT_MODEL": str(tmp_path / "m.onnx"), "OUTPUT_RASTER": None,
                                          "OUTPUT_VECTOR": None})
+
+
+@pytest.mark.parametrize("option", ["--score", "--selected", "--html"])
+def test_cli_novelty_never_overwrites_the_input(tmp_path, img, option):
+    before = sha(img)
+    args = ["novelty", img, "--bands", "3,2,1,4", "--score", tmp_path / "s.tif", "--quiet", option, img]
+    cp = cli(*args)
+    assert cp.returncode == 2 and option in cp.stderr and "Traceback" not in cp.stderr, cp.stderr
+    assert sha(img) == before and not os.path.exists(tmp_path / "s.tif")
+
+
+@pytest.mark.parametrize("param", ["OUTPUT_SCORE", "OUTPUT_SELECTED", "OUTPUT_HTML"])
+def test_qgis_novelty_never_overwrites_the_input(provider, tmp_path, img, param):
+    params = {"INPUT": str(img), "BANDS": [3, 2, 1, 4], "OUTPUT_SCORE": str(tmp_path / "s.tif"),
+              "OUTPUT_SELECTED": str(tmp_path / "sel.gpkg"), param: str(img)}
+    _refused("ktextures:novelty", params, param, [img])
+    assert not os.path.exists(tmp_path / "s.tif")

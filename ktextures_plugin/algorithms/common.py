@@ -64,6 +64,17 @@ def make_folders(paths) -> None:
                                              "Choose a folder you can write to.")
 
 
+def remove_outputs(paths) -> None:
+    """Delete the outputs a failed or canceled run already wrote (GeoTIFFs with their sidecars), silently."""
+    from osgeo import gdal
+    for p in paths:
+        if p and os.path.exists(p):
+            try:
+                gdal.GetDriverByName("GTiff").Delete(p) if p.lower().endswith((".tif", ".tiff")) else os.remove(p)
+            except (RuntimeError, OSError):
+                pass
+
+
 def output_message(exc, names) -> str:
     """The message of a core error; an output-path error (``core.outputs.OutputPathError``) is worded with the
     QGIS parameter names ``names`` (core key -> parameter id)."""
@@ -98,3 +109,55 @@ class KTexturesAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+
+class ModelInputAlgorithm(KTexturesAlgorithm):
+    """Base of the algorithms that run a k-textures model over a raster layer (segment, novelty): the
+    parameters INPUT, MODEL (bundled, by title), MODEL_FILE (an .onnx that overrides it) and BANDS, and how they
+    are read."""
+
+    INPUT, MODEL, MODEL_FILE, BANDS = "INPUT", "MODEL", "MODEL_FILE", "BANDS"
+
+    def add_model_inputs(self) -> None:
+        """Add INPUT, MODEL, MODEL_FILE and BANDS, in this order."""
+        from qgis.core import (QgsProcessingParameterBand, QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                               QgsProcessingParameterRasterLayer)
+
+        from .. import BUNDLED_MODELS, DEFAULT_MODEL
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=[title for _, title in BUNDLED_MODELS], defaultValue=DEFAULT_MODEL))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL_FILE, "Model file (.onnx; overrides Model)", extension="onnx", optional=True))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, "Bands in the model's channel order (empty: from band descriptions)",
+            parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
+
+    def model_path(self, parameters, context) -> str:
+        """MODEL_FILE when given, else the bundled model chosen in MODEL.
+
+        Raises:
+            QgsProcessingException: the bundled model file is missing from the plugin folder.
+        """
+        from .. import BUNDLED_MODELS, bundled_model_path
+        path = self.parameterAsFile(parameters, self.MODEL_FILE, context)
+        if path:
+            return path
+        idx = self.parameterAsEnum(parameters, self.MODEL, context)
+        path = bundled_model_path(idx)
+        if not os.path.exists(path):
+            raise QgsProcessingException(
+                f"The bundled model '{BUNDLED_MODELS[idx][1]}' is missing from the plugin folder ({path}). "
+                "Reinstall the plugin, or give an .onnx file as Model file.")
+        return path
+
+    def bands(self, parameters, context):
+        """BANDS as core takes it: None (match by band description), a "3,2,1,4" string or a list of ints."""
+        value = parameters.get(self.BANDS)
+        if value is None or value == "" or value == []:
+            return None
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [int(v) for v in value]
+        return self.parameterAsInts(parameters, self.BANDS, context) or None

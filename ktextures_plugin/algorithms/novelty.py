@@ -5,29 +5,23 @@ Parameter ids (a public contract for scripts and graphical models): INPUT, MODEL
 NODATA, TILE_SIZE, N_SELECT, RANK, INIT_TILES, SEED, OUTPUT_SCORE, OUTPUT_SELECTED, OUTPUT_HTML. The work is
 done by :func:`ktextures_plugin.core.novelty.rank_tiles` and ``core/novelty_output.py``.
 """
-import os
-
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterBand, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
-                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination)
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterVectorDestination)
 
-from .. import BUNDLED_MODELS, DEFAULT_MODEL
 from ..core.classraster import OutputError
 from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import novelty_styling
-from .common import KTexturesAlgorithm, cached_session, gdal_source, optional_number, progress_bridge
-from .segment import SCALINGS, SegmentAlgorithm
+from ..core import outputs
+from .common import (ModelInputAlgorithm, cached_session, check_outputs, gdal_source, make_folders,
+                     optional_number, progress_bridge, remove_outputs)
+from .segment import SCALINGS
 
 
-class NoveltyAlgorithm(KTexturesAlgorithm):
-    INPUT = "INPUT"
-    MODEL = "MODEL"
-    MODEL_FILE = "MODEL_FILE"
-    BANDS = "BANDS"
+class NoveltyAlgorithm(ModelInputAlgorithm):
     SCALING = "SCALING"
     NODATA = "NODATA"
     TILE_SIZE = "TILE_SIZE"
@@ -66,14 +60,7 @@ class NoveltyAlgorithm(KTexturesAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         from ..core.novelty import DEFAULT_RANK
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.MODEL, "Model", options=[title for _, title in BUNDLED_MODELS], defaultValue=DEFAULT_MODEL))
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL_FILE, "Model file (.onnx; overrides Model)", extension="onnx", optional=True))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, "Bands in the model's channel order (empty: from band descriptions)",
-            parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
+        self.add_model_inputs()
         self.addParameter(QgsProcessingParameterNumber(
             self.TILE_SIZE, "Tile size (pixels, a multiple of 16)", type=QgsProcessingParameterNumber.Integer,
             minValue=32, maxValue=1024, defaultValue=64))
@@ -111,16 +98,15 @@ class NoveltyAlgorithm(KTexturesAlgorithm):
             return False, INSTALL_HINT
         return True, ""
 
-    def _outputs(self, parameters, context, src):
+    def _outputs(self, parameters, context, src, model_path):
         score = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCORE, context)
         selected = self.parameterAsOutputLayer(parameters, self.OUTPUT_SELECTED, context)
         page = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-        for p in (score, selected, page):
-            if p and os.path.abspath(p) == os.path.abspath(src):
-                raise QgsProcessingException("An output path is the input raster itself; the input is never "
-                                             "overwritten. Choose another output file.")
-            if p:
-                os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+        make_folders((score, selected, page))
+        check_outputs({"input": self.INPUT, "model": self.MODEL_FILE, "score": self.OUTPUT_SCORE,
+                       "selected": self.OUTPUT_SELECTED, "html": self.OUTPUT_HTML},
+                      {"score": (score, outputs.FLOAT_RASTER), "selected": (selected, outputs.VECTOR),
+                       "html": (page, outputs.TABLE)}, {"input": src, "model": model_path})
         return score, selected, page
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -132,15 +118,15 @@ class NoveltyAlgorithm(KTexturesAlgorithm):
             raise QgsProcessingException(INSTALL_HINT)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
-        model_path = SegmentAlgorithm._model_path(self, parameters, context)
-        score, selected, page = self._outputs(parameters, context, src)
+        model_path = self.model_path(parameters, context)
+        score, selected, page = self._outputs(parameters, context, src, model_path)
         nodata = optional_number(parameters, self.NODATA)
         written = []
         try:
             session = cached_session(model_path)
             feedback.pushInfo(f"Model file: {model_path}")
             res = rank_tiles(
-                src, model_path, bands=SegmentAlgorithm._bands(parameters, self, context),
+                src, model_path, bands=self.bands(parameters, context),
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
                 n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
                 rank=self.parameterAsInt(parameters, self.RANK, context),
@@ -158,10 +144,10 @@ class NoveltyAlgorithm(KTexturesAlgorithm):
                 written.append(write_html(page, res, src, model_path, nodata, session=session))
                 feedback.setProgress(100)
         except Canceled:
-            SegmentAlgorithm._remove(written)
+            remove_outputs(written)
             raise QgsProcessingException("Canceled: no output was written.")
         except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-            SegmentAlgorithm._remove(written)
+            remove_outputs(written)
             raise QgsProcessingException(_qgis_words(str(exc)))
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile row {s.row}, col {s.col}, score {s.score:.4g}, "

@@ -6,26 +6,20 @@ BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, TILE_SIZE, OUTPUT_RASTER, OUTPUT
 OUTPUT_SIMULATION. The work is done by :func:`ktextures_plugin.core.segment.segment_raster` and
 :func:`ktextures_plugin.core.vectorize.polygonize`.
 """
-import os
-
-from qgis.core import (QgsProcessing, QgsProcessingException,
-                       QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingParameterBand,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
-                       QgsProcessingParameterExtent, QgsProcessingParameterFile,
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingOutputString,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterString,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination)
 
-from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from ..core import geo
 from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, OutputError, check_class_names
 from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import styling
-from .common import (KTexturesAlgorithm, cached_session, check_outputs, gdal_source, make_folders,
-                     optional_number, output_message, progress_bridge)
+from .common import (ModelInputAlgorithm, cached_session, check_outputs, gdal_source, make_folders,
+                     optional_number, output_message, progress_bridge, remove_outputs)
 
 SCALINGS = ["model", "stretch"]
 #: core keys (core.outputs, core.segment) -> parameter ids, for messages
@@ -33,11 +27,7 @@ NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "si
          "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT"}
 
 
-class SegmentAlgorithm(KTexturesAlgorithm):
-    INPUT = "INPUT"
-    MODEL = "MODEL"
-    MODEL_FILE = "MODEL_FILE"
-    BANDS = "BANDS"
+class SegmentAlgorithm(ModelInputAlgorithm):
     SCALING = "SCALING"
     NODATA = "NODATA"
     EXTENT = "EXTENT"
@@ -82,14 +72,7 @@ class SegmentAlgorithm(KTexturesAlgorithm):
             "image (each pixel shows the texture of its class).")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.MODEL, "Model", options=[title for _, title in BUNDLED_MODELS], defaultValue=DEFAULT_MODEL))
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL_FILE, "Model file (.onnx; overrides Model)", extension="onnx", optional=True))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, "Bands in the model's channel order (empty: from band descriptions)",
-            parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
+        self.add_model_inputs()
         self.addParameter(QgsProcessingParameterEnum(
             self.SCALING, "Scaling", options=SCALINGS, defaultValue="model", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterNumber(
@@ -127,40 +110,17 @@ class SegmentAlgorithm(KTexturesAlgorithm):
             return False, INSTALL_HINT
         return True, ""
 
-    def _model_path(self, parameters, context):
-        path = self.parameterAsFile(parameters, self.MODEL_FILE, context)
-        if path:
-            return path
-        idx = self.parameterAsEnum(parameters, self.MODEL, context)
-        path = bundled_model_path(idx)
-        if not os.path.exists(path):
-            raise QgsProcessingException(
-                f"The bundled model '{BUNDLED_MODELS[idx][1]}' is missing from the plugin folder ({path}). "
-                "Reinstall the plugin, or give an .onnx file as Model file.")
-        return path
-
     def _class_names(self, parameters, context, session):
         """CLASS_NAMES checked against the model's k before anything is computed (None: the model's)."""
         text = self.parameterAsString(parameters, self.CLASS_NAMES, context).strip()
         if not text:
             return None
         from ..core.modelinfo import read_model_info
-        k = read_model_info(self._model_path(parameters, context), session=session).num_classes
+        k = read_model_info(self.model_path(parameters, context), session=session).num_classes
         try:
             return check_class_names(text, k)
         except ValueError as exc:
             raise QgsProcessingException(f"CLASS_NAMES: {exc}")
-
-    @staticmethod
-    def _bands(parameters, alg, context):
-        value = parameters.get(SegmentAlgorithm.BANDS)
-        if value is None or value == "" or value == []:
-            return None
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (list, tuple)):
-            return [int(v) for v in value]
-        return alg.parameterAsInts(parameters, SegmentAlgorithm.BANDS, context) or None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.segment import Canceled, segment_raster
@@ -170,7 +130,7 @@ class SegmentAlgorithm(KTexturesAlgorithm):
             raise QgsProcessingException(INSTALL_HINT)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
-        model_path = self._model_path(parameters, context)
+        model_path = self.model_path(parameters, context)
         out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
         out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
         out_report = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
@@ -200,7 +160,7 @@ class SegmentAlgorithm(KTexturesAlgorithm):
             session = cached_session(model_path)
             feedback.pushInfo(f"Model file: {model_path}")
             result = segment_raster(
-                src, model_path, out_raster, bands=self._bands(parameters, self, context),
+                src, model_path, out_raster, bands=self.bands(parameters, context),
                 scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
                 extra_nodata=optional_number(parameters, self.NODATA), window=window,
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context), min_segment_px=min_seg,
@@ -217,10 +177,10 @@ class SegmentAlgorithm(KTexturesAlgorithm):
                 written.append(out_vector)
                 feedback.pushInfo(f"{n} polygons written to {out_vector}")
         except Canceled:
-            self._remove(written)
+            remove_outputs(written)
             raise QgsProcessingException("Canceled: no output was written.")
         except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-            self._remove(written)
+            remove_outputs(written)
             raise QgsProcessingException(output_message(exc, NAMES))
         rows = result.report_rows()
         feedback.pushInfo("Per-class area:\n" + format_report(rows))
@@ -235,14 +195,3 @@ class SegmentAlgorithm(KTexturesAlgorithm):
                 self.OUTPUT_REPORT: out_report or None, self.OUTPUT_SIMULATION: out_sim or None,
                 "NUM_CLASSES": result.info.num_classes, "VALID_PIXELS": result.valid_pixels,
                 "EXECUTION_PROVIDER": result.execution_provider}
-
-    @staticmethod
-    def _remove(paths):
-        from osgeo import gdal
-        for p in paths:
-            if p and os.path.exists(p):
-                try:
-                    gdal.GetDriverByName("GTiff").Delete(p) if p.lower().endswith((".tif", ".tiff")) \
-                        else os.remove(p)
-                except (RuntimeError, OSError):
-                    pass

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -268,12 +268,7 @@ def _prepare(input_path, model_path, bands, scaling, extra_nodata, window, say, 
     """Model info, band list, scaling and warnings, as :func:`seg.segment_raster` computes them."""
     info = read_model_info(model_path, open_session(model_path, threads=1, for_inference=False))
     ds = raster.open_raster(input_path)
-    c = info.num_channels
-    if ds.RasterCount < c:
-        raise RasterError(f"The raster has {ds.RasterCount} band(s) but the model needs {c} "
-                          f"({', '.join(info.channel_names)}). Choose a raster with these bands (--bands).")
-    band_list = (seg.match_bands(ds, info.channel_names) if bands in (None, "", [])
-                 else raster.parse_bands(bands, ds.RasterCount, needed=c))
+    band_list = seg.select_bands(ds, info, bands)
     window = tuple(int(v) for v in (window or (0, 0, ds.RasterXSize, ds.RasterYSize)))
     probe = raster.sample_windows(ds, band_list, window, extra_nodata=extra_nodata)
     if probe.shape[1] == 0 and not seg._any_valid(ds, band_list, window, extra_nodata):

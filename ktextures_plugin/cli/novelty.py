@@ -9,10 +9,13 @@ import json
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, fail
+from ._args import Parser, check_outputs, fail
 
 PROG = "python -m ktextures_plugin novelty"
 
+
+#: core keys (core.outputs) -> CLI options, for messages
+NAMES = {"input": "IMAGE", "model": "--model", "score": "--score", "selected": "--selected", "html": "--html"}
 
 def build_parser() -> Parser:
     from ..core.novelty import DEFAULT_RANK
@@ -78,6 +81,12 @@ def main(argv=None) -> int:
         if v < lo:
             return fail(PROG, f"{opt} must be at least {lo}, got {v}")
     model = args.model or bundled_model_path(DEFAULT_MODEL)
+    from ..core import outputs
+    bad = check_outputs(PROG, NAMES, {"score": (args.score, outputs.FLOAT_RASTER),
+                                      "selected": (args.selected, outputs.VECTOR), "html": (args.html, outputs.TABLE)},
+                        {"input": args.image, "model": model})
+    if bad is not None:
+        return bad
     bar, progress = _progress_bar(args.quiet)
     written = []
     try:

@@ -1,6 +1,6 @@
 """The k-class hard label raster: creation on the input's grid, colour table, category names.
 
-Encoding (``../shared/docs/conventions.md`` §d.3): Byte (UInt16 when k > 254), 0 = nodata, classes 1..k.
+Encoding (the output contract in README.md, "Algorithms"): Byte (UInt16 when k > 254), 0 = nodata, classes 1..k.
 The GDAL colour table and category names are written into the file, so QGIS opens it paletted with class
 names whatever ran the algorithm (toolbox, batch, modeler, ``qgis_process``).
 """

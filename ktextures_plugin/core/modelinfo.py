@@ -2,7 +2,7 @@
 
 The contract is written down in ``models/README.md``; this module is its single implementation on the
 reading side (the exporter in ``ktextures_plugin.training.export`` writes the same keys). Keys follow
-``../shared/docs/conventions.md`` §d.1: our own namespaced ``ktextures.*`` keys, plus the Deepness/GeoDeep
+``models/README.md``: our own namespaced ``ktextures.*`` keys, plus the Deepness/GeoDeep
 keys ``model_type`` and ``class_names`` so that those tools can open our models and we can read theirs.
 
 Every value in ``metadata_props`` is a JSON-encoded string.

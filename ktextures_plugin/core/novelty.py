@@ -25,8 +25,8 @@ from .demud import Selection, Subspace, demud
 from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, ModelError, read_model_info
 from .raster import RasterError
 from .runtime import open_session
-from .segment import (Canceled, _prefetch, _resolve_scaling, chunk_px_for, infer_classes, match_bands,
-                      range_warnings)
+from .segment import (Canceled, _prefetch, _resolve_scaling, chunk_px_for, infer_classes, range_warnings,
+                      select_bands)
 
 #: the frozen feature CNN (``ktextures_plugin.training.export_features``; models/README.md)
 FEATURES_MODEL = f"{MODELS_DIR}/features_random_cnn.onnx"
@@ -281,7 +281,7 @@ class _Block:
         n = tl.shape[0]
         counts = np.bincount((tl + np.arange(n)[:, None] * (ctx.k + 1)).ravel(), minlength=n * (ctx.k + 1))
         self.counts = counts.reshape(n, ctx.k + 1)[:, :ctx.k]
-        ny, nx = vc.shape[0] // t, vc.shape[1] // t
+        nx = vc.shape[1] // t
         rows, cols = np.divmod(np.arange(n), nx)
         self.index = (by // t + rows) * ctx.grid[0] + (bx // t + cols)
         self.keep = self.valid.reshape(n, -1).mean(axis=1) >= MIN_VALID_FRACTION
@@ -359,11 +359,7 @@ def _open(input_path, model_path, bands, tile_size, threads, session, features_p
                          "and novelty cannot measure what the textures miss. Use a model made by 'fit'.")
     order = feature_order(info.channel_names)
     ds = raster.open_raster(input_path)
-    if ds.RasterCount < info.num_channels:
-        raise RasterError(f"The raster has {ds.RasterCount} band(s) but the model needs {info.num_channels} "
-                          f"({', '.join(info.channel_names)}). Choose a raster with these bands.")
-    band_list = (match_bands(ds, info.channel_names) if bands in (None, "", [])
-                 else raster.parse_bands(bands, ds.RasterCount, needed=info.num_channels))
+    band_list = select_bands(ds, info, bands)
     t = int(tile_size)
     if t < 2 * FEATURE_STRIDE or t % FEATURE_STRIDE:
         raise ValueError(f"The tile size must be a multiple of {FEATURE_STRIDE} pixels and at least "

@@ -1,7 +1,7 @@
 """GDAL raster access shared by segmentation, training, k-means and sampling: windows, validity, scaling.
 
 Arrays are band-first, ``(C, H, W)``; a window is ``(xoff, yoff, xsize, ysize)`` in pixels of the raster.
-Validity (method: ``../shared/docs/conventions.md`` §d.3) = the GDAL mask band of every selected band is
+Validity = the GDAL mask band of every selected band is
 non-zero (honours the nodata value, alpha bands and .msk files) AND every selected value is finite AND no
 selected value equals the optional extra nodata value.
 """

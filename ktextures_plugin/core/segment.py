@@ -84,6 +84,23 @@ def match_bands(ds: gdal.Dataset, channel_names: Sequence[str]) -> List[int]:
     return out
 
 
+def select_bands(ds: gdal.Dataset, info: ModelInfo, bands=None) -> List[int]:
+    """The 1-based input bands feeding the model's channels: ``bands`` parsed and checked against the raster
+    (``raster.parse_bands``), or, when empty, matched by band description (:func:`match_bands`).
+
+    Raises:
+        RasterError: fewer bands than the model's channels; bad, duplicate or out-of-range bands; a channel
+            matched by no band or by several.
+    """
+    c = info.num_channels
+    if ds.RasterCount < c:
+        raise RasterError(f"The raster has {ds.RasterCount} band(s) but the model needs {c} "
+                          f"({', '.join(info.channel_names)}). Choose a raster with these bands.")
+    if bands in (None, "", []):
+        return match_bands(ds, info.channel_names)
+    return raster.parse_bands(bands, ds.RasterCount, needed=info.num_channels)
+
+
 @dataclass
 class SegmentResult:
     """What :func:`segment_raster` produced.
@@ -309,11 +326,7 @@ def _segment(input_path, model_path, output_path, bands, scaling, extra_nodata, 
     info = read_model_info(model_path, session)
     ds = raster.open_raster(input_path)
     c = info.num_channels
-    if ds.RasterCount < c:
-        raise RasterError(f"The raster has {ds.RasterCount} band(s) but the model needs {c} "
-                          f"({', '.join(info.channel_names)}). Choose a raster with these bands.")
-    band_list = (match_bands(ds, info.channel_names) if bands in (None, "", [])
-                 else raster.parse_bands(bands, ds.RasterCount, needed=c))
+    band_list = select_bands(ds, info, bands)
     full = (0, 0, ds.RasterXSize, ds.RasterYSize)
     window = tuple(int(v) for v in (window or full))
     probe = raster.sample_windows(ds, band_list, window, extra_nodata=extra_nodata)

@@ -65,8 +65,6 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
             or no OGR format writes its extension; checked before any work).
         segment.Canceled: canceled.
     """
-    from .segment import Canceled
-
     outputs.check_outputs({"vector": (output_path, outputs.VECTOR)}, {"input": class_raster})
     with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) is not needed by a streamed read
         return _polygonize(class_raster, output_path, layer_name, class_names, eight_connected, progress,
