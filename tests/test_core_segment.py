@@ -9,9 +9,8 @@ from osgeo import gdal
 from conftest import ROOT, SAMPLE, shared
 from onnx_fixtures import binning_model
 from ktextures_plugin.core import classraster, raster, tiling
-from ktextures_plugin.core.classraster import OutputError
 from ktextures_plugin.core.modelinfo import ModelError, read_model_info
-from ktextures_plugin.core.raster import RasterError
+from ktextures_plugin.core.errors import OutputError, RasterError
 from ktextures_plugin.core.runtime import open_session
 from ktextures_plugin.core.segment import Canceled, infer_classes, match_bands, segment_raster
 

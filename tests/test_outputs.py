@@ -224,7 +224,7 @@ def _edited(src, dst, k_meta=None, float_class=False):
 
 def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
     from onnx_fixtures import binning_model
-    from ktextures_plugin.core.modelinfo import ModelError
+    from ktextures_plugin.core.errors import ModelError
     from ktextures_plugin.core.segment import segment_raster
     model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k3.onnx", k_meta=3)
     with pytest.raises(ModelError, match="k = 3"):

@@ -27,7 +27,7 @@ from osgeo import gdal
 from ..core import classraster, raster, tiling
 from ..core import segment as seg
 from ..core.modelinfo import read_model_info
-from ..core.raster import RasterError
+from ..core.errors import RasterError
 from ..core.runtime import open_session
 
 gdal.UseExceptions()

@@ -72,8 +72,7 @@ def main(argv=None) -> int:
         print(f"error: {exc.message(NAMES)}", file=sys.stderr)
         return 2
     from ..training import FitCanceled, TorchMissingError, fit
-    from ..core.classraster import OutputError
-    from ..core.modelinfo import ModelError
+    from ..core.errors import ModelError, OutputError
 
     state = {"bar": None}
 

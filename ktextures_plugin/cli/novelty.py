@@ -71,11 +71,9 @@ def _remove(paths) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core.classraster import OutputError
-    from ..core.modelinfo import ModelError
+    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.novelty import rank_tiles
     from ..core.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
-    from ..core.raster import RasterError
 
     for opt, v, lo in (("--n-select", args.n_select, 1), ("--rank", args.rank, 1)):
         if v < lo:

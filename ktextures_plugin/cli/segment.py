@@ -42,10 +42,8 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import outputs
-    from ..core.classraster import OutputError
-    from ..core.modelinfo import ModelError
-    from ..core.raster import RasterError
-    from ..core.segment import Canceled, segment_raster
+    from ..core.errors import Canceled, ModelError, OutputError, RasterError
+    from ..core.segment import segment_raster
     from ..core.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
@@ -125,9 +123,7 @@ def _remove(paths):
 
 def _dask(args, model, progress, bar) -> int:
     """``--dask``: the same job on a Dask cluster (cli/distributed.py); same outputs and report."""
-    from ..core.classraster import OutputError
-    from ..core.modelinfo import ModelError
-    from ..core.raster import RasterError
+    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.vectorize import polygonize
     from .distributed import DistributedError, segment_dask
 

@@ -27,16 +27,9 @@ import numpy as np
 from osgeo import gdal
 
 from . import classraster, outputs, raster
-from .raster import RasterError
+from .errors import Canceled, Progress, RasterError
 
 gdal.UseExceptions()
-
-Progress = Callable[[float, str], None]
-
-
-class Canceled(Exception):
-    """The run was canceled through ``is_canceled``; no output was left behind."""
-
 
 @dataclass
 class KMeansResult:

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from .errors import ModelError
+
 SCHEMA_VERSION = 1
 
 #: Channel names the k-textures models use, in the paper's order (method.md §3).
@@ -40,13 +42,6 @@ INPUT_NAME = "image"
 OUTPUT_CLASS = "class"
 OUTPUT_TEXTURES = "textures"
 OUTPUT_SCORES = "scores"
-
-
-class ModelError(ValueError):
-    """The model file is missing, unreadable or does not follow the k-textures ONNX contract.
-
-    The message names the problem and the fix; the Processing glue shows it as is.
-    """
 
 
 @dataclass

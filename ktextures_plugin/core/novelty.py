@@ -15,17 +15,17 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from .. import MODELS_DIR
 from . import raster, tiling
 from .demud import Selection, Subspace, demud
-from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, ModelError, read_model_info
-from .raster import RasterError
+from .errors import Canceled, ModelError, Progress, RasterError
+from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, read_model_info
 from .runtime import open_session
-from .segment import (Canceled, _prefetch, _resolve_scaling, chunk_px_for, infer_classes, range_warnings,
+from .segment import (_prefetch, _resolve_scaling, chunk_px_for, infer_classes, range_warnings,
                       select_bands)
 
 #: the frozen feature CNN (``ktextures_plugin.training.export_features``; models/README.md)
@@ -42,8 +42,6 @@ FEATURE_BATCH = 8
 DEFAULT_RANK = 4
 #: default initial model: -1 = none (the same measurement)
 INIT_TILES = -1
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from . import classraster, raster
-from .classraster import OutputError
+from .errors import OutputError
 from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
 from .runtime import open_session
 from .segment import infer_classes

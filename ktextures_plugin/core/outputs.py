@@ -18,7 +18,8 @@ from typing import Dict, Iterable, Mapping, Optional, Set, Tuple, Union
 
 from osgeo import gdal
 
-from .classraster import OutputError, driver_for_path
+from .classraster import driver_for_path
+from .errors import OutputError, OutputPathError
 
 gdal.UseExceptions()
 
@@ -45,29 +46,6 @@ _SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
 Paths = Mapping[str, Optional[str]]
 Outputs = Mapping[str, Union[Tuple[Optional[str], str], None]]
-
-
-class OutputPathError(OutputError):
-    """An output path that would overwrite an input or another output, or a format that cannot hold it.
-
-    Attributes:
-        parameter: key of the offending output, as given to :func:`check_outputs`.
-        other: key of the input or output it collides with, or ``None``.
-        template: the message with ``{name}`` (the parameter) and ``{other}`` placeholders.
-    """
-
-    def __init__(self, parameter: str, template: str, other: Optional[str] = None):
-        self.parameter, self.other, self.template = parameter, other, template
-        super().__init__(self.message())
-
-    def message(self, names: Optional[Mapping[str, str]] = None) -> str:
-        """The message with parameter names taken from ``names`` (key -> front-end name; default the keys)."""
-        names = names or {}
-        return self.template.format(name=names.get(self.parameter, self.parameter),
-                                    other=names.get(self.other, self.other) if self.other else "")
-
-    def __str__(self) -> str:
-        return self.message()
 
 
 def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bool = True) -> None:

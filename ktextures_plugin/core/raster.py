@@ -13,13 +13,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from .errors import RasterError
+
 gdal.UseExceptions()
 
 Window = Tuple[int, int, int, int]
-
-
-class RasterError(ValueError):
-    """The raster cannot be read, or the band selection does not fit it; the message names the fix."""
 
 
 def open_raster(path: str) -> gdal.Dataset:

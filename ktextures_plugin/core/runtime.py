@@ -5,6 +5,7 @@ import json
 import os
 from typing import List, Optional
 
+from .errors import ModelError
 from .modelinfo import K_HALO
 
 INSTALL_HINT = (
@@ -87,8 +88,6 @@ def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = Tr
         ImportError: onnxruntime missing (message: how to install it).
         ModelError: file missing or not a loadable ONNX model.
     """
-    from .modelinfo import ModelError
-
     ort = require_onnxruntime()
     if not path or not os.path.isfile(path):
         raise ModelError(f"Model file not found: '{path}'. Choose an existing .onnx file, or leave the model "

@@ -42,10 +42,9 @@ from osgeo import gdal
 from scipy import ndimage
 
 from . import classraster, geo, raster, tiling
+from .errors import Canceled, Progress, SamplingError
 
 gdal.UseExceptions()
-
-Progress = Callable[[float, str], None]
 
 #: GDAL data types accepted as class rasters.
 INTEGER_TYPES = {gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_Int16, gdal.GDT_UInt32, gdal.GDT_Int32}
@@ -53,11 +52,6 @@ INTEGER_TYPES = {gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_Int16, gdal.GDT_UInt32
 DISTANCE_CAP_PX = 32
 #: A class's candidate pool never grows beyond this many pixels (about 20 bytes each).
 MAX_POOL = 4_000_000
-
-
-class SamplingError(ValueError):
-    """Bad input for sampling (not an integer raster, chip too large, image on another grid, ...);
-    the message names the fix."""
 
 
 @dataclass
@@ -271,7 +265,6 @@ def _read_classes(band: gdal.Band, window, nodata) -> np.ndarray:
 
 def class_areas(ds: gdal.Dataset, rows: int = 256, is_canceled=None) -> Tuple[Dict[int, int], Dict[int, float]]:
     """``(pixels, area_m2)`` per class id >= 1 of band 1, read in blocks of ``rows`` rows."""
-    from .segment import Canceled
 
     band = ds.GetRasterBand(1)
     nod = band.GetNoDataValue()
@@ -342,7 +335,6 @@ class _Pool:
 def _scan(ds, classes: Sequence[int], pools: Dict[int, _Pool], min_edge: int, halo: int, seed: int,
           chip: int, window_px: int, border_is_edge: bool, progress, is_canceled, span):
     """Pass 2: fill ``pools`` with candidates; returns interior pixel counts per class."""
-    from .segment import Canceled
 
     band = ds.GetRasterBand(1)
     nod = band.GetNoDataValue()
@@ -491,7 +483,7 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         pool_min, pool_factor: a class first keeps ``max(pool_factor * requested, pool_min)`` candidates;
             memory/speed tuning only, the samples do not depend on them (the pool grows when needed).
         progress: ``progress(fraction 0..1, stage)``, stages "count", "candidates", "select".
-        is_canceled: polled between windows; True raises ``segment.Canceled``.
+        is_canceled: polled between windows; True raises ``errors.Canceled``.
         log: receives one-line messages.
 
     Returns:
@@ -500,7 +492,7 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
     Raises:
         RasterError: the raster cannot be opened.
         SamplingError: not an integer raster, chip larger than the raster, bad class list or counts.
-        segment.Canceled: canceled.
+        errors.Canceled: canceled.
     """
     say = log or (lambda _m: None)
     msgs: List[str] = []
@@ -624,9 +616,8 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
     Raises:
         SamplingError: image on another grid/CRS, chip larger than the raster, or a chip outside it.
         OutputError: the folder cannot be written.
-        segment.Canceled: canceled (chips already finished stay).
+        errors.Canceled: canceled (chips already finished stay).
     """
-    from .segment import Canceled
 
     from . import outputs
 

@@ -22,17 +22,10 @@ from osgeo import gdal
 
 from . import classraster, geo, outputs, raster, tiling
 from .modelinfo import INPUT_NAME, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, check_classes, read_model_info
-from .raster import RasterError
+from .errors import Canceled, Progress, RasterError
 from .runtime import open_session
 
 gdal.UseExceptions()
-
-Progress = Callable[[float, str], None]
-
-
-class Canceled(Exception):
-    """The run was canceled through ``is_canceled``; no output was left behind."""
-
 
 #: Words that identify a channel in a band description (tokens split on non-alphanumerics).
 _CHANNEL_WORDS = {
