@@ -120,7 +120,7 @@ def _sample_scaled(info):
 def int8_table(repeats, model=BUNDLED_K6):
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
-    from ktextures_plugin.core.modelinfo import read_model_info
+    from ktextures_plugin.core.inference import read_model_info
     import onnx
     info = read_model_info(model)
     hidden = [n.name for n in onnx.load(model).graph.node if n.op_type == "Conv"][1]

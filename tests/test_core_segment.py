@@ -9,10 +9,10 @@ from osgeo import gdal
 from conftest import ROOT, SAMPLE, shared
 from onnx_fixtures import binning_model
 from ktextures_plugin.core import classraster, raster, tiling
-from ktextures_plugin.core.modelinfo import ModelError, read_model_info
-from ktextures_plugin.core.errors import OutputError, RasterError
-from ktextures_plugin.core.runtime import open_session
-from ktextures_plugin.core.segment import Canceled, infer_classes, match_bands, segment_raster
+from ktextures_plugin.core.bands import match_bands
+from ktextures_plugin.core.errors import Canceled, ModelError, OutputError, RasterError
+from ktextures_plugin.core.inference import infer_classes, open_session, read_model_info
+from ktextures_plugin.core.segment import segment_raster
 
 gdal.UseExceptions()
 RGBN = [3, 2, 1, 4]  # the sample is B2,B3,B4,B8 = blue, green, red, nir
@@ -356,7 +356,7 @@ def test_counts_and_areas_counted_while_writing_equal_a_reread(tmp_path, tiny_mo
     """Without a sieve, segment counts classes and areas as it writes the tiles; the figures equal a re-read
     of the written class raster (``class_stats``), also in a geographic CRS where the pixel area changes with
     the row, and they leave nodata pixels out."""
-    from ktextures_plugin.core.segment import class_stats
+    from ktextures_plugin.core.classstats import class_stats
     src = _with_nodata(tmp_path)
     if crs == "geographic":
         geo_src = str(tmp_path / "geo.tif")
@@ -397,8 +397,7 @@ def test_strip_size_follows_the_mask_width(tiny_models):
     """Per-pixel models that record their mask width run on strips of INFER_CHUNK_VALUES // width pixels;
     anything else on INFER_CHUNK_PX."""
     import dataclasses
-    from ktextures_plugin.core.segment import INFER_CHUNK_PX, INFER_CHUNK_VALUES, chunk_px_for
-    from ktextures_plugin.core.segment import CONTEXT_CHUNK_PX
+    from ktextures_plugin.core.inference import CONTEXT_CHUNK_PX, INFER_CHUNK_PX, INFER_CHUNK_VALUES, chunk_px_for
     ctx = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))          # a context-variant model
     assert chunk_px_for(ctx) == CONTEXT_CHUNK_PX
     info = dataclasses.replace(ctx, halo_px=0, provenance=dict(ctx.provenance, variant="faithful", mask_width=16))
@@ -420,19 +419,19 @@ def test_sessions_do_not_spin_unless_asked():
 def test_band_writer_writes_in_order_and_reports_gdal_errors():
     """The class raster's writer thread: blocks land where asked; a GDAL error (here a window outside the
     raster) is raised by close() or the next write(); abort() raises nothing."""
-    from ktextures_plugin.core.segment import _BandWriter
+    from ktextures_plugin.core.tileio import BandWriter
     gdal.UseExceptions()
     ds = gdal.GetDriverByName("MEM").Create("", 20, 10, 1, gdal.GDT_Byte)
-    w = _BandWriter(ds.GetRasterBand(1), depth=1)
+    w = BandWriter(ds.GetRasterBand(1), depth=1)
     for i in range(4):
         w.write(np.full((10, 5), i + 1, np.uint8), 5 * i, 0)
     w.close()
     assert np.array_equal(ds.GetRasterBand(1).ReadAsArray()[0], np.repeat([1, 2, 3, 4], 5))
-    w = _BandWriter(ds.GetRasterBand(1))
+    w = BandWriter(ds.GetRasterBand(1))
     w.write(np.zeros((10, 10), np.uint8), 15, 5)   # outside the 20 x 10 raster
     with pytest.raises(ValueError, match="off edge"):
         w.close()
-    w = _BandWriter(ds.GetRasterBand(1))
+    w = BandWriter(ds.GetRasterBand(1))
     w.write(np.zeros((10, 10), np.uint8), 15, 5)
     w.abort()                                      # drops or swallows, never raises
     assert ds.GetRasterBand(1).ReadAsArray()[0, 0] == 1

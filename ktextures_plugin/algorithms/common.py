@@ -18,7 +18,7 @@ def progress_bridge(feedback, start: float = 0.0, end: float = 100.0):
 
 def cached_session(path: str):
     """One onnxruntime session per model file and modification time (batch runs reuse it)."""
-    from ..core.runtime import open_session
+    from ..core.inference import open_session
 
     key = (os.path.abspath(path), os.path.getmtime(path) if os.path.exists(path) else 0)
     if key not in _SESSIONS:

@@ -27,6 +27,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import classraster, outputs, raster
+from .bands import parse_bands
 from .errors import Canceled, Progress, RasterError
 
 gdal.UseExceptions()
@@ -236,7 +237,7 @@ def _kmeans_raster(input_path, output_path, k, bands, seed, extra_nodata, max_sa
     ds = raster.open_raster(input_path)
     try:
         band_list = (list(range(1, ds.RasterCount + 1)) if bands in (None, "", [])
-                     else raster.parse_bands(bands, ds.RasterCount))
+                     else parse_bands(bands, ds.RasterCount))
         if rgb is not None and (len(rgb) != 3 or max(rgb) >= len(band_list)):
             rgb = None
         if sigmas:

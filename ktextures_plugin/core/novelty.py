@@ -23,10 +23,11 @@ from .. import MODELS_DIR
 from . import raster, tiling
 from .demud import Selection, Subspace, demud
 from .errors import Canceled, ModelError, Progress, RasterError
-from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, read_model_info
-from .runtime import open_session
-from .segment import (_prefetch, _resolve_scaling, chunk_px_for, infer_classes, range_warnings,
-                      select_bands)
+from .bands import select_bands
+from .inference import chunk_px_for, infer_classes, open_session, read_model_info
+from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
+from .scaling import range_warnings, resolve_scaling
+from .tileio import prefetch
 
 #: the frozen feature CNN (``ktextures_plugin.training.export_features``; models/README.md)
 FEATURES_MODEL = f"{MODELS_DIR}/features_random_cnn.onnx"
@@ -317,7 +318,7 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
     res = np.empty((n_grid, sum(widths)), np.float32)
     idx, cnt = [], []
     n, skipped, any_valid = 0, 0, False
-    with contextlib.closing(_prefetch(ds, bands, iter(tiles), extra_nodata, is_canceled,
+    with contextlib.closing(prefetch(ds, bands, iter(tiles), extra_nodata, is_canceled,
                                       prepare=lambda d: raster.scale_in_place(d, smin, smax))) as reader:
         for n_done, (tile, data, valid) in enumerate(reader):
             b = _Block(tile, data, valid, ctx)
@@ -375,7 +376,7 @@ def _open(input_path, model_path, bands, tile_size, threads, session, features_p
 
 def _scaling(ctx, ds, band_list, scaling, extra_nodata, warn):
     """``(scale_min, scale_max, warnings)`` as ``segment`` resolves and checks them."""
-    smin, smax = _resolve_scaling(ctx.info, ds, band_list, scaling, None, extra_nodata)
+    smin, smax = resolve_scaling(ctx.info, ds, band_list, scaling, None, extra_nodata)
     warnings = [] if scaling != "model" else range_warnings(
         raster.sample_windows(ds, band_list, extra_nodata=extra_nodata), smin, smax, ctx.info.channel_names,
         band_list)

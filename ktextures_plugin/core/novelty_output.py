@@ -18,8 +18,7 @@ from osgeo import gdal, ogr, osr
 from . import classraster, raster
 from .errors import OutputError
 from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
-from .runtime import open_session
-from .segment import infer_classes
+from .inference import infer_classes, open_session
 from .vectorize import _move_vector, vector_driver
 
 gdal.UseExceptions()

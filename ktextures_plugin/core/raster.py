@@ -13,12 +13,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from .bands import parse_bands  # noqa: F401  training/data.py imports it from here
 from .errors import RasterError
+from .tiling import Window
 
 gdal.UseExceptions()
-
-Window = Tuple[int, int, int, int]
-
 
 def open_raster(path: str) -> gdal.Dataset:
     """Open ``path`` read-only with GDAL.
@@ -33,39 +32,6 @@ def open_raster(path: str) -> gdal.Dataset:
     if ds is None:
         raise RasterError(f"GDAL cannot open '{path}'")
     return ds
-
-
-def parse_bands(spec, band_count: int, needed: Optional[int] = None) -> List[int]:
-    """Turn a band list (``"3,2,1,4"``, ``[3, 2, 1, 4]``) into 1-based GDAL band numbers.
-
-    Args:
-        spec: comma-separated string or sequence of ints, 1-based.
-        band_count: the raster's band count.
-        needed: how many bands the model needs (checked when given).
-
-    Raises:
-        RasterError: a band number out of 1..band_count, a non-integer entry, a band given twice, or the
-            wrong count.
-    """
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.replace(";", ",").split(",") if p.strip()]
-    else:
-        parts = list(spec)
-    try:
-        bands = [int(p) for p in parts]
-    except (TypeError, ValueError):
-        raise RasterError(f"Bands must be 1-based band numbers such as '3,2,1,4', got {spec!r}") from None
-    bad = [b for b in bands if b < 1 or b > band_count]
-    if bad:
-        raise RasterError(f"Band number(s) {bad} out of range: the raster has bands 1..{band_count}")
-    twice = sorted({b for b in bands if bands.count(b) > 1})
-    if twice:
-        raise RasterError(f"Band(s) {twice} given more than once ({bands}): each channel needs its own band; "
-                          "list each band number once")
-    if needed is not None and len(bands) != needed:
-        raise RasterError(f"The model needs {needed} bands but {len(bands)} were given ({bands}); "
-                          f"list {needed} band numbers in the model's channel order")
-    return bands
 
 
 def read_window(ds: gdal.Dataset, bands: Sequence[int], window: Window,
