@@ -195,8 +195,12 @@ def test_band_matching_from_descriptions(tmp_path):
     for b in range(1, 5):
         d2.GetRasterBand(b).SetDescription("")
     d2 = None
-    with pytest.raises(RasterError, match="BANDS"):
+    with pytest.raises(RasterError, match="Set the band list to the band numbers") as ei:
         match_bands(gdal.Open(str(p)), ["red", "green", "blue", "nir"])
+    # the core names the input, each front end words it with its own parameter or option
+    assert ei.value.parameter == "bands"
+    assert "Set BANDS to the band numbers" in ei.value.message({"bands": "BANDS"})
+    assert "Set --bands to the band numbers" in ei.value.message({"bands": "--bands"})
 
 
 def test_errors_name_the_problem(tmp_path, tiny_models):
@@ -435,3 +439,31 @@ def test_band_writer_writes_in_order_and_reports_gdal_errors():
     w.write(np.zeros((10, 10), np.uint8), 15, 5)
     w.abort()                                      # drops or swallows, never raises
     assert ds.GetRasterBand(1).ReadAsArray()[0, 0] == 1
+
+
+def test_core_errors_name_no_front_end_and_carry_the_input(tmp_path, tiny_models):
+    """Core messages name the offending input in words; the QGIS and CLI front ends fill in their own names."""
+    from ktextures_plugin.cli.segment import main as cli_main
+    out = str(tmp_path / "o.tif")
+    allnd = tmp_path / "allnd.tif"
+    gdal.Translate(str(allnd), str(SAMPLE), noData=0, scaleParams=[[0, 65535, 0, 0]], outputType=gdal.GDT_UInt16)
+    with pytest.raises(RasterError) as ei:
+        segment_raster(str(allnd), tiny_models["bin4"], out, bands=RGBN)
+    assert ei.value.parameter == "nodata" and "NODATA" not in str(ei.value) and "--" not in str(ei.value)
+    assert "Check NODATA" in ei.value.message({"nodata": "NODATA"})
+    with pytest.raises(RasterError) as ei:
+        segment_raster(str(SAMPLE), tiny_models["bin4"], out, bands=RGBN, extent=(0.0, 0.0, 1.0, 1.0))
+    assert ei.value.parameter == "extent" and "does not overlap" in str(ei.value)
+    import onnx
+    m = onnx.load(binning_model(tmp_path / "scaled.onnx"))
+    keep = [(p.key, p.value) for p in m.metadata_props if p.key != "ktextures.input_scale"]
+    del m.metadata_props[:]
+    for key, value in keep:
+        m.metadata_props.add(key=key, value=value)
+    plain = str(tmp_path / "noscale.onnx")
+    onnx.save(m, plain)
+    with pytest.raises(RasterError) as ei:
+        segment_raster(str(SAMPLE), plain, out, bands=RGBN)
+    assert ei.value.parameter == "scaling" and "SCALING" not in str(ei.value)
+    assert "set --scaling to 'stretch'" in ei.value.message({"scaling": "--scaling"})
+    assert cli_main([str(allnd), "--model", tiny_models["bin4"], "--out", out, "--bands", "3,2,1,4", "--quiet"]) == 2

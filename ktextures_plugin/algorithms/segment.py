@@ -23,7 +23,8 @@ from .common import (ModelInputAlgorithm, cached_session, check_outputs, gdal_so
 SCALINGS = ["model", "stretch"]
 #: core keys (core.outputs, core.segment) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
-         "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT"}
+         "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "bands": "BANDS", "scaling": "SCALING",
+         "nodata": "NODATA", "extent": "EXTENT"}
 
 
 class SegmentAlgorithm(ModelInputAlgorithm):

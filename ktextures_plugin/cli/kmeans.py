@@ -12,7 +12,7 @@ import sys
 from ._args import Parser, fail, int_range
 
 PROG = "python -m ktextures_plugin kmeans"
-NAMES = {"input": "IMAGE", "output": "--out"}
+NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata", "k": "--k"}
 
 
 def build_parser() -> Parser:

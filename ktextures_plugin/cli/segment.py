@@ -9,7 +9,7 @@ from ._args import Parser, check_outputs, fail, int_range
 PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
-         "report": "--report"}
+         "report": "--report", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata"}
 
 
 def build_parser():
@@ -144,7 +144,7 @@ def _dask(args, model, progress, bar) -> int:
         print("canceled: the Dask tasks were cancelled and no output was written", file=sys.stderr)
         return 130
     except (DistributedError, ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.message(NAMES) if callable(getattr(exc, 'message', None)) else exc}", file=sys.stderr)
         return 2
     finally:
         if bar is not None:

@@ -57,12 +57,18 @@ def match_bands(ds: gdal.Dataset, channel_names: Sequence[str]) -> List[int]:
             why = "no band" if not hits else f"bands {hits}"
             raise RasterError(
                 f"Cannot tell which band is '{ch}': {why} match by description or colour interpretation "
-                f"(bands {found}). Set BANDS to the band numbers for {', '.join(channel_names)} in this order, "
-                f"e.g. '3,2,1,4' for a blue,green,red,nir file.")
+                f"(bands {_braces(found)}). Set {{name}} to the band numbers for {', '.join(channel_names)} in this "
+                f"order, e.g. '3,2,1,4' for a blue,green,red,nir file.", parameter="bands")
         out.append(hits[0])
     if len(set(out)) != len(out):
-        raise RasterError(f"The automatic band mapping gave the same band twice ({out}); set BANDS explicitly.")
+        raise RasterError(f"The automatic band mapping gave the same band twice ({out}); set {{name}} explicitly.",
+                          parameter="bands")
     return out
+
+
+def _braces(text: str) -> str:
+    """``text`` (band descriptions) with ``{`` and ``}`` that cannot be taken for the ``{name}`` placeholder."""
+    return text.replace("{", "(").replace("}", ")")
 
 
 def select_bands(ds: gdal.Dataset, info: ModelInfo, bands=None) -> List[int]:
@@ -76,7 +82,7 @@ def select_bands(ds: gdal.Dataset, info: ModelInfo, bands=None) -> List[int]:
     c = info.num_channels
     if ds.RasterCount < c:
         raise RasterError(f"The raster has {ds.RasterCount} band(s) but the model needs {c} "
-                          f"({', '.join(info.channel_names)}). Choose a raster with these bands.")
+                          f"({', '.join(info.channel_names)}). Choose a raster with these bands.", parameter="input")
     if bands in (None, "", []):
         return match_bands(ds, info.channel_names)
     return parse_bands(bands, ds.RasterCount, needed=info.num_channels)
@@ -101,15 +107,17 @@ def parse_bands(spec, band_count: int, needed: Optional[int] = None) -> List[int
     try:
         bands = [int(p) for p in parts]
     except (TypeError, ValueError):
-        raise RasterError(f"Bands must be 1-based band numbers such as '3,2,1,4', got {spec!r}") from None
+        raise RasterError(f"{{name}} must be 1-based band numbers such as '3,2,1,4', got {spec!r}",
+                          parameter="bands") from None
     bad = [b for b in bands if b < 1 or b > band_count]
     if bad:
-        raise RasterError(f"Band number(s) {bad} out of range: the raster has bands 1..{band_count}")
+        raise RasterError(f"Band number(s) {bad} out of range: the raster has bands 1..{band_count}",
+                          parameter="bands")
     twice = sorted({b for b in bands if bands.count(b) > 1})
     if twice:
         raise RasterError(f"Band(s) {twice} given more than once ({bands}): each channel needs its own band; "
-                          "list each band number once")
+                          "list each band number once", parameter="bands")
     if needed is not None and len(bands) != needed:
         raise RasterError(f"The model needs {needed} bands but {len(bands)} were given ({bands}); "
-                          f"list {needed} band numbers in the model's channel order")
+                          f"list {needed} band numbers in the model's channel order", parameter="bands")
     return bands

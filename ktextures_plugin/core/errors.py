@@ -21,8 +21,27 @@ class Canceled(Exception):
     which finished outputs stay)."""
 
 
+#: How a message names an input when no front end words it (``str(error)``): parameter key -> words.
+LABELS = {
+    "bands": "the band list",
+    "scaling": "the scaling",
+    "nodata": "the nodata value",
+    "extent": "the extent",
+    "tile_size": "the tile size",
+    "chip_size": "the chip size",
+    "classes": "the class list",
+    "min_spacing": "the minimum spacing",
+    "simulation": "the simulation output",
+    "k": "k",
+    "n_select": "the number of selections",
+}
+
+
 class CoreError(Exception):
     """Base of the core's input errors.
+
+    The message may hold ``{name}`` where the offending input is named; each front end fills it in with its own
+    parameter or option name (:meth:`message`), ``str(error)`` with the words of :data:`LABELS`.
 
     Attributes:
         parameter: front-end-neutral key of the input to change (e.g. ``"bands"``), or ``None`` when the fix is
@@ -32,6 +51,18 @@ class CoreError(Exception):
     def __init__(self, *args, parameter: Optional[str] = None) -> None:
         super().__init__(*args)
         self.parameter = parameter
+
+    def message(self, names: Optional[Mapping[str, str]] = None) -> str:
+        """The message with ``{name}`` replaced by ``names[parameter]`` (key -> front-end name), else by the
+        words of :data:`LABELS`."""
+        text = str(self.args[0]) if self.args else ""
+        if "{name}" not in text:
+            return text
+        name = (names or {}).get(self.parameter) or LABELS.get(self.parameter, self.parameter or "")
+        return text.replace("{name}", name)
+
+    def __str__(self) -> str:
+        return self.message()
 
 
 class ModelError(CoreError, ValueError):

@@ -249,7 +249,7 @@ class _Scaler:
         return raster.apply_scale(px[:self.c, :, None], self.smin, self.smax)[:, :, 0].T
 
 
-ALL_NODATA = "Every pixel of the input is nodata (mask band, NaN/Inf or the nodata value): nothing to cluster."
+ALL_NODATA = "Every pixel of the input is nodata (mask band, NaN/Inf or {name}): nothing to cluster."
 
 
 def _kmeans_raster(input_path: str, output_path: str, job: _Job) -> KMeansResult:

@@ -338,11 +338,12 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
             if progress:
                 progress((n_done + 1) / len(tiles), "features")
     if not any_valid:
-        raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the nodata value): nothing "
-                          "to rank. Check the nodata value or choose another raster.")
+        raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or {name}): nothing to rank. "
+                          "Check {name} or choose another raster.", parameter="nodata")
     if n == 0:
         raise RasterError(f"Every tile is mostly nodata (under {MIN_VALID_FRACTION:.0%} valid pixels; {skipped} "
-                          "tiles): nothing to rank. Choose a smaller tile size or a raster with more valid data.")
+                          "tiles): nothing to rank. Choose a smaller {name} or a raster with more valid data.",
+                          parameter="tile_size")
     if n < n_grid:
         app, res = app[:n].copy(), res[:n].copy()
     return TileTable(ctx.grid, np.concatenate(idx).astype(np.int64), app, res, np.concatenate(cnt).astype(np.int64),
@@ -361,11 +362,12 @@ def _open(input_path, model_path, bands, tile_size, threads, session, features_p
     band_list = select_bands(ds, info, bands)
     t = int(tile_size)
     if t < 2 * FEATURE_STRIDE or t % FEATURE_STRIDE:
-        raise ValueError(f"The tile size must be a multiple of {FEATURE_STRIDE} pixels and at least "
-                         f"{2 * FEATURE_STRIDE}, got {t}.")
+        raise RasterError(f"{{name}} must be a multiple of {FEATURE_STRIDE} pixels and at least "
+                          f"{2 * FEATURE_STRIDE}, got {t}.", parameter="tile_size")
     if ds.RasterXSize < t or ds.RasterYSize < t:
         raise RasterError(f"The raster ({ds.RasterXSize} x {ds.RasterYSize} px) is smaller than one tile "
-                          f"({t} x {t} px). Choose a smaller tile size (at least {2 * FEATURE_STRIDE}).")
+                          f"({t} x {t} px). Choose a smaller {{name}} (at least {2 * FEATURE_STRIDE}).",
+                          parameter="tile_size")
     textures = session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, info.num_channels, 8, 8), np.float32)})[0]
     fsess = open_session(features_path or FEATURES_MODEL, threads=threads)
     grid = (-(-ds.RasterXSize // t), -(-ds.RasterYSize // t))
@@ -417,7 +419,7 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
     t0 = time.perf_counter()
     say = log or (lambda _m: None)
     if n_select < 1 or rank < 0:
-        raise ValueError(f"the number of selections must be >= 1 and the rank >= 0 (got {n_select}, {rank})")
+        raise RasterError(f"{{name}} must be >= 1 and the rank >= 0 (got {n_select}, {rank})", parameter="n_select")
     ds, band_list, ctx = _open(input_path, model_path, bands, tile_size, threads, session, features_path)
     try:
         smin, smax, warnings = _scaling(ctx, ds, band_list, scaling, extra_nodata, warn or (

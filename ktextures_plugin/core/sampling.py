@@ -158,9 +158,11 @@ def parse_classes(spec) -> Optional[List[int]]:
         try:
             f = float(str(p).strip())
         except ValueError:
-            raise SamplingError(f"CLASSES must list class ids such as '1,3,5', got {spec!r}") from None
+            raise SamplingError(f"{{name}} must list class ids such as '1,3,5', got {spec!r}",
+                                parameter="classes") from None
         if f != int(f) or f < 1:
-            raise SamplingError(f"Class ids are whole numbers >= 1 (0 is nodata), got {p!r} in {spec!r}")
+            raise SamplingError(f"Class ids are whole numbers >= 1 (0 is nodata), got {p!r} in {spec!r}",
+                                parameter="classes")
         out.append(int(f))
     return sorted(set(out))
 
@@ -599,8 +601,8 @@ def _draw_samples(class_path: str, req: _Request, scan: _ScanOptions, say) -> Sa
 
 def _check_chip_size(chip_size_px: int, W: int, H: int) -> None:
     if chip_size_px and (chip_size_px > W or chip_size_px > H):
-        raise SamplingError(f"CHIP_SIZE_PX {chip_size_px} is larger than the class raster "
-                            f"({W} x {H} px). Choose a chip size of at most {min(W, H)} px.")
+        raise SamplingError(f"{{name}} {chip_size_px} is larger than the class raster "
+                            f"({W} x {H} px). Choose a chip size of at most {min(W, H)} px.", parameter="chip_size")
 
 
 @dataclass
@@ -660,7 +662,7 @@ def _shortfall(c: int, req: int, pix, drawn: _Drawn, request: _Request, chip: in
     if drawn.pool_size.get(c, 0) >= MAX_POOL:
         return f"candidate pool limit of {MAX_POOL} pixels reached with spacing {min_spacing_px} px"
     return (f"only {got} of {n_int} interior pixel(s) are >= {min_spacing_px} px "
-            "from other samples (MIN_SPACING_PX)")
+            "from other samples (the minimum spacing)")
 
 
 def _declared_classes(ds: gdal.Dataset) -> int:
@@ -712,8 +714,8 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
         check_class_raster(cds, class_path)
         W, H = cds.RasterXSize, cds.RasterYSize
         if chip_size_px < 1 or chip_size_px > W or chip_size_px > H:
-            raise SamplingError(f"CHIP_SIZE_PX {chip_size_px} must be 1..{min(W, H)} px "
-                                f"(the class raster is {W} x {H} px).")
+            raise SamplingError(f"{{name}} {chip_size_px} must be 1..{min(W, H)} px "
+                                f"(the class raster is {W} x {H} px).", parameter="chip_size")
         ids = raster.open_raster(image_path) if image_path else None
         dx, dy = image_offset(cds, ids) if ids is not None else (0, 0)
         palette = classraster.read_palette(class_path)

@@ -17,10 +17,15 @@ from .modelinfo import ModelInfo
 SCALINGS = ("model", "stretch")
 
 
+def _braces(text: str) -> str:
+    return text.replace("{", "(").replace("}", ")")
+
+
 def resolve_scaling(info: ModelInfo, ds, bands, scaling: str, window, extra_nodata):
     if scaling == "model":
         if info.scale_min is None:
-            raise RasterError(f"The model '{info.path}' stores no scaling: choose SCALING = stretch.")
+            raise RasterError(f"The model '{_braces(info.path)}' stores no scaling: set {{name}} to 'stretch'.",
+                              parameter="scaling")
         return list(info.scale_min), list(info.scale_max)
     if scaling == "stretch":
         return raster.percentile_scale(ds, bands, window, extra_nodata=extra_nodata)

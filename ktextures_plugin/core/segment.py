@@ -37,8 +37,8 @@ gdal.UseExceptions()
 GDAL_CACHE_BYTES = raster.GDAL_CACHE_BYTES
 
 #: The message when no pixel of the processing window is valid (``RasterError`` with parameter "nodata").
-ALL_NODATA = ("Every pixel of the input is nodata (mask band, NaN/Inf or the extra nodata value): nothing to "
-              "segment.")
+ALL_NODATA = ("Every pixel of the input is nodata (mask band, NaN/Inf or {name}): nothing to segment. Check "
+              "{name} or choose another part of the raster.")
 NO_CRS = ("The raster has no CRS: the areas (area_m2) are in square map units of its geotransform, not square "
           "metres. Assign the raster's CRS to get areas in m².")
 
