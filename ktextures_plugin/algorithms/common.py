@@ -4,8 +4,6 @@ from typing import Optional
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
-from ..core.runtime import INSTALL_HINT, onnxruntime_available
-
 _SESSIONS = {}
 
 
@@ -25,13 +23,6 @@ def cached_session(path: str):
         _SESSIONS.clear()
         _SESSIONS[key] = open_session(path)
     return _SESSIONS[key]
-
-
-def require_onnxruntime():
-    if not onnxruntime_available():
-        from ..installer_gui import request_install
-        request_install("onnxruntime")
-        raise QgsProcessingException(INSTALL_HINT)
 
 
 def gdal_source(layer, name: str = "INPUT") -> str:

@@ -177,17 +177,3 @@ def scale_in_place(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float
     np.maximum(data, np.float32(0.0), out=data)
     np.minimum(data, np.float32(1.0), out=data)
     return data
-
-
-def band_labels(ds: gdal.Dataset) -> List[str]:
-    """Lower-case description (or else colour interpretation name) of every band, 1-based order."""
-    out = []
-    for b in range(1, ds.RasterCount + 1):
-        band = ds.GetRasterBand(b)
-        desc = (band.GetDescription() or "").strip().lower()
-        if not desc:
-            ci = band.GetColorInterpretation()
-            desc = "" if ci in (gdal.GCI_Undefined, gdal.GCI_GrayIndex) else \
-                gdal.GetColorInterpretationName(ci).lower()
-        out.append(desc)
-    return out
