@@ -19,7 +19,8 @@ from . import classraster, raster
 from .errors import OutputError
 from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
 from .inference import infer_classes, open_session
-from .vectorize import _move_vector, vector_driver
+from .outputs import vector_driver
+from .vectorize import _move_vector
 
 gdal.UseExceptions()
 ogr.UseExceptions()

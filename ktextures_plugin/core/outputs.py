@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, Mapping, Optional, Set, Tuple, Union
 
-from osgeo import gdal
+from osgeo import gdal, ogr
 
 from .classraster import driver_for_path
 from .errors import OutputError, OutputPathError
@@ -46,6 +46,21 @@ _SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
 Paths = Mapping[str, Optional[str]]
 Outputs = Mapping[str, Union[Tuple[Optional[str], str], None]]
+
+
+def vector_driver(path: str) -> str:
+    """OGR vector driver short name for the extension of ``path`` (GeoPackage for none or unknown)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    known = {"gpkg": "GPKG", "shp": "ESRI Shapefile", "geojson": "GeoJSON", "json": "GeoJSON",
+             "fgb": "FlatGeobuf", "sqlite": "SQLite", "gml": "GML", "kml": "KML", "csv": "CSV"}
+    if ext in known:
+        return known[ext]
+    for i in range(ogr.GetDriverCount()):
+        drv = ogr.GetDriver(i)
+        md = drv.GetMetadata() or {}
+        if md.get(gdal.DCAP_VECTOR) == "YES" and ext in (md.get(gdal.DMD_EXTENSIONS) or "").split():
+            return drv.GetName()
+    raise OutputError(f"No OGR vector format writes '.{ext}' files ({path}); use .gpkg")
 
 
 def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bool = True) -> None:
@@ -120,7 +135,6 @@ def _check_format(key: str, path: str, kind: str) -> None:
             raise OutputPathError(key, f"{{name}} '{path}' cannot be written as {ext}: {why}. Use a .tif file "
                                   "for {name}.")
     elif kind == VECTOR:
-        from .vectorize import vector_driver
         if ext and ext != ".gpkg":
             try:
                 vector_driver(path)
