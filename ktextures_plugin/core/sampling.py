@@ -42,6 +42,7 @@ from osgeo import gdal
 from scipy import ndimage
 
 from . import classraster, geo, raster, tiling
+from .classstats import ClassCounter
 from .errors import Canceled, Progress, SamplingError
 
 gdal.UseExceptions()
@@ -266,33 +267,17 @@ def _read_classes(band: gdal.Band, window, nodata) -> np.ndarray:
 
 
 def class_areas(ds: gdal.Dataset, rows: int = 256, is_canceled=None) -> Tuple[Dict[int, int], Dict[int, float]]:
-    """``(pixels, area_m2)`` per class id >= 1 of band 1, read in blocks of ``rows`` rows."""
-
+    """``(pixels, area_m2)`` per class id >= 1 of band 1, read in blocks of ``rows`` rows
+    (:class:`.classstats.ClassCounter`)."""
     band = ds.GetRasterBand(1)
     nod = band.GetNoDataValue()
-    gt, wkt = ds.GetGeoTransform(), ds.GetProjection()
-    pix: Dict[int, int] = {}
-    area: Dict[int, float] = {}
+    counter = ClassCounter(None, ds.GetGeoTransform(), ds.GetProjection())
     for y in range(0, ds.RasterYSize, rows):
         if is_canceled and is_canceled():
             raise Canceled()
         h = min(rows, ds.RasterYSize - y)
-        a = _read_classes(band, (0, y, ds.RasterXSize, h), nod)
-        row_area = geo.row_pixel_areas_m2(gt, wkt, y, h)
-        if a.size and int(a.max()) < 65536:
-            cnt = np.bincount(a.ravel())
-            # areas: each pixel weighted by its row's pixel area
-            ar = np.bincount(a.ravel(), weights=np.repeat(row_area, a.shape[1]), minlength=len(cnt))
-            vals = np.flatnonzero(cnt)
-            cnt, ar = cnt[vals], ar[vals]
-        else:
-            vals, inv, cnt = np.unique(a.ravel(), return_inverse=True, return_counts=True)
-            ar = np.bincount(inv, weights=np.repeat(row_area, a.shape[1]), minlength=len(vals))
-        for v, n, s in zip(vals.tolist(), cnt.tolist(), ar.tolist()):
-            if v > 0:
-                pix[v] = pix.get(v, 0) + n
-                area[v] = area.get(v, 0.0) + s
-    return pix, area
+        counter.add(_read_classes(band, (0, y, ds.RasterXSize, h), nod), y)
+    return counter.by_class()
 
 
 class _Pool:
