@@ -117,7 +117,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.novelty import rank_tiles
         from ..core.novelty_output import write_html, write_score_raster, write_selected
-        from ..core.segment import Canceled
+        from ..core.errors import Canceled
 
         if not onnxruntime_available():
             raise QgsProcessingException(INSTALL_HINT)

@@ -123,7 +123,8 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             raise QgsProcessingException(f"CLASS_NAMES: {exc}")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.segment import Canceled, segment_raster
+        from ..core.errors import Canceled
+        from ..core.segment import segment_raster
         from ..core.vectorize import format_report, polygonize, write_report
 
         if not onnxruntime_available():

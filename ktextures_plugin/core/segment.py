@@ -22,7 +22,7 @@ from osgeo import gdal
 from . import classraster, geo, outputs, raster, tiling
 from .bands import match_bands, select_bands  # noqa: F401  match_bands: algorithms/fit.py imports it from here
 from .classstats import ClassCounter, class_stats
-from .errors import Canceled, Progress, RasterError  # noqa: F401  Canceled: raised through here
+from .errors import Canceled, Progress, RasterError  # noqa: F401  Canceled: algorithms/sample.py imports it here
 from .inference import CONTEXT_CHUNK_PX, chunk_px_for  # noqa: F401  tests/test_training.py imports them from here
 from .inference import TileModel, classify_tile, open_session, read_model_info
 from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, ModelInfo
@@ -110,7 +110,7 @@ class SegmentResult:
         window: the processed window ``(xoff, yoff, xsize, ysize)`` of the input.
         seconds: wall time of the whole run.
         simulation_path: the simulated image, when asked for.
-        warnings: what the user should know about this run (e.g. :func:`range_warnings`).
+        warnings: what the user should know about this run (e.g. :func:`.scaling.range_warnings`).
     """
 
     path: str
@@ -124,7 +124,7 @@ class SegmentResult:
     scale_min: List[float]
     scale_max: List[float]
     execution_provider: str
-    window: Tuple[int, int, int, int]
+    window: Window
     seconds: float
     simulation_path: Optional[str] = None
     log: List[str] = field(default_factory=list)
