@@ -467,3 +467,23 @@ def test_core_errors_name_no_front_end_and_carry_the_input(tmp_path, tiny_models
     assert ei.value.parameter == "scaling" and "SCALING" not in str(ei.value)
     assert "set --scaling to 'stretch'" in ei.value.message({"scaling": "--scaling"})
     assert cli_main([str(allnd), "--model", tiny_models["bin4"], "--out", out, "--bands", "3,2,1,4", "--quiet"]) == 2
+
+
+def test_extent_in_map_units_equals_the_pixel_window(tmp_path, tiny_models):
+    """segment_raster(extent=...) (the QGIS EXTENT, in the raster's CRS) covers the pixels of that extent."""
+    ds = gdal.Open(str(SAMPLE))
+    gt = ds.GetGeoTransform()
+    ds = None
+    x0, y0, xs, ys = 10, 20, 100, 50
+    extent = (gt[0] + x0 * gt[1], gt[3] + (y0 + ys) * gt[5], gt[0] + (x0 + xs) * gt[1], gt[3] + y0 * gt[5])
+    a = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "w.tif"), bands=RGBN, window=(x0, y0, xs, ys))
+    b = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "e.tif"), bands=RGBN, extent=extent)
+    assert b.window == a.window == (x0, y0, xs, ys)
+    assert np.array_equal(read(tmp_path / "w.tif"), read(tmp_path / "e.tif"))
+
+
+def test_window_slices_index_an_array_like_gdal_reads_it():
+    w = tiling.Window(3, 5, 4, 2)
+    a = np.arange(100).reshape(10, 10)
+    assert np.array_equal(a[w.slices()], a[5:7, 3:7])
+    assert tuple(w) == (3, 5, 4, 2) and w == (3, 5, 4, 2)

@@ -45,7 +45,25 @@ NO_CRS = ("The raster has no CRS: the areas (area_m2) are in square map units of
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """How to segment (every field as the keyword of the same name of :func:`segment_raster`)."""
+    """How to segment (every field is the keyword of the same name of :func:`segment_raster`).
+
+    Attributes:
+        bands: 1-based input bands feeding the model channels in the model's order (str "3,2,1,4" or list);
+            ``None`` = match the model's channel names against band descriptions (:func:`.bands.match_bands`).
+        scaling: ``"model"`` (per-band min/max stored in the model) or ``"stretch"`` (this raster's 2-98 %
+            percentiles from a decimated read).
+        extra_nodata: a raw value treated as nodata beside the GDAL mask band and NaN/Inf.
+        window: ``(xoff, yoff, xsize, ysize)`` pixels to segment; the output covers exactly this window of the
+            input grid. ``extent``: ``(xmin, ymin, xmax, ymax)`` in the raster's CRS instead (map units; the
+            pixels covering it). Neither: the whole raster.
+        tile_size: side of a core tile in pixels; tiles overlap by ``2 * halo_px`` of the model.
+        min_segment_px: GDAL sieve threshold in pixels (0 = off).
+        simulation_path: optional Float32 GeoTIFF for the simulated image (models with ``textures``).
+        threads: onnxruntime intra-op threads (default: one per core).
+        palette: "true colour" (the model's own colours if any, else the mean true colour of each class, at
+            least ``classraster.MIN_DELTA_E`` CIEDE2000 apart) or "qualitative" (Tableau 10).
+        class_names: k names in class order replacing the model's (``classraster.check_class_names``).
+    """
 
     bands: object = None
     scaling: str = "model"
