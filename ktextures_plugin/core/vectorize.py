@@ -15,12 +15,11 @@ from osgeo import gdal, ogr
 
 from . import geo, outputs, raster
 from .classraster import OutputError, partial_path, read_palette
+from .errors import Progress
 from .outputs import vector_driver
 
 gdal.UseExceptions()
 ogr.UseExceptions()
-
-Progress = Callable[[float, str], None]
 
 
 def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = None,
