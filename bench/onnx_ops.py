@@ -6,7 +6,7 @@ Usage (from the repository root, on an otherwise idle machine):
 
 1. Throughput of single onnxruntime CPU element-wise ops on a (1, 64, 1, 65536) float32 tensor (64 channels,
    as the mask network's hidden layers), in Mpx/s (pixels of 64 channels per second).
-2. A model's inference on 16384-pixel strips (as ``core.segment.infer_classes`` calls it), in Mpx/s: a
+2. A model's inference on 16384-pixel strips (as ``core.inference.infer_classes`` calls it), in Mpx/s: a
    2-step k = 6 fit of the default (faithful, per-pixel) and of the spatial variant, each exported with torch's
    plain ``Elu`` and with the rewrite (``ktextures_plugin.training.onnx_rewrite``), each run with
    onnxruntime's default graph optimisations and with its ``NchwcTransformer`` disabled.
