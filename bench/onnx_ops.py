@@ -6,7 +6,7 @@ Usage (from the repository root, on an otherwise idle machine):
 
 1. Throughput of single onnxruntime CPU element-wise ops on a (1, 64, 1, 65536) float32 tensor (64 channels,
    as the mask network's hidden layers), in Mpx/s (pixels of 64 channels per second).
-2. A model's inference on 16384-pixel strips (as ``core.segment.infer_classes`` calls it), in Mpx/s: a
+2. A model's inference on 16384-pixel strips (as ``core.inference.infer_classes`` calls it), in Mpx/s: a
    2-step k = 6 fit of the default (faithful, per-pixel) and of the spatial variant, each exported with torch's
    plain ``Elu`` and with the rewrite (``ktextures_plugin.training.onnx_rewrite``), each run with
    onnxruntime's default graph optimisations and with its ``NchwcTransformer`` disabled.
@@ -120,7 +120,7 @@ def _sample_scaled(info):
 def int8_table(repeats, model=BUNDLED_K6):
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
-    from ktextures_plugin.core.modelinfo import read_model_info
+    from ktextures_plugin.core.inference import read_model_info
     import onnx
     info = read_model_info(model)
     hidden = [n.name for n in onnx.load(model).graph.node if n.op_type == "Conv"][1]

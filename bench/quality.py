@@ -192,7 +192,7 @@ def run_one(scene, method, seed, k, steps=None, variant=None, features=None, sca
         rec["fit_s"] = time.perf_counter() - t0
     elif method == "bundled":
         model, rec["k"] = bundled_model(k)
-        from ktextures_plugin.core.modelinfo import read_model_info
+        from ktextures_plugin.core.inference import read_model_info
         rec["mask_width"] = read_model_info(model).provenance.get("mask_width", LEGACY_MASK_WIDTH)
         rec["fit_s"] = 0.0
         rec["scaling"] = scaling

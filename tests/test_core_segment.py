@@ -9,11 +9,10 @@ from osgeo import gdal
 from conftest import ROOT, SAMPLE, shared
 from onnx_fixtures import binning_model
 from ktextures_plugin.core import classraster, raster, tiling
-from ktextures_plugin.core.classraster import OutputError
-from ktextures_plugin.core.modelinfo import ModelError, read_model_info
-from ktextures_plugin.core.raster import RasterError
-from ktextures_plugin.core.runtime import open_session
-from ktextures_plugin.core.segment import Canceled, infer_classes, match_bands, segment_raster
+from ktextures_plugin.core.bands import match_bands
+from ktextures_plugin.core.errors import Canceled, ModelError, OutputError, RasterError
+from ktextures_plugin.core.inference import infer_classes, open_session, read_model_info
+from ktextures_plugin.core.segment import segment_raster
 
 gdal.UseExceptions()
 RGBN = [3, 2, 1, 4]  # the sample is B2,B3,B4,B8 = blue, green, red, nir
@@ -196,8 +195,12 @@ def test_band_matching_from_descriptions(tmp_path):
     for b in range(1, 5):
         d2.GetRasterBand(b).SetDescription("")
     d2 = None
-    with pytest.raises(RasterError, match="BANDS"):
+    with pytest.raises(RasterError, match="Set the band list to the band numbers") as ei:
         match_bands(gdal.Open(str(p)), ["red", "green", "blue", "nir"])
+    # the core names the input, each front end words it with its own parameter or option
+    assert ei.value.parameter == "bands"
+    assert "Set BANDS to the band numbers" in ei.value.message({"bands": "BANDS"})
+    assert "Set --bands to the band numbers" in ei.value.message({"bands": "--bands"})
 
 
 def test_errors_name_the_problem(tmp_path, tiny_models):
@@ -357,7 +360,7 @@ def test_counts_and_areas_counted_while_writing_equal_a_reread(tmp_path, tiny_mo
     """Without a sieve, segment counts classes and areas as it writes the tiles; the figures equal a re-read
     of the written class raster (``class_stats``), also in a geographic CRS where the pixel area changes with
     the row, and they leave nodata pixels out."""
-    from ktextures_plugin.core.segment import class_stats
+    from ktextures_plugin.core.classstats import class_stats
     src = _with_nodata(tmp_path)
     if crs == "geographic":
         geo_src = str(tmp_path / "geo.tif")
@@ -398,8 +401,7 @@ def test_strip_size_follows_the_mask_width(tiny_models):
     """Per-pixel models that record their mask width run on strips of INFER_CHUNK_VALUES // width pixels;
     anything else on INFER_CHUNK_PX."""
     import dataclasses
-    from ktextures_plugin.core.segment import INFER_CHUNK_PX, INFER_CHUNK_VALUES, chunk_px_for
-    from ktextures_plugin.core.segment import CONTEXT_CHUNK_PX
+    from ktextures_plugin.core.inference import CONTEXT_CHUNK_PX, INFER_CHUNK_PX, INFER_CHUNK_VALUES, chunk_px_for
     ctx = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))          # a context-variant model
     assert chunk_px_for(ctx) == CONTEXT_CHUNK_PX
     info = dataclasses.replace(ctx, halo_px=0, provenance=dict(ctx.provenance, variant="faithful", mask_width=16))
@@ -421,19 +423,67 @@ def test_sessions_do_not_spin_unless_asked():
 def test_band_writer_writes_in_order_and_reports_gdal_errors():
     """The class raster's writer thread: blocks land where asked; a GDAL error (here a window outside the
     raster) is raised by close() or the next write(); abort() raises nothing."""
-    from ktextures_plugin.core.segment import _BandWriter
+    from ktextures_plugin.core.tileio import BandWriter
     gdal.UseExceptions()
     ds = gdal.GetDriverByName("MEM").Create("", 20, 10, 1, gdal.GDT_Byte)
-    w = _BandWriter(ds.GetRasterBand(1), depth=1)
+    w = BandWriter(ds.GetRasterBand(1), depth=1)
     for i in range(4):
         w.write(np.full((10, 5), i + 1, np.uint8), 5 * i, 0)
     w.close()
     assert np.array_equal(ds.GetRasterBand(1).ReadAsArray()[0], np.repeat([1, 2, 3, 4], 5))
-    w = _BandWriter(ds.GetRasterBand(1))
+    w = BandWriter(ds.GetRasterBand(1))
     w.write(np.zeros((10, 10), np.uint8), 15, 5)   # outside the 20 x 10 raster
     with pytest.raises(ValueError, match="off edge"):
         w.close()
-    w = _BandWriter(ds.GetRasterBand(1))
+    w = BandWriter(ds.GetRasterBand(1))
     w.write(np.zeros((10, 10), np.uint8), 15, 5)
     w.abort()                                      # drops or swallows, never raises
     assert ds.GetRasterBand(1).ReadAsArray()[0, 0] == 1
+
+
+def test_core_errors_name_no_front_end_and_carry_the_input(tmp_path, tiny_models):
+    """Core messages name the offending input in words; the QGIS and CLI front ends fill in their own names."""
+    from ktextures_plugin.cli.segment import main as cli_main
+    out = str(tmp_path / "o.tif")
+    allnd = tmp_path / "allnd.tif"
+    gdal.Translate(str(allnd), str(SAMPLE), noData=0, scaleParams=[[0, 65535, 0, 0]], outputType=gdal.GDT_UInt16)
+    with pytest.raises(RasterError) as ei:
+        segment_raster(str(allnd), tiny_models["bin4"], out, bands=RGBN)
+    assert ei.value.parameter == "nodata" and "NODATA" not in str(ei.value) and "--" not in str(ei.value)
+    assert "Check NODATA" in ei.value.message({"nodata": "NODATA"})
+    with pytest.raises(RasterError) as ei:
+        segment_raster(str(SAMPLE), tiny_models["bin4"], out, bands=RGBN, extent=(0.0, 0.0, 1.0, 1.0))
+    assert ei.value.parameter == "extent" and "does not overlap" in str(ei.value)
+    import onnx
+    m = onnx.load(binning_model(tmp_path / "scaled.onnx"))
+    keep = [(p.key, p.value) for p in m.metadata_props if p.key != "ktextures.input_scale"]
+    del m.metadata_props[:]
+    for key, value in keep:
+        m.metadata_props.add(key=key, value=value)
+    plain = str(tmp_path / "noscale.onnx")
+    onnx.save(m, plain)
+    with pytest.raises(RasterError) as ei:
+        segment_raster(str(SAMPLE), plain, out, bands=RGBN)
+    assert ei.value.parameter == "scaling" and "SCALING" not in str(ei.value)
+    assert "set --scaling to 'stretch'" in ei.value.message({"scaling": "--scaling"})
+    assert cli_main([str(allnd), "--model", tiny_models["bin4"], "--out", out, "--bands", "3,2,1,4", "--quiet"]) == 2
+
+
+def test_extent_in_map_units_equals_the_pixel_window(tmp_path, tiny_models):
+    """segment_raster(extent=...) (the QGIS EXTENT, in the raster's CRS) covers the pixels of that extent."""
+    ds = gdal.Open(str(SAMPLE))
+    gt = ds.GetGeoTransform()
+    ds = None
+    x0, y0, xs, ys = 10, 20, 100, 50
+    extent = (gt[0] + x0 * gt[1], gt[3] + (y0 + ys) * gt[5], gt[0] + (x0 + xs) * gt[1], gt[3] + y0 * gt[5])
+    a = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "w.tif"), bands=RGBN, window=(x0, y0, xs, ys))
+    b = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "e.tif"), bands=RGBN, extent=extent)
+    assert b.window == a.window == (x0, y0, xs, ys)
+    assert np.array_equal(read(tmp_path / "w.tif"), read(tmp_path / "e.tif"))
+
+
+def test_window_slices_index_an_array_like_gdal_reads_it():
+    w = tiling.Window(3, 5, 4, 2)
+    a = np.arange(100).reshape(10, 10)
+    assert np.array_equal(a[w.slices()], a[5:7, 3:7])
+    assert tuple(w) == (3, 5, 4, 2) and w == (3, 5, 4, 2)

@@ -7,7 +7,7 @@ from osgeo import gdal
 
 from conftest import SAMPLE
 from ktextures_plugin.core import classraster, kmeans, raster
-from ktextures_plugin.core.raster import RasterError
+from ktextures_plugin.core.errors import RasterError
 
 gdal.UseExceptions()
 

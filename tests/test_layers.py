@@ -29,3 +29,113 @@ def test_root_init_has_only_class_factory():
     top_imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert not top_imports, "the plugin's __init__.py must not import anything at module level"
     assert [n.name for n in tree.body if isinstance(n, ast.FunctionDef)] == ["classFactory"]
+
+
+# ---------------------------------------------------------------------------------------------- import graph
+PACKAGE = CORE.parent
+#: What core may import beside the standard library and itself (the core's declared dependencies; GDAL is
+#: ``osgeo``, scikit-learn is ``sklearn``).
+CORE_DEPENDENCIES = {"numpy", "osgeo", "onnxruntime", "scipy", "sklearn"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(importer: str, is_package: bool, node) -> list:
+    """Package modules named by an import node anywhere in a file (function-level imports included)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == PACKAGE.name]
+    if node.level == 0:
+        base = node.module or ""
+        if base.split(".")[0] != PACKAGE.name:
+            return []
+    else:
+        parts = importer.split(".")
+        parts = parts if is_package else parts[:-1]
+        parts = parts[:len(parts) - (node.level - 1)]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    # "from pkg import mod" imports pkg.mod when it is a module, else a name defined in pkg
+    return [f"{base}.{a.name}" if _path_of(f"{base}.{a.name}") else base for a in node.names]
+
+
+def _path_of(module: str):
+    if module == PACKAGE.name:
+        return PACKAGE / "__init__.py"
+    rel = Path(*module.split(".")[1:])
+    for p in (PACKAGE / rel.with_suffix(".py"), PACKAGE / rel / "__init__.py"):
+        if p.is_file():
+            return p
+    return None
+
+
+def _graph():
+    """Module -> package modules it imports. Edges into a package's ``__init__`` are left out: Python imports
+    every parent package before any of its modules, so such an edge adds no order that is not already there."""
+    graph = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        tree = ast.parse(path.read_text(), str(path))
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                deps.update(d for d in _resolve(name, path.name == "__init__.py", node)
+                            if d != name and _path_of(d) is not None and _path_of(d).name != "__init__.py")
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph):
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_graph_sees_function_level_imports():
+    graph = _graph()
+    assert "ktextures_plugin.core.inference" in graph["ktextures_plugin.core.segment"]
+    # cli/segment.py imports core inside main()
+    assert "ktextures_plugin.core.segment" in graph["ktextures_plugin.cli.segment"]
+
+
+def test_no_import_cycle_in_the_package():
+    cycles = _cycles(_graph())
+    assert not cycles, f"import cycles (module-level or inside functions): {cycles}"
+
+
+def test_cycle_detection_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_core_imports_only_its_declared_dependencies():
+    import sys
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    bad = [f"{f.name}:{line} imports {mod}" for f in sorted(CORE.glob("*.py")) for mod, line in _imports(f)
+           if mod not in stdlib | CORE_DEPENDENCIES | {PACKAGE.name}]
+    assert not bad, f"core may import only {sorted(CORE_DEPENDENCIES)} and the standard library: {bad}"

@@ -12,8 +12,7 @@ from osgeo import gdal
 from conftest import ROOT, SAMPLE, shared
 from ktextures_plugin import bundled_model_path
 from ktextures_plugin.core import novelty, novelty_output
-from ktextures_plugin.core.raster import RasterError
-from ktextures_plugin.core.segment import Canceled
+from ktextures_plugin.core.errors import Canceled, RasterError
 
 gdal.UseExceptions()
 MODEL = bundled_model_path(1)
@@ -173,7 +172,7 @@ def test_classes_per_tile_match_segment_with_a_halo_model(tiny_models, tmp_path)
 
 def test_models_novelty_cannot_use(tmp_path):
     from onnx_fixtures import binning_model
-    from ktextures_plugin.core.modelinfo import ModelError
+    from ktextures_plugin.core.errors import ModelError
     plain = binning_model(tmp_path / "notex.onnx", with_textures=False)
     with pytest.raises(ModelError, match="no 'textures' output"):
         novelty.rank_tiles(str(SAMPLE), plain, bands="3,2,1,4")

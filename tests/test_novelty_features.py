@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ktextures_plugin.core.novelty import FEATURES_MODEL
-from ktextures_plugin.core.runtime import open_session
+from ktextures_plugin.core.inference import open_session
 
 
 def test_bundled_features_equal_the_training_random_cnn(tmp_path):

@@ -13,7 +13,8 @@ from scipy import ndimage
 from conftest import SAMPLE
 from ktextures_plugin.core import sampling
 from ktextures_plugin.core.classraster import read_palette
-from ktextures_plugin.core.segment import Canceled, segment_raster
+from ktextures_plugin.core.errors import Canceled
+from ktextures_plugin.core.segment import segment_raster
 
 gdal.UseExceptions()
 ogr.UseExceptions()

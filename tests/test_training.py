@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from osgeo import gdal  # noqa: E402
 
-from ktextures_plugin.core import modelinfo  # noqa: E402
+from ktextures_plugin.core import inference  # noqa: E402
 from ktextures_plugin.core import raster as R  # noqa: E402
 from ktextures_plugin.training import (AllNodataError, BadKError, FitCanceled, FitInputError,  # noqa: E402
                                        RasterTooSmallError, TooFewBandsError, fit)
@@ -243,7 +243,7 @@ def fitted(tmp_path_factory):
 
 def test_fit_exports_valid_contract(fitted):
     res, calls, _ = fitted
-    info = modelinfo.read_model_info(res["path"])
+    info = inference.read_model_info(res["path"])
     assert info.num_classes == 4 and info.channel_names == ["red", "green", "blue", "nir"]
     assert info.halo_px == 0 and info.texture_period_px == 128 and info.title == "test k = 4"
     ds = R.open_raster(SAMPLE)
@@ -290,7 +290,7 @@ def test_same_seed_same_model(fitted, tmp_path):
     res, _, _ = fitted
     res2 = fit(SAMPLE, BANDS, 4, str(tmp_path / "b.onnx"), seed=3, **FAITHFUL)
     res3 = fit(SAMPLE, BANDS, 4, str(tmp_path / "c.onnx"), seed=4, **FAITHFUL)
-    info = modelinfo.read_model_info(res["path"])
+    info = inference.read_model_info(res["path"])
     x = _sample_scaled(info)
     a, b, c = _run(res["path"], x), _run(res2["path"], x), _run(res3["path"], x)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
@@ -313,7 +313,7 @@ def test_cancel_writes_no_file(tmp_path):
 
 def test_spatial_variant_halo_and_parity(tmp_path):
     res = fit(SAMPLE, BANDS, 3, str(tmp_path / "sp.onnx"), variant="spatial", **TINY)
-    info = modelinfo.read_model_info(res["path"])
+    info = inference.read_model_info(res["path"])
     assert info.halo_px == 2 and info.provenance["variant"] == "spatial"
     x = _sample_scaled(info)[:, :, :96, :96]
     cls, _ = _run(res["path"], x)
@@ -357,7 +357,7 @@ def test_cli_fit_writes_model(tmp_path):
     p = _cli(SAMPLE, "--bands", BANDS, "--k", "3", "--out", out, "--steps", "2", "--batch-size", "2",
              "--title", "cli k = 3", "--quiet")
     assert p.returncode == 0, p.stderr
-    info = modelinfo.read_model_info(out)
+    info = inference.read_model_info(out)
     assert info.num_classes == 3 and info.title == "cli k = 3" and info.provenance["steps"] == 2
 
 
@@ -373,7 +373,7 @@ def test_mask_width_option_exports_a_narrower_network(tmp_path):
     import onnx
 
     res = fit(SAMPLE, BANDS, 4, str(tmp_path / "w8.onnx"), mask_width=8, **FAITHFUL)
-    info = modelinfo.read_model_info(res["path"])
+    info = inference.read_model_info(res["path"])
     assert info.provenance["mask_width"] == 8 and info.halo_px == 0
     g = onnx.load(res["path"]).graph
     inits = {i.name: list(i.dims) for i in g.initializer}
@@ -415,7 +415,7 @@ def test_fast_elu_export_equals_plain_elu(tmp_path, variant):
     assert rewrite_main([plain]) == 0 and ops(plain) == ops(fast)
     assert np.array_equal(_run(plain, x)[0], cls_f)
     assert rewrite_file(plain) == 0
-    assert modelinfo.read_model_info(plain).num_classes == k
+    assert inference.read_model_info(plain).num_classes == k
 
 
 def test_unused_class_warning_names_the_classes_and_the_fix():
@@ -454,7 +454,7 @@ def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
     want = b if unused_classes(b["class_fractions"]) < unused_classes(a["class_fractions"]) else a
     assert r["provenance"]["seed"] == want["provenance"]["seed"]
     assert r["class_fractions"] == want["class_fractions"]
-    assert modelinfo.read_model_info(r["path"]).provenance["seeds_tried"] == [1, 2]
+    assert inference.read_model_info(r["path"]).provenance["seeds_tried"] == [1, 2]
 
     c, d = direct(12, 0), direct(12, 1)
     if unused_classes(c["class_fractions"]) > 0 and unused_classes(d["class_fractions"]) >= unused_classes(
@@ -473,7 +473,7 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     context features; the export's halo makes tiled inference equal to whole-raster inference."""
     from ktextures_plugin.core import kmeans as K
     res = fit(SAMPLE, BANDS, 5, str(tmp_path / "ctx.onnx"), variant="context", context_warm=1.0, seed=2, **TINY)
-    info = modelinfo.read_model_info(res["path"])
+    info = inference.read_model_info(res["path"])
     assert info.halo_px == 12 and info.provenance["variant"] == "context"
     assert info.provenance["context_sigmas"] == [1.0, 2.0, 4.0]
     x = _sample_scaled(info)
@@ -514,9 +514,9 @@ def test_context_variant_trains_the_mask(tmp_path):
     a = fit(SAMPLE, BANDS, 4, str(tmp_path / "a.onnx"), context_warm=1.0, **common)
     b = fit(SAMPLE, BANDS, 4, str(tmp_path / "b.onnx"), context_warm=0.0, context_lr=0.05, continuity=1.0,
             **common)
-    x = _sample_scaled(modelinfo.read_model_info(a["path"]))
+    x = _sample_scaled(inference.read_model_info(a["path"]))
     ca, cb = _run(a["path"], x)[0], _run(b["path"], x)[0]
-    assert modelinfo.read_model_info(b["path"]).provenance["continuity"] == 1.0
+    assert inference.read_model_info(b["path"]).provenance["continuity"] == 1.0
     assert (ca != cb).mean() > 0.001
 
 
@@ -525,8 +525,8 @@ def test_default_fit_is_the_context_variant(tmp_path):
     from ktextures_plugin.training import defaults
     res = fit(SAMPLE, BANDS, 3, str(tmp_path / "d.onnx"), **TINY)
     again = fit(SAMPLE, BANDS, 3, str(tmp_path / "e.onnx"), **TINY)
-    x = _sample_scaled(modelinfo.read_model_info(res["path"]))
+    x = _sample_scaled(inference.read_model_info(res["path"]))
     assert np.array_equal(_run(res["path"], x)[0], _run(again["path"], x)[0])      # same seed, same classes
-    prov = modelinfo.read_model_info(res["path"]).provenance
+    prov = inference.read_model_info(res["path"]).provenance
     assert prov["variant"] == defaults.DEFAULT_VARIANT == "context"
     assert prov["continuity"] == defaults.DEFAULT_CONTINUITY > 0

@@ -4,8 +4,6 @@ from typing import Optional
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
-from ..core.runtime import INSTALL_HINT, onnxruntime_available
-
 _SESSIONS = {}
 
 
@@ -18,20 +16,13 @@ def progress_bridge(feedback, start: float = 0.0, end: float = 100.0):
 
 def cached_session(path: str):
     """One onnxruntime session per model file and modification time (batch runs reuse it)."""
-    from ..core.runtime import open_session
+    from ..core.inference import open_session
 
     key = (os.path.abspath(path), os.path.getmtime(path) if os.path.exists(path) else 0)
     if key not in _SESSIONS:
         _SESSIONS.clear()
         _SESSIONS[key] = open_session(path)
     return _SESSIONS[key]
-
-
-def require_onnxruntime():
-    if not onnxruntime_available():
-        from ..installer_gui import request_install
-        request_install("onnxruntime")
-        raise QgsProcessingException(INSTALL_HINT)
 
 
 def gdal_source(layer, name: str = "INPUT") -> str:

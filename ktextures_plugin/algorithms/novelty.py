@@ -17,8 +17,13 @@ from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import novelty_styling
 from ..core import outputs
 from .common import (ModelInputAlgorithm, cached_session, check_outputs, gdal_source, make_folders,
-                     optional_number, progress_bridge, remove_outputs)
+                     optional_number, output_message, progress_bridge, remove_outputs)
 from .segment import SCALINGS
+
+#: Core keys (outputs, and the inputs a core error names) -> parameter ids.
+NAMES = {"input": "INPUT", "model": "MODEL_FILE", "score": "OUTPUT_SCORE", "selected": "OUTPUT_SELECTED",
+         "html": "OUTPUT_HTML", "bands": "BANDS", "scaling": "SCALING", "nodata": "NODATA", "tile_size": "TILE_SIZE",
+         "n_select": "N_SELECT"}
 
 
 class NoveltyAlgorithm(ModelInputAlgorithm):
@@ -112,7 +117,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.novelty import rank_tiles
         from ..core.novelty_output import write_html, write_score_raster, write_selected
-        from ..core.segment import Canceled
+        from ..core.errors import Canceled
 
         if not onnxruntime_available():
             raise QgsProcessingException(INSTALL_HINT)
@@ -148,7 +153,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
             raise QgsProcessingException("Canceled: no output was written.")
         except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
             remove_outputs(written)
-            raise QgsProcessingException(_qgis_words(str(exc)))
+            raise QgsProcessingException(output_message(exc, NAMES))
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile row {s.row}, col {s.col}, score {s.score:.4g}, "
                               f"residual {s.residual:.4g}")
@@ -157,10 +162,3 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         novelty_styling.attach_styles(context, score, selected)
         return {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected or None, self.OUTPUT_HTML: page or None,
                 "TILES": int(res.table.index.size), "SKIPPED_TILES": int(res.table.skipped)}
-
-
-def _qgis_words(msg: str) -> str:
-    """Core messages name things in words; in QGIS name the parameter."""
-    return (msg.replace("a smaller tile size", "a smaller Tile size (TILE_SIZE)")
-            .replace("The tile size must", "The Tile size (TILE_SIZE) must")
-            .replace("the rank >= 0", "RANK >= 0"))

@@ -40,7 +40,7 @@ from .common import KTexturesAlgorithm, check_outputs, gdal_source, output_messa
 
 #: core keys (core.outputs, core.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
-         "chips": "OUTPUT_CHIPS", "summary": "OUTPUT_SUMMARY"}
+         "chips": "OUTPUT_CHIPS", "summary": "OUTPUT_SUMMARY", "classes": "CLASSES", "chip_size": "CHIP_SIZE_PX"}
 
 
 class ClassSymbolPostProcessor(QgsProcessingLayerPostProcessorInterface):

@@ -12,7 +12,6 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination)
 
-from ..core import geo
 from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, OutputError, check_class_names
 from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
@@ -24,7 +23,8 @@ from .common import (ModelInputAlgorithm, cached_session, check_outputs, gdal_so
 SCALINGS = ["model", "stretch"]
 #: core keys (core.outputs, core.segment) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
-         "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT"}
+         "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "bands": "BANDS", "scaling": "SCALING",
+         "nodata": "NODATA", "extent": "EXTENT"}
 
 
 class SegmentAlgorithm(ModelInputAlgorithm):
@@ -115,7 +115,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         text = self.parameterAsString(parameters, self.CLASS_NAMES, context).strip()
         if not text:
             return None
-        from ..core.modelinfo import read_model_info
+        from ..core.inference import read_model_info
         k = read_model_info(self.model_path(parameters, context), session=session).num_classes
         try:
             return check_class_names(text, k)
@@ -123,7 +123,8 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             raise QgsProcessingException(f"CLASS_NAMES: {exc}")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.segment import Canceled, segment_raster
+        from ..core.errors import Canceled
+        from ..core.segment import segment_raster
         from ..core.vectorize import format_report, polygonize, write_report
 
         if not onnxruntime_available():
@@ -140,19 +141,11 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         check_outputs(NAMES, {"output": (out_raster, outputs.CLASS_RASTER), "simulation": (out_sim, outputs.FLOAT_RASTER),
                               "vector": (out_vector, outputs.VECTOR), "report": (out_report, outputs.TABLE)},
                       {"input": src, "model": model_path})
-        window = None
+        extent = None
         if parameters.get(self.EXTENT):
             ext = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
             if not ext.isNull() and not ext.isEmpty():
-                from osgeo import gdal
-                ds = gdal.Open(src)
-                try:
-                    window = geo.extent_to_window(ds.GetGeoTransform(), (ds.RasterXSize, ds.RasterYSize),
-                                                  ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum())
-                except ValueError as exc:
-                    raise QgsProcessingException(str(exc))
-                finally:
-                    ds = None
+                extent = (ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum())
         min_seg = self.parameterAsInt(parameters, self.MIN_SEGMENT_PX, context)
         seg_end = 70.0 if out_vector else 100.0
         written = []
@@ -162,7 +155,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             result = segment_raster(
                 src, model_path, out_raster, bands=self.bands(parameters, context),
                 scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
-                extra_nodata=optional_number(parameters, self.NODATA), window=window,
+                extra_nodata=optional_number(parameters, self.NODATA), extent=extent,
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context), min_segment_px=min_seg,
                 simulation_path=out_sim or None, progress=progress_bridge(feedback, 0, seg_end),
                 is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,

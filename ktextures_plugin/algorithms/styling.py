@@ -2,7 +2,6 @@
 the polygons, written as the layer's default style (GeoPackage ``layer_styles`` table or a ``.qml`` sidecar)
 so the files open styled however they were produced, plus a layer post-processor for layers loaded on
 completion (kept alive at class level: QGIS issues #48087/#47533)."""
-import os
 from typing import List, Sequence
 
 from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedRasterRenderer,
@@ -87,7 +86,3 @@ def attach_style(context, layer_id_or_path: str, names, colors) -> None:
     if layer_id_or_path and context.willLoadLayerOnCompletion(layer_id_or_path):
         context.layerToLoadOnCompletionDetails(layer_id_or_path).setPostProcessor(
             ClassStylePostProcessor.create(names, colors))
-
-
-def is_file_output(path: str) -> bool:
-    return bool(path) and not path.startswith("memory:") and os.path.isabs(path)

@@ -14,6 +14,7 @@ QGIS plugin never imports this module.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -26,9 +27,10 @@ from osgeo import gdal
 
 from ..core import classraster, raster, tiling
 from ..core import segment as seg
-from ..core.modelinfo import read_model_info
-from ..core.raster import RasterError
-from ..core.runtime import open_session
+from ..core.classstats import ClassCounter, class_stats
+from ..core.errors import RasterError
+from ..core.inference import TileModel, classify_tile, open_session, read_model_info
+from ..core.sieve import sieve_in_place
 
 gdal.UseExceptions()
 
@@ -52,8 +54,9 @@ class DistributedError(RuntimeError):
 class Job:
     """What every window task needs (small; pickled with each task).
 
-    ``window`` is the processing window of the input ``(xoff, yoff, xsize, ysize)``; ``gt``/``wkt`` the class
-    raster's grid (for areas); ``rgb_idx`` the model channels of red, green, blue (-1 when absent)."""
+    ``window`` is the processing window of the input ``(xoff, yoff, xsize, ysize)``; ``model`` what classifying a
+    tile needs (:class:`~ktextures_plugin.core.inference.TileModel`); ``gt``/``wkt`` the class raster's grid (for
+    areas)."""
 
     input_path: str
     model_path: str
@@ -63,14 +66,14 @@ class Job:
     extra_nodata: Optional[float]
     window: Tuple[int, int, int, int]
     tile_size: int
-    halo: int
-    k: int
-    nodata_fill: float
-    chunk_px: int
-    rgb_idx: Tuple[int, ...]
+    model: TileModel
     threads: Optional[int]
-    gt: Tuple[float, ...]
-    wkt: str
+    gt: Tuple[float, ...] = ()
+    wkt: str = ""
+
+    @property
+    def k(self) -> int:
+        return self.model.info.num_classes
 
 
 def worker_session(model_path: str, threads: Optional[int]):
@@ -109,39 +112,12 @@ def check_worker(model_path: str, input_path: str, threads: Optional[int] = 1) -
     return None
 
 
-def _classify_tile(job: Job, session, tile, data: np.ndarray, valid: np.ndarray):
-    """One tile exactly as :func:`seg.segment_raster` handles it: ``(labels, stats)`` with labels (th, tw) and
-    stats ``(n_valid, counts (k,), areas (k,), color_n (k,), color_sum (k, 3))`` of this tile."""
-    k = job.k
-    cx, cy = tile.crop
-    _, _, tw, th = tile.core
-    cvalid = valid[cy:cy + th, cx:cx + tw]
-    labels = np.zeros((th, tw), np.uint8 if k <= 254 else np.uint16)
-    color_n, color_sum, n_valid = np.zeros(k, np.int64), np.zeros((k, 3), np.float64), 0
-    if cvalid.any():
-        full = bool(valid.all())
-        n_valid = cvalid.size if full else int(cvalid.sum())
-        if not full:
-            data[:, ~valid] = job.nodata_fill
-        cls = seg.infer_classes(session, data, job.halo, job.chunk_px)[cy:cy + th, cx:cx + tw]
-        np.minimum(cls, k - 1, out=cls)
-        np.maximum(cls, 0, out=cls)
-        if full:
-            np.add(cls, 1, out=labels, casting="unsafe")
-        else:
-            labels[cvalid] = cls[cvalid] + 1
-        if min(job.rgb_idx) >= 0:  # class mean colours from every COLOR_STRIDE-th pixel of the tile core
-            sub = (slice(None, None, seg.COLOR_STRIDE), slice(None, None, seg.COLOR_STRIDE))
-            sub_valid = cvalid[sub]
-            sel = cls[sub][sub_valid]
-            color_n += np.bincount(sel, minlength=k)
-            for j, ci in enumerate(job.rgb_idx):
-                xs = data[ci, cy:cy + th, cx:cx + tw][sub][sub_valid]
-                color_sum[:, j] += np.bincount(sel, weights=xs, minlength=k)
-    counter = seg.ClassCounter(k, job.gt, job.wkt)
-    counter.add(labels, tile.out[1])
+def _tile_stats(job: Job, tile, tc):
+    """One tile's statistics ``(n_valid, counts (k,), areas (k,), color_n (k,), color_sum (k, 3))``."""
+    counter = ClassCounter(job.k, job.gt, job.wkt)
+    counter.add(tc.labels, tile.out[1])
     counts, areas = counter.result()
-    return labels, (n_valid, counts, areas, color_n, color_sum)
+    return tc.n_valid, counts, areas, tc.color_n, tc.color_sum
 
 
 def segment_window(job: Job, win: Tuple[int, int, int, int]):
@@ -149,21 +125,22 @@ def segment_window(job: Job, win: Tuple[int, int, int, int]):
 
     Returns:
         ``(win, labels, stats)``: labels uint8/uint16 ``(ysize, xsize)`` of ``win`` (0 = nodata, 1..k);
-        stats ``{(tile yoff, tile xoff): tile stats}`` (:func:`_classify_tile`).
+        stats ``{(tile yoff, tile xoff): tile stats}`` (:func:`_tile_stats`).
     """
     ds = _worker_dataset(job.input_path)
     session = worker_session(job.model_path, job.threads)
     x0, y0, xs, ys = win
-    labels = np.zeros((ys, xs), np.uint8 if job.k <= 254 else np.uint16)
+    labels = np.zeros((ys, xs), job.model.label_dtype)
     stats = {}
     with raster.gdal_cache_limit(seg.GDAL_CACHE_BYTES):
-        for tile in tiling.iter_tiles(win, (ds.RasterXSize, ds.RasterYSize), job.tile_size, job.halo):
+        for tile in tiling.iter_tiles(win, (ds.RasterXSize, ds.RasterYSize), job.tile_size,
+                                      job.model.info.halo_px):
             data, valid = raster.read_window(ds, job.bands, tile.read, job.extra_nodata)
             raster.scale_in_place(data, job.smin, job.smax)
-            lab, st = _classify_tile(job, session, tile, data, valid)
+            tc = classify_tile(session, job.model, tile, data, valid)
             tx, ty, tw, th = tile.core
-            labels[ty - y0:ty - y0 + th, tx - x0:tx - x0 + tw] = lab
-            stats[(ty, tx)] = st
+            labels[ty - y0:ty - y0 + th, tx - x0:tx - x0 + tw] = tc.labels
+            stats[(ty, tx)] = _tile_stats(job, tile, tc)
     return win, labels, stats
 
 
@@ -264,23 +241,11 @@ def check_workers(client, model_path: str, input_path: str, threads: Optional[in
     return len(answers)
 
 
-def _prepare(input_path, model_path, bands, scaling, extra_nodata, window, say, warn):
-    """Model info, band list, scaling and warnings, as :func:`seg.segment_raster` computes them."""
+def _prepare(input_path, model_path, opts: seg.SegmentOptions, hooks: seg.Hooks):
+    """``(info, ds, plan)``: model info, band list, window and scaling, as :func:`seg.segment_raster` plans them."""
     info = read_model_info(model_path, open_session(model_path, threads=1, for_inference=False))
     ds = raster.open_raster(input_path)
-    band_list = seg.select_bands(ds, info, bands)
-    window = tuple(int(v) for v in (window or (0, 0, ds.RasterXSize, ds.RasterYSize)))
-    probe = raster.sample_windows(ds, band_list, window, extra_nodata=extra_nodata)
-    if probe.shape[1] == 0 and not seg._any_valid(ds, band_list, window, extra_nodata):
-        raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or --nodata): nothing to "
-                          "segment. Check --nodata or choose another input.")
-    smin, smax = seg._resolve_scaling(info, ds, band_list, scaling, window, extra_nodata)
-    warnings = seg.range_warnings(probe, smin, smax, info.channel_names, band_list) if scaling == "model" else []
-    for w in warnings:
-        warn(w)
-    say(f"Model '{info.title}': k = {info.num_classes}, channels {info.channel_names}, halo {info.halo_px} px")
-    say(f"Bands {band_list} -> {info.channel_names}; scaling '{scaling}': min {smin}, max {smax}")
-    return info, ds, band_list, window, smin, smax, warnings
+    return info, ds, seg.plan_run(ds, info, opts, hooks)
 
 
 def _run_windows(client, job: Job, wins, band, progress) -> Dict:
@@ -310,17 +275,15 @@ def _run_windows(client, job: Job, wins, band, progress) -> Dict:
 
 
 def _reduce(stats: Dict, k: int):
-    """Sum the per-tile statistics in the single process's tile order (row by row): identical floats."""
-    n_valid, counts, areas = 0, np.zeros(k, np.int64), np.zeros(k, np.float64)
-    color_n, color_sum = np.zeros(k, np.int64), np.zeros((k, 3), np.float64)
+    """Sum the per-tile statistics in the single process's tile order (row by row): identical floats.
+    Returns ``(tally, counts, areas)``."""
+    tally, counts, areas = seg.Tally(k), np.zeros(k, np.int64), np.zeros(k, np.float64)
     for key in sorted(stats):
         nv, c, a, cn, cs = stats[key]
-        n_valid += nv
+        tally.add(nv, cn, cs)
         counts += c
         areas += a
-        color_n += cn
-        color_sum += cs
-    return n_valid, counts, areas, color_n, color_sum
+    return tally, counts, areas
 
 
 def segment_dask(input_path: str, model_path: str, output_path: str, *, address: Optional[str] = None,
@@ -352,23 +315,23 @@ def segment_dask(input_path: str, model_path: str, output_path: str, *, address:
         KeyboardInterrupt: Ctrl-C; the tasks are cancelled and no output is left behind.
     """
     t0 = time.perf_counter()
-    say = log or (lambda _m: None)
-    warn = warn or (lambda m: say("Warning: " + m))
+    hooks = seg.Hooks(progress=progress, log=log, warn_cb=warn)
+    opts = seg.SegmentOptions(bands=bands, scaling=scaling, extra_nodata=extra_nodata, tile_size=tile_size,
+                              min_segment_px=min_segment_px, threads=threads)
     model_path = os.path.abspath(model_path) if os.path.exists(model_path) else model_path
     input_path = os.path.abspath(input_path) if os.path.exists(input_path) else input_path
-    scratch = os.path.dirname(classraster.partial_path(output_path))
-    path, tmp_vrt = resolve_input(input_path, scratch)
+    path, tmp_vrt = resolve_input(input_path, os.path.dirname(classraster.partial_path(output_path)))
     own = None
     try:
-        info, ds, band_list, window, smin, smax, warnings = _prepare(path, model_path, bands, scaling,
-                                                                     extra_nodata, None, say, warn)
+        info, ds, plan = _prepare(path, model_path, opts, hooks)
         if client is None:
             client, cluster = connect(address, n_workers=n_workers)
             own = (client, cluster)
         n = check_workers(client, model_path, path, threads)
-        say(f"Dask: {n} worker(s) at {client.scheduler.address}")
-        res = _segment_on(client, info, ds, path, model_path, output_path, band_list, window, smin, smax,
-                          extra_nodata, tile_size, window_tiles, min_segment_px, threads, progress, say)
+        hooks.say(f"Dask: {n} worker(s) at {client.scheduler.address}")
+        job = Job(path, model_path, tuple(plan.bands), tuple(plan.scale_min), tuple(plan.scale_max), extra_nodata,
+                  tuple(plan.window), int(tile_size), TileModel.of(info), threads)
+        res = _segment_on(client, job, ds, output_path, opts, window_tiles, hooks)
     finally:
         ds = None
         if own:
@@ -377,39 +340,34 @@ def segment_dask(input_path: str, model_path: str, output_path: str, *, address:
                 own[1].close()
         if tmp_vrt:
             gdal.Unlink(tmp_vrt)
-    res.warnings, res.seconds = list(warnings), time.perf_counter() - t0
+    res.warnings, res.seconds = list(hooks.warnings), time.perf_counter() - t0
     res.execution_provider = f"CPUExecutionProvider on {n} Dask worker(s)"
     return res
 
 
-def _segment_on(client, info, ds, path, model_path, output_path, band_list, window, smin, smax, extra_nodata,
-                tile_size, window_tiles, min_segment_px, threads, progress, say) -> seg.SegmentResult:
-    k = info.num_classes
-    rgb_idx = tuple(info.channel_names.index(c) if c in info.channel_names else -1 for c in ("red", "green", "blue"))
+def _segment_on(client, job: Job, ds, output_path: str, opts: seg.SegmentOptions, window_tiles: int,
+                hooks: seg.Hooks) -> seg.SegmentResult:
+    """Run the windows of ``job`` on the cluster into ``output_path``: partial file, palette, sieve, statistics."""
+    info, k = job.model.info, job.k
     with classraster.partial_output(output_path) as po:
-        out_ds = po.create_on_grid(ds, window, 1, classraster.class_datatype(k), classraster.NODATA)
-        job = Job(path, model_path, tuple(band_list), tuple(smin), tuple(smax), extra_nodata, window,
-                  int(tile_size), int(info.halo_px), k, float(info.nodata_fill), seg.chunk_px_for(info), rgb_idx,
-                  threads, tuple(out_ds.GetGeoTransform()), out_ds.GetProjection())
+        out_ds = po.create_on_grid(ds, job.window, 1, classraster.class_datatype(k), classraster.NODATA)
+        job = dataclasses.replace(job, gt=tuple(out_ds.GetGeoTransform()), wkt=out_ds.GetProjection())
         out_ds = None
         with raster.gdal_cache_limit(seg.GDAL_CACHE_BYTES):
-            stats = _run_windows(client, job, windows(window, tile_size, window_tiles),
-                                 po.ds.GetRasterBand(1), progress)
-        n_valid, counts, areas, color_n, color_sum = _reduce(stats, k)
-        if n_valid == 0:
-            raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or --nodata): nothing to "
-                              "segment. Check --nodata or choose another input.")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_rgb = color_sum / color_n[:, None]
-        colors = info.class_colors or (classraster.true_colors(mean_rgb) if min(rgb_idx) >= 0 else
-                                       [classraster.QUALITATIVE[i % 10] for i in range(k)])
+            stats = _run_windows(client, job, windows(job.window, job.tile_size, window_tiles),
+                                 po.ds.GetRasterBand(1), hooks.progress)
+        tally, counts, areas = _reduce(stats, k)
+        if tally.n_valid == 0:
+            raise RasterError(seg.ALL_NODATA, parameter="nodata")
+        colors = seg.class_colors(info, tally, min(job.model.rgb_idx) >= 0)
         po.close()
         classraster.write_palette_to_file(po.path, info.class_names, colors)
-        if min_segment_px > 0:
-            say(f"Sieve: merging regions smaller than {min_segment_px} px (GDAL SieveFilter, 4-connected)")
-            seg.sieve_in_place(po.path, min_segment_px, progress)
-            counts, areas = seg.class_stats(po.path, k)
+        if opts.min_segment_px > 0:
+            hooks.say(f"Sieve: merging regions smaller than {opts.min_segment_px} px (GDAL SieveFilter, "
+                      "4-connected)")
+            sieve_in_place(po.path, opts.min_segment_px, hooks.progress)
+            counts, areas = class_stats(po.path, k)
     return seg.SegmentResult(path=output_path, info=info, counts=counts, areas_m2=areas,
                              valid_pixels=int(counts.sum()), class_names=list(info.class_names), colors=colors,
-                             bands=list(band_list), scale_min=list(smin), scale_max=list(smax),
-                             execution_provider="", window=window, seconds=0.0)
+                             bands=list(job.bands), scale_min=list(job.smin), scale_max=list(job.smax),
+                             execution_provider="", window=job.window, seconds=0.0)

@@ -72,28 +72,10 @@ def main(argv=None) -> int:
         print(f"error: {exc.message(NAMES)}", file=sys.stderr)
         return 2
     from ..training import FitCanceled, TorchMissingError, fit
-    from ..core.classraster import OutputError
-    from ..core.modelinfo import ModelError
+    from ..core.errors import ModelError, OutputError
 
     state = {"bar": None}
-
-    def progress(step, total, loss):
-        if args.quiet:
-            return
-        bar = state["bar"]
-        if bar is None:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                return
-            bar = state["bar"] = tqdm(
-                total=total, unit="step", desc="fit", file=sys.stderr, dynamic_ncols=True,
-                bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}, {rate_fmt}{postfix}")
-        if bar.total != total:  # a retry (--retries) adds its steps
-            bar.total = total
-        bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
-        bar.update(step - bar.n)
-
+    progress = _progress(state, args.quiet)
     try:
         res = fit(args.image, args.bands, args.k, args.out, steps=args.steps, seed=args.seed,
                   variant=args.variant, features=args.features, tile_size=args.tile_size,
@@ -125,6 +107,28 @@ def main(argv=None) -> int:
     for w in res.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def _progress(state, quiet: bool):
+    """``progress(step, total, loss)`` for ``fit``: a tqdm bar on stderr, created on the first call and kept in
+    ``state["bar"]`` (nothing when ``quiet`` or without tqdm)."""
+    def progress(step, total, loss):
+        if quiet:
+            return
+        bar = state["bar"]
+        if bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            bar = state["bar"] = tqdm(
+                total=total, unit="step", desc="fit", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}, {rate_fmt}{postfix}")
+        if bar.total != total:  # a retry (--retries) adds its steps
+            bar.total = total
+        bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+        bar.update(step - bar.n)
+    return progress
 
 
 def _close(bar):

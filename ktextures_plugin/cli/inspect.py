@@ -7,7 +7,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ktextures_plugin inspect")
     p.add_argument("model")
     args = p.parse_args(argv)
-    from ..core.modelinfo import ModelError, read_model_info
+    from ..core.errors import ModelError
+    from ..core.inference import read_model_info
     try:
         info = read_model_info(args.model)
     except (ModelError, ImportError) as exc:

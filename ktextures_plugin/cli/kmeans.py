@@ -12,7 +12,7 @@ import sys
 from ._args import Parser, fail, int_range
 
 PROG = "python -m ktextures_plugin kmeans"
-NAMES = {"input": "IMAGE", "output": "--out"}
+NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata", "k": "--k"}
 
 
 def build_parser() -> Parser:
@@ -41,8 +41,7 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import kmeans
-    from ..core.classraster import OutputError
-    from ..core.raster import RasterError
+    from ..core.errors import OutputError, RasterError
 
     if args.k < 2:
         return fail(PROG, f"--k must be at least 2, got {args.k}")

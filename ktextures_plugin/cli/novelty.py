@@ -15,7 +15,9 @@ PROG = "python -m ktextures_plugin novelty"
 
 
 #: core keys (core.outputs) -> CLI options, for messages
-NAMES = {"input": "IMAGE", "model": "--model", "score": "--score", "selected": "--selected", "html": "--html"}
+NAMES = {"input": "IMAGE", "model": "--model", "score": "--score", "selected": "--selected", "html": "--html",
+         "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata", "tile_size": "--tile-size",
+         "n_select": "--n-select"}
 
 def build_parser() -> Parser:
     from ..core.novelty import DEFAULT_RANK
@@ -71,11 +73,9 @@ def _remove(paths) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core.classraster import OutputError
-    from ..core.modelinfo import ModelError
+    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.novelty import rank_tiles
     from ..core.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
-    from ..core.raster import RasterError
 
     for opt, v, lo in (("--n-select", args.n_select, 1), ("--rank", args.rank, 1)):
         if v < lo:
@@ -100,13 +100,9 @@ def main(argv=None) -> int:
             written.append(args.selected)
         if args.html:
             written.append(write_html(args.html, res, args.image, model, args.nodata, threads=args.threads))
-    except ValueError as exc:  # ModelError and RasterError are ValueErrors; name the CLI option
+    except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
         _remove(written)
-        msg = str(exc).replace("tile size", "--tile-size").replace("TILE_SIZE", "--tile-size")
-        return fail(PROG, msg.replace("Set BANDS", "Set --bands"))
-    except (ModelError, RasterError, OutputError, ImportError) as exc:
-        _remove(written)
-        return fail(PROG, exc)
+        return fail(PROG, exc, NAMES)
     finally:
         if bar is not None:
             bar.close()

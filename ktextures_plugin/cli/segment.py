@@ -9,7 +9,7 @@ from ._args import Parser, check_outputs, fail, int_range
 PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
-         "report": "--report"}
+         "report": "--report", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata"}
 
 
 def build_parser():
@@ -42,10 +42,8 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import outputs
-    from ..core.classraster import OutputError
-    from ..core.modelinfo import ModelError
-    from ..core.raster import RasterError
-    from ..core.segment import Canceled, segment_raster
+    from ..core.errors import Canceled, ModelError, OutputError, RasterError
+    from ..core.segment import segment_raster
     from ..core.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
@@ -125,9 +123,7 @@ def _remove(paths):
 
 def _dask(args, model, progress, bar) -> int:
     """``--dask``: the same job on a Dask cluster (cli/distributed.py); same outputs and report."""
-    from ..core.classraster import OutputError
-    from ..core.modelinfo import ModelError
-    from ..core.raster import RasterError
+    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.vectorize import polygonize
     from .distributed import DistributedError, segment_dask
 
@@ -148,7 +144,7 @@ def _dask(args, model, progress, bar) -> int:
         print("canceled: the Dask tasks were cancelled and no output was written", file=sys.stderr)
         return 130
     except (DistributedError, ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.message(NAMES) if callable(getattr(exc, 'message', None)) else exc}", file=sys.stderr)
         return 2
     finally:
         if bar is not None:

@@ -17,6 +17,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import colour
+from .errors import OutputError
 
 gdal.UseExceptions()
 
@@ -32,10 +33,6 @@ GTIFF_FLOAT_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=3", "BIGTIFF=
 #: A qualitative palette for models without true-colour channels (Tableau 10).
 QUALITATIVE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
                "#9c755f", "#bab0ac"]
-
-
-class OutputError(OSError):
-    """The output cannot be written (folder missing or read-only, unknown format); names the fix."""
 
 
 def class_datatype(k: int) -> int:

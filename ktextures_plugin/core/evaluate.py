@@ -103,36 +103,50 @@ def rasterize_reference(vector_path: str, field_name: str, like_path: str, out_p
         raise ValueError(f"OGR cannot open the reference polygons '{vector_path}': {exc}") from None
     if vds is None:
         raise ValueError(f"OGR cannot open the reference polygons '{vector_path}'")
-    names: Dict[int, str] = {}
     try:
         layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
         if layer is None:
             raise ValueError(f"'{vector_path}' has no layer '{layer_name}'")
-        defn = layer.GetLayerDefn()
-        idx = defn.GetFieldIndex(field_name)
-        if idx < 0:
-            have = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-            raise ValueError(f"The reference polygons have no field '{field_name}' (fields: {have})")
-        if defn.GetFieldDefn(idx).GetType() not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal):
-            raise ValueError(f"The reference class field '{field_name}' must be numeric (integer class ids), "
-                             f"it is {defn.GetFieldDefn(idx).GetTypeName()}")
-        if name_field:
-            nidx = defn.GetFieldIndex(name_field)
-            if nidx < 0:
-                raise ValueError(f"The reference polygons have no field '{name_field}'")
-            tally: Dict[int, Dict[str, int]] = {}
-            layer.ResetReading()
-            for feat in layer:
-                if feat.IsFieldSetAndNotNull(idx) and feat.IsFieldSetAndNotNull(nidx):
-                    cid = int(feat.GetFieldAsDouble(idx))
-                    nm = feat.GetFieldAsString(nidx)
-                    tally.setdefault(cid, {}).setdefault(nm, 0)
-                    tally[cid][nm] += 1
-            names = {cid: max(t.items(), key=lambda kv: (kv[1], kv[0]))[0] for cid, t in tally.items()}
+        idx = _class_field(layer, field_name)
+        names = _names_by_class(layer, idx, name_field) if name_field else {}
         layer_name = layer.GetName()
     finally:
         vds = None
+    _burn(vector_path, layer_name, field_name, like_path, out_path, all_touched)
+    return names
 
+
+def _class_field(layer, field_name: str) -> int:
+    """Index of the numeric class-id field ``field_name`` of ``layer``; ValueError when missing or not numeric."""
+    defn = layer.GetLayerDefn()
+    idx = defn.GetFieldIndex(field_name)
+    if idx < 0:
+        have = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+        raise ValueError(f"The reference polygons have no field '{field_name}' (fields: {have})")
+    if defn.GetFieldDefn(idx).GetType() not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal):
+        raise ValueError(f"The reference class field '{field_name}' must be numeric (integer class ids), "
+                         f"it is {defn.GetFieldDefn(idx).GetTypeName()}")
+    return idx
+
+
+def _names_by_class(layer, idx: int, name_field: str) -> Dict[int, str]:
+    """Class id -> the most frequent name of ``name_field`` among its polygons."""
+    nidx = layer.GetLayerDefn().GetFieldIndex(name_field)
+    if nidx < 0:
+        raise ValueError(f"The reference polygons have no field '{name_field}'")
+    tally: Dict[int, Dict[str, int]] = {}
+    layer.ResetReading()
+    for feat in layer:
+        if feat.IsFieldSetAndNotNull(idx) and feat.IsFieldSetAndNotNull(nidx):
+            cid = int(feat.GetFieldAsDouble(idx))
+            nm = feat.GetFieldAsString(nidx)
+            tally.setdefault(cid, {}).setdefault(nm, 0)
+            tally[cid][nm] += 1
+    return {cid: max(t.items(), key=lambda kv: (kv[1], kv[0]))[0] for cid, t in tally.items()}
+
+
+def _burn(vector_path, layer_name: str, field_name: str, like_path, out_path, all_touched: bool) -> None:
+    """``gdal.Rasterize`` of ``field_name`` into a new Int32 GeoTIFF on the grid of ``like_path``."""
     like = gdal.Open(str(like_path))
     try:
         out = gdal.GetDriverByName("GTiff").Create(str(out_path), like.RasterXSize, like.RasterYSize, 1,
@@ -149,7 +163,6 @@ def rasterize_reference(vector_path: str, field_name: str, like_path: str, out_p
         raise ValueError(f"Cannot rasterise the reference polygons: {exc}") from None
     finally:
         like = None
-    return names
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -218,34 +231,10 @@ def relabel_raster(pred_path: str, out_path: str, scores: metrics.Scores, matchi
     Returns:
         predicted class id -> output value.
     """
-    t = scores.table
-    mapping = mapping_for(scores, matching)
-    refs = [int(v) for v in t.ref_labels]
-    direct = all(1 <= v <= 65535 for v in refs)
-    out_of_ref = {r: (r if direct else j + 1) for j, r in enumerate(refs)}
-    names: Dict[int, str] = {}
-    colors: Dict[int, str] = {}
-    for j, r in enumerate(refs):
-        v = out_of_ref[r]
-        names[v] = ref_names.get(r, f"class {r}")
-        colors[v] = ref_colors.get(r, classraster.QUALITATIVE[j % len(classraster.QUALITATIVE)])
-    pred_names = dict(pred_names or {})
-    row_of = {int(v): i for i, v in enumerate(t.pred_labels)}
-    lut_of: Dict[int, int] = {}
-    nxt = max(out_of_ref.values(), default=0) + 1
-    for cid in sorted(set(pred_names) | set(row_of)):
-        i = row_of.get(cid)
-        if i is not None and mapping[i] >= 0:
-            lut_of[cid] = out_of_ref[refs[int(mapping[i])]]
-        else:
-            lut_of[cid] = nxt
-            names[nxt] = f"unmatched: {pred_names.get(cid, f'class {cid}')}"
-            colors[nxt] = UNMATCHED_COLOR
-            nxt += 1
+    lut_of, names, colors = _relabelling(scores, matching, ref_names, ref_colors, pred_names)
     kmax = max(names)
     if kmax > 65535:
         raise ValueError(f"Too many output classes ({kmax}) for a UInt16 class raster")
-
     pds = gdal.Open(str(pred_path))
     try:
         pb = pds.GetRasterBand(1)
@@ -274,6 +263,35 @@ def relabel_raster(pred_path: str, out_path: str, scores: metrics.Scores, matchi
     finally:
         pds = None
     return lut_of
+
+
+def _relabelling(scores: metrics.Scores, matching: str, ref_names, ref_colors, pred_names):
+    """``(predicted id -> output value, output value -> name, output value -> colour)`` of :func:`relabel_raster`."""
+    t = scores.table
+    mapping = mapping_for(scores, matching)
+    refs = [int(v) for v in t.ref_labels]
+    direct = all(1 <= v <= 65535 for v in refs)
+    out_of_ref = {r: (r if direct else j + 1) for j, r in enumerate(refs)}
+    names: Dict[int, str] = {}
+    colors: Dict[int, str] = {}
+    for j, r in enumerate(refs):
+        v = out_of_ref[r]
+        names[v] = ref_names.get(r, f"class {r}")
+        colors[v] = ref_colors.get(r, classraster.QUALITATIVE[j % len(classraster.QUALITATIVE)])
+    pred_names = dict(pred_names or {})
+    row_of = {int(v): i for i, v in enumerate(t.pred_labels)}
+    lut_of: Dict[int, int] = {}
+    nxt = max(out_of_ref.values(), default=0) + 1
+    for cid in sorted(set(pred_names) | set(row_of)):
+        i = row_of.get(cid)
+        if i is not None and mapping[i] >= 0:
+            lut_of[cid] = out_of_ref[refs[int(mapping[i])]]
+        else:
+            lut_of[cid] = nxt
+            names[nxt] = f"unmatched: {pred_names.get(cid, f'class {cid}')}"
+            colors[nxt] = UNMATCHED_COLOR
+            nxt += 1
+    return lut_of, names, colors
 
 
 def evaluate(pred_path: str, *, reference: Optional[str] = None, ref_nodata: Optional[float] = 0,

@@ -73,11 +73,6 @@ def equal_area_srs(center_xy: Tuple[float, float]) -> osr.SpatialReference:
     return laea
 
 
-def is_geographic(wkt: str) -> bool:
-    srs = srs_of(wkt)
-    return bool(srs is not None and srs.IsGeographic())
-
-
 def window_center(geotransform, window) -> Tuple[float, float]:
     x0, y0, xs, ys = window
     gt = geotransform

@@ -21,6 +21,8 @@ import sys
 import sysconfig
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .errors import InstallError
+
 #: The pinned packages per feature (kept equal to requirements.txt / requirements-dev.txt by a test).
 PACKAGES: Dict[str, List[str]] = {
     "onnxruntime": ["onnxruntime==1.31.1"],
@@ -198,14 +200,6 @@ def _quote(s: str, fam: str) -> str:
     if fam == "windows":
         return f'"{s}"' if (" " in s or not s) else s
     return shlex.quote(s)
-
-
-class InstallError(RuntimeError):
-    """An install failed; ``cause`` says why, ``fix`` is a command that works on this platform."""
-
-    def __init__(self, cause: str, fix: str):
-        super().__init__(f"Installing failed: {cause}. Fix: {fix}")
-        self.cause, self.fix = cause, fix
 
 
 #: (regex on pip's output, cause) in order of precedence.

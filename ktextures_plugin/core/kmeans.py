@@ -27,16 +27,10 @@ import numpy as np
 from osgeo import gdal
 
 from . import classraster, outputs, raster
-from .raster import RasterError
+from .bands import parse_bands
+from .errors import Canceled, Progress, RasterError
 
 gdal.UseExceptions()
-
-Progress = Callable[[float, str], None]
-
-
-class Canceled(Exception):
-    """The run was canceled through ``is_canceled``; no output was left behind."""
-
 
 @dataclass
 class KMeansResult:
@@ -203,10 +197,30 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER)}, {"input": input_path})
+    job = _Job(k=int(k), bands=bands, seed=seed, extra_nodata=extra_nodata, max_sample=max_sample, n_init=n_init,
+               rgb=rgb, window_pixels=window_pixels, scaling=scaling, sigmas=CONTEXT_SIGMAS if context else (),
+               progress=progress, is_canceled=is_canceled, say=log or (lambda _m: None))
     with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) would fill with the output's blocks
-        return _kmeans_raster(input_path, output_path, int(k), bands, seed, extra_nodata, max_sample, n_init, rgb,
-                              window_pixels, progress, is_canceled, log or (lambda _m: None), scaling,
-                              CONTEXT_SIGMAS if context else ())
+        return _kmeans_raster(input_path, output_path, job)
+
+
+@dataclass
+class _Job:
+    """The options of one :func:`kmeans_raster` run (same names); ``bands`` becomes the band list."""
+
+    k: int
+    bands: object
+    seed: int
+    extra_nodata: Optional[float]
+    max_sample: int
+    n_init: int
+    rgb: Optional[Sequence[int]]
+    window_pixels: int
+    scaling: str
+    sigmas: Sequence[float]
+    progress: Optional[Progress]
+    is_canceled: Optional[Callable[[], bool]]
+    say: Callable[[str], None]
 
 
 class _Scaler:
@@ -235,47 +249,48 @@ class _Scaler:
         return raster.apply_scale(px[:self.c, :, None], self.smin, self.smax)[:, :, 0].T
 
 
-def _kmeans_raster(input_path, output_path, k, bands, seed, extra_nodata, max_sample, n_init, rgb, window_pixels,
-                   progress, is_canceled, say, scaling, sigmas) -> KMeansResult:
+ALL_NODATA = "Every pixel of the input is nodata (mask band, NaN/Inf or {name}): nothing to cluster."
+
+
+def _kmeans_raster(input_path: str, output_path: str, job: _Job) -> KMeansResult:
     t0 = time.perf_counter()
+    k = job.k
     if not 2 <= k <= 65535:
-        raise RasterError(f"k must be between 2 and 65535, got {k}")
+        raise RasterError(f"k must be between 2 and 65535, got {k}", parameter="k")
     ds = raster.open_raster(input_path)
     try:
-        band_list = (list(range(1, ds.RasterCount + 1)) if bands in (None, "", [])
-                     else raster.parse_bands(bands, ds.RasterCount))
-        if rgb is not None and (len(rgb) != 3 or max(rgb) >= len(band_list)):
-            rgb = None
-        if sigmas:
-            sample = _context_sample(ds, band_list, sigmas, max_sample, seed, extra_nodata)
+        job.bands = (list(range(1, ds.RasterCount + 1)) if job.bands in (None, "", [])
+                     else parse_bands(job.bands, ds.RasterCount))
+        if job.rgb is not None and (len(job.rgb) != 3 or max(job.rgb) >= len(job.bands)):
+            job.rgb = None
+        if job.sigmas:
+            sample = _context_sample(ds, job.bands, job.sigmas, job.max_sample, job.seed, job.extra_nodata)
         else:
-            sample = raster.sample_pixels(ds, band_list, max_pixels=max_sample, extra_nodata=extra_nodata)
+            sample = raster.sample_pixels(ds, job.bands, max_pixels=job.max_sample, extra_nodata=job.extra_nodata)
         if sample.shape[1] == 0:
-            raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the nodata "
-                              "value): nothing to cluster.")
-        scaler = _Scaler(ds, band_list, sample, scaling, len(sigmas), extra_nodata)
+            raise RasterError(ALL_NODATA, parameter="nodata")
+        scaler = _Scaler(ds, job.bands, sample, job.scaling, len(job.sigmas), job.extra_nodata)
         x = scaler(sample)
-        say(f"Bands {band_list}; features: bands" + (f" + Gaussian sigma {list(sigmas)} px" if sigmas else "")
-            + f"; scaling '{scaling}'")
-        say(f"Fitting k-means (k = {k}, seed {seed}, {n_init} restarts) on {len(x)} sampled pixels")
-        centers = fit_centers(x, k, seed=seed, n_init=n_init)
-        if progress:
-            progress(0.1, "fit")
-        counts, names, colors = _predict(ds, band_list, output_path, k, centers, scaler, sigmas, extra_nodata,
-                                         rgb, window_pixels, progress, is_canceled)
+        job.say(f"Bands {job.bands}; features: bands"
+                + (f" + Gaussian sigma {list(job.sigmas)} px" if job.sigmas else "") + f"; scaling '{job.scaling}'")
+        job.say(f"Fitting k-means (k = {k}, seed {job.seed}, {job.n_init} restarts) on {len(x)} sampled pixels")
+        centers = fit_centers(x, k, seed=job.seed, n_init=job.n_init)
+        if job.progress:
+            job.progress(0.1, "fit")
+        counts, names, colors = _predict(ds, output_path, job, centers, scaler)
     finally:
         ds = None
     return KMeansResult(path=output_path, k=k, centers=centers, counts=counts, class_names=names,
-                        colors=colors, bands=band_list, scale_min=scaler.smin, scale_max=scaler.smax,
+                        colors=colors, bands=job.bands, scale_min=scaler.smin, scale_max=scaler.smax,
                         sample_pixels=int(len(x)), seconds=time.perf_counter() - t0)
 
 
-def _predict(ds, band_list, output_path, k, centers, scaler, sigmas, extra_nodata, rgb, window_pixels,
-             progress, is_canceled):
-    """Assign every pixel to its nearest centre, row window by row window, into a partial class raster."""
-    w, h = ds.RasterXSize, ds.RasterYSize
-    rows = max(1, int(window_pixels) // max(1, w))
-    halo = context_halo(sigmas)
+def _predict(ds, output_path: str, job: _Job, centers: np.ndarray, scaler: _Scaler):
+    """Assign every pixel to its nearest centre, row window by row window, into a partial class raster;
+    returns ``(counts, names, colors)``."""
+    k, w, h = job.k, ds.RasterXSize, ds.RasterYSize
+    rows = max(1, int(job.window_pixels) // max(1, w))
+    halo = context_halo(job.sigmas)
     dtype = np.uint8 if k <= 254 else np.uint16
     counts = np.zeros(k, np.int64)
     color_sum = np.zeros((k, 3), np.float64)
@@ -284,33 +299,38 @@ def _predict(ds, band_list, output_path, k, centers, scaler, sigmas, extra_nodat
         out_band = po.create_on_grid(ds, (0, 0, w, h), 1, classraster.class_datatype(k),
                                      classraster.NODATA).GetRasterBand(1)
         for y in range(0, h, rows):
-            if is_canceled and is_canceled():
+            if job.is_canceled and job.is_canceled():
                 raise Canceled()
             n = min(rows, h - y)
-            feats, valid = _features_window(ds, band_list, (0, y, w, n), sigmas, halo, extra_nodata)
+            feats, valid = _features_window(ds, job.bands, (0, y, w, n), job.sigmas, halo, job.extra_nodata)
             labels = np.zeros((n, w), dtype)
             if valid.any():
                 px = feats[:, valid]
                 cls = assign(scaler(px), centers)
                 labels[valid] = (cls + 1).astype(dtype)
                 counts += np.bincount(cls, minlength=k)
-                if rgb is not None:
+                if job.rgb is not None:
                     disp = scaler.display(px)
-                    for j, ci in enumerate(rgb):
+                    for j, ci in enumerate(job.rgb):
                         color_sum[:, j] += np.bincount(cls, weights=disp[:, ci], minlength=k)
             out_band.WriteArray(labels, 0, y)
-            if progress:
-                progress(0.1 + 0.9 * (y + n) / h, "predict")
-        if counts.sum() == 0:
-            raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the nodata "
-                              "value): nothing to cluster.")
-        names = [f"cluster {i}" for i in range(1, k + 1)]
-        if rgb is not None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                colors = classraster.true_colors(color_sum / counts[:, None])
-        else:
-            colors = [classraster.QUALITATIVE[i % len(classraster.QUALITATIVE)] for i in range(k)]
+            if job.progress:
+                job.progress(0.1 + 0.9 * (y + n) / h, "predict")
         out_band = None
+        names, colors = _names_and_colors(job, counts, color_sum)
         po.close()
         classraster.write_palette_to_file(po.path, names, colors)
     return counts, names, colors
+
+
+def _names_and_colors(job: _Job, counts: np.ndarray, color_sum: np.ndarray):
+    """Cluster names and colours (mean true colour, else Tableau 10); refuses an all-nodata raster."""
+    if counts.sum() == 0:
+        raise RasterError(ALL_NODATA, parameter="nodata")
+    names = [f"cluster {i}" for i in range(1, job.k + 1)]
+    if job.rgb is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            colors = classraster.true_colors(color_sum / counts[:, None])
+    else:
+        colors = [classraster.QUALITATIVE[i % len(classraster.QUALITATIVE)] for i in range(job.k)]
+    return names, colors

@@ -5,7 +5,8 @@ reading side (the exporter in ``ktextures_plugin.training.export`` writes the sa
 ``models/README.md``: our own namespaced ``ktextures.*`` keys, plus the Deepness/GeoDeep
 keys ``model_type`` and ``class_names`` so that those tools can open our models and we can read theirs.
 
-Every value in ``metadata_props`` is a JSON-encoded string.
+Every value in ``metadata_props`` is a JSON-encoded string. This module only parses and checks; it opens no
+session (``inference.read_model_info`` opens one and calls :func:`info_from_session`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
+
+from .errors import ModelError
 
 SCHEMA_VERSION = 1
 
@@ -40,13 +43,6 @@ INPUT_NAME = "image"
 OUTPUT_CLASS = "class"
 OUTPUT_TEXTURES = "textures"
 OUTPUT_SCORES = "scores"
-
-
-class ModelError(ValueError):
-    """The model file is missing, unreadable or does not follow the k-textures ONNX contract.
-
-    The message names the problem and the fix; the Processing glue shows it as is.
-    """
 
 
 @dataclass
@@ -175,22 +171,17 @@ def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[
         outputs=list(outputs), raw=dict(meta))
 
 
-def read_model_info(path: str, session=None) -> ModelInfo:
-    """Read and validate the metadata of a k-textures ONNX file.
+def info_from_session(session, path: str) -> ModelInfo:
+    """Read and validate the metadata and the signature of a k-textures model through an open session.
 
     Args:
-        path: the ``.onnx`` file.
-        session: an existing ``onnxruntime.InferenceSession`` on ``path`` (avoids loading it twice).
+        session: an ``onnxruntime.InferenceSession`` on the model (``inference.open_session``).
+        path: the ``.onnx`` file, for the messages.
 
     Raises:
-        ModelError: file missing, not an ONNX model (corrupt), no k-textures metadata, or an input that is
-            not (N,C,H,W) float32 with C = the number of declared channels, or no ``class`` output.
-        ImportError: onnxruntime is not installed (see :func:`ktextures_plugin.core.runtime.require_onnxruntime`).
+        ModelError: no k-textures metadata, or an input that is not (N,C,H,W) float32 with C = the number of
+            declared channels, or no ``class`` output.
     """
-    from .runtime import open_session
-
-    if session is None:
-        session = open_session(path, for_inference=False)
     meta = session.get_modelmeta().custom_metadata_map
     outputs = [o.name for o in session.get_outputs()]
     info = parse_metadata(meta, path, outputs)

@@ -15,18 +15,19 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from .. import MODELS_DIR
 from . import raster, tiling
 from .demud import Selection, Subspace, demud
-from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, ModelError, read_model_info
-from .raster import RasterError
-from .runtime import open_session
-from .segment import (Canceled, _prefetch, _resolve_scaling, chunk_px_for, infer_classes, range_warnings,
-                      select_bands)
+from .errors import Canceled, ModelError, Progress, RasterError
+from .bands import select_bands
+from .inference import chunk_px_for, infer_classes, open_session, read_model_info
+from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
+from .scaling import range_warnings, resolve_scaling
+from .tileio import prefetch
 
 #: the frozen feature CNN (``ktextures_plugin.training.export_features``; models/README.md)
 FEATURES_MODEL = f"{MODELS_DIR}/features_random_cnn.onnx"
@@ -42,8 +43,6 @@ FEATURE_BATCH = 8
 DEFAULT_RANK = 4
 #: default initial model: -1 = none (the same measurement)
 INIT_TILES = -1
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass
@@ -319,7 +318,7 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
     res = np.empty((n_grid, sum(widths)), np.float32)
     idx, cnt = [], []
     n, skipped, any_valid = 0, 0, False
-    with contextlib.closing(_prefetch(ds, bands, iter(tiles), extra_nodata, is_canceled,
+    with contextlib.closing(prefetch(ds, bands, iter(tiles), extra_nodata, is_canceled,
                                       prepare=lambda d: raster.scale_in_place(d, smin, smax))) as reader:
         for n_done, (tile, data, valid) in enumerate(reader):
             b = _Block(tile, data, valid, ctx)
@@ -339,11 +338,12 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
             if progress:
                 progress((n_done + 1) / len(tiles), "features")
     if not any_valid:
-        raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or the nodata value): nothing "
-                          "to rank. Check the nodata value or choose another raster.")
+        raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or {name}): nothing to rank. "
+                          "Check {name} or choose another raster.", parameter="nodata")
     if n == 0:
         raise RasterError(f"Every tile is mostly nodata (under {MIN_VALID_FRACTION:.0%} valid pixels; {skipped} "
-                          "tiles): nothing to rank. Choose a smaller tile size or a raster with more valid data.")
+                          "tiles): nothing to rank. Choose a smaller {name} or a raster with more valid data.",
+                          parameter="tile_size")
     if n < n_grid:
         app, res = app[:n].copy(), res[:n].copy()
     return TileTable(ctx.grid, np.concatenate(idx).astype(np.int64), app, res, np.concatenate(cnt).astype(np.int64),
@@ -362,11 +362,12 @@ def _open(input_path, model_path, bands, tile_size, threads, session, features_p
     band_list = select_bands(ds, info, bands)
     t = int(tile_size)
     if t < 2 * FEATURE_STRIDE or t % FEATURE_STRIDE:
-        raise ValueError(f"The tile size must be a multiple of {FEATURE_STRIDE} pixels and at least "
-                         f"{2 * FEATURE_STRIDE}, got {t}.")
+        raise RasterError(f"{{name}} must be a multiple of {FEATURE_STRIDE} pixels and at least "
+                          f"{2 * FEATURE_STRIDE}, got {t}.", parameter="tile_size")
     if ds.RasterXSize < t or ds.RasterYSize < t:
         raise RasterError(f"The raster ({ds.RasterXSize} x {ds.RasterYSize} px) is smaller than one tile "
-                          f"({t} x {t} px). Choose a smaller tile size (at least {2 * FEATURE_STRIDE}).")
+                          f"({t} x {t} px). Choose a smaller {{name}} (at least {2 * FEATURE_STRIDE}).",
+                          parameter="tile_size")
     textures = session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, info.num_channels, 8, 8), np.float32)})[0]
     fsess = open_session(features_path or FEATURES_MODEL, threads=threads)
     grid = (-(-ds.RasterXSize // t), -(-ds.RasterYSize // t))
@@ -377,7 +378,7 @@ def _open(input_path, model_path, bands, tile_size, threads, session, features_p
 
 def _scaling(ctx, ds, band_list, scaling, extra_nodata, warn):
     """``(scale_min, scale_max, warnings)`` as ``segment`` resolves and checks them."""
-    smin, smax = _resolve_scaling(ctx.info, ds, band_list, scaling, None, extra_nodata)
+    smin, smax = resolve_scaling(ctx.info, ds, band_list, scaling, None, extra_nodata)
     warnings = [] if scaling != "model" else range_warnings(
         raster.sample_windows(ds, band_list, extra_nodata=extra_nodata), smin, smax, ctx.info.channel_names,
         band_list)
@@ -418,7 +419,7 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
     t0 = time.perf_counter()
     say = log or (lambda _m: None)
     if n_select < 1 or rank < 0:
-        raise ValueError(f"the number of selections must be >= 1 and the rank >= 0 (got {n_select}, {rank})")
+        raise RasterError(f"{{name}} must be >= 1 and the rank >= 0 (got {n_select}, {rank})", parameter="n_select")
     ds, band_list, ctx = _open(input_path, model_path, bands, tile_size, threads, session, features_path)
     try:
         smin, smax, warnings = _scaling(ctx, ds, band_list, scaling, extra_nodata, warn or (

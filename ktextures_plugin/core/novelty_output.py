@@ -16,11 +16,11 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from . import classraster, raster
-from .classraster import OutputError
+from .errors import OutputError
 from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
-from .runtime import open_session
-from .segment import infer_classes
-from .vectorize import _move_vector, vector_driver
+from .inference import infer_classes, open_session
+from .outputs import vector_driver
+from .vectorize import _move_vector
 
 gdal.UseExceptions()
 ogr.UseExceptions()

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, Mapping, Optional, Set, Tuple, Union
 
-from osgeo import gdal
+from osgeo import gdal, ogr
 
-from .classraster import OutputError, driver_for_path
+from .classraster import driver_for_path
+from .errors import OutputError, OutputPathError
 
 gdal.UseExceptions()
 
@@ -47,27 +48,19 @@ Paths = Mapping[str, Optional[str]]
 Outputs = Mapping[str, Union[Tuple[Optional[str], str], None]]
 
 
-class OutputPathError(OutputError):
-    """An output path that would overwrite an input or another output, or a format that cannot hold it.
-
-    Attributes:
-        parameter: key of the offending output, as given to :func:`check_outputs`.
-        other: key of the input or output it collides with, or ``None``.
-        template: the message with ``{name}`` (the parameter) and ``{other}`` placeholders.
-    """
-
-    def __init__(self, parameter: str, template: str, other: Optional[str] = None):
-        self.parameter, self.other, self.template = parameter, other, template
-        super().__init__(self.message())
-
-    def message(self, names: Optional[Mapping[str, str]] = None) -> str:
-        """The message with parameter names taken from ``names`` (key -> front-end name; default the keys)."""
-        names = names or {}
-        return self.template.format(name=names.get(self.parameter, self.parameter),
-                                    other=names.get(self.other, self.other) if self.other else "")
-
-    def __str__(self) -> str:
-        return self.message()
+def vector_driver(path: str) -> str:
+    """OGR vector driver short name for the extension of ``path`` (GeoPackage for none or unknown)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    known = {"gpkg": "GPKG", "shp": "ESRI Shapefile", "geojson": "GeoJSON", "json": "GeoJSON",
+             "fgb": "FlatGeobuf", "sqlite": "SQLite", "gml": "GML", "kml": "KML", "csv": "CSV"}
+    if ext in known:
+        return known[ext]
+    for i in range(ogr.GetDriverCount()):
+        drv = ogr.GetDriver(i)
+        md = drv.GetMetadata() or {}
+        if md.get(gdal.DCAP_VECTOR) == "YES" and ext in (md.get(gdal.DMD_EXTENSIONS) or "").split():
+            return drv.GetName()
+    raise OutputError(f"No OGR vector format writes '.{ext}' files ({path}); use .gpkg")
 
 
 def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bool = True) -> None:
@@ -142,7 +135,6 @@ def _check_format(key: str, path: str, kind: str) -> None:
             raise OutputPathError(key, f"{{name}} '{path}' cannot be written as {ext}: {why}. Use a .tif file "
                                   "for {name}.")
     elif kind == VECTOR:
-        from .vectorize import vector_driver
         if ext and ext != ".gpkg":
             try:
                 vector_driver(path)

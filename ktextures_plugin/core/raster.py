@@ -13,14 +13,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from .bands import parse_bands  # noqa: F401  training/data.py imports it from here
+from .errors import RasterError
+from .tiling import Window
+
 gdal.UseExceptions()
-
-Window = Tuple[int, int, int, int]
-
-
-class RasterError(ValueError):
-    """The raster cannot be read, or the band selection does not fit it; the message names the fix."""
-
 
 def open_raster(path: str) -> gdal.Dataset:
     """Open ``path`` read-only with GDAL.
@@ -35,39 +32,6 @@ def open_raster(path: str) -> gdal.Dataset:
     if ds is None:
         raise RasterError(f"GDAL cannot open '{path}'")
     return ds
-
-
-def parse_bands(spec, band_count: int, needed: Optional[int] = None) -> List[int]:
-    """Turn a band list (``"3,2,1,4"``, ``[3, 2, 1, 4]``) into 1-based GDAL band numbers.
-
-    Args:
-        spec: comma-separated string or sequence of ints, 1-based.
-        band_count: the raster's band count.
-        needed: how many bands the model needs (checked when given).
-
-    Raises:
-        RasterError: a band number out of 1..band_count, a non-integer entry, a band given twice, or the
-            wrong count.
-    """
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.replace(";", ",").split(",") if p.strip()]
-    else:
-        parts = list(spec)
-    try:
-        bands = [int(p) for p in parts]
-    except (TypeError, ValueError):
-        raise RasterError(f"Bands must be 1-based band numbers such as '3,2,1,4', got {spec!r}") from None
-    bad = [b for b in bands if b < 1 or b > band_count]
-    if bad:
-        raise RasterError(f"Band number(s) {bad} out of range: the raster has bands 1..{band_count}")
-    twice = sorted({b for b in bands if bands.count(b) > 1})
-    if twice:
-        raise RasterError(f"Band(s) {twice} given more than once ({bands}): each channel needs its own band; "
-                          "list each band number once")
-    if needed is not None and len(bands) != needed:
-        raise RasterError(f"The model needs {needed} bands but {len(bands)} were given ({bands}); "
-                          f"list {needed} band numbers in the model's channel order")
-    return bands
 
 
 def read_window(ds: gdal.Dataset, bands: Sequence[int], window: Window,
@@ -213,17 +177,3 @@ def scale_in_place(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float
     np.maximum(data, np.float32(0.0), out=data)
     np.minimum(data, np.float32(1.0), out=data)
     return data
-
-
-def band_labels(ds: gdal.Dataset) -> List[str]:
-    """Lower-case description (or else colour interpretation name) of every band, 1-based order."""
-    out = []
-    for b in range(1, ds.RasterCount + 1):
-        band = ds.GetRasterBand(b)
-        desc = (band.GetDescription() or "").strip().lower()
-        if not desc:
-            ci = band.GetColorInterpretation()
-            desc = "" if ci in (gdal.GCI_Undefined, gdal.GCI_GrayIndex) else \
-                gdal.GetColorInterpretationName(ci).lower()
-        out.append(desc)
-    return out

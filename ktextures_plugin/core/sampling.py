@@ -42,10 +42,10 @@ from osgeo import gdal
 from scipy import ndimage
 
 from . import classraster, geo, raster, tiling
+from .classstats import ClassCounter
+from .errors import Canceled, Progress, SamplingError
 
 gdal.UseExceptions()
-
-Progress = Callable[[float, str], None]
 
 #: GDAL data types accepted as class rasters.
 INTEGER_TYPES = {gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_Int16, gdal.GDT_UInt32, gdal.GDT_Int32}
@@ -53,11 +53,6 @@ INTEGER_TYPES = {gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_Int16, gdal.GDT_UInt32
 DISTANCE_CAP_PX = 32
 #: A class's candidate pool never grows beyond this many pixels (about 20 bytes each).
 MAX_POOL = 4_000_000
-
-
-class SamplingError(ValueError):
-    """Bad input for sampling (not an integer raster, chip too large, image on another grid, ...);
-    the message names the fix."""
 
 
 @dataclass
@@ -164,9 +159,11 @@ def parse_classes(spec) -> Optional[List[int]]:
         try:
             f = float(str(p).strip())
         except ValueError:
-            raise SamplingError(f"CLASSES must list class ids such as '1,3,5', got {spec!r}") from None
+            raise SamplingError(f"{{name}} must list class ids such as '1,3,5', got {spec!r}",
+                                parameter="classes") from None
         if f != int(f) or f < 1:
-            raise SamplingError(f"Class ids are whole numbers >= 1 (0 is nodata), got {p!r} in {spec!r}")
+            raise SamplingError(f"Class ids are whole numbers >= 1 (0 is nodata), got {p!r} in {spec!r}",
+                                parameter="classes")
         out.append(int(f))
     return sorted(set(out))
 
@@ -270,34 +267,17 @@ def _read_classes(band: gdal.Band, window, nodata) -> np.ndarray:
 
 
 def class_areas(ds: gdal.Dataset, rows: int = 256, is_canceled=None) -> Tuple[Dict[int, int], Dict[int, float]]:
-    """``(pixels, area_m2)`` per class id >= 1 of band 1, read in blocks of ``rows`` rows."""
-    from .segment import Canceled
-
+    """``(pixels, area_m2)`` per class id >= 1 of band 1, read in blocks of ``rows`` rows
+    (:class:`.classstats.ClassCounter`)."""
     band = ds.GetRasterBand(1)
     nod = band.GetNoDataValue()
-    gt, wkt = ds.GetGeoTransform(), ds.GetProjection()
-    pix: Dict[int, int] = {}
-    area: Dict[int, float] = {}
+    counter = ClassCounter(None, ds.GetGeoTransform(), ds.GetProjection())
     for y in range(0, ds.RasterYSize, rows):
         if is_canceled and is_canceled():
             raise Canceled()
         h = min(rows, ds.RasterYSize - y)
-        a = _read_classes(band, (0, y, ds.RasterXSize, h), nod)
-        row_area = geo.row_pixel_areas_m2(gt, wkt, y, h)
-        if a.size and int(a.max()) < 65536:
-            cnt = np.bincount(a.ravel())
-            # areas: each pixel weighted by its row's pixel area
-            ar = np.bincount(a.ravel(), weights=np.repeat(row_area, a.shape[1]), minlength=len(cnt))
-            vals = np.flatnonzero(cnt)
-            cnt, ar = cnt[vals], ar[vals]
-        else:
-            vals, inv, cnt = np.unique(a.ravel(), return_inverse=True, return_counts=True)
-            ar = np.bincount(inv, weights=np.repeat(row_area, a.shape[1]), minlength=len(vals))
-        for v, n, s in zip(vals.tolist(), cnt.tolist(), ar.tolist()):
-            if v > 0:
-                pix[v] = pix.get(v, 0) + n
-                area[v] = area.get(v, 0.0) + s
-    return pix, area
+        counter.add(_read_classes(band, (0, y, ds.RasterXSize, h), nod), y)
+    return counter.by_class()
 
 
 class _Pool:
@@ -339,83 +319,117 @@ class _Pool:
         return self.seen > self.limit
 
 
-def _scan(ds, classes: Sequence[int], pools: Dict[int, _Pool], min_edge: int, halo: int, seed: int,
-          chip: int, window_px: int, border_is_edge: bool, progress, is_canceled, span):
-    """Pass 2: fill ``pools`` with candidates; returns interior pixel counts per class."""
-    from .segment import Canceled
+@dataclass(frozen=True)
+class _ScanOptions:
+    """How pass 2 looks for candidates (the arguments of :func:`draw_samples` of the same meaning)."""
 
+    min_edge: int
+    halo: int
+    seed: int
+    chip: int
+    window_px: int
+    border_is_edge: bool
+    progress: Optional[Progress] = None
+    is_canceled: Optional[Callable[[], bool]] = None
+
+
+def _scan(ds, classes: Sequence[int], pools: Dict[int, _Pool], opts: _ScanOptions, span) -> Dict[int, int]:
+    """Pass 2: fill ``pools`` with candidates; returns interior pixel counts per class."""
     band = ds.GetRasterBand(1)
     nod = band.GetNoDataValue()
     W, H = ds.RasterXSize, ds.RasterYSize
+    want = set(classes)
+    interior = {c: 0 for c in classes}
+    tiles = list(tiling.iter_tiles((0, 0, W, H), (W, H), opts.window_px, opts.halo))
+    for i, t in enumerate(tiles):
+        if opts.is_canceled and opts.is_canceled():
+            raise Canceled()
+        arr = _read_classes(band, t.read, nod)
+        for c in _present(arr[t.core_in_read.slices()], want):
+            found = _interior_pixels(arr, t, c, opts, (W, H))
+            if found is None:
+                continue
+            rr, cc, d = found
+            interior[c] += len(rr)
+            tx, ty = t.core.xoff, t.core.yoff
+            rng = np.random.default_rng([int(opts.seed), int(c), int(ty), int(tx)])
+            keys = rng.random(len(rr))
+            pools[c].add(keys, (rr + ty).astype(np.int64), (cc + tx).astype(np.int64), d.astype(np.float32))
+        if opts.progress:
+            opts.progress(span[0] + (span[1] - span[0]) * (i + 1) / len(tiles), "candidates")
+    return interior
+
+
+def _present(core: np.ndarray, want) -> List[int]:
+    """The classes of ``want`` present in ``core``, ascending."""
+    if core.size and int(core.max()) < 65536:
+        return [int(v) for v in np.flatnonzero(np.bincount(core.ravel())) if int(v) in want]
+    return [int(v) for v in np.unique(core) if int(v) in want]
+
+
+def _chip_allowed(cm: np.ndarray, t: tiling.Tile, chip: int, size) -> Optional[np.ndarray]:
+    """``cm`` (the core's pixels of a class) restricted to pixels whose chip lies inside the raster, or None."""
+    W, H = size
     # chip window of a sample at (r, c): rows r - chip//2 .. r - chip//2 + chip - 1, inside the raster
     lo_m = chip // 2 if chip else 0
     hi_m = (chip - chip // 2 - 1) if chip else 0
-    want = set(classes)
-    interior = {c: 0 for c in classes}
-    tiles = list(tiling.iter_tiles((0, 0, W, H), (W, H), window_px, halo))
-    for i, t in enumerate(tiles):
-        if is_canceled and is_canceled():
-            raise Canceled()
-        arr = _read_classes(band, t.read, nod)
-        rx, ry, rw, rh = t.read
-        cx, cy = t.crop
-        tx, ty, tw, th = t.core
-        core = arr[cy:cy + th, cx:cx + tw]
-        if core.size and int(core.max()) < 65536:
-            present = [int(v) for v in np.flatnonzero(np.bincount(core.ravel())) if int(v) in want]
-        else:
-            present = [int(v) for v in np.unique(core) if int(v) in want]
-        for c in present:
-            cm = core == c
-            # pixels allowed by the chip margin (absolute rows lo_m .. H-1-hi_m)
-            r0, r1 = max(0, lo_m - ty), min(th, H - hi_m - ty)
-            c0, c1 = max(0, lo_m - tx), min(tw, W - hi_m - tx)
-            if r1 <= r0 or c1 <= c0:
-                continue
-            allowed = np.zeros_like(cm)
-            allowed[r0:r1, c0:c1] = True
-            cm &= allowed
-            if not cm.any():
-                continue
-            rows_any = np.flatnonzero(cm.any(axis=1))
-            cols_any = np.flatnonzero(cm.any(axis=0))
-            # bounding box of the class's core pixels plus the halo, in read-window coordinates
-            by0 = max(0, cy + rows_any[0] - halo)
-            by1 = min(rh, cy + rows_any[-1] + 1 + halo)
-            bx0 = max(0, cx + cols_any[0] - halo)
-            bx1 = min(rw, cx + cols_any[-1] + 1 + halo)
-            sub = arr[by0:by1, bx0:bx1] == c
-            # pad one pixel; outside the raster = another class ("edge") when border_is_edge
-            pad = np.ones((sub.shape[0] + 2, sub.shape[1] + 2), bool)
-            pad[1:-1, 1:-1] = sub
-            if border_is_edge:
-                if ry + by0 == 0:
-                    pad[0, :] = False
-                if ry + by1 == H:
-                    pad[-1, :] = False
-                if rx + bx0 == 0:
-                    pad[:, 0] = False
-                if rx + bx1 == W:
-                    pad[:, -1] = False
-            if pad.all():
-                dist_sub = np.full(sub.shape, float(halo))
-            else:
-                dist_sub = np.minimum(ndimage.distance_transform_edt(pad)[1:-1, 1:-1], float(halo))
-            # back to core coordinates
-            oy, ox = cy - by0, cx - bx0
-            rr, cc = np.nonzero(cm)
-            d = dist_sub[rr + oy, cc + ox]
-            ok = d >= min_edge
-            rr, cc, d = rr[ok], cc[ok], d[ok]
-            if len(rr) == 0:
-                continue
-            interior[c] += len(rr)
-            rng = np.random.default_rng([int(seed), int(c), int(ty), int(tx)])
-            keys = rng.random(len(rr))
-            pools[c].add(keys, (rr + ty).astype(np.int64), (cc + tx).astype(np.int64), d.astype(np.float32))
-        if progress:
-            progress(span[0] + (span[1] - span[0]) * (i + 1) / len(tiles), "candidates")
-    return interior
+    tx, ty, tw, th = t.core
+    # pixels allowed by the chip margin (absolute rows lo_m .. H-1-hi_m)
+    r0, r1 = max(0, lo_m - ty), min(th, H - hi_m - ty)
+    c0, c1 = max(0, lo_m - tx), min(tw, W - hi_m - tx)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    allowed = np.zeros_like(cm)
+    allowed[r0:r1, c0:c1] = True
+    cm &= allowed
+    return cm if cm.any() else None
+
+
+def _interior_pixels(arr: np.ndarray, t: tiling.Tile, c: int, opts: _ScanOptions, size):
+    """``(rows, cols, distance)`` (core coordinates) of the core's pixels of class ``c`` at least
+    ``opts.min_edge`` px from another class, or None when there are none."""
+    cx, cy = t.crop
+    cm = _chip_allowed(arr[t.core_in_read.slices()] == c, t, opts.chip, size)
+    if cm is None:
+        return None
+    rows_any = np.flatnonzero(cm.any(axis=1))
+    cols_any = np.flatnonzero(cm.any(axis=0))
+    # bounding box of the class's core pixels plus the halo, in read-window coordinates
+    halo, (rh, rw) = opts.halo, arr.shape
+    box = (max(0, cy + rows_any[0] - halo), min(rh, cy + rows_any[-1] + 1 + halo),
+           max(0, cx + cols_any[0] - halo), min(rw, cx + cols_any[-1] + 1 + halo))
+    dist_sub = _edge_distance(arr, t, c, box, opts, size)
+    # back to core coordinates
+    oy, ox = cy - box[0], cx - box[2]
+    rr, cc = np.nonzero(cm)
+    d = dist_sub[rr + oy, cc + ox]
+    ok = d >= opts.min_edge
+    rr, cc, d = rr[ok], cc[ok], d[ok]
+    return (rr, cc, d) if len(rr) else None
+
+
+def _edge_distance(arr: np.ndarray, t: tiling.Tile, c: int, box, opts: _ScanOptions, size) -> np.ndarray:
+    """Euclidean distance (px, capped at the halo) of each pixel of ``box`` (read-window rows ``box[0]:box[1]``,
+    columns ``box[2]:box[3]``) to the nearest pixel of another class (SciPy ``distance_transform_edt``)."""
+    W, H = size
+    by0, by1, bx0, bx1 = box
+    rx, ry = t.read.xoff, t.read.yoff
+    sub = arr[by0:by1, bx0:bx1] == c
+    # pad one pixel; outside the raster = another class ("edge") when border_is_edge
+    pad = np.ones((sub.shape[0] + 2, sub.shape[1] + 2), bool)
+    pad[1:-1, 1:-1] = sub
+    if opts.border_is_edge:
+        if ry + by0 == 0:
+            pad[0, :] = False
+        if ry + by1 == H:
+            pad[-1, :] = False
+        if rx + bx0 == 0:
+            pad[:, 0] = False
+        if rx + bx1 == W:
+            pad[:, -1] = False
+    if pad.all():
+        return np.full(sub.shape, float(opts.halo))
+    return np.minimum(ndimage.distance_transform_edt(pad)[1:-1, 1:-1], float(opts.halo))
 
 
 def _select(cands: Dict[int, tuple], requested: Dict[int, int], spacing: float):
@@ -491,7 +505,7 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         pool_min, pool_factor: a class first keeps ``max(pool_factor * requested, pool_min)`` candidates;
             memory/speed tuning only, the samples do not depend on them (the pool grows when needed).
         progress: ``progress(fraction 0..1, stage)``, stages "count", "candidates", "select".
-        is_canceled: polled between windows; True raises ``segment.Canceled``.
+        is_canceled: polled between windows; True raises ``errors.Canceled``.
         log: receives one-line messages.
 
     Returns:
@@ -500,94 +514,140 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
     Raises:
         RasterError: the raster cannot be opened.
         SamplingError: not an integer raster, chip larger than the raster, bad class list or counts.
-        segment.Canceled: canceled.
+        errors.Canceled: canceled.
     """
-    say = log or (lambda _m: None)
+    if points_per_class < 0 or min_per_class < 0 or min_edge_distance_px < 0 or min_spacing_px < 0:
+        raise SamplingError("Sample counts, edge distance and spacing must be >= 0")
+    req = _Request(int(points_per_class), proportional, int(min_per_class), min_edge_distance_px, min_spacing_px,
+                   classes, int(pool_min), int(pool_factor))
+    halo = int(max(min_edge_distance_px + 1, distance_cap_px))
+    scan = _ScanOptions(int(min_edge_distance_px), halo, int(seed), int(chip_size_px), int(window_px),
+                        border_is_edge, progress, is_canceled)
+    return _draw_samples(class_path, req, scan, log or (lambda _m: None))
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What :func:`draw_samples` is asked for (its arguments of the same names)."""
+
+    points_per_class: int
+    proportional: bool
+    min_per_class: int
+    min_edge_distance_px: float
+    min_spacing_px: float
+    classes: object
+    pool_min: int
+    pool_factor: int
+
+
+def _draw_samples(class_path: str, req: _Request, scan: _ScanOptions, say) -> SampleResult:
     msgs: List[str] = []
 
     def note(m):
         msgs.append(m)
         say(m)
 
-    if points_per_class < 0 or min_per_class < 0 or min_edge_distance_px < 0 or min_spacing_px < 0:
-        raise SamplingError("Sample counts, edge distance and spacing must be >= 0")
     ds = raster.open_raster(class_path)
     try:
         check_class_raster(ds, class_path)
         W, H = ds.RasterXSize, ds.RasterYSize
-        if chip_size_px and (chip_size_px > W or chip_size_px > H):
-            raise SamplingError(f"CHIP_SIZE_PX {chip_size_px} is larger than the class raster "
-                                f"({W} x {H} px). Choose a chip size of at most {min(W, H)} px.")
-        pix, area = class_areas(ds, is_canceled=is_canceled)
-        if progress:
-            progress(0.1, "count")
-        wanted = parse_classes(classes)
+        _check_chip_size(scan.chip, W, H)
+        pix, area = class_areas(ds, is_canceled=scan.is_canceled)
+        if scan.progress:
+            scan.progress(0.1, "count")
+        wanted = parse_classes(req.classes)
         if wanted is None:
             # the classes present, plus those the raster declares (class names) even when empty
             wanted = sorted(set(pix) | set(range(1, _declared_classes(ds) + 1)))
-        names = _class_names(class_path, wanted)
-        if proportional:
-            requested = allocate({c: area.get(c, 0.0) for c in wanted}, int(points_per_class), int(min_per_class))
+        if req.proportional:
+            requested = allocate({c: area.get(c, 0.0) for c in wanted}, req.points_per_class, req.min_per_class)
         else:
-            requested = {c: int(points_per_class) for c in wanted}
-        halo = int(max(min_edge_distance_px + 1, distance_cap_px))
-        note(f"Class raster {W} x {H} px, classes {wanted}; edge distance >= {min_edge_distance_px} px, "
-             f"spacing >= {min_spacing_px} px, seed {seed}"
-             + (f", chips {chip_size_px} px inside the raster" if chip_size_px else ""))
+            requested = {c: req.points_per_class for c in wanted}
+        note(f"Class raster {W} x {H} px, classes {wanted}; edge distance >= {req.min_edge_distance_px} px, "
+             f"spacing >= {req.min_spacing_px} px, seed {scan.seed}"
+             + (f", chips {scan.chip} px inside the raster" if scan.chip else ""))
         targets = [c for c in wanted if requested.get(c, 0) > 0 and pix.get(c, 0) > 0]
-        pool_size = {c: max(requested[c], min(MAX_POOL, max(int(pool_factor) * requested[c], int(pool_min), 1)))
+        pool_size = {c: max(requested[c], min(MAX_POOL, max(req.pool_factor * requested[c], req.pool_min, 1)))
                      for c in targets}
-        interior = {c: 0 for c in wanted}
-        passes = 0
-        while True:
-            passes += 1
-            pools = {c: _Pool(pool_size[c]) for c in targets}
-            span = (0.1, 0.9) if passes == 1 else (0.9, 0.95)
-            found_int = _scan(ds, targets, pools, int(min_edge_distance_px), halo, int(seed), int(chip_size_px),
-                              int(window_px), border_is_edge, progress, is_canceled, span)
-            interior.update(found_int)
-            cands = {c: pools[c].sorted() for c in targets}
-            acc, exhausted = _select(cands, requested, float(min_spacing_px))
-            grow = [c for c in targets if exhausted.get(c) and pools[c].truncated and pool_size[c] < MAX_POOL]
-            if not grow:
-                break
-            for c in grow:
-                pool_size[c] = min(MAX_POOL, pool_size[c] * 8)
-            note(f"Spacing used up the candidate pool of class(es) {grow}; drawing again with a larger pool")
-        gt = ds.GetGeoTransform()
-        wkt = ds.GetProjection()
+        drawn = _draw(ds, targets, requested, pool_size, scan, float(req.min_spacing_px), note)
+        gt, wkt = ds.GetGeoTransform(), ds.GetProjection()
     finally:
         ds = None
+    names = _class_names(class_path, wanted)
+    samples = _samples(wanted, drawn, gt, names)
+    summary = [ClassSummary(c, names[c], int(pix.get(c, 0)), float(area.get(c, 0.0)), int(drawn.interior.get(c, 0)),
+                            int(requested.get(c, 0)), len(drawn.accepted.get(c, [])),
+                            _shortfall(c, requested.get(c, 0), pix, drawn, req, scan.chip))
+               for c in wanted]
+    if scan.progress:
+        scan.progress(1.0, "select")
+    return SampleResult(samples, summary, tuple(gt), wkt, (W, H), scan.halo, msgs)
+
+
+def _check_chip_size(chip_size_px: int, W: int, H: int) -> None:
+    if chip_size_px and (chip_size_px > W or chip_size_px > H):
+        raise SamplingError(f"{{name}} {chip_size_px} is larger than the class raster "
+                            f"({W} x {H} px). Choose a chip size of at most {min(W, H)} px.", parameter="chip_size")
+
+
+@dataclass
+class _Drawn:
+    """Passes 2 and 3: interior pixel counts, the sorted candidates and the accepted indexes per class."""
+
+    interior: Dict[int, int]
+    candidates: Dict[int, tuple]
+    accepted: Dict[int, List[int]]
+    pool_size: Dict[int, int]
+
+
+def _draw(ds, targets, requested, pool_size, opts: _ScanOptions, spacing: float, note) -> _Drawn:
+    """Scan for candidates and select with spacing; when spacing used up a class's pool, grow it and redo."""
+    interior = {c: 0 for c in requested}
+    passes = 0
+    while True:
+        passes += 1
+        pools = {c: _Pool(pool_size[c]) for c in targets}
+        span = (0.1, 0.9) if passes == 1 else (0.9, 0.95)
+        interior.update(_scan(ds, targets, pools, opts, span))
+        cands = {c: pools[c].sorted() for c in targets}
+        acc, exhausted = _select(cands, requested, spacing)
+        grow = [c for c in targets if exhausted.get(c) and pools[c].truncated and pool_size[c] < MAX_POOL]
+        if not grow:
+            return _Drawn(interior, cands, acc, pool_size)
+        for c in grow:
+            pool_size[c] = min(MAX_POOL, pool_size[c] * 8)
+        note(f"Spacing used up the candidate pool of class(es) {grow}; drawing again with a larger pool")
+
+
+def _samples(wanted, drawn: _Drawn, gt, names) -> List[Sample]:
+    """The accepted candidates as :class:`Sample` (ids 1.. in class order, pixel centres in map units)."""
     samples: List[Sample] = []
-    summary: List[ClassSummary] = []
     for c in wanted:
-        got = acc.get(c, [])
+        got = drawn.accepted.get(c, [])
         if got:
-            _, rows, cols, dist = cands[c]
+            _, rows, cols, dist = drawn.candidates[c]
             for i in got:
                 r, q = int(rows[i]), int(cols[i])
                 x, y = gdal.ApplyGeoTransform(gt, q + 0.5, r + 0.5)
                 samples.append(Sample(len(samples) + 1, c, names[c], r, q, x, y, float(dist[i])))
-        req = requested.get(c, 0)
-        n_int = interior.get(c, 0)
-        reason = ""
-        if len(got) < req or not pix.get(c):
-            if not pix.get(c):
-                reason = "class not present in the raster"
-            elif n_int < req and len(got) == n_int:
-                reason = (f"only {n_int} interior pixel(s) (>= {min_edge_distance_px} px from another class, "
-                          f"nodata or the raster border" + (", chip inside the raster" if chip_size_px else "")
-                          + ")")
-            elif pool_size.get(c, 0) >= MAX_POOL:
-                reason = f"candidate pool limit of {MAX_POOL} pixels reached with spacing {min_spacing_px} px"
-            else:
-                reason = (f"only {len(got)} of {n_int} interior pixel(s) are >= {min_spacing_px} px "
-                          "from other samples (MIN_SPACING_PX)")
-        summary.append(ClassSummary(c, names[c], int(pix.get(c, 0)), float(area.get(c, 0.0)), int(n_int),
-                                    int(req), len(got), reason))
-    if progress:
-        progress(1.0, "select")
-    return SampleResult(samples, summary, tuple(gt), wkt, (W, H), halo, msgs)
+    return samples
+
+
+def _shortfall(c: int, req: int, pix, drawn: _Drawn, request: _Request, chip: int) -> str:
+    """Why class ``c`` got fewer samples than requested ("" when it got them all)."""
+    got, n_int = len(drawn.accepted.get(c, [])), drawn.interior.get(c, 0)
+    min_spacing_px = request.min_spacing_px
+    if not (got < req or not pix.get(c)):
+        return ""
+    if not pix.get(c):
+        return "class not present in the raster"
+    if n_int < req and got == n_int:
+        return (f"only {n_int} interior pixel(s) (>= {request.min_edge_distance_px} px from another class, "
+                f"nodata or the raster border" + (", chip inside the raster" if chip else "") + ")")
+    if drawn.pool_size.get(c, 0) >= MAX_POOL:
+        return f"candidate pool limit of {MAX_POOL} pixels reached with spacing {min_spacing_px} px"
+    return (f"only {got} of {n_int} interior pixel(s) are >= {min_spacing_px} px "
+            "from other samples (the minimum spacing)")
 
 
 def _declared_classes(ds: gdal.Dataset) -> int:
@@ -624,9 +684,8 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
     Raises:
         SamplingError: image on another grid/CRS, chip larger than the raster, or a chip outside it.
         OutputError: the folder cannot be written.
-        segment.Canceled: canceled (chips already finished stay).
+        errors.Canceled: canceled (chips already finished stay).
     """
-    from .segment import Canceled
 
     from . import outputs
 
@@ -640,54 +699,68 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
         check_class_raster(cds, class_path)
         W, H = cds.RasterXSize, cds.RasterYSize
         if chip_size_px < 1 or chip_size_px > W or chip_size_px > H:
-            raise SamplingError(f"CHIP_SIZE_PX {chip_size_px} must be 1..{min(W, H)} px "
-                                f"(the class raster is {W} x {H} px).")
+            raise SamplingError(f"{{name}} {chip_size_px} must be 1..{min(W, H)} px "
+                                f"(the class raster is {W} x {H} px).", parameter="chip_size")
         ids = raster.open_raster(image_path) if image_path else None
         dx, dy = image_offset(cds, ids) if ids is not None else (0, 0)
-        names, colors = classraster.read_palette(class_path)
-        src_band = cds.GetRasterBand(1)
-        gt = cds.GetGeoTransform()
+        palette = classraster.read_palette(class_path)
         out: List[Chip] = []
         for n, s in enumerate(samples):
             if is_canceled and is_canceled():
                 raise Canceled()
-            win = chip_window(s, chip_size_px)
-            xo, yo, cs, _ = win
-            if xo < 0 or yo < 0 or xo + cs > W or yo + cs > H:
-                raise SamplingError(f"The chip of sample {s.sample_id} (pixel {s.col}, {s.row}) leaves the "
-                                    "raster; draw samples with the same chip size.")
-            base = os.path.join(folder, f"{prefix}_{s.sample_id:05d}_class{s.class_id}")
-            mask_path = base + "_mask.tif"
-            guard("folder", mask_path)
-            guard("folder", base + "_image.tif")
-            with classraster.partial_output(mask_path) as po:
-                po.ds = gdal.GetDriverByName("GTiff").Create(po.path, cs, cs, 1, src_band.DataType,
-                                                             options=["COMPRESS=DEFLATE"])
-                mgt = list(gt)
-                mgt[0], mgt[3] = gdal.ApplyGeoTransform(gt, xo, yo)
-                po.ds.SetGeoTransform(mgt)
-                po.ds.SetProjection(cds.GetProjection())
-                mband = po.ds.GetRasterBand(1)
-                mband.WriteArray(src_band.ReadAsArray(xo, yo, cs, cs))
-                if src_band.DataType in (gdal.GDT_Byte, gdal.GDT_UInt16):
-                    classraster.write_palette(mband, names, colors)
-                else:
-                    mband.SetNoDataValue(classraster.NODATA)
-                mband = None
-            image_out = ""
-            if ids is not None:
-                image_out = base + "_image.tif"
-                with classraster.partial_output(image_out) as po:
-                    po.ds = gdal.Translate(po.path, ids, format="GTiff", srcWin=[xo + dx, yo + dy, cs, cs],
-                                           creationOptions=["COMPRESS=DEFLATE"])
-            corners = [gdal.ApplyGeoTransform(gt, px, py) for px, py in
-                       ((xo, yo), (xo + cs, yo), (xo + cs, yo + cs), (xo, yo + cs))]
-            out.append(Chip(s, win, image_out, mask_path, [tuple(c) for c in corners]))
+            out.append(_write_chip(cds, ids, (dx, dy), s, chip_size_px, os.path.join(folder, prefix), palette,
+                                   guard))
             if progress:
                 progress((n + 1) / max(1, len(samples)), "chips")
         return out
     finally:
         cds = ids = None
+
+
+def _write_chip(cds, ids, offset, s: Sample, chip_size_px: int, prefix_path: str, palette, guard) -> Chip:
+    """The mask chip (and the image chip when ``ids`` is given) of sample ``s``, each renamed into place."""
+    W, H = cds.RasterXSize, cds.RasterYSize
+    win = chip_window(s, chip_size_px)
+    xo, yo, cs, _ = win
+    if xo < 0 or yo < 0 or xo + cs > W or yo + cs > H:
+        raise SamplingError(f"The chip of sample {s.sample_id} (pixel {s.col}, {s.row}) leaves the "
+                            "raster; draw samples with the same chip size.")
+    base = f"{prefix_path}_{s.sample_id:05d}_class{s.class_id}"
+    mask_path = base + "_mask.tif"
+    guard("folder", mask_path)
+    guard("folder", base + "_image.tif")
+    _write_mask_chip(cds, win, mask_path, palette)
+    image_out = ""
+    if ids is not None:
+        image_out = base + "_image.tif"
+        with classraster.partial_output(image_out) as po:
+            po.ds = gdal.Translate(po.path, ids, format="GTiff", srcWin=[xo + offset[0], yo + offset[1], cs, cs],
+                                   creationOptions=["COMPRESS=DEFLATE"])
+    gt = cds.GetGeoTransform()
+    corners = [gdal.ApplyGeoTransform(gt, px, py) for px, py in
+               ((xo, yo), (xo + cs, yo), (xo + cs, yo + cs), (xo, yo + cs))]
+    return Chip(s, win, image_out, mask_path, [tuple(c) for c in corners])
+
+
+def _write_mask_chip(cds, win, mask_path: str, palette) -> None:
+    """The class raster's values over ``win`` as a GeoTIFF with its colour table and class names."""
+    xo, yo, cs, _ = win
+    src_band = cds.GetRasterBand(1)
+    gt = cds.GetGeoTransform()
+    with classraster.partial_output(mask_path) as po:
+        po.ds = gdal.GetDriverByName("GTiff").Create(po.path, cs, cs, 1, src_band.DataType,
+                                                     options=["COMPRESS=DEFLATE"])
+        mgt = list(gt)
+        mgt[0], mgt[3] = gdal.ApplyGeoTransform(gt, xo, yo)
+        po.ds.SetGeoTransform(mgt)
+        po.ds.SetProjection(cds.GetProjection())
+        mband = po.ds.GetRasterBand(1)
+        mband.WriteArray(src_band.ReadAsArray(xo, yo, cs, cs))
+        if src_band.DataType in (gdal.GDT_Byte, gdal.GDT_UInt16):
+            classraster.write_palette(mband, *palette)
+        else:
+            mband.SetNoDataValue(classraster.NODATA)
+        mband = None
 
 
 def summary_text(result: SampleResult) -> List[str]:

@@ -9,9 +9,23 @@ radius the stitched result equals whole-image inference (conventions.md §d.2, c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Tuple
+from typing import Iterator, NamedTuple, Tuple
 
-Window = Tuple[int, int, int, int]
+
+class Window(NamedTuple):
+    """A rectangle of raster pixels: column and row offsets of its top-left pixel, width and height.
+
+    A named tuple, so ``xoff, yoff, xsize, ysize = window`` and a plain 4-tuple given for it keep working.
+    """
+
+    xoff: int
+    yoff: int
+    xsize: int
+    ysize: int
+
+    def slices(self) -> Tuple[slice, slice]:
+        """``(rows, cols)`` slices of this window in an array whose origin is pixel (0, 0)."""
+        return slice(self.yoff, self.yoff + self.ysize), slice(self.xoff, self.xoff + self.xsize)
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,11 @@ class Tile:
     read: Window
     crop: Tuple[int, int]
     out: Tuple[int, int]
+
+    @property
+    def core_in_read(self) -> Window:
+        """The core as a window of the read array (index the read data with ``core_in_read.slices()``)."""
+        return Window(self.crop[0], self.crop[1], self.core.xsize, self.core.ysize)
 
 
 def iter_tiles(window: Window, raster_size: Tuple[int, int], tile_size: int, halo: int = 0) -> Iterator[Tile]:
@@ -47,7 +66,7 @@ def iter_tiles(window: Window, raster_size: Tuple[int, int], tile_size: int, hal
         for tx in range(x0, x0 + xs, tile_size):
             tw = min(tile_size, x0 + xs - tx)
             rx0, rx1 = max(0, tx - halo), min(width, tx + tw + halo)
-            yield Tile(core=(tx, ty, tw, th), read=(rx0, ry0, rx1 - rx0, ry1 - ry0),
+            yield Tile(core=Window(tx, ty, tw, th), read=Window(rx0, ry0, rx1 - rx0, ry1 - ry0),
                        crop=(tx - rx0, ty - ry0), out=(tx - x0, ty - y0))
 
 

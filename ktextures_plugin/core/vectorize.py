@@ -15,26 +15,11 @@ from osgeo import gdal, ogr
 
 from . import geo, outputs, raster
 from .classraster import OutputError, partial_path, read_palette
+from .errors import Progress
+from .outputs import vector_driver
 
 gdal.UseExceptions()
 ogr.UseExceptions()
-
-Progress = Callable[[float, str], None]
-
-
-def vector_driver(path: str) -> str:
-    """OGR vector driver short name for the extension of ``path`` (GeoPackage for none or unknown)."""
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
-    known = {"gpkg": "GPKG", "shp": "ESRI Shapefile", "geojson": "GeoJSON", "json": "GeoJSON",
-             "fgb": "FlatGeobuf", "sqlite": "SQLite", "gml": "GML", "kml": "KML", "csv": "CSV"}
-    if ext in known:
-        return known[ext]
-    for i in range(ogr.GetDriverCount()):
-        drv = ogr.GetDriver(i)
-        md = drv.GetMetadata() or {}
-        if md.get(gdal.DCAP_VECTOR) == "YES" and ext in (md.get(gdal.DMD_EXTENSIONS) or "").split():
-            return drv.GetName()
-    raise OutputError(f"No OGR vector format writes '.{ext}' files ({path}); use .gpkg")
 
 
 def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = None,
@@ -72,7 +57,7 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
 
 
 def _polygonize(class_raster, output_path, layer_name, class_names, eight_connected, progress, is_canceled):
-    from .segment import Canceled
+    from .errors import Canceled
 
     drv_name = vector_driver(output_path)
     names = list(class_names) if class_names else read_palette(class_raster)[0]

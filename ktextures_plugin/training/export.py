@@ -6,7 +6,7 @@ with BatchNorm in inference mode (running statistics; recalibrated by the traine
 class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the §4.2 masks); the spatial class is the argmax
 of the k logits.
 
-The file is written to ``<out>.tmp-<pid>`` first, validated (onnx checker + :func:`core.modelinfo.read_model_info`)
+The file is written to ``<out>.tmp-<pid>`` first, validated (onnx checker + :func:`core.inference.read_model_info`)
 and only then renamed onto ``out``.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import modelinfo
+from ..core import inference, modelinfo
 from . import onnx_rewrite
 from .model import KTextures, bin_index
 
@@ -125,7 +125,7 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
     tmp = os.path.join(out_dir, f".{os.path.basename(out_path)}.tmp-{os.getpid()}.onnx")
     try:
         onnx.save(proto, tmp)
-        info = modelinfo.read_model_info(tmp)
+        info = inference.read_model_info(tmp)
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,265 @@
+"""Inference: onnxruntime sessions, the execution provider, the model's metadata read through a session, and
+the classes of one scaled tile, run in row strips of a size that fits the CPU caches.
+
+:mod:`.modelinfo` parses the metadata; this module opens the sessions (onnxruntime is imported lazily, through
+:func:`.runtime.require_onnxruntime`), so the dependency runs one way: inference -> modelinfo.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import ModelError
+from .modelinfo import INPUT_NAME, K_HALO, OUTPUT_CLASS, ModelInfo, check_classes, info_from_session
+from .runtime import require_onnxruntime
+
+
+def choose_providers(available: List[str], prefer_gpu: bool = True) -> List[str]:
+    """Execution providers to ask for, best first: CUDA when onnxruntime-gpu offers it, then CPU."""
+    chosen = []
+    if prefer_gpu and "CUDAExecutionProvider" in available:
+        chosen.append("CUDAExecutionProvider")
+    chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+# onnxruntime's NCHWc layout transformer blocks convolutions for AVX2/AVX-512 and inserts reorders around the
+# element-wise nodes it cannot run blocked. For a per-pixel model (only 1x1 convolutions, halo 0) the reorders
+# cost more than they save: ~10-20 % slower on the bench machine; for 3x3 convolutions (the spatial variant)
+# it is ~40 % faster, so it stays on there (docs/benchmarks.md, "ELU rewrite").
+PER_PIXEL_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
+
+
+def _per_pixel(session) -> bool:
+    """True if the model's metadata declares ``ktextures.halo_px`` 0 (a per-pixel network)."""
+    try:
+        return json.loads(session.get_modelmeta().custom_metadata_map.get(K_HALO, "null")) == 0
+    except Exception:  # noqa: BLE001 - metadata is optional here; read_model_info reports contract errors
+        return False
+
+
+def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = True, for_inference: bool = True,
+                 allow_spinning: bool = False):
+    """Open an ``onnxruntime.InferenceSession`` on ``path``.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads (default: onnxruntime's choice, one per core).
+        prefer_gpu: use the CUDA execution provider when onnxruntime-gpu is installed.
+
+        for_inference: False for a session only used to read metadata and signatures: skips the tuning below.
+        allow_spinning: let onnxruntime's pool threads busy-wait between runs (its default). Off by default:
+            ``segment`` reads and decodes the next tiles in another thread, which the spinning starves (segment
+            ran 12 % faster with 28 % less CPU time without it, docs/benchmarks.md); on, pure back-to-back
+            inference with nothing else running is about 1.2x faster.
+
+    For inference, a per-pixel model (``ktextures.halo_px`` 0) is re-opened with onnxruntime's NCHWc layout
+    transformer disabled (:data:`PER_PIXEL_DISABLED_OPTIMIZERS`), which makes it faster on CPU.
+
+    Returns:
+        The session; ``session.get_providers()[0]`` is the execution provider that runs it.
+
+    Raises:
+        ImportError: onnxruntime missing (message: how to install it).
+        ModelError: file missing or not a loadable ONNX model.
+    """
+    ort = require_onnxruntime()
+    if not path or not os.path.isfile(path):
+        raise ModelError(f"Model file not found: '{path}'. Choose an existing .onnx file, or leave the model "
+                         "file empty to use a bundled model.")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    providers = choose_providers(ort.get_available_providers(), prefer_gpu)
+    try:
+        session = ort.InferenceSession(path, sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidProtobuf, ...)
+        raise ModelError(f"Cannot load '{path}' as an ONNX model ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:300]}). The file is corrupt or not ONNX: "
+                         "re-export or re-download it.") from None
+    if for_inference and providers[0] == "CPUExecutionProvider" and _per_pixel(session):
+        try:
+            session = ort.InferenceSession(path, sess_options=opts, providers=providers,
+                                           disabled_optimizers=PER_PIXEL_DISABLED_OPTIMIZERS)
+        except Exception:  # noqa: BLE001 - an onnxruntime without disabled_optimizers: keep the default session
+            pass
+    return session
+
+
+def read_model_info(path: str, session=None) -> ModelInfo:
+    """Read and validate the metadata of a k-textures ONNX file (:func:`.modelinfo.info_from_session`).
+
+    Args:
+        path: the ``.onnx`` file.
+        session: an existing ``onnxruntime.InferenceSession`` on ``path`` (avoids loading it twice).
+
+    Raises:
+        ModelError: file missing, not an ONNX model (corrupt), no k-textures metadata, or an input that is
+            not (N,C,H,W) float32 with C = the number of declared channels, or no ``class`` output.
+        ImportError: onnxruntime is not installed (:func:`.runtime.require_onnxruntime`).
+    """
+    if session is None:
+        session = open_session(path, for_inference=False)
+    return info_from_session(session, path)
+
+
+#: Pixels per onnxruntime call. A 1x1 network's 64-channel intermediates for a whole 512 px tile (64 MB) do
+#: not fit in the CPU caches; strips of ~16k pixels do, and run 1.3-1.6x faster (docs/benchmarks.md).
+INFER_CHUNK_PX = 16384
+#: ... that is about this many hidden values per call; a per-pixel model whose provenance gives its
+#: ``mask_width`` runs on strips of ``INFER_CHUNK_VALUES // mask_width`` pixels (65536 at width 16, which
+#: is 1.3x faster than 16384 there: fewer calls, each still cache-sized).
+INFER_CHUNK_VALUES = 64 * INFER_CHUNK_PX
+
+
+#: ... and a context-variant model (halo 12 px, 16 feature channels) runs on strips of this many pixels: each
+#: strip re-reads 2 x 12 halo rows, so 16384-px strips (about 30 rows at 512 px) spend most of their time on
+#: halo rows; 131072 px ran 2.4x faster than 16384 and than a whole tile at once (docs/benchmarks.md).
+CONTEXT_CHUNK_PX = 8 * INFER_CHUNK_PX
+
+
+def chunk_px_for(info: ModelInfo) -> int:
+    """Pixels per onnxruntime call for this model: :data:`CONTEXT_CHUNK_PX` for the context variant,
+    ``INFER_CHUNK_VALUES // mask_width`` for a per-pixel model that records its ``mask_width`` in its
+    provenance (between 16384 and 262144), else :data:`INFER_CHUNK_PX`."""
+    prov = info.provenance if isinstance(info.provenance, dict) else {}
+    if prov.get("variant") == "context":
+        return CONTEXT_CHUNK_PX
+    width = prov.get("mask_width")
+    if info.halo_px != 0 or not isinstance(width, int) or width < 1:
+        return INFER_CHUNK_PX
+    return int(min(max(INFER_CHUNK_VALUES // width, INFER_CHUNK_PX), 16 * INFER_CHUNK_PX))
+
+
+def infer_classes(session, x: np.ndarray, halo_px: int, chunk_px: int = INFER_CHUNK_PX) -> np.ndarray:
+    """Run the model's ``class`` output on one scaled tile, in row strips of about ``chunk_px`` pixels.
+
+    Each strip is read with ``halo_px`` extra rows on both sides (clipped to the tile) and cropped back, so
+    the result equals one call on the whole tile for any model whose receptive field radius is <= its
+    ``halo_px`` (models/README.md); with ``halo_px`` 0 (a per-pixel network) the strips do not overlap.
+
+    Args:
+        session: an onnxruntime session on a k-textures model.
+        x: (C,H,W) float32, scaled to the model's [0, 1] range.
+        halo_px: the model's halo in pixels.
+        chunk_px: target pixels per call (excluding halo rows).
+
+    Returns:
+        (H,W) integer class indices 0..k-1 as the model returns them.
+    """
+    c, h, w = x.shape
+    rows = max(1, int(chunk_px) // max(1, w), 4 * int(halo_px))
+    if rows >= h:
+        return session.run([OUTPUT_CLASS], {INPUT_NAME: x[None]})[0][0, 0]
+    out = None
+    for r in range(0, h, rows):
+        a, b = max(0, r - halo_px), min(h, r + rows + halo_px)
+        part = session.run([OUTPUT_CLASS], {INPUT_NAME: np.ascontiguousarray(x[None, :, a:b])})[0][0, 0]
+        if out is None:
+            out = np.empty((h, w), part.dtype)
+        out[r:min(h, r + rows)] = part[r - a:r - a + min(rows, h - r)]
+    return out
+
+
+#: Class mean colours (the true-colour palette) are averaged over every 4th pixel in each direction.
+COLOR_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class TileModel:
+    """What classifying one tile needs from the model (small and picklable, for Dask tasks too).
+
+    Attributes:
+        info: the model's metadata (k, halo, nodata fill, channel names).
+        chunk_px: pixels per onnxruntime call (:func:`chunk_px_for`).
+        rgb_idx: the model channels of red, green and blue, -1 where the model has none.
+    """
+
+    info: ModelInfo
+    chunk_px: int
+    rgb_idx: Tuple[int, int, int]
+
+    @classmethod
+    def of(cls, info: ModelInfo) -> "TileModel":
+        """The tile model of ``info``, with its strip size and true-colour channels."""
+        rgb = tuple(info.channel_names.index(n) if n in info.channel_names else -1 for n in ("red", "green", "blue"))
+        return cls(info=info, chunk_px=chunk_px_for(info), rgb_idx=rgb)
+
+    @property
+    def label_dtype(self):
+        """numpy dtype of the class raster: uint8 up to k = 254, else uint16."""
+        return np.uint8 if self.info.num_classes <= 254 else np.uint16
+
+
+@dataclass
+class TileClasses:
+    """The classes of one tile's core and its share of the run's statistics.
+
+    Attributes:
+        labels: uint8/uint16 ``(th, tw)``: 0 = nodata, 1..k.
+        cls: class indices 0..k-1 ``(th, tw)`` as the model returned them, or ``None`` when no pixel is valid.
+        valid: bool ``(th, tw)``: the core's valid pixels.
+        n_valid: number of valid pixels of the core.
+        color_n: int64 ``(k,)`` sampled pixels per class (every :data:`COLOR_STRIDE`-th pixel).
+        color_sum: float64 ``(k, 3)`` sum of their scaled red, green, blue values.
+    """
+
+    labels: np.ndarray
+    cls: Optional[np.ndarray]
+    valid: np.ndarray
+    n_valid: int
+    color_n: np.ndarray
+    color_sum: np.ndarray
+
+
+def classify_tile(session, model: TileModel, tile, data: np.ndarray, valid: np.ndarray) -> TileClasses:
+    """Classify one tile: the model on the scaled read window, cropped to the core, nodata kept as 0.
+
+    Args:
+        session: an onnxruntime session on the model.
+        model: :class:`TileModel`.
+        tile: a ``tiling.Tile``.
+        data: float32 ``(C, h, w)`` of ``tile.read``, scaled to [0, 1]; invalid pixels are overwritten with the
+            model's ``nodata_fill``.
+        valid: bool ``(h, w)``.
+
+    Raises:
+        ModelError: the model returned a class outside ``0..k-1`` (``modelinfo.check_classes``).
+    """
+    k = model.info.num_classes
+    core = tile.core_in_read.slices()
+    cvalid = valid[core]
+    tc = TileClasses(np.zeros(cvalid.shape, model.label_dtype), None, cvalid, 0,
+                     np.zeros(k, np.int64), np.zeros((k, 3), np.float64))
+    if not cvalid.any():
+        return tc
+    full = bool(valid.all())
+    tc.n_valid = cvalid.size if full else int(cvalid.sum())
+    if not full:
+        data[:, ~valid] = model.info.nodata_fill
+    tc.cls = infer_classes(session, data, model.info.halo_px, model.chunk_px)[core]
+    check_classes(tc.cls, model.info)  # a model outside the contract never writes a wrong class
+    if full:  # no boolean indexing on tiles without nodata (most of them)
+        np.add(tc.cls, 1, out=tc.labels, casting="unsafe")
+    else:
+        tc.labels[cvalid] = tc.cls[cvalid] + 1
+    if min(model.rgb_idx) >= 0:
+        _add_colors(tc, data[(slice(None),) + core], model.rgb_idx)
+    return tc
+
+
+def _add_colors(tc: TileClasses, x: np.ndarray, rgb_idx) -> None:
+    """Class colour sums of the core ``x`` (C, th, tw) from every :data:`COLOR_STRIDE`-th pixel."""
+    sub = (slice(None, None, COLOR_STRIDE), slice(None, None, COLOR_STRIDE))
+    sub_valid = tc.valid[sub]
+    sel = tc.cls[sub][sub_valid]
+    k = len(tc.color_n)
+    tc.color_n += np.bincount(sel, minlength=k)
+    for j, ci in enumerate(rgb_idx):
+        tc.color_sum[:, j] += np.bincount(sel, weights=x[ci][sub][sub_valid], minlength=k)
