@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from osgeo import gdal
 
-from ..core import classraster, raster, tiling
+from ..core import classraster, raster, tileio, tiling
 from ..core import segment as seg
 from ..core.classstats import ClassCounter, class_stats
 from ..core.errors import RasterError
@@ -132,11 +132,11 @@ def segment_window(job: Job, win: Tuple[int, int, int, int]):
     x0, y0, xs, ys = win
     labels = np.zeros((ys, xs), job.model.label_dtype)
     stats = {}
+    tiles = tiling.iter_tiles(win, (ds.RasterXSize, ds.RasterYSize), job.tile_size, job.model.info.halo_px)
     with raster.gdal_cache_limit(seg.GDAL_CACHE_BYTES):
-        for tile in tiling.iter_tiles(win, (ds.RasterXSize, ds.RasterYSize), job.tile_size,
-                                      job.model.info.halo_px):
-            data, valid = raster.read_window(ds, job.bands, tile.read, job.extra_nodata)
-            raster.scale_in_place(data, job.smin, job.smax)
+        # the reader thread reads and scales the next tile while this one is classified, as in segment_raster
+        for tile, data, valid in tileio.prefetch(ds, job.bands, tiles, job.extra_nodata, None,
+                                                 prepare=lambda d: raster.scale_in_place(d, job.smin, job.smax)):
             tc = classify_tile(session, job.model, tile, data, valid)
             tx, ty, tw, th = tile.core
             labels[ty - y0:ty - y0 + th, tx - x0:tx - x0 + tw] = tc.labels
