@@ -139,6 +139,21 @@ def gdal_cache_limit(limit: Optional[int] = None):
         gdal.SetCacheMax(old)
 
 
+#: Smallest GDAL block cache during a line-by-line pass (:func:`line_pass_cache_bytes`), bytes.
+LINE_PASS_CACHE_MIN = 16 * 1024 * 1024
+
+
+def line_pass_cache_bytes(band: gdal.Band) -> int:
+    """GDAL block cache, in bytes, for a pass that reads (and rewrites) ``band`` line by line, as GDAL's
+    ``SieveFilter`` and ``Polygonize`` do: two rows of blocks (the band and its nodata mask band, which reads
+    the same blocks), at least :data:`LINE_PASS_CACHE_MIN`, at most :data:`GDAL_CACHE_BYTES`. A larger cache
+    only holds blocks the pass will not read again, and GDAL's C memory of the pass comes on top of it.
+    """
+    _, block_rows = band.GetBlockSize()
+    row_bytes = band.XSize * block_rows * gdal.GetDataTypeSize(band.DataType) // 8
+    return int(min(GDAL_CACHE_BYTES, max(LINE_PASS_CACHE_MIN, 2 * row_bytes)))
+
+
 def sample_windows(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Window] = None,
                    grid: int = 8, size: int = 32, extra_nodata: Optional[float] = None) -> np.ndarray:
     """Valid pixel values from ``grid`` x ``grid`` small windows (``size`` px square) spread evenly over
