@@ -8,6 +8,7 @@ selected value equals the optional extra nodata value.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -137,6 +138,27 @@ def gdal_cache_limit(limit: Optional[int] = None):
         yield
     finally:
         gdal.SetCacheMax(old)
+
+
+@contextlib.contextmanager
+def line_pass_cache(band: gdal.Band):
+    """GDAL's block cache lowered to :func:`line_pass_cache_bytes` of ``band`` for the duration of the block,
+    and the memory the lowering freed handed back to the system (:func:`release_free_memory`)."""
+    with gdal_cache_limit(line_pass_cache_bytes(band)):
+        release_free_memory()
+        yield
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``; nothing elsewhere).
+
+    Freed GDAL blocks and numpy buffers below glibc's mmap threshold stay in the process's resident memory
+    until trimmed, and peak RSS then adds them to the next step's own memory.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without the symbol)
+        pass
 
 
 #: Smallest GDAL block cache during a line-by-line pass (:func:`line_pass_cache_bytes`), bytes.

@@ -74,7 +74,7 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
     try:
         band = ds.GetRasterBand(1)
         # GDAL reads the raster line by line: a larger block cache would only hold blocks it has passed
-        with raster.gdal_cache_limit(raster.line_pass_cache_bytes(band)):
+        with raster.line_pass_cache(band):
             return _polygonize(ds, band, job, names, eight_connected=eight_connected, progress=progress,
                                is_canceled=is_canceled)
     except BaseException as exc:
