@@ -9,7 +9,9 @@ once in ``bench/out/``; then four runs, each in its own process, of what ``segme
 (``core.segment.segment_raster``, then ``core.vectorize.polygonize`` for ``--vector``): ``both``
 (``--min-segment-px 8 --vector``), ``sieve`` (``--min-segment-px 8``), ``plain`` (segment alone) and ``vector``
 (``--vector`` without the sieve), in that order so that the configuration that matters most is measured first.
-Peak RSS is the child's ``ru_maxrss`` from ``os.wait4`` (GDAL's C memory included); the time of each step
+Peak RSS is the child's ``VmHWM`` (``/proc/self/status`` at its end: the high-water mark of its own address
+space since ``exec``, GDAL's C memory included; ``ru_maxrss`` would also count the parent's pages the child
+inherited at ``fork``, and the mosaic is built in a process of its own for the same reason); the time of each step
 (segment, sieve, polygonize) comes from the first and last progress call of that step. Prints one Markdown row
 per run as soon as it ends; paste them into docs/benchmarks.md.
 """
@@ -23,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, ROOT)
-from speed import OUT, build_mosaic  # noqa: E402
+from speed import OUT  # noqa: E402
 
 CONFIGS = {"both": (8, True), "sieve": (8, False), "plain": (0, False), "vector": (0, True)}
 
@@ -39,7 +41,8 @@ def progress(frac, stage):
     stages.setdefault(stage, [t, t])[1] = t
 res = segment_raster(img, model, out, bands="3,2,1,4", min_segment_px=int(min_px), progress=progress)
 n = polygonize(out, vec, class_names=res.class_names, progress=progress) if vec else None
-print(json.dumps({"polygons": n, **{s: b - a for s, (a, b) in stages.items()}}), file=sys.stderr)
+hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
+print(json.dumps({"polygons": n, "hwm_kb": hwm[0], **{s: b - a for s, (a, b) in stages.items()}}), file=sys.stderr)
 """
 
 
@@ -64,7 +67,7 @@ def run_child(img, model, size, name):
     for f in (out, vec):
         if f and os.path.exists(f):
             os.remove(f)
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0, rc, steps
+    return time.perf_counter() - t0, steps.pop("hwm_kb", usage.ru_maxrss) / 1024.0, rc, steps
 
 
 def main():
@@ -76,7 +79,9 @@ def main():
     print("| size (px) | run | peak RSS (MB) | total (s) | segment (s) | sieve (s) | polygonize (s) | polygons |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for size in args.sizes:
-        img = build_mosaic(size)
+        code = "import sys; sys.path.insert(0, 'bench'); from speed import build_mosaic; print(build_mosaic(int(sys.argv[1])))"
+        img = subprocess.run([sys.executable, "-c", code, str(size)], cwd=ROOT, check=True, capture_output=True,
+                             text=True).stdout.strip().splitlines()[-1]
         for name in args.configs:
             sec, mb, rc, st = run_child(img, args.model, size, name)
             f = (lambda k: f"{st[k]:.1f}" if k in st else "-")
