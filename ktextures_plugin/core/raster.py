@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import sys
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -155,9 +156,11 @@ def release_free_memory() -> None:
     Freed GDAL blocks and numpy buffers below glibc's mmap threshold stay in the process's resident memory
     until trimmed, and peak RSS then adds them to the next step's own memory.
     """
+    if not sys.platform.startswith("linux"):
+        return
     try:
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without the symbol)
+    except (OSError, AttributeError, TypeError):  # a C library without malloc_trim (musl)
         pass
 
 
