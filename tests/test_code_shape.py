@@ -17,7 +17,6 @@ ALLOWED = {
     "algorithms/fit.py:FitAlgorithm.processAlgorithm",
     "algorithms/sample.py:SampleAlgorithm.processAlgorithm",
     "algorithms/segment.py:SegmentAlgorithm.processAlgorithm",
-    "core/vectorize.py:_polygonize",
     "training/model.py:KTextures.__init__",
     "training/train.py:fit",
     "training/train.py:train_model",

@@ -287,6 +287,33 @@ def test_small_gdal_cache_flushes_blocks_early(tmp_path, tiny_models, monkeypatc
     assert classraster.read_palette(str(out)) == (res.class_names, res.colors)
 
 
+def test_sieve_and_polygonize_run_with_a_line_pass_cache(tmp_path, tiny_models):
+    """GDAL's sieve and polygonize read line by line: during each, GDAL's block cache is two rows of blocks
+    of the class raster (at least 16 MB), not the run's 128 MB; the cache limit is restored after each."""
+    from ktextures_plugin.core.vectorize import polygonize
+
+    before = gdal.GetCacheMax()
+    seen = {}
+
+    def progress(_frac, stage):
+        seen.setdefault(stage, set()).add(gdal.GetCacheMax())
+
+    out = tmp_path / "c.tif"
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, min_segment_px=20, progress=progress)
+    polygonize(str(out), str(tmp_path / "p.gpkg"), progress=progress)
+    assert gdal.GetCacheMax() == before
+    ds = gdal.Open(str(out))
+    want = raster.line_pass_cache_bytes(ds.GetRasterBand(1))
+    assert want == raster.LINE_PASS_CACHE_MIN < raster.GDAL_CACHE_BYTES
+    assert seen["sieve"] == {want} and seen["polygonize"] == {want}
+    assert seen["segment"] == {min(before, raster.GDAL_CACHE_BYTES)}
+    wide = gdal.GetDriverByName("GTiff").Create("/vsimem/wide.tif", 50000, 512, 1, gdal.GDT_UInt16,
+                                                options=["TILED=YES", "SPARSE_OK=TRUE"])
+    assert raster.line_pass_cache_bytes(wide.GetRasterBand(1)) == 2 * 50000 * 256 * 2  # two rows of tiles
+    wide = None
+    gdal.Unlink("/vsimem/wide.tif")
+
+
 @pytest.mark.parametrize("chunk_px", [1, 700, 5000, 10 ** 7])
 @pytest.mark.parametrize("model_key", ["bin4", "box4", "bundled"])
 def test_strip_inference_equals_one_call(tiny_models, model_key, chunk_px):

@@ -8,6 +8,8 @@ selected value equals the optional extra nodata value.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import sys
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -101,6 +103,44 @@ def gdal_cache_limit(limit: Optional[int] = None):
         yield
     finally:
         gdal.SetCacheMax(old)
+
+
+@contextlib.contextmanager
+def line_pass_cache(band: gdal.Band):
+    """GDAL's block cache lowered to :func:`line_pass_cache_bytes` of ``band`` for the duration of the block,
+    and the memory the lowering freed handed back to the system (:func:`release_free_memory`)."""
+    with gdal_cache_limit(line_pass_cache_bytes(band)):
+        release_free_memory()
+        yield
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``; nothing elsewhere).
+
+    Freed GDAL blocks and numpy buffers below glibc's mmap threshold stay in the process's resident memory
+    until trimmed, and peak RSS then adds them to the next step's own memory.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # a C library without malloc_trim (musl)
+        pass
+
+
+#: Smallest GDAL block cache during a line-by-line pass (:func:`line_pass_cache_bytes`), bytes.
+LINE_PASS_CACHE_MIN = 16 * 1024 * 1024
+
+
+def line_pass_cache_bytes(band: gdal.Band) -> int:
+    """GDAL block cache, in bytes, for a pass that reads (and rewrites) ``band`` line by line, as GDAL's
+    ``SieveFilter`` and ``Polygonize`` do: two rows of blocks (the band and its nodata mask band, which reads
+    the same blocks), at least :data:`LINE_PASS_CACHE_MIN`, at most :data:`GDAL_CACHE_BYTES`. A larger cache
+    only holds blocks the pass will not read again, and GDAL's C memory of the pass comes on top of it.
+    """
+    _, block_rows = band.GetBlockSize()
+    row_bytes = band.XSize * block_rows * gdal.GetDataTypeSize(band.DataType) // 8
+    return int(min(GDAL_CACHE_BYTES, max(LINE_PASS_CACHE_MIN, 2 * row_bytes)))
 
 
 def sample_windows(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Window] = None,

@@ -5,6 +5,7 @@ from typing import Callable, Optional
 
 from osgeo import gdal
 
+from . import raster
 from .errors import Canceled, Progress
 
 gdal.UseExceptions()
@@ -28,8 +29,9 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
             return 0 if (is_canceled and is_canceled()) else 1
 
         try:
-            gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px), 8 if eight_connected else 4,
-                             callback=cb)
+            with raster.line_pass_cache(band):  # GDAL reads line by line: no large block cache
+                gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px),
+                                 8 if eight_connected else 4, callback=cb)
         except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
             if is_canceled and is_canceled():
                 raise Canceled() from None

@@ -8,14 +8,16 @@ the raster).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+import traceback
 from typing import Callable, Dict, Optional, Sequence
 
 from osgeo import gdal, ogr
 
 from . import geo, outputs, raster
 from .classraster import OutputError, partial_path, read_palette
-from .errors import Progress
+from .errors import Canceled, Progress
 from .outputs import vector_driver
 
 gdal.UseExceptions()
@@ -48,86 +50,127 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
     Raises:
         OutputError: the destination cannot be written (``outputs.OutputPathError``: it is the class raster,
             or no OGR format writes its extension; checked before any work).
-        segment.Canceled: canceled.
+        errors.Canceled: canceled.
     """
     outputs.check_outputs({"vector": (output_path, outputs.VECTOR)}, {"input": class_raster})
-    with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) is not needed by a streamed read
-        return _polygonize(class_raster, output_path, layer_name, class_names, eight_connected, progress,
-                           is_canceled)
-
-
-def _polygonize(class_raster, output_path, layer_name, class_names, eight_connected, progress, is_canceled):
-    from .errors import Canceled
-
-    drv_name = vector_driver(output_path)
     names = list(class_names) if class_names else read_palette(class_raster)[0]
+    job = _job(output_path, layer_name)
     ds = gdal.Open(class_raster)
-    band = ds.GetRasterBand(1)
-    wkt = ds.GetProjection()
-    srs = geo.srs_of(wkt)
-    ext = os.path.splitext(output_path)[1] or ".gpkg"
-    stem = partial_path(output_path)[:-len(".partial.tif")]
-    tmp_gpkg = stem + ".partial.gpkg"
-    tmp_out = tmp_gpkg if drv_name == "GPKG" else stem + ".partial" + ext
-    gpkg = ogr.GetDriverByName("GPKG")
-    layer_name = layer_name or os.path.splitext(os.path.basename(output_path))[0] or "polygons"
-    out = None
     try:
-        try:
-            out = gpkg.CreateDataSource(tmp_gpkg)
-        except RuntimeError as exc:
-            raise OutputError(f"Cannot create '{output_path}': {exc}") from None
-        # the R-tree is only useful in the delivered GeoPackage (other formats are converted from this one)
-        lyr = out.CreateLayer(layer_name, srs=srs, geom_type=ogr.wkbPolygon,
-                              options=[] if drv_name == "GPKG" else ["SPATIAL_INDEX=NO"])
-        lyr.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
-        name_fd = ogr.FieldDefn("class_name", ogr.OFTString)
-        name_fd.SetWidth(80)
-        lyr.CreateField(name_fd)
-        lyr.CreateField(ogr.FieldDefn("area_m2", ogr.OFTReal))
-
-        def cb(frac, _msg, _data):
-            if progress:
-                progress(frac * 0.8, "polygonize")
-            return 0 if (is_canceled and is_canceled()) else 1
-
-        options = ["8CONNECTED=8"] if eight_connected else []
-        out.StartTransaction()  # one transaction: 5x faster than a commit per polygon
-        try:
-            gdal.Polygonize(band, band.GetMaskBand(), lyr, 0, options, callback=cb)
-        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
-            if is_canceled and is_canceled():
-                raise Canceled() from None
-            raise
-        out.CommitTransaction()
-        if is_canceled and is_canceled():
-            raise Canceled()
-        n = lyr.GetFeatureCount()
-        geom_col = lyr.GetGeometryColumn()
-        lyr = None
-        _set_names_and_areas(out, layer_name, geom_col, names, wkt, _center_lonlat(ds))
-        out = None
-        if progress:
-            progress(0.95, "polygonize")
-        if drv_name != "GPKG":
-            try:
-                gdal.VectorTranslate(tmp_out, tmp_gpkg, format=drv_name, layerName=layer_name)
-            except RuntimeError as exc:
-                raise OutputError(f"Cannot write '{output_path}' as {drv_name}: {exc}") from None
-            gpkg.DeleteDataSource(tmp_gpkg)
-        _move_vector(tmp_out, output_path, drv_name)
-        if progress:
-            progress(1.0, "polygonize")
-        return n
-    except BaseException:
-        out = None
-        for path, name in ((tmp_gpkg, "GPKG"), (tmp_out, drv_name)):
-            if os.path.exists(path):
-                ogr.GetDriverByName(name).DeleteDataSource(path)
+        band = ds.GetRasterBand(1)
+        # GDAL reads the raster line by line: a larger block cache would only hold blocks it has passed
+        with raster.line_pass_cache(band):
+            return _polygonize(ds, band, job, names, eight_connected=eight_connected, progress=progress,
+                               is_canceled=is_canceled)
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)  # close the partial GeoPackage the failed steps held open
+        _remove_partials(job)
         raise
     finally:
         band = None
         ds = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """Where one polygonize run writes: the hidden partial GeoPackage that GDAL Polygonize fills, the partial
+    file in the destination format (the same GeoPackage for ``.gpkg``), and the final path."""
+    output_path: str
+    driver: str
+    layer_name: str
+    tmp_gpkg: str
+    tmp_out: str
+
+
+def _job(output_path: str, layer_name: Optional[str]) -> _Job:
+    driver = vector_driver(output_path)
+    ext = os.path.splitext(output_path)[1] or ".gpkg"
+    stem = partial_path(output_path)[:-len(".partial.tif")]
+    tmp_gpkg = stem + ".partial.gpkg"
+    return _Job(output_path=output_path, driver=driver,
+                layer_name=layer_name or os.path.splitext(os.path.basename(output_path))[0] or "polygons",
+                tmp_gpkg=tmp_gpkg, tmp_out=tmp_gpkg if driver == "GPKG" else stem + ".partial" + ext)
+
+
+def _polygonize(ds, band, job: _Job, names: Sequence[str], *, eight_connected: bool,
+                progress: Optional[Progress], is_canceled: Optional[Callable[[], bool]]) -> int:
+    """The steps of :func:`polygonize` once the destination is checked: polygons into the partial GeoPackage,
+    names and areas by SQL, conversion to the destination format, rename into place."""
+    out = _create_layer(job, geo.srs_of(ds.GetProjection()))
+    lyr = out.GetLayerByName(job.layer_name)
+    _run_polygonize(out, lyr, band, eight_connected, progress, is_canceled)
+    n = lyr.GetFeatureCount()
+    geom_col = lyr.GetGeometryColumn()
+    lyr = None
+    _set_names_and_areas(out, job.layer_name, geom_col, names, ds.GetProjection(), _center_lonlat(ds))
+    out = None
+    if progress:
+        progress(0.95, "polygonize")
+    _deliver(job)
+    if progress:
+        progress(1.0, "polygonize")
+    return n
+
+
+def _create_layer(job: _Job, srs):
+    """The partial GeoPackage with one empty polygon layer (fields class_id, class_name, area_m2)."""
+    try:
+        out = ogr.GetDriverByName("GPKG").CreateDataSource(job.tmp_gpkg)
+    except RuntimeError as exc:
+        raise OutputError(f"Cannot create '{job.output_path}': {exc}") from None
+    # the R-tree is only useful in the delivered GeoPackage (other formats are converted from this one)
+    lyr = out.CreateLayer(job.layer_name, srs=srs, geom_type=ogr.wkbPolygon,
+                          options=[] if job.driver == "GPKG" else ["SPATIAL_INDEX=NO"])
+    lyr.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
+    name_fd = ogr.FieldDefn("class_name", ogr.OFTString)
+    name_fd.SetWidth(80)
+    lyr.CreateField(name_fd)
+    lyr.CreateField(ogr.FieldDefn("area_m2", ogr.OFTReal))
+    return out
+
+
+def _run_polygonize(out, lyr, band, eight_connected: bool, progress: Optional[Progress],
+                    is_canceled: Optional[Callable[[], bool]]) -> None:
+    """``gdal.Polygonize`` of ``band`` (its mask band excludes nodata) into ``lyr`` in one transaction.
+
+    Raises:
+        errors.Canceled: the progress callback saw ``is_canceled()`` True.
+    """
+
+    def cb(frac, _msg, _data):
+        if progress:
+            progress(frac * 0.8, "polygonize")
+        return 0 if (is_canceled and is_canceled()) else 1
+
+    options = ["8CONNECTED=8"] if eight_connected else []
+    out.StartTransaction()  # one transaction: 5x faster than a commit per polygon
+    try:
+        gdal.Polygonize(band, band.GetMaskBand(), lyr, 0, options, callback=cb)
+    except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
+        if is_canceled and is_canceled():
+            raise Canceled() from None
+        raise
+    out.CommitTransaction()
+    if is_canceled and is_canceled():
+        raise Canceled()
+
+
+def _deliver(job: _Job) -> None:
+    """Convert the finished partial GeoPackage to the destination format if it is another one, and rename the
+    result into place."""
+    if job.driver != "GPKG":
+        try:
+            gdal.VectorTranslate(job.tmp_out, job.tmp_gpkg, format=job.driver, layerName=job.layer_name)
+        except RuntimeError as exc:
+            raise OutputError(f"Cannot write '{job.output_path}' as {job.driver}: {exc}") from None
+        ogr.GetDriverByName("GPKG").DeleteDataSource(job.tmp_gpkg)
+    _move_vector(job.tmp_out, job.output_path, job.driver)
+
+
+def _remove_partials(job: _Job) -> None:
+    for path, name in ((job.tmp_gpkg, "GPKG"), (job.tmp_out, job.driver)):
+        if os.path.exists(path):
+            ogr.GetDriverByName(name).DeleteDataSource(path)
 
 
 def _sql_text(value: str) -> str:
