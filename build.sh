@@ -4,7 +4,7 @@
 #   ./build.sh test [PYTEST_ARGS...]   install what is missing (training too), then run all tests
 #   ./build.sh setup           install only
 #   ./build.sh package         write dist/ktextures.zip (the installable plugin)
-# The verified recipe and its traps: ../shared/docs/qgis.md (Debian's /usr/bin/python3 only, numpy pinned
+# The recipe and its traps: docs/development.md (Debian's /usr/bin/python3 only, numpy pinned
 # to Debian's, qgis_process.bin, QT_QPA_PLATFORM=offscreen).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,4 +1,4 @@
-"""Peak memory and time of ``segment`` with the sieve and polygons on large rasters (issue 17).
+"""Peak memory and time of ``segment`` with the sieve and polygons on large rasters.
 
 Usage (from the repository root, under the shared CPU lock):
 

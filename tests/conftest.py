@@ -16,7 +16,7 @@ SAMPLE = ROOT / "data" / "s2_brandenburg_sample_b2b3b4b8_10m.tif"
 SAMPLE_LABEL = ROOT / "data" / "s2_brandenburg_sample_osm_label.tif"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-_PROVIDER = []  # keeps the provider alive for the whole session (qgis.md §4)
+_PROVIDER = []  # keeps the provider alive for the whole session (docs/development.md §5)
 
 
 def shared(rel: str) -> Path:

@@ -1,4 +1,4 @@
-"""What an analyst sees (issue 13): the classes render in their palette colours at least MIN_DELTA_E
+"""What an analyst sees: the classes render in their palette colours at least MIN_DELTA_E
 (CIEDE2000) apart, the default MIN_SEGMENT_PX sieve and CLASS_NAMES through qgis_process, the PALETTE option."""
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""The input is never overwritten (issue 17): every algorithm and every output parameter pointed at an input,
+"""The input is never overwritten: every algorithm and every output parameter pointed at an input,
 through the command line (subprocess), QGIS Processing (processing.run) and qgis_process; two outputs on one
 file; formats that cannot hold an output; each refused before any work with a message naming the option or
 parameter, and the input's sha256 unchanged."""
@@ -202,7 +202,7 @@ def test_core_check_names_the_parameter_and_sees_shapefile_parts(tmp_path):
                            "output": (str(tmp_path / "x.tif"), outputs.CLASS_RASTER)}, {"vector": str(shp)})
 
 
-# -- the model contract, checked at load (issue 17) ----------------------------------------------------------
+# -- the model contract, checked at load ----------------------------------------------------------
 def _edited(src, dst, k_meta=None, float_class=False):
     import onnx
     from onnx import TensorProto
@@ -255,7 +255,7 @@ def test_float_class_output_is_refused_at_load_and_by_inspect(tmp_path, img):
     assert cp.returncode == 2 and "integer" in cp.stderr and "Traceback" not in cp.stderr
 
 
-# -- cancel in the sieve and in polygonize (issue 17) --------------------------------------------------------
+# -- cancel in the sieve and in polygonize --------------------------------------------------------
 @pytest.mark.parametrize("stage", ["sieve", "polygonize"])
 def test_qgis_cancel_in_sieve_and_polygonize_is_clean(provider, tmp_path, img, tiny_models, stage):
     """Cancelled from the progress callback once the stage has started: "Canceled", no traceback, no output
@@ -302,7 +302,7 @@ def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
     assert not any(p.exists() for p in stale) and live.exists()
 
 
-# -- duplicate bands and numeric options (issue 17) ----------------------------------------------------------
+# -- duplicate bands and numeric options ----------------------------------------------------------
 @pytest.mark.parametrize("extra, needle", [
     (["--bands", "3,3,1,4"], "more than once"),
     (["--bands", "3,2,1,4", "--tile-size", "0"], "--tile-size"),

@@ -1,4 +1,4 @@
-"""Tests of ktextures_plugin.training (issue 3): model pieces, feature extractors, data errors, fit/export,
+"""Tests of ktextures_plugin.training: model pieces, feature extractors, data errors, fit/export,
 torch vs onnxruntime parity, determinism, cancel, CLI. Real data (the bundled Sentinel-2 sample), real
 torch, tiny step counts (the whole file runs in well under a minute on 2 cores).
 
@@ -44,10 +44,10 @@ def _run(path, x):
     return sess.run(None, {"image": x})
 
 
-# ---------------------------------------------------------------- model pieces (method.md §4)
+# ---------------------------------------------------------------- model pieces (docs/method.md §3-§4)
 
 def _original_masks(s, k, t=None):
-    """The authors' right/left/middle construction (method.md §4.2) with an exact step f at t = 1 - 1/k."""
+    """The authors' right/left/middle construction (docs/method.md §3.1) with an exact step f at t = 1 - 1/k."""
     t = 1 - 1 / k if t is None else t
     f = lambda v: (v >= t).astype(np.float64)  # noqa: E731
     if k == 2:
@@ -123,7 +123,7 @@ def test_bn_recalibration_uses_population_statistics():
     assert bn.momentum == pytest.approx(0.01)                               # restored
 
 
-# ---------------------------------------------------------------- feature extractors (method.md §5)
+# ---------------------------------------------------------------- feature extractors (docs/method.md §5)
 
 def test_vgg16_torchvision_state_dict_loads(tmp_path):
     from ktextures_plugin.training.features import vgg16_features
@@ -158,7 +158,7 @@ def test_feature_loss_balanced_and_zero_on_identity():
 
 
 def test_autoencoder_features_learn_the_scene_and_are_frozen():
-    """'ae:N' (method.md §9.2-1 a): prepare() trains the auto-encoder on the scene's tiles (reconstruction
+    """'ae:N' (docs/method.md §5): prepare() trains the auto-encoder on the scene's tiles (reconstruction
     error falls), then it is frozen; random/vgg16 need no preparation; bad step counts are refused."""
     sampler = TileSampler(SAMPLE, [3, 2, 1, 4], 64, seed=3)
     loss = FeatureLoss("ae:40+random")
@@ -466,7 +466,7 @@ def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
         fit(SAMPLE, BANDS, 4, str(tmp_path / "neg.onnx"), retries=-1, **FAITHFUL)
 
 
-# ---------------------------------------------------------------- context variant (docs/method.md, "context")
+# ---------------------------------------------------------------- context variant (docs/method.md §3.3)
 
 def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     """With 0 mask-training steps the context network *is* the k-means partition of its z-scored Gaussian

@@ -1,6 +1,6 @@
 """``ktextures:fit``: fit a k-textures model on the analyst's own raster (PyTorch, CPU) and export it to
 ONNX; optionally segment the same raster with it right away (through ``ktextures:segment``, the same code
-path). Training: :func:`ktextures_plugin.training.fit` (method.md §9)."""
+path). Training: :func:`ktextures_plugin.training.fit` (docs/method.md §6)."""
 
 from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterDefinition,

@@ -1,5 +1,5 @@
 """``python -m ktextures_plugin fit IMAGE --bands R,G,B,NIR --k K --out MODEL.onnx [...]``: fit a k-textures
-model on one raster with PyTorch and export it to the ONNX contract of models/README.md (method.md §9).
+model on one raster with PyTorch and export it to the ONNX contract of models/README.md (docs/method.md §6, §7).
 
 Exit codes: 0 success, 2 bad input (one-line message), 3 PyTorch missing, 130 interrupted (no file written).
 """

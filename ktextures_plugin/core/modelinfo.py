@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 SCHEMA_VERSION = 1
 
-#: Channel names the k-textures models use, in the paper's order (method.md §3).
+#: Channel names the k-textures models use, in the paper's order (docs/method.md §2).
 RGBN = ("red", "green", "blue", "nir")
 
 # metadata_props keys

@@ -1,6 +1,6 @@
 """The main job without QGIS: stream a k-textures ONNX model over a raster and write the class raster.
 
-Pipeline (models/README.md for the model contract, conventions.md §d.2-§d.4 for tiling, nodata, output):
+Pipeline (models/README.md for the model contract, docs/method.md §7 for tiling, nodata, outputs):
 a reader thread reads tile windows with GDAL (``raster.read_window``) while the main thread scales them,
 runs onnxruntime and writes each tile's core into a partial GeoTIFF; memory grows with the tile, not the
 raster. The colour table, category names and (optionally) sieve are applied to the partial file, which is
@@ -286,17 +286,17 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
 #: GDAL block cache during a run, bytes (:func:`raster.gdal_cache_limit`).
 GDAL_CACHE_BYTES = raster.GDAL_CACHE_BYTES
 #: Pixels per onnxruntime call. A 1x1 network's 64-channel intermediates for a whole 512 px tile (64 MB) do
-#: not fit in the CPU caches; strips of ~16k pixels do, and run 1.3-1.6x faster (docs/benchmarks.md).
+#: not fit in the CPU caches; strips of ~16k pixels do (docs/benchmarks.md, "Measurements behind constants").
 INFER_CHUNK_PX = 16384
 #: ... that is about this many hidden values per call; a per-pixel model whose provenance gives its
-#: ``mask_width`` runs on strips of ``INFER_CHUNK_VALUES // mask_width`` pixels (65536 at width 16, which
-#: is 1.3x faster than 16384 there: fewer calls, each still cache-sized).
+#: ``mask_width`` runs on strips of ``INFER_CHUNK_VALUES // mask_width`` pixels (65536 at width 16: fewer
+#: calls, each still cache-sized).
 INFER_CHUNK_VALUES = 64 * INFER_CHUNK_PX
 
 
 #: ... and a context-variant model (halo 12 px, 16 feature channels) runs on strips of this many pixels: each
 #: strip re-reads 2 x 12 halo rows, so 16384-px strips (about 30 rows at 512 px) spend most of their time on
-#: halo rows; 131072 px ran 2.4x faster than 16384 and than a whole tile at once (docs/benchmarks.md).
+#: halo rows (docs/benchmarks.md, "Measurements behind constants").
 CONTEXT_CHUNK_PX = 8 * INFER_CHUNK_PX
 
 

@@ -1,11 +1,11 @@
-"""The k-textures training loop and the :func:`fit` API (method.md §6, §9).
+"""The k-textures training loop and the :func:`fit` API (docs/method.md §6).
 
 One step: draw ``batch_size`` random valid tiles (N,4,T,T) from the raster (GDAL windows), compute the k
 textures (k,4,P,P) once, the masks (N,k,T,T), the simulation (N,4,T,T) = sum_i mask_i * T_i (textures
 anchored on the raster grid with period P), the balanced feature loss, and an Adam step (lr 1e-3,
 eps 1e-7) with per-parameter gradient-norm clipping at 1.0 (Keras ``clipnorm``).
 
-After the last step: BatchNorm recalibration of the mask network over ``recal_tiles`` tiles (§9.2-3),
+After the last step: BatchNorm recalibration of the mask network over ``recal_tiles`` tiles (docs/method.md §6),
 textures computed as trained (generator BN in training mode on its fixed noise), export to ONNX through a
 temporary file (no model file is written when training is canceled or fails).
 
@@ -31,9 +31,9 @@ from .errors import FitCanceled, FitInputError
 from .features import FeatureLoss, FeatureSpecError
 from .model import FAITHFUL_SLOPE, KTextures, anneal_slope, continuity_loss, recalibrate_bn
 
-#: schedule of the §4.2 ramp: "faithful" = S 5000 throughout; "anneal" = S from ``slope_start`` to 5000 over
-#: the first 60 % of the steps (§9.2-4a); "ste" = exact one-hot forward, ramp gradient with slope
-#: ``ste_slope`` backward (§9.2-4b).
+#: schedule of the ramp of docs/method.md §3.1: "faithful" = S 5000 throughout; "anneal" = S from ``slope_start`` to 5000 over
+#: the first 60 % of the steps; "ste" = exact one-hot forward, ramp gradient with slope
+#: ``ste_slope`` backward.
 BINNINGS = ("faithful", "anneal", "ste")
 
 #: A class holding less than this fraction of the recalibration tiles' pixels counts as unused.
@@ -61,7 +61,7 @@ class FitConfig:
     extra_nodata: Optional[float] = None
     texture_period: int = 128
     train_mask: bool = True           # False = ablation: mask net frozen at its random init
-    mask_width: int = DEFAULT_MASK_WIDTH  # hidden width of the faithful mask net (paper, method.md §4.1: 64)
+    mask_width: int = DEFAULT_MASK_WIDTH  # hidden width of the faithful mask net (the paper's: 64, docs/method.md §3.1)
     context_hidden: int = 16          # context variant: width of the residual 1x1 MLP (0 = linear head only)
     context_warm: float = 0.3         # context variant: share of the steps that train the textures only
     context_lr: float = 1e-3          # context variant: Adam learning rate of the mask network
@@ -192,7 +192,7 @@ def train_model(image_path: str, bands, cfg: FitConfig,
     if is_canceled is not None and is_canceled():
         raise FitCanceled(f"fit canceled after {steps} steps; no model written")
 
-    # BN recalibration (§9.2-3) and class usage over fresh tiles
+    # BN recalibration (docs/method.md §6) and class usage over fresh tiles
     model.slope = FAITHFUL_SLOPE
     recal = []
     n_recal = max(int(cfg.recal_tiles), 1)
@@ -205,7 +205,7 @@ def train_model(image_path: str, bands, cfg: FitConfig,
     with torch.no_grad():
         for xb in recal:
             counts += np.bincount(model.classify(xb).numpy().ravel(), minlength=k)
-        model.textures.train()                      # textures as trained: BN on the fixed noise (§4.3)
+        model.textures.train()                      # textures as trained: BN on the fixed noise (docs/method.md §4)
         textures = model.texture_stack().detach().clone()
         model.textures.eval()
     return FitResult(model=model, textures=textures, scale_min=sampler.scale_min, scale_max=sampler.scale_max,
@@ -276,7 +276,7 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
         is_canceled: Optional[Callable[[], bool]] = None, *, title: str = "", binning: str = DEFAULT_BINNING,
         threads: Optional[int] = None, extra_nodata: Optional[float] = None, retries: int = DEFAULT_RETRIES,
         log: Optional[Callable[[str], None]] = None, **options) -> Dict:
-    """Fit a k-textures model on one raster and export it as a k-textures ONNX file (method.md §9).
+    """Fit a k-textures model on one raster and export it as a k-textures ONNX file (docs/method.md §6, §7).
 
     Args:
         image_path: raster readable by GDAL (any size: tiles are read through windows).
