@@ -118,11 +118,11 @@ def main(argv=None) -> int:
         print("interrupted: no model written", file=sys.stderr)
         return 130
     _close(state["bar"])
-    fr = ", ".join(f"{100 * v:.1f}" for v in res["class_fractions"])
-    print(f"{res['path']}: k = {res['k']}, {res['steps']} steps in {res['seconds']:.1f} s "
-          f"({res['steps_per_s']:.2f} steps/s), final loss {res['final_loss']:.4f}, halo {res['halo_px']} px")
-    print(f"class shares on {res['provenance']['recal_tiles']} tiles (%): {fr}")
-    for w in res.get("warnings", []):
+    fr = ", ".join(f"{100 * v:.1f}" for v in res.class_fractions)
+    print(f"{res.path}: k = {res.k}, {res.steps} steps in {res.seconds:.1f} s "
+          f"({res.steps_per_s:.2f} steps/s), final loss {res.final_loss:.4f}, halo {res.halo_px} px")
+    print(f"class shares on {res.provenance['recal_tiles']} tiles (%): {fr}")
+    for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return 0
 

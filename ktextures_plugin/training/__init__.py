@@ -13,8 +13,16 @@ sampler, §2), ``train`` (the loop and :func:`fit`, §6), ``export`` (ONNX, §7)
 """
 from __future__ import annotations
 
-from .errors import (AllNodataError, BadKError, FitCanceled, FitInputError, RasterTooSmallError,
-                     TooFewBandsError, TorchMissingError, TORCH_INSTALL_HINT)
+from .errors import (
+    TORCH_INSTALL_HINT,
+    AllNodataError,
+    BadKError,
+    FitCanceled,
+    FitInputError,
+    RasterTooSmallError,
+    TooFewBandsError,
+    TorchMissingError,
+)
 
 __all__ = ["fit", "FitCanceled", "FitInputError", "TooFewBandsError", "BadKError", "RasterTooSmallError",
            "AllNodataError", "TorchMissingError", "torch_available"]

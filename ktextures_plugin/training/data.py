@@ -15,7 +15,6 @@ from ..core import raster as R
 from .errors import AllNodataError, BadKError, RasterTooSmallError, TooFewBandsError
 
 N_CHANNELS = 4
-CHANNEL_NAMES = ["red", "green", "blue", "nir"]
 #: consecutive rejected (nodata) tiles after which the sampler gives up
 MAX_REJECTS = 400
 

@@ -3,7 +3,8 @@
 Graph: input ``image`` float32 (N,C,H,W) with N, H, W dynamic (channels scaled to [0, 1]);
 outputs ``class`` int64 (N,1,H,W) and ``textures`` float32 (k,C,P,P), a constant. The mask network runs
 with BatchNorm in inference mode (running statistics; recalibrated by the trainer, docs/method.md §6). The faithful
-class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the masks of docs/method.md §3.1); the spatial class is the argmax
+class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the masks of docs/method.md §3.1); the spatial class
+is the argmax
 of the k logits.
 
 The file is written to ``<out>.tmp-<pid>`` first, validated (onnx checker + :func:`core.modelinfo.read_model_info`)
@@ -16,7 +17,6 @@ import os
 import warnings
 from typing import Dict, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -133,13 +133,3 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
     info.path = out_path
     return info
 
-
-def onnx_classes(path: str, image: np.ndarray, threads: int = 0) -> np.ndarray:
-    """Run an exported model with onnxruntime on image (N,C,H,W) float32; returns class (N,1,H,W) int64."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    return sess.run([modelinfo.OUTPUT_CLASS], {modelinfo.INPUT_NAME: image.astype(np.float32)})[0]

@@ -10,7 +10,8 @@ Spec strings (``--features NAME``), several joined with ``+``:
   the post-ReLU maps at 1, 1/2, 1/4, 1/8 and 1/16 resolution, each an MSE.
 * ``ae`` or ``ae:STEPS`` — docs/method.md §5: a small VGG-like 4-band convolutional auto-encoder
   trained on the scene's own tiles before the k-textures fit (``STEPS`` Adam steps of
-  :data:`AE_BATCH` tiles, default :data:`AE_STEPS`), then frozen; terms: the encoder's four block outputs (1, 1/2, 1/4, 1/8 resolution).
+  :data:`AE_BATCH` tiles, default :data:`AE_STEPS`), then frozen; terms: the encoder's four block outputs
+  (1, 1/2, 1/4, 1/8 resolution).
   Needs data: :meth:`FeatureLoss.prepare` trains it (``train_model`` calls it).
 * ``vgg16:PATH`` — torchvision-layout VGG16 ``features[:30]`` (through the ReLU after conv5_3, i.e.
   Keras ``block5_conv3``, 8x8x512 at 128 px) with weights from the local state_dict file PATH (keys
@@ -24,8 +25,8 @@ from __future__ import annotations
 from typing import Dict, List, Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,7 +122,7 @@ class AutoEncoderFeatures(Extractor):
             self.enc.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.ReLU()))
             c = w
         self.dec = nn.ModuleList()
-        for i in range(len(widths) - 1):      # light decoder: widths halve at each upsampling
+        for _ in range(len(widths) - 1):      # light decoder: widths halve at each upsampling
             w = max(8, c // 2)
             self.dec.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.ReLU()))
             c = w

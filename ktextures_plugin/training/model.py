@@ -16,8 +16,8 @@ import math
 from typing import Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .defaults import VARIANTS
 
@@ -44,7 +44,8 @@ def glorot_init(module: nn.Module) -> None:
 
 
 class ScalarNet(nn.Module):
-    """Per-pixel scalar network (docs/method.md §3.1): Conv1x1(C->64)-BN-ELU-Conv1x1(64->64)-BN-ELU-Conv1x1(64->1)-BN-sigmoid.
+    """Per-pixel scalar network (docs/method.md §3.1):
+    Conv1x1(C->64)-BN-ELU-Conv1x1(64->64)-BN-ELU-Conv1x1(64->1)-BN-sigmoid.
 
     Input (N,C,H,W) float32 in [0, 1]; output s (N,1,H,W) float32 in (0, 1). In training mode
     Gaussian noise of std ``noise_std`` (0.0005) is added to s (docs/method.md §3.1). Halo 0 px.
@@ -334,7 +335,7 @@ class KTextures(nn.Module):
             multiply-adds per pixel at inference, about 4 * w + w * w + w).
     """
 
-    def __init__(self, k: int, in_ch: int = 4, variant: str = "faithful", period: int = 128,
+    def __init__(self, k: int, in_ch: int = 4, variant: str = "faithful", *, period: int = 128,
                  seed: int = 0, straight_through: bool = False, spatial_width: int = 32, mask_width: int = 64,
                  context_hidden: int = 16):
         super().__init__()
