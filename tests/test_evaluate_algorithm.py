@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import SAMPLE, SAMPLE_LABEL, shared
+from conftest import SAMPLE, SAMPLE_LABEL, algorithm_runner, shared
 from ktextures_plugin.core import classraster, kmeans, metrics
 
 gdal.UseExceptions()
@@ -22,13 +22,7 @@ def _arr(path):
     return ds.GetRasterBand(1).ReadAsArray()
 
 
-@pytest.fixture
-def run(provider):
-    import processing
-
-    def _run(params):
-        return processing.run("ktextures:evaluate", params)
-    return _run
+run = algorithm_runner("ktextures:evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -187,26 +181,18 @@ def test_table_output_optional_and_temporary(run, slo_km):
     assert tmp["ARI"] == bare["ARI"]
 
 
-def test_qgis_process_run(slo_km, label_copy, tmp_path):
+def test_qgis_process_run(qgis_process, slo_km, label_copy, tmp_path):
     """ktextures:evaluate under qgis_process with a polygon reference; numbers agree with core.metrics."""
     import json
-    import subprocess
 
-    from conftest import qgis_process_env
-    env = qgis_process_env(tmp_path)
-    cp0 = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert cp0.returncode == 0 or "already enabled" in cp0.stderr + cp0.stdout, cp0.stderr
     table = tmp_path / "iou.csv"
-    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:evaluate", "--", f"INPUT={slo_km}",
-                         f"REFERENCE={shared(SLO_LABEL)}", f"OUTPUT_TABLE={table}"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    cp = qgis_process.run("ktextures:evaluate", f"INPUT={slo_km}", f"REFERENCE={shared(SLO_LABEL)}",
+                          f"OUTPUT_TABLE={table}")
     assert cp.returncode == 0, cp.stderr[-2000:]
     res = json.loads(cp.stdout)["results"]
     s = metrics.evaluate_rasters(slo_km, str(shared(SLO_LABEL)))
     for key in OUT_KEYS:
         assert res[key] == pytest.approx(s.as_dict()[key.lower()]), key
     assert table.exists()
-    bad = subprocess.run(["qgis_process.bin", "run", "ktextures:evaluate", "--", f"INPUT={slo_km}",
-                          f"REFERENCE={label_copy}"], env=env, capture_output=True, text=True, timeout=300)
+    bad = qgis_process.run("ktextures:evaluate", f"INPUT={slo_km}", f"REFERENCE={label_copy}", json_output=False)
     assert bad.returncode != 0 and "same grid" in bad.stdout + bad.stderr

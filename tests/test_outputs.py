@@ -11,7 +11,7 @@ import sys
 import pytest
 from osgeo import gdal
 
-from conftest import ROOT, SAMPLE, SAMPLE_LABEL, qgis_process_env
+from conftest import ROOT, SAMPLE, SAMPLE_LABEL
 from ktextures_plugin.core import outputs
 
 gdal.UseExceptions()
@@ -171,16 +171,12 @@ def test_qgis_sample_never_overwrites_the_input(provider, labels, tmp_path, img,
     _refused("ktextures:sample", params, param, [c, img])
 
 
-def test_qgis_process_segment_report_on_the_input(tmp_path, img, tiny_models):
-    """The route of the issue: `ktextures:segment INPUT=in.tif ... OUTPUT_REPORT=in.tif` under qgis_process."""
-    env = qgis_process_env(tmp_path)
-    subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
-                   text=True, timeout=120)
+def test_qgis_process_segment_report_on_the_input(qgis_process, tmp_path, img, tiny_models):
+    """`ktextures:segment INPUT=in.tif ... OUTPUT_REPORT=in.tif` under qgis_process is refused."""
     before = sha(img)
-    cp = subprocess.run(["qgis_process.bin", "run", "ktextures:segment", "--", f"INPUT={img}",
-                         f"MODEL_FILE={tiny_models['bin4']}", "BANDS=3", "BANDS=2", "BANDS=1", "BANDS=4",
-                         f"OUTPUT_RASTER={tmp_path / 'c.tif'}", f"OUTPUT_REPORT={img}"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    cp = qgis_process.run("ktextures:segment", f"INPUT={img}", f"MODEL_FILE={tiny_models['bin4']}", "BANDS=3",
+                          "BANDS=2", "BANDS=1", "BANDS=4", f"OUTPUT_RASTER={tmp_path / 'c.tif'}",
+                          f"OUTPUT_REPORT={img}", json_output=False)
     assert cp.returncode != 0 and "OUTPUT_REPORT" in cp.stdout + cp.stderr
     assert sha(img) == before and not os.path.exists(tmp_path / "c.tif")
 
@@ -223,9 +219,9 @@ def _edited(src, dst, k_meta=None, float_class=False):
 
 
 def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
-    from onnx_fixtures import binning_model
     from ktextures_plugin.core.modelinfo import ModelError
     from ktextures_plugin.core.segment import segment_raster
+    from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k3.onnx", k_meta=3)
     with pytest.raises(ModelError, match="k = 3"):
         segment_raster(str(img), model, str(tmp_path / "c.tif"), bands="3,2,1,4", scaling="stretch")
@@ -236,16 +232,16 @@ def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
 
 
 def test_model_k_larger_than_the_graph_warns(tmp_path, img):
-    from onnx_fixtures import binning_model
     from ktextures_plugin.core.segment import segment_raster
+    from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k10.onnx", k_meta=10)
     res = segment_raster(str(img), model, str(tmp_path / "c.tif"), bands="3,2,1,4", scaling="stretch")
     assert any("no pixel" in w for w in res.warnings)
 
 
 def test_float_class_output_is_refused_at_load_and_by_inspect(tmp_path, img):
-    from onnx_fixtures import binning_model
     from ktextures_plugin.core.modelinfo import ModelError, read_model_info
+    from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b4.onnx", k=4), tmp_path / "f.onnx", float_class=True)
     with pytest.raises(ModelError, match="integer"):
         read_model_info(model)
@@ -292,7 +288,8 @@ def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
     from ktextures_plugin.core.segment import segment_raster
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = [tmp_path / f".c.tif.{dead.pid}-deadbeef.partial.tif", tmp_path / f".p.gpkg.{dead.pid}-deadbeef.partial.gpkg"]
+    stale = [tmp_path / f".c.tif.{dead.pid}-deadbeef.partial.tif",
+             tmp_path / f".p.gpkg.{dead.pid}-deadbeef.partial.gpkg"]
     live = tmp_path / f".c.tif.{os.getppid()}-cafecafe.partial.tif"   # a process that still runs
     for p in stale + [live]:
         p.write_bytes(b"x" * 1000)
