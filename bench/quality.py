@@ -1,6 +1,6 @@
 """Quality on labelled scenes: k-textures beside the strongest k-means peers, several seeds, one run.
 
-Usage (from the repository root; ../shared/data beside the checkout):
+Usage (from the repository root; the labelled scenes beside the checkout, docs/development.md §2):
 
     .venv/bin/python bench/quality.py [--methods kmeans kmeans-context grass ktextures ...] [--seeds 0 1 2 3 4]
                                       [--variant context] [--k-factor 2] [--scenes slovenia amazon ...]
