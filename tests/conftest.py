@@ -8,6 +8,7 @@ Fixtures and helpers for the front ends: ``provider``; :func:`algorithm_runner` 
 fixture (``processing.run`` of one ``ktextures:*`` algorithm); ``qgis_process`` (and :func:`qgis_process_for`)
 runs ``qgis_process.bin`` with this checkout installed and enabled as plugin ``ktextures``.
 """
+import csv
 import functools
 import os
 import shutil
@@ -78,6 +79,12 @@ def qgis_process_env(tmp_path):
                QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "qgiscfg"),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     return env
+
+
+def csv_rows(path, reader=csv.DictReader):
+    """The rows of a CSV file (``reader`` = ``csv.DictReader`` or ``csv.reader``), the file closed."""
+    with open(path, newline="") as f:
+        return list(reader(f))
 
 
 def _run_processing(alg_id, params, **kw):

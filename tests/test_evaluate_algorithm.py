@@ -1,12 +1,11 @@
 """ktextures:evaluate through real QGIS Processing: raster reference, polygon reference, outputs, errors."""
-import csv
 import shutil
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import SAMPLE, SAMPLE_LABEL, algorithm_runner, shared
+from conftest import SAMPLE, SAMPLE_LABEL, algorithm_runner, csv_rows, shared
 from ktextures_plugin.core import classraster, kmeans, metrics
 
 gdal.UseExceptions()
@@ -74,7 +73,7 @@ def test_raster_reference(run, sample_km, label_copy, tmp_path):
     for key in OUT_KEYS:
         assert res[key] == pytest.approx(d[key.lower()]), key
     assert res["PIXELS"] == s.pixels
-    rows = list(csv.DictReader(open(res["OUTPUT_TABLE"], newline="")))
+    rows = csv_rows(res["OUTPUT_TABLE"])
     assert list(rows[0]) == ["class_id", "class_name", "reference_class", "reference_name", "iou", "pixels"]
     cl = [r for r in rows if r["class_id"]]
     assert [int(r["class_id"]) for r in cl] == [1, 2, 3, 4]
@@ -104,7 +103,7 @@ def test_polygon_reference_matches_label_raster(run, slo_km, tmp_path):
     assert res["PIXELS"] == pytest.approx(by_raster.pixels, rel=0.02)
     for key in OUT_KEYS:
         assert res[key] == pytest.approx(by_raster.as_dict()[key.lower()], abs=0.02), key
-    rows = list(csv.DictReader(open(table, newline="")))
+    rows = csv_rows(table)
     ref_names = {r["reference_name"] for r in rows if r["reference_class"]}
     assert {"forest", "grassland", "cultivated land"} <= ref_names
     unmatched = [r for r in rows if r["class_id"] and not r["reference_class"]]
@@ -153,9 +152,9 @@ def test_reference_nodata_parameter(run, slo_km, tmp_path):
     default = run(dict(base))
     everything = run(dict(base, REFERENCE_NODATA=None, OUTPUT_TABLE=str(tmp_path / "t2.csv")))
     assert everything["PIXELS"] > default["PIXELS"]
-    rows = list(csv.DictReader(open(tmp_path / "t2.csv", newline="")))
+    rows = csv_rows(tmp_path / "t2.csv")
     assert "0" in {r["reference_class"] for r in rows}
-    assert "0" not in {r["reference_class"] for r in csv.DictReader(open(tmp_path / "t.csv", newline=""))}
+    assert "0" not in {r["reference_class"] for r in csv_rows(tmp_path / "t.csv")}
 
 
 def test_polygons_in_another_crs_are_reprojected(run, slo_km, tmp_path):

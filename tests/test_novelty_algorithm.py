@@ -2,6 +2,7 @@
 qgis_process on the sample, a graphical model segment -> novelty, errors named with QGIS parameters."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,10 +33,10 @@ def test_parameters_are_listed(provider):
 def test_planted_anomaly_through_qgis(run, tmp_path):
     from qgis.core import QgsRasterLayer, QgsVectorLayer
     src = plant(tmp_path / "planted.tif", [(*PATCH_XY, amazon_patch())])
-    before = open(src, "rb").read()
+    before = Path(src).read_bytes()
     res = run({"INPUT": str(src), "N_SELECT": 5, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
                "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": str(tmp_path / "page.html")})
-    assert open(src, "rb").read() == before
+    assert Path(src).read_bytes() == before
     assert res["TILES"] == 96 and res["SKIPPED_TILES"] == 0
     vec = ogr.Open(res["OUTPUT_SELECTED"])
     feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
@@ -43,7 +44,7 @@ def test_planted_anomaly_through_qgis(run, tmp_path):
     assert first["rank"] == 1
     win = (first["tile_col"] * 64, first["tile_row"] * 64, 64, 64)
     assert overlaps(win, *PATCH_XY)
-    assert open(res["OUTPUT_HTML"]).read().count("data:image/png") == 15
+    assert Path(res["OUTPUT_HTML"]).read_text().count("data:image/png") == 15
     rl = QgsRasterLayer(res["OUTPUT_SCORE"], "score")
     assert rl.renderer().type() == "singlebandpseudocolor"
     assert rl.renderer().classificationMax() > rl.renderer().classificationMin()

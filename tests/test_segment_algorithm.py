@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
-from conftest import ROOT, SAMPLE, algorithm_runner, shared
+from conftest import ROOT, SAMPLE, algorithm_runner, csv_rows, shared
 from onnx_fixtures import binning_model
 
 gdal.UseExceptions()
@@ -49,7 +49,7 @@ def test_bundled_sample_with_default_model(run, tmp_path):
     present = np.unique(c)
     assert present.min() >= 1 and set(present) <= set(range(1, k + 1)) and len(present) >= 4
     assert np.bincount(c.ravel(), minlength=k + 1).max() < 0.8 * c.size
-    rows = list(csv.DictReader(open(res["OUTPUT_REPORT"])))
+    rows = csv_rows(res["OUTPUT_REPORT"])
     assert [int(r["class_id"]) for r in rows] == list(range(1, k + 1))
     assert sum(int(r["pixels"]) for r in rows) == c.size == res["VALID_PIXELS"]
     assert sum(float(r["area_m2"]) for r in rows) == pytest.approx(c.size * 100.0, rel=1e-3)
@@ -117,7 +117,7 @@ def test_other_kinds_of_raster(run, tmp_path, case):
     assert ds.GetGeoTransform() == pytest.approx(src_ds.GetGeoTransform())
     assert ds.GetSpatialRef().IsSame(src_ds.GetSpatialRef())
     assert len(np.unique(c[c > 0])) >= 3
-    rows = list(csv.DictReader(open(res["OUTPUT_REPORT"])))
+    rows = csv_rows(res["OUTPUT_REPORT"])
     total_m2 = sum(float(r["area_m2"]) for r in rows)
     if case == "amazon4326":
         gt = src_ds.GetGeoTransform()
@@ -216,7 +216,7 @@ def test_graphical_model_chains_segment_with_native(provider, tmp_path, tiny_mod
     assert m.validate()[0], m.validate()[1]
     res = processing.run(m, {"image": str(SAMPLE), "report:report_OUTPUT_TABLE": str(tmp_path / "t.csv")})
     assert os.path.exists(res["report:report_OUTPUT_TABLE"])
-    rows = list(csv.reader(open(res["report:report_OUTPUT_TABLE"])))
+    rows = csv_rows(res["report:report_OUTPUT_TABLE"], csv.reader)
     assert len(rows) - 1 >= 2  # several classes counted by the native algorithm
 
 
