@@ -2,9 +2,10 @@
 # k-textures for QGIS: one-command set-up, demo, tests and packaging on Debian 12 (bookworm).
 #   ./build.sh demo [OUTDIR]   install what is missing, then segment the bundled sample with qgis_process
 #   ./build.sh test [PYTEST_ARGS...]   install what is missing (training too), then run all tests
+#   ./build.sh lint [RUFF_ARGS...]     ruff check . (settings in pyproject.toml)
 #   ./build.sh setup           install only
 #   ./build.sh package         write dist/ktextures.zip (the installable plugin)
-# The verified recipe and its traps: ../shared/docs/qgis.md (Debian's /usr/bin/python3 only, numpy pinned
+# The recipe and its traps: docs/development.md (Debian's /usr/bin/python3 only, numpy pinned
 # to Debian's, qgis_process.bin, QT_QPA_PLATFORM=offscreen).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -44,7 +45,8 @@ setup_venv() {
     if [ ! -x "$PY" ]; then
         log "creating $VENV from Debian's /usr/bin/python3 (the only Python that imports qgis)"
         /usr/bin/python3 -m venv --system-site-packages "$VENV"
-        echo /usr/share/qgis/python/plugins > "$VENV/lib/python3.11/site-packages/qgis_python_plugins.pth"
+        local site; site=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+        echo /usr/share/qgis/python/plugins > "$site/qgis_python_plugins.pth"
     fi
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         log "pip install -r $req (numpy held at Debian's version by constraints.txt)"
@@ -93,6 +95,9 @@ case "$cmd" in
     test)
         setup_system; setup_venv requirements-dev.txt; compile_resources; plugin_env
         "$PY" -m pytest "$@" ;;
+    lint)
+        setup_system; setup_venv requirements-dev.txt
+        "$PY" -m ruff check "${@:-.}" ;;
     package)
         setup_system; compile_resources
         rm -rf "$BUILD/package" dist/$PLUGIN_ID.zip; mkdir -p "$BUILD/package/$PLUGIN_ID" dist
@@ -102,5 +107,5 @@ case "$cmd" in
         (cd "$BUILD/package" && zip -qr "$ROOT/dist/$PLUGIN_ID.zip" "$PLUGIN_ID")
         log "wrote dist/$PLUGIN_ID.zip" ;;
     *)
-        sed -n '2,8p' "$0"; exit 2 ;;
+        sed -n '2,9p' "$0"; exit 2 ;;
 esac

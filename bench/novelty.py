@@ -8,8 +8,9 @@ Usage (from the repository root; long runs under the shared CPU lock):
 ``discovery``: for each seed, a copy of the bundled sample (or a ``--size`` mosaic of it, mirrored copies)
 gets three different 64 x 64 px patches pasted on random tile-aligned places, plus a second copy of the
 first one: a patch of the Amazon scene (reflectance x 10000), a patch of the Slovenia scene (digital numbers)
-and a flat block at the sample's per-band median (typical colour, no texture); from ../shared/data. The tile
-features are computed once per planted raster (bundled k = 6 model), then DEMUD runs for every initial model
+and a flat block at the sample's per-band median (typical colour, no texture); from the labelled scenes
+(docs/development.md §2). The tile features are computed once per planted raster (bundled k = 6 model),
+then DEMUD runs for every initial model
 (``--inits``: -1 = none, 0 = all tiles, N = N random tiles) and rank (``--ranks``). Reported, as means over the
 seeds, with 20 selections and the model truncated to the rank after each (DEMUD's k): ``first`` = share of
 runs whose rank-1 tile is planted; ``kinds@5`` / ``kinds@20`` = distinct planted kinds (of 3) among the first

@@ -70,13 +70,14 @@ def op_table(repeats):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [zero])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
         s = _session(m.SerializeToString())
-        print(f"| {name} | {_rate(lambda: s.run(None, {'x': x}), p, repeats, 30):.1f} |", flush=True)
+        print(f"| {name} | {_rate(lambda s=s: s.run(None, {'x': x}), p, repeats, 30):.1f} |", flush=True)
 
 
 def _fitted(variant, d):
     """(plain Elu, rewritten) ONNX bytes of a 2-step k = 6 fit on the bundled sample (speed does not depend on
     how well the weights are trained)."""
     import torch
+
     from ktextures_plugin.training.export import export_onnx
     from ktextures_plugin.training.train import FitConfig, train_model
     torch.manual_seed(0)
@@ -99,7 +100,7 @@ def model_table(repeats):
             for graph, model in zip(("plain Elu", "Min-Exp-Sub-Max"), _fitted(variant, d)):
                 for opt, disabled in [("all (default)", ()), ("all but NchwcTransformer", ("NchwcTransformer",))]:
                     s = _session(model, disabled)
-                    rate = _rate(lambda: s.run(["class"], {"image": x}), x.shape[2] * x.shape[3], repeats, 60)
+                    rate = _rate(lambda s=s: s.run(["class"], {"image": x}), x.shape[2] * x.shape[3], repeats, 60)
                     print(f"| {label} | {graph} | {opt} | {rate:.1f} |", flush=True)
 
 
@@ -110,6 +111,7 @@ BUNDLED_K6 = os.path.join(ROOT, "models", "s2_10m_k6.onnx")
 def _sample_scaled(info):
     """The bundled sample as the model sees it: (1, 4, H, W) float32 in [0, 1] (the model's own scaling)."""
     from osgeo import gdal
+
     from ktextures_plugin.core.raster import apply_scale
     ds = gdal.Open(SAMPLE)
     x = np.stack([ds.GetRasterBand(b).ReadAsArray().astype(np.float32) for b in (3, 2, 1, 4)])
@@ -118,10 +120,16 @@ def _sample_scaled(info):
 
 
 def int8_table(repeats, model=BUNDLED_K6):
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from ktextures_plugin.core.inference import read_model_info
     import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from ktextures_plugin.core.inference import read_model_info
     info = read_model_info(model)
     hidden = [n.name for n in onnx.load(model).graph.node if n.op_type == "Conv"][1]
     x = _sample_scaled(info)
@@ -148,7 +156,7 @@ def int8_table(repeats, model=BUNDLED_K6):
             classes = s.run(["class"], {"image": x})[0]
             ref = classes if ref is None else ref
             changed = int((classes != ref).sum())
-            rate = _rate(lambda: s.run(["class"], {"image": strip}), strip.shape[3], repeats, 60)
+            rate = _rate(lambda s=s: s.run(["class"], {"image": strip}), strip.shape[3], repeats, 60)
             print(f"| {label} | {rate:.1f} | {changed} of {classes.size} ({100 * changed / classes.size:.2f} %) |",
                   flush=True)
 

@@ -1,6 +1,6 @@
 """Quality on labelled scenes: k-textures beside the strongest k-means peers, several seeds, one run.
 
-Usage (from the repository root; ../shared/data beside the checkout):
+Usage (from the repository root; the labelled scenes beside the checkout, docs/development.md §2):
 
     .venv/bin/python bench/quality.py [--methods kmeans kmeans-context grass ktextures ...] [--seeds 0 1 2 3 4]
                                       [--variant context] [--k-factor 2] [--scenes slovenia amazon ...]
@@ -89,8 +89,9 @@ def fit_tile_size(image_path, default=128):
 
 def ktextures_available():
     try:
-        from ktextures_plugin import training
         import torch  # noqa: F401
+
+        from ktextures_plugin import training
     except Exception:
         return False
     return callable(getattr(training, "fit", None))
@@ -276,8 +277,9 @@ def table(records):
     lines = ["| scene | method | k | seeds | labelled px | ARI | NMI | mIoU (majority) | mIoU (Hungarian) | "
              "accuracy (Hungarian) | sample purity | classes reached | fit s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, rs in groups(records):
-        col = lambda name: [r[name] for r in rs if r.get(name) is not None]  # noqa: E731
+    for _key, rs in groups(records):
+        def col(name, rs=rs):
+            return [r[name] for r in rs if r.get(name) is not None]
         lines.append(f"| {rs[0]['scene']} | {_name(rs[0])} | {rs[0]['k']} | {len(rs)} | {rs[0]['pixels']} | "
                      f"{fmt(col('ari'))} | {fmt(col('nmi'))} | {fmt(col('miou_majority'))} | "
                      f"{fmt(col('miou_hungarian'))} | {fmt(col('accuracy'))} | {fmt(col('sample_purity'))} | "
@@ -290,9 +292,10 @@ def summary(records, candidate):
     the best pixel peer and the context k-means on each figure; a figure passes when the candidate is >= the best
     peer (strictly > for ARI and mIoU against the pixel peers)."""
     figs = ("ari", "miou_hungarian", "sample_purity", "classes_reached")
-    lines = ["| scene | figure | k-textures | best pixel peer | context k-means | passes |", "|---|---|---|---|---|---|"]
+    lines = ["| scene | figure | k-textures | best pixel peer | context k-means | passes |",
+             "|---|---|---|---|---|---|"]
     by_scene = {}
-    for key, rs in groups(records):
+    for _key, rs in groups(records):
         by_scene.setdefault(rs[0]["scene"], []).append((_name(rs[0]), rs))
     for scene, cfgs in by_scene.items():
         mean = {name: {f: statistics.mean(r[f] for r in rs) for f in figs} for name, rs in cfgs}

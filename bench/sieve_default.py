@@ -1,6 +1,6 @@
 """Polygon count against the share of pixels changed by the sieve (GDAL SieveFilter, 4-connected), for a
-range of MIN_SEGMENT_PX values, on the bundled sample and the ../shared/data scenes. Chooses the default of
-``ktextures:segment`` (``classraster.DEFAULT_MIN_SEGMENT_PX``); results in docs/benchmarks.md.
+range of MIN_SEGMENT_PX values, on the bundled sample and the labelled scenes (docs/development.md §2).
+Chooses the default of ``ktextures:segment`` (``classraster.DEFAULT_MIN_SEGMENT_PX``); results in docs/benchmarks.md.
 
     flock /tmp/ktextures-cpu.lock .venv/bin/python bench/sieve_default.py [--json out.json]
 """

@@ -14,7 +14,7 @@ MODELS_DIR = os.path.join(PLUGIN_DIR, "models")
 SAMPLE_IMAGE = os.path.join(PLUGIN_DIR, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")
 
 #: The bundled models: (file in models/, readable title). Static on purpose: saved graphical models and
-#: scripts store the MODEL index, so the list must not depend on what is installed (conventions.md §d.5).
+#: scripts store the MODEL index, so the list must not depend on what is installed (docs/development.md §5).
 BUNDLED_MODELS = [
     ("s2_10m_k4.onnx", "Sentinel-2 10 m, k = 4"),
     ("s2_10m_k6.onnx", "Sentinel-2 10 m, k = 6"),

@@ -9,7 +9,7 @@ from .provider import KTexturesProvider
 class KTexturesPlugin:
     def __init__(self, iface):
         self.iface = iface  # None under qgis_process
-        self.provider = None  # keep a Python reference (qgis.md §4: the registry may lose it otherwise)
+        self.provider = None  # keep a Python reference (docs/development.md §5: the registry may lose it otherwise)
         self.installer = None
         self.action = self.torch_action = None
         add_deps_to_path()  # packages installed by the "Install" button (core/installer.py)

@@ -1,10 +1,18 @@
-"""Shared fixtures. QGIS runs headless through pytest-qgis (pytest.ini: qgis_gui_enabled = false).
+"""Shared fixtures. QGIS runs headless through pytest-qgis (pyproject.toml: qgis_gui_enabled = false).
 
-Real parts only: real QGIS Processing, GDAL, onnxruntime and real imagery (the bundled sample in data/,
-and ../shared/data when it is beside the checkout; tests that need it skip with the reason otherwise).
+Real parts only: real QGIS Processing, GDAL, onnxruntime and real imagery (the bundled sample in data/, and
+the labelled scenes when they are beside the checkout, docs/development.md §2; tests that need them skip with
+the reason otherwise).
+
+Fixtures and helpers for the front ends: ``provider``; :func:`algorithm_runner` makes a module's ``run``
+fixture (``processing.run`` of one ``ktextures:*`` algorithm); ``qgis_process`` (and :func:`qgis_process_for`)
+runs ``qgis_process.bin`` with this checkout installed and enabled as plugin ``ktextures``.
 """
+import csv
+import functools
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,14 +24,14 @@ SAMPLE = ROOT / "data" / "s2_brandenburg_sample_b2b3b4b8_10m.tif"
 SAMPLE_LABEL = ROOT / "data" / "s2_brandenburg_sample_osm_label.tif"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-_PROVIDER = []  # keeps the provider alive for the whole session (qgis.md §4)
+_PROVIDER = []  # keeps the provider alive for the whole session (docs/development.md §5)
 
 
 def shared(rel: str) -> Path:
-    """A file of ../shared/data, or skip the test when the folder is not beside the checkout."""
+    """A file of the labelled scenes (``shared/data`` beside the checkout), or skip the test when absent."""
     p = SHARED_DATA / rel
     if not p.exists():
-        pytest.skip(f"{p} not present (../shared/data is not beside this checkout)")
+        pytest.skip(f"{p} not present (the labelled scenes are not beside this checkout)")
     return p
 
 
@@ -71,3 +79,55 @@ def qgis_process_env(tmp_path):
                QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "qgiscfg"),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     return env
+
+
+def csv_rows(path, reader=csv.DictReader):
+    """The rows of a CSV file (``reader`` = ``csv.DictReader`` or ``csv.reader``), the file closed."""
+    with open(path, newline="") as f:
+        return list(reader(f))
+
+
+def _run_processing(alg_id, params, **kw):
+    import processing
+
+    return processing.run(alg_id, params, **kw)
+
+
+def algorithm_runner(alg_id: str):
+    """A fixture ``run(params, feedback=None, context=None, ...)`` that runs ``alg_id`` with ``processing.run``
+    in the test QGIS (the provider registered); a module assigns it: ``run = algorithm_runner("ktextures:x")``."""
+    @pytest.fixture
+    def run(provider):
+        return functools.partial(_run_processing, alg_id)
+    return run
+
+
+class QgisProcess:
+    """``qgis_process.bin`` in an environment where plugin ``ktextures`` is installed and enabled."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def run(self, alg_id, *params, json_output=True, timeout=300):
+        """``qgis_process.bin [--json] run ALG -- PARAM=VALUE ...``; returns the CompletedProcess (text)."""
+        cmd = ["qgis_process.bin", *(["--json"] if json_output else []), "run", alg_id, "--", *map(str, params)]
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+
+def qgis_process_for(tmp_path, plugins=None) -> QgisProcess:
+    """A :class:`QgisProcess` with a fresh profile in ``tmp_path``: this checkout (or the plugin folders in
+    ``plugins``, e.g. an unzipped package) as plugin ``ktextures``, enabled. Fails the test when enabling fails
+    (rc 1 "already enabled" is fine: ``plugins enable`` is not idempotent in 3.22)."""
+    env = qgis_process_env(tmp_path)
+    if plugins is not None:
+        env["QGIS_PLUGINPATH"] = str(plugins)
+    cp = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
+                        text=True, timeout=120)
+    assert cp.returncode == 0 or "already enabled" in cp.stderr + cp.stdout, cp.stderr
+    return QgisProcess(env)
+
+
+@pytest.fixture
+def qgis_process(tmp_path):
+    """:func:`qgis_process_for` in the test's ``tmp_path``."""
+    return qgis_process_for(tmp_path)

@@ -1,7 +1,12 @@
 """Build QgsProcessingModelAlgorithm graphs in tests the way the graphical modeler does: every parameter
 not wired explicitly gets its default value as a static source."""
-from qgis.core import (QgsApplication, QgsProcessingDestinationParameter, QgsProcessingModelChildAlgorithm,
-                       QgsProcessingModelChildParameterSource, QgsProcessingModelOutput)
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingDestinationParameter,
+    QgsProcessingModelChildAlgorithm,
+    QgsProcessingModelChildParameterSource,
+    QgsProcessingModelOutput,
+)
 
 
 def add_child(model, alg_id, child_id, sources, outputs=()):

@@ -1,14 +1,12 @@
-"""What an analyst sees (issue 13): the classes render in their palette colours at least MIN_DELTA_E
+"""What an analyst sees: the classes render in their palette colours at least MIN_DELTA_E
 (CIEDE2000) apart, the default MIN_SEGMENT_PX sieve and CLASS_NAMES through qgis_process, the PALETTE option."""
-import json
-import subprocess
 
 import numpy as np
 import pytest
 from osgeo import gdal, ogr
 from scipy import ndimage
 
-from conftest import SAMPLE, qgis_process_env
+from conftest import SAMPLE, qgis_process_for
 from ktextures_plugin.core import classraster, colour
 
 gdal.UseExceptions()
@@ -16,17 +14,11 @@ gdal.UseExceptions()
 
 @pytest.fixture(scope="module")
 def qp_env(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("qp")
-    env = qgis_process_env(tmp)
-    subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
-                   text=True, timeout=120)
-    return env
+    return qgis_process_for(tmp_path_factory.mktemp("qp"))
 
 
-def _qp(env, *params):
-    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:segment", "--", f"INPUT={SAMPLE}",
-                         *params], env=env, capture_output=True, text=True, timeout=300)
-    return cp
+def _qp(qp, *params):
+    return qp.run("ktextures:segment", f"INPUT={SAMPLE}", *params)
 
 
 def _regions(labels):

@@ -57,7 +57,7 @@ def test_lab_round_trip_and_white():
 
 
 def test_true_colours_of_dark_similar_classes_are_separated():
-    # three near-identical dark greys and two near-identical greens, as on the sample (issue 13)
+    # three near-identical dark greys and two near-identical greens, as on the sample
     mean = np.array([[0.05, 0.06, 0.05], [0.06, 0.06, 0.06], [0.055, 0.06, 0.058],
                      [0.2, 0.35, 0.15], [0.21, 0.36, 0.15], [np.nan] * 3])
     cols = classraster.true_colors(mean)

@@ -1,12 +1,11 @@
 """ktextures:evaluate through real QGIS Processing: raster reference, polygon reference, outputs, errors."""
-import csv
 import shutil
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import SAMPLE, SAMPLE_LABEL, shared
+from conftest import SAMPLE, SAMPLE_LABEL, algorithm_runner, csv_rows, shared
 from ktextures_plugin.core import classraster, kmeans, metrics
 
 gdal.UseExceptions()
@@ -22,13 +21,7 @@ def _arr(path):
     return ds.GetRasterBand(1).ReadAsArray()
 
 
-@pytest.fixture
-def run(provider):
-    import processing
-
-    def _run(params):
-        return processing.run("ktextures:evaluate", params)
-    return _run
+run = algorithm_runner("ktextures:evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +73,7 @@ def test_raster_reference(run, sample_km, label_copy, tmp_path):
     for key in OUT_KEYS:
         assert res[key] == pytest.approx(d[key.lower()]), key
     assert res["PIXELS"] == s.pixels
-    rows = list(csv.DictReader(open(res["OUTPUT_TABLE"], newline="")))
+    rows = csv_rows(res["OUTPUT_TABLE"])
     assert list(rows[0]) == ["class_id", "class_name", "reference_class", "reference_name", "iou", "pixels"]
     cl = [r for r in rows if r["class_id"]]
     assert [int(r["class_id"]) for r in cl] == [1, 2, 3, 4]
@@ -110,7 +103,7 @@ def test_polygon_reference_matches_label_raster(run, slo_km, tmp_path):
     assert res["PIXELS"] == pytest.approx(by_raster.pixels, rel=0.02)
     for key in OUT_KEYS:
         assert res[key] == pytest.approx(by_raster.as_dict()[key.lower()], abs=0.02), key
-    rows = list(csv.DictReader(open(table, newline="")))
+    rows = csv_rows(table)
     ref_names = {r["reference_name"] for r in rows if r["reference_class"]}
     assert {"forest", "grassland", "cultivated land"} <= ref_names
     unmatched = [r for r in rows if r["class_id"] and not r["reference_class"]]
@@ -159,9 +152,9 @@ def test_reference_nodata_parameter(run, slo_km, tmp_path):
     default = run(dict(base))
     everything = run(dict(base, REFERENCE_NODATA=None, OUTPUT_TABLE=str(tmp_path / "t2.csv")))
     assert everything["PIXELS"] > default["PIXELS"]
-    rows = list(csv.DictReader(open(tmp_path / "t2.csv", newline="")))
+    rows = csv_rows(tmp_path / "t2.csv")
     assert "0" in {r["reference_class"] for r in rows}
-    assert "0" not in {r["reference_class"] for r in csv.DictReader(open(tmp_path / "t.csv", newline=""))}
+    assert "0" not in {r["reference_class"] for r in csv_rows(tmp_path / "t.csv")}
 
 
 def test_polygons_in_another_crs_are_reprojected(run, slo_km, tmp_path):
@@ -187,26 +180,18 @@ def test_table_output_optional_and_temporary(run, slo_km):
     assert tmp["ARI"] == bare["ARI"]
 
 
-def test_qgis_process_run(slo_km, label_copy, tmp_path):
+def test_qgis_process_run(qgis_process, slo_km, label_copy, tmp_path):
     """ktextures:evaluate under qgis_process with a polygon reference; numbers agree with core.metrics."""
     import json
-    import subprocess
 
-    from conftest import qgis_process_env
-    env = qgis_process_env(tmp_path)
-    cp0 = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert cp0.returncode == 0 or "already enabled" in cp0.stderr + cp0.stdout, cp0.stderr
     table = tmp_path / "iou.csv"
-    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:evaluate", "--", f"INPUT={slo_km}",
-                         f"REFERENCE={shared(SLO_LABEL)}", f"OUTPUT_TABLE={table}"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    cp = qgis_process.run("ktextures:evaluate", f"INPUT={slo_km}", f"REFERENCE={shared(SLO_LABEL)}",
+                          f"OUTPUT_TABLE={table}")
     assert cp.returncode == 0, cp.stderr[-2000:]
     res = json.loads(cp.stdout)["results"]
     s = metrics.evaluate_rasters(slo_km, str(shared(SLO_LABEL)))
     for key in OUT_KEYS:
         assert res[key] == pytest.approx(s.as_dict()[key.lower()]), key
     assert table.exists()
-    bad = subprocess.run(["qgis_process.bin", "run", "ktextures:evaluate", "--", f"INPUT={slo_km}",
-                          f"REFERENCE={label_copy}"], env=env, capture_output=True, text=True, timeout=300)
+    bad = qgis_process.run("ktextures:evaluate", f"INPUT={slo_km}", f"REFERENCE={label_copy}", json_output=False)
     assert bad.returncode != 0 and "same grid" in bad.stdout + bad.stderr

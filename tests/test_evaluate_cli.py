@@ -12,7 +12,8 @@ from conftest import ROOT, SAMPLE, SAMPLE_LABEL, shared
 from ktextures_plugin.core import classraster, metrics
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-KEYS = {"ari", "nmi", "accuracy", "miou_hungarian", "miou_majority", "pixels", "sample_purity", "classes_reached", "samples_scored"}
+KEYS = {"ari", "nmi", "accuracy", "miou_hungarian", "miou_majority", "pixels", "sample_purity", "classes_reached",
+        "samples_scored"}
 
 
 def cli(*args, timeout=300):

@@ -66,8 +66,8 @@ def test_fit_bad_input_is_a_clear_error(provider, tmp_path):
 def test_model_chains_fit_segment_sample(provider, tmp_path):
     """The graphical model an analyst builds: fit on the layer, segment with the new model, sample points."""
     import processing
-    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildParameterSource as Src,
-                           QgsProcessingModelParameter, QgsProcessingParameterRasterLayer)
+    from qgis.core import QgsProcessingModelAlgorithm, QgsProcessingModelParameter, QgsProcessingParameterRasterLayer
+    from qgis.core import QgsProcessingModelChildParameterSource as Src
     m = QgsProcessingModelAlgorithm("fit segment sample", "k-textures tests")
     m.addModelParameter(QgsProcessingParameterRasterLayer("image", "image"), QgsProcessingModelParameter("image"))
 
@@ -78,8 +78,10 @@ def test_model_chains_fit_segment_sample(provider, tmp_path):
 
     child("ktextures:fit", "fit", {"INPUT": Src.fromModelParameter("image"), "K": Src.fromStaticValue(4),
                                    "STEPS": Src.fromStaticValue(3), "SEED": Src.fromStaticValue(0),
-                                   "VARIANT": Src.fromStaticValue("faithful"), "FEATURES": Src.fromStaticValue("random"),
-                                   "OUTPUT_RASTER": Src.fromStaticValue(None), "OUTPUT_VECTOR": Src.fromStaticValue(None)})
+                                   "VARIANT": Src.fromStaticValue("faithful"),
+                                   "FEATURES": Src.fromStaticValue("random"),
+                                   "OUTPUT_RASTER": Src.fromStaticValue(None),
+                                   "OUTPUT_VECTOR": Src.fromStaticValue(None)})
     child("ktextures:segment", "seg", {"INPUT": Src.fromModelParameter("image"),
                                        "MODEL_FILE": Src.fromChildOutput("fit", "OUTPUT_MODEL"),
                                        "MODEL": Src.fromStaticValue(1), "SCALING": Src.fromStaticValue("model"),

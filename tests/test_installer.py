@@ -6,7 +6,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 
 import pytest
 
@@ -25,7 +24,8 @@ def test_real_interpreter_is_found_for_each_layout():
     win = installer.python_candidates(**OSGEO4W)
     assert win[0] == r"C:\OSGeo4W\apps\Python39" + os.sep + "python.exe" and not any("qgis-bin" in c for c in win)
     mac = installer.python_candidates(**MACOS)
-    assert mac[0] == "/Applications/QGIS.app/Contents/MacOS/bin/python3" and "/Applications/QGIS.app/Contents/MacOS/QGIS" not in mac
+    assert mac[0] == "/Applications/QGIS.app/Contents/MacOS/bin/python3"
+    assert "/Applications/QGIS.app/Contents/MacOS/QGIS" not in mac
     assert installer.python_candidates(**DEBIAN)[0] == "/usr/bin/python3"
     # the QGIS binary itself is never returned, even when nothing else exists
     with pytest.raises(installer.InstallError, match="no Python interpreter"):

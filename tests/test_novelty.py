@@ -4,6 +4,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_same_seed_same_ranking(planted_one):
 
 
 def test_cli_writes_outputs_and_keeps_the_input(planted_one, tmp_path):
-    before = hashlib.sha256(open(planted_one, "rb").read()).hexdigest()
+    before = hashlib.sha256(Path(planted_one).read_bytes()).hexdigest()
     out = {"score": tmp_path / "s.tif", "selected": tmp_path / "t.gpkg", "html": tmp_path / "e.html"}
     cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(planted_one), "--n-select", "4",
                          "--json", "--quiet"] + [a for k, v in out.items() for a in (f"--{k}", str(v))],
@@ -94,7 +95,7 @@ def test_cli_writes_outputs_and_keeps_the_input(planted_one, tmp_path):
     rep = json.loads(cp.stdout)
     assert [r["rank"] for r in rep["selected"]] == [1, 2, 3, 4]
     assert overlaps(rep["selected"][0]["window"], *PATCH_XY)
-    assert hashlib.sha256(open(planted_one, "rb").read()).hexdigest() == before
+    assert hashlib.sha256(Path(planted_one).read_bytes()).hexdigest() == before
     src, ds = gdal.Open(str(planted_one)), gdal.Open(str(out["score"]))
     assert (ds.RasterXSize, ds.RasterYSize) == (8, 12)
     assert ds.GetGeoTransform()[1] == pytest.approx(src.GetGeoTransform()[1] * T)

@@ -2,25 +2,19 @@
 qgis_process on the sample, a graphical model segment -> novelty, errors named with QGIS parameters."""
 import json
 import os
-import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
-from conftest import SAMPLE, qgis_process_env
+from conftest import SAMPLE, algorithm_runner
 from test_novelty import PATCH_XY, amazon_patch, overlaps, plant
 
 gdal.UseExceptions()
 
 
-@pytest.fixture
-def run(provider):
-    import processing
-
-    def _run(params, **kw):
-        return processing.run("ktextures:novelty", params, **kw)
-    return _run
+run = algorithm_runner("ktextures:novelty")
 
 
 def test_parameters_are_listed(provider):
@@ -39,10 +33,10 @@ def test_parameters_are_listed(provider):
 def test_planted_anomaly_through_qgis(run, tmp_path):
     from qgis.core import QgsRasterLayer, QgsVectorLayer
     src = plant(tmp_path / "planted.tif", [(*PATCH_XY, amazon_patch())])
-    before = open(src, "rb").read()
+    before = Path(src).read_bytes()
     res = run({"INPUT": str(src), "N_SELECT": 5, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
                "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": str(tmp_path / "page.html")})
-    assert open(src, "rb").read() == before
+    assert Path(src).read_bytes() == before
     assert res["TILES"] == 96 and res["SKIPPED_TILES"] == 0
     vec = ogr.Open(res["OUTPUT_SELECTED"])
     feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
@@ -50,7 +44,7 @@ def test_planted_anomaly_through_qgis(run, tmp_path):
     assert first["rank"] == 1
     win = (first["tile_col"] * 64, first["tile_row"] * 64, 64, 64)
     assert overlaps(win, *PATCH_XY)
-    assert open(res["OUTPUT_HTML"]).read().count("data:image/png") == 15
+    assert Path(res["OUTPUT_HTML"]).read_text().count("data:image/png") == 15
     rl = QgsRasterLayer(res["OUTPUT_SCORE"], "score")
     assert rl.renderer().type() == "singlebandpseudocolor"
     assert rl.renderer().classificationMax() > rl.renderer().classificationMin()
@@ -72,15 +66,10 @@ def test_errors_name_the_parameter(run, tmp_path):
     assert not (tmp_path / "s.tif").exists() and not (tmp_path / "s2.tif").exists()
 
 
-def test_qgis_process_on_the_sample(tmp_path):
-    env = qgis_process_env(tmp_path)
-    cp0 = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert cp0.returncode == 0 or "already enabled" in cp0.stderr + cp0.stdout, cp0.stderr
+def test_qgis_process_on_the_sample(qgis_process, tmp_path):
     out = tmp_path / "qp"
-    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:novelty", "--", f"INPUT={SAMPLE}",
-                         "N_SELECT=6", f"OUTPUT_SCORE={out / 'score.tif'}", f"OUTPUT_SELECTED={out / 'tiles.gpkg'}",
-                         f"OUTPUT_HTML={out / 'page.html'}"], env=env, capture_output=True, text=True, timeout=300)
+    cp = qgis_process.run("ktextures:novelty", f"INPUT={SAMPLE}", "N_SELECT=6", f"OUTPUT_SCORE={out / 'score.tif'}",
+                          f"OUTPUT_SELECTED={out / 'tiles.gpkg'}", f"OUTPUT_HTML={out / 'page.html'}")
     assert cp.returncode == 0, cp.stderr[-2000:]
     res = json.loads(cp.stdout)["results"]
     assert res["TILES"] == 96
@@ -95,15 +84,20 @@ def test_graphical_model_segment_then_novelty(provider, tmp_path):
     """A QgsProcessingModelAlgorithm: ktextures:segment, then ktextures:novelty on the same image with the same
     model file (a model parameter), the class raster and the novel tiles as model outputs."""
     import processing
-    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildDependency,
-                           QgsProcessingModelChildParameterSource as Src, QgsProcessingModelParameter,
-                           QgsProcessingParameterRasterLayer)
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildDependency,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+    from qgis.core import QgsProcessingModelChildParameterSource as Src
+
     from modelbuilder import add_child
     m = QgsProcessingModelAlgorithm("segment then novelty", "k-textures tests")
     m.addModelParameter(QgsProcessingParameterRasterLayer("image", "image"), QgsProcessingModelParameter("image"))
     add_child(m, "ktextures:segment", "seg", {"INPUT": Src.fromModelParameter("image")},
               outputs=("OUTPUT_RASTER",))
-    nov = add_child(m, "ktextures:novelty", "nov",
+    add_child(m, "ktextures:novelty", "nov",
                     {"INPUT": Src.fromModelParameter("image"), "N_SELECT": Src.fromStaticValue(4)},
                     outputs=("OUTPUT_SELECTED",))
     m.childAlgorithm("nov").setDependencies([QgsProcessingModelChildDependency("seg")])

@@ -1,4 +1,4 @@
-"""The input is never overwritten (issue 17): every algorithm and every output parameter pointed at an input,
+"""The input is never overwritten: every algorithm and every output parameter pointed at an input,
 through the command line (subprocess), QGIS Processing (processing.run) and qgis_process; two outputs on one
 file; formats that cannot hold an output; each refused before any work with a message naming the option or
 parameter, and the input's sha256 unchanged."""
@@ -7,11 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from osgeo import gdal
 
-from conftest import ROOT, SAMPLE, SAMPLE_LABEL, qgis_process_env
+from conftest import ROOT, SAMPLE, SAMPLE_LABEL
 from ktextures_plugin.core import outputs
 
 gdal.UseExceptions()
@@ -19,7 +20,7 @@ PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python
 
 
 def sha(path) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def cli(*args, timeout=300):
@@ -171,16 +172,12 @@ def test_qgis_sample_never_overwrites_the_input(provider, labels, tmp_path, img,
     _refused("ktextures:sample", params, param, [c, img])
 
 
-def test_qgis_process_segment_report_on_the_input(tmp_path, img, tiny_models):
-    """The route of the issue: `ktextures:segment INPUT=in.tif ... OUTPUT_REPORT=in.tif` under qgis_process."""
-    env = qgis_process_env(tmp_path)
-    subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
-                   text=True, timeout=120)
+def test_qgis_process_segment_report_on_the_input(qgis_process, tmp_path, img, tiny_models):
+    """`ktextures:segment INPUT=in.tif ... OUTPUT_REPORT=in.tif` under qgis_process is refused."""
     before = sha(img)
-    cp = subprocess.run(["qgis_process.bin", "run", "ktextures:segment", "--", f"INPUT={img}",
-                         f"MODEL_FILE={tiny_models['bin4']}", "BANDS=3", "BANDS=2", "BANDS=1", "BANDS=4",
-                         f"OUTPUT_RASTER={tmp_path / 'c.tif'}", f"OUTPUT_REPORT={img}"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    cp = qgis_process.run("ktextures:segment", f"INPUT={img}", f"MODEL_FILE={tiny_models['bin4']}", "BANDS=3",
+                          "BANDS=2", "BANDS=1", "BANDS=4", f"OUTPUT_RASTER={tmp_path / 'c.tif'}",
+                          f"OUTPUT_REPORT={img}", json_output=False)
     assert cp.returncode != 0 and "OUTPUT_REPORT" in cp.stdout + cp.stderr
     assert sha(img) == before and not os.path.exists(tmp_path / "c.tif")
 
@@ -202,7 +199,7 @@ def test_core_check_names_the_parameter_and_sees_shapefile_parts(tmp_path):
                            "output": (str(tmp_path / "x.tif"), outputs.CLASS_RASTER)}, {"vector": str(shp)})
 
 
-# -- the model contract, checked at load (issue 17) ----------------------------------------------------------
+# -- the model contract, checked at load ----------------------------------------------------------
 def _edited(src, dst, k_meta=None, float_class=False):
     import onnx
     from onnx import TensorProto
@@ -226,6 +223,7 @@ def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
     from onnx_fixtures import binning_model
     from ktextures_plugin.core.errors import ModelError
     from ktextures_plugin.core.segment import segment_raster
+    from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k3.onnx", k_meta=3)
     with pytest.raises(ModelError, match="k = 3"):
         segment_raster(str(img), model, str(tmp_path / "c.tif"), bands="3,2,1,4", scaling="stretch")
@@ -236,8 +234,8 @@ def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
 
 
 def test_model_k_larger_than_the_graph_warns(tmp_path, img):
-    from onnx_fixtures import binning_model
     from ktextures_plugin.core.segment import segment_raster
+    from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k10.onnx", k_meta=10)
     res = segment_raster(str(img), model, str(tmp_path / "c.tif"), bands="3,2,1,4", scaling="stretch")
     assert any("no pixel" in w for w in res.warnings)
@@ -256,7 +254,7 @@ def test_float_class_output_is_refused_at_load_and_by_inspect(tmp_path, img):
     assert cp.returncode == 2 and "integer" in cp.stderr and "Traceback" not in cp.stderr
 
 
-# -- cancel in the sieve and in polygonize (issue 17) --------------------------------------------------------
+# -- cancel in the sieve and in polygonize --------------------------------------------------------
 @pytest.mark.parametrize("stage", ["sieve", "polygonize"])
 def test_qgis_cancel_in_sieve_and_polygonize_is_clean(provider, tmp_path, img, tiny_models, stage):
     """Cancelled from the progress callback once the stage has started: "Canceled", no traceback, no output
@@ -293,7 +291,8 @@ def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
     from ktextures_plugin.core.segment import segment_raster
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = [tmp_path / f".c.tif.{dead.pid}-deadbeef.partial.tif", tmp_path / f".p.gpkg.{dead.pid}-deadbeef.partial.gpkg"]
+    stale = [tmp_path / f".c.tif.{dead.pid}-deadbeef.partial.tif",
+             tmp_path / f".p.gpkg.{dead.pid}-deadbeef.partial.gpkg"]
     live = tmp_path / f".c.tif.{os.getppid()}-cafecafe.partial.tif"   # a process that still runs
     for p in stale + [live]:
         p.write_bytes(b"x" * 1000)
@@ -303,7 +302,7 @@ def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
     assert not any(p.exists() for p in stale) and live.exists()
 
 
-# -- duplicate bands and numeric options (issue 17) ----------------------------------------------------------
+# -- duplicate bands and numeric options ----------------------------------------------------------
 @pytest.mark.parametrize("extra, needle", [
     (["--bands", "3,3,1,4"], "more than once"),
     (["--bands", "3,2,1,4", "--tile-size", "0"], "--tile-size"),

@@ -6,7 +6,7 @@ import os
 import subprocess
 import zipfile
 
-from conftest import ROOT, SAMPLE, qgis_process_env
+from conftest import ROOT, SAMPLE, qgis_process_for
 
 REQUIRED = ["name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository"]
 
@@ -64,12 +64,8 @@ def test_package_zip_installs_and_runs(tmp_path, tiny_models):
     assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc") or "/.venv" in n]
     plugins = tmp_path / "plugins"
     z.extractall(plugins)
-    env = qgis_process_env(tmp_path)
-    env["QGIS_PLUGINPATH"] = str(plugins)
-    subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True, timeout=120)
     out = tmp_path / "c.tif"
-    run = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:segment", "--", f"INPUT={SAMPLE}",
-                          f"MODEL_FILE={tiny_models['bin4']}", f"OUTPUT_RASTER={out}"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = qgis_process_for(tmp_path, plugins=plugins).run("ktextures:segment", f"INPUT={SAMPLE}",
+                                                          f"MODEL_FILE={tiny_models['bin4']}", f"OUTPUT_RASTER={out}")
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout)["results"]["NUM_CLASSES"] == 4 and os.path.exists(out)

@@ -10,7 +10,7 @@ import pytest
 from osgeo import gdal, ogr
 from scipy import ndimage
 
-from conftest import SAMPLE
+from conftest import SAMPLE, algorithm_runner
 from ktextures_plugin.core import sampling
 from ktextures_plugin.core.classraster import read_palette
 from ktextures_plugin.core.errors import Canceled
@@ -123,7 +123,8 @@ def test_same_seed_same_samples_other_seed_other_samples(class_tif):
     a = sampling.draw_samples(class_tif, 20, seed=11, **kw)
     b = sampling.draw_samples(class_tif, 20, seed=11, **kw)
     c = sampling.draw_samples(class_tif, 20, seed=12, **kw)
-    key = (lambda r: [(s.class_id, s.row, s.col) for s in r.samples])
+    def key(r):
+        return [(s.class_id, s.row, s.col) for s in r.samples]
     assert key(a) == key(b)
     assert key(a) != key(c)
     assert len(set(key(a)) & set(key(c))) < len(key(a)) // 2
@@ -229,13 +230,7 @@ def test_chips_from_a_window_of_the_image(tiny_models, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- algorithm
-@pytest.fixture
-def run(provider):
-    import processing
-
-    def _run(params, feedback=None, context=None):
-        return processing.run("ktextures:sample", params, feedback=feedback, context=context)
-    return _run
+run = algorithm_runner("ktextures:sample")
 
 
 def _feedback():
@@ -393,11 +388,17 @@ def test_cancel(run, class_tif, tmp_path):
 def test_graphical_model_segment_then_sample(provider, tmp_path, tiny_models):
     """A QgsProcessingModelAlgorithm chaining ktextures:segment into ktextures:sample, run headless."""
     import processing
-    from qgis.core import (QgsApplication, QgsProcessingModelAlgorithm, QgsProcessingModelChildParameterSource,
-                           QgsProcessingModelParameter, QgsProcessingParameterRasterLayer)
+    from qgis.core import (
+        QgsApplication,
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
     from modelbuilder import add_child
-    if QgsApplication.processingRegistry().algorithmById("ktextures:segment") is None:
-        pytest.skip("ktextures:segment is not available")
+    assert QgsApplication.processingRegistry().algorithmById("ktextures:segment") is not None, \
+        "ktextures:segment is not registered by the provider"
     src = QgsProcessingModelChildParameterSource
     m = QgsProcessingModelAlgorithm("segment and sample", "k-textures tests")
     m.addModelParameter(QgsProcessingParameterRasterLayer("image", "image"), QgsProcessingModelParameter("image"))
@@ -426,22 +427,14 @@ def test_graphical_model_segment_then_sample(provider, tmp_path, tiny_models):
         assert m_[8, 8] == attrs["class_id"]
 
 
-def test_qgis_process_run(class_tif, tmp_path):
+def test_qgis_process_run(qgis_process, class_tif, tmp_path):
     """The algorithm under qgis_process (what scripts and the R/Python clients call)."""
     import json
-    import subprocess
 
-    from conftest import qgis_process_env
-    env = qgis_process_env(tmp_path)
-    cp0 = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert cp0.returncode == 0 or "already enabled" in cp0.stderr + cp0.stdout, cp0.stderr
     pts = tmp_path / "qp_points.gpkg"
-    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:sample", "--", f"INPUT={class_tif}",
-                         f"IMAGE={SAMPLE}", "POINTS_PER_CLASS=3", "CLASSES=2,4", "CHIP_SIZE_PX=8",
-                         f"OUTPUT_FOLDER={tmp_path / 'qp_chips'}", f"OUTPUT_POINTS={pts}",
-                         f"OUTPUT_SUMMARY={tmp_path / 'qp_summary.csv'}"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    cp = qgis_process.run("ktextures:sample", f"INPUT={class_tif}", f"IMAGE={SAMPLE}", "POINTS_PER_CLASS=3",
+                          "CLASSES=2,4", "CHIP_SIZE_PX=8", f"OUTPUT_FOLDER={tmp_path / 'qp_chips'}",
+                          f"OUTPUT_POINTS={pts}", f"OUTPUT_SUMMARY={tmp_path / 'qp_summary.csv'}")
     assert cp.returncode == 0, cp.stderr[-2000:]
     res = json.loads(cp.stdout)["results"]
     assert res["SAMPLE_COUNT"] == 6 and res["CHIP_COUNT"] == 6
@@ -455,7 +448,8 @@ def test_result_does_not_depend_on_the_candidate_pool(class_tif):
     small = sampling.draw_samples(class_tif, 30, pool_min=1, pool_factor=1, **kw)
     large = sampling.draw_samples(class_tif, 30, pool_min=100_000, **kw)
     assert any("larger pool" in m for m in small.log)
-    key = (lambda r: [(s.class_id, s.row, s.col) for s in r.samples])
+    def key(r):
+        return [(s.class_id, s.row, s.col) for s in r.samples]
     assert key(small) == key(large) and len(key(small)) >= 60
 
 

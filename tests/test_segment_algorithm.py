@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
-from conftest import ROOT, SAMPLE, qgis_process_env, shared
+from conftest import ROOT, SAMPLE, algorithm_runner, csv_rows, shared
 from onnx_fixtures import binning_model
 
 gdal.UseExceptions()
 
 
-@pytest.fixture
-def run(provider):
-    import processing
-
-    def _run(params, feedback=None, context=None):
-        return processing.run("ktextures:segment", params, feedback=feedback, context=context)
-    return _run
+run = algorithm_runner("ktextures:segment")
 
 
 def _classes(path):
@@ -55,7 +49,7 @@ def test_bundled_sample_with_default_model(run, tmp_path):
     present = np.unique(c)
     assert present.min() >= 1 and set(present) <= set(range(1, k + 1)) and len(present) >= 4
     assert np.bincount(c.ravel(), minlength=k + 1).max() < 0.8 * c.size
-    rows = list(csv.DictReader(open(res["OUTPUT_REPORT"])))
+    rows = csv_rows(res["OUTPUT_REPORT"])
     assert [int(r["class_id"]) for r in rows] == list(range(1, k + 1))
     assert sum(int(r["pixels"]) for r in rows) == c.size == res["VALID_PIXELS"]
     assert sum(float(r["area_m2"]) for r in rows) == pytest.approx(c.size * 100.0, rel=1e-3)
@@ -108,9 +102,11 @@ def test_run_and_load_results_styles_layers(provider, tmp_path):
 def test_other_kinds_of_raster(run, tmp_path, case):
     """NAIP (Byte, R,G,B,NIR, nodata 0), 6-band Landsat 7 (Byte), geographic Float32 Sentinel-2 with NaN."""
     if case == "naip":
-        src, params = shared("naip_nd/naip_nd_2018_rgbn_5m_alt_sample.tif"), {"BANDS": [1, 2, 3, 4], "SCALING": "stretch"}
+        src = shared("naip_nd/naip_nd_2018_rgbn_5m_alt_sample.tif")
+        params = {"BANDS": [1, 2, 3, 4], "SCALING": "stretch"}
     elif case == "landsat6":
-        src, params = shared("landsat7_olinda/L7_ETMs_olinda_6band_28m5.tif"), {"BANDS": "3,2,1,4", "SCALING": "stretch"}
+        src = shared("landsat7_olinda/L7_ETMs_olinda_6band_28m5.tif")
+        params = {"BANDS": "3,2,1,4", "SCALING": "stretch"}
     else:
         src, params = shared("s2_amazon/s2_amazon_b2b3b4b8_10m_reflectance.tif"), {"SCALING": "stretch"}
     res = run({"INPUT": str(src), **params, "OUTPUT_RASTER": str(tmp_path / "c.tif"),
@@ -121,7 +117,7 @@ def test_other_kinds_of_raster(run, tmp_path, case):
     assert ds.GetGeoTransform() == pytest.approx(src_ds.GetGeoTransform())
     assert ds.GetSpatialRef().IsSame(src_ds.GetSpatialRef())
     assert len(np.unique(c[c > 0])) >= 3
-    rows = list(csv.DictReader(open(res["OUTPUT_REPORT"])))
+    rows = csv_rows(res["OUTPUT_REPORT"])
     total_m2 = sum(float(r["area_m2"]) for r in rows)
     if case == "amazon4326":
         gt = src_ds.GetGeoTransform()
@@ -161,25 +157,19 @@ def test_extent_limits_the_output(run, tmp_path, tiny_models):
     assert out.GetGeoTransform()[0] == pytest.approx(x0) and out.GetGeoTransform()[3] == pytest.approx(y1)
 
 
-def test_qgis_process_run(tmp_path, tiny_models):
-    env = qgis_process_env(tmp_path)
-    cp0 = subprocess.run(["qgis_process.bin", "plugins", "enable", "ktextures"], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert cp0.returncode == 0 or "already enabled" in cp0.stderr + cp0.stdout, cp0.stderr
+def test_qgis_process_run(qgis_process, tmp_path, tiny_models):
     out = tmp_path / "qp" / "classes.tif"
-    cp = subprocess.run(["qgis_process.bin", "--json", "run", "ktextures:segment", "--", f"INPUT={SAMPLE}",
-                         f"OUTPUT_RASTER={out}", f"OUTPUT_VECTOR={tmp_path / 'qp' / 'p.gpkg'}", "MIN_SEGMENT_PX=4",
-                         f"OUTPUT_REPORT={tmp_path / 'qp' / 'r.csv'}"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    cp = qgis_process.run("ktextures:segment", f"INPUT={SAMPLE}", f"OUTPUT_RASTER={out}",
+                          f"OUTPUT_VECTOR={tmp_path / 'qp' / 'p.gpkg'}", "MIN_SEGMENT_PX=4",
+                          f"OUTPUT_REPORT={tmp_path / 'qp' / 'r.csv'}")
     assert cp.returncode == 0, cp.stderr[-2000:]
     res = json.loads(cp.stdout)["results"]
     assert res["NUM_CLASSES"] == 6 and os.path.exists(res["OUTPUT_RASTER"])
     ds = gdal.Open(str(out))
     assert ds.GetRasterBand(1).GetRasterColorTable() is not None
     assert os.path.exists(tmp_path / "qp" / "r.csv")
-    bad = subprocess.run(["qgis_process.bin", "run", "ktextures:segment", "--", f"INPUT={SAMPLE}",
-                          "BANDS=3", "BANDS=2", f"OUTPUT_RASTER={tmp_path / 'qp' / 'x.tif'}"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    bad = qgis_process.run("ktextures:segment", f"INPUT={SAMPLE}", "BANDS=3", "BANDS=2",
+                           f"OUTPUT_RASTER={tmp_path / 'qp' / 'x.tif'}", json_output=False)
     assert bad.returncode != 0 and "needs 4 bands" in bad.stdout + bad.stderr
 
 
@@ -196,7 +186,8 @@ def test_batch_over_several_layers(run, tmp_path, tiny_models):
     for i, lyr in enumerate(layers):
         assert lyr.isValid()
         results.append(run({"INPUT": lyr, "MODEL_FILE": tiny_models["bin4"], "BANDS": [3, 2, 1, 4],
-                            "OUTPUT_RASTER": str(tmp_path / f"c{i}.tif"), "OUTPUT_VECTOR": str(tmp_path / f"p{i}.gpkg")},
+                            "OUTPUT_RASTER": str(tmp_path / f"c{i}.tif"),
+                            "OUTPUT_VECTOR": str(tmp_path / f"p{i}.gpkg")},
                            feedback=feedback, context=context))
     full = _classes(results[0]["OUTPUT_RASTER"])[0]
     part0 = _classes(results[1]["OUTPUT_RASTER"])[0]
@@ -209,8 +200,9 @@ def test_batch_over_several_layers(run, tmp_path, tiny_models):
 def test_graphical_model_chains_segment_with_native(provider, tmp_path, tiny_models):
     """A QgsProcessingModelAlgorithm: ktextures:segment -> native:rasterlayeruniquevaluesreport."""
     import processing
-    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildParameterSource as Src,
-                           QgsProcessingModelParameter, QgsProcessingParameterRasterLayer)
+    from qgis.core import QgsProcessingModelAlgorithm, QgsProcessingModelParameter, QgsProcessingParameterRasterLayer
+    from qgis.core import QgsProcessingModelChildParameterSource as Src
+
     from modelbuilder import add_child
     m = QgsProcessingModelAlgorithm("segment and count", "k-textures tests")
     m.addModelParameter(QgsProcessingParameterRasterLayer("image", "image"), QgsProcessingModelParameter("image"))
@@ -224,7 +216,7 @@ def test_graphical_model_chains_segment_with_native(provider, tmp_path, tiny_mod
     assert m.validate()[0], m.validate()[1]
     res = processing.run(m, {"image": str(SAMPLE), "report:report_OUTPUT_TABLE": str(tmp_path / "t.csv")})
     assert os.path.exists(res["report:report_OUTPUT_TABLE"])
-    rows = list(csv.reader(open(res["report:report_OUTPUT_TABLE"])))
+    rows = csv_rows(res["report:report_OUTPUT_TABLE"], csv.reader)
     assert len(rows) - 1 >= 2  # several classes counted by the native algorithm
 
 

@@ -1,4 +1,4 @@
-"""Tests of ktextures_plugin.training (issue 3): model pieces, feature extractors, data errors, fit/export,
+"""Tests of ktextures_plugin.training: model pieces, feature extractors, data errors, fit/export,
 torch vs onnxruntime parity, determinism, cancel, CLI. Real data (the bundled Sentinel-2 sample), real
 torch, tiny step counts (the whole file runs in well under a minute on 2 cores).
 
@@ -18,13 +18,18 @@ from osgeo import gdal  # noqa: E402
 
 from ktextures_plugin.core import inference  # noqa: E402
 from ktextures_plugin.core import raster as R  # noqa: E402
-from ktextures_plugin.training import (AllNodataError, BadKError, FitCanceled, FitInputError,  # noqa: E402
-                                       RasterTooSmallError, TooFewBandsError, fit)
+from ktextures_plugin.training import (  # noqa: E402
+    AllNodataError,
+    BadKError,
+    FitCanceled,
+    FitInputError,
+    RasterTooSmallError,
+    TooFewBandsError,
+    fit,
+)
 from ktextures_plugin.training.data import TileSampler, check_k  # noqa: E402
-from ktextures_plugin.training.features import (FeatureLoss, FeatureSpecError, VGG16Features,  # noqa: E402
-                                                build_extractors)
-from ktextures_plugin.training.model import (KTextures, bin_index, crop_textures, hard_bins,  # noqa: E402
-                                             recalibrate_bn)
+from ktextures_plugin.training.features import FeatureLoss, FeatureSpecError, VGG16Features, build_extractors  # noqa: E402
+from ktextures_plugin.training.model import KTextures, bin_index, crop_textures, hard_bins, recalibrate_bn  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")
@@ -44,10 +49,10 @@ def _run(path, x):
     return sess.run(None, {"image": x})
 
 
-# ---------------------------------------------------------------- model pieces (method.md §4)
+# ---------------------------------------------------------------- model pieces (docs/method.md §3-§4)
 
 def _original_masks(s, k, t=None):
-    """The authors' right/left/middle construction (method.md §4.2) with an exact step f at t = 1 - 1/k."""
+    """The authors' right/left/middle construction (docs/method.md §3.1) with an exact step f at t = 1 - 1/k."""
     t = 1 - 1 / k if t is None else t
     f = lambda v: (v >= t).astype(np.float64)  # noqa: E731
     if k == 2:
@@ -123,7 +128,7 @@ def test_bn_recalibration_uses_population_statistics():
     assert bn.momentum == pytest.approx(0.01)                               # restored
 
 
-# ---------------------------------------------------------------- feature extractors (method.md §5)
+# ---------------------------------------------------------------- feature extractors (docs/method.md §5)
 
 def test_vgg16_torchvision_state_dict_loads(tmp_path):
     from ktextures_plugin.training.features import vgg16_features
@@ -158,7 +163,7 @@ def test_feature_loss_balanced_and_zero_on_identity():
 
 
 def test_autoencoder_features_learn_the_scene_and_are_frozen():
-    """'ae:N' (method.md §9.2-1 a): prepare() trains the auto-encoder on the scene's tiles (reconstruction
+    """'ae:N' (docs/method.md §5): prepare() trains the auto-encoder on the scene's tiles (reconstruction
     error falls), then it is frozen; random/vgg16 need no preparation; bad step counts are refused."""
     sampler = TileSampler(SAMPLE, [3, 2, 1, 4], 64, seed=3)
     loss = FeatureLoss("ae:40+random")
@@ -243,7 +248,7 @@ def fitted(tmp_path_factory):
 
 def test_fit_exports_valid_contract(fitted):
     res, calls, _ = fitted
-    info = inference.read_model_info(res["path"])
+    info = inference.read_model_info(res.path)
     assert info.num_classes == 4 and info.channel_names == ["red", "green", "blue", "nir"]
     assert info.halo_px == 0 and info.texture_period_px == 128 and info.title == "test k = 4"
     ds = R.open_raster(SAMPLE)
@@ -254,18 +259,18 @@ def test_fit_exports_valid_contract(fitted):
     assert prov["features"] == "random" and prov["variant"] == "faithful" and "wall_seconds" in prov
     assert [c[0] for c in calls] == [1, 2, 3] and all(c[1] == 3 and np.isfinite(c[2]) for c in calls)
     x = _sample_scaled(info)
-    cls, tex = _run(res["path"], x)
+    cls, tex = _run(res.path, x)
     assert cls.dtype == np.int64 and cls.shape == (1, 1) + x.shape[2:]
     assert tex.shape == (4, 4, 128, 128) and tex.dtype == np.float32
     assert cls.min() >= 0 and cls.max() <= 3
-    cls2, _ = _run(res["path"], np.concatenate([x[:, :, :100, :130]] * 2))  # dynamic N, H, W
+    cls2, _ = _run(res.path, np.concatenate([x[:, :, :100, :130]] * 2))  # dynamic N, H, W
     assert cls2.shape == (2, 1, 100, 130) and np.array_equal(cls2[0], cls[0, :, :100, :130])
 
 
 def test_torch_onnx_parity_on_sample(fitted):
     """Same classes from torch and onnxruntime; differences only where k*s sits on a bin edge."""
-    from ktextures_plugin.training.train import FitConfig, train_model
     from ktextures_plugin.training.export import export_onnx
+    from ktextures_plugin.training.train import FitConfig, train_model
     _, _, d = fitted
     torch.manual_seed(0)
     r = train_model(SAMPLE, BANDS, FitConfig(k=6, **FAITHFUL))
@@ -290,9 +295,9 @@ def test_same_seed_same_model(fitted, tmp_path):
     res, _, _ = fitted
     res2 = fit(SAMPLE, BANDS, 4, str(tmp_path / "b.onnx"), seed=3, **FAITHFUL)
     res3 = fit(SAMPLE, BANDS, 4, str(tmp_path / "c.onnx"), seed=4, **FAITHFUL)
-    info = inference.read_model_info(res["path"])
+    info = inference.read_model_info(res.path)
     x = _sample_scaled(info)
-    a, b, c = _run(res["path"], x), _run(res2["path"], x), _run(res3["path"], x)
+    a, b, c = _run(res.path, x), _run(res2.path, x), _run(res3.path, x)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[1], c[1])                                    # another seed: other textures
 
@@ -305,21 +310,24 @@ def test_cancel_writes_no_file(tmp_path):
         state["n"] += 1
         return state["n"] > 2
 
-    with pytest.raises(FitCanceled):
+    from ktextures_plugin.core.segment import Canceled
+
+    with pytest.raises(Canceled):                                             # FitCanceled is a core Canceled
         fit(SAMPLE, BANDS, 4, str(out), steps=50, batch_size=2, is_canceled=canceled)
+    assert issubclass(FitCanceled, Canceled)
     assert state["n"] == 3                                                    # stopped at once
     assert os.listdir(tmp_path) == []
 
 
 def test_spatial_variant_halo_and_parity(tmp_path):
     res = fit(SAMPLE, BANDS, 3, str(tmp_path / "sp.onnx"), variant="spatial", **TINY)
-    info = inference.read_model_info(res["path"])
+    info = inference.read_model_info(res.path)
     assert info.halo_px == 2 and info.provenance["variant"] == "spatial"
     x = _sample_scaled(info)[:, :, :96, :96]
-    cls, _ = _run(res["path"], x)
+    cls, _ = _run(res.path, x)
     assert set(np.unique(cls)) <= {0, 1, 2}
     # the centre of a crop (beyond the halo) does not depend on what lies outside the crop
-    cls_c, _ = _run(res["path"], np.ascontiguousarray(x[:, :, 20:80, 20:80]))
+    cls_c, _ = _run(res.path, np.ascontiguousarray(x[:, :, 20:80, 20:80]))
     assert np.array_equal(cls_c[0, 0, 2:-2, 2:-2], cls[0, 0, 22:78, 22:78])
 
 
@@ -373,13 +381,13 @@ def test_mask_width_option_exports_a_narrower_network(tmp_path):
     import onnx
 
     res = fit(SAMPLE, BANDS, 4, str(tmp_path / "w8.onnx"), mask_width=8, **FAITHFUL)
-    info = inference.read_model_info(res["path"])
+    info = inference.read_model_info(res.path)
     assert info.provenance["mask_width"] == 8 and info.halo_px == 0
-    g = onnx.load(res["path"]).graph
+    g = onnx.load(res.path).graph
     inits = {i.name: list(i.dims) for i in g.initializer}
     conv_w = [inits[n.input[1]] for n in g.node if n.op_type == "Conv"]
     assert conv_w[0][:2] == [8, 4] and conv_w[1][:2] == [8, 8] and conv_w[-1][:2] == [1, 8]
-    cls, _ = _run(res["path"], _sample_scaled(info)[:, :, :64, :64])
+    cls, _ = _run(res.path, _sample_scaled(info)[:, :, :64, :64])
     assert set(np.unique(cls)) <= {0, 1, 2, 3}
     with pytest.raises(FitInputError, match="mask width"):
         fit(SAMPLE, BANDS, 4, str(tmp_path / "w0.onnx"), mask_width=0, **FAITHFUL)
@@ -390,8 +398,10 @@ def test_mask_width_option_exports_a_narrower_network(tmp_path):
 def test_fast_elu_export_equals_plain_elu(tmp_path, variant):
     """The exported Min-Exp-Sub-Max form of ELU (onnx_rewrite) gives the plain Elu graph's classes."""
     import onnx
+
     from ktextures_plugin.training.export import export_onnx
-    from ktextures_plugin.training.onnx_rewrite import main as rewrite_main, rewrite_file
+    from ktextures_plugin.training.onnx_rewrite import main as rewrite_main
+    from ktextures_plugin.training.onnx_rewrite import rewrite_file
     from ktextures_plugin.training.train import FitConfig, train_model
     torch.manual_seed(0)
     k = 6
@@ -432,8 +442,8 @@ def test_unused_class_warning_names_the_classes_and_the_fix():
 
 def test_fit_result_reports_warnings(fitted):
     res, _, _ = fitted
-    assert isinstance(res["warnings"], list)
-    assert (len(res["warnings"]) == 1) == (min(res["class_fractions"]) < 0.001)
+    assert isinstance(res.warnings, list)
+    assert (len(res.warnings) == 1) == (min(res.class_fractions) < 0.001)
 
 
 def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
@@ -446,47 +456,47 @@ def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
         return fit(SAMPLE, BANDS, k, str(tmp_path / f"d{k}_{seed}.onnx"), seed=seed, retries=0, **FAITHFUL)
 
     a, b = direct(8, 1), direct(8, 2)
-    assert unused_classes(a["class_fractions"]) > 0, "k = 8, seed 1 no longer leaves a class unused: pick a case that does"
-    assert a["provenance"]["seeds_tried"] == [1] and a["warnings"]
+    assert unused_classes(a.class_fractions) > 0, "k = 8, seed 1 no longer leaves a class unused: pick a case that does"
+    assert a.provenance["seeds_tried"] == [1] and a.warnings
     msgs = []
     r = fit(SAMPLE, BANDS, 8, str(tmp_path / "r.onnx"), seed=1, retries=1, log=msgs.append, **FAITHFUL)
-    assert r["seeds_tried"] == [1, 2] and len(msgs) == 1 and "seed 2" in msgs[0]
-    want = b if unused_classes(b["class_fractions"]) < unused_classes(a["class_fractions"]) else a
-    assert r["provenance"]["seed"] == want["provenance"]["seed"]
-    assert r["class_fractions"] == want["class_fractions"]
-    assert inference.read_model_info(r["path"]).provenance["seeds_tried"] == [1, 2]
+    assert r.seeds_tried == [1, 2] and len(msgs) == 1 and "seed 2" in msgs[0]
+    want = b if unused_classes(b.class_fractions) < unused_classes(a.class_fractions) else a
+    assert r.provenance["seed"] == want.provenance["seed"]
+    assert r.class_fractions == want.class_fractions
+    assert inference.read_model_info(r.path).provenance["seeds_tried"] == [1, 2]
 
     c, d = direct(12, 0), direct(12, 1)
-    if unused_classes(c["class_fractions"]) > 0 and unused_classes(d["class_fractions"]) >= unused_classes(
-            c["class_fractions"]):
+    if unused_classes(c.class_fractions) > 0 and unused_classes(d.class_fractions) >= unused_classes(
+            c.class_fractions):
         r = fit(SAMPLE, BANDS, 12, str(tmp_path / "r12.onnx"), seed=0, retries=1, **FAITHFUL)
-        assert r["provenance"]["seed"] == 0 and r["class_fractions"] == c["class_fractions"]
-        assert "seeds tried: 0, 1" in r["warnings"][0]
+        assert r.provenance["seed"] == 0 and r.class_fractions == c.class_fractions
+        assert "seeds tried: 0, 1" in r.warnings[0]
     with pytest.raises(FitInputError, match="retries"):
         fit(SAMPLE, BANDS, 4, str(tmp_path / "neg.onnx"), retries=-1, **FAITHFUL)
 
 
-# ---------------------------------------------------------------- context variant (docs/method.md, "context")
+# ---------------------------------------------------------------- context variant (docs/method.md §3.3)
 
 def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     """With 0 mask-training steps the context network *is* the k-means partition of its z-scored Gaussian
     context features; the export's halo makes tiled inference equal to whole-raster inference."""
     from ktextures_plugin.core import kmeans as K
     res = fit(SAMPLE, BANDS, 5, str(tmp_path / "ctx.onnx"), variant="context", context_warm=1.0, seed=2, **TINY)
-    info = inference.read_model_info(res["path"])
+    info = inference.read_model_info(res.path)
     assert info.halo_px == 12 and info.provenance["variant"] == "context"
     assert info.provenance["context_sigmas"] == [1.0, 2.0, 4.0]
     x = _sample_scaled(info)
-    cls, _ = _run(res["path"], x)
+    cls, _ = _run(res.path, x)
     # nearest centre in z-space of the same features computed with SciPy (mirror mode) away from the edges
     from ktextures_plugin.training.model import KTextures  # noqa: F401
     feats = K.context_features(x[0], np.ones(x.shape[2:], bool), K.CONTEXT_SIGMAS)      # (16,H,W)
-    sess = ort.InferenceSession(res["path"], providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(res.path, providers=["CPUExecutionProvider"])
     assert sess.get_outputs()[0].type == "tensor(int64)"
     inner = cls[0, 0, 12:-12, 12:-12]
     assert len(np.unique(inner)) == 5
     # crops: the centre of a crop (beyond the halo) does not depend on what lies outside it
-    crop, _ = _run(res["path"], np.ascontiguousarray(x[:, :, 100:260, 50:230]))
+    crop, _ = _run(res.path, np.ascontiguousarray(x[:, :, 100:260, 50:230]))
     assert np.array_equal(crop[0, 0, 12:-12, 12:-12], cls[0, 0, 112:248, 62:218])
     # the partition is the nearest-centre rule on the context features: pixels of one class are closer to
     # their own class mean than to any other, for nearly all pixels (k-means' fixed point)
@@ -500,10 +510,10 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     # context variant's size
     from ktextures_plugin.core.segment import CONTEXT_CHUNK_PX, chunk_px_for, segment_raster
     assert chunk_px_for(info) == CONTEXT_CHUNK_PX
-    tiny, _ = _run(res["path"], np.ascontiguousarray(x[:, :, :8, :5]))       # edge padding: any tile size runs
+    tiny, _ = _run(res.path, np.ascontiguousarray(x[:, :, :8, :5]))       # edge padding: any tile size runs
     assert tiny.shape == (1, 1, 8, 5)
-    small = segment_raster(SAMPLE, res["path"], str(tmp_path / "small.tif"), bands=BANDS, tile_size=100)
-    big = segment_raster(SAMPLE, res["path"], str(tmp_path / "big.tif"), bands=BANDS, tile_size=1024)
+    small = segment_raster(SAMPLE, res.path, str(tmp_path / "small.tif"), bands=BANDS, tile_size=100)
+    big = segment_raster(SAMPLE, res.path, str(tmp_path / "big.tif"), bands=BANDS, tile_size=1024)
     a, b = (gdal.Open(p.path).ReadAsArray() for p in (small, big))
     assert np.array_equal(a, b) and np.array_equal(a, cls[0, 0] + 1)
 
@@ -514,9 +524,9 @@ def test_context_variant_trains_the_mask(tmp_path):
     a = fit(SAMPLE, BANDS, 4, str(tmp_path / "a.onnx"), context_warm=1.0, **common)
     b = fit(SAMPLE, BANDS, 4, str(tmp_path / "b.onnx"), context_warm=0.0, context_lr=0.05, continuity=1.0,
             **common)
-    x = _sample_scaled(inference.read_model_info(a["path"]))
-    ca, cb = _run(a["path"], x)[0], _run(b["path"], x)[0]
-    assert inference.read_model_info(b["path"]).provenance["continuity"] == 1.0
+    x = _sample_scaled(inference.read_model_info(a.path))
+    ca, cb = _run(a.path, x)[0], _run(b.path, x)[0]
+    assert inference.read_model_info(b.path).provenance["continuity"] == 1.0
     assert (ca != cb).mean() > 0.001
 
 
@@ -525,8 +535,8 @@ def test_default_fit_is_the_context_variant(tmp_path):
     from ktextures_plugin.training import defaults
     res = fit(SAMPLE, BANDS, 3, str(tmp_path / "d.onnx"), **TINY)
     again = fit(SAMPLE, BANDS, 3, str(tmp_path / "e.onnx"), **TINY)
-    x = _sample_scaled(inference.read_model_info(res["path"]))
-    assert np.array_equal(_run(res["path"], x)[0], _run(again["path"], x)[0])      # same seed, same classes
-    prov = inference.read_model_info(res["path"]).provenance
+    x = _sample_scaled(inference.read_model_info(res.path))
+    assert np.array_equal(_run(res.path, x)[0], _run(again.path, x)[0])      # same seed, same classes
+    prov = inference.read_model_info(res.path).provenance
     assert prov["variant"] == defaults.DEFAULT_VARIANT == "context"
     assert prov["continuity"] == defaults.DEFAULT_CONTINUITY > 0

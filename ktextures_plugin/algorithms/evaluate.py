@@ -1,4 +1,4 @@
-"""``ktextures:evaluate``: score a class raster against reference labels (issue 4).
+"""``ktextures:evaluate``: score a class raster against reference labels.
 
 Parameters in, ``core.evaluate`` / ``core.metrics`` calls, QGIS outputs out. No pixel work happens here.
 """

@@ -1,18 +1,33 @@
 """``ktextures:fit``: fit a k-textures model on the analyst's own raster (PyTorch, CPU) and export it to
 ONNX; optionally segment the same raster with it right away (through ``ktextures:segment``, the same code
-path). Training: :func:`ktextures_plugin.training.fit` (method.md §9)."""
+path). Training: :func:`ktextures_plugin.training.fit` (docs/method.md §6)."""
 
-from qgis.core import (QgsProcessing, QgsProcessingException,
-                       QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterEnum, QgsProcessingParameterFileDestination,
-                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
-                       QgsProcessingParameterVectorDestination)
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+)
 
 from ..core.raster import RasterError
+
 # torch-free: the defaults live in one module that the QGIS glue, the CLI and the trainer share
-from ..training.defaults import (DEFAULT_CONTINUITY, DEFAULT_MASK_WIDTH, DEFAULT_RETRIES, DEFAULT_STEPS,
-                                 DEFAULT_VARIANT, VARIANTS)
+from ..training.defaults import (
+    DEFAULT_CONTINUITY,
+    DEFAULT_MASK_WIDTH,
+    DEFAULT_RETRIES,
+    DEFAULT_STEPS,
+    DEFAULT_VARIANT,
+    VARIANTS,
+)
 from ..training.errors import TORCH_INSTALL_HINT
 from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
 
@@ -109,11 +124,7 @@ class FitAlgorithm(KTexturesAlgorithm):
         return True, ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from osgeo import gdal
-
-        from ..core.modelinfo import RGBN
-        from ..core.segment import match_bands
-        from ..training import FitCanceled, FitInputError, TorchMissingError, fit, torch_available
+        from ..training import torch_available
 
         if not torch_available():
             from ..installer_gui import request_install
@@ -121,30 +132,68 @@ class FitAlgorithm(KTexturesAlgorithm):
             raise QgsProcessingException(TORCH_INSTALL_HINT)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
+        bands = self._bands(parameters, context, src)
+        out_model, out_raster, out_vector = self._outputs(parameters, context, src)
+        info = self._fit(parameters, context, feedback, src, bands, out_model,
+                         title=f"k-textures, k = {self.parameterAsInt(parameters, self.K, context)}, {layer.name()}",
+                         fit_end=85.0 if out_raster else 100.0)
+        results = {self.OUTPUT_MODEL: out_model, "FINAL_LOSS": info.final_loss, "SECONDS": info.seconds,
+                   self.OUTPUT_RASTER: None, self.OUTPUT_VECTOR: None}
+        if out_raster:
+            import processing
+            feedback.setProgressText("Segmenting the raster with the new model")
+            seg = processing.run("ktextures:segment", {
+                "INPUT": src, "MODEL_FILE": out_model, "BANDS": bands, "SCALING": "model",
+                "OUTPUT_RASTER": out_raster, "OUTPUT_VECTOR": out_vector or None,
+                "NODATA": parameters.get(self.NODATA)}, context=context, feedback=feedback, is_child_algorithm=True)
+            results[self.OUTPUT_RASTER] = seg["OUTPUT_RASTER"]
+            results[self.OUTPUT_VECTOR] = seg.get("OUTPUT_VECTOR")
+        feedback.setProgress(100)
+        return results
+
+    def _bands(self, parameters, context, src: str):
+        """BANDS as given (a string or band numbers), or red, green, blue, NIR matched by band description."""
+        from osgeo import gdal
+
+        from ..core.modelinfo import RGBN
+        from ..core.segment import match_bands
+
         bands = parameters.get(self.BANDS)
         if bands in (None, "", []):
             ds = gdal.Open(src)
             try:
-                bands = match_bands(ds, list(RGBN))
+                return match_bands(ds, list(RGBN))
             except RasterError as exc:
-                raise QgsProcessingException(str(exc))
+                raise QgsProcessingException(str(exc)) from None
             finally:
                 ds = None
-        elif not isinstance(bands, str):
-            bands = [int(b) for b in bands] if isinstance(bands, (list, tuple)) else \
-                self.parameterAsInts(parameters, self.BANDS, context)
+        if isinstance(bands, str):
+            return bands
+        if isinstance(bands, (list, tuple)):
+            return [int(b) for b in bands]
+        return self.parameterAsInts(parameters, self.BANDS, context)
+
+    def _outputs(self, parameters, context, src: str):
+        """(model, class raster, polygons) paths, their folders made and checked against the input."""
+        from ..core import outputs
+
         out_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not out_model.lower().endswith(".onnx"):
             out_model += ".onnx"
-        k = self.parameterAsInt(parameters, self.K, context)
-        steps = self.parameterAsInt(parameters, self.STEPS, context)
         out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
         out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
-        from ..core import outputs
         make_folders((out_model, out_raster, out_vector))
         check_outputs(NAMES, {"output": (out_model, outputs.MODEL), "raster": (out_raster, outputs.CLASS_RASTER),
                               "vector": (out_vector, outputs.VECTOR)}, {"input": src})
-        fit_end = 85.0 if out_raster else 100.0
+        return out_model, out_raster, out_vector
+
+    def _fit(self, parameters, context, feedback, src: str, bands, out_model: str, *, title: str, fit_end: float):
+        """Run :func:`ktextures_plugin.training.fit` with the algorithm's parameters; progress up to ``fit_end``
+        percent. Returns its :class:`~ktextures_plugin.training.train.FitReport`."""
+        from ..training import FitCanceled, FitInputError, TorchMissingError, fit
+
+        k = self.parameterAsInt(parameters, self.K, context)
+        steps = self.parameterAsInt(parameters, self.STEPS, context)
 
         def progress(step, total, loss):
             feedback.setProgress(fit_end * step / max(1, total))
@@ -162,26 +211,13 @@ class FitAlgorithm(KTexturesAlgorithm):
                        extra_nodata=optional_number(parameters, self.NODATA),
                        mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH,
                        retries=self.parameterAsInt(parameters, self.RETRIES, context),
-                       log=feedback.pushInfo,
-                       title=f"k-textures, k = {k}, {layer.name()}")
+                       log=feedback.pushInfo, title=title)
         except FitCanceled:
-            raise QgsProcessingException("Canceled: no model was written.")
+            raise QgsProcessingException("Canceled: no model was written.") from None
         except (FitInputError, TorchMissingError, RasterError, ValueError, OSError) as exc:
-            raise QgsProcessingException(output_message(exc, NAMES))
-        feedback.pushInfo(f"Model written to {out_model} in {info['seconds']:.1f} s "
-                          f"({info.get('steps_per_s', 0):.2f} steps/s), final loss {info['final_loss']:.5f}")
-        for w in info.get("warnings", []):
+            raise QgsProcessingException(output_message(exc, NAMES)) from None
+        feedback.pushInfo(f"Model written to {out_model} in {info.seconds:.1f} s "
+                          f"({info.steps_per_s:.2f} steps/s), final loss {info.final_loss:.5f}")
+        for w in info.warnings:
             feedback.pushWarning(w)
-        results = {self.OUTPUT_MODEL: out_model, "FINAL_LOSS": info["final_loss"], "SECONDS": info["seconds"],
-                   self.OUTPUT_RASTER: None, self.OUTPUT_VECTOR: None}
-        if out_raster:
-            import processing
-            feedback.setProgressText("Segmenting the raster with the new model")
-            seg = processing.run("ktextures:segment", {
-                "INPUT": src, "MODEL_FILE": out_model, "BANDS": bands, "SCALING": "model",
-                "OUTPUT_RASTER": out_raster, "OUTPUT_VECTOR": out_vector or None,
-                "NODATA": parameters.get(self.NODATA)}, context=context, feedback=feedback, is_child_algorithm=True)
-            results[self.OUTPUT_RASTER] = seg["OUTPUT_RASTER"]
-            results[self.OUTPUT_VECTOR] = seg.get("OUTPUT_VECTOR")
-        feedback.setProgress(100)
-        return results
+        return info

@@ -47,7 +47,7 @@ class ClassSymbolPostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Colours sample points (filled circles) or chip footprints (outlines) by ``class_id`` with the class
     raster's palette when QGIS loads them on completion (GUI, runAndLoadResults)."""
 
-    _keep = []  # Python references: only the C++ side is owned by the context (qgis.md §4)
+    _keep = []  # Python references: only the C++ side is owned by the context (docs/development.md §5)
 
     def __init__(self, names, colors, polygons: bool):
         super().__init__()

@@ -1,5 +1,5 @@
 """``python -m ktextures_plugin fit IMAGE --bands R,G,B,NIR --k K --out MODEL.onnx [...]``: fit a k-textures
-model on one raster with PyTorch and export it to the ONNX contract of models/README.md (method.md §9).
+model on one raster with PyTorch and export it to the ONNX contract of models/README.md (docs/method.md §6, §7).
 
 Exit codes: 0 success, 2 bad input (one-line message), 3 PyTorch missing, 130 interrupted (no file written).
 """
@@ -100,11 +100,11 @@ def main(argv=None) -> int:
         print("interrupted: no model written", file=sys.stderr)
         return 130
     _close(state["bar"])
-    fr = ", ".join(f"{100 * v:.1f}" for v in res["class_fractions"])
-    print(f"{res['path']}: k = {res['k']}, {res['steps']} steps in {res['seconds']:.1f} s "
-          f"({res['steps_per_s']:.2f} steps/s), final loss {res['final_loss']:.4f}, halo {res['halo_px']} px")
-    print(f"class shares on {res['provenance']['recal_tiles']} tiles (%): {fr}")
-    for w in res.get("warnings", []):
+    fr = ", ".join(f"{100 * v:.1f}" for v in res.class_fractions)
+    print(f"{res.path}: k = {res.k}, {res.steps} steps in {res.seconds:.1f} s "
+          f"({res.steps_per_s:.2f} steps/s), final loss {res.final_loss:.4f}, halo {res.halo_px} px")
+    print(f"class shares on {res.provenance['recal_tiles']} tiles (%): {fr}")
+    for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return 0
 

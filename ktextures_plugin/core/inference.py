@@ -110,17 +110,17 @@ def read_model_info(path: str, session=None) -> ModelInfo:
 
 
 #: Pixels per onnxruntime call. A 1x1 network's 64-channel intermediates for a whole 512 px tile (64 MB) do
-#: not fit in the CPU caches; strips of ~16k pixels do, and run 1.3-1.6x faster (docs/benchmarks.md).
+#: not fit in the CPU caches; strips of ~16k pixels do (docs/benchmarks.md, "Measurements behind constants").
 INFER_CHUNK_PX = 16384
 #: ... that is about this many hidden values per call; a per-pixel model whose provenance gives its
-#: ``mask_width`` runs on strips of ``INFER_CHUNK_VALUES // mask_width`` pixels (65536 at width 16, which
-#: is 1.3x faster than 16384 there: fewer calls, each still cache-sized).
+#: ``mask_width`` runs on strips of ``INFER_CHUNK_VALUES // mask_width`` pixels (65536 at width 16: fewer
+#: calls, each still cache-sized).
 INFER_CHUNK_VALUES = 64 * INFER_CHUNK_PX
 
 
 #: ... and a context-variant model (halo 12 px, 16 feature channels) runs on strips of this many pixels: each
 #: strip re-reads 2 x 12 halo rows, so 16384-px strips (about 30 rows at 512 px) spend most of their time on
-#: halo rows; 131072 px ran 2.4x faster than 16384 and than a whole tile at once (docs/benchmarks.md).
+#: halo rows (docs/benchmarks.md, "Measurements behind constants").
 CONTEXT_CHUNK_PX = 8 * INFER_CHUNK_PX
 
 

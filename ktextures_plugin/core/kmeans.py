@@ -1,6 +1,6 @@
 """The k-means baselines (pixel and context k-means) in the same output format as :mod:`segment`.
 
-Features (docs/method.md, "Baselines"): the selected bands, and with ``context=True`` also their
+Features (docs/method.md §8): the selected bands, and with ``context=True`` also their
 Gaussian-smoothed copies at sigma 1, 2 and 4 px (``scipy.ndimage.gaussian_filter``, truncated at 3 sigma,
 mode ``nearest``: the same smoothing as the k-textures ``context`` variant), computed window by window with a
 halo of ceil(3 * 4) = 12 px, so the result equals smoothing the whole raster. Scaling: ``"zscore"`` (default;

@@ -1,4 +1,4 @@
-"""Quality of a class raster against a reference labelling (issue 4): ARI, NMI, accuracy, mIoU.
+"""Quality of a class raster against a reference labelling: ARI, NMI, accuracy, mIoU.
 
 No QGIS: numpy, scipy and GDAL only. Everything is computed from the contingency table
 ``counts[i, j]`` = number of scored pixels with predicted label ``pred_labels[i]`` and reference label

@@ -20,7 +20,7 @@ from .errors import ModelError
 
 SCHEMA_VERSION = 1
 
-#: Channel names the k-textures models use, in the paper's order (method.md §3).
+#: Channel names the k-textures models use, in the paper's order (docs/method.md §2).
 RGBN = ("red", "green", "blue", "nir")
 
 # metadata_props keys

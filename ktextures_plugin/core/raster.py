@@ -169,7 +169,7 @@ def sample_windows(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Wind
 def percentile_scale(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Window] = None,
                      lower: float = 2.0, upper: float = 98.0, max_pixels: int = 1_000_000,
                      extra_nodata: Optional[float] = None) -> Tuple[List[float], List[float]]:
-    """Per-band ``lower``-``upper`` % percentiles over valid pixels (method.md §9.2-6).
+    """Per-band ``lower``-``upper`` % percentiles over valid pixels (docs/method.md §2).
 
     Computed from at most ``max_pixels`` pixels (a decimated read), never the whole raster.
 

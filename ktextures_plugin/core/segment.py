@@ -6,7 +6,7 @@ tiles in a background thread (:mod:`.tileio`, on the tile grid of :mod:`.tiling`
 :mod:`.classraster`), colour and name the classes, sieve (:mod:`.sieve`) and count them (:mod:`.classstats`).
 Memory grows with the tile, not the raster. The partial file is renamed to the destination only on success, so
 no half-written output is ever left behind (cancel or error delete it). Tiling, nodata and output follow
-models/README.md (the model contract) and docs/method.md.
+models/README.md (the model contract) and docs/method.md §7.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The processing window is partitioned into *core* tiles of ``tile_size`` x ``tile
 row/column of tiles is smaller). Each core is read with a *halo* of ``halo`` pixels on every side where the
 raster has pixels there (clamped to the raster, not to the window, so context outside an extent is used),
 the model runs on the read window, and only the core is kept. With ``halo`` >= the model's receptive-field
-radius the stitched result equals whole-image inference (conventions.md §d.2, centre-crop stitching).
+radius the stitched result equals whole-image inference (docs/method.md §7, centre-crop stitching).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fitting k-textures models with PyTorch and exporting them to ONNX (method.md §4-§9).
+"""Fitting k-textures models with PyTorch and exporting them to ONNX (docs/method.md §3-§7).
 
 torch is imported lazily: importing this package (or reading the names below) never imports torch, so
 the QGIS plugin can list the ``fit`` algorithm and explain a missing torch installation itself.
@@ -8,13 +8,21 @@ Public API::
     from ktextures_plugin.training import fit, FitCanceled, FitInputError
     info = fit("image.tif", "3,2,1,4", k=6, out_path="model.onnx", steps=600)
 
-Modules: ``model`` (networks, §4/§9.1), ``features`` (loss feature extractors, §5/§9.2-1), ``data``
-(GDAL tile sampler, §3/§9.2-6), ``train`` (the loop and :func:`fit`), ``export`` (ONNX, §9.3).
+Modules: ``model`` (networks, §3-§4), ``features`` (loss feature extractors, §5), ``data`` (GDAL tile
+sampler, §2), ``train`` (the loop and :func:`fit`, §6), ``export`` (ONNX, §7); sections of docs/method.md.
 """
 from __future__ import annotations
 
-from .errors import (AllNodataError, BadKError, FitCanceled, FitInputError, RasterTooSmallError,
-                     TooFewBandsError, TorchMissingError, TORCH_INSTALL_HINT)
+from .errors import (
+    TORCH_INSTALL_HINT,
+    AllNodataError,
+    BadKError,
+    FitCanceled,
+    FitInputError,
+    RasterTooSmallError,
+    TooFewBandsError,
+    TorchMissingError,
+)
 
 __all__ = ["fit", "FitCanceled", "FitInputError", "TooFewBandsError", "BadKError", "RasterTooSmallError",
            "AllNodataError", "TorchMissingError", "torch_available"]

@@ -1,4 +1,4 @@
-"""Training tiles read through GDAL windows (method.md §3, §9.2-6); no torch here.
+"""Training tiles read through GDAL windows (docs/method.md §2); no torch here.
 
 :class:`TileSampler` draws random ``tile x tile`` windows of a raster with :func:`core.raster.read_window`, so
 only one tile per read is in memory whatever the raster size; tiles with any nodata pixel are skipped.
@@ -15,13 +15,12 @@ from ..core import raster as R
 from .errors import AllNodataError, BadKError, RasterTooSmallError, TooFewBandsError
 
 N_CHANNELS = 4
-CHANNEL_NAMES = ["red", "green", "blue", "nir"]
 #: consecutive rejected (nodata) tiles after which the sampler gives up
 MAX_REJECTS = 400
 
 
 def check_k(k) -> int:
-    """k as an int in 2..128 (method.md §4: the original supports 2..128).
+    """k as an int in 2..128 (docs/method.md §3.1: the original supports 2..128).
 
     Raises:
         BadKError: otherwise.

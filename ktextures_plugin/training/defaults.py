@@ -15,6 +15,6 @@ DEFAULT_BINNING = "faithful"
 DEFAULT_MASK_WIDTH = 16
 #: Refits with the next seed when a class stays unused (0 = off).
 DEFAULT_RETRIES = 0
-#: Weight of the spatial-continuity term on the class probabilities (context and spatial variants).
-#: 5 was measured better than 0 and 2 on the Amazon and Slovenia scenes (docs/benchmarks.md).
+#: Weight of the spatial-continuity term on the class probabilities (context and spatial variants);
+#: measured against 0 and 2 in docs/benchmarks.md.
 DEFAULT_CONTINUITY = 5.0

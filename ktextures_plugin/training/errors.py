@@ -5,6 +5,7 @@ turns it into exit code 2 with a one-line message, the Processing algorithm into
 ``QgsProcessingException``.
 """
 
+from ..core.segment import Canceled
 
 #: What to do when torch is missing; shown by the CLI and by ``ktextures:fit``.
 TORCH_INSTALL_HINT = (
@@ -39,5 +40,7 @@ class TorchMissingError(ImportError):
     """PyTorch is not installed in this Python; the message says how to install it."""
 
 
-class FitCanceled(Exception):
-    """``is_canceled()`` returned True; training stopped and no model file was written."""
+class FitCanceled(Canceled):
+    """``is_canceled()`` returned True; training stopped and no model file was written.
+
+    A :class:`ktextures_plugin.core.segment.Canceled`, so a front end catches every canceled run alike."""

@@ -1,9 +1,10 @@
-"""Export a trained :class:`~.model.KTextures` to the k-textures ONNX contract (models/README.md, method.md §9.3).
+"""Export a trained :class:`~.model.KTextures` to the k-textures ONNX contract (models/README.md, docs/method.md §7).
 
 Graph: input ``image`` float32 (N,C,H,W) with N, H, W dynamic (channels scaled to [0, 1]);
 outputs ``class`` int64 (N,1,H,W) and ``textures`` float32 (k,C,P,P), a constant. The mask network runs
-with BatchNorm in inference mode (running statistics; recalibrated by the trainer, §9.2-3). The faithful
-class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the §4.2 masks); the spatial class is the argmax
+with BatchNorm in inference mode (running statistics; recalibrated by the trainer, docs/method.md §6). The faithful
+class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the masks of docs/method.md §3.1); the spatial class
+is the argmax
 of the k logits.
 
 The file is written to ``<out>.tmp-<pid>`` first, validated (onnx checker + :func:`core.inference.read_model_info`)
@@ -16,7 +17,6 @@ import os
 import warnings
 from typing import Dict, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -91,7 +91,7 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
 
     Args:
         model: trained model (switched to eval mode here).
-        textures: (k,C,P,P) float32 in [0, 1], the textures to ship (as trained, §4.3).
+        textures: (k,C,P,P) float32 in [0, 1], the textures to ship (as trained, docs/method.md §4).
         out_path: destination ``.onnx``; replaced atomically only after validation.
         scale_min, scale_max: per-channel raw values mapped to 0 and 1 (2-98 % percentiles).
         title: ``ktextures.title``.
@@ -133,13 +133,3 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
     info.path = out_path
     return info
 
-
-def onnx_classes(path: str, image: np.ndarray, threads: int = 0) -> np.ndarray:
-    """Run an exported model with onnxruntime on image (N,C,H,W) float32; returns class (N,1,H,W) int64."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    return sess.run([modelinfo.OUTPUT_CLASS], {modelinfo.INPUT_NAME: image.astype(np.float32)})[0]

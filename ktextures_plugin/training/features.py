@@ -1,4 +1,4 @@
-"""Frozen feature extractors for the k-textures loss (method.md §5, §9.1, §9.2-1/2).
+"""Frozen feature extractors for the k-textures loss (docs/method.md §5).
 
 One interface: :func:`build_features(spec)` returns a :class:`FeatureLoss` whose ``forward(x, sim)`` is the
 balanced sum of feature MSE terms between the image tiles ``x`` and their simulation ``sim``, both
@@ -8,15 +8,16 @@ Spec strings (``--features NAME``), several joined with ``+``:
 
 * ``random`` — a fixed, seeded random-weight multi-scale CNN over all 4 channels (cheap on CPU). Terms:
   the post-ReLU maps at 1, 1/2, 1/4, 1/8 and 1/16 resolution, each an MSE.
-* ``ae`` or ``ae:STEPS`` — method.md §9.2-1 option (a): a small VGG-like 4-band convolutional auto-encoder
+* ``ae`` or ``ae:STEPS`` — docs/method.md §5: a small VGG-like 4-band convolutional auto-encoder
   trained on the scene's own tiles before the k-textures fit (``STEPS`` Adam steps of
-  :data:`AE_BATCH` tiles, default :data:`AE_STEPS`), then frozen; terms: the encoder's four block outputs (1, 1/2, 1/4, 1/8 resolution).
+  :data:`AE_BATCH` tiles, default :data:`AE_STEPS`), then frozen; terms: the encoder's four block outputs
+  (1, 1/2, 1/4, 1/8 resolution).
   Needs data: :meth:`FeatureLoss.prepare` trains it (``train_model`` calls it).
 * ``vgg16:PATH`` — torchvision-layout VGG16 ``features[:30]`` (through the ReLU after conv5_3, i.e.
   Keras ``block5_conv3``, 8x8x512 at 128 px) with weights from the local state_dict file PATH (keys
-  ``features.N.weight/bias``, or ``N.weight/bias``); input = RGB with ImageNet mean/std (§9.2-2).
+  ``features.N.weight/bias``, or ``N.weight/bias``); input = RGB with ImageNet mean/std (docs/method.md §5).
 
-Balancing (§9.2-2): :meth:`FeatureLoss.calibrate` sets each term's weight to 1 / its value at the start of
+Balancing (docs/method.md §5): :meth:`FeatureLoss.calibrate` sets each term's weight to 1 / its value at the start of
 training (image vs initial simulation), so every term starts at 1.0 and the total at the number of terms.
 """
 from __future__ import annotations
@@ -24,8 +25,8 @@ from __future__ import annotations
 from typing import Dict, List, Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,7 +96,7 @@ AE_BATCH = 4
 
 
 class AutoEncoderFeatures(Extractor):
-    """4-band VGG-like convolutional auto-encoder, trained on the scene itself (method.md §9.2-1 (a)).
+    """4-band VGG-like convolutional auto-encoder, trained on the scene itself (docs/method.md §5).
 
     Encoder: 4 blocks of Conv3x3 -> ReLU with widths ``widths``, 2x2 max-pool between blocks;
     decoder: nearest 2x upsampling + Conv3x3 -> ReLU per block (widths halving), then Conv3x3 -> sigmoid
@@ -121,7 +122,7 @@ class AutoEncoderFeatures(Extractor):
             self.enc.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.ReLU()))
             c = w
         self.dec = nn.ModuleList()
-        for i in range(len(widths) - 1):      # light decoder: widths halve at each upsampling
+        for _ in range(len(widths) - 1):      # light decoder: widths halve at each upsampling
             w = max(8, c // 2)
             self.dec.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.ReLU()))
             c = w
@@ -194,7 +195,7 @@ def vgg16_features() -> nn.Sequential:
 
 
 class VGG16Features(Extractor):
-    """VGG16 ``features[:30]`` on the RGB channels with ImageNet normalisation (method.md §5, §9.1, §9.2-2).
+    """VGG16 ``features[:30]`` on the RGB channels with ImageNet normalisation (docs/method.md §5).
 
     Args:
         path: torchvision-style state_dict (``torch.save(vgg16().state_dict())``); only ``features.*`` keys
@@ -262,7 +263,7 @@ def build_extractors(spec: str) -> List[Extractor]:
 
 
 class FeatureLoss(nn.Module):
-    """Balanced sum of feature MSE terms (method.md §5): sum_t w_t * mean((phi_t(x) - phi_t(sim))^2).
+    """Balanced sum of feature MSE terms (docs/method.md §5): sum_t w_t * mean((phi_t(x) - phi_t(sim))^2).
 
     ``forward(x, sim)`` -> (total scalar tensor, list of per-term floats). Features of ``x`` are computed
     without gradient; ``sim`` carries the gradient.

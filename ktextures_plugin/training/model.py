@@ -1,14 +1,14 @@
-"""The k-textures network in PyTorch (method.md §4, §9.1; deviations §9.2 behind options).
+"""The k-textures network in PyTorch (docs/method.md §3-§6; the departures from the paper are options).
 
-Shapes are PyTorch NCHW. C = 4 channels (red, green, blue, NIR) scaled to [0, 1] (method.md §9.2-6),
+Shapes are PyTorch NCHW. C = 4 channels (red, green, blue, NIR) scaled to [0, 1] (docs/method.md §2),
 k = number of classes, P = texture period (128 px).
 
-* :class:`ScalarNet` (§4.1): per-pixel 1x1 network, image (N,C,H,W) -> s (N,1,H,W) in (0, 1).
-* :func:`hard_bins` (§4.2, closed form): s -> k one-hot masks (N,k,H,W), class 0 = highest s.
-* :class:`SpatialMaskNet` (§9.2-5, variant ``spatial``): 3x3 conv network -> k logits, hard one-hot with a
+* :class:`ScalarNet` (docs/method.md §3.1): per-pixel 1x1 network, image (N,C,H,W) -> s (N,1,H,W) in (0, 1).
+* :func:`hard_bins` (docs/method.md §3.1, closed form): s -> k one-hot masks (N,k,H,W), class 0 = highest s.
+* :class:`SpatialMaskNet` (docs/method.md §3.2, variant ``spatial``): 3x3 conv network -> k logits, hard one-hot with a
   straight-through (softmax) gradient.
-* :class:`TextureGen` (§4.3): fixed noise buffer (1,1,P+16,P+16) -> texture (1,C,P,P) in (0, 1).
-* :class:`KTextures`: the whole model; ``simulate`` gives the simulated image (§4.4).
+* :class:`TextureGen` (docs/method.md §4): fixed noise buffer (1,1,P+16,P+16) -> texture (1,C,P,P) in (0, 1).
+* :class:`KTextures`: the whole model; ``simulate`` gives the simulated image (docs/method.md §4).
 """
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ import math
 from typing import Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .defaults import VARIANTS
 
-#: Keras defaults translated to PyTorch (method.md §9.1): momentum 0.01 == Keras 0.99.
+#: Keras defaults translated to PyTorch (docs/method.md §6): momentum 0.01 == Keras 0.99.
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
-#: hard-sigmoid ramp slope of the original step network (method.md §4.2)
+#: hard-sigmoid ramp slope of the original step network (docs/method.md §3.1)
 FAITHFUL_SLOPE = 5000.0
 NOISE_STD = 0.0005
 LEAKY_SLOPE = 0.3
@@ -35,7 +35,7 @@ def _bn(ch: int) -> nn.BatchNorm2d:
 
 
 def glorot_init(module: nn.Module) -> None:
-    """Keras defaults: Glorot-uniform conv kernels, zero biases (method.md §9.1)."""
+    """Keras defaults: Glorot-uniform conv kernels, zero biases (docs/method.md §6)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.xavier_uniform_(m.weight)
@@ -44,10 +44,11 @@ def glorot_init(module: nn.Module) -> None:
 
 
 class ScalarNet(nn.Module):
-    """Per-pixel scalar network (method.md §4.1): Conv1x1(C->64)-BN-ELU-Conv1x1(64->64)-BN-ELU-Conv1x1(64->1)-BN-sigmoid.
+    """Per-pixel scalar network (docs/method.md §3.1):
+    Conv1x1(C->64)-BN-ELU-Conv1x1(64->64)-BN-ELU-Conv1x1(64->1)-BN-sigmoid.
 
     Input (N,C,H,W) float32 in [0, 1]; output s (N,1,H,W) float32 in (0, 1). In training mode
-    Gaussian noise of std ``noise_std`` (0.0005) is added to s (§4.1 row 6). Halo 0 px.
+    Gaussian noise of std ``noise_std`` (0.0005) is added to s (docs/method.md §3.1). Halo 0 px.
     """
 
     halo_px = 0
@@ -69,13 +70,13 @@ class ScalarNet(nn.Module):
 
 
 def bin_index(s: torch.Tensor, k: int) -> torch.Tensor:
-    """Class of each pixel from s (method.md §9.3): ``k-1 - clamp(floor(k*s), 0, k-1)``, int64, same shape."""
+    """Class of each pixel from s (docs/method.md §3.1, §7): ``k-1 - clamp(floor(k*s), 0, k-1)``, int64, same shape."""
     return (k - 1) - torch.clamp(torch.floor(s * k), 0, k - 1).to(torch.int64)
 
 
 def hard_bins(s: torch.Tensor, k: int, slope: float = FAITHFUL_SLOPE, straight_through: bool = False
               ) -> torch.Tensor:
-    """k masks from the scalar s, closed form of method.md §4.2.
+    """k masks from the scalar s, closed form of docs/method.md §3.1.
 
     Boundaries b_j = j/k (j = 1..k-1), ramps H_j = clamp(slope*(s - b_j) + 0.5, 0, 1); ascending masks
     m_0 = 1 - H_1, m_j = H_j - H_{j+1}, m_{k-1} = H_{k-1}; the channel order is reversed so class 0 holds the
@@ -84,9 +85,9 @@ def hard_bins(s: torch.Tensor, k: int, slope: float = FAITHFUL_SLOPE, straight_t
     Args:
         s: (N,1,H,W) float32 in [0, 1].
         k: number of classes (>= 2).
-        slope: ramp slope S (5000 = faithful; smaller = softer, used by annealing, §9.2-4a).
+        slope: ramp slope S (5000 = faithful; smaller = softer, used by annealing, docs/method.md §3.1).
         straight_through: forward = exact one-hot of :func:`bin_index`, backward = gradient of the ramps
-            (§9.2-4b).
+            (docs/method.md §3.1).
 
     Returns:
         (N,k,H,W) float32; masks sum to 1 per pixel.
@@ -104,7 +105,7 @@ def hard_bins(s: torch.Tensor, k: int, slope: float = FAITHFUL_SLOPE, straight_t
 
 
 class SpatialMaskNet(nn.Module):
-    """Variant ``spatial`` (method.md §9.2-5): per-class logits from a small 3x3 conv network.
+    """Variant ``spatial`` (docs/method.md §3.2): per-class logits from a small 3x3 conv network.
 
     Conv3x3(C->w)-BN-ELU-Conv3x3(w->w)-BN-ELU-Conv1x1(w->k)-BN. Input (N,C,H,W) in [0, 1]; output
     logits (N,k,H,W). Receptive field 5x5, so ``halo_px`` = 2: tiles must overlap by 4 px at inference.
@@ -268,7 +269,7 @@ def continuity_loss(logits: torch.Tensor, temperature: float = 1.0) -> torch.Ten
 
 
 class TextureGen(nn.Module):
-    """One class texture (method.md §4.3): a fixed N(0,1) noise buffer (1,1,P+16,P+16) ->
+    """One class texture (docs/method.md §4): a fixed N(0,1) noise buffer (1,1,P+16,P+16) ->
     4x[Conv3x3(->16)-BN-LeakyReLU(0.3)] -> Conv3x3(16->C) -> sigmoid -> centre crop 8 -> (1,C,P,P) in (0, 1).
 
     The noise is drawn once from ``generator`` and saved in the state dict (a buffer), so the texture is a
@@ -320,7 +321,7 @@ def crop_textures(textures: torch.Tensor, offsets: torch.Tensor, h: int, w: int)
 
 
 class KTextures(nn.Module):
-    """The k-textures model (method.md §4, §9).
+    """The k-textures model (docs/method.md §3, §4).
 
     Args:
         k: number of classes, 2..128.
@@ -329,12 +330,12 @@ class KTextures(nn.Module):
             (:class:`SpatialMaskNet`, halo 2 px).
         period: texture side P in px (128).
         seed: seeds the texture noise buffers (and nothing else).
-        straight_through: faithful variant only, hard forward / ramp backward (§9.2-4b).
+        straight_through: faithful variant only, hard forward / ramp backward (docs/method.md §3.1).
         mask_width: hidden width of the faithful :class:`ScalarNet` (64 in the paper; narrower = fewer
             multiply-adds per pixel at inference, about 4 * w + w * w + w).
     """
 
-    def __init__(self, k: int, in_ch: int = 4, variant: str = "faithful", period: int = 128,
+    def __init__(self, k: int, in_ch: int = 4, variant: str = "faithful", *, period: int = 128,
                  seed: int = 0, straight_through: bool = False, spatial_width: int = 32, mask_width: int = 64,
                  context_hidden: int = 16):
         super().__init__()
@@ -377,7 +378,7 @@ class KTextures(nn.Module):
         return torch.argmax(self.mask_net(x), dim=1, keepdim=True)
 
     def simulate(self, x: torch.Tensor, offsets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Simulated image (method.md §4.4): ``sim = sum_i mask_i * T_i``.
+        """Simulated image (docs/method.md §4): ``sim = sum_i mask_i * T_i``.
 
         Args:
             x: (N,C,H,W) float32 scaled image tiles.
@@ -410,7 +411,7 @@ def mask_net_batchnorms(model: KTextures) -> Sequence[nn.BatchNorm2d]:
 @torch.no_grad()
 def recalibrate_bn(model: KTextures, batches) -> None:
     """Recompute the mask-network BatchNorm running statistics as a cumulative average over ``batches``
-    (method.md §9.2-3), so inference-mode binning matches what training saw on average.
+    (docs/method.md §6), so inference-mode binning matches what training saw on average.
 
     Args:
         batches: iterable of (N,C,H,W) float32 tensors.
@@ -434,7 +435,7 @@ def recalibrate_bn(model: KTextures, batches) -> None:
 
 def anneal_slope(step: int, total: int, start: float, end: float = FAITHFUL_SLOPE, fraction: float = 0.6
                  ) -> float:
-    """Geometric ramp-slope schedule (method.md §9.2-4a): ``start`` -> ``end`` over the first ``fraction`` of
+    """Geometric ramp-slope schedule (docs/method.md §3.1): ``start`` -> ``end`` over the first ``fraction`` of
     the steps, then ``end``."""
     if start >= end or total <= 1:
         return end

@@ -1,9 +1,8 @@
 """Rewrite an exported k-textures graph into an equivalent one that onnxruntime runs faster on a CPU.
 
-onnxruntime's CPU ``Elu`` kernel is scalar (Eigen, no MLAS kernel): on this project's 2-core bench machine it
-runs at ~18 Mpx/s on 64 channels, against ~190 Mpx/s for ``Exp`` or ``Relu``, so the two ELUs of the
-per-pixel mask network (method.md §4.1) took about half of ``segment``'s inference time (docs/benchmarks.md,
-"ELU rewrite"). Every ``Elu`` with ``alpha`` in (0, 1] is replaced by
+onnxruntime's CPU ``Elu`` kernel is scalar (Eigen, no MLAS kernel) and about ten times slower than ``Exp`` or
+``Relu``, so the two ELUs of the per-pixel mask network (docs/method.md §3.1) took about half of ``segment``'s
+inference time (figures: docs/benchmarks.md, "ELU rewrite"). Every ``Elu`` with ``alpha`` in (0, 1] is replaced by
 
     ELU(h) = Max(h, alpha * (Exp(Min(h, 0)) - 1))
 

@@ -1,11 +1,11 @@
-"""The k-textures training loop and the :func:`fit` API (method.md §6, §9).
+"""The k-textures training loop and the :func:`fit` API (docs/method.md §6).
 
 One step: draw ``batch_size`` random valid tiles (N,4,T,T) from the raster (GDAL windows), compute the k
 textures (k,4,P,P) once, the masks (N,k,T,T), the simulation (N,4,T,T) = sum_i mask_i * T_i (textures
 anchored on the raster grid with period P), the balanced feature loss, and an Adam step (lr 1e-3,
 eps 1e-7) with per-parameter gradient-norm clipping at 1.0 (Keras ``clipnorm``).
 
-After the last step: BatchNorm recalibration of the mask network over ``recal_tiles`` tiles (§9.2-3),
+After the last step: BatchNorm recalibration of the mask network over ``recal_tiles`` tiles (docs/method.md §6),
 textures computed as trained (generator BN in training mode on its fixed noise), export to ONNX through a
 temporary file (no model file is written when training is canceled or fails).
 
@@ -14,6 +14,7 @@ models/README.md "Bundled models" for the numbers.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -25,15 +26,23 @@ import numpy as np
 import torch
 
 from . import data as D
-from .defaults import (DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_CONTINUITY, DEFAULT_MASK_WIDTH,  # noqa: F401
-                       DEFAULT_RETRIES, DEFAULT_STEPS, DEFAULT_VARIANT, VARIANTS)
+from .defaults import (  # noqa: F401
+    DEFAULT_BATCH,
+    DEFAULT_BINNING,
+    DEFAULT_CONTINUITY,
+    DEFAULT_MASK_WIDTH,
+    DEFAULT_RETRIES,
+    DEFAULT_STEPS,
+    DEFAULT_VARIANT,
+    VARIANTS,
+)
 from .errors import FitCanceled, FitInputError
 from .features import FeatureLoss, FeatureSpecError
 from .model import FAITHFUL_SLOPE, KTextures, anneal_slope, continuity_loss, recalibrate_bn
 
-#: schedule of the §4.2 ramp: "faithful" = S 5000 throughout; "anneal" = S from ``slope_start`` to 5000 over
-#: the first 60 % of the steps (§9.2-4a); "ste" = exact one-hot forward, ramp gradient with slope
-#: ``ste_slope`` backward (§9.2-4b).
+#: schedule of the ramp of docs/method.md §3.1: "faithful" = S 5000 throughout; "anneal" = S from
+#: ``slope_start`` to 5000 over the first 60 % of the steps; "ste" = exact one-hot forward, ramp gradient with slope
+#: ``ste_slope`` backward.
 BINNINGS = ("faithful", "anneal", "ste")
 
 #: A class holding less than this fraction of the recalibration tiles' pixels counts as unused.
@@ -61,7 +70,7 @@ class FitConfig:
     extra_nodata: Optional[float] = None
     texture_period: int = 128
     train_mask: bool = True           # False = ablation: mask net frozen at its random init
-    mask_width: int = DEFAULT_MASK_WIDTH  # hidden width of the faithful mask net (paper, method.md §4.1: 64)
+    mask_width: int = DEFAULT_MASK_WIDTH  # hidden width of the faithful mask net (the paper's: 64, docs/method.md §3.1)
     context_hidden: int = 16          # context variant: width of the residual 1x1 MLP (0 = linear head only)
     context_warm: float = 0.3         # context variant: share of the steps that train the textures only
     context_lr: float = 1e-3          # context variant: Adam learning rate of the mask network
@@ -114,13 +123,14 @@ def _clip_per_parameter(params, max_norm: float) -> None:
                 p.grad.mul_(max_norm / (n + 1e-12))
 
 
-def train_model(image_path: str, bands, cfg: FitConfig,
-                progress: Optional[Callable[[int, int, float], None]] = None,
-                is_canceled: Optional[Callable[[], bool]] = None) -> FitResult:
-    """Train a :class:`KTextures` on ``image_path`` (no export). See :func:`fit` for the arguments.
+Progress = Callable[[int, int, float], None]
+
+
+def _check_config(cfg: FitConfig) -> int:
+    """Validate the knobs of ``cfg`` before any work; returns k.
 
     Raises:
-        FitInputError subclasses on bad input, FitCanceled when ``is_canceled()`` returns True.
+        FitInputError: naming the bad value.
     """
     k = D.check_k(cfg.k)
     if cfg.variant not in VARIANTS:
@@ -131,14 +141,19 @@ def train_model(image_path: str, bands, cfg: FitConfig,
         raise FitInputError(f"mask width must be >= 1, got {cfg.mask_width}")
     if int(cfg.steps) < 1 or int(cfg.batch_size) < 1:
         raise FitInputError(f"steps and batch size must be >= 1, got {cfg.steps} and {cfg.batch_size}")
+    return k
+
+
+def _feature_loss(spec: str) -> FeatureLoss:
     try:
-        loss_fn = FeatureLoss(cfg.features)
+        return FeatureLoss(spec)
     except FeatureSpecError as exc:
         raise FitInputError(str(exc)) from None
-    sampler = D.TileSampler(image_path, bands, cfg.tile_size, seed=cfg.seed, extra_nodata=cfg.extra_nodata)
 
-    torch.manual_seed(int(cfg.seed))
-    ae_mse = loss_fn.prepare(lambda n: sampler.sample(n)[0], is_canceled)
+
+def _build_model(k: int, cfg: FitConfig, sampler, is_canceled) -> KTextures:
+    """The untrained model in training mode (the context variant warm-started, the mask net frozen for the
+    ``train_mask=False`` ablation)."""
     model = KTextures(k, D.N_CHANNELS, cfg.variant, period=cfg.texture_period, seed=cfg.seed,
                       mask_width=int(cfg.mask_width), context_hidden=int(cfg.context_hidden),
                       straight_through=(cfg.binning == "ste"))
@@ -148,35 +163,53 @@ def train_model(image_path: str, bands, cfg: FitConfig,
     if not cfg.train_mask:
         for p in model.mask_net.parameters():
             p.requires_grad_(False)
+    return model
+
+
+def _optimizer(model: KTextures, cfg: FitConfig):
+    """Adam (eps 1e-7, docs/method.md §6) with two parameter groups: the textures (group 0, ``cfg.lr``) and
+    the mask network (group 1, ``mask_lr``). Returns ``(optimizer, trainable params, mask_lr)``."""
     params = [p for p in model.parameters() if p.requires_grad]
     mask_ids = {id(p) for p in model.mask_net.parameters()}
     mask_lr = cfg.context_lr if cfg.variant == "context" else cfg.lr
     groups = [{"params": [p for p in params if id(p) not in mask_ids], "lr": cfg.lr},
               {"params": [p for p in params if id(p) in mask_ids], "lr": mask_lr}]
     opt = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, eps=1e-7)
-    warm_steps = int(round(cfg.context_warm * int(cfg.steps))) if cfg.variant == "context" else 0
-    ste_slope = cfg.ste_slope or 4.0 * k
+    return opt, params, mask_lr
+
+
+def _slope_schedule(cfg: FitConfig, k: int) -> Callable[[int], float]:
+    """Ramp slope at each step for ``cfg.binning`` (:data:`BINNINGS`)."""
+    steps, ste_slope = int(cfg.steps), cfg.ste_slope or 4.0 * k
+    if cfg.binning == "anneal":
+        return lambda step: anneal_slope(step, steps, cfg.slope_start)
+    if cfg.binning == "ste":
+        return lambda step: ste_slope
+    return lambda step: FAITHFUL_SLOPE
+
+
+def _train_steps(model: KTextures, loss_fn: FeatureLoss, sampler, cfg: FitConfig, k: int,
+                 progress: Optional[Progress], is_canceled) -> List[float]:
+    """The optimisation loop (docs/method.md §6); returns the loss of every step.
+
+    Raises:
+        FitCanceled: when ``is_canceled()`` returns True (polled every step).
+    """
+    opt, params, mask_lr = _optimizer(model, cfg)
     steps = int(cfg.steps)
+    warm_steps = int(round(cfg.context_warm * steps)) if cfg.variant == "context" else 0
+    slope_at = _slope_schedule(cfg, k)
+    every = max(1, cfg.progress_every)
     losses: List[float] = []
-    t0 = time.time()
-
-    def slope_at(step: int) -> float:
-        if cfg.binning == "anneal":
-            return anneal_slope(step, steps, cfg.slope_start)
-        if cfg.binning == "ste":
-            return ste_slope
-        return FAITHFUL_SLOPE
-
     for step in range(steps):
         if is_canceled is not None and is_canceled():
             raise FitCanceled(f"fit canceled at step {step} of {steps}; no model written")
         xb, ob = sampler.sample(int(cfg.batch_size))
         x = torch.from_numpy(xb)
-        offs = torch.from_numpy(ob)
         model.slope = slope_at(step)
         for g in opt.param_groups[1:]:           # the mask network waits while the textures warm up
             g["lr"] = 0.0 if step < warm_steps else mask_lr
-        sim, _, logits = model.simulate_with_logits(x, offs)
+        sim, _, logits = model.simulate_with_logits(x, torch.from_numpy(ob))
         if step == 0:
             loss_fn.calibrate(x, sim.detach())
         loss, _ = loss_fn(x, sim)
@@ -187,12 +220,17 @@ def train_model(image_path: str, bands, cfg: FitConfig,
         _clip_per_parameter(params, 1.0)
         opt.step()
         losses.append(float(loss.detach()))
-        if progress is not None and ((step + 1) % max(1, cfg.progress_every) == 0 or step + 1 == steps):
-            progress(step + 1, steps, float(np.mean(losses[-max(1, cfg.progress_every):])))
+        if progress is not None and ((step + 1) % every == 0 or step + 1 == steps):
+            progress(step + 1, steps, float(np.mean(losses[-every:])))
     if is_canceled is not None and is_canceled():
         raise FitCanceled(f"fit canceled after {steps} steps; no model written")
+    return losses
 
-    # BN recalibration (§9.2-3) and class usage over fresh tiles
+
+@torch.no_grad()
+def _finish(model: KTextures, sampler, cfg: FitConfig, k: int):
+    """BatchNorm recalibration over ``cfg.recal_tiles`` fresh tiles (docs/method.md §6), then the model in eval
+    mode. Returns ``(textures (k,C,P,P) as trained, class fractions over those tiles)``."""
     model.slope = FAITHFUL_SLOPE
     recal = []
     n_recal = max(int(cfg.recal_tiles), 1)
@@ -202,16 +240,33 @@ def train_model(image_path: str, bands, cfg: FitConfig,
     recalibrate_bn(model, recal)
     model.eval()
     counts = np.zeros(k, np.int64)
-    with torch.no_grad():
-        for xb in recal:
-            counts += np.bincount(model.classify(xb).numpy().ravel(), minlength=k)
-        model.textures.train()                      # textures as trained: BN on the fixed noise (§4.3)
-        textures = model.texture_stack().detach().clone()
-        model.textures.eval()
+    for xb in recal:
+        counts += np.bincount(model.classify(xb).numpy().ravel(), minlength=k)
+    model.textures.train()                      # textures as trained: BN on the fixed noise (docs/method.md §4)
+    textures = model.texture_stack().detach().clone()
+    model.textures.eval()
+    return textures, (counts / max(1, counts.sum())).tolist()
+
+
+def train_model(image_path: str, bands, cfg: FitConfig, progress: Optional[Progress] = None,
+                is_canceled: Optional[Callable[[], bool]] = None) -> FitResult:
+    """Train a :class:`KTextures` on ``image_path`` (no export). See :func:`fit` for the arguments.
+
+    Raises:
+        FitInputError subclasses on bad input, FitCanceled when ``is_canceled()`` returns True.
+    """
+    k = _check_config(cfg)
+    loss_fn = _feature_loss(cfg.features)
+    sampler = D.TileSampler(image_path, bands, cfg.tile_size, seed=cfg.seed, extra_nodata=cfg.extra_nodata)
+    torch.manual_seed(int(cfg.seed))
+    ae_mse = loss_fn.prepare(lambda n: sampler.sample(n)[0], is_canceled)
+    model = _build_model(k, cfg, sampler, is_canceled)
+    t0 = time.time()
+    losses = _train_steps(model, loss_fn, sampler, cfg, k, progress, is_canceled)
+    textures, fractions = _finish(model, sampler, cfg, k)
     return FitResult(model=model, textures=textures, scale_min=sampler.scale_min, scale_max=sampler.scale_max,
-                     losses=losses, class_fractions=(counts / max(1, counts.sum())).tolist(),
-                     seconds=time.time() - t0, steps_done=steps, bands=list(sampler.bands), loss_fn=loss_fn,
-                     feature_prep=ae_mse)
+                     losses=losses, class_fractions=fractions, seconds=time.time() - t0,
+                     steps_done=int(cfg.steps), bands=list(sampler.bands), loss_fn=loss_fn, feature_prep=ae_mse)
 
 
 @torch.no_grad()
@@ -270,44 +325,144 @@ def unused_class_warning(class_fractions: Sequence[float]) -> Optional[str]:
             "smaller k.")
 
 
-def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEPS, seed: int = 0,
+@dataclass
+class FitReport:
+    """What :func:`fit` returns.
+
+    Attributes:
+        path: the ``.onnx`` written.
+        k: number of classes.
+        steps: optimisation steps of the kept fit.
+        seconds: wall time, training and export (s).
+        steps_per_s: training steps per second of the kept fit.
+        final_loss: mean loss over the last 10 % of the steps.
+        class_fractions: k shares of the pixels per class over the recalibration tiles (sum 1).
+        scale_min, scale_max: per-channel raw values mapped to 0 and 1 (2-98 % percentiles).
+        halo_px: receptive-field halo of the exported model (px).
+        title: ``ktextures.title`` of the model.
+        provenance: ``ktextures.provenance`` of the model (data, bands, seed, variant, ...).
+        seeds_tried: every seed fitted (more than one with ``retries``).
+        warnings: messages for the user (see :func:`unused_class_warning`).
+    """
+
+    path: str
+    k: int
+    steps: int
+    seconds: float
+    steps_per_s: float
+    final_loss: float
+    class_fractions: List[float]
+    scale_min: List[float]
+    scale_max: List[float]
+    halo_px: int
+    title: str
+    provenance: Dict
+    seeds_tried: List[int]
+    warnings: List[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: Optional[int]):
+    """torch intra-op threads (default :func:`default_threads`) and flush-denormal mode for the block; both
+    restored afterwards. Flushing denormals made steps about 2x faster where the CPU supports it."""
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads) if threads else default_threads())
+    flushed = torch.set_flush_denormal(True)    # False when the CPU cannot
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        if flushed:
+            torch.set_flush_denormal(False)
+
+
+def _train_with_retries(image_path: str, bands, cfg: FitConfig, retries: int, progress: Optional[Progress],
+                        is_canceled, log: Optional[Callable[[str], None]]):
+    """Train, then refit with seed + 1, seed + 2, ... while a class stays unused, at most ``retries`` times.
+
+    Returns ``(kept FitResult, its FitConfig, seeds tried)``: the first fit using all k classes, else the one
+    with the fewest unused classes (the earliest on a tie).
+    """
+    res = train_model(image_path, bands, cfg, progress, is_canceled)
+    kept, tried = cfg, [cfg.seed]
+    for attempt in range(1, int(retries) + 1):
+        if unused_classes(res.class_fractions) == 0:
+            break
+        retry = dataclasses.replace(cfg, seed=int(cfg.seed) + attempt)
+        if log is not None:
+            log(f"{unused_classes(res.class_fractions)} of the {cfg.k} classes unused at seed {tried[-1]}: "
+                f"fitting again with seed {retry.seed} (retry {attempt} of {int(retries)})")
+        offset = attempt * cfg.steps
+        shifted = (None if progress is None else
+                   lambda s, total, loss, o=offset: progress(o + s, o + total, loss))
+        alt = train_model(image_path, bands, retry, shifted, is_canceled)
+        tried.append(retry.seed)
+        if unused_classes(alt.class_fractions) < unused_classes(res.class_fractions):
+            res, kept = alt, retry
+    return res, kept, tried
+
+
+def _provenance(image_path: str, res: FitResult, cfg: FitConfig, tried: List[int]) -> Dict:
+    """``ktextures.provenance`` of the exported model (models/README.md)."""
+    tail = res.losses[-max(1, len(res.losses) // 10):]
+    prov = {
+        "data": os.path.basename(str(image_path)), "bands": res.bands, "steps": cfg.steps,
+        "seed": cfg.seed, "seeds_tried": tried, "features": cfg.features, "variant": cfg.variant,
+        "binning": cfg.binning,
+        "batch_size": cfg.batch_size, "tile_size": cfg.tile_size, "recal_tiles": cfg.recal_tiles,
+        "mask_width": int(cfg.mask_width),
+        "continuity": float(cfg.continuity),
+        "code_version": _git_version(), "torch": torch.__version__,
+        "train_seconds": round(res.seconds, 1), "final_loss": round(float(np.mean(tail)), 5),
+        "class_fractions": [round(v, 4) for v in res.class_fractions],
+    }
+    if cfg.variant == "context":
+        prov.update(context_sigmas=list(res.model.mask_net.context.sigmas), context_hidden=int(cfg.context_hidden),
+                    context_warm=float(cfg.context_warm), context_lr=float(cfg.context_lr))
+    for name, mse in res.feature_prep.items():
+        prov[f"{name}_reconstruction_mse"] = round(float(mse), 6)
+    return prov
+
+
+def _fit_warnings(res: FitResult, cfg: FitConfig, tried: List[int]) -> List[str]:
+    warnings = [w for w in [unused_class_warning(res.class_fractions)] if w]
+    if warnings and len(tried) > 1:
+        warnings = [f"{warnings[0]} (seeds tried: {', '.join(str(v) for v in tried)}; the fit of seed {cfg.seed} "
+                    "was kept)"]
+    return warnings
+
+
+def fit(image_path: str, bands, k: int, out_path: str, *, steps: int = DEFAULT_STEPS, seed: int = 0,
         variant: str = DEFAULT_VARIANT, features: str = "random", tile_size: int = 128,
-        batch_size: int = DEFAULT_BATCH, progress: Optional[Callable[[int, int, float], None]] = None,
-        is_canceled: Optional[Callable[[], bool]] = None, *, title: str = "", binning: str = DEFAULT_BINNING,
+        batch_size: int = DEFAULT_BATCH, progress: Optional[Progress] = None,
+        is_canceled: Optional[Callable[[], bool]] = None, title: str = "", binning: str = DEFAULT_BINNING,
         threads: Optional[int] = None, extra_nodata: Optional[float] = None, retries: int = DEFAULT_RETRIES,
-        log: Optional[Callable[[str], None]] = None, **options) -> Dict:
-    """Fit a k-textures model on one raster and export it as a k-textures ONNX file (method.md §9).
+        log: Optional[Callable[[str], None]] = None, **options) -> FitReport:
+    """Fit a k-textures model on one raster and export it as a k-textures ONNX file (docs/method.md §6, §7).
 
     Args:
         image_path: raster readable by GDAL (any size: tiles are read through windows).
         bands: 1-based band numbers of red, green, blue, NIR, e.g. ``"3,2,1,4"`` or ``[3, 2, 1, 4]``.
         k: number of classes, 2..128.
         out_path: the ``.onnx`` to write (written via a temporary file, renamed on success only).
-        steps: optimisation steps (each = ``batch_size`` random tiles).
+        steps, batch_size, tile_size: optimisation steps, each of ``batch_size`` random tiles of ``tile_size`` px.
         seed: seeds tile positions, initial weights, texture noise: same seed -> same model on CPU.
-        variant: ``"faithful"`` (per-pixel, halo 0) or ``"spatial"`` (3x3 mask network, halo 2 px).
-        features: loss feature extractors, ``"random"``, ``"vgg16:PATH"`` or both joined with ``+``.
-        tile_size: training tile side in px (128).
-        batch_size: tiles per step.
+        variant: ``"faithful"`` (per-pixel, halo 0), ``"spatial"`` (3x3 mask network, halo 2 px) or
+            ``"context"`` (docs/method.md §3.3, halo 12 px).
+        features: loss feature extractors, ``"random"``, ``"ae"``, ``"vgg16:PATH"``, several joined with ``+``.
         progress: called as ``progress(step, total, loss)`` every few steps (loss = mean over those steps).
-        is_canceled: polled every step; when it returns True training stops, :class:`FitCanceled` is raised and
-            no file is written.
+        is_canceled: polled every step; when True, :class:`FitCanceled` is raised and no file is written.
         title: ``ktextures.title`` (default "k-textures, k = K, <file name>").
         binning: ``"faithful"`` (default, slope 5000 throughout), ``"anneal"`` or ``"ste"``, see :data:`BINNINGS`.
         threads: torch intra-op threads (default :func:`default_threads`); restored afterwards.
         extra_nodata: value treated as nodata besides the GDAL mask band.
-        retries: when the fit leaves a class unused, fit again with seed + 1, seed + 2, ... up to this many times
-            and keep the first fit that uses all k classes, else the one with the fewest unused classes (the
-            earliest on a tie); ``provenance["seed"]`` is the kept fit's seed, ``seeds_tried`` lists them all.
-            Each retry reports its steps through ``progress`` again (``total`` grows by ``steps``).
+        retries: refits with seed + 1, seed + 2, ... while a class stays unused (:func:`_train_with_retries`);
+            ``provenance["seed"]`` is the kept fit's seed; each retry reports its steps through ``progress``
+            again (``total`` grows by ``steps``).
         log: called with a one-line message when a retry starts.
         options: further :class:`FitConfig` fields (lr, slope_start, recal_tiles, ...).
 
-    Returns:
-        dict with ``path``, ``k``, ``steps``, ``seconds`` (wall time, training + export), ``steps_per_s``,
-        ``final_loss`` (mean of the last 10 % of steps), ``class_fractions`` (k floats over the recalibration
-        tiles), ``scale_min``/``scale_max``, ``halo_px``, ``provenance``, ``warnings`` (list of str: see
-        :func:`unused_class_warning`).
+    Returns a :class:`FitReport`.
 
     Raises:
         FitInputError (a ``ValueError``; subclasses TooFewBandsError, BadKError, RasterTooSmallError,
@@ -322,61 +477,18 @@ def fit(image_path: str, bands, k: int, out_path: str, steps: int = DEFAULT_STEP
                     batch_size=batch_size, binning=binning, threads=threads, extra_nodata=extra_nodata, **options)
     if int(retries) < 0:
         raise FitInputError(f"retries must be >= 0, got {retries}")
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(int(threads) if threads else default_threads())
-    flushed = torch.set_flush_denormal(True)    # False when the CPU cannot; measured x2 faster steps
     t0 = time.time()
-    try:
-        res = train_model(image_path, bands, cfg, progress, is_canceled)
-        tried = [cfg.seed]
-        for attempt in range(1, int(retries) + 1):
-            if unused_classes(res.class_fractions) == 0:
-                break
-            retry = dataclasses.replace(cfg, seed=int(seed) + attempt)
-            if log is not None:
-                log(f"{unused_classes(res.class_fractions)} of the {cfg.k} classes unused at seed {tried[-1]}: "
-                    f"fitting again with seed {retry.seed} (retry {attempt} of {int(retries)})")
-            offset = attempt * cfg.steps
-            shifted = (None if progress is None else
-                       lambda s, total, loss, o=offset: progress(o + s, o + total, loss))
-            alt = train_model(image_path, bands, retry, shifted, is_canceled)
-            tried.append(retry.seed)
-            if unused_classes(alt.class_fractions) < unused_classes(res.class_fractions):
-                res, cfg = alt, retry
-        tail = res.losses[-max(1, len(res.losses) // 10):]
-        prov = {
-            "data": os.path.basename(str(image_path)), "bands": res.bands, "steps": cfg.steps,
-            "seed": cfg.seed, "seeds_tried": tried, "features": cfg.features, "variant": cfg.variant,
-            "binning": cfg.binning,
-            "batch_size": cfg.batch_size, "tile_size": cfg.tile_size, "recal_tiles": cfg.recal_tiles,
-            "mask_width": int(cfg.mask_width),
-            "continuity": float(cfg.continuity),
-            "code_version": _git_version(), "torch": torch.__version__,
-            "train_seconds": round(res.seconds, 1), "final_loss": round(float(np.mean(tail)), 5),
-            "class_fractions": [round(v, 4) for v in res.class_fractions],
-        }
-        if cfg.variant == "context":
-            prov.update(context_sigmas=list(res.model.mask_net.context.sigmas), context_hidden=int(cfg.context_hidden),
-                        context_warm=float(cfg.context_warm), context_lr=float(cfg.context_lr))
-        for name, mse in res.feature_prep.items():
-            prov[f"{name}_reconstruction_mse"] = round(float(mse), 6)
+    with _torch_threads(threads):
+        res, cfg, tried = _train_with_retries(image_path, bands, cfg, retries, progress, is_canceled, log)
+        prov = _provenance(image_path, res, cfg, tried)
         if is_canceled is not None and is_canceled():
             raise FitCanceled("fit canceled before export; no model written")
         prov["wall_seconds"] = round(time.time() - t0, 1)
         info = export_onnx(res.model, res.textures, out_path, res.scale_min, res.scale_max,
                            title=title or f"k-textures, k = {cfg.k}, {os.path.basename(str(image_path))}",
                            provenance=prov)
-    finally:
-        torch.set_num_threads(old_threads)
-        if flushed:
-            torch.set_flush_denormal(False)
-    seconds = time.time() - t0
-    warnings = [w for w in [unused_class_warning(res.class_fractions)] if w]
-    if warnings and len(tried) > 1:
-        warnings = [f"{warnings[0]} (seeds tried: {', '.join(str(v) for v in tried)}; the fit of seed {cfg.seed} "
-                    "was kept)"]
-    return {"path": str(out_path), "k": int(cfg.k), "steps": int(cfg.steps), "seconds": seconds,
-            "steps_per_s": cfg.steps / max(res.seconds, 1e-9), "final_loss": prov["final_loss"],
-            "class_fractions": res.class_fractions, "scale_min": res.scale_min, "scale_max": res.scale_max,
-            "halo_px": info.halo_px, "title": info.title, "provenance": prov,
-            "seeds_tried": tried, "warnings": warnings}
+    return FitReport(path=str(out_path), k=int(cfg.k), steps=int(cfg.steps), seconds=time.time() - t0,
+                     steps_per_s=cfg.steps / max(res.seconds, 1e-9), final_loss=prov["final_loss"],
+                     class_fractions=res.class_fractions, scale_min=res.scale_min, scale_max=res.scale_max,
+                     halo_px=info.halo_px, title=info.title, provenance=prov, seeds_tried=tried,
+                     warnings=_fit_warnings(res, cfg, tried))
