@@ -79,12 +79,15 @@ def main():
     print("| size (px) | run | peak RSS (MB) | total (s) | segment (s) | sieve (s) | polygonize (s) | polygons |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for size in args.sizes:
-        code = "import sys; sys.path.insert(0, 'bench'); from speed import build_mosaic; print(build_mosaic(int(sys.argv[1])))"
+        code = ("import sys; sys.path.insert(0, 'bench'); from speed import build_mosaic; "
+                "print(build_mosaic(int(sys.argv[1])))")
         img = subprocess.run([sys.executable, "-c", code, str(size)], cwd=ROOT, check=True, capture_output=True,
                              text=True).stdout.strip().splitlines()[-1]
         for name in args.configs:
             sec, mb, rc, st = run_child(img, args.model, size, name)
-            f = (lambda k: f"{st[k]:.1f}" if k in st else "-")
+
+            def f(k, st=st):
+                return f"{st[k]:.1f}" if k in st else "-"
             print(f"| {size} x {size} | {name}{'' if rc == 0 else f' (rc {rc})'} | {mb:.0f} | {sec:.1f} | "
                   f"{f('segment')} | {f('sieve')} | {f('polygonize')} | {st.get('polygons') or '-'} |", flush=True)
 

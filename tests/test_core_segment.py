@@ -430,6 +430,7 @@ def test_strip_size_follows_the_mask_width(tiny_models):
     """Per-pixel models that record their mask width run on strips of INFER_CHUNK_VALUES // width pixels;
     anything else on INFER_CHUNK_PX."""
     import dataclasses
+
     from ktextures_plugin.core.inference import CONTEXT_CHUNK_PX, INFER_CHUNK_PX, INFER_CHUNK_VALUES, chunk_px_for
     ctx = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))          # a context-variant model
     assert chunk_px_for(ctx) == CONTEXT_CHUNK_PX

@@ -172,8 +172,8 @@ def test_classes_per_tile_match_segment_with_a_halo_model(tiny_models, tmp_path)
 
 
 def test_models_novelty_cannot_use(tmp_path):
-    from onnx_fixtures import binning_model
     from ktextures_plugin.core.errors import ModelError
+    from onnx_fixtures import binning_model
     plain = binning_model(tmp_path / "notex.onnx", with_textures=False)
     with pytest.raises(ModelError, match="no 'textures' output"):
         novelty.rank_tiles(str(SAMPLE), plain, bands="3,2,1,4")

@@ -220,7 +220,6 @@ def _edited(src, dst, k_meta=None, float_class=False):
 
 
 def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
-    from onnx_fixtures import binning_model
     from ktextures_plugin.core.errors import ModelError
     from ktextures_plugin.core.segment import segment_raster
     from onnx_fixtures import binning_model
@@ -242,9 +241,9 @@ def test_model_k_larger_than_the_graph_warns(tmp_path, img):
 
 
 def test_float_class_output_is_refused_at_load_and_by_inspect(tmp_path, img):
-    from onnx_fixtures import binning_model
     from ktextures_plugin.core.errors import ModelError
     from ktextures_plugin.core.inference import read_model_info
+    from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b4.onnx", k=4), tmp_path / "f.onnx", float_class=True)
     with pytest.raises(ModelError, match="integer"):
         read_model_info(model)

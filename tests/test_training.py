@@ -310,7 +310,7 @@ def test_cancel_writes_no_file(tmp_path):
         state["n"] += 1
         return state["n"] > 2
 
-    from ktextures_plugin.core.segment import Canceled
+    from ktextures_plugin.core.errors import Canceled
 
     with pytest.raises(Canceled):                                             # FitCanceled is a core Canceled
         fit(SAMPLE, BANDS, 4, str(out), steps=50, batch_size=2, is_canceled=canceled)
@@ -508,7 +508,8 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     assert (nearest == lab).mean() > 0.9
     # segment: small tiles with the 12 px halo give the same class raster as one big tile, in strips of the
     # context variant's size
-    from ktextures_plugin.core.segment import CONTEXT_CHUNK_PX, chunk_px_for, segment_raster
+    from ktextures_plugin.core.inference import CONTEXT_CHUNK_PX, chunk_px_for
+    from ktextures_plugin.core.segment import segment_raster
     assert chunk_px_for(info) == CONTEXT_CHUNK_PX
     tiny, _ = _run(res.path, np.ascontiguousarray(x[:, :, :8, :5]))       # edge padding: any tile size runs
     assert tiny.shape == (1, 1, 8, 5)

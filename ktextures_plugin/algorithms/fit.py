@@ -156,7 +156,7 @@ class FitAlgorithm(KTexturesAlgorithm):
         from osgeo import gdal
 
         from ..core.modelinfo import RGBN
-        from ..core.segment import match_bands
+        from ..core.bands import match_bands
 
         bands = parameters.get(self.BANDS)
         if bands in (None, "", []):

@@ -39,7 +39,8 @@ def int_range(lo: int, hi=None):
 def check_outputs(prog: str, names, outputs, inputs):
     """:func:`core.outputs.check_outputs` with messages naming the CLI options (``names``: key -> option);
     returns ``None`` when every output is fine, else the exit status 2 after printing the message."""
-    from ..core.outputs import OutputPathError, check_outputs as check
+    from ..core.outputs import OutputPathError
+    from ..core.outputs import check_outputs as check
 
     try:
         check(outputs, inputs)

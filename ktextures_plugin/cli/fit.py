@@ -20,8 +20,16 @@ class _Parser(Parser):
 
 
 def build_parser():
-    from ..training.defaults import (DEFAULT_BATCH, DEFAULT_BINNING, DEFAULT_CONTINUITY, DEFAULT_MASK_WIDTH,
-                                     DEFAULT_RETRIES, DEFAULT_STEPS, DEFAULT_VARIANT, VARIANTS)
+    from ..training.defaults import (
+        DEFAULT_BATCH,
+        DEFAULT_BINNING,
+        DEFAULT_CONTINUITY,
+        DEFAULT_MASK_WIDTH,
+        DEFAULT_RETRIES,
+        DEFAULT_STEPS,
+        DEFAULT_VARIANT,
+        VARIANTS,
+    )
     from ..training.train import BINNINGS
 
     p = _Parser(prog=PROG,
@@ -32,7 +40,8 @@ def build_parser():
                    help="1-based band numbers of IMAGE in the order red,green,blue,NIR, e.g. 3,2,1,4")
     p.add_argument("--k", type=int_range(2, 128), required=True, help="number of classes (2..128)")
     p.add_argument("--out", required=True, help="ONNX model to write")
-    p.add_argument("--steps", type=int_range(1), default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int_range(1), default=DEFAULT_STEPS,
+                   help=f"training steps (default {DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed = same model)")
     p.add_argument("--retries", type=int_range(0, 10), default=DEFAULT_RETRIES,
                    help="when a class stays unused, fit again with the next seed up to this many times and keep "
@@ -54,11 +63,13 @@ def build_parser():
                         "pixel when segmenting)")
     p.add_argument("--binning", choices=list(BINNINGS), default=DEFAULT_BINNING,
                    help=f"hard-bin gradient scheme (default {DEFAULT_BINNING}; faithful = slope 5000 throughout)")
-    p.add_argument("--batch-size", type=int_range(1), default=DEFAULT_BATCH, help=f"tiles per step (default {DEFAULT_BATCH})")
+    p.add_argument("--batch-size", type=int_range(1), default=DEFAULT_BATCH,
+                   help=f"tiles per step (default {DEFAULT_BATCH})")
     p.add_argument("--tile-size", type=int_range(16, 4096), default=128, help="training tile side in px (default 128)")
     p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
     p.add_argument("--title", default="", help="readable model title stored in the metadata")
-    p.add_argument("--threads", type=int_range(1), default=None, help="torch threads (default: half the logical CPUs, 1..8)")
+    p.add_argument("--threads", type=int_range(1), default=None,
+                   help="torch threads (default: half the logical CPUs, 1..8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -71,8 +82,8 @@ def main(argv=None) -> int:
     except outputs.OutputPathError as exc:
         print(f"error: {exc.message(NAMES)}", file=sys.stderr)
         return 2
-    from ..training import FitCanceled, TorchMissingError, fit
     from ..core.errors import ModelError, OutputError
+    from ..training import FitCanceled, TorchMissingError, fit
 
     state = {"bar": None}
     progress = _progress(state, args.quiet)

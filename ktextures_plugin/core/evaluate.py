@@ -219,7 +219,8 @@ def write_table_csv(rows: List[dict], path: str) -> None:
 
 def relabel_raster(pred_path: str, out_path: str, scores: metrics.Scores, matching: str,
                    ref_names: Dict[int, str], ref_colors: Dict[int, str],
-                   pred_names: Optional[Dict[int, str]] = None, window_pixels: int = metrics.WINDOW_PIXELS) -> Dict[int, int]:
+                   pred_names: Optional[Dict[int, str]] = None,
+                   window_pixels: int = metrics.WINDOW_PIXELS) -> Dict[int, int]:
     """Write the class raster relabelled with the matched reference classes (same grid, 0 = nodata).
 
     Output values are the reference class ids when they all lie in 1..65535, else 1..n in the order of

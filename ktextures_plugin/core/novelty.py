@@ -21,9 +21,9 @@ import numpy as np
 
 from .. import MODELS_DIR
 from . import raster, tiling
+from .bands import select_bands
 from .demud import Selection, Subspace, demud
 from .errors import Canceled, ModelError, Progress, RasterError
-from .bands import select_bands
 from .inference import chunk_px_for, infer_classes, open_session, read_model_info
 from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
 from .scaling import range_warnings, resolve_scaling

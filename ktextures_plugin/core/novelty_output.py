@@ -17,8 +17,8 @@ from osgeo import gdal, ogr, osr
 
 from . import classraster, raster
 from .errors import OutputError
-from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
 from .inference import infer_classes, open_session
+from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
 from .outputs import vector_driver
 from .vectorize import _move_vector
 

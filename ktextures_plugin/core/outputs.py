@@ -68,7 +68,8 @@ def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bo
 
     Args:
         outputs: key -> ``(path, kind)`` (kind: :data:`CLASS_RASTER`, :data:`FLOAT_RASTER`, :data:`VECTOR`,
-            :data:`TABLE`, :data:`MODEL`, :data:`FOLDER`, :data:`SINK`); entries with an empty path or ``None`` are skipped.
+            :data:`TABLE`, :data:`MODEL`, :data:`FOLDER`, :data:`SINK`); entries with an empty path or ``None``
+            are skipped.
         inputs: key -> path of every file the run reads (rasters, models, reference layers).
         folders_must_exist: also refuse an output whose folder is missing or not writable.
 

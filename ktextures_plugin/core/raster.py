@@ -15,7 +15,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from .bands import parse_bands  # noqa: F401  training/data.py imports it from here
 from .errors import RasterError
 from .tiling import Window
 

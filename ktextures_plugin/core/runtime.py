@@ -4,7 +4,6 @@ Sessions, execution providers and inference are in :mod:`.inference`.
 """
 from __future__ import annotations
 
-
 INSTALL_HINT = (
     "onnxruntime is not installed in the Python that QGIS uses. In QGIS: click 'Install' in the k-textures "
     "notice or Plugins > k-textures > Install onnxruntime (it goes into a folder of your QGIS profile; no "

@@ -227,7 +227,10 @@ def image_offset(class_ds: gdal.Dataset, image_ds: gdal.Dataset, tol: float = 1e
     cw, iw = class_ds.GetProjection(), image_ds.GetProjection()
     cs, is_ = geo.srs_of(cw), geo.srs_of(iw)
     if (cs is None) != (is_ is None) or (cs is not None and not cs.IsSame(is_)):
-        name = (lambda s: s.GetName() if s is not None else "none")
+
+        def name(s):
+            return s.GetName() if s is not None else "none"
+
         raise SamplingError(f"IMAGE is in another CRS ({name(is_)}) than the class raster ({name(cs)}). "
                             "Use the image the class raster was made from, or warp it onto the class grid.")
     cg, ig = class_ds.GetGeoTransform(), image_ds.GetGeoTransform()

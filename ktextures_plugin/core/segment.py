@@ -23,7 +23,6 @@ from . import classraster, geo, outputs, raster, tiling
 from .bands import match_bands, select_bands  # noqa: F401  match_bands: algorithms/fit.py imports it from here
 from .classstats import ClassCounter, class_stats
 from .errors import Canceled, Progress, RasterError  # noqa: F401  Canceled: algorithms/sample.py imports it here
-from .inference import CONTEXT_CHUNK_PX, chunk_px_for  # noqa: F401  tests/test_training.py imports them from here
 from .inference import TileModel, classify_tile, open_session, read_model_info
 from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, ModelInfo
 from .scaling import range_warnings, resolve_scaling

@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core import raster as R
+from ..core.bands import parse_bands
 from .errors import AllNodataError, BadKError, RasterTooSmallError, TooFewBandsError
 
 N_CHANNELS = 4
@@ -47,7 +48,7 @@ def check_bands(spec, band_count: int) -> List[int]:
         raise TooFewBandsError(
             f"the raster has {band_count} band(s) but k-textures needs 4 (red, green, blue, NIR); "
             "stack them into one raster first (e.g. gdalbuildvrt -separate)")
-    bands = R.parse_bands(spec, band_count)
+    bands = parse_bands(spec, band_count)
     if len(bands) != N_CHANNELS:
         raise TooFewBandsError(
             f"give exactly 4 band numbers in the order red, green, blue, NIR (got {len(bands)}: {bands}); "

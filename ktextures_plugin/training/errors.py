@@ -5,7 +5,7 @@ turns it into exit code 2 with a one-line message, the Processing algorithm into
 ``QgsProcessingException``.
 """
 
-from ..core.segment import Canceled
+from ..core.errors import Canceled
 
 #: What to do when torch is missing; shown by the CLI and by ``ktextures:fit``.
 TORCH_INSTALL_HINT = (
