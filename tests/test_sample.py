@@ -353,7 +353,7 @@ def test_errors_are_clear(run, class_tif, tmp_path):
         run({**base, "IMAGE": str(SAMPLE), "CHIP_SIZE_PX": 600, "OUTPUT_FOLDER": str(tmp_path / "c")})
     other_crs = str(tmp_path / "crs.tif")
     gdal.Translate(other_crs, str(SAMPLE), outputSRS="EPSG:32632")
-    with pytest.raises(QgsProcessingException, match="another CRS"):
+    with pytest.raises(QgsProcessingException, match="IMAGE is in another CRS"):
         run({**base, "IMAGE": other_crs, "CHIP_SIZE_PX": 8, "OUTPUT_FOLDER": str(tmp_path / "c")})
     shifted = str(tmp_path / "shift.tif")
     gdal.Translate(shifted, str(SAMPLE))

@@ -34,6 +34,7 @@ LABELS = {
     "simulation": "the simulation output",
     "k": "k",
     "n_select": "the number of selections",
+    "image": "the image",
 }
 
 

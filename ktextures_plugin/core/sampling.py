@@ -231,25 +231,27 @@ def image_offset(class_ds: gdal.Dataset, image_ds: gdal.Dataset, tol: float = 1e
         def name(s):
             return s.GetName() if s is not None else "none"
 
-        raise SamplingError(f"IMAGE is in another CRS ({name(is_)}) than the class raster ({name(cs)}). "
-                            "Use the image the class raster was made from, or warp it onto the class grid.")
+        raise SamplingError(f"{{name}} is in another CRS ({name(is_)}) than the class raster ({name(cs)}). "
+                            "Use the image the class raster was made from, or warp it onto the class grid.",
+                            parameter="image")
     cg, ig = class_ds.GetGeoTransform(), image_ds.GetGeoTransform()
     px = max(abs(cg[1]), abs(cg[5]), 1e-12)
     if any(abs(a - b) > tol * px for a, b in zip((cg[1], cg[2], cg[4], cg[5]), (ig[1], ig[2], ig[4], ig[5]))):
-        raise SamplingError(f"IMAGE has another pixel size or rotation ({ig[1]:g} x {ig[5]:g}) than the class "
-                            f"raster ({cg[1]:g} x {cg[5]:g}). Use the image the class raster was made from.")
+        raise SamplingError(f"{{name}} has another pixel size or rotation ({ig[1]:g} x {ig[5]:g}) than the class "
+                            f"raster ({cg[1]:g} x {cg[5]:g}). Use the image the class raster was made from.",
+                            parameter="image")
     inv = gdal.InvGeoTransform(ig)
     fx, fy = gdal.ApplyGeoTransform(inv, cg[0], cg[3])
     dx, dy = int(round(fx)), int(round(fy))
     if abs(fx - dx) > 1e-3 or abs(fy - dy) > 1e-3:
-        raise SamplingError(f"IMAGE is on a shifted grid (the class raster's origin falls at pixel "
+        raise SamplingError(f"{{name}} is on a shifted grid (the class raster's origin falls at pixel "
                             f"({fx:.3f}, {fy:.3f}) of the image, not on a pixel corner). Use the image the "
-                            "class raster was made from, or warp it onto the class grid.")
+                            "class raster was made from, or warp it onto the class grid.", parameter="image")
     if dx < 0 or dy < 0 or dx + class_ds.RasterXSize > image_ds.RasterXSize or \
             dy + class_ds.RasterYSize > image_ds.RasterYSize:
-        raise SamplingError(f"IMAGE ({image_ds.RasterXSize} x {image_ds.RasterYSize} px) does not cover the "
+        raise SamplingError(f"{{name}} ({image_ds.RasterXSize} x {image_ds.RasterYSize} px) does not cover the "
                             f"class raster ({class_ds.RasterXSize} x {class_ds.RasterYSize} px at offset "
-                            f"{dx}, {dy}). Use the image the class raster was made from.")
+                            f"{dx}, {dy}). Use the image the class raster was made from.", parameter="image")
     return dx, dy
 
 
