@@ -95,13 +95,17 @@ def check_outputs(names, outputs, inputs) -> None:
 
 
 class KTexturesAlgorithm(QgsProcessingAlgorithm):
-    """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them."""
+    """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them.
+
+    No group: the algorithms sit directly under the provider in the toolbox ("k-textures > Segment ..."),
+    not in a group of the provider's own name ("k-textures > k-textures > ...").
+    """
 
     def group(self):
-        return "k-textures"
+        return ""
 
     def groupId(self):  # noqa: N802
-        return "ktextures"
+        return ""
 
     def icon(self):
         from ..provider import icon
