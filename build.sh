@@ -101,7 +101,9 @@ case "$cmd" in
     package)
         setup_system; compile_resources
         rm -rf "$BUILD/package" dist/$PLUGIN_ID.zip; mkdir -p "$BUILD/package/$PLUGIN_ID" dist
-        cp -r metadata.txt __init__.py LICENSE README.md resources.qrc ktextures_plugin models \
+        # data/: the bundled sample with its credit and licence (data/README.md); docs/: what the plugin's
+        # help and README point to
+        cp -r metadata.txt __init__.py LICENSE README.md resources.qrc ktextures_plugin models data docs \
             "$BUILD/package/$PLUGIN_ID/"
         find "$BUILD/package" -name __pycache__ -prune -exec rm -rf {} +
         (cd "$BUILD/package" && zip -qr "$ROOT/dist/$PLUGIN_ID.zip" "$PLUGIN_ID")

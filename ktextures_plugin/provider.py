@@ -17,6 +17,7 @@ ALGORITHMS = [
     ("evaluate", "EvaluateAlgorithm"),
     ("sample", "SampleAlgorithm"),
     ("novelty", "NoveltyAlgorithm"),
+    ("rename", "RenameClassesAlgorithm"),
 ]
 
 

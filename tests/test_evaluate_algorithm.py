@@ -52,7 +52,7 @@ def test_registered_with_metadata(provider):
     from qgis.core import QgsApplication
     alg = QgsApplication.processingRegistry().algorithmById("ktextures:evaluate")
     assert alg is not None
-    assert alg.group() == "k-textures" and alg.groupId() == "ktextures"
+    assert alg.group() == "" and alg.groupId() == ""
     assert "Hungarian" in alg.shortHelpString()
     names = [p.name() for p in alg.parameterDefinitions()]
     for pid in ["INPUT", "REFERENCE", "REFERENCE_VECTOR", "REFERENCE_FIELD", "REFERENCE_NAME_FIELD",

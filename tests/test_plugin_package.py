@@ -8,7 +8,7 @@ import zipfile
 
 from conftest import ROOT, SAMPLE, qgis_process_for
 
-REQUIRED = ["name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository"]
+REQUIRED = ["name", "qgisMinimumVersion", "description", "about", "version", "author", "email"]
 
 
 def test_metadata_has_required_fields():
@@ -21,6 +21,9 @@ def test_metadata_has_required_fields():
     from ktextures_plugin import __version__
     assert g["version"] == __version__
     assert (ROOT / g["icon"]).exists()
+    # links are real or left out (no placeholder address); the installer replaced the pip advice
+    assert not [k for k in ("homepage", "tracker", "repository") if "example.org" in g.get(k, "")]
+    assert "pip install" not in g["about"]
 
 
 def test_class_factory_registers_and_unloads(qgis_iface, qgis_processing):
@@ -62,6 +65,13 @@ def test_package_zip_installs_and_runs(tmp_path, tiny_models):
     assert "ktextures/ktextures_plugin/resources.py" in names
     assert any(n.startswith("ktextures/models/") and n.endswith(".onnx") for n in names)
     assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc") or "/.venv" in n]
+    # what the texts refer to is shipped: the sample with its credit and licence, and the docs
+    for rel in ("data/README.md", "data/s2_brandenburg_sample_b2b3b4b8_10m.tif", "docs/benchmarks.md",
+                "docs/method.md", "README.md", "LICENSE"):
+        assert f"ktextures/{rel}" in names, rel
+    credit = z.read("ktextures/data/README.md").decode("utf-8")
+    assert "Copernicus Sentinel data" in credit and "OpenStreetMap" in credit
+    _referenced_files_are_shipped(z, names)
     plugins = tmp_path / "plugins"
     z.extractall(plugins)
     out = tmp_path / "c.tif"
@@ -69,3 +79,14 @@ def test_package_zip_installs_and_runs(tmp_path, tiny_models):
                                                           f"MODEL_FILE={tiny_models['bin4']}", f"OUTPUT_RASTER={out}")
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout)["results"]["NUM_CLASSES"] == 4 and os.path.exists(out)
+
+
+def _referenced_files_are_shipped(z, names):
+    """Every docs/... or data/... file named in the shipped Python, metadata and README is in the zip."""
+    import re
+    texts = [z.read(n).decode("utf-8", "replace") for n in names
+             if n.endswith((".py", "metadata.txt", "README.md"))]
+    refs = {m for t in texts for m in re.findall(r"(?<![/.\w])((?:docs|data)/[A-Za-z0-9_.-]+\.(?:md|tif))\b", t)}
+    assert refs
+    missing = sorted(r for r in refs if f"ktextures/{r}" not in names and not r.startswith("data/s2_brandenburg_west"))
+    assert not missing, missing

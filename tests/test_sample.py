@@ -265,7 +265,7 @@ def _features(path):
 def test_provider_lists_sample(provider):
     from qgis.core import QgsApplication
     alg = QgsApplication.processingRegistry().algorithmById("ktextures:sample")
-    assert alg is not None and alg.group() == "k-textures" and alg.groupId() == "ktextures"
+    assert alg is not None and alg.group() == "" and alg.groupId() == ""
     names = [p.name() for p in alg.parameterDefinitions()]
     for pid in ["INPUT", "IMAGE", "POINTS_PER_CLASS", "PROPORTIONAL", "MIN_PER_CLASS", "MIN_EDGE_DISTANCE_PX",
                 "MIN_SPACING_PX", "SEED", "CLASSES", "CHIP_SIZE_PX", "OUTPUT_POINTS", "OUTPUT_FOLDER",
@@ -506,3 +506,25 @@ def test_plain_integer_raster_geographic_with_negative_nodata(class_tif, tmp_pat
     assert by[300].class_name == "class 300"
     # pixel areas on the sphere shrink with latitude: the top rows (class 300) are a bit smaller
     assert by[300].area_m2 / by[300].pixels < by[3].area_m2 / by[3].pixels
+
+
+def test_points_and_footprints_open_styled_from_disk(run, class_tif, tmp_path):
+    """The styles are in the files: a GeoPackage's layer_styles table (points) and a .qml beside a shapefile
+    (footprints); a fresh layer opened from disk is categorised by class with the class raster's palette."""
+    from qgis.core import QgsVectorLayer
+    res = run({"INPUT": class_tif, "POINTS_PER_CLASS": 2, "CHIP_SIZE_PX": 8, "OUTPUT_FOLDER": str(tmp_path / "c"),
+               "OUTPUT_POINTS": str(tmp_path / "pts.gpkg"), "OUTPUT_CHIPS": str(tmp_path / "fp.shp"),
+               "OUTPUT_SUMMARY": None})
+    names, colors = read_palette(class_tif)
+    assert (tmp_path / "fp.qml").exists()
+    for key, polygons in (("OUTPUT_POINTS", False), ("OUTPUT_CHIPS", True)):
+        lyr = QgsVectorLayer(res[key], "from disk", "ogr")
+        assert lyr.isValid()
+        r = lyr.renderer()
+        assert r.type() == "categorizedSymbol" and r.classAttribute() == "class_id"
+        cats = r.categories()
+        assert [str(c.value()) for c in cats] == ["1", "2", "3", "4"] and [c.label() for c in cats] == names
+        sym = cats[2].symbol()
+        col = sym.symbolLayer(0).strokeColor() if polygons else sym.color()
+        assert col.name() == colors[2]
+        del lyr

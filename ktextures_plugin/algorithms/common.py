@@ -52,7 +52,7 @@ def make_folders(paths) -> None:
                 os.makedirs(folder)
             except OSError as exc:
                 raise QgsProcessingException(f"Cannot create the output folder for '{p}': {exc}. "
-                                             "Choose a folder you can write to.")
+                                             "Choose a folder you can write to.") from None
 
 
 def remove_outputs(paths) -> None:
@@ -77,7 +77,8 @@ def output_message(exc, names) -> str:
 def check_outputs(names, outputs, inputs) -> None:
     """:func:`core.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
     QGIS parameters (``names``: core key -> parameter id)."""
-    from ..core.outputs import OutputPathError, check_outputs as check
+    from ..core.outputs import OutputPathError
+    from ..core.outputs import check_outputs as check
 
     try:
         check(outputs, inputs)
@@ -86,13 +87,17 @@ def check_outputs(names, outputs, inputs) -> None:
 
 
 class KTexturesAlgorithm(QgsProcessingAlgorithm):
-    """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them."""
+    """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them.
+
+    No group: the algorithms sit directly under the provider in the toolbox ("k-textures > Segment ..."),
+    not in a group of the provider's own name ("k-textures > k-textures > ...").
+    """
 
     def group(self):
-        return "k-textures"
+        return ""
 
     def groupId(self):  # noqa: N802
-        return "ktextures"
+        return ""
 
     def icon(self):
         from ..provider import icon
@@ -111,8 +116,12 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
 
     def add_model_inputs(self) -> None:
         """Add INPUT, MODEL, MODEL_FILE and BANDS, in this order."""
-        from qgis.core import (QgsProcessingParameterBand, QgsProcessingParameterEnum, QgsProcessingParameterFile,
-                               QgsProcessingParameterRasterLayer)
+        from qgis.core import (
+            QgsProcessingParameterBand,
+            QgsProcessingParameterEnum,
+            QgsProcessingParameterFile,
+            QgsProcessingParameterRasterLayer,
+        )
 
         from .. import BUNDLED_MODELS, DEFAULT_MODEL
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))

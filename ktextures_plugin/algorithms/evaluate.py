@@ -16,10 +16,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core import classraster
+from ..core import classraster, outputs
 from ..core import evaluate as core_evaluate
 from ..core.classraster import OutputError
-from ..core import outputs
 from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
 
 #: core keys (core.outputs, core.evaluate) -> parameter ids, for messages

@@ -155,8 +155,8 @@ class FitAlgorithm(KTexturesAlgorithm):
         """BANDS as given (a string or band numbers), or red, green, blue, NIR matched by band description."""
         from osgeo import gdal
 
-        from ..core.modelinfo import RGBN
         from ..core.bands import match_bands
+        from ..core.modelinfo import RGBN
 
         bands = parameters.get(self.BANDS)
         if bands in (None, "", []):

@@ -5,19 +5,35 @@ Parameter ids (a public contract for scripts and graphical models): INPUT, MODEL
 NODATA, TILE_SIZE, N_SELECT, RANK, INIT_TILES, SEED, OUTPUT_SCORE, OUTPUT_SELECTED, OUTPUT_HTML. The work is
 done by :func:`ktextures_plugin.core.novelty.rank_tiles` and ``core/novelty_output.py``.
 """
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterVectorDestination)
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterVectorDestination,
+)
 
+from ..core import outputs
 from ..core.classraster import OutputError
 from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import novelty_styling
-from ..core import outputs
-from .common import (ModelInputAlgorithm, cached_session, check_outputs, gdal_source, make_folders,
-                     optional_number, output_message, progress_bridge, remove_outputs)
+from .common import (
+    ModelInputAlgorithm,
+    cached_session,
+    check_outputs,
+    gdal_source,
+    make_folders,
+    optional_number,
+    output_message,
+    progress_bridge,
+    remove_outputs,
+)
 from .segment import SCALINGS
 
 #: Core keys (outputs, and the inputs a core error names) -> parameter ids.
@@ -115,9 +131,9 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         return score, selected, page
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.errors import Canceled
         from ..core.novelty import rank_tiles
         from ..core.novelty_output import write_html, write_score_raster, write_selected
-        from ..core.errors import Canceled
 
         if not onnxruntime_available():
             raise QgsProcessingException(INSTALL_HINT)
@@ -150,10 +166,10 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                 feedback.setProgress(100)
         except Canceled:
             remove_outputs(written)
-            raise QgsProcessingException("Canceled: no output was written.")
+            raise QgsProcessingException("Canceled: no output was written.") from None
         except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
             remove_outputs(written)
-            raise QgsProcessingException(output_message(exc, NAMES))
+            raise QgsProcessingException(output_message(exc, NAMES)) from None
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile row {s.row}, col {s.col}, score {s.score:.4g}, "
                               f"residual {s.residual:.4g}")

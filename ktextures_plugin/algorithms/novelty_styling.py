@@ -3,10 +3,22 @@ the selected tiles as outlines labelled with their rank; written as the default 
 beside the raster, the GeoPackage's ``layer_styles`` table) and applied when the layers are loaded."""
 from typing import List
 
-from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsPalLayerSettings,
-                       QgsProcessingLayerPostProcessorInterface, QgsRasterBandStats, QgsRasterLayer,
-                       QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsStyle,
-                       QgsTextBufferSettings, QgsTextFormat, QgsVectorLayer, QgsVectorLayerSimpleLabeling)
+from qgis.core import (
+    QgsColorRampShader,
+    QgsFillSymbol,
+    QgsPalLayerSettings,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterBandStats,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+    QgsSingleSymbolRenderer,
+    QgsStyle,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
+)
 from qgis.PyQt.QtGui import QColor, QFont
 
 #: the sequential ramp of the score raster (a QGIS default style ramp), dark = low, bright = high

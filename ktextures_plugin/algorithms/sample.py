@@ -5,19 +5,15 @@ Parameters in, ``core.sampling`` calls, QGIS outputs out. No pixel work happens 
 import os
 
 from qgis.core import (
-    QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
     QgsField,
     QgsFields,
-    QgsFillSymbol,
     QgsGeometry,
-    QgsMarkerSymbol,
     QgsPointXY,
     QgsProcessing,
     QgsProcessingException,
-    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
@@ -27,8 +23,6 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingUtils,
-    QgsRendererCategory,
-    QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -36,45 +30,12 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import sampling
 from ..core.classraster import OutputError, read_palette
 from ..core.raster import RasterError, open_raster
+from . import sample_styling
 from .common import KTexturesAlgorithm, check_outputs, gdal_source, output_message
 
 #: core keys (core.outputs, core.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
          "chips": "OUTPUT_CHIPS", "summary": "OUTPUT_SUMMARY", "classes": "CLASSES", "chip_size": "CHIP_SIZE_PX"}
-
-
-class ClassSymbolPostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Colours sample points (filled circles) or chip footprints (outlines) by ``class_id`` with the class
-    raster's palette when QGIS loads them on completion (GUI, runAndLoadResults)."""
-
-    _keep = []  # Python references: only the C++ side is owned by the context (docs/development.md §5)
-
-    def __init__(self, names, colors, polygons: bool):
-        super().__init__()
-        self.names, self.colors, self.polygons = list(names), list(colors), polygons
-
-    def renderer(self):
-        cats = []
-        for i, (n, c) in enumerate(zip(self.names, self.colors)):
-            if self.polygons:
-                sym = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": c, "outline_width": "0.5"})
-            else:
-                sym = QgsMarkerSymbol.createSimple({"name": "circle", "color": c, "outline_color": "#202020",
-                                                    "size": "2.6"})
-            cats.append(QgsRendererCategory(i + 1, sym, n))
-        return QgsCategorizedSymbolRenderer("class_id", cats)
-
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        if isinstance(layer, QgsVectorLayer):
-            layer.setRenderer(self.renderer())
-            layer.triggerRepaint()
-
-    @classmethod
-    def attach(cls, context, layer_id, names, colors, polygons):
-        if layer_id and context.willLoadLayerOnCompletion(layer_id):
-            pp = cls(names, colors, polygons)
-            cls._keep.append(pp)
-            context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(pp)
 
 
 class SampleAlgorithm(KTexturesAlgorithm):
@@ -214,124 +175,156 @@ class SampleAlgorithm(KTexturesAlgorithm):
 
     # -- run -----------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.segment import Canceled
+        from ..core.errors import Canceled
 
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         class_path = gdal_source(layer, self.INPUT)
         image = self.parameterAsRasterLayer(parameters, self.IMAGE, context)
         image_path = gdal_source(image, self.IMAGE) if image is not None else None
-        n = self.parameterAsInt(parameters, self.POINTS_PER_CLASS, context)
-        proportional = self.parameterAsBool(parameters, self.PROPORTIONAL, context)
-        min_per_class = self.parameterAsInt(parameters, self.MIN_PER_CLASS, context)
-        min_edge = self.parameterAsInt(parameters, self.MIN_EDGE_DISTANCE_PX, context)
-        spacing = self.parameterAsInt(parameters, self.MIN_SPACING_PX, context)
-        seed = self.parameterAsInt(parameters, self.SEED, context)
         chip = self.parameterAsInt(parameters, self.CHIP_SIZE_PX, context)
         crs = layer.crs() if layer.crs().isValid() else QgsCoordinateReferenceSystem()
         self._check_outputs(parameters, context, class_path, image_path)
         try:
             classes = self._classes(parameters, context)
-            # fail fast on a wrong grid/CRS or chip size before any pixel is read
-            cds = open_raster(class_path)
-            try:
-                sampling.check_class_raster(cds, class_path)
-                if chip and (chip > cds.RasterXSize or chip > cds.RasterYSize):
-                    raise sampling.SamplingError(
-                        f"CHIP_SIZE_PX {chip} is larger than the class raster ({cds.RasterXSize} x "
-                        f"{cds.RasterYSize} px). Choose a chip size of at most "
-                        f"{min(cds.RasterXSize, cds.RasterYSize)} px.")
-                if image_path:
-                    ids = open_raster(image_path)
-                    try:
-                        sampling.image_offset(cds, ids)
-                    finally:
-                        ids = None
-            finally:
-                cds = None
-
-            def progress(frac, stage):
-                feedback.setProgress(100.0 * frac * (0.6 if chip else 1.0))
-
-            result = sampling.draw_samples(
-                class_path, n, proportional=proportional, min_per_class=min_per_class,
-                min_edge_distance_px=min_edge, min_spacing_px=spacing, seed=seed, classes=classes,
-                chip_size_px=chip, progress=progress, is_canceled=feedback.isCanceled, log=feedback.pushInfo)
-
-            if not result.summary:
-                feedback.pushWarning("The class raster has no class pixels (every pixel is 0 / nodata): "
-                                     "no samples drawn.")
-            for line, s in zip(sampling.summary_text(result), result.summary):
-                feedback.pushInfo(line)
-                if s.found < s.requested or (classes and not s.pixels):
-                    feedback.pushWarning(f"Class {s.class_id} '{s.class_name}': {s.found} of {s.requested} "
-                                         f"point(s): {s.reason}")
-
-            sink, points_id = self.parameterAsSink(parameters, self.OUTPUT_POINTS, context, self._point_fields(),
-                                                   QgsWkbTypes.Point, crs)
-            if sink is None:
-                raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POINTS))
-            for s in result.samples:
-                f = QgsFeature()
-                f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(s.x, s.y)))
-                f.setAttributes([s.sample_id, s.class_id, s.class_name, float(s.edge_distance_px), s.row, s.col])
-                sink.addFeature(f, QgsFeatureSink.FastInsert)
-
-            chips = []
-            folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context) or None
-            if chip and not folder:
-                folder = QgsProcessingUtils.generateTempFilename("ktextures_chips")
-            if folder:
-                os.makedirs(folder, exist_ok=True)
-            if chip:
-                if not image_path:
-                    feedback.pushWarning("No IMAGE given: only the class-mask chips are written.")
-
-                def chip_progress(frac, stage):
-                    feedback.setProgress(60.0 + 40.0 * frac)
-
-                chips = sampling.write_chips(class_path, result.samples, chip, folder, image_path,
-                                             progress=chip_progress, is_canceled=feedback.isCanceled)
-                feedback.pushInfo(f"Wrote {len(chips)} chip pair(s) of {chip} x {chip} px to {folder}")
-
-            csink, chips_id = self.parameterAsSink(parameters, self.OUTPUT_CHIPS, context, self._chip_fields(),
-                                                   QgsWkbTypes.Polygon, crs)
-            if csink is not None:
-                for c in chips:
-                    f = QgsFeature()
-                    f.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in
-                                                              c.footprint + [c.footprint[0]]]]))
-                    f.setAttributes([c.sample.sample_id, c.sample.class_id, c.sample.class_name,
-                                     c.image_path, c.mask_path, c.window[0], c.window[1], c.window[2]])
-                    csink.addFeature(f, QgsFeatureSink.FastInsert)
-
-            ssink, summary_id = self.parameterAsSink(parameters, self.OUTPUT_SUMMARY, context,
-                                                     self._summary_fields(), QgsWkbTypes.NoGeometry,
-                                                     QgsCoordinateReferenceSystem())
-            if ssink is not None:
-                for s in result.summary:
-                    row = s.as_row()
-                    f = QgsFeature()
-                    f.setAttributes([row[k] for k in ("class_id", "class_name", "pixels", "area_m2", "interior_px",
-                                                      "requested", "found", "skipped", "reason")])
-                    ssink.addFeature(f, QgsFeatureSink.FastInsert)
+            self._preflight(class_path, image_path, chip)
+            result = self._draw(parameters, context, feedback, class_path, classes, chip)
+            self._log_summary(feedback, result, classes)
+            points_id = self._write_points(parameters, context, result, crs)
+            folder, chips = self._write_chips(parameters, context, feedback, class_path, image_path, result, chip)
+            chips_id = self._write_footprints(parameters, context, chips, crs)
+            summary_id = self._write_summary(parameters, context, result)
         except Canceled:
             raise QgsProcessingException("Canceled by the user: sampling stopped (chips already written stay "
                                          "in the chip folder).") from None
         except (sampling.SamplingError, RasterError, OutputError) as exc:
             raise QgsProcessingException(output_message(exc, NAMES)) from None
-
-        try:
-            names, colors = read_palette(class_path)
-        except Exception:  # noqa: BLE001  (no palette: the layers stay unstyled)
-            names = colors = []
-        ClassSymbolPostProcessor.attach(context, points_id, names, colors, polygons=False)
-        if csink is not None:
-            ClassSymbolPostProcessor.attach(context, chips_id, names, colors, polygons=True)
+        self._style(context, feedback, class_path, points_id, chips_id)
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:
             out[self.OUTPUT_FOLDER] = folder
-        if csink is not None:
+        if chips_id is not None:
             out[self.OUTPUT_CHIPS] = chips_id
-        if ssink is not None:
+        if summary_id is not None:
             out[self.OUTPUT_SUMMARY] = summary_id
         return out
+
+    @staticmethod
+    def _preflight(class_path, image_path, chip):
+        """Fail fast on a wrong class raster, chip size, or image grid/CRS before any pixel is read."""
+        cds = open_raster(class_path)
+        try:
+            sampling.check_class_raster(cds, class_path)
+            if chip and (chip > cds.RasterXSize or chip > cds.RasterYSize):
+                raise sampling.SamplingError(
+                    f"CHIP_SIZE_PX {chip} is larger than the class raster ({cds.RasterXSize} x "
+                    f"{cds.RasterYSize} px). Choose a chip size of at most "
+                    f"{min(cds.RasterXSize, cds.RasterYSize)} px.")
+            if image_path:
+                ids = open_raster(image_path)
+                try:
+                    sampling.image_offset(cds, ids)
+                finally:
+                    ids = None
+        finally:
+            cds = None
+
+    def _draw(self, parameters, context, feedback, class_path, classes, chip):
+        """The stratified random sample (core.sampling.draw_samples); progress 0-60 % when chips follow."""
+        def progress(frac, stage):
+            feedback.setProgress(100.0 * frac * (0.6 if chip else 1.0))
+
+        return sampling.draw_samples(
+            class_path, self.parameterAsInt(parameters, self.POINTS_PER_CLASS, context),
+            proportional=self.parameterAsBool(parameters, self.PROPORTIONAL, context),
+            min_per_class=self.parameterAsInt(parameters, self.MIN_PER_CLASS, context),
+            min_edge_distance_px=self.parameterAsInt(parameters, self.MIN_EDGE_DISTANCE_PX, context),
+            min_spacing_px=self.parameterAsInt(parameters, self.MIN_SPACING_PX, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context), classes=classes, chip_size_px=chip,
+            progress=progress, is_canceled=feedback.isCanceled, log=feedback.pushInfo)
+
+    @staticmethod
+    def _log_summary(feedback, result, classes):
+        if not result.summary:
+            feedback.pushWarning("The class raster has no class pixels (every pixel is 0 / nodata): "
+                                 "no samples drawn.")
+        for line, s in zip(sampling.summary_text(result), result.summary):
+            feedback.pushInfo(line)
+            if s.found < s.requested or (classes and not s.pixels):
+                feedback.pushWarning(f"Class {s.class_id} '{s.class_name}': {s.found} of {s.requested} "
+                                     f"point(s): {s.reason}")
+
+    def _write_points(self, parameters, context, result, crs):
+        """OUTPUT_POINTS; the sink is closed when this returns (so its file can take a style)."""
+        sink, points_id = self.parameterAsSink(parameters, self.OUTPUT_POINTS, context, self._point_fields(),
+                                               QgsWkbTypes.Point, crs)
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POINTS))
+        for s in result.samples:
+            f = QgsFeature()
+            f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(s.x, s.y)))
+            f.setAttributes([s.sample_id, s.class_id, s.class_name, float(s.edge_distance_px), s.row, s.col])
+            sink.addFeature(f, QgsFeatureSink.FastInsert)
+        return points_id
+
+    def _write_chips(self, parameters, context, feedback, class_path, image_path, result, chip):
+        """The chip GeoTIFFs into OUTPUT_FOLDER (a temporary folder when none is given); ``(folder, chips)``."""
+        chips = []
+        folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context) or None
+        if chip and not folder:
+            folder = QgsProcessingUtils.generateTempFilename("ktextures_chips")
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        if chip:
+            if not image_path:
+                feedback.pushWarning("No IMAGE given: only the class-mask chips are written.")
+
+            def chip_progress(frac, stage):
+                feedback.setProgress(60.0 + 40.0 * frac)
+
+            chips = sampling.write_chips(class_path, result.samples, chip, folder, image_path,
+                                         progress=chip_progress, is_canceled=feedback.isCanceled)
+            feedback.pushInfo(f"Wrote {len(chips)} chip pair(s) of {chip} x {chip} px to {folder}")
+        return folder, chips
+
+    def _write_footprints(self, parameters, context, chips, crs):
+        """OUTPUT_CHIPS (the chips' footprints with their file names), or None when not wanted."""
+        csink, chips_id = self.parameterAsSink(parameters, self.OUTPUT_CHIPS, context, self._chip_fields(),
+                                               QgsWkbTypes.Polygon, crs)
+        if csink is None:
+            return None
+        for c in chips:
+            f = QgsFeature()
+            f.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in c.footprint + [c.footprint[0]]]]))
+            f.setAttributes([c.sample.sample_id, c.sample.class_id, c.sample.class_name,
+                             c.image_path, c.mask_path, c.window[0], c.window[1], c.window[2]])
+            csink.addFeature(f, QgsFeatureSink.FastInsert)
+        return chips_id
+
+    def _write_summary(self, parameters, context, result):
+        """OUTPUT_SUMMARY (one row per class), or None when not wanted."""
+        ssink, summary_id = self.parameterAsSink(parameters, self.OUTPUT_SUMMARY, context, self._summary_fields(),
+                                                 QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
+        if ssink is None:
+            return None
+        for s in result.summary:
+            row = s.as_row()
+            f = QgsFeature()
+            f.setAttributes([row[k] for k in ("class_id", "class_name", "pixels", "area_m2", "interior_px",
+                                              "requested", "found", "skipped", "reason")])
+            ssink.addFeature(f, QgsFeatureSink.FastInsert)
+        return summary_id
+
+    @staticmethod
+    def _style(context, feedback, class_path, points_id, chips_id):
+        """Points and footprints categorised by class with the class raster's colours and names: saved into
+        their files (sample_styling.save_style) and applied when QGIS loads them."""
+        try:
+            names, colors = read_palette(class_path)
+        except (RuntimeError, ValueError):  # no readable palette: the layers stay unstyled
+            return
+        for dest, polygons in ((points_id, False), (chips_id, True)):
+            if dest is None:
+                continue
+            for w in sample_styling.save_style(dest, names, colors, polygons):
+                feedback.pushWarning(w)
+            sample_styling.ClassSymbolPostProcessor.attach(context, dest, names, colors, polygons)

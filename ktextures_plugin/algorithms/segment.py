@@ -1,30 +1,50 @@
 """``ktextures:segment``: run a k-textures ONNX model over a raster layer; write a styled class raster,
 its polygons, a per-class area report and optionally the simulated image.
 
-Parameter ids are a public contract for scripts and graphical models: INPUT, MODEL, MODEL_FILE,
+Parameter ids are a public contract for scripts and graphical models (issue 2): INPUT, MODEL, MODEL_FILE,
 BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, TILE_SIZE, OUTPUT_RASTER, OUTPUT_VECTOR, OUTPUT_REPORT,
-OUTPUT_SIMULATION. The work is done by :func:`ktextures_plugin.core.segment.segment_raster` and
+OUTPUT_SIMULATION, OUTPUT_HTML. The work is done by :func:`ktextures_plugin.core.segment.segment_raster` and
 :func:`ktextures_plugin.core.vectorize.polygonize`.
 """
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingOutputString,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterString,
-                       QgsProcessingParameterVectorDestination)
+import time
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+)
 
 from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, OutputError, check_class_names
 from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
-from . import styling
-from .common import (ModelInputAlgorithm, cached_session, check_outputs, gdal_source, make_folders,
-                     optional_number, output_message, progress_bridge, remove_outputs)
+from . import rgb_styling, styling
+from .common import (
+    ModelInputAlgorithm,
+    cached_session,
+    check_outputs,
+    gdal_source,
+    make_folders,
+    optional_number,
+    output_message,
+    progress_bridge,
+    remove_outputs,
+)
 
 SCALINGS = ["model", "stretch"]
 #: core keys (core.outputs, core.segment) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
-         "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "bands": "BANDS", "scaling": "SCALING",
-         "nodata": "NODATA", "extent": "EXTENT"}
+         "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "html": "OUTPUT_HTML", "bands": "BANDS",
+         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT"}
 
 
 class SegmentAlgorithm(ModelInputAlgorithm):
@@ -39,6 +59,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
     OUTPUT_VECTOR = "OUTPUT_VECTOR"
     OUTPUT_REPORT = "OUTPUT_REPORT"
     OUTPUT_SIMULATION = "OUTPUT_SIMULATION"
+    OUTPUT_HTML = "OUTPUT_HTML"
 
     def name(self):
         return "segment"
@@ -68,8 +89,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             "<b>Class names</b>: e.g. 'forest, field, water, town, meadow, bare' in class order 1..k; they go "
             "into the raster, the polygons and the report.\n\n"
             "Outputs: class raster (0 = nodata, classes 1..k, colour table and class names inside), polygons "
-            "(class_id, class_name, area_m2), a per-class area report (CSV) and the model's simulation of the "
-            "image (each pixel shows the texture of its class).")
+            "(class_id, class_name, area_m2), a per-class area report (CSV), the model's simulation of the "
+            "image (each pixel shows the texture of its class; loaded in true colour) and an HTML report (per class: "
+            "colour, a true-colour image of a typical interior area, the model's texture, area; an area chart; "
+            "the parameters), which opens in the Results Viewer.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_model_inputs()
@@ -101,6 +124,9 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SIMULATION, "Simulated image (textures of the classes)", optional=True,
             createByDefault=False))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)",
+            fileFilter="HTML files (*.html *.htm)", optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber("NUM_CLASSES", "Number of classes (k)"))
         self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Pixels with a class"))
         self.addOutput(QgsProcessingOutputString("EXECUTION_PROVIDER", "onnxruntime execution provider"))
@@ -120,71 +146,136 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         try:
             return check_class_names(text, k)
         except ValueError as exc:
-            raise QgsProcessingException(f"CLASS_NAMES: {exc}")
+            raise QgsProcessingException(f"CLASS_NAMES: {exc}") from None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.errors import Canceled
-        from ..core.segment import segment_raster
-        from ..core.vectorize import format_report, polygonize, write_report
-
         if not onnxruntime_available():
             raise QgsProcessingException(INSTALL_HINT)
+        t0 = time.perf_counter()
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
         model_path = self.model_path(parameters, context)
-        out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
-        out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
-        out_report = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
-        out_sim = self.parameterAsOutputLayer(parameters, self.OUTPUT_SIMULATION, context)
+        out = self._output_paths(parameters, context, src, model_path)
+        extent = self._extent(parameters, context, layer)
+        session = cached_session(model_path)
+        result = self._run(parameters, context, feedback, src=src, model_path=model_path, out=out,
+                           extent=extent, session=session)
+        self._log_and_report(feedback, result, out)
+        if out["html"]:
+            self._write_html(parameters, context, feedback, src=src, out=out, result=result, session=session,
+                             seconds=time.perf_counter() - t0)
+        for w in styling.save_default_styles(out["raster"], out["vector"], result.class_names, result.colors):
+            feedback.pushWarning(w)
+        for dest in (out["raster"], out["vector"]):
+            styling.attach_style(context, dest, result.class_names, result.colors)
+        if out["simulation"]:
+            rgb_styling.style_simulation(context, out["simulation"], result.info.channel_names, feedback)
+        feedback.pushInfo(f"Done in {time.perf_counter() - t0:.1f} s ({result.execution_provider}).")
+        return {self.OUTPUT_RASTER: out["raster"], self.OUTPUT_VECTOR: out["vector"] or None,
+                self.OUTPUT_REPORT: out["report"] or None, self.OUTPUT_SIMULATION: out["simulation"] or None,
+                self.OUTPUT_HTML: out["html"] or None,
+                "NUM_CLASSES": result.info.num_classes, "VALID_PIXELS": result.valid_pixels,
+                "EXECUTION_PROVIDER": result.execution_provider}
+
+    def _output_paths(self, parameters, context, src, model_path):
+        """The output paths (core key -> path, "" when not wanted), their folders made and checked against
+        the inputs and each other (``check_outputs``) before any work."""
         from ..core import outputs
-        make_folders((out_raster, out_vector, out_report, out_sim))
-        check_outputs(NAMES, {"output": (out_raster, outputs.CLASS_RASTER), "simulation": (out_sim, outputs.FLOAT_RASTER),
-                              "vector": (out_vector, outputs.VECTOR), "report": (out_report, outputs.TABLE)},
+        out = {"raster": self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context),
+               "vector": self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context),
+               "report": self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context),
+               "simulation": self.parameterAsOutputLayer(parameters, self.OUTPUT_SIMULATION, context),
+               "html": self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)}
+        make_folders(out.values())
+        check_outputs(NAMES, {"output": (out["raster"], outputs.CLASS_RASTER),
+                              "simulation": (out["simulation"], outputs.FLOAT_RASTER),
+                              "vector": (out["vector"], outputs.VECTOR), "report": (out["report"], outputs.TABLE),
+                              "html": (out["html"], outputs.HTML)},
                       {"input": src, "model": model_path})
-        extent = None
-        if parameters.get(self.EXTENT):
-            ext = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-            if not ext.isNull() and not ext.isEmpty():
-                extent = (ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum())
-        min_seg = self.parameterAsInt(parameters, self.MIN_SEGMENT_PX, context)
-        seg_end = 70.0 if out_vector else 100.0
+        return out
+
+    def _extent(self, parameters, context, layer):
+        """EXTENT as ``(xmin, ymin, xmax, ymax)`` in the layer's CRS (map units), or None (whole layer); the core
+        turns it into the pixel window."""
+        if not parameters.get(self.EXTENT):
+            return None
+        ext = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+        if ext.isNull() or ext.isEmpty():
+            return None
+        return ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum()
+
+    def _run(self, parameters, context, feedback, *, src, model_path, out, extent, session):
+        """Segment (and polygonize when OUTPUT_VECTOR is set); on failure or cancel nothing is left behind."""
+        from ..core.errors import Canceled
+        from ..core.segment import segment_raster
+        from ..core.vectorize import polygonize
+
+        seg_end = 70.0 if out["vector"] else 100.0
         written = []
         try:
-            session = cached_session(model_path)
             feedback.pushInfo(f"Model file: {model_path}")
             result = segment_raster(
-                src, model_path, out_raster, bands=self.bands(parameters, context),
+                src, model_path, out["raster"], bands=self.bands(parameters, context),
                 scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
                 extra_nodata=optional_number(parameters, self.NODATA), extent=extent,
-                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context), min_segment_px=min_seg,
-                simulation_path=out_sim or None, progress=progress_bridge(feedback, 0, seg_end),
+                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                min_segment_px=self.parameterAsInt(parameters, self.MIN_SEGMENT_PX, context),
+                simulation_path=out["simulation"] or None, progress=progress_bridge(feedback, 0, seg_end),
                 is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
                 warn=feedback.pushWarning,
                 palette=self.parameterAsEnumString(parameters, self.PALETTE, context) or PALETTES[0],
                 class_names=self._class_names(parameters, context, session))
-            written += [out_raster] + ([out_sim] if out_sim else [])
-            if out_vector:
+            written += [out["raster"]] + ([out["simulation"]] if out["simulation"] else [])
+            if out["vector"]:
                 feedback.setProgressText("Polygonizing (GDAL)")
-                n = polygonize(out_raster, out_vector, class_names=result.class_names,
+                n = polygonize(out["raster"], out["vector"], class_names=result.class_names,
                                progress=progress_bridge(feedback, seg_end, 100), is_canceled=feedback.isCanceled)
-                written.append(out_vector)
-                feedback.pushInfo(f"{n} polygons written to {out_vector}")
+                written.append(out["vector"])
+                feedback.pushInfo(f"{n} polygons written to {out['vector']}")
         except Canceled:
             remove_outputs(written)
-            raise QgsProcessingException("Canceled: no output was written.")
+            raise QgsProcessingException("Canceled: no output was written.") from None
         except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
             remove_outputs(written)
-            raise QgsProcessingException(output_message(exc, NAMES))
+            raise QgsProcessingException(output_message(exc, NAMES)) from None
+        return result
+
+    @staticmethod
+    def _log_and_report(feedback, result, out):
+        """The per-class area table in the log (monospace, columns kept) and in OUTPUT_REPORT."""
+        from ..core.vectorize import format_report, write_report
         rows = result.report_rows()
-        feedback.pushInfo("Per-class area:\n" + format_report(rows))
-        if out_report:
-            write_report(out_report, rows)
-        for w in styling.save_default_styles(out_raster, out_vector, result.class_names, result.colors):
-            feedback.pushWarning(w)
-        for dest in (out_raster, out_vector):
-            styling.attach_style(context, dest, result.class_names, result.colors)
-        feedback.pushInfo(f"Done in {result.seconds:.1f} s ({result.execution_provider}).")
-        return {self.OUTPUT_RASTER: out_raster, self.OUTPUT_VECTOR: out_vector or None,
-                self.OUTPUT_REPORT: out_report or None, self.OUTPUT_SIMULATION: out_sim or None,
-                "NUM_CLASSES": result.info.num_classes, "VALID_PIXELS": result.valid_pixels,
-                "EXECUTION_PROVIDER": result.execution_provider}
+        feedback.pushInfo("Per-class area:")
+        # console text is shown in a monospace font; no-break spaces keep the columns in the HTML log
+        feedback.pushConsoleInfo(format_report(rows).replace(" ", "\u00a0"))
+        if out["report"]:
+            write_report(out["report"], rows)
+
+    def _write_html(self, parameters, context, feedback, *, src, out, result, session, seconds):
+        """OUTPUT_HTML: the per-class report (core.html_report) with this run's parameters."""
+        from ..core.html_report import from_segment, write_html_report
+        feedback.setProgressText("Writing the HTML report")
+        data = from_segment(result, src, session=session, parameters=self._parameter_texts(parameters, context),
+                            seconds=seconds)
+        try:
+            write_html_report(out["html"], data)
+        except OSError as exc:
+            raise QgsProcessingException(f"OUTPUT_HTML '{out['html']}' could not be written: {exc}. "
+                                         "Choose a file in a folder you can write to.") from None
+        feedback.pushInfo(f"HTML report written to {out['html']}")
+
+    def _parameter_texts(self, parameters, context):
+        """Parameter id -> value as text, for the report (destinations left out; defaults shown)."""
+        texts = {}
+        for d in self.parameterDefinitions():
+            if d.isDestination():
+                continue
+            value = parameters.get(d.name())
+            if d.name() == self.INPUT:
+                value = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context))
+            elif value is None or value == "":
+                value = d.defaultValue()
+            if value is None or value == "" or value == []:
+                continue
+            texts[d.name()] = value if isinstance(value, str) else d.valueAsPythonString(value, context)
+        return texts

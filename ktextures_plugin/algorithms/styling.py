@@ -4,9 +4,15 @@ so the files open styled however they were produced, plus a layer post-processor
 completion (kept alive at class level: QGIS issues #48087/#47533)."""
 from typing import List, Sequence
 
-from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedRasterRenderer,
-                       QgsProcessingLayerPostProcessorInterface, QgsRasterLayer, QgsRendererCategory,
-                       QgsVectorLayer)
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsFillSymbol,
+    QgsPalettedRasterRenderer,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterLayer,
+    QgsRendererCategory,
+    QgsVectorLayer,
+)
 from qgis.PyQt.QtGui import QColor
 
 

@@ -9,7 +9,7 @@ from ._args import Parser, check_outputs, fail, int_range
 PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
-         "report": "--report", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata"}
+         "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata"}
 
 
 def build_parser():
@@ -29,6 +29,8 @@ def build_parser():
     p.add_argument("--tile-size", type=int_range(32, 8192), default=512, help="tile side in pixels (default 512)")
     p.add_argument("--simulation", default=None, help="also write the simulated image (Float32 GeoTIFF)")
     p.add_argument("--report", default=None, help="also write the per-class area table (CSV)")
+    p.add_argument("--html", default=None,
+                   help="also write the HTML report (class colours, true-colour images, textures, area chart)")
     p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -47,10 +49,7 @@ def main(argv=None) -> int:
     from ..core.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
-    bad = check_outputs(PROG, NAMES, {"output": (args.out, outputs.CLASS_RASTER),
-                                      "simulation": (args.simulation, outputs.FLOAT_RASTER),
-                                      "vector": (args.vector, outputs.VECTOR), "report": (args.report, outputs.TABLE)},
-                        {"input": args.image, "model": model})
+    bad = check_outputs(PROG, NAMES, _outputs(args), {"input": args.image, "model": model})
     if bad is not None:
         return bad
     bar = None
@@ -99,12 +98,28 @@ def main(argv=None) -> int:
     return _report(args, res)
 
 
+def _outputs(args) -> dict:
+    """core key -> (path, kind) of every output option, for the output-path check."""
+    from ..core import outputs
+    return {"output": (args.out, outputs.CLASS_RASTER), "simulation": (args.simulation, outputs.FLOAT_RASTER),
+            "vector": (args.vector, outputs.VECTOR), "report": (args.report, outputs.TABLE),
+            "html": (args.html, outputs.HTML)}
+
+
 def _report(args, res) -> int:
-    """Print the per-class table and a summary line; write the CSV report when ``--report`` is given."""
+    """Print the per-class table and a summary line; write the CSV report when ``--report`` is given and the
+    HTML report when ``--html`` is given."""
     from ..core.vectorize import format_report, write_report
     rows = res.report_rows()
     if args.report:
         write_report(args.report, rows)
+    if args.html:
+        from ..core.html_report import from_segment, write_html_report
+        from ..core.runtime import open_session
+        session = open_session(res.info.path, threads=args.threads) if res.info.has_textures else None
+        params = {k: v for k, v in vars(args).items() if v is not None and v is not False}
+        write_html_report(args.html, from_segment(res, args.image, session=session, parameters=params))
+        print(f"HTML report -> {args.html}", file=sys.stderr)
     print(format_report(rows))
     print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
           f"({res.execution_provider})")

@@ -28,6 +28,7 @@ CLASS_RASTER = "class raster"      # integer classes with a colour table and cla
 FLOAT_RASTER = "float raster"      # the simulated image: several Float32 bands
 VECTOR = "vector"                  # polygons (OGR)
 TABLE = "table"                    # CSV
+HTML = "html"                      # a self-contained HTML report
 MODEL = "model"                    # .onnx
 FOLDER = "folder"                  # a folder of files (chips)
 SINK = "sink"                      # a vector layer whose format the caller (QGIS) chooses: identity checks only
@@ -68,8 +69,8 @@ def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bo
 
     Args:
         outputs: key -> ``(path, kind)`` (kind: :data:`CLASS_RASTER`, :data:`FLOAT_RASTER`, :data:`VECTOR`,
-            :data:`TABLE`, :data:`MODEL`, :data:`FOLDER`, :data:`SINK`); entries with an empty path or ``None``
-            are skipped.
+            :data:`TABLE`, :data:`HTML`, :data:`MODEL`, :data:`FOLDER`, :data:`SINK`); entries with an empty
+            path or ``None`` are skipped.
         inputs: key -> path of every file the run reads (rasters, models, reference layers).
         folders_must_exist: also refuse an output whose folder is missing or not writable.
 
@@ -113,7 +114,8 @@ def _check_shape(key: str, path: str, kind: str, folders_must_exist: bool) -> No
 
 
 def _example_ext(kind: str) -> str:
-    return {CLASS_RASTER: ".tif", FLOAT_RASTER: ".tif", VECTOR: ".gpkg", TABLE: ".csv", MODEL: ".onnx"}.get(kind, "")
+    return {CLASS_RASTER: ".tif", FLOAT_RASTER: ".tif", VECTOR: ".gpkg", TABLE: ".csv", HTML: ".html",
+            MODEL: ".onnx"}.get(kind, "")
 
 
 def _check_format(key: str, path: str, kind: str) -> None:
@@ -142,6 +144,8 @@ def _check_format(key: str, path: str, kind: str) -> None:
             except OutputError:
                 raise OutputPathError(key, f"{{name}} '{path}': no OGR vector format writes '{ext}' files. Use "
                                       "a .gpkg file for {name}.") from None
+    elif kind == HTML and ext not in (".html", ".htm"):
+        raise OutputPathError(key, f"{{name}} '{path}' is not an .html file. End {{name}} with '.html'.")
     elif kind == MODEL and ext != ".onnx":
         raise OutputPathError(key, f"{{name}} '{path}' is not an .onnx file. End {{name}} with '.onnx'.")
 

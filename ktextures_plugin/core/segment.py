@@ -20,9 +20,9 @@ import numpy as np
 from osgeo import gdal
 
 from . import classraster, geo, outputs, raster, tiling
-from .bands import match_bands, select_bands  # noqa: F401  match_bands: algorithms/fit.py imports it from here
+from .bands import select_bands
 from .classstats import ClassCounter, class_stats
-from .errors import Canceled, Progress, RasterError  # noqa: F401  Canceled: algorithms/sample.py imports it here
+from .errors import Progress, RasterError
 from .inference import TileModel, classify_tile, open_session, read_model_info
 from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, ModelInfo
 from .scaling import range_warnings, resolve_scaling

@@ -1,0 +1,175 @@
+"""The HTML report of ktextures:segment (OUTPUT_HTML) and of the CLI (--html), on the bundled sample: the file
+exists, parses, names every class, its images decode to non-empty PNGs, the percentages sum to 100, and the
+output is an HTML output (so it shows in the Processing Results Viewer)."""
+import base64
+import html.parser
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from conftest import ROOT, SAMPLE
+
+gdal.UseExceptions()
+
+
+class _Page(html.parser.HTMLParser):
+    """Collects the images and the cells of the class table."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.rows, self._row, self._cell, self._in_classes = [], [], None, None, False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append(a)
+        elif tag == "table" and a.get("class") == "classes":
+            self._in_classes = True
+        elif tag == "tr" and self._in_classes:
+            self._row = []
+        elif tag == "td" and self._row is not None:
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self._row.append(self._cell.strip())
+            self._cell = None
+        elif tag == "tr" and self._row:
+            self.rows.append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._in_classes = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def _parse(path):
+    page = _Page()
+    page.feed(open(path, encoding="utf-8").read())
+    page.close()
+    return page
+
+
+def _png_size(src):
+    """(width, height, bands) of a base64 PNG data URI, decoded by GDAL."""
+    m = re.fullmatch(r"data:image/png;base64,([A-Za-z0-9+/=]+)", src)
+    assert m, src[:60]
+    name = f"/vsimem/{uuid.uuid4().hex}.png"
+    gdal.FileFromMemBuffer(name, base64.b64decode(m.group(1)))
+    try:
+        ds = gdal.Open(name)
+        size = (ds.RasterXSize, ds.RasterYSize, ds.RasterCount)
+        assert ds.ReadAsArray().std() > 0  # not a blank image
+        ds = None
+    finally:
+        gdal.Unlink(name)
+    return size
+
+
+def _check_report(path, names):
+    page = _parse(path)
+    assert [r[2] for r in page.rows] == names  # every class, in class order
+    assert sum(float(r[7]) for r in page.rows) == pytest.approx(100, abs=0.05)
+    sizes = [_png_size(im["src"]) for im in page.images]
+    assert all(w > 0 and h > 0 for w, h, _ in sizes)
+    return page
+
+
+def test_segment_html_report(provider, tmp_path):
+    """The default bundled model (with textures) on the sample: one chip and one texture per class + chart."""
+    import processing
+    from qgis.core import QgsApplication
+    alg = QgsApplication.processingRegistry().algorithmById("ktextures:segment")
+    assert alg.outputDefinition("OUTPUT_HTML").type() == "outputHtml"  # the Results Viewer lists it
+    names = ["forest", "field", "water", "town", "meadow", "bare"]
+    out = tmp_path / "report.html"
+    res = processing.run("ktextures:segment", {"INPUT": str(SAMPLE), "OUTPUT_RASTER": str(tmp_path / "c.tif"),
+                                               "OUTPUT_VECTOR": "", "CLASS_NAMES": ",".join(names),
+                                               "OUTPUT_HTML": str(out)})
+    assert res["OUTPUT_HTML"] == str(out) and out.exists()
+    page = _check_report(out, names)
+    assert len(page.images) == 2 * len(names) + 1
+    text = out.read_text(encoding="utf-8")
+    assert "MIN_SEGMENT_PX" in text and "Sentinel-2" in text
+    counts = np.bincount(gdal.Open(str(tmp_path / "c.tif")).ReadAsArray().ravel(), minlength=7)[1:]
+    assert [int(r[5].replace(",", "")) for r in page.rows] == counts.tolist()
+
+
+def test_segment_html_refuses_input(provider, tmp_path):
+    """OUTPUT_HTML goes through the output-path check: it may not be the input, and must be .html."""
+    import processing
+    from qgis.core import QgsProcessingException
+    with pytest.raises(QgsProcessingException, match="OUTPUT_HTML"):
+        processing.run("ktextures:segment", {"INPUT": str(SAMPLE), "OUTPUT_RASTER": str(tmp_path / "c.tif"),
+                                             "OUTPUT_VECTOR": "", "OUTPUT_HTML": str(SAMPLE)})
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_simulation_opens_in_true_colour(provider, tmp_path):
+    """The simulated image has a default style (.qml): multiband colour on the bands described red, green,
+    blue, each stretched between its 2 and 98 % cumulative cut."""
+    import processing
+    from qgis.core import QgsRasterLayer
+    sim = tmp_path / "s.tif"
+    processing.run("ktextures:segment", {"INPUT": str(SAMPLE), "OUTPUT_RASTER": str(tmp_path / "c.tif"),
+                                         "OUTPUT_VECTOR": "", "OUTPUT_SIMULATION": str(sim)})
+    assert (tmp_path / "s.qml").exists()
+    ds = gdal.Open(str(sim))
+    desc = [ds.GetRasterBand(i + 1).GetDescription() for i in range(ds.RasterCount)]
+    ds = None
+    layer = QgsRasterLayer(str(sim), "sim", "gdal")
+    r = layer.renderer()
+    assert r.type() == "multibandcolor"
+    bands = (r.redBand(), r.greenBand(), r.blueBand())
+    assert [desc[b - 1] for b in bands] == ["red", "green", "blue"]
+    enh = (r.redContrastEnhancement(), r.greenContrastEnhancement(), r.blueContrastEnhancement())
+    for band, ce in zip(bands, enh):
+        lo, hi = layer.dataProvider().cumulativeCut(band, 0.02, 0.98, layer.extent(), 250000)
+        assert (ce.minimumValue(), ce.maximumValue()) == pytest.approx((lo, hi), rel=1e-4)
+        assert lo < hi
+
+
+def test_cli_html(tmp_path):
+    out = tmp_path / "r.html"
+    cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "segment", str(SAMPLE), "--out",
+                         str(tmp_path / "c.tif"), "--html", str(out), "--quiet"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    _check_report(out, [f"texture {i}" for i in range(1, 7)])
+    bad = subprocess.run([sys.executable, "-m", "ktextures_plugin", "segment", str(SAMPLE), "--out",
+                          str(tmp_path / "d.tif"), "--html", str(tmp_path / "r.txt"), "--quiet"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--html" in bad.stderr and not os.path.exists(tmp_path / "d.tif")
+
+
+def test_log_area_table_keeps_columns(provider, tmp_path):
+    """The per-class table goes to the log as console text (monospace) with no-break spaces, so an HTML log
+    does not collapse its columns: every line has the same width and the numbers end in one column."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.console = []
+
+        def pushConsoleInfo(self, info):  # noqa: N802
+            self.console.append(info)
+
+    fb = Recorder()
+    processing.run("ktextures:segment", {"INPUT": str(SAMPLE), "OUTPUT_RASTER": str(tmp_path / "c.tif"),
+                                         "OUTPUT_VECTOR": ""}, feedback=fb)
+    table = [t for t in fb.console if "area" in t]
+    assert len(table) == 1
+    lines = table[0].split("\n")
+    assert len(lines) == 7 and " " not in table[0]
+    assert len({len(line) for line in lines}) == 1
+    assert all(re.search(r"\d\.\d\d$", line) for line in lines[1:])
