@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ class _Page(html.parser.HTMLParser):
 
 def _parse(path):
     page = _Page()
-    page.feed(open(path, encoding="utf-8").read())
+    page.feed(Path(path).read_text(encoding="utf-8"))
     page.close()
     return page
 

@@ -35,7 +35,8 @@ def test_root_init_has_only_class_factory():
 PACKAGE = CORE.parent
 #: What core may import beside the standard library and itself (the core's declared dependencies; GDAL is
 #: ``osgeo``, scikit-learn is ``sklearn``).
-CORE_DEPENDENCIES = {"numpy", "osgeo", "onnxruntime", "scipy", "sklearn"}
+# matplotlib: imported lazily, only by core/html_report.py for the area chart (Debian's QGIS depends on it)
+CORE_DEPENDENCIES = {"numpy", "osgeo", "onnxruntime", "scipy", "sklearn", "matplotlib"}
 
 
 def _module_name(path: Path) -> str:

@@ -4,6 +4,7 @@ ktextures:sample run shows the names, and wrong names or an output that is an in
 import hashlib
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from osgeo import gdal, ogr
@@ -25,7 +26,7 @@ def segmented(provider, tmp_path_factory):
 
 
 def _digest(*paths):
-    return [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths]
+    return [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
 
 
 def _content(path):

@@ -115,7 +115,7 @@ def _report(args, res) -> int:
         write_report(args.report, rows)
     if args.html:
         from ..core.html_report import from_segment, write_html_report
-        from ..core.runtime import open_session
+        from ..core.inference import open_session
         session = open_session(res.info.path, threads=args.threads) if res.info.has_textures else None
         params = {k: v for k, v in vars(args).items() if v is not None and v is not False}
         write_html_report(args.html, from_segment(res, args.image, session=session, parameters=params))

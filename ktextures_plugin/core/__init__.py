@@ -1,6 +1,7 @@
-"""k-textures core: numpy, GDAL, onnxruntime, scipy and scikit-learn; no QGIS.
+"""k-textures core: numpy, GDAL, onnxruntime, scipy and scikit-learn (matplotlib, lazily, for the HTML report's
+chart); no QGIS.
 
-Nothing in this package imports qgis, PyQt5, processing or torch, and nothing beside those five and the standard
+Nothing in this package imports qgis, PyQt5, processing or torch, and nothing beside those six and the standard
 library (``tests/test_layers.py`` enforces both, and that no import cycle exists), so the command line
 (``python -m ktextures_plugin``) and the benchmarks run it without QGIS.
 
