@@ -1,7 +1,7 @@
 """``ktextures:segment``: run a k-textures ONNX model over a raster layer; write a styled class raster,
 its polygons, a per-class area report and optionally the simulated image.
 
-Parameter ids are a public contract for scripts and graphical models (issue 2): INPUT, MODEL, MODEL_FILE,
+Parameter ids are a public contract for scripts and graphical models: INPUT, MODEL, MODEL_FILE,
 BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, TILE_SIZE, OUTPUT_RASTER, OUTPUT_VECTOR, OUTPUT_REPORT,
 OUTPUT_SIMULATION, OUTPUT_HTML. The work is done by :func:`ktextures_plugin.core.segment.segment_raster` and
 :func:`ktextures_plugin.core.vectorize.polygonize`.
