@@ -84,14 +84,14 @@ case "$cmd" in
     demo)
         setup_system; setup_venv requirements.txt; compile_resources; plugin_env
         OUT=${1:-"$ROOT/demo-output"}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
-        rm -f "$OUT/classes.tif" "$OUT/polygons.gpkg" "$OUT/report.csv"
+        rm -f "$OUT/classes.tif" "$OUT/polygons.gpkg" "$OUT/report.csv" "$OUT/report.html"
         log "qgis_process.bin run ktextures:segment on the bundled Sentinel-2 sample"
         qgis_process.bin run ktextures:segment -- \
-            INPUT="$ROOT/data/s2_brandenburg_sample_b2b3b4b8_10m.tif" MIN_SEGMENT_PX=4 \
+            INPUT="$ROOT/data/s2_brandenburg_sample_b2b3b4b8_10m.tif" \
             OUTPUT_RASTER="$OUT/classes.tif" OUTPUT_VECTOR="$OUT/polygons.gpkg" \
-            OUTPUT_REPORT="$OUT/report.csv" 2> >(grep -v 'setapi() is deprecated' >&2)
+            OUTPUT_REPORT="$OUT/report.csv" OUTPUT_HTML="$OUT/report.html" 2> >(grep -v 'setapi() is deprecated' >&2)
         echo; echo "Per-class area ($OUT/report.csv):"; awk -F, '{printf "  %-9s %-22s %12s %14s %8s\n", $1, $2, $3, $4, $5}' "$OUT/report.csv"
-        echo; echo "Wrote $OUT/classes.tif and $OUT/polygons.gpkg" ;;
+        echo; echo "Wrote $OUT/classes.tif, $OUT/polygons.gpkg and $OUT/report.html (open it in a browser)" ;;
     test)
         setup_system; setup_venv requirements-dev.txt; compile_resources; plugin_env
         "$PY" -m pytest "$@" ;;
