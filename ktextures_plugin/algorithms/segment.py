@@ -277,5 +277,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
                 value = d.defaultValue()
             if value is None or value == "" or value == []:
                 continue
+            if isinstance(d, QgsProcessingParameterEnum) and isinstance(value, int) and 0 <= value < len(d.options()):
+                value = d.options()[value]  # the option's text (e.g. the bundled model's name), not its index
             texts[d.name()] = value if isinstance(value, str) else d.valueAsPythonString(value, context)
         return texts
