@@ -20,6 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from .inference import model_textures
+
 gdal.UseExceptions()
 
 #: Side of the reduced class raster searched for interior pixels (pixels).
@@ -68,20 +70,6 @@ class ReportData:
     notes: List[str] = field(default_factory=list)
 
 
-def model_textures(session, channel_names: Sequence[str], num_channels: int) -> Optional[np.ndarray]:
-    """The model's textures as float32 ``(k, 3, p, p)`` (red, green, blue channels, scaled units), or ``None``
-    when the model has no red, green and blue channels. ``session`` runs the ``textures`` output on an 8 x 8
-    probe (the textures do not depend on the image; models/README.md)."""
-    from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
-
-    if not all(n in channel_names for n in ("red", "green", "blue")):
-        return None
-    probe = np.zeros((1, num_channels, 8, 8), np.float32)
-    tex = np.asarray(session.run([OUTPUT_TEXTURES], {INPUT_NAME: probe})[0], np.float32)
-    idx = [list(channel_names).index(n) for n in ("red", "green", "blue")]
-    return tex[:, idx]
-
-
 def from_segment(result, input_path: str, *, session=None, parameters: Optional[Dict[str, str]] = None,
                  seconds: Optional[float] = None) -> ReportData:
     """The :class:`ReportData` of a ``core.segment.SegmentResult`` of ``input_path``; ``session`` (the
@@ -91,7 +79,7 @@ def from_segment(result, input_path: str, *, session=None, parameters: Optional[
     rgb = [names.index(n) for n in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(names) else None
     textures = None
     if session is not None and info.has_textures and rgb is not None:
-        textures = model_textures(session, names, info.num_channels)
+        textures = model_textures(session, info)[:, rgb]
     return ReportData(
         class_raster=result.path, input_path=input_path, rows=result.report_rows(), colors=list(result.colors),
         rgb_bands=[result.bands[i] for i in rgb] if rgb else None,

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .errors import ModelError
-from .modelinfo import INPUT_NAME, K_HALO, OUTPUT_CLASS, ModelInfo, check_classes, info_from_session
+from .modelinfo import INPUT_NAME, K_HALO, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, check_classes, info_from_session
 from .runtime import require_onnxruntime
 
 
@@ -107,6 +107,14 @@ def read_model_info(path: str, session=None) -> ModelInfo:
     if session is None:
         session = open_session(path, for_inference=False)
     return info_from_session(session, path)
+
+
+def model_textures(session, info: ModelInfo) -> np.ndarray:
+    """The model's textures, float32 ``(k, C, p, p)`` in scaled units, from its ``textures`` output run on an
+    8 x 8 zero probe (the textures do not depend on the image; models/README.md). The caller checks
+    ``info.has_textures``."""
+    probe = np.zeros((1, info.num_channels, 8, 8), np.float32)
+    return np.asarray(session.run([OUTPUT_TEXTURES], {INPUT_NAME: probe})[0], np.float32)
 
 
 #: Pixels per onnxruntime call. A 1x1 network's 64-channel intermediates for a whole 512 px tile (64 MB) do

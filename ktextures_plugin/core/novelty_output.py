@@ -209,13 +209,12 @@ def heat_colours(heat: np.ndarray, vmax: float) -> np.ndarray:
 def explanations(result: NoveltyResult, input_path: str, model_path: str, extra_nodata: Optional[float] = None,
                  session=None, threads: Optional[int] = None, features_path: Optional[str] = None):
     """:func:`explain_tile` for every selected tile, in rank order: a list of ``(tile, simulation, heat)``."""
-    from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
+    from .inference import model_textures
     from .novelty import FEATURES_MODEL
 
     session = session or open_session(model_path, threads=threads)
     fsess = open_session(features_path or FEATURES_MODEL, threads=threads)
-    textures = session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, result.info.num_channels, 8, 8),
-                                                                     np.float32)})[0]
+    textures = model_textures(session, result.info)
     ds = raster.open_raster(input_path)
     try:
         return [explain_tile(ds, session, fsess, result, s, textures, extra_nodata) for s in result.selected]

@@ -23,8 +23,8 @@ from . import classraster, geo, outputs, raster, tiling
 from .bands import select_bands
 from .classstats import ClassCounter, class_stats
 from .errors import Progress, RasterError
-from .inference import TileModel, classify_tile, open_session, read_model_info
-from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES, ModelInfo
+from .inference import TileModel, classify_tile, model_textures, open_session, read_model_info
+from .modelinfo import ModelInfo
 from .scaling import range_warnings, resolve_scaling
 from .sieve import sieve_in_place
 from .tileio import BandWriter, any_valid, prefetch
@@ -321,7 +321,7 @@ def _textures(session, info: ModelInfo, opts: SegmentOptions) -> Optional[np.nda
     if not info.has_textures:
         raise RasterError(f"The model '{info.title}' has no 'textures' output, so it cannot simulate the "
                           "image; leave the simulation output empty.", parameter="simulation")
-    return session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, info.num_channels, 8, 8), np.float32)})[0]
+    return model_textures(session, info)
 
 
 def _write_tiles(run: _Run, stack: contextlib.ExitStack, po, ps) -> Tuple[Tally, ClassCounter]:
