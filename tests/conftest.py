@@ -51,6 +51,22 @@ def provider(qgis_processing):
     return prov
 
 
+def sample_with_nodata(tmp_path, rows: slice, cols: slice, dtype=None) -> Path:
+    """A copy of the bundled sample with nodata 0 declared and the block ``[rows, cols]`` set to it in every
+    band (``dtype``: a GDAL data type for the copy, default the sample's)."""
+    from osgeo import gdal
+
+    p = tmp_path / "nd.tif"
+    gdal.Translate(str(p), str(SAMPLE), noData=0, **({"outputType": dtype} if dtype is not None else {}))
+    ds = gdal.Open(str(p), gdal.GA_Update)
+    for b in range(1, ds.RasterCount + 1):
+        a = ds.GetRasterBand(b).ReadAsArray()
+        a[rows, cols] = 0
+        ds.GetRasterBand(b).WriteArray(a)
+    ds = None
+    return p
+
+
 @pytest.fixture
 def sample_copy(tmp_path):
     """A writable copy of the bundled sample (for tests that must show the input is not modified)."""

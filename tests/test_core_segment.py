@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import ROOT, SAMPLE, shared
+from conftest import ROOT, SAMPLE, sample_with_nodata, shared
 from ktextures_plugin.core import classraster, raster, tiling
 from ktextures_plugin.core.bands import match_bands
 from ktextures_plugin.core.errors import Canceled, ModelError, OutputError, RasterError
@@ -130,15 +130,7 @@ def test_percentile_scale_and_apply_scale():
 
 def _with_nodata(tmp_path, dtype=gdal.GDT_UInt16):
     """A copy of the sample with a nodata value declared and a block of nodata pixels."""
-    p = tmp_path / "nd.tif"
-    gdal.Translate(str(p), str(SAMPLE), outputType=dtype, noData=0)
-    ds = gdal.Open(str(p), gdal.GA_Update)
-    for b in range(1, 5):
-        a = ds.GetRasterBand(b).ReadAsArray()
-        a[100:150, 200:260] = 0
-        ds.GetRasterBand(b).WriteArray(a)
-    ds = None
-    return p
+    return sample_with_nodata(tmp_path, slice(100, 150), slice(200, 260), dtype)
 
 
 def test_nodata_mask_band_extra_value_and_nan(tmp_path, tiny_models):

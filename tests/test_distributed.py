@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, sample_with_nodata
 from ktextures_plugin.core import classraster
 from ktextures_plugin.core.segment import segment_raster
 
@@ -39,15 +39,7 @@ def read(path):
 
 def with_nodata(tmp_path):
     """A copy of the sample with nodata 0 and a nodata block across a tile and a window seam."""
-    p = tmp_path / "nd.tif"
-    gdal.Translate(str(p), str(SAMPLE), noData=0)
-    ds = gdal.Open(str(p), gdal.GA_Update)
-    for b in range(1, 5):
-        a = ds.GetRasterBand(b).ReadAsArray()
-        a[280:330, 250:320] = 0
-        ds.GetRasterBand(b).WriteArray(a)
-    ds = None
-    return p
+    return sample_with_nodata(tmp_path, slice(280, 330), slice(250, 320))
 
 
 def assert_same(single, dist, single_path, dist_path):
