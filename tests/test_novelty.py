@@ -54,7 +54,7 @@ def test_planted_patch_ranks_first_and_heat_map_points_at_it(planted_one):
     res = novelty.rank_tiles(str(planted_one), MODEL, n_select=5)
     first = res.selected[0]
     assert overlaps(first.window, *PATCH_XY), first.window
-    assert res.table.index.size == 96 and res.table.skipped == 0
+    assert res.table.index.size == 15 * 23 and res.table.skipped == 0   # tiles every 32 px
     # the explanation: the heat map is higher inside the patch than in the rest of the same tile
     _, _, heat = novelty_output.explanations(res, str(planted_one), MODEL)[0]
     x0, y0, w, h = first.window
@@ -97,22 +97,25 @@ def test_cli_writes_outputs_and_keeps_the_input(planted_one, tmp_path):
     assert overlaps(rep["selected"][0]["window"], *PATCH_XY)
     assert hashlib.sha256(Path(planted_one).read_bytes()).hexdigest() == before
     src, ds = gdal.Open(str(planted_one)), gdal.Open(str(out["score"]))
-    assert (ds.RasterXSize, ds.RasterYSize) == (8, 12)
-    assert ds.GetGeoTransform()[1] == pytest.approx(src.GetGeoTransform()[1] * T)
-    assert ds.GetGeoTransform()[0] == pytest.approx(src.GetGeoTransform()[0])
+    assert (ds.RasterXSize, ds.RasterYSize) == (15, 23)   # one pixel per tile position, every 32 px
+    assert ds.GetGeoTransform()[1] == pytest.approx(src.GetGeoTransform()[1] * T / 2)
+    assert ds.GetGeoTransform()[0] == pytest.approx(src.GetGeoTransform()[0] + src.GetGeoTransform()[1] * T / 4)
     assert ds.GetSpatialRef().IsSame(src.GetSpatialRef())
     sc = ds.GetRasterBand(1).ReadAsArray()
     first = rep["selected"][0]
-    assert sc[first["row"], first["col"]] == sc.max()   # the first selection had the highest initial score
+    assert sc[first["row"], first["col"]] == pytest.approx(sc.max())   # rank 1: the highest initial score
+    sel = [r["selection_score"] for r in rep["selected"]]
+    assert sel[0] == pytest.approx(first["initial_score"]) and sel == sorted(sel, reverse=True)
     from osgeo import ogr
     vec = ogr.Open(str(out["selected"]))
     feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
     assert [f["rank"] for f in feats] == [1, 2, 3, 4]
-    assert all(0 <= f["residual"] <= f["score"] for f in feats)
+    assert all(0 <= f["residual"] <= f["selection_score"] for f in feats)
     assert feats[0].GetGeometryRef().GetArea() == pytest.approx((T * 10.0) ** 2)
     assert feats[0]["classes"].startswith("texture")
     page = out["html"].read_text()
     assert page.count("data:image/png;base64,") == 3 * 4
+    assert "Selection score" in page and "Initial score" in page
     bad = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(planted_one), "--bands", "1,2,3",
                           "--score", str(tmp_path / "x.tif")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "needs 4 bands" in bad.stderr
@@ -124,12 +127,18 @@ def test_mostly_nodata_tiles_are_skipped_and_counted(tmp_path):
     gdal.Translate(str(path), str(SAMPLE), noData=0)
     ds = gdal.Open(str(path), gdal.GA_Update)
     for b in range(1, 5):
-        ds.GetRasterBand(b).WriteArray(np.zeros((T, 100), np.uint16), 0, 0)  # tile 0 empty, tile 1 56 % empty
+        ds.GetRasterBand(b).WriteArray(np.zeros((T, 100), np.uint16), 0, 0)
     ds = None
+    valid = np.ones((768, 512), bool)
+    valid[:T, :100] = False
+    s = T // 2
+    frac = np.array([[valid[r * s:r * s + T, c * s:c * s + T].mean() for c in range(15)] for r in range(23)])
     res = novelty.rank_tiles(str(path), MODEL, n_select=3)
-    assert res.table.skipped == 2 and res.table.index.size == 94
-    assert np.isnan(res.scores[0, :2]).all() and np.isfinite(res.scores[0, 2:]).all()
-    assert all((s.row, s.col) not in [(0, 0), (0, 1)] for s in res.selected)
+    skip = frac < novelty.MIN_VALID_FRACTION
+    assert skip.sum() == 3                     # tiles 0, 1 empty, tile 2 at 56 % nodata; row 1 half valid
+    assert res.table.skipped == skip.sum() and res.table.index.size == skip.size - skip.sum()
+    assert np.array_equal(np.isnan(res.scores), skip)
+    assert all(not skip[s.row, s.col] for s in res.selected)
 
 
 def test_clear_errors(tmp_path):
@@ -143,7 +152,7 @@ def test_clear_errors(tmp_path):
         novelty.rank_tiles(str(empty), MODEL)
     with pytest.raises(RasterError, match="needs 4 bands"):
         novelty.rank_tiles(str(SAMPLE), MODEL, bands="3,2,1")
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ValueError, match="multiple of 32"):
         novelty.rank_tiles(str(SAMPLE), MODEL, tile_size=50)
 
 
@@ -167,7 +176,7 @@ def test_classes_per_tile_match_segment_with_a_halo_model(tiny_models, tmp_path)
     res = novelty.rank_tiles(str(SAMPLE), tiny_models["box4"], bands="3,2,1,4", n_select=2)
     for idx, counts in zip(res.table.index, res.table.class_counts):
         r, c = divmod(int(idx), res.table.grid[0])
-        block = classes[r * T:(r + 1) * T, c * T:(c + 1) * T]
+        block = classes[r * T // 2:r * T // 2 + T, c * T // 2:c * T // 2 + T]
         assert np.array_equal(counts, np.bincount(block.ravel() - 1, minlength=4))
 
 
