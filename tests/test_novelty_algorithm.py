@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from conftest import SAMPLE, algorithm_runner
-from test_novelty import PATCH_XY, amazon_patch, overlaps, plant
+from test_novelty import PATCH_XY, amazon_patch, assert_found_once, cloud, overlaps, plant
 
 gdal.UseExceptions()
 
@@ -56,6 +56,24 @@ def test_planted_anomaly_through_qgis(run, tmp_path):
     assert items[0].color.lightness() < items[-1].color.lightness()
     vl = QgsVectorLayer(res["OUTPUT_SELECTED"], "tiles", "ogr")
     assert vl.labelsEnabled() and vl.labeling().settings().fieldName == "rank"
+
+
+@pytest.mark.parametrize("x, y", [(90, 150), (300, 420)])
+def test_unaligned_cloud_through_qgis(run, tmp_path, x, y):
+    """processing.run: a cloud-like block off the tile grid is rank 1 and shown once in the first three."""
+    src = plant(tmp_path / "cloud.tif", [(x, y, cloud())])
+    res = run({"INPUT": str(src), "N_SELECT": 3, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
+               "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": ""})
+    vec = ogr.Open(res["OUTPUT_SELECTED"])   # kept: its features die with it
+    feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
+    gt = gdal.Open(str(src)).GetGeoTransform()
+    windows = []
+    for f in feats:
+        e = f.GetGeometryRef().GetEnvelope()   # (minx, maxx, miny, maxy) in the sample's metres
+        windows.append((round((e[0] - gt[0]) / gt[1]), round((e[3] - gt[3]) / gt[5]), 64, 64))
+    assert_found_once(windows, x, y, 64, 64)
+    scores = [f["selection_score"] for f in feats]
+    assert scores[0] == max(scores) and all(f["initial_score"] > 0 for f in feats)
 
 
 def test_errors_name_the_parameter(run, tmp_path):
