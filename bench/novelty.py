@@ -1,25 +1,28 @@
-"""``novelty``: how well DEMUD finds planted anomalies (choice of RANK and of the initial model), and its speed.
+"""``novelty``: does DEMUD rank a planted anomaly first (choice of the initial model and RANK), and its speed.
 
 Usage (from the repository root; long runs under the shared CPU lock):
 
-    flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py discovery [--seeds 0 1 ... 9] [--size 2048]
+    flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py planted [--scenes sample west naip olinda]
+        [--n 20] [--configs typical:4:1:2 ...]
     flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py speed [--size 8192] [--repeats 3]
 
-``discovery``: for each seed, a copy of the bundled sample (or a ``--size`` mosaic of it, mirrored copies)
-gets three different 64 x 64 px patches pasted on random tile-aligned places, plus a second copy of the
-first one: a patch of the Amazon scene (reflectance x 10000), a patch of the Slovenia scene (digital numbers)
-and a flat block at the sample's per-band median (typical colour, no texture); from the labelled scenes
-(docs/development.md §2). The tile features are computed once per planted raster (bundled k = 6 model),
-then DEMUD runs for every initial model
-(``--inits``: -1 = none, 0 = all tiles, N = N random tiles) and rank (``--ranks``). Reported, as means over the
-seeds, with 20 selections and the model truncated to the rank after each (DEMUD's k): ``first`` = share of
-runs whose rank-1 tile is planted; ``kinds@5`` / ``kinds@20`` = distinct planted kinds (of 3) among the first
-5 / 20 selections; ``twin@2`` = share of runs whose first two selections are the two copies, ``twins@20`` =
-share whose 20 selections hold both copies (lower is better for both).
+``planted``: per scene (:data:`SCENES`: the bundled sample, and from the labelled scenes the west half of the
+same Sentinel-2 scene, a NAIP scene of North Dakota, the Landsat 7 Olinda scene) and per anomaly kind
+(:data:`KINDS`: a bright flat cloud-like block, 7000-7300 in every band for Sentinel-2 and 240-255 for 8-bit
+data; a dark flat water-like block; a seam of 8 bad lines, saturated and dropped by turns, horizontal or
+vertical; a bright textured roof block with a dark edge), ``--n`` placements with long sides of 32-96 px at
+positions drawn with a fixed seed and never on a multiple of 16 px. Each placement is one planted copy of the
+scene; its tile features are computed once (``rank_tiles``, bundled k = 6 model, tile 64 px every 32 px), then
+DEMUD runs for every configuration ``initial model:rank[:residual weight[:reach]]`` (initial model: ``typical``
+= the default, ``all`` tiles, ``none``, ``sample`` = 128 random tiles, ``grid`` = the non-overlapping tiles,
+``trim``; reach = the exclusion around a selected tile, in positions). Reported per scene and kind: the share
+of placements whose rank-1 tile *shows* the anomaly (shares at least half of the smaller of tile and anomaly),
+the share with such a tile in the first 3, the number of placements with two or more of the first 3 tiles
+*touching* it (sharing a tenth of that), and the share whose first 3 selection scores do not increase.
 
 ``speed``: ``python -m ktextures_plugin novelty`` on a ``--size`` mosaic (tile 64, 20 selections, default
 rank; score raster and selected tiles, no HTML), each repeat in its own subprocess; tiles per second over the
-whole command and peak RSS (ru_maxrss of the child); in the same run ``segment`` (default model, tile 512) on
+whole command and peak RSS (``VmHWM`` of the child); in the same run ``segment`` (default model, tile 512) on
 the same mosaic, the peer that reads the same pixels and runs the same model. Prints Markdown tables for
 docs/benchmarks.md.
 """
@@ -191,11 +194,16 @@ def _report(tally, configs):
 
 
 def _timed(args_list):
-    """Run ``python -m ktextures_plugin ARGS`` in a child process; returns (seconds, peak RSS MB)."""
-    code = ("import resource, runpy, sys, time; sys.argv = ['ktextures_plugin'] + sys.argv[1:]; t = time.time()\n"
+    """Run ``python -m ktextures_plugin ARGS`` in a child process; returns (seconds, peak RSS MB).
+
+    Peak RSS is the child's ``VmHWM`` (``/proc/self/status``: the high-water mark of its own address space);
+    ``ru_maxrss`` would also count the parent's resident pages at the spawn (Linux keeps the old address
+    space's high-water mark across ``exec``), as bench/memory.py found."""
+    code = ("import runpy, sys, time; sys.argv = ['ktextures_plugin'] + sys.argv[1:]; t = time.time()\n"
             "try:\n    runpy.run_module('ktextures_plugin', run_name='__main__')\nexcept SystemExit as e:\n"
             "    assert not e.code, e.code\n"
-            "print('BENCH', time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+            "hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0]\n"
+            "print('BENCH', time.time() - t, hwm, file=sys.stderr)")
     cp = subprocess.run([sys.executable, "-c", code] + args_list, cwd=ROOT, capture_output=True, text=True)
     line = [ln for ln in cp.stderr.splitlines() if ln.startswith("BENCH")]
     if cp.returncode != 0 or not line:
@@ -214,11 +222,13 @@ def speed(args):
                                        "--selected", os.path.join(OUT, "novelty_selected.gpkg"), "--quiet"]))
         runs["segment"].append(_timed(["segment", src, "--out", os.path.join(OUT, "novelty_peer_classes.tif"),
                                        "--quiet"]))
-    tiles = (-(-args.size // T)) ** 2
+    from ktextures_plugin.core.novelty import tile_grid
+    cols, rows = tile_grid((args.size, args.size), T)
+    tiles = cols * rows
     nov = statistics.median(s for s, _ in runs["novelty"])
     seg = statistics.median(s for s, _ in runs["segment"])
-    print("| raster | tiles of 64 px | repeats | novelty s (median) | tiles/s | peak RSS MB (max) | segment s (median) "
-          "| novelty / segment |\n|---|---|---|---|---|---|---|---|")
+    print("| raster | tiles of 64 px every 32 px | repeats | novelty s (median) | tiles/s | peak RSS MB (max) "
+          "| segment s (median) | novelty / segment |\n|---|---|---|---|---|---|---|---|")
     print(f"| mosaic {args.size} x {args.size} | {tiles} | {args.repeats} | {nov:.1f} | {tiles / nov:.0f} | "
           f"{max(m for _, m in runs['novelty']):.0f} | {seg:.1f} | {nov / seg:.1f} |")
     print("per repeat: novelty " + " / ".join(f"{s:.1f}" for s, _ in runs["novelty"]) + "; segment "
