@@ -390,8 +390,12 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
     block = (t // 2) * max(2, WINDOW_PX // (t // 2))
     size = (ds.RasterXSize, ds.RasterYSize)
     tiles = list(tiling.iter_tiles((0, 0) + size, size, block, window_halo(t, ctx.info.halo_px)))
-    app, res, idx, cnt = [], [], [], []
-    skipped, any_valid = 0, False
+    widths = tuple(int(o.shape[1]) for o in ctx.fsess.get_outputs())
+    n_grid = ctx.grid[0] * ctx.grid[1]   # filled window by window: no second copy when done
+    app = np.empty((n_grid, 2 * sum(widths)), np.float32)
+    res = np.empty((n_grid, sum(widths)), np.float32)
+    idx, cnt = [], []
+    n, skipped, any_valid = 0, 0, False
     with contextlib.closing(prefetch(ds, bands, iter(tiles), extra_nodata, is_canceled,
                                       prepare=lambda d: scale_for_features(d, smin, smax))) as reader:
         for n_done, (tile, data, valid) in enumerate(reader):
@@ -400,8 +404,9 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
             b = _Window(tile, data, valid, ctx)
             any_valid |= b.any_valid
             skipped += int((~b.keep).sum())
-            app.append(b.appearance[b.keep])
-            res.append(b.residual[b.keep])
+            m = int(b.keep.sum())
+            app[n:n + m], res[n:n + m] = b.appearance[b.keep], b.residual[b.keep]
+            n += m
             idx.append(b.index[b.keep])
             cnt.append(b.counts[b.keep])
             if progress:
@@ -409,13 +414,13 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
     if not any_valid:
         raise RasterError("Every pixel of the input is nodata (mask band, NaN/Inf or {name}): nothing to rank. "
                           "Check {name} or choose another raster.", parameter="nodata")
-    index = np.concatenate(idx).astype(np.int64)
-    if index.size == 0:
+    if n == 0:
         raise RasterError(f"Every tile is mostly nodata (under {MIN_VALID_FRACTION:.0%} valid pixels; {skipped} "
                           "tiles): nothing to rank. Choose a smaller {name} or a raster with more valid data.",
                           parameter="tile_size")
-    widths = tuple(int(o.shape[1]) for o in ctx.fsess.get_outputs())
-    return TileTable(ctx.grid, index, np.concatenate(app), np.concatenate(res), np.concatenate(cnt).astype(np.int64),
+    if n < n_grid:
+        app, res = app[:n].copy(), res[:n].copy()
+    return TileTable(ctx.grid, np.concatenate(idx).astype(np.int64), app, res, np.concatenate(cnt).astype(np.int64),
                      skipped, widths, t // 2)
 
 
