@@ -76,3 +76,30 @@ def test_a_model_without_scores_segments_as_before_with_a_warning(tmp_path, tiny
     ref = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "r.tif"), SegmentOptions(bands=RGBN))
     assert res.smoothing == 0 and any("no 'scores' output" in w for w in res.warnings)
     assert np.array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif")) and ref.warnings == []
+
+
+def _plain_icm(costs, beta, sweeps, valid=None):
+    """The textbook synchronous ICM: every pixel re-evaluated each sweep (the reference of icm_potts)."""
+    from ktextures_plugin.core.smoothing import neighbour_counts
+    labels = np.argmin(costs, axis=0)
+    for _ in range(sweeps):
+        new = np.argmin(costs - np.float32(beta) * neighbour_counts(labels, costs.shape[0], valid), axis=0)
+        if valid is not None:
+            new = np.where(valid, new, labels)
+        labels = new
+    return labels
+
+
+@pytest.mark.parametrize("seed,k,integer", [(0, 2, False), (1, 5, True), (2, 8, False), (3, 3, True)])
+def test_icm_potts_equals_the_plain_algorithm(seed, k, integer):
+    """The active-set ICM gives exactly the labels of the plain one (every pixel every sweep, no early stop), on
+    noisy and on integer costs (many ties: the first class of least energy wins), with and without nodata."""
+    rng = np.random.default_rng(seed)
+    costs = rng.normal(size=(k, 70, 90)).astype(np.float32)
+    if integer:
+        costs = np.round(costs * 2).astype(np.float32)
+    valid = rng.random((70, 90)) > 0.05
+    valid[10:30, 20:40] = False
+    for beta in (0.25, 1.0, 4.0):
+        for v in (None, valid):
+            assert np.array_equal(icm_potts(costs, beta, 10, v), _plain_icm(costs, beta, 10, v))
