@@ -171,3 +171,20 @@ class _Grid:
         out = np.flatnonzero(self.marker)
         self.marker[out] = False
         return out[self.real[out]]
+
+
+def squared_distance_costs(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Per-class costs of k-means: squared Euclidean distance of each pixel to each centre.
+
+    Args:
+        z: (C, H, W) float32 features (e.g. z-scored bands).
+        centres: (k, C) float centres in the same units.
+
+    Returns:
+        (k, H, W) float32 squared distances.
+    """
+    zc = z.astype(np.float32, copy=False)
+    out = np.empty((centres.shape[0],) + z.shape[1:], np.float32)
+    for i, centre in enumerate(np.asarray(centres, np.float32)):
+        out[i] = np.sum((zc - centre[:, None, None]) ** 2, axis=0)
+    return out
