@@ -259,7 +259,8 @@ class TileClasses:
 
 
 def classify_tile(session, model: TileModel, tile, data: np.ndarray, valid: np.ndarray) -> TileClasses:
-    """Classify one tile: the model on the scaled read window, cropped to the core, nodata kept as 0.
+    """Classify one tile: the model on the scaled read window, cropped to the core, nodata kept as 0
+    (:func:`infer_tile`, then :func:`finish_tile`).
 
     Args:
         session: an onnxruntime session on the model.
@@ -270,36 +271,23 @@ def classify_tile(session, model: TileModel, tile, data: np.ndarray, valid: np.n
         valid: bool ``(h, w)``.
 
     Raises:
-        ModelError: the model returned a class outside ``0..k-1`` (``modelinfo.check_classes``).
+        ModelError: the model returned a class outside ``0..k-1``, or ``scores`` for another number of classes.
     """
-    k = model.info.num_classes
-    core = tile.core_in_read.slices()
-    cvalid = valid[core]
-    tc = TileClasses(np.zeros(cvalid.shape, model.label_dtype), None, cvalid, 0,
-                     np.zeros(k, np.int64), np.zeros((k, 3), np.float64))
-    if not cvalid.any():
-        return tc
-    full = bool(valid.all())
-    tc.n_valid = cvalid.size if full else int(cvalid.sum())
-    if not full:
-        data[:, ~valid] = model.info.nodata_fill
-    tc.cls = _tile_classes(session, model, data, valid)[core]
-    if full:  # no boolean indexing on tiles without nodata (most of them)
-        np.add(tc.cls, 1, out=tc.labels, casting="unsafe")
-    else:
-        tc.labels[cvalid] = tc.cls[cvalid] + 1
-    if min(model.rgb_idx) >= 0:
-        _add_colors(tc, data[(slice(None),) + core], model.rgb_idx)
-    return tc
+    return finish_tile(model, tile, data, valid, infer_tile(session, model, tile, data, valid))
 
 
-def _tile_classes(session, model: TileModel, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Class indices 0..k-1 of the whole read window: the ``class`` output, or with smoothing on the Potts/ICM
-    labels of the costs ``-scores`` (:func:`.smoothing.icm_potts`).
+def infer_tile(session, model: TileModel, tile, data: np.ndarray, valid: np.ndarray) -> Optional[np.ndarray]:
+    """The onnxruntime part of :func:`classify_tile`: ``None`` when the core has no valid pixel, else the
+    ``class`` output (H, W) of the read window, or with smoothing on the costs ``-scores`` (k, H, W) float32.
+    Fills the invalid pixels of ``data`` with the model's ``nodata_fill``.
 
     Raises:
         ModelError: a class outside ``0..k-1``, or ``scores`` with another number of classes than k.
     """
+    if not valid[tile.core_in_read.slices()].any():
+        return None
+    if not valid.all():
+        data[:, ~valid] = model.info.nodata_fill
     if model.smoothing <= 0:
         cls = infer_classes(session, data, model.info.halo_px, model.chunk_px)
         check_classes(cls, model.info)  # a model outside the contract never writes a wrong class
@@ -308,8 +296,32 @@ def _tile_classes(session, model: TileModel, data: np.ndarray, valid: np.ndarray
     if costs.shape[0] != model.info.num_classes:
         raise ModelError(f"{model.info.path}: the '{OUTPUT_SCORES}' output has {costs.shape[0]} classes but the "
                          f"metadata says k = {model.info.num_classes}. Fix the metadata or re-export the model.")
-    np.negative(costs, out=costs)
-    return icm_potts(costs, model.smoothing, model.sweeps, None if valid.all() else valid)
+    return np.negative(costs, out=costs)
+
+
+def finish_tile(model: TileModel, tile, data: np.ndarray, valid: np.ndarray, raw: Optional[np.ndarray]) -> TileClasses:
+    """The numpy part of :func:`classify_tile` on the output of :func:`infer_tile`: the smoothing step when on
+    (:func:`.smoothing.icm_potts` on the whole read window), then the core's labels, counts and colour sums. Runs
+    in any thread (it only reads ``data``)."""
+    k = model.info.num_classes
+    core = tile.core_in_read.slices()
+    cvalid = valid[core]
+    tc = TileClasses(np.zeros(cvalid.shape, model.label_dtype), None, cvalid, 0,
+                     np.zeros(k, np.int64), np.zeros((k, 3), np.float64))
+    if raw is None:
+        return tc
+    full = bool(valid.all())
+    tc.n_valid = cvalid.size if full else int(cvalid.sum())
+    if raw.ndim == 3:
+        raw = icm_potts(raw, model.smoothing, model.sweeps, None if full else valid)
+    tc.cls = raw[core]
+    if full:  # no boolean indexing on tiles without nodata (most of them)
+        np.add(tc.cls, 1, out=tc.labels, casting="unsafe")
+    else:
+        tc.labels[cvalid] = tc.cls[cvalid] + 1
+    if min(model.rgb_idx) >= 0:
+        _add_colors(tc, data[(slice(None),) + core], model.rgb_idx)
+    return tc
 
 
 def _add_colors(tc: TileClasses, x: np.ndarray, rgb_idx) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from . import raster, tiling
 from .classstats import ClassCounter
 from .feedback import Feedback
-from .inference import TileModel, classify_tile, open_session
+from .inference import TileModel, classify_tile, finish_tile, infer_tile, open_session
 from .tileio import prefetch
 from .tiling import Window
 
@@ -106,12 +106,35 @@ def classify_tiles(job: SegmentJob, ds, session, tiles: Iterable[tiling.Tile],
     reader = prefetch(ds, list(job.bands), tiles, job.extra_nodata, is_canceled,
                       prepare=lambda d: raster.scale_in_place(d, job.smin, job.smax))
     try:
+        if job.model.smoothing > 0:
+            yield from _smoothed_tiles(job, session, reader)
+            return
         for tile, data, valid in reader:
-            tc = classify_tile(session, job.model, tile, data, valid)
-            sim = simulate(job, tile, tc) if job.textures is not None else None
-            yield WindowClasses(tile.core, tc.labels, {(tile.core.yoff, tile.core.xoff): _stats(job, tile, tc)}, sim)
+            yield _window_classes(job, tile, classify_tile(session, job.model, tile, data, valid))
     finally:
         reader.close()  # stops and joins the reader thread
+
+
+def _smoothed_tiles(job: SegmentJob, session, reader) -> Iterator[WindowClasses]:
+    """With smoothing on, the smoothing step of each tile (numpy, which releases the GIL) runs in a helper thread
+    while onnxruntime infers the next tile; the tiles still come out in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="ktextures-smoothing") as pool:
+        pending = None
+        for tile, data, valid in reader:
+            raw = infer_tile(session, job.model, tile, data, valid)
+            fut = pool.submit(finish_tile, job.model, tile, data, valid, raw)
+            if pending is not None:
+                yield _window_classes(job, pending[0], pending[1].result())
+            pending = (tile, fut)
+        if pending is not None:
+            yield _window_classes(job, pending[0], pending[1].result())
+
+
+def _window_classes(job: SegmentJob, tile: tiling.Tile, tc) -> WindowClasses:
+    sim = simulate(job, tile, tc) if job.textures is not None else None
+    return WindowClasses(tile.core, tc.labels, {(tile.core.yoff, tile.core.xoff): _stats(job, tile, tc)}, sim)
 
 
 def classify_window(job: SegmentJob, ds, session, window: Window) -> WindowClasses:
