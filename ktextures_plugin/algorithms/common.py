@@ -76,12 +76,13 @@ def output_message(exc, names) -> str:
 
 def check_outputs(names, outputs, inputs) -> None:
     """:func:`core.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
-    QGIS parameters (``names``: core key -> parameter id)."""
+    QGIS parameters (``names``: core key -> parameter id). The algorithms save QGIS default styles beside their
+    raster and vector outputs, so those ``.qml`` files are checked too (``styles=True``)."""
     from ..core.outputs import OutputPathError
     from ..core.outputs import check_outputs as check
 
     try:
-        check(outputs, inputs)
+        check(outputs, inputs, styles=True)
     except OutputPathError as exc:
         raise QgsProcessingException(exc.message(names)) from None
 

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from ..core.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
-    bad = check_outputs(PROG, NAMES, _outputs(args), {"input": args.image, "model": model})
+    bad = check_outputs(PROG, NAMES, _outputs(args), {"input": _inputs(args), "model": model})
     if bad is not None:
         return bad
     bar = None
@@ -96,6 +96,15 @@ def main(argv=None) -> int:
     if bar is not None:
         bar.close()
     return _report(args, res)
+
+
+def _inputs(args):
+    """The input as the output check sees it: with ``--dask``, a ``.txt`` list is every raster it lists."""
+    if args.dask is not None:
+        from .distributed import is_list, listed_rasters
+        if is_list(args.image) and os.path.isfile(args.image):
+            return [args.image] + listed_rasters(args.image)
+    return args.image
 
 
 def _outputs(args) -> dict:
