@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import time
+import traceback
 import uuid
 from typing import Callable, Iterator, List, Optional
 
@@ -111,8 +112,10 @@ class Partial:
         if self.ds is None:
             return
         errors: List[str] = []
+        flush = getattr(self.ds, "FlushCache", None) or getattr(self.ds, "SyncToDisk", None)
         try:
-            self.ds.FlushCache()
+            if flush is not None:
+                flush()
         except RuntimeError as exc:
             errors.append(str(exc))
         errors += close_dataset(self, "ds")
@@ -173,27 +176,29 @@ def atomic_output(final_path: str, ext: Optional[str] = None, deliver: Optional[
         yield part
         part.close()
         (deliver or move_fileset)(part.path, final_path)
-    except OutputError:
-        _drop(part)
+    except OutputError as exc:
+        _drop(part, exc)
         raise
     except OSError as exc:
-        _drop(part)
-        why = exc.strerror or str(exc)
-        raise OutputError(f"Cannot write '{final_path}': {why}. Free disk space or choose another folder you "
-                          "can write to.") from None
+        _drop(part, exc)
+        raise OutputError(f"Cannot write '{final_path}': {exc.strerror or exc}. Free disk space or choose "
+                          "another folder you can write to.") from None
     except RuntimeError as exc:
-        _drop(part)
+        _drop(part, exc)
         if not _is_write_error(str(exc), part.path):
             raise
         raise OutputError(f"Cannot write '{final_path}': {exc}. Free disk space or choose another folder you "
                           "can write to.") from None
-    except BaseException:
-        _drop(part)
+    except BaseException as exc:
+        _drop(part, exc)
         raise
     delivered(final_path)
 
 
-def _drop(part: Partial) -> None:
+def _drop(part: Partial, exc: BaseException) -> None:
+    """Remove a failed output's partial files, once the frames of the failure (which may hold its GDAL
+    datasets and layers open) are cleared."""
+    traceback.clear_frames(exc.__traceback__)
     part.abandon()
     remove_fileset(part.path)
 
