@@ -118,10 +118,24 @@ def _outputs(args) -> dict:
 def _report(args, res) -> int:
     """Print the per-class table and a summary line; write the CSV report when ``--report`` is given and the
     HTML report when ``--html`` is given."""
-    from ..core.vectorize import format_report, write_report
+    from ..core.errors import OutputError
+    try:
+        _write_reports(args, res)
+    except OutputError as exc:  # a report that cannot be written (full disk): the run's outputs go with it
+        return fail(PROG, exc, NAMES)
+    from ..core.vectorize import format_report
     rows = res.report_rows()
+    print(format_report(rows))
+    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
+          f"({res.execution_provider})")
+    return 0
+
+
+def _write_reports(args, res) -> None:
+    """``--report`` (CSV) and ``--html``, when given."""
+    from ..core.vectorize import write_report
     if args.report:
-        write_report(args.report, rows)
+        write_report(args.report, res.report_rows())
     if args.html:
         from ..core.html_report import from_segment, write_html_report
         from ..core.inference import open_session
@@ -129,10 +143,6 @@ def _report(args, res) -> int:
         params = {k: v for k, v in vars(args).items() if v is not None and v is not False}
         write_html_report(args.html, from_segment(res, args.image, session=session, parameters=params))
         print(f"HTML report -> {args.html}", file=sys.stderr)
-    print(format_report(rows))
-    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
-          f"({res.execution_provider})")
-    return 0
 
 
 def _remove(paths):

@@ -120,8 +120,7 @@ class Partial:
             errors.append(str(exc))
         errors += close_dataset(self, "ds")
         if errors:
-            raise OutputError(f"Cannot write '{self.final}': {errors[0]}. Free disk space or choose another "
-                              "folder.")
+            raise write_failed(self.final, errors[0])
 
     def abandon(self) -> None:
         """Close ``ds`` ignoring errors (the file is removed next)."""
@@ -132,6 +131,15 @@ class Partial:
 def close_dataset(holder, attr: str) -> List[str]:
     """Drop ``holder.<attr>`` (a GDAL dataset: the last reference closes it) and return the error messages
     GDAL reported while closing; with exceptions on, GDAL 3.6 can only print those ("Exception ignored")."""
+    with quiet_gdal_close() as errors:
+        setattr(holder, attr, None)
+    return errors
+
+
+@contextlib.contextmanager
+def quiet_gdal_close() -> Iterator[List[str]]:
+    """Collect (instead of print) the errors GDAL reports while datasets are destroyed inside the block: its
+    error handler's failures and the exceptions Python can only report as "Exception ignored"."""
     errors: List[str] = []
 
     def handler(cls, _no, msg):
@@ -142,11 +150,10 @@ def close_dataset(holder, attr: str) -> List[str]:
     sys.unraisablehook = lambda u: errors.append(str(u.exc_value))
     gdal.PushErrorHandler(handler)
     try:
-        setattr(holder, attr, None)
+        yield errors
     finally:
         gdal.PopErrorHandler()
         sys.unraisablehook = hook
-    return errors
 
 
 Deliver = Callable[[str, str], None]
@@ -181,32 +188,38 @@ def atomic_output(final_path: str, ext: Optional[str] = None, deliver: Optional[
         raise
     except OSError as exc:
         _drop(part, exc)
-        raise OutputError(f"Cannot write '{final_path}': {exc.strerror or exc}. Free disk space or choose "
-                          "another folder you can write to.") from None
+        raise write_failed(final_path, exc.strerror or str(exc)) from None
     except RuntimeError as exc:
         _drop(part, exc)
         if not _is_write_error(str(exc), part.path):
             raise
-        raise OutputError(f"Cannot write '{final_path}': {exc}. Free disk space or choose another folder you "
-                          "can write to.") from None
+        raise write_failed(final_path, str(exc)) from None
     except BaseException as exc:
         _drop(part, exc)
         raise
     delivered(final_path)
 
 
+def write_failed(final_path: str, why: str) -> OutputError:
+    """The error of an output that could not be written: names it, the reason, and the fix."""
+    return OutputError(f"Cannot write '{final_path}': {why.strip().rstrip('.')}. Free disk space or choose "
+                       "another folder you can write to.")
+
+
 def _drop(part: Partial, exc: BaseException) -> None:
     """Remove a failed output's partial files, once the frames of the failure (which may hold its GDAL
     datasets and layers open) are cleared."""
-    traceback.clear_frames(exc.__traceback__)
-    part.abandon()
+    with quiet_gdal_close():
+        traceback.clear_frames(exc.__traceback__)
+        part.abandon()
     remove_fileset(part.path)
 
 
 def _is_write_error(msg: str, partial: str) -> bool:
     """Whether a GDAL error message is about writing (not reading an input)."""
     low = msg.lower()
-    return ("no space left" in low or "write error" in low or "disk quota" in low
+    return (any(w in low for w in ("no space left", "write error", "disk quota", "disk is full", "disk full",
+                                   "read-only file system"))
             or os.path.basename(partial).lower() in low)
 
 

@@ -103,14 +103,14 @@ def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bo
         mine = _keys(files_written(path, kind, styles))
         for in_key, files in input_files.items():
             if mine & files:
-                raise OutputPathError(key, f"{{name}} '{path}'{_which(path, kind, styles, files)} is a file the "
-                                      "input {other} reads; an input is never overwritten. Choose another file "
-                                      "name for {name}.", in_key)
+                what = _which(path, kind, styles, files) or " is the input {other} or a file read with it"
+                raise OutputPathError(key, f"{{name}} '{path}'{what}; an input is never overwritten. Choose "
+                                      "another file name for {name}.", in_key)
         for other_key, files in seen.items():
             if mine & files:
-                raise OutputPathError(key, f"{{name}} '{path}'{_which(path, kind, styles, files)} is also a file "
-                                      "of {other}, so one output would be lost. Choose another file name for "
-                                      "{name}.", other_key)
+                what = _which(path, kind, styles, files, "also written by {other}") or " is the same file as {other}"
+                raise OutputPathError(key, f"{{name}} '{path}'{what}, so one output would be lost. Choose another "
+                                      "file name for {name}.", other_key)
         _check_format(key, path, kind)
         seen[key] = mine
     for _, path, kind in wanted:
@@ -118,15 +118,15 @@ def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bo
             remove_stale_partials(path)
 
 
-def _which(path: str, kind: str, styles: bool, keys: Set) -> str:
-    """``""`` when ``path`` itself is in ``keys``, else `` (through 'NAME')``: the first file written for it
-    (a sidecar, a style file) whose identity is in ``keys``, for a message."""
+def _which(path: str, kind: str, styles: bool, keys: Set, whose: str = "read with the input {other}") -> str:
+    """``""`` when ``path`` itself is in ``keys``, else `` writes its sidecar 'NAME', a file WHOSE``: the first
+    file written for ``path`` (a sidecar, a style file) whose identity is in ``keys``, for a message."""
     if _key(path) in keys:
         return ""
     for f in files_written(path, kind, styles):
         if _key(f) in keys:
             what = "its style file" if f.endswith(".qml") else "its sidecar"
-            return f" writes {what} '{os.path.basename(f)}', which"
+            return f" writes {what} '{os.path.basename(f)}', a file {whose}"
     return ""
 
 
@@ -136,6 +136,9 @@ def _check_shape(key: str, path: str, kind: str, folders_must_exist: bool) -> No
                               f"e.g. '{os.path.join(path, 'output' + _example_ext(kind))}'.")
     if kind == FOLDER and os.path.exists(path) and not os.path.isdir(path):
         raise OutputPathError(key, f"{{name}} '{path}' is a file, not a folder. Choose a folder for {{name}}.")
+    if kind == FOLDER and not os.access(_existing(path), os.W_OK):  # the folder, or where it would be made
+        raise OutputPathError(key, f"{{name}} '{path}' cannot be written: '{_existing(path)}' is read-only. "
+                              "Choose a folder you can write to for {name}.")
     folder = os.path.dirname(os.path.abspath(path))
     folders_must_exist = folders_must_exist and kind not in (FOLDER, SINK)  # created by the writer
     if folders_must_exist and not os.path.isdir(folder):
@@ -144,6 +147,14 @@ def _check_shape(key: str, path: str, kind: str, folders_must_exist: bool) -> No
     if folders_must_exist and not os.access(folder, os.W_OK):
         raise OutputPathError(key, f"The folder of {{name}} is not writable: '{folder}'. Choose a folder you "
                               "can write to for {name}.")
+
+
+def _existing(path: str) -> str:
+    """``path`` or its nearest existing parent folder."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    return p
 
 
 def _example_ext(kind: str) -> str:
