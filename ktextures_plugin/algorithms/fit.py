@@ -29,7 +29,15 @@ from ..training.defaults import (
     VARIANTS,
 )
 from ..training.errors import TORCH_INSTALL_HINT
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
+from .common import (
+    KTexturesAlgorithm,
+    all_or_nothing,
+    check_outputs,
+    gdal_source,
+    make_folders,
+    optional_number,
+    output_message,
+)
 
 #: core keys (core.outputs, training.fit) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
@@ -123,6 +131,7 @@ class FitAlgorithm(KTexturesAlgorithm):
             return False, TORCH_INSTALL_HINT
         return True, ""
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..training import torch_available
 

@@ -25,6 +25,7 @@ from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import novelty_styling
 from .common import (
     ModelInputAlgorithm,
+    all_or_nothing,
     cached_session,
     check_outputs,
     gdal_source,
@@ -130,6 +131,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                        "html": (page, outputs.TABLE)}, {"input": src, "model": model_path})
         return score, selected, page
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.errors import Canceled
         from ..core.novelty import rank_tiles

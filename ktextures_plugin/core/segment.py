@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import classraster, geo, outputs, raster
+from . import atomic, classraster, geo, outputs, raster
 from .bands import select_bands
 from .classstats import class_stats
 from .errors import RasterError
@@ -321,7 +321,8 @@ def _segment(input_path, model_path, output_path, run: _Run) -> SegmentResult:
                          opts.extra_nodata, Window(*plan.window), int(opts.tile_size), TileModel.of(info, beta),
                          opts.threads, textures=_textures(session, info, opts))
         provider = run.windows.start(job, feedback)
-        with contextlib.ExitStack() as stack:  # partial files: moved into place on success, else deleted
+        # partial files: moved into place on success, else deleted; the simulation goes with a failed raster
+        with atomic.all_or_nothing(), contextlib.ExitStack() as stack:
             po = stack.enter_context(classraster.partial_output(output_path))
             ps = stack.enter_context(classraster.partial_output(opts.simulation_path)) \
                 if job.textures is not None else None
