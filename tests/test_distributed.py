@@ -83,6 +83,19 @@ def test_dask_honours_palette_class_names_and_simulation(tmp_path, tiny_models, 
     assert np.array_equal(a, b, equal_nan=True) and np.isfinite(a).any()
 
 
+def test_dask_smoothing_equals_single_process(tmp_path, client):
+    """The smoothing step on Dask windows (each tile read with the model's halo plus one pixel per sweep) gives
+    the single process's raster and report."""
+    from onnx_fixtures import scores_model
+    model = scores_model(tmp_path / "scores.onnx", k=4, box=True)
+    opts = SegmentOptions(tile_size=TILE, bands="3,2,1,4", scaling="stretch", smoothing=1.5)
+    single = segment_raster(str(SAMPLE), model, str(tmp_path / "one.tif"), opts)
+    dist = kd.segment_dask(str(SAMPLE), model, str(tmp_path / "dask.tif"), opts, client=client,
+                           window_tiles=WINDOW_TILES)
+    assert single.smoothing == dist.smoothing == 1.5
+    assert_same(single, dist, tmp_path / "one.tif", tmp_path / "dask.tif")
+
+
 def test_cli_with_address_and_a_list_of_rasters(tmp_path, client, capsys):
     """A text list of two rasters on one grid (built into a VRT) through the command line with the scheduler's
     address equals the single-process run on the whole sample, report included."""
