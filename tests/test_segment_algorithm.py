@@ -332,3 +332,21 @@ def test_cli_and_qgis_build_the_same_segment_options(provider, tmp_path):
     assert from_qgis == norm
     assert from_cli != SegmentOptions() and all(getattr(from_qgis, f) != getattr(SegmentOptions(), f)
                                                 for f in qgis_segment.OPTIONS)
+
+
+def test_smoothing_parameter_runs_the_smoothing_step(run, tmp_path):
+    """SMOOTHING through Processing gives the core's smoothed raster; empty takes the model's recommendation."""
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+    from onnx_fixtures import scores_model
+    model = scores_model(tmp_path / "s.onnx", k=4, smoothing_beta=1.5)
+    base = {"INPUT": str(SAMPLE), "MODEL_FILE": model, "BANDS": [3, 2, 1, 4], "MIN_SEGMENT_PX": 0,
+            "OUTPUT_VECTOR": None}
+    a = run({**base, "SMOOTHING": 2.0, "OUTPUT_RASTER": str(tmp_path / "a.tif")})
+    d = run({**base, "OUTPUT_RASTER": str(tmp_path / "d.tif")})
+    ref = segment_raster(str(SAMPLE), model, str(tmp_path / "r.tif"), SegmentOptions(bands=[3, 2, 1, 4],
+                                                                                     smoothing=2.0))
+    rec = segment_raster(str(SAMPLE), model, str(tmp_path / "q.tif"), SegmentOptions(bands=[3, 2, 1, 4]))
+    assert ref.smoothing == 2.0 and rec.smoothing == 1.5
+    assert np.array_equal(_classes(a["OUTPUT_RASTER"])[0], _classes(ref.path)[0])
+    assert np.array_equal(_classes(d["OUTPUT_RASTER"])[0], _classes(rec.path)[0])
+    assert not np.array_equal(_classes(ref.path)[0], _classes(rec.path)[0])
