@@ -312,9 +312,7 @@ def finish_tile(model: TileModel, tile, data: np.ndarray, valid: np.ndarray, raw
         return tc
     full = bool(valid.all())
     tc.n_valid = cvalid.size if full else int(cvalid.sum())
-    if raw.ndim == 3:
-        raw = icm_potts(raw, model.smoothing, model.sweeps, None if full else valid)
-    tc.cls = raw[core]
+    tc.cls = _smoothed_core(model, tile, raw, valid, full) if raw.ndim == 3 else raw[core]
     if full:  # no boolean indexing on tiles without nodata (most of them)
         np.add(tc.cls, 1, out=tc.labels, casting="unsafe")
     else:
@@ -322,6 +320,18 @@ def finish_tile(model: TileModel, tile, data: np.ndarray, valid: np.ndarray, raw
     if min(model.rgb_idx) >= 0:
         _add_colors(tc, data[(slice(None),) + core], model.rgb_idx)
     return tc
+
+
+def _smoothed_core(model: TileModel, tile, costs: np.ndarray, valid: np.ndarray, full: bool) -> np.ndarray:
+    """The core's classes by :func:`.smoothing.icm_potts` on the costs of the core plus ``model.sweeps`` pixels
+    around it (what the core's labels depend on; the model's own halo band is left out)."""
+    cx, cy, tw, th = tile.core_in_read
+    s = model.sweeps
+    ya, yb = max(0, cy - s), min(costs.shape[1], cy + th + s)
+    xa, xb = max(0, cx - s), min(costs.shape[2], cx + tw + s)
+    sub = np.ascontiguousarray(costs[:, ya:yb, xa:xb])
+    cls = icm_potts(sub, model.smoothing, s, None if full else valid[ya:yb, xa:xb])
+    return cls[cy - ya:cy - ya + th, cx - xa:cx - xa + tw]
 
 
 def _add_colors(tc: TileClasses, x: np.ndarray, rgb_idx) -> None:
