@@ -1,4 +1,4 @@
-"""Command line without QGIS: ``python -m ktextures_plugin {segment,fit,evaluate,kmeans,inspect,novelty} ...``.
+"""Command line without QGIS: ``python -m ktextures_plugin {segment,fit,evaluate,kmeans,inspect,novelty,install} ...``.
 
 Each sub-command lives in ``ktextures_plugin/cli/<name>.py`` and exposes ``main(argv) -> int``; it is
 imported only when called, so ``segment`` never imports torch.
@@ -13,6 +13,7 @@ COMMANDS = {
     "kmeans": "per-pixel k-means baseline in the same output format as segment",
     "inspect": "print a model's k-textures metadata",
     "novelty": "rank the tiles the k textures cannot explain (DEMUD), with a visual explanation",
+    "install": "install onnxruntime or torch into the plugin's folder of a QGIS profile (QGIS's Python)",
 }
 
 

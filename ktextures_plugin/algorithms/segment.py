@@ -26,7 +26,8 @@ from qgis.core import (
 from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, OutputError, check_class_names
 from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
-from ..core.runtime import INSTALL_HINT, onnxruntime_available
+from ..core.runtime import onnxruntime_available
+from ..installer_gui import manual_hint
 from . import rgb_styling, styling
 from .common import (
     ModelInputAlgorithm,
@@ -133,7 +134,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
 
     def canExecute(self):  # noqa: N802
         if not onnxruntime_available():
-            return False, INSTALL_HINT
+            return False, manual_hint("onnxruntime")
         return True, ""
 
     def _class_names(self, parameters, context, session):
@@ -150,7 +151,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         if not onnxruntime_available():
-            raise QgsProcessingException(INSTALL_HINT)
+            raise QgsProcessingException(manual_hint("onnxruntime"))
         t0 = time.perf_counter()
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
