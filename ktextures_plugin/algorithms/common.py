@@ -86,6 +86,20 @@ def check_outputs(names, outputs, inputs) -> None:
         raise QgsProcessingException(exc.message(names)) from None
 
 
+def sink_destination(parameters, name, context) -> str:
+    """The destination text of the feature-sink parameter ``name`` (a path, 'TEMPORARY_OUTPUT', 'memory:', an
+    'ogr:' URI; '' when not set), read without ``parameterAsOutputLayer``: called on a sink, that registers an
+    extra layer to load on completion, which QGIS then reports as "not correctly generated"."""
+    from qgis.core import QgsProcessingOutputLayerDefinition, QgsProperty
+
+    value = parameters.get(name)
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink
+    if isinstance(value, QgsProperty):
+        value = value.valueAsString(context.expressionContext(), "")[0]
+    return "" if value is None else str(value)
+
+
 class KTexturesAlgorithm(QgsProcessingAlgorithm):
     """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them.
 

@@ -31,7 +31,7 @@ from ..core import sampling
 from ..core.classraster import OutputError, read_palette
 from ..core.raster import RasterError, open_raster
 from . import sample_styling
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, output_message
+from .common import KTexturesAlgorithm, check_outputs, gdal_source, output_message, sink_destination
 
 #: core keys (core.outputs, core.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
@@ -166,9 +166,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
         wanted = {"folder": (self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context), outputs.FOLDER)}
         for key, pid in (("points", self.OUTPUT_POINTS), ("chips", self.OUTPUT_CHIPS),
                          ("summary", self.OUTPUT_SUMMARY)):
-            if parameters.get(pid) in (None, ""):
-                continue
-            dest = self.parameterAsOutputLayer(parameters, pid, context) or ""
+            dest = sink_destination(parameters, pid, context)
             if dest and not dest.startswith(("memory:", "TEMPORARY_OUTPUT", "ogr:", "postgres:", "spatialite:")):
                 wanted[key] = (dest, outputs.SINK)
         check_outputs(NAMES, wanted, {"input": class_path, "image": image_path})
