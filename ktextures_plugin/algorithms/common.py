@@ -100,6 +100,40 @@ def sink_destination(parameters, name, context) -> str:
     return "" if value is None else str(value)
 
 
+def output_layer(alg, parameters, name, context) -> str:
+    """``parameterAsOutputLayer`` of a raster or vector destination, except that one given but empty ('' when
+    not wanted) registers nothing: the batch dialog passes an optional output left blank that way, and QGIS then
+    reports an empty bullet as "not correctly generated"."""
+    if parameters.get(name) is not None and sink_destination(parameters, name, context) == "":
+        return ""
+    return alg.parameterAsOutputLayer(parameters, name, context) or ""
+
+
+def add_html_destination(alg, name: str, description: str, by_default: bool = False) -> None:
+    """An optional HTML file destination ``name`` whose output is declared as a ``QgsProcessingOutputFile``.
+
+    Declared as the automatic ``QgsProcessingOutputHtml``, the page breaks QGIS 3.22's batch dialog
+    (``BatchAlgorithmDialog.loadHTMLResults`` calls ``ProcessingResults.addResult()`` without its ``timestamp``
+    for every HTML output: a Python error dialog, then a progress bar stuck at 100 %). The page still reaches
+    the Results Viewer, from :meth:`KTexturesAlgorithm.postProcessAlgorithm` (:meth:`show_page`)."""
+    from qgis.core import QgsProcessingOutputFile, QgsProcessingParameterFileDestination
+
+    alg.addParameter(QgsProcessingParameterFileDestination(
+        name, description, fileFilter="HTML files (*.html *.htm)", optional=True, createByDefault=by_default),
+        createOutput=False)
+    alg.addOutput(QgsProcessingOutputFile(name, description))
+
+
+def name_loaded_outputs(alg, context, input_name: str, destinations) -> None:
+    """Name the outputs QGIS loads on completion after their input: "Classes (s2_sample)". ``destinations``:
+    parameter id -> the destination returned for it (path or layer id). Files the user named keep their file
+    name when QGIS prefers file names (Settings > Options > Processing); temporary outputs take this name."""
+    for pid, dest in destinations.items():
+        if dest and isinstance(dest, str) and context.willLoadLayerOnCompletion(dest):
+            context.layerToLoadOnCompletionDetails(dest).name = (
+                f"{alg.parameterDefinition(pid).description()} ({input_name})")
+
+
 class KTexturesAlgorithm(QgsProcessingAlgorithm):
     """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them.
 
@@ -119,6 +153,24 @@ class KTexturesAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+    def show_page(self, path: str, title: str) -> None:
+        """Show the HTML page ``path`` in the Results Viewer when the run ends (see :func:`add_html_destination`)."""
+        self._pages = getattr(self, "_pages", []) + ([(path, title)] if path else [])
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802
+        """The pages of :meth:`show_page` into Processing's Results Viewer (main thread only: the viewer is GUI)."""
+        pages, self._pages = getattr(self, "_pages", []), []
+        if pages:
+            from qgis.PyQt.QtCore import QCoreApplication, QThread
+            app = QCoreApplication.instance()
+            if app is not None and QThread.currentThread() == app.thread():
+                import time
+
+                from processing.core.ProcessingResults import resultsList
+                for path, title in pages:
+                    resultsList.addResult(icon=self.icon(), name=title, timestamp=time.localtime(), result=path)
+        return {}
 
 
 class ModelInputAlgorithm(KTexturesAlgorithm):

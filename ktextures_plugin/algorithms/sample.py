@@ -31,7 +31,14 @@ from ..core import sampling
 from ..core.classraster import OutputError, read_palette
 from ..core.raster import RasterError, open_raster
 from . import sample_styling
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, output_message, sink_destination
+from .common import (
+    KTexturesAlgorithm,
+    check_outputs,
+    gdal_source,
+    name_loaded_outputs,
+    output_message,
+    sink_destination,
+)
 
 #: core keys (core.outputs, core.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
@@ -197,6 +204,8 @@ class SampleAlgorithm(KTexturesAlgorithm):
         except (sampling.SamplingError, RasterError, OutputError) as exc:
             raise QgsProcessingException(output_message(exc, NAMES)) from None
         self._style(context, feedback, class_path, points_id, chips_id)
+        name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_POINTS: points_id, self.OUTPUT_CHIPS: chips_id,
+                                                          self.OUTPUT_SUMMARY: summary_id})
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:
             out[self.OUTPUT_FOLDER] = folder

@@ -31,11 +31,14 @@ from ..installer_gui import manual_hint
 from . import rgb_styling, styling
 from .common import (
     ModelInputAlgorithm,
+    add_html_destination,
     cached_session,
     check_outputs,
     gdal_source,
     make_folders,
+    name_loaded_outputs,
     optional_number,
+    output_layer,
     output_message,
     progress_bridge,
     remove_outputs,
@@ -125,9 +128,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SIMULATION, "Simulated image (textures of the classes)", optional=True,
             createByDefault=False))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)",
-            fileFilter="HTML files (*.html *.htm)", optional=True, createByDefault=False))
+        add_html_destination(self, self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)")
         self.addOutput(QgsProcessingOutputNumber("NUM_CLASSES", "Number of classes (k)"))
         self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Pixels with a class"))
         self.addOutput(QgsProcessingOutputString("EXECUTION_PROVIDER", "onnxruntime execution provider"))
@@ -171,6 +172,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             styling.attach_style(context, dest, result.class_names, result.colors)
         if out["simulation"]:
             rgb_styling.style_simulation(context, out["simulation"], result.info.channel_names, feedback)
+        name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_RASTER: out["raster"],
+                                                          self.OUTPUT_VECTOR: out["vector"],
+                                                          self.OUTPUT_SIMULATION: out["simulation"]})
+        self.show_page(out["html"], f"k-textures report ({layer.name()})")
         feedback.pushInfo(f"Done in {time.perf_counter() - t0:.1f} s ({result.execution_provider}).")
         return {self.OUTPUT_RASTER: out["raster"], self.OUTPUT_VECTOR: out["vector"] or None,
                 self.OUTPUT_REPORT: out["report"] or None, self.OUTPUT_SIMULATION: out["simulation"] or None,
@@ -182,10 +187,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         """The output paths (core key -> path, "" when not wanted), their folders made and checked against
         the inputs and each other (``check_outputs``) before any work."""
         from ..core import outputs
-        out = {"raster": self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context),
-               "vector": self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context),
+        out = {"raster": output_layer(self, parameters, self.OUTPUT_RASTER, context),
+               "vector": output_layer(self, parameters, self.OUTPUT_VECTOR, context),
                "report": self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context),
-               "simulation": self.parameterAsOutputLayer(parameters, self.OUTPUT_SIMULATION, context),
+               "simulation": output_layer(self, parameters, self.OUTPUT_SIMULATION, context),
                "html": self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)}
         make_folders(out.values())
         check_outputs(NAMES, {"output": (out["raster"], outputs.CLASS_RASTER),
