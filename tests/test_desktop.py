@@ -75,3 +75,57 @@ def test_html_output_is_declared_as_a_file(provider):
         out = alg.outputDefinition("OUTPUT_HTML")
         assert isinstance(out, QgsProcessingOutputFile) and not isinstance(out, QgsProcessingOutputHtml)
         assert not alg.hasHtmlOutputs()
+
+
+def _tree_names():
+    from qgis.core import QgsProject
+    return [n.name() for n in QgsProject.instance().layerTreeRoot().children()]
+
+
+def test_loaded_results_read_together(provider, tmp_path):
+    """Loaded on completion: simulation at the bottom, class raster (opaque) above it, polygons as outlines on
+    top; a later sample run's points above all, class-coloured dots on a white halo."""
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    QgsProject.instance().removeAllMapLayers()
+    try:
+        res = processing.runAndLoadResults("ktextures:segment", {
+            "INPUT": str(SAMPLE), "OUTPUT_RASTER": "TEMPORARY_OUTPUT", "OUTPUT_VECTOR": "TEMPORARY_OUTPUT",
+            "OUTPUT_SIMULATION": "TEMPORARY_OUTPUT"})
+        tag = SAMPLE.stem
+        assert _tree_names() == [f"Class polygons ({tag})", f"Classes ({tag})",
+                                 f"Simulated image (textures of the classes) ({tag})"]
+        layers = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+        classes, polygons = layers[f"Classes ({tag})"], layers[f"Class polygons ({tag})"]
+        assert classes.renderer().type() == "paletted" and classes.renderer().opacity() == 1.0
+        assert polygons.opacity() == 1.0
+        cats = polygons.renderer().categories()
+        for cat in cats:
+            fill = cat.symbol().symbolLayer(0)
+            assert fill.fillColor().alpha() == 0 and fill.strokeColor().alpha() == 255  # outlines only
+        sim = layers[f"Simulated image (textures of the classes) ({tag})"]
+        assert isinstance(sim, QgsRasterLayer) and sim.renderer().type() == "multibandcolor"
+        processing.runAndLoadResults("ktextures:sample", {"INPUT": res["OUTPUT_RASTER"], "POINTS_PER_CLASS": 3,
+                                                          "OUTPUT_POINTS": "TEMPORARY_OUTPUT",
+                                                          "OUTPUT_SUMMARY": None})
+        assert _tree_names()[0] == f"Sample points ({classes.name()})"  # the input layer, as the user sees it
+        points = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name().startswith("Sample")][0]
+        cats = points.renderer().categories()  # keep the list: the symbols belong to it
+        sym = cats[0].symbol()
+        assert sym.symbolLayerCount() == 2 and sym.symbolLayer(0).color().name() == "#ffffff"  # the halo
+        assert sym.symbolLayer(0).size() > sym.symbolLayer(1).size()
+        poly_cats = polygons.renderer().categories()
+        assert sym.color().name() == poly_cats[0].symbol().color().name()  # the class colour
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
+def test_bundled_sample_opens_in_true_colour():
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(str(SAMPLE), "sample", "gdal")  # keep the layer: the renderer belongs to it
+    r = layer.renderer()
+    assert r.type() == "multibandcolor" and (r.redBand(), r.greenBand(), r.blueBand()) == (3, 2, 1)
+    for ce in (r.redContrastEnhancement(), r.greenContrastEnhancement(), r.blueContrastEnhancement()):
+        assert 0 < ce.minimumValue() < ce.maximumValue() < 10000

@@ -30,7 +30,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import sampling
 from ..core.classraster import OutputError, read_palette
 from ..core.raster import RasterError, open_raster
-from . import sample_styling
+from . import styling
 from .common import (
     KTexturesAlgorithm,
     check_outputs,
@@ -324,7 +324,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
     @staticmethod
     def _style(context, feedback, class_path, points_id, chips_id):
         """Points and footprints categorised by class with the class raster's colours and names: saved into
-        their files (sample_styling.save_style) and applied when QGIS loads them."""
+        their files (styling.save_sample_style) and applied when QGIS loads them."""
         try:
             names, colors = read_palette(class_path)
         except (RuntimeError, ValueError):  # no readable palette: the layers stay unstyled
@@ -332,6 +332,6 @@ class SampleAlgorithm(KTexturesAlgorithm):
         for dest, polygons in ((points_id, False), (chips_id, True)):
             if dest is None:
                 continue
-            for w in sample_styling.save_style(dest, names, colors, polygons):
+            for w in styling.save_sample_style(dest, names, colors, polygons):
                 feedback.pushWarning(w)
-            sample_styling.ClassSymbolPostProcessor.attach(context, dest, names, colors, polygons)
+            styling.attach_sample_style(context, dest, names, colors, polygons)

@@ -28,7 +28,7 @@ from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
 from ..core.runtime import onnxruntime_available
 from ..installer_gui import manual_hint
-from . import rgb_styling, styling
+from . import styling
 from .common import (
     ModelInputAlgorithm,
     add_html_destination,
@@ -171,7 +171,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         for dest in (out["raster"], out["vector"]):
             styling.attach_style(context, dest, result.class_names, result.colors)
         if out["simulation"]:
-            rgb_styling.style_simulation(context, out["simulation"], result.info.channel_names, feedback)
+            styling.style_simulation(context, out["simulation"], result.info.channel_names, feedback)
         name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_RASTER: out["raster"],
                                                           self.OUTPUT_VECTOR: out["vector"],
                                                           self.OUTPUT_SIMULATION: out["simulation"]})
