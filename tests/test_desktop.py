@@ -129,3 +129,28 @@ def test_bundled_sample_opens_in_true_colour():
     assert r.type() == "multibandcolor" and (r.redBand(), r.greenBand(), r.blueBand()) == (3, 2, 1)
     for ce in (r.redContrastEnhancement(), r.greenContrastEnhancement(), r.blueContrastEnhancement()):
         assert 0 < ce.minimumValue() < ce.maximumValue() < 10000
+
+
+def test_dialog_defaults_write_the_report_and_the_table(provider, qgis_iface, monkeypatch):
+    """A fresh segment dialog: the HTML report and the CSV are on (temporary files), like the layers."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication, QgsProcessingOutputLayerDefinition, QgsProject, QgsRasterLayer
+    from qgis.gui import QgsBrowserGuiModel
+
+    browser = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser, raising=False)  # pytest-qgis's has none
+
+    layer = QgsRasterLayer(str(SAMPLE), "s2", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    dlg = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById("ktextures:segment"))
+    try:
+        params = dlg.createProcessingParameters()
+        for pid in ("OUTPUT_HTML", "OUTPUT_REPORT", "OUTPUT_RASTER", "OUTPUT_VECTOR"):
+            value = params.get(pid)
+            if isinstance(value, QgsProcessingOutputLayerDefinition):
+                value = value.sink.staticValue()
+            assert value == "TEMPORARY_OUTPUT", (pid, value)
+        assert not params.get("OUTPUT_SIMULATION")
+    finally:
+        dlg.deleteLater()
+        QgsProject.instance().removeAllMapLayers()

@@ -109,6 +109,18 @@ def output_layer(alg, parameters, name, context) -> str:
     return alg.parameterAsOutputLayer(parameters, name, context) or ""
 
 
+def temporary_label(path: str, title: str, input_name: str):
+    """How a report names an output in QGIS's temporary folder (its path is gone once QGIS closes): the layer
+    name and how to keep it; None for a file the user chose."""
+    from qgis.core import QgsProcessingUtils
+
+    folder = os.path.abspath(QgsProcessingUtils.tempFolder())
+    if path and os.path.abspath(path).startswith(folder + os.sep):
+        return (f"temporary layer '{title} ({input_name})' (not saved: in the Layers panel, right-click > "
+                "Export > Save As to keep it)")
+    return None
+
+
 def add_html_destination(alg, name: str, description: str, by_default: bool = False) -> None:
     """An optional HTML file destination ``name`` whose output is declared as a ``QgsProcessingOutputFile``.
 

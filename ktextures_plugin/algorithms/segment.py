@@ -22,6 +22,7 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
 )
+from qgis.PyQt.QtCore import QVariant
 
 from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, OutputError, check_class_names
 from ..core.modelinfo import ModelError
@@ -42,6 +43,7 @@ from .common import (
     output_message,
     progress_bridge,
     remove_outputs,
+    temporary_label,
 )
 
 SCALINGS = ["model", "stretch"]
@@ -124,11 +126,12 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_REPORT, "Per-class area report", fileFilter="CSV files (*.csv)", optional=True,
-            createByDefault=False))
+            createByDefault=True))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SIMULATION, "Simulated image (textures of the classes)", optional=True,
             createByDefault=False))
-        add_html_destination(self, self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)")
+        add_html_destination(self, self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)",
+                             by_default=True)
         self.addOutput(QgsProcessingOutputNumber("NUM_CLASSES", "Number of classes (k)"))
         self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Pixels with a class"))
         self.addOutput(QgsProcessingOutputString("EXECUTION_PROVIDER", "onnxruntime execution provider"))
@@ -162,10 +165,12 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         session = cached_session(model_path)
         result = self._run(parameters, context, feedback, src=src, model_path=model_path, out=out,
                            extent=extent, session=session)
+        seconds = time.perf_counter() - t0
+        feedback.pushInfo(f"Segmented{' and polygonized' if out['vector'] else ''} in {seconds:.1f} s.")
         self._log_and_report(feedback, result, out)
         if out["html"]:
             self._write_html(parameters, context, feedback, src=src, out=out, result=result, session=session,
-                             seconds=time.perf_counter() - t0)
+                             seconds=seconds, label=temporary_label(out["raster"], "Classes", layer.name()))
         for w in styling.save_default_styles(out["raster"], out["vector"], result.class_names, result.colors):
             feedback.pushWarning(w)
         for dest in (out["raster"], out["vector"]):
@@ -257,12 +262,12 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         if out["report"]:
             write_report(out["report"], rows)
 
-    def _write_html(self, parameters, context, feedback, *, src, out, result, session, seconds):
+    def _write_html(self, parameters, context, feedback, *, src, out, result, session, seconds, label):
         """OUTPUT_HTML: the per-class report (core.html_report) with this run's parameters."""
         from ..core.html_report import from_segment, write_html_report
         feedback.setProgressText("Writing the HTML report")
         data = from_segment(result, src, session=session, parameters=self._parameter_texts(parameters, context),
-                            seconds=seconds)
+                            seconds=seconds, class_raster_label=label)
         try:
             write_html_report(out["html"], data)
         except OSError as exc:
@@ -277,6 +282,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             if d.isDestination():
                 continue
             value = parameters.get(d.name())
+            if isinstance(value, QVariant) and value.isNull():
+                value = None
+            if d.name() == self.MODEL and self.parameterAsFile(parameters, self.MODEL_FILE, context):
+                continue  # MODEL_FILE overrides the bundled model
             if d.name() == self.INPUT:
                 value = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context))
             elif value is None or value == "":
