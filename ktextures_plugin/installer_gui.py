@@ -54,7 +54,7 @@ class InstallTask(QgsTask):
     """Runs ``installer.install`` off the GUI thread; pip's output goes to the log line by line."""
 
     def __init__(self, feature: str, profile_dir: str):
-        super().__init__(f"k-textures: installing {feature}", QgsTask.CanCancel)
+        super().__init__(f"k-textures: installing {feature}", QgsTask.Flag.CanCancel)
         self.feature, self.profile_dir = feature, profile_dir
         self.error = None
         self.canceled = False
@@ -76,7 +76,7 @@ class InstallTask(QgsTask):
         return True
 
     def _log(self, line: str):
-        QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info)
+        QgsMessageLog.logMessage(line, LOG_TAG, Qgis.MessageLevel.Info)
 
 
 class Installer(QObject):
@@ -105,7 +105,7 @@ class Installer(QObject):
         button = QPushButton("Install", widget)
         button.clicked.connect(lambda: (bar.popWidget(widget), self.start(feature)))
         widget.layout().addWidget(button)
-        bar.pushWidget(widget, Qgis.Warning)
+        bar.pushWidget(widget, Qgis.MessageLevel.Warning)
 
     def start(self, feature: str) -> InstallTask:
         """Start the install task of ``feature``; the log tab "k-textures" shows pip's output."""
@@ -117,7 +117,7 @@ class Installer(QObject):
         if self.iface is not None:
             self.iface.messageBar().pushMessage(
                 "k-textures", f"Installing {feature}; pip's output is in View > Panels > Log Messages, tab "
-                f"'{LOG_TAG}'.", Qgis.Info, 10)
+                f"'{LOG_TAG}'.", Qgis.MessageLevel.Info, 10)
         return task
 
     def _done(self, feature: str, task: InstallTask, ok: bool):
@@ -125,16 +125,17 @@ class Installer(QObject):
         ok = ok and available(feature)
         canceled = task.canceled or (not ok and task.error is None and task.isCanceled())
         if ok:
-            msg, level = f"{feature} installed in {task.target}; ready to use.", Qgis.Success
+            msg, level = f"{feature} installed in {task.target}; ready to use.", Qgis.MessageLevel.Success
         elif canceled:
-            msg, level = f"Installing {feature} was canceled; nothing was changed.", Qgis.Info
+            msg, level = f"Installing {feature} was canceled; nothing was changed.", Qgis.MessageLevel.Info
         else:
-            msg, level = task.error or f"Installing {feature} failed (see the log tab '{LOG_TAG}').", Qgis.Critical
+            msg = task.error or f"Installing {feature} failed (see the log tab '{LOG_TAG}')."
+            level = Qgis.MessageLevel.Critical
         QgsMessageLog.logMessage(msg, LOG_TAG, level)
         if self.iface is not None:
             bar = self.iface.messageBar()
             bar.clearWidgets()  # the "Installing ..." notice is stale now
-            bar.pushMessage("k-textures", msg, level, 0 if level == Qgis.Critical else 10)
+            bar.pushMessage("k-textures", msg, level, 0 if level == Qgis.MessageLevel.Critical else 10)
 
 
 #: The plugin's installer while the plugin is loaded (algorithms call :func:`request_install`).

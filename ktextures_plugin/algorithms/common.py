@@ -7,6 +7,15 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 _SESSIONS = {}
 
 
+def field_type(name: str):
+    """The ``QgsField`` type ``name`` ('Int', 'LongLong', 'Double', 'String'): ``QVariant.Type`` where Qt 5 has
+    it (QGIS 3, whose ``QgsField`` takes only that), else ``QMetaType.Type`` (Qt 6, QGIS 4)."""
+    from qgis.PyQt.QtCore import QMetaType, QVariant
+
+    legacy = getattr(QVariant, name, None)
+    return legacy if legacy is not None else getattr(QMetaType.Type, name)
+
+
 def progress_bridge(feedback, start: float = 0.0, end: float = 100.0):
     """``progress(fraction, stage)`` for core calls, mapped onto ``feedback`` between start and end %."""
     def progress(fraction, _stage=""):

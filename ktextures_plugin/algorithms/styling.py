@@ -88,7 +88,8 @@ def true_colour_renderer(layer: QgsRasterLayer, bands: Sequence[int]) -> QgsMult
     for band, setter in zip(bands, setters):
         lo, hi = provider.cumulativeCut(band, CUT[0], CUT[1], layer.extent(), 250000)
         ce = QgsContrastEnhancement(provider.dataType(band))
-        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum, False)
+        ce.setContrastEnhancementAlgorithm(
+            QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum, False)
         ce.setMinimumValue(lo)
         ce.setMaximumValue(hi if hi > lo else lo + 1)
         setter(ce)
