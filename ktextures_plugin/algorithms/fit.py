@@ -28,7 +28,15 @@ from ..training.defaults import (
     DEFAULT_VARIANT,
     VARIANTS,
 )
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
+from .common import (
+    KTexturesAlgorithm,
+    all_or_nothing,
+    check_outputs,
+    gdal_source,
+    make_folders,
+    optional_number,
+    output_message,
+)
 
 #: core keys (core.outputs, training.fit) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
@@ -122,6 +130,7 @@ class FitAlgorithm(KTexturesAlgorithm):
             return False, manual_hint("torch")
         return True, ""
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..training import torch_available
 

@@ -26,6 +26,7 @@ from ..installer_gui import manual_hint
 from . import novelty_styling
 from .common import (
     ModelInputAlgorithm,
+    all_or_nothing,
     cached_session,
     check_outputs,
     gdal_source,
@@ -131,6 +132,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                        "html": (page, outputs.TABLE)}, {"input": src, "model": model_path})
         return score, selected, page
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.errors import Canceled
         from ..core.novelty import rank_tiles

@@ -33,6 +33,7 @@ from . import styling
 from .common import (
     ModelInputAlgorithm,
     add_html_destination,
+    all_or_nothing,
     cached_session,
     check_outputs,
     gdal_source,
@@ -153,6 +154,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         except ValueError as exc:
             raise QgsProcessingException(f"CLASS_NAMES: {exc}") from None
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         if not onnxruntime_available():
             raise QgsProcessingException(manual_hint("onnxruntime"))

@@ -117,7 +117,7 @@ def class_style(names, colors) -> Callable:
 
 
 # ------------------------------------------------------------------------------------------ default styles
-def _file_of(dest: str) -> Optional[str]:
+def file_of(dest: str) -> Optional[str]:
     """The file of a destination (``/x/p.gpkg|layername=p`` -> ``/x/p.gpkg``), or None for a memory or database
     layer."""
     import os
@@ -129,13 +129,13 @@ def save_default_style(dest: str, apply: Callable, raster: bool, what: str) -> L
     """Open the file of ``dest``, style it with ``apply`` and save that as its default style: ``<file>.qml``, or
     the GeoPackage's ``layer_styles`` table. Writers must be closed first (an open GeoPackage writer locks the
     file). Returns warnings (empty when all went well; nothing for memory or database layers)."""
-    if not _file_of(dest):
+    if not file_of(dest):
         return []
     layer = QgsRasterLayer(dest, what, "gdal") if raster else QgsVectorLayer(dest, what, "ogr")
     if not layer.isValid():
         return [f"{what} style not saved: {dest} could not be opened"]
     apply(layer)
-    if not raster and _file_of(dest).lower().endswith(".gpkg"):
+    if not raster and file_of(dest).lower().endswith(".gpkg"):
         err = layer.saveStyleToDatabase("default", f"k-textures {what}", True, "")
         return [f"{what} style not saved in {dest}: {err}"] if err else []
     msg, ok = layer.saveDefaultStyle()
