@@ -21,7 +21,7 @@ COMMANDS = {
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: python -m ktextures_plugin COMMAND [ARGS]  (COMMAND --help for its options)\n")
+        print("usage: ktextures COMMAND [ARGS]  (or python -m ktextures_plugin; COMMAND --help for its options)\n")
         for name, text in COMMANDS.items():
             print(f"  {name:<9} {text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
