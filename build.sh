@@ -56,6 +56,21 @@ setup_venv() {
     fi
 }
 
+# The `ktextures` command (pyproject.toml [project.scripts]) in the venv, editable into this checkout so that
+# models/ and data/ stay beside the code; re-run when pyproject.toml or the checkout's path changes. A venv that
+# is a link (one venv shared by several working copies) is left alone: installing would point it at this copy.
+install_cli() {
+    local stamp="$VENV/.stamp-cli" want
+    want=$( (echo "$ROOT"; cat pyproject.toml) | sha256sum | cut -c1-16)
+    if [ -L "$VENV" ]; then
+        log "$VENV is a link to a shared venv: not installing the ktextures command from this checkout"
+    elif [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "pip install -e . (the ktextures command)"
+        "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+        echo "$want" > "$stamp"
+    fi
+}
+
 compile_resources() {
     if [ ! -f ktextures_plugin/resources.py ] || [ resources.qrc -nt ktextures_plugin/resources.py ] \
         || [ -n "$(find ktextures_plugin/icons -newer ktextures_plugin/resources.py 2>/dev/null)" ]; then
@@ -81,9 +96,9 @@ plugin_env() {
 cmd=${1:-help}; shift || true
 case "$cmd" in
     setup)
-        setup_system; setup_venv requirements-dev.txt; compile_resources ;;
+        setup_system; setup_venv requirements-dev.txt; install_cli; compile_resources ;;
     demo)
-        setup_system; setup_venv requirements.txt; compile_resources; plugin_env
+        setup_system; setup_venv requirements.txt; install_cli; compile_resources; plugin_env
         OUT=${1:-"$ROOT/demo-output"}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
         rm -f "$OUT/classes.tif" "$OUT/polygons.gpkg" "$OUT/report.csv" "$OUT/report.html"
         log "qgis_process.bin run ktextures:segment on the bundled Sentinel-2 sample"
@@ -94,7 +109,7 @@ case "$cmd" in
         echo; echo "Per-class area ($OUT/report.csv):"; awk -F, '{printf "  %-9s %-22s %12s %14s %8s\n", $1, $2, $3, $4, $5}' "$OUT/report.csv"
         echo; echo "Wrote $OUT/classes.tif, $OUT/polygons.gpkg and $OUT/report.html (open it in a browser)" ;;
     test)
-        setup_system; setup_venv requirements-dev.txt; compile_resources; plugin_env
+        setup_system; setup_venv requirements-dev.txt; install_cli; compile_resources; plugin_env
         "$PY" -m pytest "$@" ;;
     lint)
         # Only ruff, in its own small venv: linting needs neither QGIS nor torch.

@@ -28,7 +28,6 @@ from ..training.defaults import (
     DEFAULT_VARIANT,
     VARIANTS,
 )
-from ..training.errors import TORCH_INSTALL_HINT
 from .common import (
     KTexturesAlgorithm,
     all_or_nothing,
@@ -126,9 +125,9 @@ class FitAlgorithm(KTexturesAlgorithm):
     def canExecute(self):  # noqa: N802
         from ..training import torch_available
         if not torch_available():
-            from ..installer_gui import request_install
+            from ..installer_gui import manual_hint, request_install
             request_install("torch")
-            return False, TORCH_INSTALL_HINT
+            return False, manual_hint("torch")
         return True, ""
 
     @all_or_nothing
@@ -136,9 +135,9 @@ class FitAlgorithm(KTexturesAlgorithm):
         from ..training import torch_available
 
         if not torch_available():
-            from ..installer_gui import request_install
+            from ..installer_gui import manual_hint, request_install
             request_install("torch")
-            raise QgsProcessingException(TORCH_INSTALL_HINT)
+            raise QgsProcessingException(manual_hint("torch"))
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
         bands = self._bands(parameters, context, src)

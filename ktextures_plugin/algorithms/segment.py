@@ -23,23 +23,29 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
 )
+from qgis.PyQt.QtCore import QVariant
 
 from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, OutputError, check_class_names
 from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
-from ..core.runtime import INSTALL_HINT, onnxruntime_available
-from . import rgb_styling, styling
+from ..core.runtime import onnxruntime_available
+from ..installer_gui import manual_hint
+from . import styling
 from .common import (
     ModelInputAlgorithm,
+    add_html_destination,
     all_or_nothing,
     cached_session,
     check_outputs,
     gdal_source,
     make_folders,
+    name_loaded_outputs,
     optional_number,
+    output_layer,
     output_message,
     progress_bridge,
     remove_outputs,
+    temporary_label,
 )
 
 SCALINGS = ["model", "stretch"]
@@ -134,20 +140,19 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_REPORT, "Per-class area report", fileFilter="CSV files (*.csv)", optional=True,
-            createByDefault=False))
+            createByDefault=True))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SIMULATION, "Simulated image (textures of the classes)", optional=True,
             createByDefault=False))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)",
-            fileFilter="HTML files (*.html *.htm)", optional=True, createByDefault=False))
+        add_html_destination(self, self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)",
+                             by_default=True)
         self.addOutput(QgsProcessingOutputNumber("NUM_CLASSES", "Number of classes (k)"))
         self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Pixels with a class"))
         self.addOutput(QgsProcessingOutputString("EXECUTION_PROVIDER", "onnxruntime execution provider"))
 
     def canExecute(self):  # noqa: N802
         if not onnxruntime_available():
-            return False, INSTALL_HINT
+            return False, manual_hint("onnxruntime")
         return True, ""
 
     def _class_names(self, parameters, context, session):
@@ -165,7 +170,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         if not onnxruntime_available():
-            raise QgsProcessingException(INSTALL_HINT)
+            raise QgsProcessingException(manual_hint("onnxruntime"))
         t0 = time.perf_counter()
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
@@ -175,16 +180,22 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         session = cached_session(model_path)
         result = self._run(parameters, context, feedback, src=src, model_path=model_path, out=out,
                            extent=extent, session=session)
+        seconds = time.perf_counter() - t0
+        feedback.pushInfo(f"Segmented{' and polygonized' if out['vector'] else ''} in {seconds:.1f} s.")
         self._log_and_report(feedback, result, out)
         if out["html"]:
             self._write_html(parameters, context, feedback, src=src, out=out, result=result, session=session,
-                             seconds=time.perf_counter() - t0)
+                             seconds=seconds, label=temporary_label(out["raster"], "Classes", layer.name()))
         for w in styling.save_default_styles(out["raster"], out["vector"], result.class_names, result.colors):
             feedback.pushWarning(w)
         for dest in (out["raster"], out["vector"]):
             styling.attach_style(context, dest, result.class_names, result.colors)
         if out["simulation"]:
-            rgb_styling.style_simulation(context, out["simulation"], result.info.channel_names, feedback)
+            styling.style_simulation(context, out["simulation"], result.info.channel_names, feedback)
+        name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_RASTER: out["raster"],
+                                                          self.OUTPUT_VECTOR: out["vector"],
+                                                          self.OUTPUT_SIMULATION: out["simulation"]})
+        self.show_page(out["html"], f"k-textures report ({layer.name()})")
         feedback.pushInfo(f"Done in {time.perf_counter() - t0:.1f} s ({result.execution_provider}).")
         return {self.OUTPUT_RASTER: out["raster"], self.OUTPUT_VECTOR: out["vector"] or None,
                 self.OUTPUT_REPORT: out["report"] or None, self.OUTPUT_SIMULATION: out["simulation"] or None,
@@ -196,10 +207,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         """The output paths (core key -> path, "" when not wanted), their folders made and checked against
         the inputs and each other (``check_outputs``) before any work."""
         from ..core import outputs
-        out = {"raster": self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context),
-               "vector": self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context),
+        out = {"raster": output_layer(self, parameters, self.OUTPUT_RASTER, context),
+               "vector": output_layer(self, parameters, self.OUTPUT_VECTOR, context),
                "report": self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context),
-               "simulation": self.parameterAsOutputLayer(parameters, self.OUTPUT_SIMULATION, context),
+               "simulation": output_layer(self, parameters, self.OUTPUT_SIMULATION, context),
                "html": self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)}
         make_folders(out.values())
         check_outputs(NAMES, {"output": (out["raster"], outputs.CLASS_RASTER),
@@ -276,12 +287,12 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         if out["report"]:
             write_report(out["report"], rows)
 
-    def _write_html(self, parameters, context, feedback, *, src, out, result, session, seconds):
+    def _write_html(self, parameters, context, feedback, *, src, out, result, session, seconds, label):
         """OUTPUT_HTML: the per-class report (core.html_report) with this run's parameters."""
         from ..core.html_report import from_segment, write_html_report
         feedback.setProgressText("Writing the HTML report")
         data = from_segment(result, src, session=session, parameters=self._parameter_texts(parameters, context),
-                            seconds=seconds)
+                            seconds=seconds, class_raster_label=label)
         try:
             write_html_report(out["html"], data)
         except OSError as exc:
@@ -296,6 +307,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             if d.isDestination():
                 continue
             value = parameters.get(d.name())
+            if isinstance(value, QVariant) and value.isNull():
+                value = None
+            if d.name() == self.MODEL and self.parameterAsFile(parameters, self.MODEL_FILE, context):
+                continue  # MODEL_FILE overrides the bundled model
             if d.name() == self.INPUT:
                 value = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context))
             elif value is None or value == "":
