@@ -109,7 +109,7 @@ def test_loaded_results_read_together(provider, tmp_path):
         processing.runAndLoadResults("ktextures:sample", {"INPUT": res["OUTPUT_RASTER"], "POINTS_PER_CLASS": 3,
                                                           "OUTPUT_POINTS": "TEMPORARY_OUTPUT",
                                                           "OUTPUT_SUMMARY": None})
-        assert _tree_names()[0] == f"Sample points ({classes.name()})"  # the input layer, as the user sees it
+        assert _tree_names()[0] == f"Sample points ({tag})"  # the image the classes came from
         points = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name().startswith("Sample")][0]
         cats = points.renderer().categories()  # keep the list: the symbols belong to it
         sym = cats[0].symbol()
