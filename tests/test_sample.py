@@ -14,7 +14,7 @@ from conftest import SAMPLE, algorithm_runner
 from ktextures_plugin.core import sampling
 from ktextures_plugin.core.classraster import read_palette
 from ktextures_plugin.core.errors import Canceled
-from ktextures_plugin.core.segment import segment_raster
+from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -25,7 +25,7 @@ ogr.UseExceptions()
 def class_tif(tiny_models, tmp_path_factory):
     """The bundled sample (512 x 768 px) segmented by the tiny 4-class model, sieved at 4 px."""
     out = tmp_path_factory.mktemp("sample_classes") / "classes.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), min_segment_px=4)
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(min_segment_px=4))
     return str(out)
 
 
@@ -220,7 +220,7 @@ def test_chips_line_up_with_image_and_classes(class_tif, tmp_path):
 def test_chips_from_a_window_of_the_image(tiny_models, tmp_path):
     """A class raster made from a window of the image: chips are cut at the window offset of the image."""
     cls = str(tmp_path / "win.tif")
-    segment_raster(str(SAMPLE), tiny_models["bin4"], cls, window=(100, 200, 300, 400))
+    segment_raster(str(SAMPLE), tiny_models["bin4"], cls, SegmentOptions(window=(100, 200, 300, 400)))
     res = sampling.draw_samples(cls, 3, min_edge_distance_px=1, min_spacing_px=10, chip_size_px=16)
     chips = sampling.write_chips(cls, res.samples, 16, str(tmp_path / "c"), str(SAMPLE))
     assert chips

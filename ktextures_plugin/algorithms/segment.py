@@ -2,9 +2,10 @@
 its polygons, a per-class area report and optionally the simulated image.
 
 Parameter ids are a public contract for scripts and graphical models: INPUT, MODEL, MODEL_FILE,
-BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, TILE_SIZE, OUTPUT_RASTER, OUTPUT_VECTOR, OUTPUT_REPORT,
-OUTPUT_SIMULATION, OUTPUT_HTML. The work is done by :func:`ktextures_plugin.core.segment.segment_raster` and
-:func:`ktextures_plugin.core.vectorize.polygonize`.
+BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, PALETTE, CLASS_NAMES, SMOOTHING, TILE_SIZE, OUTPUT_RASTER,
+OUTPUT_VECTOR, OUTPUT_REPORT, OUTPUT_SIMULATION, OUTPUT_HTML. The work is done by
+:func:`ktextures_plugin.core.segment.segment_raster` (with the options of :meth:`SegmentAlgorithm.segment_options`)
+and :func:`ktextures_plugin.core.vectorize.polygonize`.
 """
 import time
 
@@ -51,7 +52,12 @@ SCALINGS = ["model", "stretch"]
 #: core keys (core.outputs, core.segment) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
          "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "html": "OUTPUT_HTML", "bands": "BANDS",
-         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT"}
+         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT", "smoothing": "SMOOTHING"}
+#: SegmentOptions field -> the parameter that sets it (tests compare it with the command line's; ``window`` is
+#: for scripts, ``threads`` is the command line's: QGIS runs onnxruntime with one thread per core)
+OPTIONS = {"bands": "BANDS", "scaling": "SCALING", "extra_nodata": "NODATA", "extent": "EXTENT",
+           "tile_size": "TILE_SIZE", "min_segment_px": "MIN_SEGMENT_PX", "simulation_path": "OUTPUT_SIMULATION",
+           "palette": "PALETTE", "class_names": "CLASS_NAMES", "smoothing": "SMOOTHING"}
 
 
 class SegmentAlgorithm(ModelInputAlgorithm):
@@ -61,6 +67,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
     MIN_SEGMENT_PX = "MIN_SEGMENT_PX"
     PALETTE = "PALETTE"
     CLASS_NAMES = "CLASS_NAMES"
+    SMOOTHING = "SMOOTHING"
     TILE_SIZE = "TILE_SIZE"
     OUTPUT_RASTER = "OUTPUT_RASTER"
     OUTPUT_VECTOR = "OUTPUT_VECTOR"
@@ -94,7 +101,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             "<b>Class colours</b>: 'true colour' = the mean colour of each class's pixels, kept at least "
             "CIEDE2000 15 apart; 'qualitative' = Tableau 10.\n"
             "<b>Class names</b>: e.g. 'forest, field, water, town, meadow, bare' in class order 1..k; they go "
-            "into the raster, the polygons and the report.\n\n"
+            "into the raster, the polygons and the report.\n"
+            "<b>Smoothing</b>: Potts weight (beta) of an edge-preserving smoothing of the model's class scores "
+            "before each pixel takes its best class (0 = off; empty: the model's recommendation, else off). Needs a "
+            "model with a 'scores' output; other models segment without it (with a warning).\n\n"
             "Outputs: class raster (0 = nodata, classes 1..k, colour table and class names inside), polygons "
             "(class_id, class_name, area_m2), a per-class area report (CSV), the model's simulation of the "
             "image (each pixel shows the texture of its class; loaded in true colour) and an HTML report (per class: "
@@ -116,6 +126,9 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             self.CLASS_NAMES, "Class names (comma-separated, in class order 1..k; empty: the model's)",
             optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SMOOTHING, "Smoothing (Potts beta, 0 = off; empty: the model's recommendation)",
+            type=QgsProcessingParameterNumber.Double, minValue=0.0, optional=True))
         tile = QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)",
                                             type=QgsProcessingParameterNumber.Integer, minValue=32,
                                             maxValue=8192, defaultValue=512)
@@ -217,9 +230,24 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             return None
         return ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum()
 
+    def segment_options(self, parameters, context, *, extent, simulation, session):
+        """The :class:`~ktextures_plugin.core.segment.SegmentOptions` of the parameters (:data:`OPTIONS`)."""
+        from ..core.segment import SegmentOptions
+        return SegmentOptions(
+            bands=self.bands(parameters, context),
+            scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
+            extra_nodata=optional_number(parameters, self.NODATA), extent=extent,
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            min_segment_px=self.parameterAsInt(parameters, self.MIN_SEGMENT_PX, context),
+            simulation_path=simulation or None,
+            palette=self.parameterAsEnumString(parameters, self.PALETTE, context) or PALETTES[0],
+            class_names=self._class_names(parameters, context, session),
+            smoothing=optional_number(parameters, self.SMOOTHING))
+
     def _run(self, parameters, context, feedback, *, src, model_path, out, extent, session):
         """Segment (and polygonize when OUTPUT_VECTOR is set); on failure or cancel nothing is left behind."""
         from ..core.errors import Canceled
+        from ..core.feedback import Feedback
         from ..core.segment import segment_raster
         from ..core.vectorize import polygonize
 
@@ -227,17 +255,12 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         written = []
         try:
             feedback.pushInfo(f"Model file: {model_path}")
-            result = segment_raster(
-                src, model_path, out["raster"], bands=self.bands(parameters, context),
-                scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
-                extra_nodata=optional_number(parameters, self.NODATA), extent=extent,
-                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                min_segment_px=self.parameterAsInt(parameters, self.MIN_SEGMENT_PX, context),
-                simulation_path=out["simulation"] or None, progress=progress_bridge(feedback, 0, seg_end),
-                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
-                warn=feedback.pushWarning,
-                palette=self.parameterAsEnumString(parameters, self.PALETTE, context) or PALETTES[0],
-                class_names=self._class_names(parameters, context, session))
+            options = self.segment_options(parameters, context, extent=extent, simulation=out["simulation"],
+                                           session=session)
+            result = segment_raster(src, model_path, out["raster"], options,
+                                    Feedback(progress=progress_bridge(feedback, 0, seg_end),
+                                             is_canceled=feedback.isCanceled, info=feedback.pushInfo,
+                                             warning=feedback.pushWarning), session=session)
             written += [out["raster"]] + ([out["simulation"]] if out["simulation"] else [])
             if out["vector"]:
                 feedback.setProgressText("Polygonizing (GDAL)")
