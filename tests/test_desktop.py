@@ -70,7 +70,7 @@ def test_html_output_is_declared_as_a_file(provider):
     """The declaration that keeps the batch dialog off its broken HTML branch (segment and novelty)."""
     from qgis.core import QgsApplication, QgsProcessingOutputFile, QgsProcessingOutputHtml
 
-    for alg_id in ("ktextures:segment",):
+    for alg_id in ("ktextures:segment", "ktextures:novelty"):
         alg = QgsApplication.processingRegistry().algorithmById(alg_id)
         out = alg.outputDefinition("OUTPUT_HTML")
         assert isinstance(out, QgsProcessingOutputFile) and not isinstance(out, QgsProcessingOutputHtml)
