@@ -2,6 +2,7 @@
 (processing.gui.BatchAlgorithmDialog, rows filled as the user fills them) with the HTML report on, the names of
 the loaded layers, and the Results Viewer entries."""
 import shutil
+import time
 
 import pytest
 
@@ -154,3 +155,26 @@ def test_dialog_defaults_write_the_report_and_the_table(provider, qgis_iface, mo
     finally:
         dlg.deleteLater()
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_background_task_keeps_the_results(provider, tiny_models, tmp_path):
+    """The dialog runs algorithms in a QgsProcessingAlgRunnerTask; postProcessAlgorithm (which shows the HTML page)
+    must not replace the run's results."""
+    from qgis.core import QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext, QgsProcessingFeedback
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("ktextures:segment")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    params = {"INPUT": str(SAMPLE), "MODEL_FILE": tiny_models["bin4"], "OUTPUT_RASTER": str(tmp_path / "c.tif"),
+              "OUTPUT_HTML": str(tmp_path / "r.html")}
+    task = QgsProcessingAlgRunnerTask(alg, params, context, feedback)
+    got = []
+    task.executed.connect(lambda ok, results: got.append((ok, dict(results))))
+    QgsApplication.taskManager().addTask(task)
+    for _ in range(600):
+        if got:
+            break
+        QCoreApplication.processEvents()
+        time.sleep(0.05)
+    assert got and got[0][0], got
+    assert got[0][1]["OUTPUT_RASTER"] == str(tmp_path / "c.tif") and got[0][1]["NUM_CLASSES"] == 4
