@@ -12,7 +12,7 @@ class KTexturesPlugin:
         self.provider = None  # keep a Python reference (docs/development.md §5: the registry may lose it otherwise)
         self.installer = None
         self.action = self.torch_action = None
-        add_deps_to_path()  # packages installed by the "Install" button (core/installer.py)
+        add_deps_to_path()  # packages installed by the "Install" button (installer.py)
 
     def initProcessing(self):  # noqa: N802 (QGIS API)
         if self.provider is None:
