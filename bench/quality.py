@@ -127,20 +127,25 @@ def grass_cluster(img, bands, k, out_path, smap=False):
     signatures, one mixture per class), then ``i.smap`` (sequential maximum a posteriori over a multiscale random
     field) classifies."""
     import tempfile
+
+    from osgeo import gdal
     b = [int(v) for v in bands.split(",")]
-    steps = [
-        "set -e",
-        f"r.in.gdal -o --quiet input='{img}' output=img",
-        "g.region raster=img.1",
-        "i.group --quiet group=g subgroup=g input=" + ",".join(f"img.{i}" for i in b),
+    steps = ["set -e", f"r.in.gdal -o --quiet input='{img}' output=img", "g.region raster=img.1"]
+    names = [f"img.{i}" for i in b]
+    if gdal.GetDataTypeName(gdal.Open(img).GetRasterBand(1).DataType).startswith("Float"):
+        # reflectance 0-1 (Amazon): i.gensigset drops every subsignature as singular at that scale
+        steps += [f"r.mapcalc --quiet expression='s{i} = img.{i} * 10000.0'" for i in b]
+        names = [f"s{i}" for i in b]
+    steps += [
+        "i.group --quiet group=g subgroup=g input=" + ",".join(names),
         f"i.cluster --quiet group=g subgroup=g signaturefile=sig classes={k}",
         "i.maxlik --quiet group=g subgroup=g signaturefile=sig output=cls",
     ]
     if smap:
         steps += ["i.gensigset --quiet trainingmap=cls group=g subgroup=g signaturefile=sms",
                   "i.smap --quiet group=g subgroup=g signaturefile=sms output=smp"]
-    steps.append(f"r.out.gdal --quiet -c input={'smp' if smap else 'cls'} output='{out_path}' type=Byte nodata=0 "
-                 "createopt=COMPRESS=LZW")
+    steps.append(f"r.out.gdal --quiet --overwrite -c input={'smp' if smap else 'cls'} output='{out_path}' "
+                 "type=Byte nodata=0 createopt=COMPRESS=LZW")
     script = "\n".join(steps) + "\n"
     with tempfile.TemporaryDirectory(prefix="ktx_grass_") as tmp:
         sh = os.path.join(tmp, "run.sh")
