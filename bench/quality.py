@@ -97,10 +97,10 @@ def ktextures_available():
     return callable(getattr(training, "fit", None))
 
 
-def timed(cmd):
+def timed(cmd, cwd=ROOT):
     t0 = time.perf_counter()
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    cp = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    cp = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if cp.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({cp.returncode}): {cp.stderr.strip()[-800:]}")
@@ -259,12 +259,6 @@ def _fit_command(img, bands, k, seed, model, args, rec):
     return cmd
 
 
-def segment_supports_smoothing():
-    cp = subprocess.run([PY, "-m", "ktextures_plugin", "segment", "--help"], cwd=ROOT, capture_output=True,
-                        text=True, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
-    return "--smoothing" in cp.stdout
-
-
 def run_model(scene, method, seed, k, args, base):
     """``ktextures`` (fit, then segment) or ``bundled`` (segment only), segmented at each ``--smoothing`` beta
     (None = segment's default)."""
@@ -292,7 +286,7 @@ def run_model(scene, method, seed, k, args, base):
                "--quiet"] + extra
         if beta is not None:
             cmd += ["--smoothing", str(beta)]
-        r = dict(rec, smoothing=beta, segment_s=timed(cmd))
+        r = dict(rec, smoothing=beta, segment_s=timed(cmd, args.segment_checkout or ROOT))
         out.append(dict(r, **score(labels, label, img, bands)))
     return out
 
@@ -448,6 +442,8 @@ def main(argv=None):
     p.add_argument("--anchor", type=float, default=None, help="fit --anchor (default: fit's)")
     p.add_argument("--smoothing", nargs="+", type=float, default=None,
                    help="segment --smoothing betas to score each model at (default: segment's default only)")
+    p.add_argument("--segment-checkout", default=None, metavar="DIR",
+                   help="run segment from this checkout of the project (another version; default: this one)")
     p.add_argument("--bundled-scaling", default="model", choices=["model", "stretch"],
                    help="segment --scaling for the bundled models (stretch suits scenes of other radiometry)")
     p.add_argument("--from-log", action="store_true",
