@@ -19,20 +19,31 @@ class _Parser(Parser):
         raise SystemExit(2)
 
 
+def _add_context_options(p) -> None:
+    """The context variant's warm start, anchor and smoothing beta (docs/method.md §3.3)."""
+    from ..training.defaults import DEFAULT_ANCHOR, DEFAULT_SMOOTHING_BETA, DEFAULT_WARM_START, WARM_STARTS
+
+    p.add_argument("--warm-start", choices=list(WARM_STARTS), default=DEFAULT_WARM_START,
+                   help="context variant: k-means on the bands alone ('pixel') or on the bands and their smoothed "
+                        f"copies ('context') as the starting partition (default {DEFAULT_WARM_START})")
+    p.add_argument("--anchor", type=float, default=DEFAULT_ANCHOR,
+                   help="context variant: weight of the cross-entropy to the warm-start partition smoothed by the "
+                        f"Potts step (default {DEFAULT_ANCHOR:g}; 0 = off)")
+    p.add_argument("--smoothing-beta", type=float, default=DEFAULT_SMOOTHING_BETA,
+                   help="context variant: Potts weight of the anchor's target and the model's "
+                        f"ktextures.smoothing_beta for segment's smoothing step (default {DEFAULT_SMOOTHING_BETA:g})")
+
+
 def build_parser():
     from ..training.defaults import (
-        DEFAULT_ANCHOR,
         DEFAULT_BATCH,
         DEFAULT_BINNING,
         DEFAULT_CONTINUITY,
         DEFAULT_MASK_WIDTH,
         DEFAULT_RETRIES,
-        DEFAULT_SMOOTHING_BETA,
         DEFAULT_STEPS,
         DEFAULT_VARIANT,
-        DEFAULT_WARM_START,
         VARIANTS,
-        WARM_STARTS,
     )
     from ..training.train import BINNINGS
 
@@ -59,15 +70,7 @@ def build_parser():
     p.add_argument("--continuity", type=float, default=DEFAULT_CONTINUITY,
                    help="weight of the spatial-continuity term on the class probabilities (context and spatial "
                         f"variants; default {DEFAULT_CONTINUITY:g})")
-    p.add_argument("--warm-start", choices=list(WARM_STARTS), default=DEFAULT_WARM_START,
-                   help="context variant: k-means on the bands alone ('pixel') or on the bands and their smoothed "
-                        f"copies ('context') as the starting partition (default {DEFAULT_WARM_START})")
-    p.add_argument("--anchor", type=float, default=DEFAULT_ANCHOR,
-                   help="context variant: weight of the cross-entropy to the warm-start partition smoothed by the "
-                        f"Potts step (default {DEFAULT_ANCHOR:g}; 0 = off)")
-    p.add_argument("--smoothing-beta", type=float, default=DEFAULT_SMOOTHING_BETA,
-                   help="context variant: Potts weight of the anchor's target and the model's "
-                        f"ktextures.smoothing_beta for segment's smoothing step (default {DEFAULT_SMOOTHING_BETA:g})")
+    _add_context_options(p)
     p.add_argument("--features", default="random",
                    help="loss features: 'random' (seeded random CNN), 'ae' or 'ae:STEPS' (a 4-band "
                         "auto-encoder trained on this raster first), 'vgg16:PATH' (torchvision VGG16 "
