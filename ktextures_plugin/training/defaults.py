@@ -8,7 +8,9 @@ the figures and the commands.
 VARIANTS = ("faithful", "spatial", "context")
 #: context: measured against faithful and against the k-means peers in docs/benchmarks.md ("Quality").
 DEFAULT_VARIANT = "context"
-DEFAULT_STEPS = 500
+#: at most; early stopping may end the mask training sooner (docs/method.md §3.3). 300 keeps a 768 x 768 fit
+#: under 5 minutes on 2 cores.
+DEFAULT_STEPS = 300
 DEFAULT_BATCH = 8
 DEFAULT_BINNING = "faithful"
 #: Hidden width of the faithful per-pixel mask network (the paper's is 64).
