@@ -2,7 +2,8 @@
 # k-textures for QGIS: one-command set-up, demo, tests and packaging on Debian 12 (bookworm).
 #   ./build.sh demo [OUTDIR]   install what is missing, then segment the bundled sample with qgis_process
 #   ./build.sh test [PYTEST_ARGS...]   install what is missing (training too), then run all tests
-#   ./build.sh lint [RUFF_ARGS...]     ruff check . (settings in pyproject.toml)
+#                              (quick subset without qgis_process and real fits: ./build.sh test -m "not slow")
+#   ./build.sh lint [RUFF_ARGS...]     ruff check . (settings in pyproject.toml; installs only ruff)
 #   ./build.sh setup           install only
 #   ./build.sh package         write dist/ktextures.zip (the installable plugin)
 # The recipe and its traps: docs/development.md (Debian's /usr/bin/python3 only, numpy pinned
@@ -55,6 +56,21 @@ setup_venv() {
     fi
 }
 
+# The `ktextures` command (pyproject.toml [project.scripts]) in the venv, editable into this checkout so that
+# models/ and data/ stay beside the code; re-run when pyproject.toml or the checkout's path changes. A venv that
+# is a link (one venv shared by several working copies) is left alone: installing would point it at this copy.
+install_cli() {
+    local stamp="$VENV/.stamp-cli" want
+    want=$( (echo "$ROOT"; cat pyproject.toml) | sha256sum | cut -c1-16)
+    if [ -L "$VENV" ]; then
+        log "$VENV is a link to a shared venv: not installing the ktextures command from this checkout"
+    elif [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "pip install -e . (the ktextures command)"
+        "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+        echo "$want" > "$stamp"
+    fi
+}
+
 compile_resources() {
     if [ ! -f ktextures_plugin/resources.py ] || [ resources.qrc -nt ktextures_plugin/resources.py ] \
         || [ -n "$(find ktextures_plugin/icons -newer ktextures_plugin/resources.py 2>/dev/null)" ]; then
@@ -80,9 +96,9 @@ plugin_env() {
 cmd=${1:-help}; shift || true
 case "$cmd" in
     setup)
-        setup_system; setup_venv requirements-dev.txt; compile_resources ;;
+        setup_system; setup_venv requirements-dev.txt; install_cli; compile_resources ;;
     demo)
-        setup_system; setup_venv requirements.txt; compile_resources; plugin_env
+        setup_system; setup_venv requirements.txt; install_cli; compile_resources; plugin_env
         OUT=${1:-"$ROOT/demo-output"}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
         rm -f "$OUT/classes.tif" "$OUT/polygons.gpkg" "$OUT/report.csv" "$OUT/report.html"
         log "qgis_process.bin run ktextures:segment on the bundled Sentinel-2 sample"
@@ -93,11 +109,19 @@ case "$cmd" in
         echo; echo "Per-class area ($OUT/report.csv):"; awk -F, '{printf "  %-9s %-22s %12s %14s %8s\n", $1, $2, $3, $4, $5}' "$OUT/report.csv"
         echo; echo "Wrote $OUT/classes.tif, $OUT/polygons.gpkg and $OUT/report.html (open it in a browser)" ;;
     test)
-        setup_system; setup_venv requirements-dev.txt; compile_resources; plugin_env
+        setup_system; setup_venv requirements-dev.txt; install_cli; compile_resources; plugin_env
         "$PY" -m pytest "$@" ;;
     lint)
-        setup_system; setup_venv requirements-dev.txt
-        "$PY" -m ruff check "${@:-.}" ;;
+        # Only ruff, in its own small venv: linting needs neither QGIS nor torch.
+        if [ ! -x "$BUILD/lint-venv/bin/ruff" ] || ! grep -qx "$(grep -o 'ruff==[0-9.]*' requirements-dev.txt)" \
+            <("$BUILD/lint-venv/bin/pip" freeze 2>/dev/null); then
+            dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed" \
+                || APT_PACKAGES="python3-venv" setup_system
+            log "installing $(grep -o 'ruff==[0-9.]*' requirements-dev.txt) into $BUILD/lint-venv"
+            /usr/bin/python3 -m venv "$BUILD/lint-venv"
+            "$BUILD/lint-venv/bin/pip" install -q "$(grep -o 'ruff==[0-9.]*' requirements-dev.txt)"
+        fi
+        "$BUILD/lint-venv/bin/ruff" check "${@:-.}" ;;
     package)
         setup_system; compile_resources
         rm -rf "$BUILD/package" dist/$PLUGIN_ID.zip; mkdir -p "$BUILD/package/$PLUGIN_ID" dist

@@ -228,10 +228,10 @@ def test_reference_band_nodata_is_honoured(slovenia_km, tmp_path):
 
 def test_segment_output_scores_like_sklearn(tiny_models, tmp_path):
     """A class raster written by core.segment (tiny binning model) is scored as written: format compatible."""
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 
     out = tmp_path / "seg.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands="3,2,1,4", scaling="stretch")
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands="3,2,1,4", scaling="stretch"))
     s = metrics.evaluate_rasters(str(out), str(SAMPLE_LABEL))
     p, r = _masked(out, SAMPLE_LABEL)
     assert s.pixels == p.size

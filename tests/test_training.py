@@ -542,12 +542,12 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     # segment: small tiles with the 12 px halo give the same class raster as one big tile, in strips of the
     # context variant's size
     from ktextures_plugin.core.inference import CONTEXT_CHUNK_PX, chunk_px_for
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     assert chunk_px_for(info) == CONTEXT_CHUNK_PX
     tiny, _ = _run(res.path, np.ascontiguousarray(x[:, :, :8, :5]))       # edge padding: any tile size runs
     assert tiny.shape == (1, 1, 8, 5)
-    small = segment_raster(SAMPLE, res.path, str(tmp_path / "small.tif"), bands=BANDS, tile_size=100)
-    big = segment_raster(SAMPLE, res.path, str(tmp_path / "big.tif"), bands=BANDS, tile_size=1024)
+    small = segment_raster(SAMPLE, res.path, str(tmp_path / "small.tif"), SegmentOptions(bands=BANDS, tile_size=100))
+    big = segment_raster(SAMPLE, res.path, str(tmp_path / "big.tif"), SegmentOptions(bands=BANDS, tile_size=1024))
     a, b = (gdal.Open(p.path).ReadAsArray() for p in (small, big))
     assert np.array_equal(a, b) and np.array_equal(a, cls[0, 0] + 1)
 

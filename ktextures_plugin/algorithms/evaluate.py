@@ -20,7 +20,15 @@ from qgis.core import (
 from ..core import classraster, outputs
 from ..core import evaluate as core_evaluate
 from ..core.classraster import OutputError
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
+from .common import (
+    KTexturesAlgorithm,
+    all_or_nothing,
+    check_outputs,
+    gdal_source,
+    make_folders,
+    optional_number,
+    output_message,
+)
 
 #: core keys (core.outputs, core.evaluate) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "reference": "REFERENCE", "vector": "REFERENCE_VECTOR", "table": "OUTPUT_TABLE",
@@ -151,6 +159,7 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
             return False, "Reference polygons need a numeric reference class field (REFERENCE_FIELD)."
         return super().checkParameterValues(parameters, context)
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         pred = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context), self.INPUT)
         # absent = the default (0); explicitly empty = no unlabelled value

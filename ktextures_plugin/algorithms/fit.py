@@ -28,8 +28,15 @@ from ..training.defaults import (
     DEFAULT_VARIANT,
     VARIANTS,
 )
-from ..training.errors import TORCH_INSTALL_HINT
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
+from .common import (
+    KTexturesAlgorithm,
+    all_or_nothing,
+    check_outputs,
+    gdal_source,
+    make_folders,
+    optional_number,
+    output_message,
+)
 
 #: core keys (core.outputs, training.fit) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
@@ -118,18 +125,19 @@ class FitAlgorithm(KTexturesAlgorithm):
     def canExecute(self):  # noqa: N802
         from ..training import torch_available
         if not torch_available():
-            from ..installer_gui import request_install
+            from ..installer_gui import manual_hint, request_install
             request_install("torch")
-            return False, TORCH_INSTALL_HINT
+            return False, manual_hint("torch")
         return True, ""
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..training import torch_available
 
         if not torch_available():
-            from ..installer_gui import request_install
+            from ..installer_gui import manual_hint, request_install
             request_install("torch")
-            raise QgsProcessingException(TORCH_INSTALL_HINT)
+            raise QgsProcessingException(manual_hint("torch"))
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
         bands = self._bands(parameters, context, src)

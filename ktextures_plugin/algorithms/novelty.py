@@ -21,10 +21,12 @@ from ..core import outputs
 from ..core.classraster import OutputError
 from ..core.modelinfo import ModelError
 from ..core.raster import RasterError
-from ..core.runtime import INSTALL_HINT, onnxruntime_available
+from ..core.runtime import onnxruntime_available
+from ..installer_gui import manual_hint
 from . import novelty_styling
 from .common import (
     ModelInputAlgorithm,
+    all_or_nothing,
     cached_session,
     check_outputs,
     gdal_source,
@@ -116,7 +118,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
 
     def canExecute(self):  # noqa: N802
         if not onnxruntime_available():
-            return False, INSTALL_HINT
+            return False, manual_hint("onnxruntime")
         return True, ""
 
     def _outputs(self, parameters, context, src, model_path):
@@ -130,13 +132,14 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                        "html": (page, outputs.TABLE)}, {"input": src, "model": model_path})
         return score, selected, page
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.errors import Canceled
         from ..core.novelty import rank_tiles
         from ..core.novelty_output import write_html, write_score_raster, write_selected
 
         if not onnxruntime_available():
-            raise QgsProcessingException(INSTALL_HINT)
+            raise QgsProcessingException(manual_hint("onnxruntime"))
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
         model_path = self.model_path(parameters, context)
