@@ -28,8 +28,6 @@ from . import onnx_rewrite
 from .model import KTextures, bin_index
 
 OPSET = 17
-#: metadata key of the Potts weight that suits the model's ``scores`` (models/README.md)
-K_SMOOTHING_BETA = "ktextures.smoothing_beta"
 
 
 class _ExportGraph(nn.Module):
@@ -124,7 +122,7 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
         model.k, list(channel_names), scale_min, scale_max, halo_px=model.halo_px, class_names=class_names,
         texture_period_px=int(textures.shape[-1]), title=title, provenance=provenance or {})
     if smoothing_beta is not None and graph.has_scores:
-        meta[K_SMOOTHING_BETA] = json.dumps(float(smoothing_beta))
+        meta[modelinfo.K_SMOOTHING_BETA] = json.dumps(float(smoothing_beta))
     del proto.metadata_props[:]
     for key, val in meta.items():
         entry = proto.metadata_props.add()
