@@ -70,7 +70,7 @@ def test_html_output_is_declared_as_a_file(provider):
     """The declaration that keeps the batch dialog off its broken HTML branch (segment and novelty)."""
     from qgis.core import QgsApplication, QgsProcessingOutputFile, QgsProcessingOutputHtml
 
-    for alg_id in ("ktextures:segment",):
+    for alg_id in ("ktextures:segment", "ktextures:novelty"):
         alg = QgsApplication.processingRegistry().algorithmById(alg_id)
         out = alg.outputDefinition("OUTPUT_HTML")
         assert isinstance(out, QgsProcessingOutputFile) and not isinstance(out, QgsProcessingOutputHtml)
@@ -109,7 +109,7 @@ def test_loaded_results_read_together(provider, tmp_path):
         processing.runAndLoadResults("ktextures:sample", {"INPUT": res["OUTPUT_RASTER"], "POINTS_PER_CLASS": 3,
                                                           "OUTPUT_POINTS": "TEMPORARY_OUTPUT",
                                                           "OUTPUT_SUMMARY": None})
-        assert _tree_names()[0] == f"Sample points ({classes.name()})"  # the input layer, as the user sees it
+        assert _tree_names()[0] == f"Sample points ({tag})"  # the image the classes came from
         points = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name().startswith("Sample")][0]
         cats = points.renderer().categories()  # keep the list: the symbols belong to it
         sym = cats[0].symbol()
