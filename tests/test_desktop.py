@@ -103,8 +103,9 @@ def test_loaded_results_read_together(provider, tmp_path):
         assert polygons.opacity() == 1.0
         cats = polygons.renderer().categories()
         for cat in cats:
-            fill = cat.symbol().symbolLayer(0)
-            assert fill.fillColor().alpha() == 0 and fill.strokeColor().alpha() == 255  # outlines only
+            casing, line = cat.symbol().symbolLayer(0), cat.symbol().symbolLayer(1)
+            assert line.fillColor().alpha() == 0 and casing.fillColor().alpha() == 0  # outlines only
+            assert line.strokeColor().alpha() == 255 and casing.strokeWidth() > line.strokeWidth()
         sim = layers[f"Simulated image (textures of the classes) ({tag})"]
         assert isinstance(sim, QgsRasterLayer) and sim.renderer().type() == "multibandcolor"
         processing.runAndLoadResults("ktextures:sample", {"INPUT": res["OUTPUT_RASTER"], "POINTS_PER_CLASS": 3,
