@@ -326,8 +326,8 @@ def test_a_replaced_output_loses_its_stale_sidecars(tmp_path):
 # -- sample: chips and layers ----------------------------------------------------------------------------------------
 @pytest.fixture
 def classes(case, tiny_models):
-    from ktextures_plugin.core.segment import segment_raster
-    segment_raster(str(case / "t1.tif"), tiny_models["bin4"], str(case / "c.tif"), bands="3,2,1,4")
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+    segment_raster(str(case / "t1.tif"), tiny_models["bin4"], str(case / "c.tif"), SegmentOptions(bands="3,2,1,4"))
     return case / "c.tif"
 
 
