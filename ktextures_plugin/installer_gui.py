@@ -40,6 +40,25 @@ def manual_hint(feature: str) -> str:
             "'Installing the dependencies'.")
 
 
+#: Menu names and what each package is for, short.
+TITLE = {"onnxruntime": ("onnxruntime", "segmenting"), "torch": ("PyTorch", "fitting")}
+
+
+def menu_text(feature: str) -> str:
+    """The menu entry of ``feature``: what is installed ("PyTorch 2.13.0 installed (fitting): reinstall") or
+    what the entry does ("Install PyTorch (fitting)")."""
+    from importlib import metadata
+
+    name, use = TITLE[feature]
+    if not available(feature):
+        return f"Install {name} ({use})"
+    try:
+        version = metadata.version(installer.requirement_names(feature)[0])
+    except metadata.PackageNotFoundError:
+        version = ""
+    return f"{name} {version} installed ({use}): reinstall".replace("  ", " ")
+
+
 def available(feature: str) -> bool:
     """True when the module of ``feature`` imports."""
     importlib.invalidate_caches()
@@ -83,6 +102,8 @@ class Installer(QObject):
     """Shows notices and runs installs; ``request`` may be called from any thread (a queued signal)."""
 
     requested = pyqtSignal(str)
+    #: (feature, installed and importable) when an install task ends
+    finished = pyqtSignal(str, bool)
 
     def __init__(self, iface):
         super().__init__()
@@ -115,9 +136,8 @@ class Installer(QObject):
         self.tasks[feature] = task
         QgsApplication.taskManager().addTask(task)
         if self.iface is not None:
-            self.iface.messageBar().pushMessage(
-                "k-textures", f"Installing {feature}; pip's output is in View > Panels > Log Messages, tab "
-                f"'{LOG_TAG}'.", Qgis.MessageLevel.Info, 10)
+            _push(self.iface.messageBar(), f"Installing {feature}; pip's output is in View > Panels > Log Messages, "
+                  f"tab '{LOG_TAG}'.", Qgis.MessageLevel.Info, 0)
         return task
 
     def _done(self, feature: str, task: InstallTask, ok: bool):
@@ -127,7 +147,7 @@ class Installer(QObject):
         if ok:
             msg, level = f"{feature} installed in {task.target}; ready to use.", Qgis.MessageLevel.Success
         elif canceled:
-            msg, level = f"Installing {feature} was canceled; nothing was changed.", Qgis.MessageLevel.Info
+            msg, level = f"Installing {feature} was canceled.", Qgis.MessageLevel.Info
         else:
             msg = task.error or f"Installing {feature} failed (see the log tab '{LOG_TAG}')."
             level = Qgis.MessageLevel.Critical
@@ -135,7 +155,12 @@ class Installer(QObject):
         if self.iface is not None:
             bar = self.iface.messageBar()
             bar.clearWidgets()  # the "Installing ..." notice is stale now
-            bar.pushMessage("k-textures", msg, level, 0 if level == Qgis.MessageLevel.Critical else 10)
+            _push(bar, msg, level, 0 if level == Qgis.MessageLevel.Critical else 10)
+        self.finished.emit(feature, ok)
+
+
+def _push(bar, text: str, level, duration: int) -> None:
+    bar.pushWidget(bar.createMessage("k-textures", text), level, duration)
 
 
 #: The plugin's installer while the plugin is loaded (algorithms call :func:`request_install`).

@@ -35,6 +35,7 @@ from .common import (
     gdal_source,
     make_folders,
     optional_number,
+    output_layer,
     output_message,
 )
 
@@ -188,8 +189,8 @@ class FitAlgorithm(KTexturesAlgorithm):
         out_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not out_model.lower().endswith(".onnx"):
             out_model += ".onnx"
-        out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
-        out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
+        out_raster = output_layer(self, parameters, self.OUTPUT_RASTER, context)  # blank in a batch row: none
+        out_vector = output_layer(self, parameters, self.OUTPUT_VECTOR, context)
         make_folders((out_model, out_raster, out_vector))
         check_outputs(NAMES, {"output": (out_model, outputs.MODEL), "raster": (out_raster, outputs.CLASS_RASTER),
                               "vector": (out_vector, outputs.VECTOR)}, {"input": src})

@@ -11,7 +11,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterVectorDestination,
@@ -26,6 +25,7 @@ from ..installer_gui import manual_hint
 from . import novelty_styling
 from .common import (
     ModelInputAlgorithm,
+    add_html_destination,
     all_or_nothing,
     cached_session,
     check_outputs,
@@ -110,9 +110,8 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_SELECTED, "Selected tiles", type=QgsProcessing.TypeVectorPolygon, optional=True,
             createByDefault=True))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_HTML, "Explanation (HTML)", fileFilter="HTML files (*.html)", optional=True,
-            createByDefault=True))
+        # a file output, not an HTML one: QGIS 3.22's batch dialog fails on HTML outputs (common.add_html_destination)
+        add_html_destination(self, self.OUTPUT_HTML, "Explanation (HTML)", by_default=True)
         self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles scored"))
         self.addOutput(QgsProcessingOutputNumber("SKIPPED_TILES", "Tiles skipped (mostly nodata)"))
 
@@ -179,5 +178,6 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         for w in novelty_styling.save_default_styles(score, selected):
             feedback.pushWarning(w)
         novelty_styling.attach_styles(context, score, selected)
+        self.show_page(page, f"k-textures novelty ({layer.name()})")
         return {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected or None, self.OUTPUT_HTML: page or None,
                 "TILES": int(res.table.index.size), "SKIPPED_TILES": int(res.table.skipped)}

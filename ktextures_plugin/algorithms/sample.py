@@ -212,8 +212,10 @@ class SampleAlgorithm(KTexturesAlgorithm):
         except (sampling.SamplingError, RasterError, OutputError) as exc:
             raise QgsProcessingException(output_message(exc, NAMES)) from None
         self._style(context, feedback, class_path, points_id, chips_id)
-        name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_POINTS: points_id, self.OUTPUT_CHIPS: chips_id,
-                                                          self.OUTPUT_SUMMARY: summary_id})
+        # the segmented image's name when the input is a class raster named by segment: "Classes (s2_sample)"
+        source = re.fullmatch(r"Classes \((.+)\)", layer.name())
+        name_loaded_outputs(self, context, source.group(1) if source else layer.name(), {
+            self.OUTPUT_POINTS: points_id, self.OUTPUT_CHIPS: chips_id, self.OUTPUT_SUMMARY: summary_id})
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:
             out[self.OUTPUT_FOLDER] = folder
