@@ -9,10 +9,18 @@ from ._args import Parser, check_outputs, fail, int_range
 PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
-         "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata"}
+         "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata",
+         "extent": "--extent", "smoothing": "--smoothing"}
+#: SegmentOptions field -> the option that sets it (tests/test_core_segment.py compares it with the QGIS one;
+#: ``window`` is for scripts, which give pixel windows)
+OPTIONS = {"bands": "--bands", "scaling": "--scaling", "extra_nodata": "--nodata", "extent": "--extent",
+           "tile_size": "--tile-size", "min_segment_px": "--min-segment-px", "simulation_path": "--simulation",
+           "threads": "--threads", "palette": "--palette", "class_names": "--class-names",
+           "smoothing": "--smoothing"}
 
 
 def build_parser():
+    from ..core.classraster import PALETTES
     p = Parser(prog=PROG,
                                 description="Segment a raster into k texture classes with a k-textures ONNX model.")
     p.add_argument("image", help="input raster (any GDAL format)")
@@ -28,6 +36,16 @@ def build_parser():
                    help="GDAL sieve threshold in pixels (0 = off)")
     p.add_argument("--tile-size", type=int_range(32, 8192), default=512, help="tile side in pixels (default 512)")
     p.add_argument("--simulation", default=None, help="also write the simulated image (Float32 GeoTIFF)")
+    p.add_argument("--extent", type=_extent, default=None, metavar="XMIN,YMIN,XMAX,YMAX",
+                   help="segment only the pixels covering this extent (map units of the raster's CRS)")
+    p.add_argument("--palette", choices=PALETTES, default=PALETTES[0],
+                   help="class colours: 'true colour' (the mean colour of each class, or the model's own) or "
+                        "'qualitative' (Tableau 10)")
+    p.add_argument("--class-names", default=None,
+                   help="k comma-separated class names in class order 1..k (default: the model's)")
+    p.add_argument("--smoothing", type=_beta, default=None, metavar="BETA",
+                   help="Potts smoothing of the model's class scores (beta per disagreeing neighbour; 0 = off; "
+                        "default: the model's recommendation, else 0); needs a model with a 'scores' output")
     p.add_argument("--report", default=None, help="also write the per-class area table (CSV)")
     p.add_argument("--html", default=None,
                    help="also write the HTML report (class colours, true-colour images, textures, area chart)")
@@ -41,15 +59,47 @@ def build_parser():
     return p
 
 
+def _extent(text: str):
+    import argparse
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or values[0] >= values[2] or values[1] >= values[3]:
+        raise argparse.ArgumentTypeError(f"give XMIN,YMIN,XMAX,YMAX with XMIN < XMAX and YMIN < YMAX, got {text!r}")
+    return values
+
+
+def _beta(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 = off), got {text!r}")
+    return value
+
+
+def segment_options(args):
+    """The :class:`~ktextures_plugin.core.segment.SegmentOptions` of the parsed command line (:data:`OPTIONS`)."""
+    from ..core.segment import SegmentOptions
+    return SegmentOptions(bands=args.bands, scaling=args.scaling, extra_nodata=args.nodata, extent=args.extent,
+                          tile_size=args.tile_size, min_segment_px=args.min_segment_px,
+                          simulation_path=args.simulation, threads=args.threads, palette=args.palette,
+                          class_names=args.class_names, smoothing=args.smoothing)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import outputs
     from ..core.errors import Canceled, ModelError, OutputError, RasterError
+    from ..core.feedback import Feedback
     from ..core.segment import segment_raster
     from ..core.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
-    bad = check_outputs(PROG, NAMES, _outputs(args), {"input": args.image, "model": model})
+    bad = check_outputs(PROG, NAMES, _outputs(args), {"input": _inputs(args), "model": model})
     if bad is not None:
         return bad
     bar = None
@@ -65,15 +115,12 @@ def main(argv=None) -> int:
             bar.n = pct
             bar.refresh()
 
+    feedback = Feedback(progress=progress, info=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
+                        warning=lambda m: print(f"warning: {m}", file=sys.stderr))
     try:
         if args.dask is not None:
-            return _dask(args, model, progress, bar)
-        res = segment_raster(args.image, model, args.out, bands=args.bands, scaling=args.scaling,
-                             extra_nodata=args.nodata, tile_size=args.tile_size,
-                             min_segment_px=args.min_segment_px, simulation_path=args.simulation,
-                             threads=args.threads, progress=progress,
-                             log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
-                             warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+            return _dask(args, model, feedback, bar)
+        res = segment_raster(args.image, model, args.out, segment_options(args), feedback)
         if args.vector:
             try:
                 n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
@@ -98,6 +145,15 @@ def main(argv=None) -> int:
     return _report(args, res)
 
 
+def _inputs(args):
+    """The input as the output check sees it: with ``--dask``, a ``.txt`` list is every raster it lists."""
+    if args.dask is not None:
+        from .distributed import is_list, listed_rasters
+        if is_list(args.image) and os.path.isfile(args.image):
+            return [args.image] + listed_rasters(args.image)
+    return args.image
+
+
 def _outputs(args) -> dict:
     """core key -> (path, kind) of every output option, for the output-path check."""
     from ..core import outputs
@@ -109,10 +165,24 @@ def _outputs(args) -> dict:
 def _report(args, res) -> int:
     """Print the per-class table and a summary line; write the CSV report when ``--report`` is given and the
     HTML report when ``--html`` is given."""
-    from ..core.vectorize import format_report, write_report
+    from ..core.errors import OutputError
+    try:
+        _write_reports(args, res)
+    except OutputError as exc:  # a report that cannot be written (full disk): the run's outputs go with it
+        return fail(PROG, exc, NAMES)
+    from ..core.vectorize import format_report
     rows = res.report_rows()
+    print(format_report(rows))
+    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
+          f"({res.execution_provider})")
+    return 0
+
+
+def _write_reports(args, res) -> None:
+    """``--report`` (CSV) and ``--html``, when given."""
+    from ..core.vectorize import write_report
     if args.report:
-        write_report(args.report, rows)
+        write_report(args.report, res.report_rows())
     if args.html:
         from ..core.html_report import from_segment, write_html_report
         from ..core.inference import open_session
@@ -120,10 +190,6 @@ def _report(args, res) -> int:
         params = {k: v for k, v in vars(args).items() if v is not None and v is not False}
         write_html_report(args.html, from_segment(res, args.image, session=session, parameters=params))
         print(f"HTML report -> {args.html}", file=sys.stderr)
-    print(format_report(rows))
-    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
-          f"({res.execution_provider})")
-    return 0
 
 
 def _remove(paths):
@@ -136,24 +202,17 @@ def _remove(paths):
                 os.remove(p)
 
 
-def _dask(args, model, progress, bar) -> int:
+def _dask(args, model, feedback, bar) -> int:
     """``--dask``: the same job on a Dask cluster (cli/distributed.py); same outputs and report."""
     from ..core.errors import ModelError, OutputError, RasterError
     from ..core.vectorize import polygonize
     from .distributed import DistributedError, segment_dask
 
-    if args.simulation:
-        print("error: --simulation is not available with --dask; run without --dask", file=sys.stderr)
-        return 2
     try:
-        res = segment_dask(args.image, model, args.out, address=args.dask or None, n_workers=args.dask_workers,
-                           bands=args.bands, scaling=args.scaling, extra_nodata=args.nodata,
-                           tile_size=args.tile_size, min_segment_px=args.min_segment_px,
-                           threads=args.threads or 1, progress=progress,
-                           log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
-                           warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        res = segment_dask(args.image, model, args.out, segment_options(args), feedback, address=args.dask or None,
+                           n_workers=args.dask_workers)
         if args.vector:  # from the final raster: no seams to dissolve
-            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
+            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=feedback.progress)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
     except KeyboardInterrupt:
         print("canceled: the Dask tasks were cancelled and no output was written", file=sys.stderr)

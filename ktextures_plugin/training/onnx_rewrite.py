@@ -18,9 +18,10 @@ Only the ``onnx`` package and numpy are needed (not torch).
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import List, Sequence
+
+from ..core import atomic
 
 
 def rewrite_elu(proto) -> int:
@@ -89,13 +90,8 @@ def rewrite_file(path: str) -> int:
     if not n:
         return 0
     onnx.checker.check_model(proto)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.atomic_output(path) as part:
+        onnx.save(proto, part.path)
     return n
 
 
