@@ -134,3 +134,24 @@ def test_graphical_model_segment_then_novelty(provider, tmp_path):
         r, c = f["tile_row"], f["tile_col"]
         block = classes[r * 32:r * 32 + 64, c * 32:c * 32 + 64]
         assert f["class_id"] == np.bincount(block.ravel()).argmax()
+
+
+def test_loaded_results_read_together(provider, tmp_path):
+    """Loaded on completion: the score raster semi-transparent below the selected tiles, labelled by rank."""
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    QgsProject.instance().removeAllMapLayers()
+    try:
+        processing.runAndLoadResults("ktextures:novelty", {
+            "INPUT": str(SAMPLE), "N_SELECT": 3, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
+            "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": ""})
+        tree = [n.layer() for n in QgsProject.instance().layerTreeRoot().findLayers()]
+        kinds = [type(lyr) for lyr in tree]
+        assert kinds.index(QgsVectorLayer) < kinds.index(QgsRasterLayer), [lyr.name() for lyr in tree]
+        score = next(lyr for lyr in tree if isinstance(lyr, QgsRasterLayer))
+        tiles = next(lyr for lyr in tree if isinstance(lyr, QgsVectorLayer))
+        assert score.renderer().type() == "singlebandpseudocolor" and 0 < score.renderer().opacity() < 1
+        assert tiles.labelsEnabled() and tiles.labeling().settings().fieldName == "rank"
+    finally:
+        QgsProject.instance().removeAllMapLayers()

@@ -8,7 +8,6 @@ from qgis.core import (
     QgsColorRampShader,
     QgsFillSymbol,
     QgsPalLayerSettings,
-    QgsProcessingLayerPostProcessorInterface,
     QgsRasterBandStats,
     QgsRasterLayer,
     QgsRasterShader,
@@ -116,26 +115,9 @@ def save_default_styles(score_path: str, selected_path: str) -> List[str]:
     return warnings
 
 
-class NoveltyStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Styles the score raster or the selected tiles when QGIS loads them."""
-
-    _keep = []  # Python references: only the C++ side is owned by the context
-
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        if isinstance(layer, QgsRasterLayer):
-            style_score(layer)
-        elif isinstance(layer, QgsVectorLayer):
-            style_selected(layer)
-
-    @classmethod
-    def create(cls):
-        pp = cls()
-        cls._keep.append(pp)
-        return pp
-
-
-def attach_styles(context, *layer_ids_or_paths) -> None:
-    """Style the given outputs when they are loaded on completion (GUI, runAndLoadResults)."""
-    for dest in layer_ids_or_paths:
-        if dest and context.willLoadLayerOnCompletion(dest):
-            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(NoveltyStylePostProcessor.create())
+def attach_styles(context, score: str, selected: str) -> None:
+    """Style the outputs when they are loaded on completion (GUI, batch, runAndLoadResults), the score raster
+    below the selected tiles (``styling.attach``'s reading order of a run's layers)."""
+    from .styling import CLASSES, FOOTPRINTS, attach
+    attach(context, score, style_score, lambda _layer: CLASSES)
+    attach(context, selected, style_selected, lambda _layer: FOOTPRINTS)
