@@ -42,8 +42,8 @@ FEATURE_RANGE = (-2.0, 6.0)
 WINDOW_PX = 512
 #: context in px read around a window for the feature CNN (its receptive field radius is about 46 px)
 FEATURE_CONTEXT = 32
-#: default most singular vectors DEMUD's model keeps (docs/novelty.md, "Rank and initial model";
-#: bench/novelty.py discovery)
+#: default most singular vectors DEMUD's model keeps (docs/novelty.md, "Initial model and rank";
+#: bench/novelty.py planted)
 DEFAULT_RANK = 4
 #: default initial model: -2 = the SVD of the typical tiles (the same measurement)
 INIT_TILES = -2
