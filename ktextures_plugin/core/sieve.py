@@ -5,7 +5,7 @@ from typing import Callable, Optional
 
 from osgeo import gdal
 
-from . import raster
+from . import atomic, raster
 from .errors import Canceled, Progress
 
 gdal.UseExceptions()
@@ -18,16 +18,16 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
 
     Raises:
         Canceled: when ``is_canceled()`` turns True during the sieve.
+        OutputError: GDAL could not write the result (a full disk).
     """
-    ds = gdal.Open(path, gdal.GA_Update)
+    def cb(frac, _msg, _data):
+        if progress:
+            progress(frac, "sieve")
+        return 0 if (is_canceled and is_canceled()) else 1
+
+    out = atomic.Partial(path, path, gdal.Open(path, gdal.GA_Update))
+    band = out.ds.GetRasterBand(1)
     try:
-        band = ds.GetRasterBand(1)
-
-        def cb(frac, _msg, _data):
-            if progress:
-                progress(frac, "sieve")
-            return 0 if (is_canceled and is_canceled()) else 1
-
         try:
             with raster.line_pass_cache(band):  # GDAL reads line by line: no large block cache
                 gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px),
@@ -38,5 +38,9 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
             raise
         if is_canceled and is_canceled():
             raise Canceled()
-    finally:
-        ds = None
+    except BaseException:
+        band = None
+        out.abandon()
+        raise
+    band = None
+    out.close()  # a write error GDAL reports on close (a full disk) fails the run
