@@ -43,7 +43,7 @@ def build_parser():
                         "'qualitative' (Tableau 10)")
     p.add_argument("--class-names", default=None,
                    help="k comma-separated class names in class order 1..k (default: the model's)")
-    p.add_argument("--smoothing", type=float, default=None, metavar="BETA",
+    p.add_argument("--smoothing", type=_beta, default=None, metavar="BETA",
                    help="Potts smoothing of the model's class scores (beta per disagreeing neighbour; 0 = off; "
                         "default: the model's recommendation, else 0); needs a model with a 'scores' output")
     p.add_argument("--report", default=None, help="also write the per-class area table (CSV)")
@@ -68,6 +68,17 @@ def _extent(text: str):
     if len(values) != 4 or values[0] >= values[2] or values[1] >= values[3]:
         raise argparse.ArgumentTypeError(f"give XMIN,YMIN,XMAX,YMAX with XMIN < XMAX and YMIN < YMAX, got {text!r}")
     return values
+
+
+def _beta(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 = off), got {text!r}")
+    return value
 
 
 def segment_options(args):
