@@ -1,5 +1,7 @@
 """Glue shared by the algorithms: feedback bridges, cached onnxruntime sessions, input checks."""
+import functools
 import os
+import sys
 from typing import Optional
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
@@ -66,14 +68,6 @@ def remove_outputs(paths) -> None:
                 pass
 
 
-def output_message(exc, names) -> str:
-    """The message of a core error; an output-path error (``core.outputs.OutputPathError``) is worded with the
-    QGIS parameter names ``names`` (core key -> parameter id)."""
-    if callable(getattr(exc, "message", None)) and hasattr(exc, "parameter"):
-        return exc.message(names)
-    return str(exc)
-
-
 def check_outputs(names, outputs, inputs) -> None:
     """:func:`core.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
     QGIS parameters (``names``: core key -> parameter id)."""
@@ -86,12 +80,57 @@ def check_outputs(names, outputs, inputs) -> None:
         raise QgsProcessingException(exc.message(names)) from None
 
 
+def processing_error(exc: BaseException, names=None) -> Optional[QgsProcessingException]:
+    """The QGIS front end's one translation of an exception into the ``QgsProcessingException`` QGIS shows
+    (message only, no traceback), or None for an exception that is no input or system problem (a bug).
+
+    * a cancel (``Canceled``, ``KeyboardInterrupt``, GDAL's "User terminated"): "Canceled: no output was
+      written.";
+    * a ``CoreError`` (and what :func:`core.errors.as_core_error` maps to one: a GDAL read error, an
+      ``OSError``, a ``MemoryError``): its message worded with the parameter ids ``names`` (core key -> id).
+    """
+    from ..core.errors import as_core_error, is_cancel
+
+    if isinstance(exc, QgsProcessingException):
+        return exc
+    if is_cancel(exc):
+        return QgsProcessingException("Canceled: no output was written.")
+    err = as_core_error(exc)
+    return None if err is None else QgsProcessingException(err.message(names))
+
+
+def _translated(process):
+    """``processAlgorithm`` with every exception but a bug raised as :func:`processing_error`; the parameter
+    names come from the algorithm's ``ERROR_NAMES`` or its module's ``NAMES``."""
+    @functools.wraps(process)
+    def run(self, parameters, context, feedback):
+        try:
+            return process(self, parameters, context, feedback)
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt is translated too
+            names = getattr(self, "ERROR_NAMES", None) or getattr(sys.modules[type(self).__module__], "NAMES", {})
+            err = processing_error(exc, names)
+            if err is None:
+                raise
+            if err is exc:
+                raise
+            raise err from None
+    return run
+
+
 class KTexturesAlgorithm(QgsProcessingAlgorithm):
     """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them.
+
+    Every subclass's ``processAlgorithm`` is wrapped (``__init_subclass__``) in the one error translation of
+    this front end, :func:`processing_error`: no algorithm catches error types itself.
 
     No group: the algorithms sit directly under the provider in the toolbox ("k-textures > Segment ..."),
     not in a group of the provider's own name ("k-textures > k-textures > ...").
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = _translated(cls.__dict__["processAlgorithm"])
 
     def group(self):
         return ""

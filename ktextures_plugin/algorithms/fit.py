@@ -17,8 +17,6 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.raster import RasterError
-
 # torch-free: the defaults live in one module that the QGIS glue, the CLI and the trainer share
 from ..training.defaults import (
     DEFAULT_CONTINUITY,
@@ -29,7 +27,7 @@ from ..training.defaults import (
     VARIANTS,
 )
 from ..training.errors import TORCH_INSTALL_HINT
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number, output_message
+from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number
 
 #: core keys (core.outputs, training.fit) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
@@ -163,8 +161,6 @@ class FitAlgorithm(KTexturesAlgorithm):
             ds = gdal.Open(src)
             try:
                 return match_bands(ds, list(RGBN))
-            except RasterError as exc:
-                raise QgsProcessingException(str(exc)) from None
             finally:
                 ds = None
         if isinstance(bands, str):
@@ -190,7 +186,7 @@ class FitAlgorithm(KTexturesAlgorithm):
     def _fit(self, parameters, context, feedback, src: str, bands, out_model: str, *, title: str, fit_end: float):
         """Run :func:`ktextures_plugin.training.fit` with the algorithm's parameters; progress up to ``fit_end``
         percent. Returns its :class:`~ktextures_plugin.training.train.FitReport`."""
-        from ..training import FitCanceled, FitInputError, TorchMissingError, fit
+        from ..training import fit
 
         k = self.parameterAsInt(parameters, self.K, context)
         steps = self.parameterAsInt(parameters, self.STEPS, context)
@@ -202,20 +198,15 @@ class FitAlgorithm(KTexturesAlgorithm):
                 feedback.pushInfo(f"step {step}/{total}  loss {loss:.5f}")
 
         feedback.pushInfo(f"Fitting k = {k} on bands {bands} for {steps} steps (CPU) ...")
-        try:
-            info = fit(src, bands, k, out_model, steps=steps, seed=self.parameterAsInt(parameters, self.SEED, context),
-                       variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or DEFAULT_VARIANT,
-                       continuity=self.parameterAsDouble(parameters, self.CONTINUITY, context),
-                       features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
-                       progress=progress, is_canceled=feedback.isCanceled,
-                       extra_nodata=optional_number(parameters, self.NODATA),
-                       mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH,
-                       retries=self.parameterAsInt(parameters, self.RETRIES, context),
-                       log=feedback.pushInfo, title=title)
-        except FitCanceled:
-            raise QgsProcessingException("Canceled: no model was written.") from None
-        except (FitInputError, TorchMissingError, RasterError, ValueError, OSError) as exc:
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
+        info = fit(src, bands, k, out_model, steps=steps, seed=self.parameterAsInt(parameters, self.SEED, context),
+                   variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or DEFAULT_VARIANT,
+                   continuity=self.parameterAsDouble(parameters, self.CONTINUITY, context),
+                   features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
+                   progress=progress, is_canceled=feedback.isCanceled,
+                   extra_nodata=optional_number(parameters, self.NODATA),
+                   mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH,
+                   retries=self.parameterAsInt(parameters, self.RETRIES, context),
+                   log=feedback.pushInfo, title=title)
         feedback.pushInfo(f"Model written to {out_model} in {info.seconds:.1f} s "
                           f"({info.steps_per_s:.2f} steps/s), final loss {info.final_loss:.5f}")
         for w in info.warnings:

@@ -18,9 +18,6 @@ from qgis.core import (
 )
 
 from ..core import outputs
-from ..core.classraster import OutputError
-from ..core.modelinfo import ModelError
-from ..core.raster import RasterError
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import novelty_styling
 from .common import (
@@ -30,7 +27,6 @@ from .common import (
     gdal_source,
     make_folders,
     optional_number,
-    output_message,
     progress_bridge,
     remove_outputs,
 )
@@ -131,7 +127,6 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         return score, selected, page
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.errors import Canceled
         from ..core.novelty import rank_tiles
         from ..core.novelty_output import write_html, write_score_raster, write_selected
 
@@ -164,12 +159,9 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                 feedback.setProgressText("Explaining the selected tiles")
                 written.append(write_html(page, res, src, model_path, nodata, session=session))
                 feedback.setProgress(100)
-        except Canceled:
+        except BaseException:  # the message comes from common.processing_error
             remove_outputs(written)
-            raise QgsProcessingException("Canceled: no output was written.") from None
-        except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-            remove_outputs(written)
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
+            raise
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile row {s.row}, col {s.col}, score {s.score:.4g}, "
                               f"residual {s.residual:.4g}")

@@ -28,10 +28,10 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core import sampling
-from ..core.classraster import OutputError, read_palette
-from ..core.raster import RasterError, open_raster
+from ..core.classraster import read_palette
+from ..core.raster import open_raster
 from . import sample_styling
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, output_message
+from .common import KTexturesAlgorithm, check_outputs, gdal_source
 
 #: core keys (core.outputs, core.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
@@ -196,8 +196,6 @@ class SampleAlgorithm(KTexturesAlgorithm):
         except Canceled:
             raise QgsProcessingException("Canceled by the user: sampling stopped (chips already written stay "
                                          "in the chip folder).") from None
-        except (sampling.SamplingError, RasterError, OutputError) as exc:
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
         self._style(context, feedback, class_path, points_id, chips_id)
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:

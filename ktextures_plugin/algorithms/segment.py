@@ -23,9 +23,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, OutputError, check_class_names
-from ..core.modelinfo import ModelError
-from ..core.raster import RasterError
+from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, check_class_names
 from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import rgb_styling, styling
 from .common import (
@@ -35,7 +33,6 @@ from .common import (
     gdal_source,
     make_folders,
     optional_number,
-    output_message,
     progress_bridge,
     remove_outputs,
 )
@@ -206,7 +203,6 @@ class SegmentAlgorithm(ModelInputAlgorithm):
 
     def _run(self, parameters, context, feedback, *, src, model_path, out, extent, session):
         """Segment (and polygonize when OUTPUT_VECTOR is set); on failure or cancel nothing is left behind."""
-        from ..core.errors import Canceled
         from ..core.segment import segment_raster
         from ..core.vectorize import polygonize
 
@@ -232,12 +228,9 @@ class SegmentAlgorithm(ModelInputAlgorithm):
                                progress=progress_bridge(feedback, seg_end, 100), is_canceled=feedback.isCanceled)
                 written.append(out["vector"])
                 feedback.pushInfo(f"{n} polygons written to {out['vector']}")
-        except Canceled:
+        except BaseException:  # the message comes from common.processing_error
             remove_outputs(written)
-            raise QgsProcessingException("Canceled: no output was written.") from None
-        except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-            remove_outputs(written)
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
+            raise
         return result
 
     @staticmethod

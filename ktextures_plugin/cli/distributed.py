@@ -28,7 +28,7 @@ from osgeo import gdal
 from ..core import classraster, raster, tileio, tiling
 from ..core import segment as seg
 from ..core.classstats import ClassCounter, class_stats
-from ..core.errors import RasterError
+from ..core.errors import CoreError, RasterError
 from ..core.inference import TileModel, classify_tile, open_session, read_model_info
 from ..core.sieve import sieve_in_place
 
@@ -46,7 +46,7 @@ _DATASETS: Dict[tuple, gdal.Dataset] = {}
 _LOCK = threading.Lock()
 
 
-class DistributedError(RuntimeError):
+class DistributedError(CoreError, RuntimeError):
     """The Dask scheduler cannot be reached, or a worker cannot run the job; names the fix."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._args import Parser, fail
+from ._args import Parser, front_end
 
 PROG = "python -m ktextures_plugin evaluate"
 
@@ -17,10 +17,11 @@ PROG = "python -m ktextures_plugin evaluate"
 def _nodata(text: str):
     if text.strip().lower() in ("none", ""):
         return None
+    from ..core.errors import ParameterError
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"--reference-nodata must be a number or 'none', got {text!r}") from None
+        raise ParameterError(f"--reference-nodata must be a number or 'none', got {text!r}") from None
 
 
 def build_parser() -> Parser:
@@ -36,15 +37,12 @@ def build_parser() -> Parser:
     return p
 
 
+@front_end(PROG, {"labels": "LABELS", "reference": "--reference"})
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import metrics
 
-    try:
-        ref_nodata = _nodata(args.reference_nodata)
-        s = metrics.evaluate_rasters(args.labels, args.reference, ref_nodata=ref_nodata)
-    except ValueError as exc:
-        return fail(PROG, exc)
+    s = metrics.evaluate_rasters(args.labels, args.reference, ref_nodata=_nodata(args.reference_nodata))
     if args.json:
         print(json.dumps(s.as_dict()))
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._args import Parser, fail, int_range
+from ._args import Parser, fail, front_end, int_range
 
 PROG = "python -m ktextures_plugin kmeans"
 NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata", "k": "--k"}
@@ -38,10 +38,10 @@ def build_parser() -> Parser:
     return p
 
 
+@front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import kmeans
-    from ..core.errors import OutputError, RasterError
 
     if args.k < 2:
         return fail(PROG, f"--k must be at least 2, got {args.k}")
@@ -49,12 +49,9 @@ def main(argv=None) -> int:
         return fail(PROG, f"--n-init must be at least 1, got {args.n_init}")
     if args.sample < args.k:
         return fail(PROG, f"--sample must be at least --k ({args.k}), got {args.sample}")
-    try:
-        res = kmeans.kmeans_raster(args.image, args.out, args.k, bands=args.bands, seed=args.seed,
-                                   extra_nodata=args.nodata, max_sample=args.sample,
-                                   n_init=args.n_init, scaling=args.scaling, context=args.context)
-    except (RasterError, OutputError, ValueError) as exc:
-        return fail(PROG, exc, NAMES)
+    res = kmeans.kmeans_raster(args.image, args.out, args.k, bands=args.bands, seed=args.seed,
+                               extra_nodata=args.nodata, max_sample=args.sample,
+                               n_init=args.n_init, scaling=args.scaling, context=args.context)
     summary = {"path": res.path, "k": res.k, "bands": res.bands, "seed": args.seed,
                "scaling": args.scaling, "context": args.context,
                "counts": [int(v) for v in res.counts], "colors": res.colors,

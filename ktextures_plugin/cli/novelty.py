@@ -9,7 +9,7 @@ import json
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, check_outputs, fail
+from ._args import Parser, check_outputs, fail, front_end
 
 PROG = "python -m ktextures_plugin novelty"
 
@@ -71,9 +71,9 @@ def _remove(paths) -> None:
                 os.remove(f)
 
 
+@front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.novelty import rank_tiles
     from ..core.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
 
@@ -100,9 +100,9 @@ def main(argv=None) -> int:
             written.append(args.selected)
         if args.html:
             written.append(write_html(args.html, res, args.image, model, args.nodata, threads=args.threads))
-    except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
+    except BaseException:  # no partial set of outputs; the message comes from front_end
         _remove(written)
-        return fail(PROG, exc, NAMES)
+        raise
     finally:
         if bar is not None:
             bar.close()

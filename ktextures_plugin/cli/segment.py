@@ -4,7 +4,7 @@ import os
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, check_outputs, fail, int_range
+from ._args import Parser, check_outputs, front_end, int_range
 
 PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
@@ -41,10 +41,9 @@ def build_parser():
     return p
 
 
+@front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core import outputs
-    from ..core.errors import Canceled, ModelError, OutputError, RasterError
     from ..core.segment import segment_raster
     from ..core.vectorize import polygonize
 
@@ -81,20 +80,9 @@ def main(argv=None) -> int:
                 _remove([args.out, args.simulation])
                 raise
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
-    except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
+    finally:  # errors and Ctrl-C: one line on stderr (front_end)
         if bar is not None:
             bar.close()
-        if isinstance(exc, outputs.OutputPathError):
-            return fail(PROG, exc, NAMES)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, Canceled):
-        if bar is not None:
-            bar.close()
-        print("interrupted: no output written", file=sys.stderr)
-        return 130
-    if bar is not None:
-        bar.close()
     return _report(args, res)
 
 
@@ -138,9 +126,8 @@ def _remove(paths):
 
 def _dask(args, model, progress, bar) -> int:
     """``--dask``: the same job on a Dask cluster (cli/distributed.py); same outputs and report."""
-    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.vectorize import polygonize
-    from .distributed import DistributedError, segment_dask
+    from .distributed import segment_dask
 
     if args.simulation:
         print("error: --simulation is not available with --dask; run without --dask", file=sys.stderr)
@@ -155,13 +142,7 @@ def _dask(args, model, progress, bar) -> int:
         if args.vector:  # from the final raster: no seams to dissolve
             n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("canceled: the Dask tasks were cancelled and no output was written", file=sys.stderr)
-        return 130
-    except (DistributedError, ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-        print(f"error: {exc.message(NAMES) if callable(getattr(exc, 'message', None)) else exc}", file=sys.stderr)
-        return 2
-    finally:
+    finally:  # errors and Ctrl-C (the Dask tasks are cancelled): one line on stderr (front_end)
         if bar is not None:
             bar.close()
     return _report(args, res)

@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from .errors import RasterError
+from .errors import RasterError, gdal_read_error
 from .tiling import Window
 
 gdal.UseExceptions()
@@ -24,12 +24,14 @@ def open_raster(path: str) -> gdal.Dataset:
     """Open ``path`` read-only with GDAL.
 
     Raises:
-        RasterError: when GDAL cannot open it.
+        DamagedFileError: GDAL recognises the format but cannot read its header (a truncated or corrupt file).
+        RasterError: when GDAL cannot open it otherwise (missing, not a raster).
     """
     try:
         ds = gdal.Open(str(path), gdal.GA_ReadOnly)
     except RuntimeError as exc:
-        raise RasterError(f"GDAL cannot open '{path}': {exc}") from None
+        damaged = gdal_read_error(exc, str(path))
+        raise damaged or RasterError(f"GDAL cannot open '{path}': {exc}") from None
     if ds is None:
         raise RasterError(f"GDAL cannot open '{path}'")
     return ds
@@ -49,7 +51,20 @@ def read_window(ds: gdal.Dataset, bands: Sequence[int], window: Window,
 
     Returns:
         ``(data, valid)``: data float32 ``(C, h, w)`` with the raw values; valid bool ``(h, w)``.
+
+    Raises:
+        DamagedFileError: GDAL failed reading a block (a truncated or corrupt file).
     """
+    try:
+        return _read_window(ds, bands, window, extra_nodata, buf_size)
+    except RuntimeError as exc:
+        damaged = gdal_read_error(exc, ds.GetDescription())
+        if damaged is None:
+            raise
+        raise damaged from None
+
+
+def _read_window(ds, bands, window, extra_nodata, buf_size):
     xoff, yoff, xs, ys = (int(v) for v in window)
     bx, by = buf_size if buf_size else (xs, ys)
     data = np.empty((len(bands), by, bx), np.float32)
