@@ -191,12 +191,13 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
         return path
 
     def bands(self, parameters, context):
-        """BANDS as core takes it: None (match by band description), a "3,2,1,4" string or a list of ints."""
+        """BANDS as core takes it: None (match by band description), a "3,2,1,4" string or a list; the core
+        parses and checks it (``core.bands.parse_bands``: a clear error for ``a,b,c,d``)."""
         value = parameters.get(self.BANDS)
         if value is None or value == "" or value == []:
             return None
         if isinstance(value, str):
             return value
         if isinstance(value, (list, tuple)):
-            return [int(v) for v in value]
+            return list(value)
         return self.parameterAsInts(parameters, self.BANDS, context) or None

@@ -30,7 +30,8 @@ from ..training.errors import TORCH_INSTALL_HINT
 from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number
 
 #: core keys (core.outputs, training.fit) -> parameter ids, for messages
-NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
+NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR",
+         "bands": "BANDS", "nodata": "NODATA"}
 
 class FitAlgorithm(KTexturesAlgorithm):
     INPUT, BANDS, K, STEPS, VARIANT, FEATURES, SEED = "INPUT", "BANDS", "K", "STEPS", "VARIANT", "FEATURES", "SEED"
@@ -166,7 +167,7 @@ class FitAlgorithm(KTexturesAlgorithm):
         if isinstance(bands, str):
             return bands
         if isinstance(bands, (list, tuple)):
-            return [int(b) for b in bands]
+            return list(bands)  # parsed and checked by the core (core.bands.parse_bands)
         return self.parameterAsInts(parameters, self.BANDS, context)
 
     def _outputs(self, parameters, context, src: str):

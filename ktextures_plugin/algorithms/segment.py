@@ -41,7 +41,8 @@ SCALINGS = ["model", "stretch"]
 #: core keys (core.outputs, core.segment) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
          "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "html": "OUTPUT_HTML", "bands": "BANDS",
-         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT"}
+         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT",
+         "min_segment_px": "MIN_SEGMENT_PX", "tile_size": "TILE_SIZE"}
 
 
 class SegmentAlgorithm(ModelInputAlgorithm):
@@ -100,7 +101,8 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (empty: whole layer)", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_SEGMENT_PX, "Minimum segment size (pixels, 0 = no sieve)",
-            type=QgsProcessingParameterNumber.Integer, minValue=0, defaultValue=DEFAULT_MIN_SEGMENT_PX))
+            type=QgsProcessingParameterNumber.Integer, minValue=0, maxValue=2 ** 31 - 1,
+            defaultValue=DEFAULT_MIN_SEGMENT_PX))
         self.addParameter(QgsProcessingParameterEnum(
             self.PALETTE, "Class colours", options=PALETTES, defaultValue=PALETTES[0], usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterString(

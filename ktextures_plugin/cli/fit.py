@@ -8,7 +8,7 @@ import sys
 from ._args import Parser, front_end, int_range
 
 PROG = "python -m ktextures_plugin fit"
-NAMES = {"input": "IMAGE", "output": "--out"}
+NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata"}
 
 
 class _Parser(Parser):

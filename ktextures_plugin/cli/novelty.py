@@ -9,7 +9,7 @@ import json
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, check_outputs, fail, front_end
+from ._args import Parser, check_outputs, fail, front_end, int_range
 
 PROG = "python -m ktextures_plugin novelty"
 
@@ -40,7 +40,7 @@ def build_parser() -> Parser:
     p.add_argument("--score", required=True, help="score raster to write (one pixel per tile, GeoTIFF)")
     p.add_argument("--selected", default=None, help="selected tiles as polygons (GeoPackage by default)")
     p.add_argument("--html", default=None, help="explanation page (HTML: tile, simulation, difference)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads (>= 1)")
     p.add_argument("--json", action="store_true", help="print the selected tiles as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -9,7 +9,8 @@ from ._args import Parser, check_outputs, front_end, int_range
 PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
-         "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata"}
+         "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata",
+         "min_segment_px": "--min-segment-px", "tile_size": "--tile-size"}
 
 
 def build_parser():
@@ -24,7 +25,7 @@ def build_parser():
     p.add_argument("--scaling", choices=["model", "stretch"], default="model")
     p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
     p.add_argument("--vector", default=None, help="also polygonize into this file (GeoPackage by default)")
-    p.add_argument("--min-segment-px", type=int_range(0), default=0,
+    p.add_argument("--min-segment-px", type=int_range(0, 2 ** 31 - 1), default=0,
                    help="GDAL sieve threshold in pixels (0 = off)")
     p.add_argument("--tile-size", type=int_range(32, 8192), default=512, help="tile side in pixels (default 512)")
     p.add_argument("--simulation", default=None, help="also write the simulated image (Float32 GeoTIFF)")

@@ -30,6 +30,7 @@ LABELS = {
     "nodata": "the nodata value",
     "extent": "the extent",
     "tile_size": "the tile size",
+    "min_segment_px": "the minimum segment size",
     "chip_size": "the chip size",
     "classes": "the class list",
     "min_spacing": "the minimum spacing",
@@ -182,7 +183,7 @@ def gdal_read_error(exc: BaseException, path: Optional[str] = None) -> Optional[
     named = re.match(r"^(.+?)(?:, band \d+)?: ", text)
     name = named.group(1) if named and os.path.splitext(named.group(1))[1] else (path or "an input file")
     first = text.splitlines()[0] if text else ""
-    return DamagedFileError(name, first[len(named.group(0)):] if named and name != path else first)
+    return DamagedFileError(name, first[len(named.group(0)):] if named and name == named.group(1) else first)
 
 
 def is_cancel(exc: BaseException) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
@@ -231,3 +232,70 @@ def scale_in_place(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float
     np.maximum(data, np.float32(0.0), out=data)
     np.minimum(data, np.float32(1.0), out=data)
     return data
+
+
+def alpha_bands(ds: gdal.Dataset) -> List[int]:
+    """1-based bands whose colour interpretation is Alpha: GDAL makes such a band the mask of every band of
+    the dataset (``GMF_ALPHA | GMF_PER_DATASET``, GDAL RFC 15), so its zeros become nodata everywhere."""
+    return [b for b in range(1, ds.RasterCount + 1)
+            if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand]
+
+
+def alpha_mask_warnings(path: str, option: str, max_pixels: int = 1_000_000) -> List[str]:
+    """One warning per band of ``path`` tagged Alpha, naming the band and the pixels its mask makes nodata
+    (counted on a nearest-neighbour read of at most ``max_pixels``, scaled to the raster: "about" when
+    decimated), and ``option``, the front end's way to ignore mask bands. Nothing when no band is tagged.
+
+    Raises:
+        RasterError: GDAL cannot open ``path`` (:func:`open_raster`).
+    """
+    ds = open_raster(path)
+    out = []
+    for b in alpha_bands(ds):
+        other = next((i for i in range(1, ds.RasterCount + 1) if i != b), b)
+        band = ds.GetRasterBand(other)
+        if not band.GetMaskFlags() & gdal.GMF_ALPHA:
+            continue
+        w, h = ds.RasterXSize, ds.RasterYSize
+        f = max(1.0, float(np.sqrt(w * h / float(max_pixels))))
+        bx, by = max(1, int(w / f)), max(1, int(h / f))
+        try:
+            mask = band.GetMaskBand().ReadAsArray(0, 0, w, h, buf_xsize=bx, buf_ysize=by)
+        except RuntimeError as exc:
+            raise gdal_read_error(exc, path) or exc from None
+        n = int(round(float((mask == 0).sum()) * (w * h) / float(bx * by)))
+        about = "about " if (bx, by) != (w, h) else ""
+        desc = ds.GetRasterBand(b).GetDescription()
+        name = f"band {b}" + (f" ('{desc}')" if desc else "")
+        out.append(f"{name} is tagged Alpha (colour interpretation), so GDAL takes it as the mask of every band: "
+                   f"{about}{n} of {w * h} pixels ({100.0 * n / (w * h):.1f} %) are nodata because of it. If it is "
+                   f"a data band (e.g. NIR), use {option} to read every pixel.")
+    return out
+
+
+@contextlib.contextmanager
+def without_mask_bands(path: str, ignore: bool = True):
+    """The path to read ``path`` through with its Alpha bands taken as data (``ignore``; else ``path``
+    itself): an in-memory VRT (``/vsimem``) whose Alpha bands have colour interpretation Undefined, so that
+    GDAL derives no mask from them (nodata values and .msk masks still apply). The input is not modified;
+    the VRT is deleted when the block ends.
+
+    Raises:
+        RasterError: GDAL cannot open ``path``.
+    """
+    if not ignore:
+        yield path
+        return
+    ds = open_raster(path)
+    if not alpha_bands(ds):
+        yield path
+        return
+    vrt = f"/vsimem/ktextures-nomask-{id(ds)}-{os.path.basename(str(path))}.vrt"
+    view = gdal.Translate(vrt, ds, format="VRT")
+    for b in alpha_bands(view):
+        view.GetRasterBand(b).SetColorInterpretation(gdal.GCI_Undefined)
+    view = None
+    try:
+        yield vrt
+    finally:
+        gdal.Unlink(vrt)

@@ -6,9 +6,12 @@ from typing import Callable, Optional
 from osgeo import gdal
 
 from . import raster
-from .errors import Canceled, Progress
+from .errors import Canceled, ParameterError, Progress
 
 gdal.UseExceptions()
+
+#: Largest sieve threshold: GDAL's SieveFilter takes a C int.
+MAX_SIEVE_PX = 2 ** 31 - 1
 
 
 def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] = None,
@@ -17,8 +20,12 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
     ``min_segment_px`` pixels take the class of their largest neighbour; nodata (0) is masked out.
 
     Raises:
+        ParameterError: ``min_segment_px`` outside 0..:data:`MAX_SIEVE_PX`.
         Canceled: when ``is_canceled()`` turns True during the sieve.
     """
+    if not 0 <= int(min_segment_px) <= MAX_SIEVE_PX:
+        raise ParameterError(f"{{name}} must be between 0 and {MAX_SIEVE_PX} pixels, got {min_segment_px}",
+                             parameter="min_segment_px")
     ds = gdal.Open(path, gdal.GA_Update)
     try:
         band = ds.GetRasterBand(1)
