@@ -1,4 +1,5 @@
 """Glue shared by the algorithms: feedback bridges, cached onnxruntime sessions, input checks."""
+import contextlib
 import functools
 import os
 import sys
@@ -80,6 +81,35 @@ def check_outputs(names, outputs, inputs) -> None:
         raise QgsProcessingException(exc.message(names)) from None
 
 
+#: The advanced parameter every reading algorithm offers to read Alpha-tagged bands as data (CLI:
+#: --ignore-mask-bands).
+IGNORE_MASK_BANDS = "IGNORE_MASK_BANDS"
+
+
+def add_mask_option(alg) -> None:
+    """Add the advanced boolean :data:`IGNORE_MASK_BANDS` to the algorithm ``alg``."""
+    from qgis.core import QgsProcessingParameterBoolean, QgsProcessingParameterDefinition
+    p = QgsProcessingParameterBoolean(
+        IGNORE_MASK_BANDS, "Ignore mask bands (read bands tagged Alpha as data; nodata values still apply)",
+        defaultValue=False, optional=True)
+    p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    alg.addParameter(p)
+
+
+@contextlib.contextmanager
+def input_view(alg, parameters, context, feedback, src: str):
+    """The input path to give the core: ``src``, or with IGNORE_MASK_BANDS an in-memory view of it without
+    Alpha masks (``core.raster.without_mask_bands``); without it, a log warning for each Alpha band that masks
+    pixels (``core.raster.alpha_mask_warnings``)."""
+    from ..core import raster
+    ignore = IGNORE_MASK_BANDS in parameters and alg.parameterAsBool(parameters, IGNORE_MASK_BANDS, context)
+    if not ignore:
+        for w in raster.alpha_mask_warnings(src, IGNORE_MASK_BANDS):
+            feedback.pushWarning(w)
+    with raster.without_mask_bands(src, ignore) as view:
+        yield view
+
+
 def processing_error(exc: BaseException, names=None) -> Optional[QgsProcessingException]:
     """The QGIS front end's one translation of an exception into the ``QgsProcessingException`` QGIS shows
     (message only, no traceback), or None for an exception that is no input or system problem (a bug).
@@ -154,7 +184,7 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
     INPUT, MODEL, MODEL_FILE, BANDS = "INPUT", "MODEL", "MODEL_FILE", "BANDS"
 
     def add_model_inputs(self) -> None:
-        """Add INPUT, MODEL, MODEL_FILE and BANDS, in this order."""
+        """Add INPUT, MODEL, MODEL_FILE and BANDS, in this order, and the advanced IGNORE_MASK_BANDS."""
         from qgis.core import (
             QgsProcessingParameterBand,
             QgsProcessingParameterEnum,
@@ -171,6 +201,7 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, "Bands in the model's channel order (empty: from band descriptions)",
             parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
+        add_mask_option(self)
 
     def model_path(self, parameters, context) -> str:
         """MODEL_FILE when given, else the bundled model chosen in MODEL.

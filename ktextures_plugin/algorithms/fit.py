@@ -27,7 +27,16 @@ from ..training.defaults import (
     VARIANTS,
 )
 from ..training.errors import TORCH_INSTALL_HINT
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number
+from .common import (
+    IGNORE_MASK_BANDS,
+    KTexturesAlgorithm,
+    add_mask_option,
+    check_outputs,
+    gdal_source,
+    input_view,
+    make_folders,
+    optional_number,
+)
 
 #: core keys (core.outputs, training.fit) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR",
@@ -92,6 +101,7 @@ class FitAlgorithm(KTexturesAlgorithm):
                                              defaultValue=DEFAULT_MASK_WIDTH)
         width.setFlags(width.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(width)
+        add_mask_option(self)
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed",
                                                        type=QgsProcessingParameterNumber.Integer, defaultValue=0))
         retries = QgsProcessingParameterNumber(self.RETRIES, "Refits with the next seed when a class stays unused",
@@ -133,9 +143,10 @@ class FitAlgorithm(KTexturesAlgorithm):
         src = gdal_source(layer)
         bands = self._bands(parameters, context, src)
         out_model, out_raster, out_vector = self._outputs(parameters, context, src)
-        info = self._fit(parameters, context, feedback, src, bands, out_model,
-                         title=f"k-textures, k = {self.parameterAsInt(parameters, self.K, context)}, {layer.name()}",
-                         fit_end=85.0 if out_raster else 100.0)
+        with input_view(self, parameters, context, feedback, src) as view:
+            info = self._fit(parameters, context, feedback, view, bands, out_model,
+                             title=f"k-textures, k = {self.parameterAsInt(parameters, self.K, context)}, "
+                                   f"{layer.name()}", fit_end=85.0 if out_raster else 100.0)
         results = {self.OUTPUT_MODEL: out_model, "FINAL_LOSS": info.final_loss, "SECONDS": info.seconds,
                    self.OUTPUT_RASTER: None, self.OUTPUT_VECTOR: None}
         if out_raster:
@@ -144,7 +155,9 @@ class FitAlgorithm(KTexturesAlgorithm):
             seg = processing.run("ktextures:segment", {
                 "INPUT": src, "MODEL_FILE": out_model, "BANDS": bands, "SCALING": "model",
                 "OUTPUT_RASTER": out_raster, "OUTPUT_VECTOR": out_vector or None,
-                "NODATA": parameters.get(self.NODATA)}, context=context, feedback=feedback, is_child_algorithm=True)
+                "NODATA": parameters.get(self.NODATA),
+                IGNORE_MASK_BANDS: parameters.get(IGNORE_MASK_BANDS, False)},
+                context=context, feedback=feedback, is_child_algorithm=True)
             results[self.OUTPUT_RASTER] = seg["OUTPUT_RASTER"]
             results[self.OUTPUT_VECTOR] = seg.get("OUTPUT_VECTOR")
         feedback.setProgress(100)

@@ -25,6 +25,7 @@ from .common import (
     cached_session,
     check_outputs,
     gdal_source,
+    input_view,
     make_folders,
     optional_number,
     progress_bridge,
@@ -141,16 +142,18 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         try:
             session = cached_session(model_path)
             feedback.pushInfo(f"Model file: {model_path}")
-            res = rank_tiles(
-                src, model_path, bands=self.bands(parameters, context),
-                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
-                rank=self.parameterAsInt(parameters, self.RANK, context),
-                seed=self.parameterAsInt(parameters, self.SEED, context),
-                init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
-                scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
-                extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
-                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session, warn=feedback.pushWarning)
+            with input_view(self, parameters, context, feedback, src) as view:
+                res = rank_tiles(
+                    view, model_path, bands=self.bands(parameters, context),
+                    tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                    n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
+                    rank=self.parameterAsInt(parameters, self.RANK, context),
+                    seed=self.parameterAsInt(parameters, self.SEED, context),
+                    init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
+                    scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
+                    extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
+                    is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
+                    warn=feedback.pushWarning)
             written.append(write_score_raster(score, res, src))
             if selected:
                 write_selected(selected, res, src)

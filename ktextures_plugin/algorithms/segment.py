@@ -31,6 +31,7 @@ from .common import (
     cached_session,
     check_outputs,
     gdal_source,
+    input_view,
     make_folders,
     optional_number,
     progress_bridge,
@@ -157,8 +158,9 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         out = self._output_paths(parameters, context, src, model_path)
         extent = self._extent(parameters, context, layer)
         session = cached_session(model_path)
-        result = self._run(parameters, context, feedback, src=src, model_path=model_path, out=out,
-                           extent=extent, session=session)
+        with input_view(self, parameters, context, feedback, src) as view:
+            result = self._run(parameters, context, feedback, src=view, model_path=model_path, out=out,
+                               extent=extent, session=session)
         self._log_and_report(feedback, result, out)
         if out["html"]:
             self._write_html(parameters, context, feedback, src=src, out=out, result=result, session=session,

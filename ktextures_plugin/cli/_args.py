@@ -1,5 +1,6 @@
 """argparse helpers shared by the sub-commands: one-line errors, exit status 2 on bad input."""
 import argparse
+import contextlib
 import functools
 import sys
 
@@ -100,3 +101,27 @@ def check_outputs(prog: str, names, outputs, inputs):
     except OutputPathError as exc:
         return fail(prog, exc.message(names))
     return None
+
+
+#: The option every reading command offers to read Alpha-tagged bands as data (QGIS: IGNORE_MASK_BANDS).
+IGNORE_MASK_OPTION = "--ignore-mask-bands"
+
+
+def add_mask_option(parser) -> None:
+    """Add :data:`IGNORE_MASK_OPTION` to ``parser``."""
+    parser.add_argument(IGNORE_MASK_OPTION, action="store_true",
+                        help="read bands tagged Alpha (colour interpretation) as data: GDAL otherwise takes such a "
+                             "band as the mask of every band (nodata values and .msk files still apply)")
+
+
+@contextlib.contextmanager
+def input_view(path: str, ignore_mask_bands: bool):
+    """The input path to give the core: ``path``, or an in-memory view of it without Alpha masks
+    (``core.raster.without_mask_bands``); without the option, a warning on stderr for each Alpha band that
+    masks pixels (``core.raster.alpha_mask_warnings``)."""
+    from ..core import raster
+    if not ignore_mask_bands:
+        for w in raster.alpha_mask_warnings(path, IGNORE_MASK_OPTION):
+            sys.stderr.write(f"warning: {w}\n")
+    with raster.without_mask_bands(path, ignore_mask_bands) as view:
+        yield view

@@ -5,7 +5,7 @@ Exit codes: 0 success, 2 bad input (one-line message), 3 PyTorch missing, 130 in
 """
 import sys
 
-from ._args import Parser, front_end, int_range
+from ._args import Parser, add_mask_option, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin fit"
 NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata"}
@@ -70,6 +70,7 @@ def build_parser():
     p.add_argument("--title", default="", help="readable model title stored in the metadata")
     p.add_argument("--threads", type=int_range(1), default=None,
                    help="torch threads (default: half the logical CPUs, 1..8)")
+    add_mask_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -85,11 +86,13 @@ def main(argv=None) -> int:
     state = {"bar": None}
     progress = _progress(state, args.quiet)
     try:
-        res = fit(args.image, args.bands, args.k, args.out, steps=args.steps, seed=args.seed,
-                  variant=args.variant, features=args.features, tile_size=args.tile_size,
-                  batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
-                  threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width,
-                  retries=args.retries, continuity=args.continuity, log=lambda m: print(f"note: {m}", file=sys.stderr))
+        with input_view(args.image, args.ignore_mask_bands) as image:
+            res = fit(image, args.bands, args.k, args.out, steps=args.steps, seed=args.seed,
+                      variant=args.variant, features=args.features, tile_size=args.tile_size,
+                      batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
+                      threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width,
+                      retries=args.retries, continuity=args.continuity,
+                      log=lambda m: print(f"note: {m}", file=sys.stderr))
     except CoreError as exc:  # the message comes from front_end; this adds the option to change
         msg = str(exc.args[0]) if exc.args else ""
         if msg.endswith("smaller training tile)"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._args import Parser, fail, front_end, int_range
+from ._args import Parser, add_mask_option, fail, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin kmeans"
 NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata", "k": "--k"}
@@ -34,6 +34,7 @@ def build_parser() -> Parser:
     p.add_argument("--context", action="store_true",
                    help="also cluster on Gaussian-smoothed copies of the bands (sigma 1, 2, 4 px)")
     p.add_argument("--n-init", type=int_range(1), default=3, help="k-means restarts (default 3)")
+    add_mask_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     return p
 
@@ -49,9 +50,10 @@ def main(argv=None) -> int:
         return fail(PROG, f"--n-init must be at least 1, got {args.n_init}")
     if args.sample < args.k:
         return fail(PROG, f"--sample must be at least --k ({args.k}), got {args.sample}")
-    res = kmeans.kmeans_raster(args.image, args.out, args.k, bands=args.bands, seed=args.seed,
-                               extra_nodata=args.nodata, max_sample=args.sample,
-                               n_init=args.n_init, scaling=args.scaling, context=args.context)
+    with input_view(args.image, args.ignore_mask_bands) as image:
+        res = kmeans.kmeans_raster(image, args.out, args.k, bands=args.bands, seed=args.seed,
+                                   extra_nodata=args.nodata, max_sample=args.sample,
+                                   n_init=args.n_init, scaling=args.scaling, context=args.context)
     summary = {"path": res.path, "k": res.k, "bands": res.bands, "seed": args.seed,
                "scaling": args.scaling, "context": args.context,
                "counts": [int(v) for v in res.counts], "colors": res.colors,

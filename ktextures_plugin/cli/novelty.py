@@ -9,7 +9,7 @@ import json
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, check_outputs, fail, front_end, int_range
+from ._args import Parser, add_mask_option, check_outputs, fail, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin novelty"
 
@@ -40,6 +40,7 @@ def build_parser() -> Parser:
     p.add_argument("--score", required=True, help="score raster to write (one pixel per tile, GeoTIFF)")
     p.add_argument("--selected", default=None, help="selected tiles as polygons (GeoPackage by default)")
     p.add_argument("--html", default=None, help="explanation page (HTML: tile, simulation, difference)")
+    add_mask_option(p)
     p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads (>= 1)")
     p.add_argument("--json", action="store_true", help="print the selected tiles as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,10 +91,11 @@ def main(argv=None) -> int:
     bar, progress = _progress_bar(args.quiet)
     written = []
     try:
-        res = rank_tiles(args.image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
-                         rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
-                         extra_nodata=args.nodata, threads=args.threads, progress=progress,
-                         warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        with input_view(args.image, args.ignore_mask_bands) as image:
+            res = rank_tiles(image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
+                             rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
+                             extra_nodata=args.nodata, threads=args.threads, progress=progress,
+                             warn=lambda m: print(f"warning: {m}", file=sys.stderr))
         written.append(write_score_raster(args.score, res, args.image))
         if args.selected:
             write_selected(args.selected, res, args.image)

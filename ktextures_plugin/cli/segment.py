@@ -4,7 +4,7 @@ import os
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, check_outputs, front_end, int_range
+from ._args import Parser, add_mask_option, check_outputs, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
@@ -34,6 +34,7 @@ def build_parser():
                    help="also write the HTML report (class colours, true-colour images, textures, area chart)")
     p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_mask_option(p)
     p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Dask: the scheduler at ADDRESS (tcp://host:8786), or without ADDRESS a local "
                         "cluster of one worker per core; IMAGE may then also be a .txt list of rasters on one grid")
@@ -68,12 +69,13 @@ def main(argv=None) -> int:
     try:
         if args.dask is not None:
             return _dask(args, model, progress, bar)
-        res = segment_raster(args.image, model, args.out, bands=args.bands, scaling=args.scaling,
-                             extra_nodata=args.nodata, tile_size=args.tile_size,
-                             min_segment_px=args.min_segment_px, simulation_path=args.simulation,
-                             threads=args.threads, progress=progress,
-                             log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
-                             warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        with input_view(args.image, args.ignore_mask_bands) as image:
+            res = segment_raster(image, model, args.out, bands=args.bands, scaling=args.scaling,
+                                 extra_nodata=args.nodata, tile_size=args.tile_size,
+                                 min_segment_px=args.min_segment_px, simulation_path=args.simulation,
+                                 threads=args.threads, progress=progress,
+                                 log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
+                                 warn=lambda m: print(f"warning: {m}", file=sys.stderr))
         if args.vector:
             try:
                 n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)

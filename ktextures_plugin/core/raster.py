@@ -264,6 +264,8 @@ def alpha_mask_warnings(path: str, option: str, max_pixels: int = 1_000_000) -> 
         except RuntimeError as exc:
             raise gdal_read_error(exc, path) or exc from None
         n = int(round(float((mask == 0).sum()) * (w * h) / float(bx * by)))
+        if n == 0:
+            continue
         about = "about " if (bx, by) != (w, h) else ""
         desc = ds.GetRasterBand(b).GetDescription()
         name = f"band {b}" + (f" ('{desc}')" if desc else "")
