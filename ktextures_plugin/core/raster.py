@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import sys
+import threading
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
 
-from .errors import RasterError, gdal_read_error
+from .errors import Canceled, RasterError, gdal_read_error
 from .tiling import Window
 
 gdal.UseExceptions()
@@ -301,3 +303,58 @@ def without_mask_bands(path: str, ignore: bool = True):
         yield vrt
     finally:
         gdal.Unlink(vrt)
+
+
+class GdalProgress:
+    """The progress callback of a long GDAL call (``SieveFilter``, ``Polygonize``), and :meth:`run` to make
+    the call so that neither a cancel nor Ctrl-C ever raises inside GDAL.
+
+    A Python exception inside a GDAL callback (Ctrl-C lands there, since the callback is the only Python code
+    that runs) is printed with its traceback by the GDAL bindings. :meth:`run` therefore turns SIGINT into a
+    flag for the duration of the call (in the main thread; elsewhere Python delivers no signal), the callback
+    returns 0 so that GDAL stops, and :meth:`run` then raises the real signal: ``KeyboardInterrupt``, or
+    :class:`~.errors.Canceled` when ``is_canceled()`` turned True.
+
+    Args:
+        stage: the stage name given to ``progress``.
+        progress: ``progress(fraction, stage)`` or None; ``scale`` multiplies GDAL's fraction.
+        is_canceled: polled at every callback, or None.
+    """
+
+    def __init__(self, stage: str, progress=None, is_canceled=None, scale: float = 1.0):
+        self.stage, self.progress, self.is_canceled, self.scale = stage, progress, is_canceled, scale
+        self.stopped: Optional[BaseException] = None
+
+    def __call__(self, frac, _msg=None, _data=None) -> int:
+        if self.stopped is None:
+            if self.progress:
+                self.progress(frac * self.scale, self.stage)
+            if self.is_canceled and self.is_canceled():
+                self.stopped = Canceled()
+        return 0 if self.stopped is not None else 1
+
+    def _on_sigint(self, _signum, _frame) -> None:
+        self.stopped = KeyboardInterrupt()
+
+    def run(self, gdal_function, *args, **kwargs):
+        """``gdal_function(*args, callback=self, **kwargs)`` with Ctrl-C deferred to the callback.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C during the call (GDAL stopped cleanly, nothing printed).
+            Canceled: ``is_canceled()`` turned True.
+            RuntimeError: any other GDAL error.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, self._on_sigint) if main else None
+        try:
+            result = gdal_function(*args, callback=self, **kwargs)
+        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
+            if self.stopped is None:
+                raise
+            result = None
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        if self.stopped is not None:
+            raise self.stopped
+        return result

@@ -22,6 +22,7 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
     Raises:
         ParameterError: ``min_segment_px`` outside 0..:data:`MAX_SIEVE_PX`.
         Canceled: when ``is_canceled()`` turns True during the sieve.
+        KeyboardInterrupt: Ctrl-C during the sieve (GDAL stopped cleanly, no traceback printed).
     """
     if not 0 <= int(min_segment_px) <= MAX_SIEVE_PX:
         raise ParameterError(f"{{name}} must be between 0 and {MAX_SIEVE_PX} pixels, got {min_segment_px}",
@@ -30,19 +31,9 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
     try:
         band = ds.GetRasterBand(1)
 
-        def cb(frac, _msg, _data):
-            if progress:
-                progress(frac, "sieve")
-            return 0 if (is_canceled and is_canceled()) else 1
-
-        try:
-            with raster.line_pass_cache(band):  # GDAL reads line by line: no large block cache
-                gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px),
-                                 8 if eight_connected else 4, callback=cb)
-        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
-            if is_canceled and is_canceled():
-                raise Canceled() from None
-            raise
+        with raster.line_pass_cache(band):  # GDAL reads line by line: no large block cache
+            raster.GdalProgress("sieve", progress, is_canceled).run(
+                gdal.SieveFilter, band, band.GetMaskBand(), band, int(min_segment_px), 8 if eight_connected else 4)
         if is_canceled and is_canceled():
             raise Canceled()
     finally:
