@@ -2,7 +2,8 @@
 # k-textures for QGIS: one-command set-up, demo, tests and packaging on Debian 12 (bookworm).
 #   ./build.sh demo [OUTDIR]   install what is missing, then segment the bundled sample with qgis_process
 #   ./build.sh test [PYTEST_ARGS...]   install what is missing (training too), then run all tests
-#   ./build.sh lint [RUFF_ARGS...]     ruff check . (settings in pyproject.toml)
+#                              (quick subset without qgis_process and real fits: ./build.sh test -m "not slow")
+#   ./build.sh lint [RUFF_ARGS...]     ruff check . (settings in pyproject.toml; installs only ruff)
 #   ./build.sh setup           install only
 #   ./build.sh package         write dist/ktextures.zip (the installable plugin)
 # The recipe and its traps: docs/development.md (Debian's /usr/bin/python3 only, numpy pinned
@@ -96,8 +97,16 @@ case "$cmd" in
         setup_system; setup_venv requirements-dev.txt; compile_resources; plugin_env
         "$PY" -m pytest "$@" ;;
     lint)
-        setup_system; setup_venv requirements-dev.txt
-        "$PY" -m ruff check "${@:-.}" ;;
+        # Only ruff, in its own small venv: linting needs neither QGIS nor torch.
+        if [ ! -x "$BUILD/lint-venv/bin/ruff" ] || ! grep -qx "$(grep -o 'ruff==[0-9.]*' requirements-dev.txt)" \
+            <("$BUILD/lint-venv/bin/pip" freeze 2>/dev/null); then
+            dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed" \
+                || APT_PACKAGES="python3-venv" setup_system
+            log "installing $(grep -o 'ruff==[0-9.]*' requirements-dev.txt) into $BUILD/lint-venv"
+            /usr/bin/python3 -m venv "$BUILD/lint-venv"
+            "$BUILD/lint-venv/bin/pip" install -q "$(grep -o 'ruff==[0-9.]*' requirements-dev.txt)"
+        fi
+        "$BUILD/lint-venv/bin/ruff" check "${@:-.}" ;;
     package)
         setup_system; compile_resources
         rm -rf "$BUILD/package" dist/$PLUGIN_ID.zip; mkdir -p "$BUILD/package/$PLUGIN_ID" dist

@@ -10,6 +10,7 @@ runs ``qgis_process.bin`` with this checkout installed and enabled as plugin ``k
 """
 import csv
 import functools
+import inspect
 import os
 import shutil
 import subprocess
@@ -23,6 +24,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SAMPLE = ROOT / "data" / "s2_brandenburg_sample_b2b3b4b8_10m.tif"
 SAMPLE_LABEL = ROOT / "data" / "s2_brandenburg_sample_osm_label.tif"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+#: Test modules whose tests fit real models with torch (minutes each): marked ``slow``.
+SLOW_MODULES = {"test_training", "test_fit_algorithm"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that starts ``qgis_process.bin`` (the fixture or :func:`qgis_process_for`)
+    or fits a real model, so ``./build.sh test -m "not slow"`` is the quick subset (docs/development.md §2)."""
+    for item in items:
+        func = getattr(item, "function", None)
+        try:
+            source = inspect.getsource(func) if func else ""
+        except (OSError, TypeError):
+            source = ""
+        if ("qgis_process" in getattr(item, "fixturenames", ()) or "qgis_process" in source
+                or item.module.__name__ in SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
+
 
 _PROVIDER = []  # keeps the provider alive for the whole session (docs/development.md §5)
 
