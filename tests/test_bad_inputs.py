@@ -75,7 +75,8 @@ def test_cli_fit_damaged_geotiff_is_named(case, unchanged, tmp_path):
     pytest.importorskip("torch")
     cp = cli("fit", case["trunc"], "--bands", "3,2,1,4", "--k", "3", "--out", tmp_path / "m.onnx", "--steps", "2",
              "--tile-size", "64", "--retries", "0", "--quiet")
-    refused(cp, "the file is damaged or truncated", "trunc.tif")
+    line = refused(cp, "the file is damaged or truncated", "trunc.tif")
+    assert line.startswith("error: the file is damaged")  # not worded as "every pixel is nodata"
     assert not (tmp_path / "m.onnx").exists()
 
 
