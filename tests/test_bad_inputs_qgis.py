@@ -172,3 +172,20 @@ def test_qgis_process_bands_that_are_no_numbers(qgis_process, case, unchanged, t
     text = cp.stdout + cp.stderr
     assert cp.returncode != 0 and "Traceback" not in text and "invalid literal" not in text, text[-2000:]
     assert "BANDS" in text
+
+
+# -- the one translation ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("exc, words", [
+    (KeyboardInterrupt(), "Canceled"),
+    (RuntimeError("User terminated"), "Canceled"),
+    (RuntimeError("x.tif: TIFFReadDirectory:Failed to read directory at offset 8"),
+     "the file is damaged or truncated: x.tif"),
+    (OSError(28, "No space left on device", "/d/out.tif"), "No space left on device"),
+    (MemoryError(), "Not enough memory"),
+])
+def test_qgis_translation(exc, words):
+    from ktextures_plugin.algorithms.common import processing_error
+    from ktextures_plugin.core.errors import RasterError
+    assert words in str(processing_error(exc))
+    assert "BANDS" in str(processing_error(RasterError("Set {name}", parameter="bands"), {"bands": "BANDS"}))
+    assert processing_error(ZeroDivisionError("a bug")) is None

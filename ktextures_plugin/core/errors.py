@@ -202,7 +202,8 @@ def as_core_error(exc: BaseException) -> Optional[CoreError]:
     * a :class:`CoreError`: itself;
     * a GDAL ``RuntimeError`` on read: :class:`DamagedFileError` ("the file is damaged or truncated: NAME");
     * an ``OSError`` (writing an output, full disk, read-only folder): :class:`OutputError` naming the file;
-    * a ``MemoryError``: a :class:`CoreError` saying what to make smaller.
+    * a ``MemoryError``: a :class:`CoreError` saying what to make smaller;
+    * an ``ImportError``: :class:`RuntimeMissingError` naming the missing package.
 
     Cancels (:func:`is_cancel`) are not errors; front ends test them first.
     """
@@ -224,4 +225,7 @@ def as_core_error(exc: BaseException) -> Optional[CoreError]:
         return RasterError(f"GDAL cannot open a file: {str(exc).splitlines()[0]}. Check the path and the format.")
     if isinstance(exc, MemoryError):
         return CoreError(MEMORY_HINT)
+    if isinstance(exc, ImportError):
+        return RuntimeMissingError(f"A Python package this job needs is missing ({exc}). Install it into the Python "
+                                   "that runs k-textures (README.md, 'Installing the dependencies').")
     return None
