@@ -135,6 +135,9 @@ def _dask(args, model, progress, bar) -> int:
     if args.simulation:
         print("error: --simulation is not available with --dask; run without --dask", file=sys.stderr)
         return 2
+    if args.ignore_mask_bands:  # the in-memory view of the input does not reach the workers' processes
+        print("error: --ignore-mask-bands is not available with --dask; run without --dask", file=sys.stderr)
+        return 2
     try:
         res = segment_dask(args.image, model, args.out, address=args.dask or None, n_workers=args.dask_workers,
                            bands=args.bands, scaling=args.scaling, extra_nodata=args.nodata,
