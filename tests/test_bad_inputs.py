@@ -275,7 +275,7 @@ def test_every_error_type_is_rooted_at_core_error():
      2, "the file is damaged or truncated: x.tif"),
     (OSError(errno.ENOSPC, "No space left on device", "/d/out.tif"), 2, "No space left on device"),
     (MemoryError(), 2, "Not enough memory"),
-    (RuntimeError("TIFFAppendToStrip:Write error at scanline 0"), 2, "GDAL cannot write an output"),
+    (RuntimeError("TIFFAppendToStrip:Write error at scanline 0"), 2, "GDAL cannot write or access a file"),
     (RuntimeError("x.tif' not recognized as a supported file format."), 2, "GDAL cannot open a file"),
     (ImportError("No module named 'dask'"), 2, "No module named 'dask'"),
     (errors.RasterError("Set {name} right", parameter="bands"), 2, "Set --bands right"),

@@ -125,8 +125,7 @@ class DamagedFileError(RasterError):
         text = f"the file is damaged or truncated: {os.path.basename(self.path) or self.path}"
         if detail:
             text += f" ({detail})"
-        super().__init__(text + ". Re-create or re-download it, or check it with 'gdalinfo -checksum'.",
-                         parameter="image")
+        super().__init__(text + ". Re-create or re-download it, or check it with 'gdalinfo -checksum'.")
 
 
 class ParameterError(CoreError, ValueError):
@@ -219,8 +218,8 @@ def as_core_error(exc: BaseException) -> Optional[CoreError]:
         return OutputError(f"Cannot read or write{what}: {reason}. For an output, choose a folder you can write "
                            "to with enough free space.")
     if isinstance(exc, RuntimeError) and any(word in str(exc) for word in _WRITE_ERRORS):
-        return OutputError(f"GDAL cannot write an output: {str(exc).splitlines()[0]}. Choose a folder you can "
-                           "write to with enough free space.")
+        return OutputError(f"GDAL cannot write or access a file: {str(exc).splitlines()[0]}. For an output, choose "
+                           "a folder you can write to with enough free space.")
     if isinstance(exc, RuntimeError) and any(word in str(exc) for word in _OPEN_ERRORS):
         return RasterError(f"GDAL cannot open a file: {str(exc).splitlines()[0]}. Check the path and the format.")
     if isinstance(exc, MemoryError):
