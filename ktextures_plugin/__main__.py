@@ -1,7 +1,8 @@
 """Command line without QGIS: ``python -m ktextures_plugin {segment,fit,evaluate,kmeans,inspect,novelty} ...``.
 
 Each sub-command lives in ``ktextures_plugin/cli/<name>.py`` and exposes ``main(argv) -> int``; it is
-imported only when called, so ``segment`` never imports torch.
+imported only when called, so ``segment`` never imports torch. A command runs as one all-or-nothing run
+(``core.atomic.all_or_nothing``): when it fails, every output it had written is removed.
 """
 import importlib
 import sys
@@ -24,7 +25,12 @@ def main(argv=None) -> int:
             print(f"  {name:<9} {text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(f"{__package__ or 'ktextures_plugin'}.cli.{argv[0]}")
-    return int(module.main(argv[1:]) or 0)
+    from .core.atomic import all_or_nothing
+    with all_or_nothing() as run:  # a failed command (an exception or a non-zero status) leaves no output
+        rc = int(module.main(argv[1:]) or 0)
+        if rc:
+            run.discard()
+    return rc
 
 
 if __name__ == "__main__":

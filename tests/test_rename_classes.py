@@ -80,7 +80,7 @@ def test_shapefile_polygons(segmented, tmp_path):
     gdal.VectorTranslate(str(shp), segmented[1], format="ESRI Shapefile")
     res = processing.run("ktextures:rename_classes", {
         "INPUT": segmented[0], "CLASS_NAMES": ",".join(NAMES), "POLYGONS": str(shp),
-        "OUTPUT_RASTER": str(tmp_path / "n.tif"), "OUTPUT_VECTOR": str(tmp_path / "n.shp")})
+        "OUTPUT_RASTER": str(tmp_path / "n.tif"), "OUTPUT_VECTOR": str(tmp_path / "n_polygons.shp")})
     got = _names_by_id(res["OUTPUT_VECTOR"])
     assert got and all(NAMES[cid - 1] == name for cid, name in got)
 

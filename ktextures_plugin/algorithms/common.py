@@ -1,4 +1,5 @@
-"""Glue shared by the algorithms: feedback bridges, cached onnxruntime sessions, input checks."""
+"""Glue shared by the algorithms: feedback bridges, cached onnxruntime sessions, input checks, one run, one
+error translation."""
 import contextlib
 import functools
 import os
@@ -39,6 +40,18 @@ def gdal_source(layer, name: str = "INPUT") -> str:
     return layer.dataProvider().dataSourceUri().split("|")[0]
 
 
+def all_or_nothing(process_algorithm):
+    """Decorator of ``processAlgorithm``: the run is all or nothing (``core.atomic.all_or_nothing``): when it
+    raises (an error, a cancel), every output it had delivered is removed, earlier ones too. Outputs written
+    by QGIS feature sinks are named with ``core.atomic.delivered`` to join."""
+    @functools.wraps(process_algorithm)
+    def run(self, parameters, context, feedback):
+        from ..core.atomic import all_or_nothing as one_run
+        with one_run():
+            return process_algorithm(self, parameters, context, feedback)
+    return run
+
+
 def optional_number(parameters, name) -> Optional[float]:
     v = parameters.get(name)
     if v is None or v == "" or (isinstance(v, float) and v != v):
@@ -71,12 +84,13 @@ def remove_outputs(paths) -> None:
 
 def check_outputs(names, outputs, inputs) -> None:
     """:func:`core.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
-    QGIS parameters (``names``: core key -> parameter id)."""
+    QGIS parameters (``names``: core key -> parameter id). The algorithms save QGIS default styles beside their
+    raster and vector outputs, so those ``.qml`` files are checked too (``styles=True``)."""
     from ..core.outputs import OutputPathError
     from ..core.outputs import check_outputs as check
 
     try:
-        check(outputs, inputs)
+        check(outputs, inputs, styles=True)
     except OutputPathError as exc:
         raise QgsProcessingException(exc.message(names)) from None
 

@@ -18,7 +18,7 @@ from qgis.core import (
 
 from ..core import classraster, outputs
 from ..core import evaluate as core_evaluate
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders, optional_number
+from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source, make_folders, optional_number
 
 #: core keys (core.outputs, core.evaluate) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "reference": "REFERENCE", "vector": "REFERENCE_VECTOR", "table": "OUTPUT_TABLE",
@@ -125,6 +125,7 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
             return False, "Reference polygons need a numeric reference class field (REFERENCE_FIELD)."
         return super().checkParameterValues(parameters, context)
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         pred = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context), self.INPUT)
         # absent = the default (0); explicitly empty = no unlabelled value

@@ -31,6 +31,7 @@ from .common import (
     IGNORE_MASK_BANDS,
     KTexturesAlgorithm,
     add_mask_option,
+    all_or_nothing,
     check_outputs,
     gdal_source,
     input_view,
@@ -132,6 +133,7 @@ class FitAlgorithm(KTexturesAlgorithm):
             return False, TORCH_INSTALL_HINT
         return True, ""
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..training import torch_available
 

@@ -22,6 +22,7 @@ from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import novelty_styling
 from .common import (
     ModelInputAlgorithm,
+    all_or_nothing,
     cached_session,
     check_outputs,
     gdal_source,
@@ -127,6 +128,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                        "html": (page, outputs.TABLE)}, {"input": src, "model": model_path})
         return score, selected, page
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.novelty import rank_tiles
         from ..core.novelty_output import write_html, write_score_raster, write_selected

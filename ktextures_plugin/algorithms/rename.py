@@ -13,7 +13,7 @@ from qgis.core import (
 )
 
 from . import styling
-from .common import KTexturesAlgorithm, check_outputs, gdal_source, make_folders
+from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source, make_folders
 
 #: core keys (core.outputs, core.rename) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "polygons": "POLYGONS", "output": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
@@ -54,6 +54,7 @@ class RenameClassesAlgorithm(KTexturesAlgorithm):
             self.OUTPUT_VECTOR, "Renamed class polygons", type=QgsProcessing.TypeVectorPolygon, optional=True,
             createByDefault=True))
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.rename import rename_classes
 

@@ -3,6 +3,7 @@
 Parameters in, ``core.sampling`` calls, QGIS outputs out. No pixel work happens here.
 """
 import os
+import re
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -27,11 +28,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core import sampling
+from ..core import atomic, sampling
 from ..core.classraster import read_palette
 from ..core.raster import open_raster
 from . import sample_styling
-from .common import KTexturesAlgorithm, check_outputs, gdal_source
+from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source
 
 #: core keys (core.outputs, core.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
@@ -163,17 +164,21 @@ class SampleAlgorithm(KTexturesAlgorithm):
         """The chip folder and the file sinks are neither an input nor each other (core.outputs)."""
         from ..core import outputs
 
+        inputs = {"input": class_path, "image": image_path}
         wanted = {"folder": (self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context), outputs.FOLDER)}
         for key, pid in (("points", self.OUTPUT_POINTS), ("chips", self.OUTPUT_CHIPS),
                          ("summary", self.OUTPUT_SUMMARY)):
             if parameters.get(pid) in (None, ""):
                 continue
             dest = self.parameterAsOutputLayer(parameters, pid, context) or ""
-            if dest and not dest.startswith(("memory:", "TEMPORARY_OUTPUT", "ogr:", "postgres:", "spatialite:")):
+            if dest.startswith(("ogr:", "spatialite:")):  # a table into an existing file: never into an input
+                check_outputs(NAMES, {key: (_uri_file(dest), outputs.SINK)}, inputs)
+            elif dest and not dest.startswith(("memory:", "TEMPORARY_OUTPUT", "postgres:")):
                 wanted[key] = (dest, outputs.SINK)
-        check_outputs(NAMES, wanted, {"input": class_path, "image": image_path})
+        check_outputs(NAMES, wanted, inputs)
 
     # -- run -----------------------------------------------------------------------------------------
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.errors import Canceled
 
@@ -189,13 +194,14 @@ class SampleAlgorithm(KTexturesAlgorithm):
             self._preflight(class_path, image_path, chip)
             result = self._draw(parameters, context, feedback, class_path, classes, chip)
             self._log_summary(feedback, result, classes)
-            points_id = self._write_points(parameters, context, result, crs)
+            # the chips first: a chip that cannot be written fails the run before any layer is written, and
+            # a failure of a layer removes the chips (all_or_nothing)
             folder, chips = self._write_chips(parameters, context, feedback, class_path, image_path, result, chip)
-            chips_id = self._write_footprints(parameters, context, chips, crs)
-            summary_id = self._write_summary(parameters, context, result)
+            points_id = _delivered(self._write_points(parameters, context, result, crs))
+            chips_id = _delivered(self._write_footprints(parameters, context, chips, crs))
+            summary_id = _delivered(self._write_summary(parameters, context, result))
         except Canceled:
-            raise QgsProcessingException("Canceled by the user: sampling stopped (chips already written stay "
-                                         "in the chip folder).") from None
+            raise QgsProcessingException("Canceled by the user: sampling stopped, no output was left.") from None
         self._style(context, feedback, class_path, points_id, chips_id)
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:
@@ -270,8 +276,13 @@ class SampleAlgorithm(KTexturesAlgorithm):
         folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context) or None
         if chip and not folder:
             folder = QgsProcessingUtils.generateTempFilename("ktextures_chips")
-        if folder:
-            os.makedirs(folder, exist_ok=True)
+        if folder and not os.path.isdir(folder):
+            try:
+                os.makedirs(folder)
+            except OSError as exc:
+                raise QgsProcessingException(f"OUTPUT_FOLDER '{folder}' cannot be created: {exc.strerror}. "
+                                             "Choose a folder you can write to.") from None
+            atomic.created_folder(folder)
         if chip:
             if not image_path:
                 feedback.pushWarning("No IMAGE given: only the class-mask chips are written.")
@@ -326,3 +337,17 @@ class SampleAlgorithm(KTexturesAlgorithm):
             for w in sample_styling.save_style(dest, names, colors, polygons):
                 feedback.pushWarning(w)
             sample_styling.ClassSymbolPostProcessor.attach(context, dest, names, colors, polygons)
+
+
+def _uri_file(uri: str) -> str:
+    """The file an ``ogr:``/``spatialite:`` destination URI writes into (``dbname='...'``), else the URI."""
+    m = re.search(r"dbname='((?:[^']|'')*)'", uri) or re.search(r"dbname=(\S+)", uri)
+    return m.group(1).replace("''", "'") if m else uri
+
+
+def _delivered(dest):
+    """Name a sink's file to the run (``core.atomic.delivered``), so that a later failure removes it."""
+    path = sample_styling.file_of(dest) if dest else None
+    if path:
+        atomic.delivered(path)
+    return dest

@@ -28,6 +28,7 @@ from ..core.runtime import INSTALL_HINT, onnxruntime_available
 from . import rgb_styling, styling
 from .common import (
     ModelInputAlgorithm,
+    all_or_nothing,
     cached_session,
     check_outputs,
     gdal_source,
@@ -148,6 +149,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         except ValueError as exc:
             raise QgsProcessingException(f"CLASS_NAMES: {exc}") from None
 
+    @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         if not onnxruntime_available():
             raise QgsProcessingException(INSTALL_HINT)

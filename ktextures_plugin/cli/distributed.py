@@ -153,6 +153,18 @@ def windows(window: Tuple[int, int, int, int], tile_size: int, window_tiles: int
             for y in range(y0, y0 + ys, step) for x in range(x0, x0 + xs, step)]
 
 
+def is_list(path: str) -> bool:
+    """Whether ``path`` is a text file listing rasters (``.txt``/``.lst``) rather than a raster."""
+    return os.path.splitext(str(path))[1].lower() in (".txt", ".lst")
+
+
+def listed_rasters(path: str) -> List[str]:
+    """The raster paths of a list file (one a line; blank lines and ``#`` comments skipped), as written; the
+    output check reads them too (``core.outputs.files_read``)."""
+    with open(path) as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+
+
 def resolve_input(path: str, scratch_dir: str) -> Tuple[str, Optional[str]]:
     """``(raster path, temporary VRT or None)``: a text file listing rasters (one per line, ``.txt``/``.lst``)
     becomes a VRT mosaic (``gdal.BuildVRT``) written in ``scratch_dir``, which the workers must see too.
@@ -160,10 +172,9 @@ def resolve_input(path: str, scratch_dir: str) -> Tuple[str, Optional[str]]:
     Raises:
         RasterError: a listed raster is missing or not on the grid (CRS, pixel size, origin) of the first.
     """
-    if os.path.splitext(path)[1].lower() not in (".txt", ".lst"):
+    if not is_list(path):
         return path, None
-    with open(path) as f:
-        files = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    files = listed_rasters(path)
     if not files:
         raise RasterError(f"The list '{path}' names no raster; write one raster path per line.")
     ref = None

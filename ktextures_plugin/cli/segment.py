@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from ..core.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
-    bad = check_outputs(PROG, NAMES, _outputs(args), {"input": args.image, "model": model})
+    bad = check_outputs(PROG, NAMES, _outputs(args), {"input": _inputs(args), "model": model})
     if bad is not None:
         return bad
     bar = None
@@ -89,6 +89,15 @@ def main(argv=None) -> int:
     return _report(args, res)
 
 
+def _inputs(args):
+    """The input as the output check sees it: with ``--dask``, a ``.txt`` list is every raster it lists."""
+    if args.dask is not None:
+        from .distributed import is_list, listed_rasters
+        if is_list(args.image) and os.path.isfile(args.image):
+            return [args.image] + listed_rasters(args.image)
+    return args.image
+
+
 def _outputs(args) -> dict:
     """core key -> (path, kind) of every output option, for the output-path check."""
     from ..core import outputs
@@ -100,10 +109,21 @@ def _outputs(args) -> dict:
 def _report(args, res) -> int:
     """Print the per-class table and a summary line; write the CSV report when ``--report`` is given and the
     HTML report when ``--html`` is given."""
-    from ..core.vectorize import format_report, write_report
+    _write_reports(args, res)  # a report that cannot be written (full disk): front_end says so, and the run's
+    # outputs go with it (the non-zero status makes __main__'s all-or-nothing run discard them)
+    from ..core.vectorize import format_report
     rows = res.report_rows()
+    print(format_report(rows))
+    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
+          f"({res.execution_provider})")
+    return 0
+
+
+def _write_reports(args, res) -> None:
+    """``--report`` (CSV) and ``--html``, when given."""
+    from ..core.vectorize import write_report
     if args.report:
-        write_report(args.report, rows)
+        write_report(args.report, res.report_rows())
     if args.html:
         from ..core.html_report import from_segment, write_html_report
         from ..core.inference import open_session
@@ -111,10 +131,6 @@ def _report(args, res) -> int:
         params = {k: v for k, v in vars(args).items() if v is not None and v is not False}
         write_html_report(args.html, from_segment(res, args.image, session=session, parameters=params))
         print(f"HTML report -> {args.html}", file=sys.stderr)
-    print(format_report(rows))
-    print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
-          f"({res.execution_provider})")
-    return 0
 
 
 def _remove(paths):

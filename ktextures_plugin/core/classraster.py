@@ -6,17 +6,14 @@ names whatever ran the algorithm (toolbox, batch, modeler, ``qgis_process``).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import time
-import uuid
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
 
-from . import colour
+from . import atomic, colour
 from .errors import OutputError, ParameterError
 
 gdal.UseExceptions()
@@ -53,61 +50,6 @@ def driver_for_path(path: str) -> str:
     raise OutputError(f"No GDAL raster format writes '.{ext}' files ({path}); use .tif")
 
 
-def partial_path(final_path: str) -> str:
-    """A hidden GeoTIFF path beside ``final_path`` to write into before the atomic rename,
-    ``.<name>.<pid>-<random>.partial.tif``; stale partial files of ``final_path`` left by a killed run are
-    removed first (:func:`remove_stale_partials`)."""
-    folder = os.path.dirname(os.path.abspath(final_path))
-    if not os.path.isdir(folder):
-        raise OutputError(f"Output folder does not exist: '{folder}'. Create it or choose another output path.")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"Output folder is not writable: '{folder}'. Choose a folder you can write to.")
-    remove_stale_partials(final_path)
-    return os.path.join(folder, f".{os.path.basename(final_path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.tif")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_partials(final_path: str) -> List[str]:
-    """Remove the hidden partial files of ``final_path`` (raster and vector, any sidecar) whose writing process
-    no longer runs (killed with ``kill -9``, a crash): they are never finished. Partial files of a process that
-    still runs are kept; older names without a process id are removed when older than an hour.
-
-    Returns:
-        The removed paths.
-    """
-    folder = os.path.dirname(os.path.abspath(final_path))
-    prefix = f".{os.path.basename(final_path)}."
-    removed = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith(prefix) or ".partial" not in name:
-            continue
-        tag = name[len(prefix):].split(".", 1)[0]
-        pid = tag.split("-", 1)[0] if "-" in tag else None
-        path = os.path.join(folder, name)
-        try:
-            stale = (not _alive(int(pid))) if pid and pid.isdigit() else \
-                (time.time() - os.path.getmtime(path) > 3600)
-            if stale:
-                os.remove(path)
-                removed.append(path)
-        except OSError:
-            pass
-    return removed
-
-
 def create_on_grid(path: str, ref: gdal.Dataset, window: Tuple[int, int, int, int], bands: int,
                    datatype: int, nodata: Optional[float]) -> gdal.Dataset:
     """Create a tiled, compressed GeoTIFF on the grid of ``window`` of ``ref`` (same CRS, pixel size): LZW for
@@ -136,47 +78,42 @@ def create_on_grid(path: str, ref: gdal.Dataset, window: Tuple[int, int, int, in
     return ds
 
 
-def finish(tmp_path: str, final_path: str) -> None:
-    """Move a closed partial GeoTIFF (and its .aux.xml) to ``final_path``; convert when not GeoTIFF.
+#: the hidden partial path beside an output (:func:`atomic.partial_path`), named here for the raster writers
+partial_path = atomic.partial_path
 
-    The final file appears only complete: a reader never sees a half-written output.
-    """
-    drv_name = driver_for_path(final_path)
-    gtiff = gdal.GetDriverByName("GTiff")
-    if os.path.exists(final_path):
-        gdal.GetDriverByName(drv_name).Delete(final_path) if drv_name != "GTiff" else gtiff.Delete(final_path)
-    if drv_name == "GTiff":
-        gtiff.Rename(final_path, tmp_path)
+
+def _is_gtiff_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in ("", ".tif", ".tiff")
+
+
+def finish(tmp_path: str, final_path: str) -> None:
+    """Put a closed partial GeoTIFF (with its sidecars) at ``final_path``: renamed when ``final_path`` is a
+    GeoTIFF name (``.tif``, ``.tiff``, any case), else converted (``CreateCopy`` to the extension's format)
+    into a second partial file that is then renamed. The final file appears only complete."""
+    if _is_gtiff_name(final_path):
+        atomic.move_fileset(tmp_path, final_path)
         return
+    drv = gdal.GetDriverByName(driver_for_path(final_path))
+    converted = atomic.Partial(final_path, atomic.partial_path(final_path))
     src = gdal.Open(tmp_path)
     try:
-        gdal.GetDriverByName(drv_name).CreateCopy(final_path, src)
+        converted.ds = drv.CreateCopy(converted.path, src)
+        converted.close()
+        atomic.move_fileset(converted.path, final_path)
+    except BaseException:
+        converted.abandon()
+        atomic.remove_fileset(converted.path)
+        raise
     finally:
         src = None
-        gtiff.Delete(tmp_path)
+        atomic.remove_fileset(tmp_path)
 
 
-def discard(tmp_path: str) -> None:
-    """Remove a partial output and its sidecars, silently when already gone."""
-    for p in (tmp_path, tmp_path + ".aux.xml", tmp_path + ".msk"):
-        try:
-            os.remove(p)
-        except FileNotFoundError:
-            pass
-
-
-class PartialOutput:
-    """A raster output written to a hidden partial file and moved into place only when complete.
-
-    Use through :func:`partial_output`. ``path`` is the partial GeoTIFF; put the open dataset in ``ds`` (or
-    create it with :meth:`create_on_grid`) so that the context manager closes it before moving or deleting
-    the file (a dataset closed after deletion would leave a PAM ``.aux.xml`` behind).
-    """
-
-    def __init__(self, final_path: str):
-        self.final_path = final_path
-        self.path = partial_path(final_path)
-        self.ds: Optional[gdal.Dataset] = None
+class PartialOutput(atomic.Partial):
+    """A raster output being written to a hidden partial GeoTIFF (:func:`partial_output`). Put the open
+    dataset in ``ds`` (or create it with :meth:`create_on_grid`); it is closed before the file is moved or
+    deleted (a dataset closed after deletion would leave a PAM ``.aux.xml`` behind). :meth:`close` may be
+    called inside the block to reopen the file (e.g. to write its palette)."""
 
     def create_on_grid(self, ref: gdal.Dataset, window: Tuple[int, int, int, int], bands: int, datatype: int,
                        nodata: Optional[float]) -> gdal.Dataset:
@@ -184,29 +121,19 @@ class PartialOutput:
         self.ds = create_on_grid(self.path, ref, window, bands, datatype, nodata)
         return self.ds
 
-    def close(self) -> None:
-        """Close the dataset (flushes it to disk); drop band objects of it before calling this."""
-        self.ds = None
 
-
-@contextlib.contextmanager
 def partial_output(final_path: str):
-    """Context manager for one raster output: yields a :class:`PartialOutput`; on a normal exit its dataset
-    is closed and the file moved to ``final_path`` (:func:`finish`); on any exception (cancel included) it
-    is closed and deleted (:func:`discard`) and the exception propagates.
+    """Context manager for one raster output (:func:`atomic.atomic_output`): yields a :class:`PartialOutput`
+    whose ``path`` is a hidden GeoTIFF beside ``final_path`` (same extension for a GeoTIFF name, ``.tif``
+    otherwise); on a normal exit its dataset is closed and the file put in place (:func:`finish`); on any
+    exception (cancel included) it is closed and deleted and the exception propagates.
 
     Raises:
-        OutputError: the destination folder is missing or not writable (from :func:`partial_path`).
+        OutputError: the destination folder is missing or not writable; a write error (full disk).
     """
-    po = PartialOutput(final_path)
-    try:
-        yield po
-        po.close()
-        finish(po.path, final_path)
-    except BaseException:
-        po.close()
-        discard(po.path)
-        raise
+    ext = os.path.splitext(final_path)[1] if _is_gtiff_name(final_path) and os.path.splitext(final_path)[1] \
+        else ".tif"
+    return atomic.atomic_output(final_path, ext=ext, deliver=finish, partial_type=PartialOutput)
 
 
 def hex_to_rgb(color: str) -> Tuple[int, int, int]:

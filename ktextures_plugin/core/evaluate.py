@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from osgeo import gdal, ogr
 
-from . import classraster, metrics, outputs
+from . import atomic, classraster, metrics, outputs
 from .errors import ParameterError
 
 gdal.UseExceptions()
@@ -210,8 +210,9 @@ def class_table(scores: metrics.Scores, pred_names: Dict[int, str], ref_names: D
 
 
 def write_table_csv(rows: List[dict], path: str) -> None:
-    """Write ``rows`` as CSV (header :data:`TABLE_COLUMNS`; None -> empty cell)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    """Write ``rows`` as CSV (header :data:`TABLE_COLUMNS`; None -> empty cell), atomically
+    (:func:`atomic.atomic_output`; ``OutputError`` when it cannot be written)."""
+    with atomic.atomic_output(path) as part, open(part.path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
         w.writeheader()
         for r in rows:

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from . import atomic
 from .inference import model_textures
 
 gdal.UseExceptions()
@@ -297,18 +298,12 @@ def _img_chart(png: Optional[bytes]) -> str:
 
 
 def write_html_report(path: str, data: ReportData) -> None:
-    """Write :func:`render_html` to ``path`` (UTF-8) through a temporary file beside it, so that a failure
-    leaves no half-written report.
+    """Write :func:`render_html` to ``path`` (UTF-8) atomically (:func:`atomic.atomic_output`), so that a
+    failure leaves no half-written report.
 
     Raises:
-        OSError: the file cannot be written.
+        OutputError: the file cannot be written (an ``OSError``: folder, permission, full disk).
     """
     page = render_html(data)
-    tmp = f"{path}.partial-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.atomic_output(path) as part, open(part.path, "w", encoding="utf-8") as fh:
+        fh.write(page)

@@ -2,7 +2,7 @@
 polygons, and the HTML explanation (tile, simulation, heat map of their feature difference).
 
 Every file is written beside its destination under a hidden partial name and moved into place when complete
-(``classraster.partial_path`` / ``finish``), so no half-written output is left behind.
+(:func:`atomic.atomic_output`), so no half-written output is left behind.
 """
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from . import classraster, raster
+from . import atomic, classraster, raster
 from .errors import OutputError
 from .inference import infer_classes, open_session
 from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
 from .outputs import vector_driver
-from .vectorize import _move_vector
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -47,27 +46,20 @@ def write_score_raster(path: str, result: NoveltyResult, input_path: str) -> str
     src = raster.open_raster(input_path)
     gt, wkt = src.GetGeoTransform(), src.GetProjection()
     src = None
-    tmp = classraster.partial_path(path)
     rows, cols = result.scores.shape
     try:
-        ds = gdal.GetDriverByName("GTiff").Create(tmp, cols, rows, 1, gdal.GDT_Float32,
-                                                  options=["COMPRESS=DEFLATE"])
-        ds.SetGeoTransform(tile_grid_geotransform(gt, result.tile_size))
-        ds.SetProjection(wkt)
-        band = ds.GetRasterBand(1)
-        band.SetNoDataValue(SCORE_NODATA)
-        band.SetDescription("novelty score (initial reconstruction error)")
-        band.WriteArray(np.where(np.isfinite(result.scores), result.scores, SCORE_NODATA).astype(np.float32))
-        band = ds = None
-        classraster.finish(tmp, path)
+        with classraster.partial_output(path) as po:
+            po.ds = gdal.GetDriverByName("GTiff").Create(po.path, cols, rows, 1, gdal.GDT_Float32,
+                                                         options=["COMPRESS=DEFLATE"])
+            po.ds.SetGeoTransform(tile_grid_geotransform(gt, result.tile_size))
+            po.ds.SetProjection(wkt)
+            band = po.ds.GetRasterBand(1)
+            band.SetNoDataValue(SCORE_NODATA)
+            band.SetDescription("novelty score (initial reconstruction error)")
+            band.WriteArray(np.where(np.isfinite(result.scores), result.scores, SCORE_NODATA).astype(np.float32))
+            band = None
     except RuntimeError as exc:
-        ds = None
-        classraster.discard(tmp)
         raise OutputError(f"Cannot write the score raster '{path}': {exc}") from None
-    except BaseException:
-        ds = None
-        classraster.discard(tmp)
-        raise
     return path
 
 
@@ -108,41 +100,32 @@ def write_selected(path: str, result: NoveltyResult, input_path: str, layer_name
     gt, wkt = src.GetGeoTransform(), src.GetProjection()
     src = None
     drv_name = vector_driver(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    classraster.partial_path(path)  # checks the folder
-    tmp = os.path.join(folder, f".{uuid.uuid4().hex[:8]}.partial{os.path.splitext(path)[1] or '.gpkg'}")
     names = result.info.class_names
     try:
-        ds = ogr.GetDriverByName(drv_name).CreateDataSource(tmp)
-        srs = osr.SpatialReference(wkt=wkt) if wkt else None
-        lyr = ds.CreateLayer(layer_name, srs, ogr.wkbPolygon)
-        for name, kind in SELECTED_FIELDS:
-            lyr.CreateField(ogr.FieldDefn(name, kind))
-        lyr.StartTransaction()
-        for s in result.selected:
-            f = ogr.Feature(lyr.GetLayerDefn())
-            values = [s.rank, s.score, s.residual, s.residual / s.score if s.score > 0 else 0.0, s.initial, s.row,
-                      s.col, int(np.argmax(s.class_counts)) + 1, dominant_classes(s.class_counts, names)]
-            for i, v in enumerate(values):  # by index: a shapefile shortens names to 10 characters
-                f.SetField(i, v)
-            f.SetGeometry(_tile_polygon(gt, s.window))
-            lyr.CreateFeature(f)
-        lyr.CommitTransaction()
-        lyr = ds = None
-        _move_vector(tmp, path, drv_name)
+        with atomic.atomic_output(path, ext=os.path.splitext(path)[1] or ".gpkg") as part:
+            part.ds = ogr.GetDriverByName(drv_name).CreateDataSource(part.path)
+            srs = osr.SpatialReference(wkt=wkt) if wkt else None
+            lyr = part.ds.CreateLayer(layer_name, srs, ogr.wkbPolygon)
+            for name, kind in SELECTED_FIELDS:
+                lyr.CreateField(ogr.FieldDefn(name, kind))
+            lyr.StartTransaction()
+            for s in result.selected:
+                lyr.CreateFeature(_selected_feature(lyr, s, gt, names))
+            lyr.CommitTransaction()
+            lyr = None
     except RuntimeError as exc:
-        ds = None
-        _discard_vector(tmp, drv_name)
         raise OutputError(f"Cannot write the selected tiles '{path}': {exc}") from None
     return len(result.selected)
 
 
-def _discard_vector(tmp: str, drv_name: str) -> None:
-    if os.path.exists(tmp):
-        try:
-            ogr.GetDriverByName(drv_name).DeleteDataSource(tmp)
-        except RuntimeError:
-            os.remove(tmp)
+def _selected_feature(lyr, s: SelectedTile, gt, names: Sequence[str]) -> ogr.Feature:
+    f = ogr.Feature(lyr.GetLayerDefn())
+    values = [s.rank, s.score, s.residual, s.residual / s.score if s.score > 0 else 0.0, s.initial, s.row,
+              s.col, int(np.argmax(s.class_counts)) + 1, dominant_classes(s.class_counts, names)]
+    for i, v in enumerate(values):  # by index: a shapefile shortens names to 10 characters
+        f.SetField(i, v)
+    f.SetGeometry(_tile_polygon(gt, s.window))
+    return f
 
 
 def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, textures: np.ndarray,
@@ -256,14 +239,7 @@ def write_html(path: str, result: NoveltyResult, input_path: str, model_path: st
             "more). Rank 1 was selected first; each later tile is the one least explained by the tiles before.</p>"
             "<table><tr><th>rank</th><th>tile</th><th>simulation</th><th>difference</th><th></th></tr>"
             + "".join(rows) + "</table>")
-    tmp = classraster.partial_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>k-textures novelty</title>"
-                    f"<style>{_CSS}</style></head><body>{body}</body></html>")
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise OutputError(f"Cannot write '{path}': {exc}") from None
+    with atomic.atomic_output(path) as part, open(part.path, "w", encoding="utf-8") as f:
+        f.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>k-textures novelty</title>"
+                f"<style>{_CSS}</style></head><body>{body}</body></html>")
     return path

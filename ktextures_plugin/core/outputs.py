@@ -1,11 +1,17 @@
 """The one output-path check of every algorithm and front end: no output may be an input, no two outputs may
 share a file, and each output's format must be able to hold it, all checked before any work starts.
 
+What is compared is **the files a run reads against the files it writes** (docs/development.md, "Outputs").
 A path is compared by the file it resolves to (``os.path.realpath``, so through symbolic links; the device
-and inode when the file exists, so through hard links), together with the files GDAL and OGR keep beside it:
-an input's whole file list (``gdal.Dataset.GetFileList``: ``.aux.xml``, ``.ovr``, ``.msk``, ``.hdr``,
-shapefile parts), and the sidecars an output may write (``.aux.xml``, ``.ovr``, ``.msk`` of a raster; the
-parts of a shapefile; ``-wal``/``-shm``/``-journal`` of a GeoPackage).
+and inode when the file exists, so through hard links). The files a run reads, for each input: its whole
+file list (``gdal.Dataset.GetFileList``: ``.hdr``, shapefile parts, ...), followed into every file a VRT
+refers to, recursively (a VRT of a VRT of ``t1.tif`` reads ``t1.tif``); the sidecars GDAL reads with each of
+them whether they exist yet or not (``.aux.xml``, ``.ovr``, ``.msk``); the QGIS style files of the input
+(``<stem>.qml``, ``<stem>.sld``); and, for an input given as a list of paths (a ``--dask`` ``.txt`` list),
+all of that for every member. The files a run writes, for each output: the file, the sidecars it may write
+(``.aux.xml``, ``.ovr``, ``.msk`` of a raster; the parts of a shapefile; ``-wal``/``-shm``/``-journal`` of a
+GeoPackage) and, when the front end saves QGIS default styles (``styles=True``), the ``<stem>.qml`` that QGIS
+writes beside a raster or a non-GeoPackage vector output.
 
 Errors are :class:`OutputPathError`; each carries ``parameter``, the key of the offending output (``"output"``,
 ``"vector"``, ...) as the caller named it, so that each front end words the message with its own parameter or
@@ -14,7 +20,7 @@ option names (:meth:`OutputPathError.message`).
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, Mapping, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from osgeo import gdal, ogr
 
@@ -42,10 +48,14 @@ REFUSED_DRIVERS = {"VRT": "a VRT only points to other files", "MEM": "an in-memo
                    "JP2ECW": "JPEG 2000 is lossy by default", "JP2KAK": "JPEG 2000 is lossy by default"}
 
 _RASTER_SIDECARS = (".aux.xml", ".ovr", ".msk")
+#: QGIS style files read with a layer (``QgsMapLayer.loadDefaultStyle``, the .sld a user keeps beside it)
+_STYLE_FILES = (".qml", ".sld")
+#: how deep VRT references are followed (GDAL itself refuses deeper nesting long before)
+_MAX_DEPTH = 32
 _SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd")
 _SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
-Paths = Mapping[str, Optional[str]]
+Paths = Mapping[str, Union[None, str, Sequence[str]]]
 Outputs = Mapping[str, Union[Tuple[Optional[str], str], None]]
 
 
@@ -64,37 +74,60 @@ def vector_driver(path: str) -> str:
     raise OutputError(f"No OGR vector format writes '.{ext}' files ({path}); use .gpkg")
 
 
-def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bool = True) -> None:
-    """Refuse outputs that cannot be written safely, before any work starts.
+def check_outputs(outputs: Outputs, inputs: Paths = None, folders_must_exist: bool = True,
+                  styles: bool = False) -> None:
+    """Refuse outputs that cannot be written safely, before any work starts; then remove the stale partial
+    files of every output left by killed runs (:func:`atomic.remove_stale_partials`).
 
     Args:
         outputs: key -> ``(path, kind)`` (kind: :data:`CLASS_RASTER`, :data:`FLOAT_RASTER`, :data:`VECTOR`,
             :data:`TABLE`, :data:`HTML`, :data:`MODEL`, :data:`FOLDER`, :data:`SINK`); entries with an empty
             path or ``None`` are skipped.
-        inputs: key -> path of every file the run reads (rasters, models, reference layers).
+        inputs: key -> path (or list of paths) of everything the run reads (rasters, VRTs, models, reference
+            layers); compared through every file each one reads (:func:`files_read`).
         folders_must_exist: also refuse an output whose folder is missing or not writable.
+        styles: the front end saves a QGIS default style beside raster and vector outputs (``<stem>.qml``);
+            those files are then outputs too (the QGIS algorithms pass True).
 
     Raises:
         OutputPathError: an output is a folder (or ends with a path separator), its folder is missing or
-            read-only, its format cannot hold it, it resolves to an input's file or to another output's.
+            read-only, its format cannot hold it, it writes a file an input reads, or a file of another output.
     """
-    wanted = [(key, v[0], v[1]) for key, v in outputs.items() if v and v[0]]
-    input_files = {key: _input_files(p) for key, p in (inputs or {}).items() if p}
+    from .atomic import remove_stale_partials
+
+    wanted = [(key, str(v[0]), v[1]) for key, v in outputs.items() if v and v[0]]
+    input_files = {key: _keys(files_read(p)) for key, p in (inputs or {}).items() if p}
     seen: Dict[str, Set] = {}
     for key, path, kind in wanted:
-        path = str(path)
         _check_shape(key, path, kind, folders_must_exist)
-        mine = _output_files(path, kind)
+        mine = _keys(files_written(path, kind, styles))
         for in_key, files in input_files.items():
             if mine & files:
-                raise OutputPathError(key, f"{{name}} '{path}' is the input {{other}} (or one of its files); "
-                                      "an input is never overwritten. Choose another file for {name}.", in_key)
+                what = _which(path, kind, styles, files) or " is the input {other} or a file read with it"
+                raise OutputPathError(key, f"{{name}} '{path}'{what}; an input is never overwritten. Choose "
+                                      "another file name for {name}.", in_key)
         for other_key, files in seen.items():
             if mine & files:
-                raise OutputPathError(key, f"{{name}} and {{other}} are the same file ('{path}'), so one "
-                                      "output would be lost. Choose another file for {name}.", other_key)
+                what = _which(path, kind, styles, files, "also written by {other}") or " is the same file as {other}"
+                raise OutputPathError(key, f"{{name}} '{path}'{what}, so one output would be lost. Choose another "
+                                      "file name for {name}.", other_key)
         _check_format(key, path, kind)
         seen[key] = mine
+    for _, path, kind in wanted:
+        if kind != FOLDER:
+            remove_stale_partials(path)
+
+
+def _which(path: str, kind: str, styles: bool, keys: Set, whose: str = "read with the input {other}") -> str:
+    """``""`` when ``path`` itself is in ``keys``, else `` writes its sidecar 'NAME', a file WHOSE``: the first
+    file written for ``path`` (a sidecar, a style file) whose identity is in ``keys``, for a message."""
+    if _key(path) in keys:
+        return ""
+    for f in files_written(path, kind, styles):
+        if _key(f) in keys:
+            what = "its style file" if f.endswith(".qml") else "its sidecar"
+            return f" writes {what} '{os.path.basename(f)}', a file {whose}"
+    return ""
 
 
 def _check_shape(key: str, path: str, kind: str, folders_must_exist: bool) -> None:
@@ -103,6 +136,9 @@ def _check_shape(key: str, path: str, kind: str, folders_must_exist: bool) -> No
                               f"e.g. '{os.path.join(path, 'output' + _example_ext(kind))}'.")
     if kind == FOLDER and os.path.exists(path) and not os.path.isdir(path):
         raise OutputPathError(key, f"{{name}} '{path}' is a file, not a folder. Choose a folder for {{name}}.")
+    if kind == FOLDER and not os.access(_existing(path), os.W_OK):  # the folder, or where it would be made
+        raise OutputPathError(key, f"{{name}} '{path}' cannot be written: '{_existing(path)}' is read-only. "
+                              "Choose a folder you can write to for {name}.")
     folder = os.path.dirname(os.path.abspath(path))
     folders_must_exist = folders_must_exist and kind not in (FOLDER, SINK)  # created by the writer
     if folders_must_exist and not os.path.isdir(folder):
@@ -111,6 +147,14 @@ def _check_shape(key: str, path: str, kind: str, folders_must_exist: bool) -> No
     if folders_must_exist and not os.access(folder, os.W_OK):
         raise OutputPathError(key, f"The folder of {{name}} is not writable: '{folder}'. Choose a folder you "
                               "can write to for {name}.")
+
+
+def _existing(path: str) -> str:
+    """``path`` or its nearest existing parent folder."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    return p
 
 
 def _example_ext(kind: str) -> str:
@@ -151,16 +195,16 @@ def _check_format(key: str, path: str, kind: str) -> None:
 
 
 def input_guard(inputs: Paths):
-    """A function ``guard(key, path)`` raising :class:`OutputPathError` when ``path`` is one of the files of
-    ``inputs`` (key -> path); for outputs named while the work runs (chips, one per sample)."""
-    files = {key: _input_files(p) for key, p in inputs.items() if p}
+    """A function ``guard(key, path)`` raising :class:`OutputPathError` when writing the raster ``path`` would
+    write a file one of ``inputs`` (key -> path) reads; for outputs named while the work runs (chips)."""
+    files = {key: _keys(files_read(p)) for key, p in inputs.items() if p}
 
     def guard(key: str, path: str) -> None:
-        mine = _output_files(path, CLASS_RASTER)
+        mine = _keys(files_written(path, CLASS_RASTER))
         for in_key, keys in files.items():
             if mine & keys:
-                raise OutputPathError(key, f"{{name}} would write '{path}', the input {{other}}; an input is "
-                                      "never overwritten. Choose another folder for {name}.", in_key)
+                raise OutputPathError(key, f"{{name}} would write '{path}', a file the input {{other}} reads; "
+                                      "an input is never overwritten. Choose another folder for {name}.", in_key)
     return guard
 
 
@@ -184,21 +228,47 @@ def _keys(paths: Iterable[str]) -> Set:
     return {_key(p) for p in paths if p}
 
 
-def _input_files(path: str) -> Set:
-    """Identities of an input and every file GDAL lists for it (sidecars, shapefile parts)."""
-    files = [str(path)]
+def files_read(path: Union[str, Sequence[str]]) -> List[str]:
+    """Every file reading ``path`` (a dataset, or a list of them) may open or change: the path, GDAL's file
+    list of it (``GetFileList``), every file a VRT refers to followed recursively, the sidecars GDAL reads
+    with each (``.aux.xml``, ``.ovr``, ``.msk``, listed whether they exist or not), and the QGIS style files
+    of each given path (``<stem>.qml``, ``<stem>.sld``)."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    found: List[str] = []
+    seen: Set = set()
+    for p in paths:
+        p = str(p)
+        stem = os.path.splitext(p)[0]
+        found += [stem + e for e in _STYLE_FILES]
+        _follow(p, found, seen, 0)
+    return found
+
+
+def _follow(path: str, found: List[str], seen: Set, depth: int) -> None:
+    """Add ``path``, its sidecars and (for a dataset GDAL opens) the files of its file list, recursively."""
+    key = _key(path)
+    if key in seen or depth > _MAX_DEPTH:
+        return
+    seen.add(key)
+    found.append(path)
+    found += [path + s for s in _RASTER_SIDECARS]
+    if path.lower().endswith(_RASTER_SIDECARS) or not os.path.isfile(path):
+        return
     try:
-        ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_VECTOR | gdal.OF_READONLY)
+        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_VECTOR | gdal.OF_READONLY)
+        listed = list(ds.GetFileList() or []) if ds is not None else []
     except RuntimeError:
-        ds = None
-    if ds is not None:
-        files += list(ds.GetFileList() or [])
-        ds = None
-    return _keys(files)
+        listed = []
+    ds = None
+    for f in listed:
+        _follow(f, found, seen, depth + 1)
 
 
-def _output_files(path: str, kind: str) -> Set:
-    """Identities of the files writing ``path`` of ``kind`` creates or replaces."""
+def files_written(path: str, kind: str, styles: bool = False) -> List[str]:
+    """The files writing ``path`` of ``kind`` creates or replaces: the file, its sidecars (raster: ``.aux.xml``,
+    ``.ovr``, ``.msk``; shapefile parts; GeoPackage ``-wal``/``-shm``/``-journal``) and, with ``styles``, the
+    ``<stem>.qml`` QGIS writes beside a raster or a non-GeoPackage vector (a GeoPackage keeps its style
+    inside)."""
     files = [path]
     stem, ext = os.path.splitext(path)
     if kind in (CLASS_RASTER, FLOAT_RASTER):
@@ -207,4 +277,6 @@ def _output_files(path: str, kind: str) -> Set:
         if ext.lower() == ".shp":
             files += [stem + e for e in _SHAPEFILE_PARTS] + [stem + e.upper() for e in _SHAPEFILE_PARTS]
         files += [path + s for s in _SQLITE_SIDECARS]
-    return _keys(files)
+    if styles and (kind in (CLASS_RASTER, FLOAT_RASTER) or (kind in (VECTOR, SINK) and ext.lower() != ".gpkg")):
+        files.append(stem + ".qml")
+    return files

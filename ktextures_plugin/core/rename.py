@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 from osgeo import gdal
 
-from . import classraster, outputs
+from . import atomic, classraster, outputs
 from .errors import ParameterError
 
 gdal.UseExceptions()
@@ -113,19 +113,10 @@ def copy_polygons(src: str, dst: str, names: Sequence[str]) -> int:
         layer_name = ds.GetLayer(0).GetName()
     finally:
         ds = None
-    if os.path.exists(dst):
-        gdal.GetDriverByName(driver).Delete(dst)
-    try:
+    with atomic.atomic_output(dst, ext=os.path.splitext(dst)[1] or ".gpkg") as part:
         # only the polygon layer: a copied QGIS layer_styles table made QGIS 3.22 hang saving the new style
-        out = gdal.VectorTranslate(dst, src, format=driver, layers=[layer_name])
-        try:
-            return _set_names(out, names)
-        finally:
-            out = None
-    except BaseException:
-        if os.path.exists(dst):
-            gdal.GetDriverByName(driver).Delete(dst)
-        raise
+        part.ds = gdal.VectorTranslate(part.path, src, format=driver, layers=[layer_name])
+        return _set_names(part.ds, names)
 
 
 def _set_names(ds, names: Sequence[str]) -> int:

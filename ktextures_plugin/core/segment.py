@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import classraster, geo, outputs, raster, tiling
+from . import atomic, classraster, geo, outputs, raster, tiling
 from .bands import select_bands
 from .classstats import ClassCounter, class_stats
 from .errors import Progress, RasterError
@@ -292,7 +292,8 @@ def _segment(input_path, model_path, output_path, opts: SegmentOptions, hooks: H
         provider = session.get_providers()[0]
         hooks.say(f"onnxruntime execution provider: {provider}")
         run = _Run(ds, session, TileModel.of(info), plan, opts, hooks, _textures(session, info, opts))
-        with contextlib.ExitStack() as stack:  # partial files: moved into place on success, else deleted
+        # partial files: moved into place on success, else deleted; the simulation goes with a failed raster
+        with atomic.all_or_nothing(), contextlib.ExitStack() as stack:
             po = stack.enter_context(classraster.partial_output(output_path))
             ps = stack.enter_context(classraster.partial_output(opts.simulation_path)) if run.textures is not None \
                 else None

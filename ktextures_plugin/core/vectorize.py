@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import traceback
 from typing import Callable, Dict, Optional, Sequence
 
 from osgeo import gdal, ogr
 
-from . import geo, outputs, raster
-from .classraster import OutputError, partial_path, read_palette
+from . import atomic, geo, outputs, raster
+from .classraster import OutputError, read_palette
 from .errors import Canceled, Progress
 from .outputs import vector_driver
 
@@ -29,7 +28,8 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
                progress: Optional[Progress] = None, is_canceled: Optional[Callable[[], bool]] = None) -> int:
     """Polygonize ``class_raster`` (0 = nodata, no polygons there) into ``output_path``.
 
-    GDAL Polygonize writes into a hidden partial GeoPackage beside the destination in one transaction;
+    GDAL Polygonize writes into a hidden partial GeoPackage beside the destination in one transaction
+    (:func:`atomic.atomic_output`);
     ``class_name`` and ``area_m2`` are then set by one SQL ``UPDATE`` (GeoPackage ``ST_Area``, and
     ``ST_Transform`` to a Lambert azimuthal equal-area CRS centred on the raster when the CRS is geographic),
     with no Python loop over the polygons. Other formats are converted from that GeoPackage with
@@ -54,18 +54,15 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
     """
     outputs.check_outputs({"vector": (output_path, outputs.VECTOR)}, {"input": class_raster})
     names = list(class_names) if class_names else read_palette(class_raster)[0]
-    job = _job(output_path, layer_name)
+    job = _Job(output_path=output_path, driver=vector_driver(output_path),
+               layer_name=layer_name or os.path.splitext(os.path.basename(output_path))[0] or "polygons")
     ds = gdal.Open(class_raster)
     try:
         band = ds.GetRasterBand(1)
         # GDAL reads the raster line by line: a larger block cache would only hold blocks it has passed
-        with raster.line_pass_cache(band):
-            return _polygonize(ds, band, job, names, eight_connected=eight_connected, progress=progress,
+        with raster.line_pass_cache(band), atomic.atomic_output(output_path) as part:
+            return _polygonize(ds, band, job, part, names, eight_connected=eight_connected, progress=progress,
                                is_canceled=is_canceled)
-    except BaseException as exc:
-        traceback.clear_frames(exc.__traceback__)  # close the partial GeoPackage the failed steps held open
-        _remove_partials(job)
-        raise
     finally:
         band = None
         ds = None
@@ -73,49 +70,48 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
 
 @dataclasses.dataclass(frozen=True)
 class _Job:
-    """Where one polygonize run writes: the hidden partial GeoPackage that GDAL Polygonize fills, the partial
-    file in the destination format (the same GeoPackage for ``.gpkg``), and the final path."""
+    """What one polygonize run writes: the final path, its OGR driver and the layer name."""
     output_path: str
     driver: str
     layer_name: str
-    tmp_gpkg: str
-    tmp_out: str
 
 
-def _job(output_path: str, layer_name: Optional[str]) -> _Job:
-    driver = vector_driver(output_path)
-    ext = os.path.splitext(output_path)[1] or ".gpkg"
-    stem = partial_path(output_path)[:-len(".partial.tif")]
-    tmp_gpkg = stem + ".partial.gpkg"
-    return _Job(output_path=output_path, driver=driver,
-                layer_name=layer_name or os.path.splitext(os.path.basename(output_path))[0] or "polygons",
-                tmp_gpkg=tmp_gpkg, tmp_out=tmp_gpkg if driver == "GPKG" else stem + ".partial" + ext)
-
-
-def _polygonize(ds, band, job: _Job, names: Sequence[str], *, eight_connected: bool,
+def _polygonize(ds, band, job: _Job, part: atomic.Partial, names: Sequence[str], *, eight_connected: bool,
                 progress: Optional[Progress], is_canceled: Optional[Callable[[], bool]]) -> int:
-    """The steps of :func:`polygonize` once the destination is checked: polygons into the partial GeoPackage,
-    names and areas by SQL, conversion to the destination format, rename into place."""
-    out = _create_layer(job, geo.srs_of(ds.GetProjection()))
-    lyr = out.GetLayerByName(job.layer_name)
-    _run_polygonize(out, lyr, band, eight_connected, progress, is_canceled)
-    n = lyr.GetFeatureCount()
-    geom_col = lyr.GetGeometryColumn()
-    lyr = None
-    _set_names_and_areas(out, job.layer_name, geom_col, names, ds.GetProjection(), _center_lonlat(ds))
-    out = None
-    if progress:
-        progress(0.95, "polygonize")
-    _deliver(job)
+    """The steps of :func:`polygonize` once the destination is checked: polygons into a GeoPackage (the
+    partial output itself, or a scratch partial converted into it for other formats), names and areas by SQL.
+    ``part`` is delivered by the caller's :func:`atomic.atomic_output`."""
+    gpkg = part if job.driver == "GPKG" else atomic.Partial(job.output_path,
+                                                            atomic.partial_path(job.output_path, ".gpkg"))
+    try:
+        gpkg.ds = _create_layer(job, gpkg.path, geo.srs_of(ds.GetProjection()))
+        lyr = gpkg.ds.GetLayerByName(job.layer_name)
+        _run_polygonize(gpkg.ds, lyr, band, eight_connected, progress, is_canceled)
+        n = lyr.GetFeatureCount()
+        geom_col = lyr.GetGeometryColumn()
+        lyr = None
+        _set_names_and_areas(gpkg.ds, job.layer_name, geom_col, names, ds.GetProjection(), _center_lonlat(ds))
+        gpkg.close()
+        if progress:
+            progress(0.95, "polygonize")
+        if gpkg is not part:
+            try:
+                part.ds = gdal.VectorTranslate(part.path, gpkg.path, format=job.driver, layerName=job.layer_name)
+            except RuntimeError as exc:
+                raise OutputError(f"Cannot write '{job.output_path}' as {job.driver}: {exc}") from None
+    finally:
+        if gpkg is not part:
+            gpkg.abandon()
+            atomic.remove_fileset(gpkg.path)
     if progress:
         progress(1.0, "polygonize")
     return n
 
 
-def _create_layer(job: _Job, srs):
-    """The partial GeoPackage with one empty polygon layer (fields class_id, class_name, area_m2)."""
+def _create_layer(job: _Job, path: str, srs):
+    """The GeoPackage ``path`` with one empty polygon layer (fields class_id, class_name, area_m2)."""
     try:
-        out = ogr.GetDriverByName("GPKG").CreateDataSource(job.tmp_gpkg)
+        out = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     except RuntimeError as exc:
         raise OutputError(f"Cannot create '{job.output_path}': {exc}") from None
     # the R-tree is only useful in the delivered GeoPackage (other formats are converted from this one)
@@ -144,24 +140,6 @@ def _run_polygonize(out, lyr, band, eight_connected: bool, progress: Optional[Pr
     out.CommitTransaction()
     if is_canceled and is_canceled():
         raise Canceled()
-
-
-def _deliver(job: _Job) -> None:
-    """Convert the finished partial GeoPackage to the destination format if it is another one, and rename the
-    result into place."""
-    if job.driver != "GPKG":
-        try:
-            gdal.VectorTranslate(job.tmp_out, job.tmp_gpkg, format=job.driver, layerName=job.layer_name)
-        except RuntimeError as exc:
-            raise OutputError(f"Cannot write '{job.output_path}' as {job.driver}: {exc}") from None
-        ogr.GetDriverByName("GPKG").DeleteDataSource(job.tmp_gpkg)
-    _move_vector(job.tmp_out, job.output_path, job.driver)
-
-
-def _remove_partials(job: _Job) -> None:
-    for path, name in ((job.tmp_gpkg, "GPKG"), (job.tmp_out, job.driver)):
-        if os.path.exists(path):
-            ogr.GetDriverByName(name).DeleteDataSource(path)
 
 
 def _sql_text(value: str) -> str:
@@ -201,27 +179,19 @@ def _layer_index(ds, name: str) -> int:
     raise KeyError(name)
 
 
-def _move_vector(tmp: str, final: str, drv_name: str) -> None:
-    """Rename a finished vector dataset into place, with its sidecar files (.dbf, .shx, .prj, ... for a
-    shapefile); an existing destination is deleted first."""
-    if os.path.exists(final):
-        ogr.GetDriverByName(drv_name).DeleteDataSource(final)
-    tmp_stem, final_stem = os.path.splitext(tmp)[0], os.path.splitext(final)[0]
-    folder = os.path.dirname(os.path.abspath(tmp))
-    base = os.path.basename(tmp_stem)
-    for f in os.listdir(folder):
-        if f.startswith(base + "."):
-            os.replace(os.path.join(folder, f), final_stem + f[len(base):])
-
-
 def _center_lonlat(ds):
     x, y = geo.window_center(ds.GetGeoTransform(), (0, 0, ds.RasterXSize, ds.RasterYSize))
     return x, y
 
 
 def write_report(path: str, rows: Sequence[Dict]) -> None:
-    """CSV with one row per class: class_id, class_name, pixels, area_m2, percent (of the valid area)."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    """CSV with one row per class: class_id, class_name, pixels, area_m2, percent (of the valid area); written
+    atomically (:func:`atomic.atomic_output`).
+
+    Raises:
+        OutputError: the file cannot be written (folder, full disk).
+    """
+    with atomic.atomic_output(path) as part, open(part.path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=["class_id", "class_name", "pixels", "area_m2", "percent"])
         w.writeheader()
         for r in rows:

@@ -7,8 +7,8 @@ class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the masks of docs/me
 is the argmax
 of the k logits.
 
-The file is written to ``<out>.tmp-<pid>`` first, validated (onnx checker + :func:`core.inference.read_model_info`)
-and only then renamed onto ``out``.
+The file is written to a hidden partial file beside ``out`` first (:func:`core.atomic.atomic_output`), validated
+(onnx checker + :func:`core.inference.read_model_info`) and only then renamed onto ``out``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from ..core import inference, modelinfo
+from ..core import atomic, inference, modelinfo
 from . import onnx_rewrite
 from .model import KTextures, bin_index
 
@@ -122,14 +122,9 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
     out_path = str(out_path)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, f".{os.path.basename(out_path)}.tmp-{os.getpid()}.onnx")
-    try:
-        onnx.save(proto, tmp)
-        info = inference.read_model_info(tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.atomic_output(out_path) as part:
+        onnx.save(proto, part.path)
+        info = inference.read_model_info(part.path)
     info.path = out_path
     return info
 

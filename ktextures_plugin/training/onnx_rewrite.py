@@ -22,6 +22,8 @@ import os
 import sys
 from typing import List, Sequence
 
+from ..core import atomic
+
 
 def rewrite_elu(proto) -> int:
     """Replace, in place, each ``Elu`` node (0 < alpha <= 1) of ``proto.graph`` by Min-Exp-Sub(-Mul)-Max.
@@ -126,13 +128,8 @@ def rewrite_file(path: str) -> int:
     except Exception as exc:  # noqa: BLE001 - onnx.checker.ValidationError
         raise ModelError(f"'{path}': the rewritten graph fails the ONNX checker ({str(exc).splitlines()[0][:300]}); "
                          "the file was left as it was.", parameter="model") from None
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.atomic_output(path) as part:
+        onnx.save(proto, part.path)
     return n
 
 
