@@ -6,6 +6,7 @@
 #   ./build.sh lint [RUFF_ARGS...]     ruff check . (settings in pyproject.toml; installs only ruff)
 #   ./build.sh setup           install only
 #   ./build.sh package         write dist/ktextures.zip (the installable plugin)
+#   ./build.sh screenshots     the README's screenshots from a QGIS desktop window under Xvfb
 # The recipe and its traps: docs/development.md (Debian's /usr/bin/python3 only, numpy pinned
 # to Debian's, qgis_process.bin, QT_QPA_PLATFORM=offscreen).
 set -euo pipefail
@@ -56,6 +57,21 @@ setup_venv() {
     fi
 }
 
+# The `ktextures` command (pyproject.toml [project.scripts]) in the venv, editable into this checkout so that
+# models/ and data/ stay beside the code; re-run when pyproject.toml or the checkout's path changes. A venv that
+# is a link (one venv shared by several working copies) is left alone: installing would point it at this copy.
+install_cli() {
+    local stamp="$VENV/.stamp-cli" want
+    want=$( (echo "$ROOT"; cat pyproject.toml) | sha256sum | cut -c1-16)
+    if [ -L "$VENV" ]; then
+        log "$VENV is a link to a shared venv: not installing the ktextures command from this checkout"
+    elif [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "pip install -e . (the ktextures command)"
+        "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+        echo "$want" > "$stamp"
+    fi
+}
+
 compile_resources() {
     if [ ! -f ktextures_plugin/resources.py ] || [ resources.qrc -nt ktextures_plugin/resources.py ] \
         || [ -n "$(find ktextures_plugin/icons -newer ktextures_plugin/resources.py 2>/dev/null)" ]; then
@@ -81,9 +97,9 @@ plugin_env() {
 cmd=${1:-help}; shift || true
 case "$cmd" in
     setup)
-        setup_system; setup_venv requirements-dev.txt; compile_resources ;;
+        setup_system; setup_venv requirements-dev.txt; install_cli; compile_resources ;;
     demo)
-        setup_system; setup_venv requirements.txt; compile_resources; plugin_env
+        setup_system; setup_venv requirements.txt; install_cli; compile_resources; plugin_env
         OUT=${1:-"$ROOT/demo-output"}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
         rm -f "$OUT/classes.tif" "$OUT/polygons.gpkg" "$OUT/report.csv" "$OUT/report.html"
         log "qgis_process.bin run ktextures:segment on the bundled Sentinel-2 sample"
@@ -94,7 +110,7 @@ case "$cmd" in
         echo; echo "Per-class area ($OUT/report.csv):"; awk -F, '{printf "  %-9s %-22s %12s %14s %8s\n", $1, $2, $3, $4, $5}' "$OUT/report.csv"
         echo; echo "Wrote $OUT/classes.tif, $OUT/polygons.gpkg and $OUT/report.html (open it in a browser)" ;;
     test)
-        setup_system; setup_venv requirements-dev.txt; compile_resources; plugin_env
+        setup_system; setup_venv requirements-dev.txt; install_cli; compile_resources; plugin_env
         "$PY" -m pytest "$@" ;;
     lint)
         # Only ruff, in its own small venv: linting needs neither QGIS nor torch.
@@ -107,6 +123,17 @@ case "$cmd" in
             "$BUILD/lint-venv/bin/pip" install -q "$(grep -o 'ruff==[0-9.]*' requirements-dev.txt)"
         fi
         "$BUILD/lint-venv/bin/ruff" check "${@:-.}" ;;
+    screenshots)
+        # the README's screenshots, from a real QGIS desktop window under Xvfb (docs/screenshots/make.py)
+        setup_system; [ -x "$PY" ] || setup_venv requirements.txt; compile_resources; plugin_env
+        if ! command -v xvfb-run >/dev/null; then
+            SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+            $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends xvfb xauth
+        fi
+        unset QT_QPA_PLATFORM
+        KTEXTURES_ROOT="$ROOT" timeout 240 xvfb-run -a -s "-screen 0 1600x1000x24" qgis --nologo --noversioncheck \
+            --code "$ROOT/docs/screenshots/make.py" 2>&1 | grep -v 'setapi() is deprecated' | tee "$BUILD/screenshots.log"
+        grep -q "SCREENSHOTS DONE" "$BUILD/screenshots.log" ;;
     package)
         setup_system; compile_resources
         rm -rf "$BUILD/package" dist/$PLUGIN_ID.zip; mkdir -p "$BUILD/package/$PLUGIN_ID" dist
@@ -118,5 +145,5 @@ case "$cmd" in
         (cd "$BUILD/package" && zip -qr "$ROOT/dist/$PLUGIN_ID.zip" "$PLUGIN_ID")
         log "wrote dist/$PLUGIN_ID.zip" ;;
     *)
-        sed -n '2,9p' "$0"; exit 2 ;;
+        sed -n '2,11p' "$0"; exit 2 ;;
 esac

@@ -35,9 +35,9 @@ import json, os, sys, time
 sys.path.insert(0, {root!r})
 mode, mosaic, model, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 if mode in ("single", "single1"):
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     threads = 1 if mode == "single1" else None
-    t = time.perf_counter(); segment_raster(mosaic, model, out, threads=threads)
+    t = time.perf_counter(); segment_raster(mosaic, model, out, SegmentOptions(threads=threads))
     print(json.dumps({{"job": time.perf_counter() - t}}))
 elif mode == "writer":
     import numpy as np

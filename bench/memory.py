@@ -32,14 +32,16 @@ CONFIGS = {"both": (8, True), "sieve": (8, False), "plain": (0, False), "vector"
 #: The child: segment (and sieve) then polygonize as ``cli/segment.py`` does; prints step times as JSON.
 CHILD = r"""
 import json, sys, time
-from ktextures_plugin.core.segment import segment_raster
+from ktextures_plugin.core.feedback import Feedback
+from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 from ktextures_plugin.core.vectorize import polygonize
 img, model, out, vec, min_px = sys.argv[1:6]
 stages = {}
 def progress(frac, stage):
     t = time.perf_counter()
     stages.setdefault(stage, [t, t])[1] = t
-res = segment_raster(img, model, out, bands="3,2,1,4", min_segment_px=int(min_px), progress=progress)
+res = segment_raster(img, model, out, SegmentOptions(bands="3,2,1,4", min_segment_px=int(min_px)),
+                     Feedback(progress=progress))
 n = polygonize(out, vec, class_names=res.class_names, progress=progress) if vec else None
 hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
 print(json.dumps({"polygons": n, "hwm_kb": hwm[0], **{s: b - a for s, (a, b) in stages.items()}}), file=sys.stderr)

@@ -97,10 +97,10 @@ def ktextures_available():
     return callable(getattr(training, "fit", None))
 
 
-def timed(cmd):
+def timed(cmd, cwd=ROOT):
     t0 = time.perf_counter()
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    cp = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    cp = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if cp.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({cp.returncode}): {cp.stderr.strip()[-800:]}")
@@ -120,20 +120,33 @@ def grass_available():
     return shutil.which("grass") is not None
 
 
-def grass_cluster(img, bands, k, out_path):
+def grass_cluster(img, bands, k, out_path, smap=False):
     """GRASS ``i.cluster`` + ``i.maxlik`` on ``bands`` of ``img`` (a temporary location from the file's CRS);
-    writes a Byte class raster (1..k, 0 = null) on the image grid."""
+    writes a Byte class raster (1..k, 0 = null) on the image grid. With ``smap``: GRASS's contextual classifier
+    instead of ``i.maxlik``, unsupervised: the ``i.maxlik`` classes train ``i.gensigset`` (Gaussian-mixture
+    signatures, one mixture per class), then ``i.smap`` (sequential maximum a posteriori over a multiscale random
+    field) classifies."""
     import tempfile
+
+    from osgeo import gdal
     b = [int(v) for v in bands.split(",")]
-    script = "\n".join([
-        "set -e",
-        f"r.in.gdal -o --quiet input='{img}' output=img",
-        "g.region raster=img.1",
-        "i.group --quiet group=g subgroup=g input=" + ",".join(f"img.{i}" for i in b),
+    steps = ["set -e", f"r.in.gdal -o --quiet input='{img}' output=img", "g.region raster=img.1"]
+    names = [f"img.{i}" for i in b]
+    if gdal.GetDataTypeName(gdal.Open(img).GetRasterBand(1).DataType).startswith("Float"):
+        # reflectance 0-1 (Amazon): i.gensigset drops every subsignature as singular at that scale
+        steps += [f"r.mapcalc --quiet expression='s{i} = img.{i} * 10000.0'" for i in b]
+        names = [f"s{i}" for i in b]
+    steps += [
+        "i.group --quiet group=g subgroup=g input=" + ",".join(names),
         f"i.cluster --quiet group=g subgroup=g signaturefile=sig classes={k}",
         "i.maxlik --quiet group=g subgroup=g signaturefile=sig output=cls",
-        f"r.out.gdal --quiet -c input=cls output='{out_path}' type=Byte nodata=0 createopt=COMPRESS=LZW",
-    ]) + "\n"
+    ]
+    if smap:
+        steps += ["i.gensigset --quiet trainingmap=cls group=g subgroup=g signaturefile=sms",
+                  "i.smap --quiet group=g subgroup=g signaturefile=sms output=smp"]
+    steps.append(f"r.out.gdal --quiet --overwrite -c input={'smp' if smap else 'cls'} output='{out_path}' "
+                 "type=Byte nodata=0 createopt=COMPRESS=LZW")
+    script = "\n".join(steps) + "\n"
     with tempfile.TemporaryDirectory(prefix="ktx_grass_") as tmp:
         sh = os.path.join(tmp, "run.sh")
         with open(sh, "w") as f:
@@ -145,68 +158,137 @@ def grass_cluster(img, bands, k, out_path):
             raise RuntimeError(f"GRASS failed ({cp.returncode}): {cp.stderr.strip()[-800:]}")
 
 
-def run_one(scene, method, seed, k, steps=None, variant=None, features=None, scaling="model", binning=None,
-            mask_width=None, retries=None, k_factor=1, continuity=None):
+#: Potts weights of the ``kmeans-mrf`` peer (squared z-distance units per disagreeing 8-neighbour)
+MRF_BETAS = (1.0, 3.0, 10.0)
+
+
+def kmeans_mrf(img, bands, k, seed, out_paths):
+    """The k-means + Potts MRF peer: scikit-learn ``KMeans(k, n_init=3, random_state=seed)`` on the z-scored bands
+    (every valid pixel), unary cost of class c = squared distance to centre c, Potts weight beta per disagreeing
+    8-neighbour, 10 synchronous ICM sweeps (``core.smoothing.icm_potts``). Writes one Byte class raster (1..k,
+    0 = nodata) per beta of ``out_paths`` {beta: path}; returns the wall time of the k-means and of each ICM."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    from ktextures_plugin.core import raster
+    from ktextures_plugin.core.smoothing import icm_potts, squared_distance_costs
+    t0 = time.perf_counter()
+    ds = raster.open_raster(img)
+    b = [int(v) for v in bands.split(",")]
+    data, valid = raster.read_window(ds, b, (0, 0, ds.RasterXSize, ds.RasterYSize))
+    px = data[:, valid].T.astype(np.float64)
+    mu, sd = px.mean(0), px.std(0)
+    sd[sd < 1e-12] = 1.0
+    z = ((data - mu[:, None, None].astype(np.float32)) / sd[:, None, None].astype(np.float32)).astype(np.float32)
+    km = KMeans(n_clusters=k, n_init=3, random_state=int(seed)).fit((px - mu) / sd)
+    costs = squared_distance_costs(z, km.cluster_centers_)
+    km_s = time.perf_counter() - t0
+    times = {}
+    for beta, path in out_paths.items():
+        t1 = time.perf_counter()
+        labels = icm_potts(costs, beta, valid=valid)
+        times[beta] = km_s + time.perf_counter() - t1
+        _write_classes(ds, np.where(valid, labels + 1, 0), path)
+    return times
+
+
+def _write_classes(like, labels, path):
+    from osgeo import gdal
+    out = gdal.GetDriverByName("GTiff").Create(path, like.RasterXSize, like.RasterYSize, 1, gdal.GDT_Byte,
+                                               options=["COMPRESS=LZW"])
+    out.SetGeoTransform(like.GetGeoTransform())
+    out.SetProjection(like.GetProjection())
+    band = out.GetRasterBand(1)
+    band.SetNoDataValue(0)
+    band.WriteArray(labels.astype("uint8"))
+    out = None
+
+
+def score(labels, label, img, bands):
+    """Every figure of ``core.metrics`` on the labelled pixels, the downstream ones included."""
     from ktextures_plugin.core import metrics
+    s = metrics.evaluate_rasters(labels, label, image_path=img, bands=[int(v) for v in bands.split(",")])
+    d = s.as_dict()
+    d["accuracy_majority"] = s.accuracy_majority
+    return d
+
+
+def run_one(scene, method, seed, k, args):
+    """Run ``method`` on ``scene`` once; returns its records (one per Potts beta for ``kmeans-mrf``, one per
+    smoothing for ``ktextures`` / ``bundled``), each with every figure of :func:`score`."""
     img, bands, label, _ = scene_paths(scene)
     os.makedirs(OUT, exist_ok=True)
-    tag = "".join(f"_{x}" for x in (variant, features and re.sub(r"\W", "", features), binning,
-                                    mask_width and f"w{mask_width}") if x)
-    labels = os.path.join(OUT, f"quality_{scene}_{method}{tag}_k{k}_s{seed}.tif")
-    rec = {"scene": scene, "method": method, "k": k, "seed": seed}
+    base = {"scene": scene, "method": method, "k": k, "seed": seed, "k_factor": args.k_factor}
+    stem = os.path.join(OUT, f"quality_{scene}_{method}_k{k}_s{seed}")
+    if method == "kmeans-mrf":
+        paths = {beta: f"{stem}_b{beta:g}.tif" for beta in MRF_BETAS}
+        times = kmeans_mrf(img, bands, k, seed, paths)
+        return [dict(base, beta=beta, fit_s=times[beta], **score(paths[beta], label, img, bands)) for beta in paths]
+    if method in ("ktextures", "bundled"):
+        return run_model(scene, method, seed, k, args, base)
+    labels = stem + ".tif"
     km_opts = {"kmeans": [], "kmeans-stretch": ["--scaling", "stretch"], "kmeans-context": ["--context"]}
     if method in km_opts:
-        rec["fit_s"] = timed([PY, "-m", "ktextures_plugin", "kmeans", img, "--bands", bands, "--k", str(k),
-                              "--seed", str(seed), "--out", labels] + km_opts[method])
-    elif method == "ktextures":
-        model = os.path.join(OUT, f"quality_{scene}{tag}_k{k}_s{seed}.onnx")
-        cmd = [PY, "-m", "ktextures_plugin", "fit", img, "--bands", bands, "--k", str(k), "--seed", str(seed),
-               "--out", model, "--quiet"]
-        tile = fit_tile_size(img)
-        if tile != 128:  # fit's default tile is 128 px; smaller scenes (Slovenia, 100x101) need a smaller one
-            cmd += ["--tile-size", str(tile)]
-            rec["tile_size"] = tile
-        if steps:
-            cmd += ["--steps", str(steps)]
-            rec["steps"] = steps
-        for opt, value in (("--variant", variant), ("--features", features), ("--binning", binning),
-                           ("--mask-width", mask_width)):
-            if value:
-                cmd += [opt, str(value)]
-                rec[opt[2:].replace("-", "_")] = value
-        from ktextures_plugin.training.train import DEFAULT_MASK_WIDTH, DEFAULT_RETRIES, DEFAULT_VARIANT
-        rec["variant"] = variant or DEFAULT_VARIANT
-        if variant in (None, "faithful") and not mask_width and DEFAULT_VARIANT == "faithful":
-            rec["mask_width"] = DEFAULT_MASK_WIDTH      # recorded even when it is fit's default
-        rec["retries"] = DEFAULT_RETRIES if retries is None else int(retries)
-        if retries is not None:
-            cmd += ["--retries", str(int(retries))]
-        if continuity is not None:
-            cmd += ["--continuity", str(continuity)]
-            rec["continuity"] = continuity
-        rec["fit_s"] = timed(cmd)
-        rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
-                                  "--bands", bands, "--out", labels, "--quiet"])
-    elif method == "grass":
+        fit_s = timed([PY, "-m", "ktextures_plugin", "kmeans", img, "--bands", bands, "--k", str(k),
+                       "--seed", str(seed), "--out", labels] + km_opts[method])
+    elif method in ("grass", "grass-smap"):
         t0 = time.perf_counter()
-        grass_cluster(img, bands, k, labels)
-        rec["fit_s"] = time.perf_counter() - t0
-    elif method == "bundled":
-        model, rec["k"] = bundled_model(k)
-        from ktextures_plugin.core.inference import read_model_info
-        rec["mask_width"] = read_model_info(model).provenance.get("mask_width", LEGACY_MASK_WIDTH)
-        rec["fit_s"] = 0.0
-        rec["scaling"] = scaling
-        labels = labels.replace(".tif", f"_{scaling}.tif")
-        rec["segment_s"] = timed([PY, "-m", "ktextures_plugin", "segment", img, "--model", model,
-                                  "--bands", bands, "--scaling", scaling, "--out", labels, "--quiet"])
+        grass_cluster(img, bands, k, labels, smap=method == "grass-smap")
+        fit_s = time.perf_counter() - t0
     else:
         raise ValueError(method)
-    s = metrics.evaluate_rasters(labels, label)
-    rec.update(s.as_dict())
-    rec["k_factor"] = k_factor
-    rec["accuracy_majority"] = s.accuracy_majority
-    return rec
+    return [dict(base, fit_s=fit_s, **score(labels, label, img, bands))]
+
+
+def _fit_command(img, bands, k, seed, model, args, rec):
+    """The ``fit`` command line of the ``ktextures`` method; records its options in ``rec``."""
+    cmd = [PY, "-m", "ktextures_plugin", "fit", img, "--bands", bands, "--k", str(k), "--seed", str(seed),
+           "--out", model, "--quiet"]
+    tile = fit_tile_size(img)
+    if tile != 128:  # fit's default tile is 128 px; smaller scenes (Slovenia, 100x101) need a smaller one
+        cmd += ["--tile-size", str(tile)]
+        rec["tile_size"] = tile
+    for opt in ("steps", "variant", "features", "binning", "mask_width", "retries", "continuity", "warm_start",
+                "anchor"):
+        value = getattr(args, opt, None)
+        if value is not None:
+            cmd += ["--" + opt.replace("_", "-"), str(value)]
+            rec[opt] = value
+    from ktextures_plugin.training.defaults import DEFAULT_VARIANT
+    rec["variant"] = args.variant or DEFAULT_VARIANT
+    return cmd
+
+
+def run_model(scene, method, seed, k, args, base):
+    """``ktextures`` (fit, then segment) or ``bundled`` (segment only), segmented at each ``--smoothing`` beta
+    (None = segment's default)."""
+    img, bands, label, _ = scene_paths(scene)
+    rec = dict(base)
+    tag = "".join(f"_{re.sub(r'[^A-Za-z0-9.]', '', str(getattr(args, o)))}" for o in
+                  ("variant", "features", "steps", "warm_start", "anchor", "continuity") if getattr(args, o, None))
+    stem = os.path.join(OUT, f"quality_{scene}_{method}{tag}_k{k}_s{seed}")
+    if method == "bundled":
+        model, rec["k"] = bundled_model(k)
+        rec.update(fit_s=0.0, scaling=args.bundled_scaling)
+        extra = ["--scaling", args.bundled_scaling]
+    else:
+        model = stem + ".onnx"
+        rec["fit_s"] = timed(_fit_command(img, bands, k, seed, model, args, rec))
+        extra = []
+    from ktextures_plugin.core.inference import read_model_info
+    info = read_model_info(model)
+    rec["train_seconds"] = info.provenance.get("train_seconds")
+    rec["steps_done"] = info.provenance.get("steps_done")
+    out = []
+    for beta in (args.smoothing or [None]):
+        labels = f"{stem}_sm{beta}.tif"
+        cmd = [PY, "-m", "ktextures_plugin", "segment", img, "--model", model, "--bands", bands, "--out", labels,
+               "--quiet"] + extra
+        if beta is not None:
+            cmd += ["--smoothing", str(beta)]
+        r = dict(rec, smoothing=beta, segment_s=timed(cmd, args.segment_checkout or ROOT))
+        out.append(dict(r, **score(labels, label, img, bands)))
+    return out
 
 
 def fmt(values, digits=3):
@@ -220,10 +302,15 @@ def fmt(values, digits=3):
 
 #: the fields that tell one configuration of a record from another (besides its seed)
 CONFIG_FIELDS = ("scene", "method", "k", "variant", "features", "binning", "steps", "scaling", "mask_width",
-                 "retries", "continuity", "k_factor")
-METHODS = ["kmeans", "kmeans-stretch", "kmeans-context", "grass", "ktextures", "bundled"]
-#: the peers k-textures must beat (pixel k-means: the product's z-scored k-means and GRASS) and match (context)
-PIXEL_PEERS = ("kmeans", "kmeans-stretch", "grass")
+                 "retries", "continuity", "k_factor", "beta", "warm_start", "anchor", "smoothing")
+METHODS = ["kmeans", "kmeans-stretch", "kmeans-context", "kmeans-mrf", "grass", "grass-smap", "ktextures", "bundled"]
+#: the peers k-textures must beat: pixel k-means (the product's z-scored k-means and its stretch), GRASS (i.maxlik
+#: and i.smap) and k-means + Potts MRF (every beta; the best per scene and figure is the bar)
+PEERS = ("kmeans", "kmeans-stretch", "grass", "grass-smap", "kmeans-mrf")
+#: the figures of the bar
+BAR_FIGURES = ("ari", "miou_hungarian", "downstream_miou")
+#: deterministic methods: one run whatever the seeds
+DETERMINISTIC = ("bundled", "grass", "grass-smap")
 
 
 #: fit's mask width before DEFAULT_MASK_WIDTH became 16; records of that time carry no ``mask_width``
@@ -252,12 +339,11 @@ def _name(r):
     opts = [f"{r[o]}" for o in ("variant", "features", "binning", "scaling") if r.get(o)]
     if r.get("mask_width"):
         opts.append(f"width {r['mask_width']}")
-    if r.get("steps"):
-        opts.append(f"{r['steps']} steps")
-    if r.get("retries"):
-        opts.append(f"{r['retries']} refit")
-    if r.get("continuity"):
-        opts.append(f"continuity {r['continuity']}")
+    for field_name, label in (("steps", "{} steps"), ("retries", "{} refit"), ("continuity", "continuity {}"),
+                              ("warm_start", "warm start {}"), ("anchor", "anchor {}"), ("beta", "beta {:g}"),
+                              ("smoothing", "smoothing {:g}")):
+        if r.get(field_name) is not None and (r.get(field_name) or field_name in ("steps", "smoothing", "anchor")):
+            opts.append(label.format(r[field_name]))
     return f"{r['method']} ({', '.join(opts)})" if opts else r["method"]
 
 
@@ -273,44 +359,64 @@ def groups(records):
     return [(key, out[key]) for key in keys]
 
 
+COLUMNS = (("ari", "ARI"), ("nmi", "NMI"), ("miou_majority", "mIoU (majority)"),
+           ("miou_hungarian", "mIoU (Hungarian)"), ("accuracy", "accuracy (Hungarian)"), ("kappa", "kappa"),
+           ("sample_purity", "sample purity"), ("classes_reached", "classes reached"),
+           ("downstream_miou", "downstream mIoU"), ("downstream_accuracy", "downstream accuracy"), ("fit_s", "fit s"))
+
+
 def table(records):
-    lines = ["| scene | method | k | seeds | labelled px | ARI | NMI | mIoU (majority) | mIoU (Hungarian) | "
-             "accuracy (Hungarian) | sample purity | classes reached | fit s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scene | method | k | seeds | labelled px | " + " | ".join(t for _, t in COLUMNS) + " |",
+             "|---" * (5 + len(COLUMNS)) + "|"]
     for _key, rs in groups(records):
         def col(name, rs=rs):
             return [r[name] for r in rs if r.get(name) is not None]
+        cells = [fmt(col(name), 1 if name in ("classes_reached", "fit_s") else 3) for name, _ in COLUMNS]
         lines.append(f"| {rs[0]['scene']} | {_name(rs[0])} | {rs[0]['k']} | {len(rs)} | {rs[0]['pixels']} | "
-                     f"{fmt(col('ari'))} | {fmt(col('nmi'))} | {fmt(col('miou_majority'))} | "
-                     f"{fmt(col('miou_hungarian'))} | {fmt(col('accuracy'))} | {fmt(col('sample_purity'))} | "
-                     f"{fmt(col('classes_reached'), 1)} | {fmt(col('fit_s'), 1)} |")
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _means(records):
+    """{scene: {config name: {figure: mean over seeds}}} for the figures of :data:`BAR_FIGURES`."""
+    by_scene = {}
+    for _key, rs in groups(records):
+        by_scene.setdefault(rs[0]["scene"], {})[_name(rs[0])] = {
+            f: statistics.mean(r[f] for r in rs) if all(r.get(f) is not None for r in rs) else float("nan")
+            for f in BAR_FIGURES}
+    return by_scene
 
 
 def summary(records, candidate):
-    """Per scene: the mean of ``candidate`` (a method name as in the table, e.g. "ktextures (context)") against
-    the best pixel peer and the context k-means on each figure; a figure passes when the candidate is >= the best
-    peer (strictly > for ARI and mIoU against the pixel peers)."""
-    figs = ("ari", "miou_hungarian", "sample_purity", "classes_reached")
-    lines = ["| scene | figure | k-textures | best pixel peer | context k-means | passes |",
-             "|---|---|---|---|---|---|"]
-    by_scene = {}
-    for _key, rs in groups(records):
-        by_scene.setdefault(rs[0]["scene"], []).append((_name(rs[0]), rs))
-    for scene, cfgs in by_scene.items():
-        mean = {name: {f: statistics.mean(r[f] for r in rs) for f in figs} for name, rs in cfgs}
+    """Per scene and figure of :data:`BAR_FIGURES`: the mean of ``candidate`` (a configuration as named in the
+    table, e.g. "ktextures (context, smoothing 3)") against the best peer of :data:`PEERS` (every configuration,
+    e.g. every beta of kmeans-mrf; the best mean per figure); passes when strictly better."""
+    lines = ["| scene | figure | candidate | best peer | best peer is | passes |", "|---|---|---|---|---|---|"]
+    for scene, mean in _means(records).items():
         if candidate not in mean:
             continue
-        peers = [n for n in mean if n.split(" (")[0] in PIXEL_PEERS and n != candidate]
-        ctx = [n for n in mean if n.split(" (")[0] == "kmeans-context"]
-        for f in figs:
+        peers = [n for n in mean if n.split(" (")[0] in PEERS and n != candidate]
+        for f in BAR_FIGURES:
             kt = mean[candidate][f]
-            best = max((mean[n][f] for n in peers), default=float("nan"))
-            cm = max((mean[n][f] for n in ctx), default=float("nan"))
-            strict = f in ("ari", "miou_hungarian")
-            ok = (kt > best if strict else kt >= best) and (not ctx or kt >= cm)
-            lines.append(f"| {scene} | {f} | {kt:.3f} | {best:.3f} | {cm:.3f} | {'yes' if ok else 'no'} |")
+            best = max(peers, key=lambda n: mean[n][f], default=None)
+            bv = mean[best][f] if best else float("nan")
+            lines.append(f"| {scene} | {f} | {kt:.3f} | {bv:.3f} | {best} | {'yes' if kt > bv else 'no'} |")
     return "\n".join(lines)
+
+
+def read_log(scenes, k_factor=1):
+    """The latest record of each configuration and seed in bench/out/quality.jsonl, scenes in ``scenes`` order."""
+    latest = {}
+    with open(os.path.join(OUT, "quality.jsonl")) as fh:
+        for line in fh:
+            r = json.loads(line)
+            latest[config_key(r) + (r.get("seed"),)] = r
+    order = {s: i for i, s in enumerate(scenes)}
+    return sorted((r for r in latest.values() if r["scene"] in order and r.get("method") in METHODS
+                   and (r.get("k_factor") or 1) == k_factor),
+                  key=lambda r: (order[r["scene"]], METHODS.index(r["method"]), str(r.get("variant")),
+                                 str(r.get("features")), str(r.get("steps")), str(r.get("beta")),
+                                 str(r.get("smoothing")), r["seed"]))
 
 
 def main(argv=None):
@@ -332,6 +438,12 @@ def main(argv=None):
     p.add_argument("--binning", default=None, choices=["faithful", "anneal", "ste"], help="fit --binning")
     p.add_argument("--mask-width", type=int, default=None, help="fit --mask-width")
     p.add_argument("--retries", type=int, default=None, help="fit --retries (default: fit's)")
+    p.add_argument("--warm-start", default=None, help="fit --warm-start (default: fit's)")
+    p.add_argument("--anchor", type=float, default=None, help="fit --anchor (default: fit's)")
+    p.add_argument("--smoothing", nargs="+", type=float, default=None,
+                   help="segment --smoothing betas to score each model at (default: segment's default only)")
+    p.add_argument("--segment-checkout", default=None, metavar="DIR",
+                   help="run segment from this checkout of the project (another version; default: this one)")
     p.add_argument("--bundled-scaling", default="model", choices=["model", "stretch"],
                    help="segment --scaling for the bundled models (stretch suits scenes of other radiometry)")
     p.add_argument("--from-log", action="store_true",
@@ -340,26 +452,17 @@ def main(argv=None):
     p.add_argument("--markdown", default=os.path.join(OUT, "quality.md"), help="write the table here too")
     args = p.parse_args(argv)
     if args.from_log:
-        latest = {}
-        with open(os.path.join(OUT, "quality.jsonl")) as fh:
-            for line in fh:
-                r = json.loads(line)
-                latest[config_key(r) + (r.get("seed"),)] = r
-        order = {s: i for i, s in enumerate(args.scenes)}
-        records = sorted((r for r in latest.values() if r["scene"] in order and r.get("method") in METHODS
-                          and (r.get("k_factor") or 1) == args.k_factor),
-                         key=lambda r: (order[r["scene"]], METHODS.index(r["method"]), str(r.get("variant")),
-                                        str(r.get("features")), r["seed"]))
+        records = read_log(args.scenes, args.k_factor)
         print(summary(records, args.summary) if args.summary else table(records))
         return 0
-    methods = args.methods or (["kmeans", "kmeans-context", "grass"]
+    methods = args.methods or (["kmeans", "kmeans-mrf", "grass", "grass-smap"]
                                + (["ktextures"] if ktextures_available() else []))
     if "ktextures" in methods and not ktextures_available():
         p.error("ktextures_plugin.training.fit or torch is not available")
-    if "grass" in methods and not grass_available():
+    if {"grass", "grass-smap"} & set(methods) and not grass_available():
         print("GRASS GIS is not installed (the 'grass' command; Debian: apt install grass-core): the grass "
-              "peer is skipped", file=sys.stderr)
-        methods = [m for m in methods if m != "grass"]
+              "peers are skipped", file=sys.stderr)
+        methods = [m for m in methods if not m.startswith("grass")]
     records = []
     os.makedirs(OUT, exist_ok=True)
     log = open(os.path.join(OUT, "quality.jsonl"), "a")
@@ -370,17 +473,14 @@ def main(argv=None):
             continue
         k = n_classes(label) * args.k_factor
         for method in methods:
-            for seed in (args.seeds if method not in ("bundled", "grass") else args.seeds[:1]):
-                rec = run_one(scene, method, seed, k, args.steps, args.variant, args.features,
-                              args.bundled_scaling, args.binning, args.mask_width, args.retries, args.k_factor,
-                              args.continuity)
-                records.append(rec)
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                print(f"{scene:<17} {method:<14} k={k} seed={seed}: ARI {rec['ari']:.3f} NMI {rec['nmi']:.3f} "
-                      f"mIoU maj {rec['miou_majority']:.3f} hung {rec['miou_hungarian']:.3f} purity "
-                      f"{rec['sample_purity']:.3f} reached {rec['classes_reached']} fit {rec['fit_s']:.1f} s",
-                      file=sys.stderr)
+            for seed in (args.seeds if method not in DETERMINISTIC else args.seeds[:1]):
+                for rec in run_one(scene, method, seed, k, args):
+                    records.append(rec)
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    print(f"{scene:<17} {_name(rec):<40} k={k} seed={seed}: ARI {rec['ari']:.3f} mIoU hung "
+                          f"{rec['miou_hungarian']:.3f} downstream mIoU {rec.get('downstream_miou', float('nan')):.3f}"
+                          f" purity {rec['sample_purity']:.3f} fit {rec['fit_s']:.1f} s", file=sys.stderr)
     md = table(records)
     print(md)
     if args.markdown:

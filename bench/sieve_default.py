@@ -18,7 +18,7 @@ from scipy import ndimage
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from ktextures_plugin import bundled_model_path  # noqa: E402
-from ktextures_plugin.core.segment import segment_raster  # noqa: E402
+from ktextures_plugin.core.segment import SegmentOptions, segment_raster  # noqa: E402
 from ktextures_plugin.core.sieve import sieve_in_place  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -39,7 +39,7 @@ def polygons(labels: np.ndarray) -> int:
 
 def measure(path: str, scaling: str, tmp: str):
     raw = os.path.join(tmp, "raw.tif")
-    segment_raster(path, bundled_model_path(1), raw, bands=[3, 2, 1, 4], scaling=scaling)
+    segment_raster(path, bundled_model_path(1), raw, SegmentOptions(bands=[3, 2, 1, 4], scaling=scaling))
     base = gdal.Open(raw).ReadAsArray()
     valid = int((base != 0).sum())
     rows = []

@@ -16,6 +16,11 @@ For each size, a mosaic of the bundled sample (4-band UInt16, tiled DEFLATE GeoT
 - ``kmeans``: ``python -m ktextures_plugin kmeans`` (k = the model's k) on the same raster;
 - polygonize: GDAL polygonize of the class raster (separately).
 
+``--smoothing BETA [BETA ...]`` measures only ``segment``, once per beta in each repeat, side by side (alternating
+in the same run; ``0`` = off), and prints the medians and each beta's ratio to the first. A model without a
+``scores`` output is measured through a copy in ``bench/out/`` whose ``scores`` output is the input of its
+``class`` ArgMax (the per-class logits; models/README.md), which is what the smoothing step reads.
+
 Prints a Markdown table (medians over ``--repeats``) and ratios; paste it into docs/benchmarks.md.
 """
 import argparse
@@ -149,6 +154,46 @@ def row(size, med, rss, poly):
             f"{'%.1f (%d)' % poly if poly else '-'} |")
 
 
+def with_scores(model: str) -> str:
+    """``model`` itself when it has a ``scores`` output, else a copy in ``bench/out/`` exposing the input of its
+    ``class`` ArgMax as ``scores`` (N, k, H, W) float32."""
+    import onnx
+    m = onnx.load(model)
+    if any(o.name == "scores" for o in m.graph.output):
+        return model
+    argmax = next(n for n in m.graph.node if "class" in n.output and n.op_type == "ArgMax")
+    m.graph.node.append(onnx.helper.make_node("Identity", [argmax.input[0]], ["scores"]))
+    m.graph.output.append(onnx.helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT,
+                                                             ["N", None, "H", "W"]))
+    path = os.path.join(OUT, os.path.basename(model).replace(".onnx", "_scores.onnx"))
+    onnx.save(m, path)
+    return path
+
+
+def smoothing_runs(args) -> None:
+    """``--smoothing``: segment at each beta, alternating, ``--repeats`` times; medians and ratios."""
+    model = with_scores(args.model)
+    print("| raster | smoothing beta | segment (s), median of %d | peak RSS (MB) | ratio to beta %g |\n"
+          "|---|---|---|---|---|" % (args.repeats, args.smoothing[0]))
+    for size in args.sizes:
+        src = build_mosaic(size)
+        labels = os.path.join(OUT, f"labels_{size}.tif")
+        times = {b: [] for b in args.smoothing}
+        rss = {b: 0.0 for b in args.smoothing}
+        for rep in range(args.repeats):
+            for b in args.smoothing:
+                w, r, _ = timed([PY, "-m", "ktextures_plugin", "segment", src, "--model", model, "--out", labels,
+                                 "--tile-size", str(args.tile), "--quiet", "--smoothing", str(b)])
+                times[b].append(w)
+                rss[b] = max(rss[b], r)
+                print(f"  size {size} repeat {rep} beta {b:g}: {w:.1f} s", file=sys.stderr)
+        ref = statistics.median(times[args.smoothing[0]])
+        for b in args.smoothing:
+            med = statistics.median(times[b])
+            print(f"| {size} x {size} | {b:g} | {med:.1f} ({', '.join('%.1f' % t for t in times[b])}) | "
+                  f"{rss[b]:.0f} | {med / ref:.2f} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
@@ -160,8 +205,14 @@ def main():
                     help="polygonize the class raster only for sizes up to this (the unsieved mosaic has "
                          "millions of polygons)")
     ap.add_argument("--markdown", default=os.path.join(OUT, "speed.md"))
+    ap.add_argument("--smoothing", type=float, nargs="+", default=None,
+                    help="measure only segment at these smoothing betas, side by side (0 = off)")
     args = ap.parse_args()
     sys.path.insert(0, ROOT)
+    os.makedirs(OUT, exist_ok=True)
+    if args.smoothing:
+        smoothing_runs(args)
+        return
     from ktextures_plugin.core.inference import read_model_info
     k = read_model_info(args.model).num_classes
     os.makedirs(OUT, exist_ok=True)

@@ -1,6 +1,6 @@
 """The QGIS side of the dependency installer: the message-bar notice with an "Install" button, the pip run
 in a ``QgsTask`` with its output in the Log Messages panel (tab "k-textures"), and the plugin folder on
-``sys.path``. The pip command line and its constraints are built by ``core/installer.py``.
+``sys.path``. The interpreter, the pins, the resolution check and the pip command lines are ``installer.py``.
 """
 import importlib
 
@@ -8,7 +8,7 @@ from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton
 
-from .core import installer
+from . import installer
 
 LOG_TAG = "k-textures"
 #: What each feature is needed for (shown in the notice).
@@ -25,6 +25,40 @@ def add_deps_to_path() -> bool:
     return installer.add_to_path(deps_folder())
 
 
+def manual_hint(feature: str) -> str:
+    """What to do when ``feature`` is missing: the notice, the menu, and the terminal command with this QGIS's
+    Python and profile (``python3 -m ktextures_plugin install``)."""
+    what = {"onnxruntime": "Install onnxruntime", "torch": "Install PyTorch"}[feature]
+    try:
+        python = installer.find_python()
+    except installer.InstallError:
+        python = "<QGIS's python>"
+    cmd = installer.manual_command(feature, python, profile_dir=QgsApplication.qgisSettingsDirPath())
+    return (f"{feature} is not installed in the Python that QGIS uses; it is needed {PURPOSE[feature]}. In QGIS: "
+            f"click 'Install' in the k-textures notice, or Plugins > k-textures > {what} (into a folder of your "
+            f"QGIS profile; no system package is changed). By hand, {cmd}; then restart QGIS. README.md, "
+            "'Installing the dependencies'.")
+
+
+#: Menu names and what each package is for, short.
+TITLE = {"onnxruntime": ("onnxruntime", "segmenting"), "torch": ("PyTorch", "fitting")}
+
+
+def menu_text(feature: str) -> str:
+    """The menu entry of ``feature``: what is installed ("PyTorch 2.13.0 installed (fitting): reinstall") or
+    what the entry does ("Install PyTorch (fitting)")."""
+    from importlib import metadata
+
+    name, use = TITLE[feature]
+    if not available(feature):
+        return f"Install {name} ({use})"
+    try:
+        version = metadata.version(installer.requirement_names(feature)[0])
+    except metadata.PackageNotFoundError:
+        version = ""
+    return f"{name} {version} installed ({use}): reinstall".replace("  ", " ")
+
+
 def available(feature: str) -> bool:
     """True when the module of ``feature`` imports."""
     importlib.invalidate_caches()
@@ -36,18 +70,23 @@ def available(feature: str) -> bool:
 
 
 class InstallTask(QgsTask):
-    """Runs ``core.installer.install`` off the GUI thread; pip's output goes to the log line by line."""
+    """Runs ``installer.install`` off the GUI thread; pip's output goes to the log line by line."""
 
     def __init__(self, feature: str, profile_dir: str):
-        super().__init__(f"k-textures: installing {feature}", QgsTask.CanCancel)
+        super().__init__(f"k-textures: installing {feature}", QgsTask.Flag.CanCancel)
         self.feature, self.profile_dir = feature, profile_dir
         self.error = None
+        self.canceled = False
         self.target = None
 
     def run(self):
         try:
-            self.target = installer.install(self.feature, self.profile_dir, self._log, self.isCanceled)
-        except (installer.InstallError, InterruptedError) as exc:
+            self.target = installer.install(self.feature, self._log, self.isCanceled,
+                                            profile_dir=self.profile_dir).target
+        except InterruptedError:
+            self.canceled = True
+            return False
+        except installer.InstallError as exc:
             self.error = str(exc)
             return False
         except Exception as exc:  # noqa: BLE001 - anything else must reach the user, not the task manager
@@ -56,13 +95,15 @@ class InstallTask(QgsTask):
         return True
 
     def _log(self, line: str):
-        QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info)
+        QgsMessageLog.logMessage(line, LOG_TAG, Qgis.MessageLevel.Info)
 
 
 class Installer(QObject):
     """Shows notices and runs installs; ``request`` may be called from any thread (a queued signal)."""
 
     requested = pyqtSignal(str)
+    #: (feature, installed and importable) when an install task ends
+    finished = pyqtSignal(str, bool)
 
     def __init__(self, iface):
         super().__init__()
@@ -85,7 +126,7 @@ class Installer(QObject):
         button = QPushButton("Install", widget)
         button.clicked.connect(lambda: (bar.popWidget(widget), self.start(feature)))
         widget.layout().addWidget(button)
-        bar.pushWidget(widget, Qgis.Warning)
+        bar.pushWidget(widget, Qgis.MessageLevel.Warning)
 
     def start(self, feature: str) -> InstallTask:
         """Start the install task of ``feature``; the log tab "k-textures" shows pip's output."""
@@ -95,20 +136,31 @@ class Installer(QObject):
         self.tasks[feature] = task
         QgsApplication.taskManager().addTask(task)
         if self.iface is not None:
-            self.iface.messageBar().pushMessage(
-                "k-textures", f"Installing {feature}; pip's output is in View > Panels > Log Messages, tab "
-                f"'{LOG_TAG}'.", Qgis.Info, 10)
+            _push(self.iface.messageBar(), f"Installing {feature}; pip's output is in View > Panels > Log Messages, "
+                  f"tab '{LOG_TAG}'.", Qgis.MessageLevel.Info, 0)
         return task
 
     def _done(self, feature: str, task: InstallTask, ok: bool):
         self.tasks.pop(feature, None)
         ok = ok and available(feature)
-        msg = (f"{feature} installed in {task.target}; ready to use." if ok
-               else task.error or f"Installing {feature} was canceled.")
-        QgsMessageLog.logMessage(msg, LOG_TAG, Qgis.Success if ok else Qgis.Critical)
+        canceled = task.canceled or (not ok and task.error is None and task.isCanceled())
+        if ok:
+            msg, level = f"{feature} installed in {task.target}; ready to use.", Qgis.MessageLevel.Success
+        elif canceled:
+            msg, level = f"Installing {feature} was canceled.", Qgis.MessageLevel.Info
+        else:
+            msg = task.error or f"Installing {feature} failed (see the log tab '{LOG_TAG}')."
+            level = Qgis.MessageLevel.Critical
+        QgsMessageLog.logMessage(msg, LOG_TAG, level)
         if self.iface is not None:
-            self.iface.messageBar().pushMessage("k-textures", msg, Qgis.Success if ok else Qgis.Critical,
-                                                10 if ok else 0)
+            bar = self.iface.messageBar()
+            bar.clearWidgets()  # the "Installing ..." notice is stale now
+            _push(bar, msg, level, 0 if level == Qgis.MessageLevel.Critical else 10)
+        self.finished.emit(feature, ok)
+
+
+def _push(bar, text: str, level, duration: int) -> None:
+    bar.pushWidget(bar.createMessage("k-textures", text), level, duration)
 
 
 #: The plugin's installer while the plugin is loaded (algorithms call :func:`request_install`).

@@ -180,15 +180,15 @@ def test_rotated_raster_extent_covers_the_pixels_asked(case, unchanged, tmp_path
     """An extent on a rotated raster gives the pixel window holding it (the corners through the inverse
     geotransform), not 'does not overlap'."""
     from ktextures_plugin.core.geo import extent_to_window
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     ds = gdal.Open(str(case["rotated"]))
     target = (100, 200, 150, 120)
     extent = bad.world_bounds(case["rotated"], target)
     x0, y0, xs, ys = extent_to_window(ds.GetGeoTransform(), (ds.RasterXSize, ds.RasterYSize), *extent)
     assert x0 <= 100 and y0 <= 200 and x0 + xs >= 250 and y0 + ys >= 320
     assert xs < ds.RasterXSize and ys < ds.RasterYSize  # a window, not the whole raster
-    res = segment_raster(str(case["rotated"]), str(case["good"]), str(tmp_path / "r.tif"), bands="3,2,1,4",
-                         extent=extent)
+    res = segment_raster(str(case["rotated"]), str(case["good"]), str(tmp_path / "r.tif"),
+                         SegmentOptions(bands="3,2,1,4", extent=extent))
     out = gdal.Open(str(tmp_path / "r.tif"))
     assert (out.RasterXSize, out.RasterYSize) == (xs, ys) and res.valid_pixels == xs * ys
 

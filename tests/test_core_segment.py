@@ -10,8 +10,9 @@ from conftest import ROOT, SAMPLE, sample_with_nodata, shared
 from ktextures_plugin.core import classraster, raster, tiling
 from ktextures_plugin.core.bands import match_bands
 from ktextures_plugin.core.errors import Canceled, ModelError, OutputError, RasterError
+from ktextures_plugin.core.feedback import Feedback
 from ktextures_plugin.core.inference import infer_classes, open_session, read_model_info
-from ktextures_plugin.core.segment import segment_raster
+from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 from onnx_fixtures import binning_model
 
 gdal.UseExceptions()
@@ -63,7 +64,7 @@ def test_tiles_cover_window_exactly_once(window, tile, halo):
 def test_stitched_equals_whole_image(tmp_path, tiny_models, model_key, tile):
     model = tiny_models[model_key]
     out = tmp_path / "c.tif"
-    res = segment_raster(str(SAMPLE), model, str(out), bands=RGBN, tile_size=tile)
+    res = segment_raster(str(SAMPLE), model, str(out), SegmentOptions(bands=RGBN, tile_size=tile))
     got = read(out)
     want = whole_image_classes(model)
     assert got.shape == want.shape
@@ -73,7 +74,7 @@ def test_stitched_equals_whole_image(tmp_path, tiny_models, model_key, tile):
 
 def test_grid_crs_and_window_preserved(tmp_path, tiny_models):
     out = tmp_path / "w.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, window=(10, 20, 100, 50))
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, window=(10, 20, 100, 50)))
     src, dst = gdal.Open(str(SAMPLE)), gdal.Open(str(out))
     gs, gd = src.GetGeoTransform(), dst.GetGeoTransform()
     assert (dst.RasterXSize, dst.RasterYSize) == (100, 50)
@@ -86,7 +87,7 @@ def test_grid_crs_and_window_preserved(tmp_path, tiny_models):
 
 def test_output_format_colour_table_and_names(tmp_path, tiny_models):
     out = tmp_path / "c.tif"
-    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN)
+    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN))
     ds = gdal.Open(str(out))
     band = ds.GetRasterBand(1)
     assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == 0
@@ -108,7 +109,7 @@ def test_output_format_colour_table_and_names(tmp_path, tiny_models):
 def test_true_colours_follow_the_image(tmp_path, tiny_models):
     """A class of dark pixels gets a darker colour than a class of bright pixels."""
     out = tmp_path / "c.tif"
-    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN)
+    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN))
     present = [i for i in range(4) if res.counts[i] > 1000]
     assert len(present) >= 2, f"fewer than two large classes ({res.counts}): nothing to compare"
     bright = [sum(classraster.hex_to_rgb(res.colors[i])) for i in present]
@@ -136,7 +137,7 @@ def _with_nodata(tmp_path, dtype=gdal.GDT_UInt16):
 def test_nodata_mask_band_extra_value_and_nan(tmp_path, tiny_models):
     p = _with_nodata(tmp_path)
     out = tmp_path / "c.tif"
-    segment_raster(str(p), tiny_models["bin4"], str(out), bands=RGBN, tile_size=128)
+    segment_raster(str(p), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, tile_size=128))
     c = read(out)
     assert (c[100:150, 200:260] == 0).all() and (np.delete(c, np.s_[100:150], axis=0) > 0).all()
     # extra nodata value: every pixel whose band value equals it
@@ -144,7 +145,7 @@ def test_nodata_mask_band_extra_value_and_nan(tmp_path, tiny_models):
     blue = ds.GetRasterBand(1).ReadAsArray()
     v = float(np.bincount(blue.ravel()).argmax())
     out2 = tmp_path / "c2.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out2), bands=RGBN, extra_nodata=v)
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out2), SegmentOptions(bands=RGBN, extra_nodata=v))
     c2 = read(out2)
     hit = np.any([ds.GetRasterBand(b).ReadAsArray() == v for b in RGBN], axis=0)
     assert hit.sum() > 100 and np.array_equal(c2 == 0, hit)
@@ -158,15 +159,15 @@ def test_nodata_mask_band_extra_value_and_nan(tmp_path, tiny_models):
     dsf.GetRasterBand(3).WriteArray(a)
     dsf = None
     out3 = tmp_path / "c3.tif"
-    segment_raster(str(pf), tiny_models["bin4"], str(out3), bands=RGBN)
+    segment_raster(str(pf), tiny_models["bin4"], str(out3), SegmentOptions(bands=RGBN))
     c3 = read(out3)
     assert (c3[:10] == 0).all() and c3[10, 5] == 0 and (c3[11:] > 0).all()
 
 
 def test_simulation_is_the_texture_of_each_class(tmp_path, tiny_models):
     out, sim = tmp_path / "c.tif", tmp_path / "s.tif"
-    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, tile_size=100,
-                         simulation_path=str(sim))
+    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out),
+                         SegmentOptions(bands=RGBN, tile_size=100, simulation_path=str(sim)))
     tex = open_session(tiny_models["bin4"]).run(["textures"], {"image": np.zeros((1, 4, 4, 4), np.float32)})[0]
     c = read(out) - 1
     ds = gdal.Open(str(sim))
@@ -204,9 +205,9 @@ def test_errors_name_the_problem(tmp_path, tiny_models):
     with pytest.raises(RasterError, match="3 band.*needs 4"):
         segment_raster(str(three), m, out)
     with pytest.raises(RasterError, match=r"out of range.*1\.\.4"):
-        segment_raster(str(SAMPLE), m, out, bands="3,2,1,9")
+        segment_raster(str(SAMPLE), m, out, SegmentOptions(bands="3,2,1,9"))
     with pytest.raises(RasterError, match="needs 4 bands but 3"):
-        segment_raster(str(SAMPLE), m, out, bands=[3, 2, 1])
+        segment_raster(str(SAMPLE), m, out, SegmentOptions(bands=[3, 2, 1]))
     with pytest.raises(ModelError, match="not found"):
         segment_raster(str(SAMPLE), str(tmp_path / "missing.onnx"), out)
     bad = tmp_path / "corrupt.onnx"
@@ -219,11 +220,11 @@ def test_errors_name_the_problem(tmp_path, tiny_models):
     allnd = tmp_path / "allnd.tif"
     gdal.Translate(str(allnd), str(SAMPLE), noData=0, scaleParams=[[0, 65535, 0, 0]], outputType=gdal.GDT_UInt16)
     with pytest.raises(RasterError, match="Every pixel .* nodata"):
-        segment_raster(str(allnd), m, out, bands=RGBN)
+        segment_raster(str(allnd), m, out, SegmentOptions(bands=RGBN))
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(OutputError, match="does not exist"):
-        segment_raster(str(SAMPLE), m, str(afile / "o.tif"), bands=RGBN)
+        segment_raster(str(SAMPLE), m, str(afile / "o.tif"), SegmentOptions(bands=RGBN))
     assert not os.path.exists(out)
 
 
@@ -238,19 +239,20 @@ def test_cancel_leaves_nothing_and_input_is_untouched(tmp_path, tiny_models, sam
     out = tmp_path / "out" / "c.tif"
     out.parent.mkdir()
     with pytest.raises(Canceled):
-        segment_raster(str(sample_copy), tiny_models["bin4"], str(out), bands=RGBN, tile_size=64,
-                       simulation_path=str(tmp_path / "out" / "s.tif"), is_canceled=is_canceled)
+        segment_raster(str(sample_copy), tiny_models["bin4"], str(out),
+                       SegmentOptions(bands=RGBN, tile_size=64, simulation_path=str(tmp_path / "out" / "s.tif")),
+                       Feedback(is_canceled=is_canceled))
     assert len(calls) <= 5, "cancel must stop between tiles, promptly"
     assert os.listdir(out.parent) == []
-    segment_raster(str(sample_copy), tiny_models["bin4"], str(out), bands=RGBN, min_segment_px=8)
+    segment_raster(str(sample_copy), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, min_segment_px=8))
     assert hashlib.sha256(sample_copy.read_bytes()).hexdigest() == before
     assert not [f for f in os.listdir(out.parent) if "partial" in f]
 
 
 def test_sieve_removes_small_regions(tmp_path, tiny_models):
     a, b = tmp_path / "a.tif", tmp_path / "b.tif"
-    ra = segment_raster(str(SAMPLE), tiny_models["bin4"], str(a), bands=RGBN)
-    rb = segment_raster(str(SAMPLE), tiny_models["bin4"], str(b), bands=RGBN, min_segment_px=20)
+    ra = segment_raster(str(SAMPLE), tiny_models["bin4"], str(a), SegmentOptions(bands=RGBN))
+    rb = segment_raster(str(SAMPLE), tiny_models["bin4"], str(b), SegmentOptions(bands=RGBN, min_segment_px=20))
     from scipy import ndimage
     cb = read(b)
     for cls in range(1, 5):
@@ -267,10 +269,10 @@ def test_small_gdal_cache_flushes_blocks_early(tmp_path, tiny_models, monkeypatc
     colour table and class names must still land in the file (regression: GeoTIFF refused the palette)."""
     from ktextures_plugin.core import segment as seg
     ref = tmp_path / "ref.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(ref), bands=RGBN)
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(ref), SegmentOptions(bands=RGBN))
     monkeypatch.setattr(seg, "GDAL_CACHE_BYTES", 64 * 1024)
     out = tmp_path / "small_cache.tif"
-    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, tile_size=64)
+    res = segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, tile_size=64))
     assert gdal.GetCacheMax() > 64 * 1024, "the cache limit is restored after the run"
     assert np.array_equal(read(out), read(ref))
     ds = gdal.Open(str(out))
@@ -292,7 +294,8 @@ def test_sieve_and_polygonize_run_with_a_line_pass_cache(tmp_path, tiny_models):
         seen.setdefault(stage, set()).add(gdal.GetCacheMax())
 
     out = tmp_path / "c.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, min_segment_px=20, progress=progress)
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, min_segment_px=20),
+                   Feedback(progress=progress))
     polygonize(str(out), str(tmp_path / "p.gpkg"), progress=progress)
     assert gdal.GetCacheMax() == before
     ds = gdal.Open(str(out))
@@ -333,7 +336,7 @@ def test_polygonize_formats_names_and_areas(tmp_path, tiny_models, ext):
     from ktextures_plugin.core.vectorize import polygonize
 
     out = tmp_path / "c.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands=RGBN, window=(0, 0, 200, 150))
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, window=(0, 0, 200, 150)))
     names = ["farmer's field", "forest", 'water "lake"', "urban"]
     dest = tmp_path / f"polys{ext}"
     n = polygonize(str(out), str(dest), class_names=names)
@@ -364,12 +367,13 @@ def test_warns_when_the_raster_is_in_other_units_than_the_model(tmp_path):
     model = str(ROOT / "models" / "s2_10m_k6.onnx")
     refl = str(shared("s2_amazon/s2_amazon_b2b3b4b8_10m_reflectance.tif"))
     got = []
-    res = segment_raster(refl, model, str(tmp_path / "a.tif"), bands=RGBN, warn=got.append)
+    res = segment_raster(refl, model, str(tmp_path / "a.tif"), SegmentOptions(bands=RGBN), Feedback(warning=got.append))
     assert len(res.warnings) == 1 and got == res.warnings
     assert "stretch" in got[0] and all(f"'{c}' (band {b})" in got[0]
                                        for c, b in (("red", 3), ("green", 2), ("blue", 1), ("nir", 4)))
-    assert segment_raster(str(SAMPLE), model, str(tmp_path / "b.tif"), bands=RGBN).warnings == []
-    assert segment_raster(refl, model, str(tmp_path / "c.tif"), bands=RGBN, scaling="stretch").warnings == []
+    assert segment_raster(str(SAMPLE), model, str(tmp_path / "b.tif"), SegmentOptions(bands=RGBN)).warnings == []
+    assert segment_raster(refl, model, str(tmp_path / "c.tif"),
+                          SegmentOptions(bands=RGBN, scaling="stretch")).warnings == []
     cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "segment", refl, "--model", model, "--bands",
                          "3,2,1,4", "--out", str(tmp_path / "d.tif"), "--quiet"], capture_output=True, text=True,
                         cwd=ROOT)
@@ -389,7 +393,7 @@ def test_counts_and_areas_counted_while_writing_equal_a_reread(tmp_path, tiny_mo
         src = geo_src
     src = str(src)
     out = tmp_path / "c.tif"
-    res = segment_raster(src, tiny_models["bin4"], str(out), bands=RGBN, tile_size=200)
+    res = segment_raster(src, tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, tile_size=200))
     counts, areas = class_stats(str(out), 4)
     assert np.array_equal(res.counts, counts) and res.counts.sum() == (read(out) > 0).sum() < read(out).size
     assert np.allclose(res.areas_m2, areas, rtol=1e-12)
@@ -470,11 +474,11 @@ def test_core_errors_name_no_front_end_and_carry_the_input(tmp_path, tiny_models
     allnd = tmp_path / "allnd.tif"
     gdal.Translate(str(allnd), str(SAMPLE), noData=0, scaleParams=[[0, 65535, 0, 0]], outputType=gdal.GDT_UInt16)
     with pytest.raises(RasterError) as ei:
-        segment_raster(str(allnd), tiny_models["bin4"], out, bands=RGBN)
+        segment_raster(str(allnd), tiny_models["bin4"], out, SegmentOptions(bands=RGBN))
     assert ei.value.parameter == "nodata" and "NODATA" not in str(ei.value) and "--" not in str(ei.value)
     assert "Check NODATA" in ei.value.message({"nodata": "NODATA"})
     with pytest.raises(RasterError) as ei:
-        segment_raster(str(SAMPLE), tiny_models["bin4"], out, bands=RGBN, extent=(0.0, 0.0, 1.0, 1.0))
+        segment_raster(str(SAMPLE), tiny_models["bin4"], out, SegmentOptions(bands=RGBN, extent=(0.0, 0.0, 1.0, 1.0)))
     assert ei.value.parameter == "extent" and "does not overlap" in str(ei.value)
     import onnx
     m = onnx.load(binning_model(tmp_path / "scaled.onnx"))
@@ -485,7 +489,7 @@ def test_core_errors_name_no_front_end_and_carry_the_input(tmp_path, tiny_models
     plain = str(tmp_path / "noscale.onnx")
     onnx.save(m, plain)
     with pytest.raises(RasterError) as ei:
-        segment_raster(str(SAMPLE), plain, out, bands=RGBN)
+        segment_raster(str(SAMPLE), plain, out, SegmentOptions(bands=RGBN))
     assert ei.value.parameter == "scaling" and "SCALING" not in str(ei.value)
     assert "set --scaling to 'stretch'" in ei.value.message({"scaling": "--scaling"})
     assert cli_main([str(allnd), "--model", tiny_models["bin4"], "--out", out, "--bands", "3,2,1,4", "--quiet"]) == 2
@@ -498,8 +502,10 @@ def test_extent_in_map_units_equals_the_pixel_window(tmp_path, tiny_models):
     ds = None
     x0, y0, xs, ys = 10, 20, 100, 50
     extent = (gt[0] + x0 * gt[1], gt[3] + (y0 + ys) * gt[5], gt[0] + (x0 + xs) * gt[1], gt[3] + y0 * gt[5])
-    a = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "w.tif"), bands=RGBN, window=(x0, y0, xs, ys))
-    b = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "e.tif"), bands=RGBN, extent=extent)
+    a = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "w.tif"),
+                       SegmentOptions(bands=RGBN, window=(x0, y0, xs, ys)))
+    b = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "e.tif"),
+                       SegmentOptions(bands=RGBN, extent=extent))
     assert b.window == a.window == (x0, y0, xs, ys)
     assert np.array_equal(read(tmp_path / "w.tif"), read(tmp_path / "e.tif"))
 

@@ -1,4 +1,5 @@
 """``segment --dask``: a real dask.distributed LocalCluster (2 worker processes) against single-process segment."""
+import dataclasses
 import os
 import signal
 
@@ -8,7 +9,9 @@ from osgeo import gdal
 
 from conftest import ROOT, SAMPLE, sample_with_nodata
 from ktextures_plugin.core import classraster
-from ktextures_plugin.core.segment import segment_raster
+from ktextures_plugin.core.feedback import Feedback
+from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+from ktextures_plugin.core.windowmap import window_grid
 
 distributed = pytest.importorskip("distributed")
 from ktextures_plugin.cli import distributed as kd  # noqa: E402
@@ -56,12 +59,41 @@ def assert_same(single, dist, single_path, dist_path):
 def test_dask_equals_single_process(tmp_path, tiny_models, client, model_key, nodata):
     model = BUNDLED if model_key == "bundled" else tiny_models[model_key]
     image = with_nodata(tmp_path) if nodata else SAMPLE
-    single = segment_raster(str(image), model, str(tmp_path / "one.tif"), tile_size=TILE)
-    dist = kd.segment_dask(str(image), model, str(tmp_path / "dask.tif"), client=client, tile_size=TILE,
+    single = segment_raster(str(image), model, str(tmp_path / "one.tif"), SegmentOptions(tile_size=TILE))
+    dist = kd.segment_dask(str(image), model, str(tmp_path / "dask.tif"), SegmentOptions(tile_size=TILE), client=client,
                            window_tiles=WINDOW_TILES)
-    assert len(kd.windows(dist.window, TILE, WINDOW_TILES)) == 6   # 2 x 3 windows, the last ones cut
+    assert len(window_grid(dist.window, TILE, WINDOW_TILES)) == 6   # 2 x 3 windows, the last ones cut
     assert_same(single, dist, tmp_path / "one.tif", tmp_path / "dask.tif")
     assert dist.execution_provider.endswith("2 Dask worker(s)")
+
+
+def test_dask_honours_palette_class_names_and_simulation(tmp_path, tiny_models, client):
+    """One engine: --dask gets the palette, the class names and the simulated image of the single process."""
+    names = ["a", "b", "c", "d"]
+    opts = SegmentOptions(tile_size=TILE, palette="qualitative", class_names=names, min_segment_px=4)
+    single = segment_raster(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "one.tif"),
+                            dataclasses.replace(opts, simulation_path=str(tmp_path / "one_sim.tif")))
+    dist = kd.segment_dask(str(SAMPLE), tiny_models["bin4"], str(tmp_path / "dask.tif"),
+                           dataclasses.replace(opts, simulation_path=str(tmp_path / "dask_sim.tif")), client=client,
+                           window_tiles=WINDOW_TILES)
+    assert_same(single, dist, tmp_path / "one.tif", tmp_path / "dask.tif")
+    assert dist.class_names == names and classraster.read_palette(str(tmp_path / "dask.tif"))[0] == names
+    assert dist.colors == classraster.palette_colors(np.full((4, 3), np.nan), "qualitative")
+    a, b = read(tmp_path / "one_sim.tif"), read(tmp_path / "dask_sim.tif")
+    assert np.array_equal(a, b, equal_nan=True) and np.isfinite(a).any()
+
+
+def test_dask_smoothing_equals_single_process(tmp_path, client):
+    """The smoothing step on Dask windows (each tile read with the model's halo plus one pixel per sweep) gives
+    the single process's raster and report."""
+    from onnx_fixtures import scores_model
+    model = scores_model(tmp_path / "scores.onnx", k=4, box=True)
+    opts = SegmentOptions(tile_size=TILE, bands="3,2,1,4", scaling="stretch", smoothing=1.5)
+    single = segment_raster(str(SAMPLE), model, str(tmp_path / "one.tif"), opts)
+    dist = kd.segment_dask(str(SAMPLE), model, str(tmp_path / "dask.tif"), opts, client=client,
+                           window_tiles=WINDOW_TILES)
+    assert single.smoothing == dist.smoothing == 1.5
+    assert_same(single, dist, tmp_path / "one.tif", tmp_path / "dask.tif")
 
 
 def test_cli_with_address_and_a_list_of_rasters(tmp_path, client, capsys):
@@ -88,7 +120,7 @@ def test_cli_with_address_and_a_list_of_rasters(tmp_path, client, capsys):
 def test_killed_worker_gives_the_same_output(tmp_path, client):
     """One worker process is killed after the first window arrives: Dask reruns its tasks on the other worker
     (and on the restarted one) and the output is the same as the single-process run."""
-    single = segment_raster(str(SAMPLE), BUNDLED, str(tmp_path / "one.tif"), tile_size=TILE)
+    single = segment_raster(str(SAMPLE), BUNDLED, str(tmp_path / "one.tif"), SegmentOptions(tile_size=TILE))
     victim = sorted(client.scheduler_info()["workers"])[0]
     pid = client.run(os.getpid, workers=[victim])[victim]
     killed = []
@@ -98,8 +130,8 @@ def test_killed_worker_gives_the_same_output(tmp_path, client):
             os.kill(pid, signal.SIGKILL)
             killed.append(victim)
 
-    dist = kd.segment_dask(str(SAMPLE), BUNDLED, str(tmp_path / "dask.tif"), client=client, tile_size=TILE,
-                           window_tiles=1, progress=progress)
+    dist = kd.segment_dask(str(SAMPLE), BUNDLED, str(tmp_path / "dask.tif"), SegmentOptions(tile_size=TILE),
+                           Feedback(progress=progress), client=client, window_tiles=1)
     assert killed
     assert_same(single, dist, tmp_path / "one.tif", tmp_path / "dask.tif")
     client.wait_for_workers(2, timeout=60)
@@ -111,8 +143,8 @@ def test_interrupt_cancels_and_leaves_no_output(tmp_path, client):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        kd.segment_dask(str(SAMPLE), BUNDLED, str(tmp_path / "dask.tif"), client=client, tile_size=TILE,
-                        window_tiles=1, progress=progress)
+        kd.segment_dask(str(SAMPLE), BUNDLED, str(tmp_path / "dask.tif"), SegmentOptions(tile_size=TILE),
+                        Feedback(progress=progress), client=client, window_tiles=1)
     assert os.listdir(tmp_path) == []
 
 
@@ -128,7 +160,7 @@ def test_unreachable_scheduler_and_worker_without_model(tmp_path, client, capsys
 def test_restart_mid_run_fails_cleanly_or_completes(tmp_path, client):
     """``client.restart()`` mid-run (every worker restarted, every task forgotten): either the same output or a
     DistributedError that says no output was written, and then nothing is left in the folder."""
-    single = segment_raster(str(SAMPLE), BUNDLED, str(tmp_path / "one.tif"), tile_size=TILE)
+    single = segment_raster(str(SAMPLE), BUNDLED, str(tmp_path / "one.tif"), SegmentOptions(tile_size=TILE))
     restarted = []
 
     def progress(frac, stage):
@@ -137,8 +169,8 @@ def test_restart_mid_run_fails_cleanly_or_completes(tmp_path, client):
             client.restart()
 
     try:
-        dist = kd.segment_dask(str(SAMPLE), BUNDLED, str(tmp_path / "dask.tif"), client=client, tile_size=TILE,
-                               window_tiles=1, progress=progress)
+        dist = kd.segment_dask(str(SAMPLE), BUNDLED, str(tmp_path / "dask.tif"), SegmentOptions(tile_size=TILE),
+                               Feedback(progress=progress), client=client, window_tiles=1)
     except kd.DistributedError as exc:
         assert "no output was written" in str(exc)
         assert not [f for f in os.listdir(tmp_path) if "dask" in f]

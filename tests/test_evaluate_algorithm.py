@@ -13,7 +13,8 @@ gdal.UseExceptions()
 SLO = "s2_slovenia/s2_slovenia_ref4_b2b3b4b8_10m.tif"
 SLO_LABEL = "s2_slovenia/lulc_label_10m.tif"
 SLO_VECTOR = "s2_slovenia/LULC_vector.gpkg"
-OUT_KEYS = ["ARI", "NMI", "ACCURACY", "MIOU_HUNGARIAN", "MIOU_MAJORITY", "SAMPLE_PURITY", "CLASSES_REACHED"]
+OUT_KEYS = ["ARI", "NMI", "ACCURACY", "MIOU_HUNGARIAN", "MIOU_MAJORITY", "SAMPLE_PURITY", "CLASSES_REACHED", "KAPPA",
+            "F1_MACRO"]
 
 
 def _arr(path):
@@ -74,7 +75,10 @@ def test_raster_reference(run, sample_km, label_copy, tmp_path):
         assert res[key] == pytest.approx(d[key.lower()]), key
     assert res["PIXELS"] == s.pixels
     rows = csv_rows(res["OUTPUT_TABLE"])
-    assert list(rows[0]) == ["class_id", "class_name", "reference_class", "reference_name", "iou", "pixels"]
+    assert list(rows[0]) == ["class_id", "class_name", "reference_class", "reference_name", "iou", "precision",
+                             "recall", "f1", "pixels"]
+    f1 = {int(r["reference_class"]): float(r["f1"]) for r in rows if r["reference_class"]}
+    assert [f1[int(v)] for v in s.table.ref_labels] == pytest.approx(s.f1.tolist())
     cl = [r for r in rows if r["class_id"]]
     assert [int(r["class_id"]) for r in cl] == [1, 2, 3, 4]
     assert [r["class_name"] for r in cl] == [f"cluster {i}" for i in range(1, 5)]
@@ -195,3 +199,15 @@ def test_qgis_process_run(qgis_process, slo_km, label_copy, tmp_path):
     assert table.exists()
     bad = qgis_process.run("ktextures:evaluate", f"INPUT={slo_km}", f"REFERENCE={label_copy}", json_output=False)
     assert bad.returncode != 0 and "same grid" in bad.stdout + bad.stderr
+
+
+def test_downstream_outputs_with_image(run, slo_km, tmp_path):
+    """With the image (and its bands), the downstream figures are those of core.metrics; without it they are NaN."""
+    res = run({"INPUT": slo_km, "REFERENCE": str(shared(SLO_LABEL)), "IMAGE": str(shared(SLO)),
+               "IMAGE_BANDS": [3, 2, 1, 4], "OUTPUT_TABLE": str(tmp_path / "t.csv")})
+    s = metrics.evaluate_rasters(slo_km, str(shared(SLO_LABEL)), image_path=str(shared(SLO)), bands=[3, 2, 1, 4])
+    assert s.downstream_samples > 0
+    assert res["DOWNSTREAM_MIOU"] == pytest.approx(s.downstream_miou)
+    assert res["DOWNSTREAM_ACCURACY"] == pytest.approx(s.downstream_accuracy)
+    plain = run({"INPUT": slo_km, "REFERENCE": str(shared(SLO_LABEL)), "OUTPUT_TABLE": str(tmp_path / "u.csv")})
+    assert np.isnan(plain["DOWNSTREAM_MIOU"])

@@ -13,7 +13,8 @@ from ktextures_plugin.core import classraster, metrics
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 KEYS = {"ari", "nmi", "accuracy", "miou_hungarian", "miou_majority", "pixels", "sample_purity", "classes_reached",
-        "samples_scored"}
+        "samples_scored", "kappa", "f1_macro"}
+DOWNSTREAM = {"downstream_accuracy", "downstream_miou", "downstream_samples"}
 
 
 def cli(*args, timeout=300):
@@ -38,9 +39,13 @@ def test_kmeans_then_evaluate_json(slovenia):
     cp = cli("evaluate", out, "--reference", label, "--json")
     assert cp.returncode == 0, cp.stderr
     d = json.loads(cp.stdout)
+    per_class = d.pop("per_class")
     assert set(d) == KEYS
-    ref = metrics.evaluate_rasters(str(out), str(label)).as_dict()
-    assert d == pytest.approx(ref)
+    s = metrics.evaluate_rasters(str(out), str(label))
+    assert d == pytest.approx(s.as_dict())
+    assert len(per_class) == len(s.per_class())
+    for got, want in zip(per_class, s.per_class()):
+        assert got == pytest.approx(want)
     assert d["pixels"] == int(np.sum(_arr(label) != 0))  # k-means classifies every pixel of this scene
 
 
@@ -109,3 +114,20 @@ def test_evaluate_grid_mismatch_exit_2(slovenia):
 def test_dispatcher_lists_commands():
     cp = cli("--help")
     assert cp.returncode == 0 and "evaluate" in cp.stdout and "kmeans" in cp.stdout
+
+
+def test_evaluate_downstream_with_image(slovenia):
+    """--image adds the downstream figures, as core.metrics computes them; --bands without --image is refused."""
+    out, label = slovenia
+    img = shared("s2_slovenia/s2_slovenia_ref4_b2b3b4b8_10m.tif")
+    cp = cli("evaluate", out, "--reference", label, "--image", img, "--bands", "3,2,1,4", "--json")
+    assert cp.returncode == 0, cp.stderr
+    d = json.loads(cp.stdout)
+    d.pop("per_class")
+    assert set(d) == KEYS | DOWNSTREAM
+    ref = metrics.evaluate_rasters(str(out), str(label), image_path=str(img), bands=[3, 2, 1, 4]).as_dict()
+    assert d == pytest.approx(ref)
+    bad = cli("evaluate", out, "--reference", label, "--bands", "3,2,1,4")
+    assert bad.returncode == 2 and "--bands needs --image" in bad.stderr
+    text = cli("evaluate", out, "--reference", label, "--image", img)
+    assert text.returncode == 0 and "downstream mIoU" in text.stdout and "per reference class" in text.stdout

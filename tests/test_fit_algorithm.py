@@ -129,7 +129,7 @@ os._exit(0)
                         capture_output=True, text=True, timeout=180)
     out = cp.stdout
     assert "'ktextures:fit'" in out and "'ktextures:segment'" in out, out + cp.stderr
-    assert "FIT (False" in out and "ERROR" in out and "pip install" in out and "torch" in out
+    assert "FIT (False" in out and "ERROR" in out and "-m ktextures_plugin install torch --profile" in out
     assert "SEGMENT 4" in out
 
 

@@ -89,13 +89,16 @@ def test_segment_html_report(provider, tmp_path):
     import processing
     from qgis.core import QgsApplication
     alg = QgsApplication.processingRegistry().algorithmById("ktextures:segment")
-    assert alg.outputDefinition("OUTPUT_HTML").type() == "outputHtml"  # the Results Viewer lists it
+    # declared as a file (QGIS 3.22's batch dialog fails on HTML outputs); the Results Viewer lists it anyway
+    assert alg.outputDefinition("OUTPUT_HTML").type() == "outputFile"
+    from processing.core.ProcessingResults import resultsList
     names = ["forest", "field", "water", "town", "meadow", "bare"]
     out = tmp_path / "report.html"
     res = processing.run("ktextures:segment", {"INPUT": str(SAMPLE), "OUTPUT_RASTER": str(tmp_path / "c.tif"),
                                                "OUTPUT_VECTOR": "", "CLASS_NAMES": ",".join(names),
                                                "OUTPUT_HTML": str(out)})
     assert res["OUTPUT_HTML"] == str(out) and out.exists()
+    assert resultsList.getResults()[-1].filename == str(out)
     page = _check_report(out, names)
     assert len(page.images) == 2 * len(names) + 1
     text = out.read_text(encoding="utf-8")
@@ -174,3 +177,49 @@ def test_log_area_table_keeps_columns(provider, tmp_path):
     assert len(lines) == 7 and " " not in table[0]
     assert len({len(line) for line in lines}) == 1
     assert all(re.search(r"\d\.\d\d$", line) for line in lines[1:])
+
+
+def _png_array(src):
+    m = re.fullmatch(r"data:image/png;base64,([A-Za-z0-9+/=]+)", src)
+    name = f"/vsimem/{uuid.uuid4().hex}.png"
+    gdal.FileFromMemBuffer(name, base64.b64decode(m.group(1)))
+    try:
+        ds = gdal.Open(name)
+        a = ds.ReadAsArray()
+        ds = None
+    finally:
+        gdal.Unlink(name)
+    return a
+
+
+def test_report_of_temporary_outputs(provider):
+    """With temporary outputs (the dialog's default) the report names the layer, not a /tmp path that goes away;
+    its time is the one the log gives; MODEL_FILE is not listed when not given; each chip outlines its class."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    from ktextures_plugin.core.html_report import OUTLINE_RGB
+
+    class Log(QgsProcessingFeedback):
+        lines = []
+
+        def pushInfo(self, info):  # noqa: N802
+            self.lines.append(info)
+
+    fb = Log()
+    res = processing.run("ktextures:segment", {"INPUT": str(SAMPLE), "OUTPUT_RASTER": "TEMPORARY_OUTPUT",
+                                               "OUTPUT_VECTOR": "TEMPORARY_OUTPUT",
+                                               "OUTPUT_HTML": "TEMPORARY_OUTPUT"}, feedback=fb)
+    text = Path(res["OUTPUT_HTML"]).read_text(encoding="utf-8")
+    assert f"temporary layer &#x27;Classes ({SAMPLE.stem})&#x27;" in text and res["OUTPUT_RASTER"] not in text
+    seconds = re.search(r"Segmenting and polygonizing: ([0-9.]+) s", text).group(1)
+    assert f"Segmented and polygonized in {seconds} s." in fb.lines
+    assert "<th>MODEL_FILE</th>" not in text and "<th>MODEL</th>" in text
+    page = _parse(res["OUTPUT_HTML"])
+    chips = [im for im in page.images if im.get("alt", "").startswith("true colour of")]
+    assert len(chips) == res["NUM_CLASSES"]
+    lines = []
+    for im in chips:  # the yellow line around the class's pixels (none where the class fills the whole chip)
+        a = _png_array(im["src"])
+        lines.append(np.all(a == np.array(OUTLINE_RGB, np.uint8)[:, None, None], axis=0).mean())
+    assert max(lines) < 0.5 and sum(v > 0 for v in lines) >= len(lines) // 2, lines

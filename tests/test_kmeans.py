@@ -148,3 +148,26 @@ def test_context_features_windowed_equal_whole_raster(tmp_path):
     # context changes the partition (the smoothed copies matter)
     assert not np.array_equal(_arr(a.path), _arr(kmeans.kmeans_raster(
         str(SAMPLE), str(tmp_path / "c.tif"), 6, bands="3,2,1,4", seed=2).path))
+
+
+def test_kmeans_smoothing_is_the_potts_peer_and_window_exact(tmp_path):
+    """kmeans --smoothing BETA: k-means then 10 synchronous ICM sweeps of the 8-neighbour Potts model on the
+    squared distances of the z-scored pixels to the centres, computed whole-raster here; row windows of 7 rows
+    (each read with a 10-row halo) give the same raster, and the step changes pixels."""
+    from ktextures_plugin.cli.kmeans import main
+    from ktextures_plugin.core.smoothing import icm_potts, squared_distance_costs
+    a = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"), 6, bands="3,2,1,4", seed=1, smoothing=2.0)
+    b = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"), 6, bands="3,2,1,4", seed=1, smoothing=2.0,
+                             window_pixels=3600)
+    plain = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "p.tif"), 6, bands="3,2,1,4", seed=1)
+    assert np.array_equal(a.centers, plain.centers) and np.array_equal(_arr(a.path), _arr(b.path))
+    ds = raster.open_raster(str(SAMPLE))
+    data, _ = raster.read_window(ds, [3, 2, 1, 4], (0, 0, ds.RasterXSize, ds.RasterYSize))
+    sample = raster.sample_pixels(ds, [3, 2, 1, 4], max_pixels=200_000).astype(np.float64)
+    z = ((data.reshape(4, -1).T - sample.mean(1)) / sample.std(1)).T.reshape(data.shape).astype(np.float32)
+    ref = icm_potts(squared_distance_costs(z, a.centers), 2.0, 10) + 1
+    assert np.array_equal(_arr(a.path), ref)
+    assert (_arr(a.path) != _arr(plain.path)).mean() > 0.01
+    assert main([str(SAMPLE), "--bands", "3,2,1,4", "--k", "6", "--seed", "1", "--smoothing", "2",
+                 "--out", str(tmp_path / "c.tif")]) == 0
+    assert np.array_equal(_arr(tmp_path / "c.tif"), ref)

@@ -228,10 +228,10 @@ def test_reference_band_nodata_is_honoured(slovenia_km, tmp_path):
 
 def test_segment_output_scores_like_sklearn(tiny_models, tmp_path):
     """A class raster written by core.segment (tiny binning model) is scored as written: format compatible."""
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 
     out = tmp_path / "seg.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), bands="3,2,1,4", scaling="stretch")
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands="3,2,1,4", scaling="stretch"))
     s = metrics.evaluate_rasters(str(out), str(SAMPLE_LABEL))
     p, r = _masked(out, SAMPLE_LABEL)
     assert s.pixels == p.size
@@ -275,3 +275,57 @@ def test_sample_purity_of_kmeans_is_a_share(slovenia_km):
     s = metrics.evaluate_rasters(*slovenia_km)
     assert 0.0 <= s.sample_purity <= 1.0 and 1 <= s.classes_reached <= len(s.table.ref_labels)
     assert metrics.evaluate_rasters(*slovenia_km, samples=False).samples_scored == 0
+
+
+# ------------------------------------------------------------------------------- lecture indices, downstream
+def test_kappa_precision_recall_f1_match_sklearn(sample_km):
+    """Per-class precision / recall / F1 and Cohen's kappa after the Hungarian matching equal scikit-learn's on
+    the relabelled pixels (unmatched clusters relabelled to a value no reference class has)."""
+    from sklearn.metrics import cohen_kappa_score, precision_recall_fscore_support
+
+    pred_path, ref_path = sample_km
+    s = metrics.evaluate_rasters(pred_path, ref_path, samples=False)
+    p, r = _masked(pred_path, ref_path)
+    t = s.table
+    lut = {int(c): (int(t.ref_labels[j]) if j >= 0 else -1) for c, j in zip(t.pred_labels, s.hungarian)}
+    relabelled = np.array([lut[int(v)] for v in p])
+    prec, rec, f1, _ = precision_recall_fscore_support(r, relabelled, labels=t.ref_labels, zero_division=0)
+    assert s.precision == pytest.approx(prec, abs=1e-12)
+    assert s.recall == pytest.approx(rec, abs=1e-12)
+    assert s.f1 == pytest.approx(f1, abs=1e-12)
+    assert s.kappa == pytest.approx(cohen_kappa_score(r, relabelled), abs=1e-12)
+    rows = s.per_class()
+    assert [row["reference_class"] for row in rows] == t.ref_labels.tolist()
+    assert s.as_dict()["f1_macro"] == pytest.approx(float(np.mean(f1)))
+
+
+def test_downstream_figures_by_construction(slovenia_km, tmp_path):
+    """With k-means' own (spectrally separable) partition as the reference: classes equal to it give the forest
+    correct samples of every class and it recovers the partition almost exactly; two classes merged into one
+    cluster teach it one class fewer (IoU 0 for the other); a single class teaches it one class: it predicts that
+    class everywhere, so its accuracy is that class's share and its mIoU that share over the number of classes."""
+    km_path, _ = slovenia_km
+    img = str(shared(SLO))
+    ref = _read(km_path)
+    e = metrics.evaluate_rasters(km_path, km_path, image_path=img, bands=[3, 2, 1, 4])
+    assert e.downstream_samples > 0 and e.downstream_accuracy > 0.9
+    big = [int(v) for v in np.argsort(-np.bincount(ref.ravel(), minlength=6)[1:])[:2] + 1]
+    merged = _write_like(tmp_path / "merged.tif", km_path, np.where(ref == big[1], big[0], ref))
+    m = metrics.evaluate_rasters(merged, km_path, image_path=img, bands=[3, 2, 1, 4])
+    assert m.downstream_miou < e.downstream_miou - 0.1
+    assert 0.0 <= m.downstream_miou <= m.downstream_accuracy <= 1.0
+    again = metrics.evaluate_rasters(merged, km_path, image_path=img, bands=[3, 2, 1, 4])
+    assert again.as_dict() == m.as_dict()                               # seeded sampler and forest
+    one = _write_like(tmp_path / "one.tif", km_path, np.ones_like(ref))
+    o = metrics.evaluate_rasters(one, km_path, image_path=img)
+    counts = np.bincount(ref.ravel())[1:]
+    share = counts.max() / counts.sum()
+    assert o.downstream_accuracy == pytest.approx(share)
+    assert o.downstream_miou == pytest.approx(share / np.count_nonzero(counts))
+    assert "downstream_miou" not in metrics.evaluate_rasters(km_path, km_path).as_dict()
+
+
+def test_downstream_image_must_share_the_grid(slovenia_km):
+    km_path, ref_path = slovenia_km
+    with pytest.raises(ValueError, match="not on the same grid"):
+        metrics.evaluate_rasters(km_path, ref_path, image_path=str(SAMPLE))

@@ -161,8 +161,8 @@ def test_progress_and_cancel():
 def test_classes_per_tile_match_segment_with_a_halo_model(tiny_models, tmp_path):
     """With a 3x3 model (halo 1 px) the windows are read with their halo: every tile's class counts equal the
     class raster that segment writes, whose tiles are cut differently (512 px)."""
-    from ktextures_plugin.core.segment import segment_raster
-    seg = segment_raster(str(SAMPLE), tiny_models["box4"], str(tmp_path / "c.tif"), bands="3,2,1,4")
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+    seg = segment_raster(str(SAMPLE), tiny_models["box4"], str(tmp_path / "c.tif"), SegmentOptions(bands="3,2,1,4"))
     classes = gdal.Open(seg.path).ReadAsArray()
     res = novelty.rank_tiles(str(SAMPLE), tiny_models["box4"], bands="3,2,1,4", n_select=2)
     for idx, counts in zip(res.table.index, res.table.class_counts):

@@ -39,9 +39,9 @@ def img(tmp_path):
 @pytest.fixture
 def labels(tmp_path, tiny_models, img):
     """A class raster (segment output) and a copy of the reference labels, both in tmp_path."""
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     c = tmp_path / "c.tif"
-    segment_raster(str(img), tiny_models["bin4"], str(c), bands="3,2,1,4")
+    segment_raster(str(img), tiny_models["bin4"], str(c), SegmentOptions(bands="3,2,1,4"))
     ref = tmp_path / "ref.tif"
     shutil.copy(SAMPLE_LABEL, ref)
     return c, ref
@@ -221,11 +221,11 @@ def _edited(src, dst, k_meta=None, float_class=False):
 
 def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
     from ktextures_plugin.core.errors import ModelError
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k3.onnx", k_meta=3)
     with pytest.raises(ModelError, match="k = 3"):
-        segment_raster(str(img), model, str(tmp_path / "c.tif"), bands="3,2,1,4", scaling="stretch")
+        segment_raster(str(img), model, str(tmp_path / "c.tif"), SegmentOptions(bands="3,2,1,4", scaling="stretch"))
     assert not os.path.exists(tmp_path / "c.tif")
     cp = cli("segment", img, "--model", model, "--bands", "3,2,1,4", "--scaling", "stretch", "--quiet",
              "--out", tmp_path / "c.tif")
@@ -233,10 +233,10 @@ def test_model_k_smaller_than_the_graph_is_refused(tmp_path, img):
 
 
 def test_model_k_larger_than_the_graph_warns(tmp_path, img):
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b6.onnx", k=6), tmp_path / "k10.onnx", k_meta=10)
-    res = segment_raster(str(img), model, str(tmp_path / "c.tif"), bands="3,2,1,4", scaling="stretch")
+    res = segment_raster(str(img), model, str(tmp_path / "c.tif"), SegmentOptions(bands="3,2,1,4", scaling="stretch"))
     assert any("no pixel" in w for w in res.warnings)
 
 
@@ -287,7 +287,7 @@ def test_qgis_cancel_in_sieve_and_polygonize_is_clean(provider, tmp_path, img, t
 
 def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
     """A `kill -9` leaves hidden partial files; writing the same output again removes them."""
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = [tmp_path / f".c.tif.{dead.pid}-deadbeef.partial.tif",
@@ -295,7 +295,7 @@ def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
     live = tmp_path / f".c.tif.{os.getppid()}-cafecafe.partial.tif"   # a process that still runs
     for p in stale + [live]:
         p.write_bytes(b"x" * 1000)
-    res = segment_raster(str(img), tiny_models["bin4"], str(tmp_path / "c.tif"), bands="3,2,1,4")
+    res = segment_raster(str(img), tiny_models["bin4"], str(tmp_path / "c.tif"), SegmentOptions(bands="3,2,1,4"))
     from ktextures_plugin.core.vectorize import polygonize
     polygonize(res.path, str(tmp_path / "p.gpkg"))
     assert not any(p.exists() for p in stale) and live.exists()

@@ -14,7 +14,7 @@ from conftest import SAMPLE, algorithm_runner
 from ktextures_plugin.core import sampling
 from ktextures_plugin.core.classraster import read_palette
 from ktextures_plugin.core.errors import Canceled
-from ktextures_plugin.core.segment import segment_raster
+from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -25,7 +25,7 @@ ogr.UseExceptions()
 def class_tif(tiny_models, tmp_path_factory):
     """The bundled sample (512 x 768 px) segmented by the tiny 4-class model, sieved at 4 px."""
     out = tmp_path_factory.mktemp("sample_classes") / "classes.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), min_segment_px=4)
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(min_segment_px=4))
     return str(out)
 
 
@@ -220,7 +220,7 @@ def test_chips_line_up_with_image_and_classes(class_tif, tmp_path):
 def test_chips_from_a_window_of_the_image(tiny_models, tmp_path):
     """A class raster made from a window of the image: chips are cut at the window offset of the image."""
     cls = str(tmp_path / "win.tif")
-    segment_raster(str(SAMPLE), tiny_models["bin4"], cls, window=(100, 200, 300, 400))
+    segment_raster(str(SAMPLE), tiny_models["bin4"], cls, SegmentOptions(window=(100, 200, 300, 400)))
     res = sampling.draw_samples(cls, 3, min_edge_distance_px=1, min_spacing_px=10, chip_size_px=16)
     chips = sampling.write_chips(cls, res.samples, 16, str(tmp_path / "c"), str(SAMPLE))
     assert chips
@@ -528,3 +528,71 @@ def test_points_and_footprints_open_styled_from_disk(run, class_tif, tmp_path):
         col = sym.symbolLayer(0).strokeColor() if polygons else sym.color()
         assert col.name() == colors[2]
         del lyr
+
+
+def _error_recorder():
+    from qgis.core import QgsProcessingFeedback
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.errors = []
+
+        def reportError(self, error, fatal_error=False):  # noqa: N802
+            self.errors.append(error)
+
+    return Recorder()
+
+
+NOT_GENERATED = "not correctly generated"
+
+
+def test_temporary_outputs_load_without_not_generated_line(provider, class_tif):
+    """Default (temporary) outputs, loaded on completion as the dialog does: both layers load, and QGIS reports
+    no layer as "not correctly generated" (the sinks' destinations are read without registering extra layers)."""
+    import processing
+    from qgis.core import QgsProject
+    fb = _error_recorder()
+    res = processing.runAndLoadResults("ktextures:sample", {
+        "INPUT": class_tif, "POINTS_PER_CLASS": 3, "OUTPUT_POINTS": "TEMPORARY_OUTPUT",
+        "OUTPUT_SUMMARY": "TEMPORARY_OUTPUT"}, feedback=fb)
+    try:
+        assert not [e for e in fb.errors if NOT_GENERATED in e], fb.errors
+        loaded = {lyr.id() for lyr in QgsProject.instance().mapLayers().values()}
+        assert {res["OUTPUT_POINTS"], res["OUTPUT_SUMMARY"]} <= loaded
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
+def test_model_segment_then_sample_loads_without_not_generated_line(provider, tiny_models):
+    """A segment -> sample graphical model with temporary outputs, run and loaded as from the modeler."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+        QgsProject,
+    )
+
+    from modelbuilder import add_child
+    src = QgsProcessingModelChildParameterSource
+    m = QgsProcessingModelAlgorithm("segment and sample", "k-textures tests")
+    m.addModelParameter(QgsProcessingParameterRasterLayer("image", "image"), QgsProcessingModelParameter("image"))
+    add_child(m, "ktextures:segment", "seg", {"INPUT": src.fromModelParameter("image"),
+                                              "MODEL_FILE": src.fromStaticValue(tiny_models["bin4"])},
+              outputs=("OUTPUT_RASTER",))
+    add_child(m, "ktextures:sample", "sample", {"INPUT": src.fromChildOutput("seg", "OUTPUT_RASTER"),
+                                                "POINTS_PER_CLASS": src.fromStaticValue(3)},
+              outputs=("OUTPUT_POINTS", "OUTPUT_SUMMARY"))
+    ok, errors = m.validate()
+    assert ok, errors
+    fb = _error_recorder()
+    res = processing.runAndLoadResults(m, {"image": str(SAMPLE), "seg:seg_OUTPUT_RASTER": "TEMPORARY_OUTPUT",
+                                           "sample:sample_OUTPUT_POINTS": "TEMPORARY_OUTPUT",
+                                           "sample:sample_OUTPUT_SUMMARY": "TEMPORARY_OUTPUT"}, feedback=fb)
+    try:
+        assert res is not None and not [e for e in fb.errors if NOT_GENERATED in e], fb.errors
+        assert len(QgsProject.instance().mapLayers()) >= 3
+    finally:
+        QgsProject.instance().removeAllMapLayers()

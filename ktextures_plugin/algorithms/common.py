@@ -11,6 +11,15 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 _SESSIONS = {}
 
 
+def field_type(name: str):
+    """The ``QgsField`` type ``name`` ('Int', 'LongLong', 'Double', 'String'): ``QVariant.Type`` where Qt 5 has
+    it (QGIS 3, whose ``QgsField`` takes only that), else ``QMetaType.Type`` (Qt 6, QGIS 4)."""
+    from qgis.PyQt.QtCore import QMetaType, QVariant
+
+    legacy = getattr(QVariant, name, None)
+    return legacy if legacy is not None else getattr(QMetaType.Type, name)
+
+
 def progress_bridge(feedback, start: float = 0.0, end: float = 100.0):
     """``progress(fraction, stage)`` for core calls, mapped onto ``feedback`` between start and end %."""
     def progress(fraction, _stage=""):
@@ -93,6 +102,66 @@ def check_outputs(names, outputs, inputs) -> None:
         check(outputs, inputs, styles=True)
     except OutputPathError as exc:
         raise QgsProcessingException(exc.message(names)) from None
+
+
+def sink_destination(parameters, name, context) -> str:
+    """The destination text of the feature-sink parameter ``name`` (a path, 'TEMPORARY_OUTPUT', 'memory:', an
+    'ogr:' URI; '' when not set), read without ``parameterAsOutputLayer``: called on a sink, that registers an
+    extra layer to load on completion, which QGIS then reports as "not correctly generated"."""
+    from qgis.core import QgsProcessingOutputLayerDefinition, QgsProperty
+
+    value = parameters.get(name)
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink
+    if isinstance(value, QgsProperty):
+        value = value.valueAsString(context.expressionContext(), "")[0]
+    return "" if value is None else str(value)
+
+
+def output_layer(alg, parameters, name, context) -> str:
+    """``parameterAsOutputLayer`` of a raster or vector destination, except that one given but empty ('' when
+    not wanted) registers nothing: the batch dialog passes an optional output left blank that way, and QGIS then
+    reports an empty bullet as "not correctly generated"."""
+    if parameters.get(name) is not None and sink_destination(parameters, name, context) == "":
+        return ""
+    return alg.parameterAsOutputLayer(parameters, name, context) or ""
+
+
+def temporary_label(path: str, title: str, input_name: str):
+    """How a report names an output in QGIS's temporary folder (its path is gone once QGIS closes): the layer
+    name and how to keep it; None for a file the user chose."""
+    from qgis.core import QgsProcessingUtils
+
+    folder = os.path.abspath(QgsProcessingUtils.tempFolder())
+    if path and os.path.abspath(path).startswith(folder + os.sep):
+        return (f"temporary layer '{title} ({input_name})' (not saved: in the Layers panel, right-click > "
+                "Export > Save As to keep it)")
+    return None
+
+
+def add_html_destination(alg, name: str, description: str, by_default: bool = False) -> None:
+    """An optional HTML file destination ``name`` whose output is declared as a ``QgsProcessingOutputFile``.
+
+    Declared as the automatic ``QgsProcessingOutputHtml``, the page breaks QGIS 3.22's batch dialog
+    (``BatchAlgorithmDialog.loadHTMLResults`` calls ``ProcessingResults.addResult()`` without its ``timestamp``
+    for every HTML output: a Python error dialog, then a progress bar stuck at 100 %). The page still reaches
+    the Results Viewer, from :meth:`KTexturesAlgorithm.postProcessAlgorithm` (:meth:`show_page`)."""
+    from qgis.core import QgsProcessingOutputFile, QgsProcessingParameterFileDestination
+
+    alg.addParameter(QgsProcessingParameterFileDestination(
+        name, description, fileFilter="HTML files (*.html *.htm)", optional=True, createByDefault=by_default),
+        createOutput=False)
+    alg.addOutput(QgsProcessingOutputFile(name, description))
+
+
+def name_loaded_outputs(alg, context, input_name: str, destinations) -> None:
+    """Name the outputs QGIS loads on completion after their input: "Classes (s2_sample)". ``destinations``:
+    parameter id -> the destination returned for it (path or layer id). Files the user named keep their file
+    name when QGIS prefers file names (Settings > Options > Processing); temporary outputs take this name."""
+    for pid, dest in destinations.items():
+        if dest and isinstance(dest, str) and context.willLoadLayerOnCompletion(dest):
+            context.layerToLoadOnCompletionDetails(dest).name = (
+                f"{alg.parameterDefinition(pid).description()} ({input_name})")
 
 
 #: The advanced parameter every reading algorithm offers to read Alpha-tagged bands as data (CLI:
@@ -188,6 +257,24 @@ class KTexturesAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+    def show_page(self, path: str, title: str) -> None:
+        """Show the HTML page ``path`` in the Results Viewer when the run ends (see :func:`add_html_destination`)."""
+        self._pages = getattr(self, "_pages", []) + ([(path, title)] if path else [])
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802
+        """The pages of :meth:`show_page` into Processing's Results Viewer (main thread only: the viewer is GUI)."""
+        pages, self._pages = getattr(self, "_pages", []), []
+        if pages:
+            from qgis.PyQt.QtCore import QCoreApplication, QThread
+            app = QCoreApplication.instance()
+            if app is not None and QThread.currentThread() == app.thread():
+                import time
+
+                from processing.core.ProcessingResults import resultsList
+                for path, title in pages:
+                    resultsList.addResult(icon=self.icon(), name=title, timestamp=time.localtime(), result=path)
+        return {}
 
 
 class ModelInputAlgorithm(KTexturesAlgorithm):

@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
@@ -22,7 +23,7 @@ from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_sour
 
 #: core keys (core.outputs, core.evaluate) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "reference": "REFERENCE", "vector": "REFERENCE_VECTOR", "table": "OUTPUT_TABLE",
-         "raster": "OUTPUT_RASTER"}
+         "raster": "OUTPUT_RASTER", "image": "IMAGE"}
 
 
 class EvaluateAlgorithm(KTexturesAlgorithm):
@@ -43,6 +44,12 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
     PIXELS = "PIXELS"
     SAMPLE_PURITY = "SAMPLE_PURITY"
     CLASSES_REACHED = "CLASSES_REACHED"
+    IMAGE = "IMAGE"
+    IMAGE_BANDS = "IMAGE_BANDS"
+    KAPPA = "KAPPA"
+    F1_MACRO = "F1_MACRO"
+    DOWNSTREAM_ACCURACY = "DOWNSTREAM_ACCURACY"
+    DOWNSTREAM_MIOU = "DOWNSTREAM_MIOU"
 
     MATCHING_OPTIONS = ["Hungarian (one-to-one)", "Majority (many-to-one)"]
 
@@ -72,9 +79,16 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
             "class (edge distance at least 3 px, seed 1, as <i>Sample points</i> draws them); each cluster is "
             "mapped to its majority reference class; the share of the samples on labelled pixels whose "
             "reference class is their cluster's mapped class. <i>Classes reached</i>: how many distinct "
-            "reference classes are the mapped class of at least one cluster.<br><br>"
+            "reference classes are the mapped class of at least one cluster. <i>Cohen's kappa</i> and per-class "
+            "<i>precision, recall, F1</i> after the Hungarian matching.<br>"
+            "<b>Downstream</b> (when the <i>Image</i> the classes were made from is given, same grid): what the "
+            "classes are for. The interior samples above, each labelled with its cluster's majority reference class, "
+            "train a random forest (scikit-learn, 100 trees, seed 0) on the image's band values (<i>Image bands</i>, "
+            "default all); the forest classifies the scene and its accuracy and mean IoU against the reference are "
+            "<i>downstream accuracy</i> and <i>downstream mIoU</i>.<br><br>"
             "<b>Outputs</b>: the figures; a CSV table with the IoU of every class and its matched reference "
-            "class (columns class_id, class_name, reference_class, reference_name, iou, pixels); optionally "
+            "class (columns class_id, class_name, reference_class, reference_name, iou, precision, recall, f1, "
+            "pixels); optionally "
             "the class raster relabelled with the matched reference classes, with their names and colours "
             "(matching chosen by <i>Matching for the table and raster</i>)."
         )
@@ -95,6 +109,11 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
                                           type=QgsProcessingParameterNumber.Double, defaultValue=0, optional=True)
         nd.setFlags(nd.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(nd)
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.IMAGE, "Image the classes were made from (same grid; for the downstream figures)", optional=True))
+        self.addParameter(QgsProcessingParameterBand(
+            self.IMAGE_BANDS, "Image bands for the downstream random forest (empty: all)",
+            parentLayerParameterName=self.IMAGE, allowMultiple=True, optional=True))
         m = QgsProcessingParameterEnum(self.MATCHING, "Matching for the table and raster", self.MATCHING_OPTIONS,
                                        defaultValue=0)
         m.setFlags(m.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -112,7 +131,13 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
                           (self.PIXELS, "Scored pixels"),
                           (self.SAMPLE_PURITY, "Sample purity (interior samples whose cluster's majority "
                                                "reference class is right)"),
-                          (self.CLASSES_REACHED, "Reference classes reached by the clusters")):
+                          (self.CLASSES_REACHED, "Reference classes reached by the clusters"),
+                          (self.KAPPA, "Cohen's kappa (Hungarian matching)"),
+                          (self.F1_MACRO, "Mean F1 over the reference classes (Hungarian matching)"),
+                          (self.DOWNSTREAM_ACCURACY, "Downstream accuracy (random forest on the samples; NaN "
+                                                     "without an image)"),
+                          (self.DOWNSTREAM_MIOU, "Downstream mean IoU (random forest on the samples; NaN "
+                                                 "without an image)")):
             self.addOutput(QgsProcessingOutputNumber(key, text))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
@@ -136,6 +161,9 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
         raster_path = (self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
                        if parameters.get(self.OUTPUT_RASTER) not in (None, "") else None) or None
         kwargs = dict(ref_nodata=ref_nodata, matching=matching, table_path=table_path, raster_path=raster_path)
+        if parameters.get(self.IMAGE) not in (None, ""):
+            kwargs["image"] = gdal_source(self.parameterAsRasterLayer(parameters, self.IMAGE, context), self.IMAGE)
+            kwargs["bands"] = self.parameterAsInts(parameters, self.IMAGE_BANDS, context) or None
         if parameters.get(self.REFERENCE) not in (None, ""):
             kwargs["reference"] = gdal_source(self.parameterAsRasterLayer(parameters, self.REFERENCE, context),
                                               self.REFERENCE)
@@ -155,25 +183,19 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
                               "raster's grid")
         make_folders((table_path, raster_path))
         check_outputs(NAMES, {"table": (table_path, outputs.TABLE), "raster": (raster_path, outputs.CLASS_RASTER)},
-                      {"input": pred, "reference": kwargs.get("reference"), "vector": kwargs.get("vector")})
+                      {"input": pred, "reference": kwargs.get("reference"), "vector": kwargs.get("vector"),
+                       "image": kwargs.get("image")})
         ev = core_evaluate.evaluate(pred, **kwargs)
         for line in ev.log:
             feedback.pushInfo(line)
         s = ev.scores
-        feedback.pushInfo(f"Scored pixels: {s.pixels}; ARI {s.ari:.4f}, NMI {s.nmi:.4f}, accuracy (Hungarian) "
-                          f"{s.accuracy:.4f}, mIoU Hungarian {s.miou_hungarian:.4f}, mIoU majority "
-                          f"{s.miou_majority:.4f}")
-        feedback.pushInfo(f"Sample purity {s.sample_purity:.4f} ({s.samples_scored} interior samples on labelled "
-                          f"pixels); reference classes reached: {s.classes_reached} of {len(s.table.ref_labels)}")
-        for r in ev.rows:
-            iou = "-" if r["iou"] is None else f"{r['iou']:.3f}"
-            feedback.pushInfo(f"  class {r['class_id'] if r['class_id'] is not None else '-'} "
-                              f"({r['class_name'] or '-'}) -> reference {r['reference_class']} "
-                              f"({r['reference_name'] or '-'}): IoU {iou}, {r['pixels']} px")
+        self._report(ev, feedback)
         results = {self.ARI: s.ari, self.NMI: s.nmi, self.ACCURACY: s.accuracy,
                    self.MIOU_HUNGARIAN: s.miou_hungarian, self.MIOU_MAJORITY: s.miou_majority,
                    self.PIXELS: s.pixels, self.SAMPLE_PURITY: s.sample_purity,
-                   self.CLASSES_REACHED: s.classes_reached, self.OUTPUT_TABLE: table_path}
+                   self.CLASSES_REACHED: s.classes_reached, self.KAPPA: s.kappa,
+                   self.F1_MACRO: float(s.f1.mean()), self.DOWNSTREAM_ACCURACY: s.downstream_accuracy,
+                   self.DOWNSTREAM_MIOU: s.downstream_miou, self.OUTPUT_TABLE: table_path}
         if raster_path:
             results[self.OUTPUT_RASTER] = raster_path
             try:
@@ -183,3 +205,23 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
             except Exception as exc:  # styling is a nicety; the file already carries its palette
                 feedback.pushWarning(f"Could not style the relabelled raster: {exc}")
         return results
+
+    @staticmethod
+    def _report(ev, feedback):
+        """The figures and the per-class table as log lines."""
+        s = ev.scores
+        feedback.pushInfo(f"Scored pixels: {s.pixels}; ARI {s.ari:.4f}, NMI {s.nmi:.4f}, accuracy (Hungarian) "
+                          f"{s.accuracy:.4f}, mIoU Hungarian {s.miou_hungarian:.4f}, mIoU majority "
+                          f"{s.miou_majority:.4f}")
+        feedback.pushInfo(f"Sample purity {s.sample_purity:.4f} ({s.samples_scored} interior samples on labelled "
+                          f"pixels); reference classes reached: {s.classes_reached} of {len(s.table.ref_labels)}")
+        feedback.pushInfo(f"Cohen's kappa {s.kappa:.4f}, mean F1 {float(s.f1.mean()):.4f} (Hungarian matching)")
+        if s.downstream_samples:
+            feedback.pushInfo(f"Downstream (random forest on {s.downstream_samples} samples): accuracy "
+                              f"{s.downstream_accuracy:.4f}, mIoU {s.downstream_miou:.4f}")
+        for r in ev.rows:
+            fig = {key: "-" if r[key] is None else f"{r[key]:.3f}" for key in ("iou", "precision", "recall", "f1")}
+            feedback.pushInfo(f"  class {r['class_id'] if r['class_id'] is not None else '-'} "
+                              f"({r['class_name'] or '-'}) -> reference {r['reference_class']} "
+                              f"({r['reference_name'] or '-'}): IoU {fig['iou']}, precision {fig['precision']}, "
+                              f"recall {fig['recall']}, F1 {fig['f1']}, {r['pixels']} px")

@@ -26,7 +26,6 @@ from ..training.defaults import (
     DEFAULT_VARIANT,
     VARIANTS,
 )
-from ..training.errors import TORCH_INSTALL_HINT
 from .common import (
     IGNORE_MASK_BANDS,
     KTexturesAlgorithm,
@@ -37,6 +36,7 @@ from .common import (
     input_view,
     make_folders,
     optional_number,
+    output_layer,
 )
 
 #: core keys (core.outputs, training.fit) -> parameter ids, for messages
@@ -128,9 +128,9 @@ class FitAlgorithm(KTexturesAlgorithm):
     def canExecute(self):  # noqa: N802
         from ..training import torch_available
         if not torch_available():
-            from ..installer_gui import request_install
+            from ..installer_gui import manual_hint, request_install
             request_install("torch")
-            return False, TORCH_INSTALL_HINT
+            return False, manual_hint("torch")
         return True, ""
 
     @all_or_nothing
@@ -138,9 +138,9 @@ class FitAlgorithm(KTexturesAlgorithm):
         from ..training import torch_available
 
         if not torch_available():
-            from ..installer_gui import request_install
+            from ..installer_gui import manual_hint, request_install
             request_install("torch")
-            raise QgsProcessingException(TORCH_INSTALL_HINT)
+            raise QgsProcessingException(manual_hint("torch"))
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
         bands = self._bands(parameters, context, src)
@@ -192,8 +192,8 @@ class FitAlgorithm(KTexturesAlgorithm):
         out_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not out_model.lower().endswith(".onnx"):
             out_model += ".onnx"
-        out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
-        out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
+        out_raster = output_layer(self, parameters, self.OUTPUT_RASTER, context)  # blank in a batch row: none
+        out_vector = output_layer(self, parameters, self.OUTPUT_VECTOR, context)
         make_folders((out_model, out_raster, out_vector))
         check_outputs(NAMES, {"output": (out_model, outputs.MODEL), "raster": (out_raster, outputs.CLASS_RASTER),
                               "vector": (out_vector, outputs.VECTOR)}, {"input": src})

@@ -47,7 +47,7 @@ def style_selected(layer: QgsVectorLayer) -> None:
     settings = QgsPalLayerSettings()
     settings.fieldName = "rank"
     fmt = QgsTextFormat()
-    fmt.setFont(QFont("Sans", 10, QFont.Bold))
+    fmt.setFont(QFont("Sans", 10, QFont.Weight.Bold))
     fmt.setSize(10)
     fmt.setColor(QColor("#e31a1c"))
     buf = QgsTextBufferSettings()

@@ -26,13 +26,20 @@ from qgis.core import (
     QgsProcessingUtils,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ..core import atomic, sampling
 from ..core.classraster import read_palette
 from ..core.raster import open_raster
-from . import sample_styling
-from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source
+from . import styling
+from .common import (
+    KTexturesAlgorithm,
+    all_or_nothing,
+    check_outputs,
+    field_type,
+    gdal_source,
+    name_loaded_outputs,
+    sink_destination,
+)
 
 #: core keys (core.outputs, core.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
@@ -86,41 +93,41 @@ class SampleAlgorithm(KTexturesAlgorithm):
             "table gives per class the points requested, found and skipped, and why.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        adv = QgsProcessingParameterDefinition.FlagAdvanced
+        adv = QgsProcessingParameterDefinition.Flag.FlagAdvanced
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Class raster (0 = nodata)"))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.IMAGE, "Image for chips (same grid as the class raster)", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.POINTS_PER_CLASS, "Points per class (total when proportional)",
-            type=QgsProcessingParameterNumber.Integer, defaultValue=50, minValue=0))
+            type=QgsProcessingParameterNumber.Type.Integer, defaultValue=50, minValue=0))
         self.addParameter(QgsProcessingParameterBoolean(
             self.PROPORTIONAL, "Proportional: spread the total over classes by area", defaultValue=False))
         p = QgsProcessingParameterNumber(self.MIN_PER_CLASS, "Minimum points per class when proportional",
-                                         type=QgsProcessingParameterNumber.Integer, defaultValue=5, minValue=0)
+                                         type=QgsProcessingParameterNumber.Type.Integer, defaultValue=5, minValue=0)
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_EDGE_DISTANCE_PX, "Minimum distance to a class edge (pixels)",
-            type=QgsProcessingParameterNumber.Integer, defaultValue=3, minValue=0))
+            type=QgsProcessingParameterNumber.Type.Integer, defaultValue=3, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_SPACING_PX, "Minimum spacing between points (pixels)",
-            type=QgsProcessingParameterNumber.Integer, defaultValue=10, minValue=0))
+            type=QgsProcessingParameterNumber.Type.Integer, defaultValue=10, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.SEED, "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=1, minValue=0))
+            self.SEED, "Random seed", type=QgsProcessingParameterNumber.Type.Integer, defaultValue=1, minValue=0))
         self.addParameter(QgsProcessingParameterString(
             self.CLASSES, "Classes to sample, e.g. 1,3,5 (empty = all)", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.CHIP_SIZE_PX, "Chip size (pixels, 0 = no chips)",
-            type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
+            type=QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT_POINTS, "Sample points", type=QgsProcessing.TypeVectorPoint))
+            self.OUTPUT_POINTS, "Sample points", type=QgsProcessing.SourceType.TypeVectorPoint))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT_FOLDER, "Chip folder", optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT_CHIPS, "Chip footprints", type=QgsProcessing.TypeVectorPolygon, optional=True,
+            self.OUTPUT_CHIPS, "Chip footprints", type=QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
             createByDefault=False))
         self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT_SUMMARY, "Summary per class", type=QgsProcessing.TypeVector, optional=True,
+            self.OUTPUT_SUMMARY, "Summary per class", type=QgsProcessing.SourceType.TypeVector, optional=True,
             createByDefault=True))
         self.addOutput(QgsProcessingOutputNumber(self.SAMPLE_COUNT, "Number of sample points"))
         self.addOutput(QgsProcessingOutputNumber(self.CHIP_COUNT, "Number of chips"))
@@ -134,31 +141,31 @@ class SampleAlgorithm(KTexturesAlgorithm):
 
     @staticmethod
     def _fields(spec):
-        """QgsFields from ``(name, QVariant type)`` pairs."""
+        """QgsFields from ``(name, type name)`` pairs (:func:`common.field_type`: 'Int', 'String', ...)."""
         f = QgsFields()
         for name, typ in spec:
-            f.append(QgsField(name, typ))
+            f.append(QgsField(name, field_type(typ)))
         return f
 
     @classmethod
     def _point_fields(cls):
-        return cls._fields((("sample_id", QVariant.Int), ("class_id", QVariant.Int),
-                            ("class_name", QVariant.String), ("edge_distance_px", QVariant.Double),
-                            ("row", QVariant.Int), ("col", QVariant.Int)))
+        return cls._fields((("sample_id", "Int"), ("class_id", "Int"),
+                            ("class_name", "String"), ("edge_distance_px", "Double"),
+                            ("row", "Int"), ("col", "Int")))
 
     @classmethod
     def _chip_fields(cls):
-        return cls._fields((("sample_id", QVariant.Int), ("class_id", QVariant.Int),
-                            ("class_name", QVariant.String), ("image_file", QVariant.String),
-                            ("mask_file", QVariant.String), ("xoff", QVariant.Int), ("yoff", QVariant.Int),
-                            ("size_px", QVariant.Int)))
+        return cls._fields((("sample_id", "Int"), ("class_id", "Int"),
+                            ("class_name", "String"), ("image_file", "String"),
+                            ("mask_file", "String"), ("xoff", "Int"), ("yoff", "Int"),
+                            ("size_px", "Int")))
 
     @classmethod
     def _summary_fields(cls):
-        return cls._fields((("class_id", QVariant.Int), ("class_name", QVariant.String),
-                            ("pixels", QVariant.LongLong), ("area_m2", QVariant.Double),
-                            ("interior_px", QVariant.LongLong), ("requested", QVariant.Int),
-                            ("found", QVariant.Int), ("skipped", QVariant.Int), ("reason", QVariant.String)))
+        return cls._fields((("class_id", "Int"), ("class_name", "String"),
+                            ("pixels", "LongLong"), ("area_m2", "Double"),
+                            ("interior_px", "LongLong"), ("requested", "Int"),
+                            ("found", "Int"), ("skipped", "Int"), ("reason", "String")))
 
     def _check_outputs(self, parameters, context, class_path, image_path):
         """The chip folder and the file sinks are neither an input nor each other (core.outputs)."""
@@ -168,9 +175,8 @@ class SampleAlgorithm(KTexturesAlgorithm):
         wanted = {"folder": (self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context), outputs.FOLDER)}
         for key, pid in (("points", self.OUTPUT_POINTS), ("chips", self.OUTPUT_CHIPS),
                          ("summary", self.OUTPUT_SUMMARY)):
-            if parameters.get(pid) in (None, ""):
-                continue
-            dest = self.parameterAsOutputLayer(parameters, pid, context) or ""
+            # not parameterAsOutputLayer: on a sink it registers an extra layer, "not correctly generated"
+            dest = sink_destination(parameters, pid, context)
             if dest.startswith(("ogr:", "spatialite:")):  # a table into an existing file: never into an input
                 check_outputs(NAMES, {key: (_uri_file(dest), outputs.SINK)}, inputs)
             elif dest and not dest.startswith(("memory:", "TEMPORARY_OUTPUT", "postgres:")):
@@ -203,6 +209,10 @@ class SampleAlgorithm(KTexturesAlgorithm):
         except Canceled:
             raise QgsProcessingException("Canceled by the user: sampling stopped, no output was left.") from None
         self._style(context, feedback, class_path, points_id, chips_id)
+        # the segmented image's name when the input is a class raster named by segment: "Classes (s2_sample)"
+        source = re.fullmatch(r"Classes \((.+)\)", layer.name())
+        name_loaded_outputs(self, context, source.group(1) if source else layer.name(), {
+            self.OUTPUT_POINTS: points_id, self.OUTPUT_CHIPS: chips_id, self.OUTPUT_SUMMARY: summary_id})
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:
             out[self.OUTPUT_FOLDER] = folder
@@ -260,14 +270,14 @@ class SampleAlgorithm(KTexturesAlgorithm):
     def _write_points(self, parameters, context, result, crs):
         """OUTPUT_POINTS; the sink is closed when this returns (so its file can take a style)."""
         sink, points_id = self.parameterAsSink(parameters, self.OUTPUT_POINTS, context, self._point_fields(),
-                                               QgsWkbTypes.Point, crs)
+                                               QgsWkbTypes.Type.Point, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POINTS))
         for s in result.samples:
             f = QgsFeature()
             f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(s.x, s.y)))
             f.setAttributes([s.sample_id, s.class_id, s.class_name, float(s.edge_distance_px), s.row, s.col])
-            sink.addFeature(f, QgsFeatureSink.FastInsert)
+            sink.addFeature(f, QgsFeatureSink.Flag.FastInsert)
         return points_id
 
     def _write_chips(self, parameters, context, feedback, class_path, image_path, result, chip):
@@ -298,7 +308,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
     def _write_footprints(self, parameters, context, chips, crs):
         """OUTPUT_CHIPS (the chips' footprints with their file names), or None when not wanted."""
         csink, chips_id = self.parameterAsSink(parameters, self.OUTPUT_CHIPS, context, self._chip_fields(),
-                                               QgsWkbTypes.Polygon, crs)
+                                               QgsWkbTypes.Type.Polygon, crs)
         if csink is None:
             return None
         for c in chips:
@@ -306,13 +316,13 @@ class SampleAlgorithm(KTexturesAlgorithm):
             f.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in c.footprint + [c.footprint[0]]]]))
             f.setAttributes([c.sample.sample_id, c.sample.class_id, c.sample.class_name,
                              c.image_path, c.mask_path, c.window[0], c.window[1], c.window[2]])
-            csink.addFeature(f, QgsFeatureSink.FastInsert)
+            csink.addFeature(f, QgsFeatureSink.Flag.FastInsert)
         return chips_id
 
     def _write_summary(self, parameters, context, result):
         """OUTPUT_SUMMARY (one row per class), or None when not wanted."""
         ssink, summary_id = self.parameterAsSink(parameters, self.OUTPUT_SUMMARY, context, self._summary_fields(),
-                                                 QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
+                                                 QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
         if ssink is None:
             return None
         for s in result.summary:
@@ -320,13 +330,13 @@ class SampleAlgorithm(KTexturesAlgorithm):
             f = QgsFeature()
             f.setAttributes([row[k] for k in ("class_id", "class_name", "pixels", "area_m2", "interior_px",
                                               "requested", "found", "skipped", "reason")])
-            ssink.addFeature(f, QgsFeatureSink.FastInsert)
+            ssink.addFeature(f, QgsFeatureSink.Flag.FastInsert)
         return summary_id
 
     @staticmethod
     def _style(context, feedback, class_path, points_id, chips_id):
         """Points and footprints categorised by class with the class raster's colours and names: saved into
-        their files (sample_styling.save_style) and applied when QGIS loads them."""
+        their files (styling.save_sample_style) and applied when QGIS loads them."""
         try:
             names, colors = read_palette(class_path)
         except (RuntimeError, ValueError):  # no readable palette: the layers stay unstyled
@@ -334,9 +344,9 @@ class SampleAlgorithm(KTexturesAlgorithm):
         for dest, polygons in ((points_id, False), (chips_id, True)):
             if dest is None:
                 continue
-            for w in sample_styling.save_style(dest, names, colors, polygons):
+            for w in styling.save_sample_style(dest, names, colors, polygons):
                 feedback.pushWarning(w)
-            sample_styling.ClassSymbolPostProcessor.attach(context, dest, names, colors, polygons)
+            styling.attach_sample_style(context, dest, names, colors, polygons)
 
 
 def _uri_file(uri: str) -> str:
@@ -347,7 +357,7 @@ def _uri_file(uri: str) -> str:
 
 def _delivered(dest):
     """Name a sink's file to the run (``core.atomic.delivered``), so that a later failure removes it."""
-    path = sample_styling.file_of(dest) if dest else None
+    path = styling.file_of(dest) if dest else None
     if path:
         atomic.delivered(path)
     return dest

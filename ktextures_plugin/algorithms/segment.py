@@ -2,9 +2,10 @@
 its polygons, a per-class area report and optionally the simulated image.
 
 Parameter ids are a public contract for scripts and graphical models: INPUT, MODEL, MODEL_FILE,
-BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, TILE_SIZE, OUTPUT_RASTER, OUTPUT_VECTOR, OUTPUT_REPORT,
-OUTPUT_SIMULATION, OUTPUT_HTML. The work is done by :func:`ktextures_plugin.core.segment.segment_raster` and
-:func:`ktextures_plugin.core.vectorize.polygonize`.
+BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, PALETTE, CLASS_NAMES, SMOOTHING, TILE_SIZE, OUTPUT_RASTER,
+OUTPUT_VECTOR, OUTPUT_REPORT, OUTPUT_SIMULATION, OUTPUT_HTML. The work is done by
+:func:`ktextures_plugin.core.segment.segment_raster` (with the options of :meth:`SegmentAlgorithm.segment_options`)
+and :func:`ktextures_plugin.core.vectorize.polygonize`.
 """
 import time
 
@@ -22,29 +23,40 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
 )
+from qgis.PyQt.QtCore import QVariant
 
 from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, check_class_names
-from ..core.runtime import INSTALL_HINT, onnxruntime_available
-from . import rgb_styling, styling
+from ..core.runtime import onnxruntime_available
+from ..installer_gui import manual_hint
+from . import styling
 from .common import (
     ModelInputAlgorithm,
+    add_html_destination,
     all_or_nothing,
     cached_session,
     check_outputs,
     gdal_source,
     input_view,
     make_folders,
+    name_loaded_outputs,
     optional_number,
+    output_layer,
     progress_bridge,
     remove_outputs,
+    temporary_label,
 )
 
 SCALINGS = ["model", "stretch"]
 #: core keys (core.outputs, core.segment) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
          "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "html": "OUTPUT_HTML", "bands": "BANDS",
-         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT",
+         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT", "smoothing": "SMOOTHING",
          "min_segment_px": "MIN_SEGMENT_PX", "tile_size": "TILE_SIZE"}
+#: SegmentOptions field -> the parameter that sets it (tests compare it with the command line's; ``window`` is
+#: for scripts, ``threads`` is the command line's: QGIS runs onnxruntime with one thread per core)
+OPTIONS = {"bands": "BANDS", "scaling": "SCALING", "extra_nodata": "NODATA", "extent": "EXTENT",
+           "tile_size": "TILE_SIZE", "min_segment_px": "MIN_SEGMENT_PX", "simulation_path": "OUTPUT_SIMULATION",
+           "palette": "PALETTE", "class_names": "CLASS_NAMES", "smoothing": "SMOOTHING"}
 
 
 class SegmentAlgorithm(ModelInputAlgorithm):
@@ -54,6 +66,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
     MIN_SEGMENT_PX = "MIN_SEGMENT_PX"
     PALETTE = "PALETTE"
     CLASS_NAMES = "CLASS_NAMES"
+    SMOOTHING = "SMOOTHING"
     TILE_SIZE = "TILE_SIZE"
     OUTPUT_RASTER = "OUTPUT_RASTER"
     OUTPUT_VECTOR = "OUTPUT_VECTOR"
@@ -87,7 +100,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             "<b>Class colours</b>: 'true colour' = the mean colour of each class's pixels, kept at least "
             "CIEDE2000 15 apart; 'qualitative' = Tableau 10.\n"
             "<b>Class names</b>: e.g. 'forest, field, water, town, meadow, bare' in class order 1..k; they go "
-            "into the raster, the polygons and the report.\n\n"
+            "into the raster, the polygons and the report.\n"
+            "<b>Smoothing</b>: Potts weight (beta) of an edge-preserving smoothing of the model's class scores "
+            "before each pixel takes its best class (0 = off; empty: the model's recommendation, else off). Needs a "
+            "model with a 'scores' output; other models segment without it (with a warning).\n\n"
             "Outputs: class raster (0 = nodata, classes 1..k, colour table and class names inside), polygons "
             "(class_id, class_name, area_m2), a per-class area report (CSV), the model's simulation of the "
             "image (each pixel shows the texture of its class; loaded in true colour) and an HTML report (per class: "
@@ -110,6 +126,9 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             self.CLASS_NAMES, "Class names (comma-separated, in class order 1..k; empty: the model's)",
             optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SMOOTHING, "Smoothing (Potts beta, 0 = off; empty: the model's recommendation)",
+            type=QgsProcessingParameterNumber.Double, minValue=0.0, optional=True))
         tile = QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)",
                                             type=QgsProcessingParameterNumber.Integer, minValue=32,
                                             maxValue=8192, defaultValue=512)
@@ -121,20 +140,19 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_REPORT, "Per-class area report", fileFilter="CSV files (*.csv)", optional=True,
-            createByDefault=False))
+            createByDefault=True))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SIMULATION, "Simulated image (textures of the classes)", optional=True,
             createByDefault=False))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)",
-            fileFilter="HTML files (*.html *.htm)", optional=True, createByDefault=False))
+        add_html_destination(self, self.OUTPUT_HTML, "Report (HTML: class colours, images, textures, area chart)",
+                             by_default=True)
         self.addOutput(QgsProcessingOutputNumber("NUM_CLASSES", "Number of classes (k)"))
         self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Pixels with a class"))
         self.addOutput(QgsProcessingOutputString("EXECUTION_PROVIDER", "onnxruntime execution provider"))
 
     def canExecute(self):  # noqa: N802
         if not onnxruntime_available():
-            return False, INSTALL_HINT
+            return False, manual_hint("onnxruntime")
         return True, ""
 
     def _class_names(self, parameters, context, session):
@@ -152,7 +170,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         if not onnxruntime_available():
-            raise QgsProcessingException(INSTALL_HINT)
+            raise QgsProcessingException(manual_hint("onnxruntime"))
         t0 = time.perf_counter()
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
@@ -163,16 +181,22 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         with input_view(self, parameters, context, feedback, src) as view:
             result = self._run(parameters, context, feedback, src=view, model_path=model_path, out=out,
                                extent=extent, session=session)
+        seconds = time.perf_counter() - t0
+        feedback.pushInfo(f"Segmented{' and polygonized' if out['vector'] else ''} in {seconds:.1f} s.")
         self._log_and_report(feedback, result, out)
         if out["html"]:
             self._write_html(parameters, context, feedback, src=src, out=out, result=result, session=session,
-                             seconds=time.perf_counter() - t0)
+                             seconds=seconds, label=temporary_label(out["raster"], "Classes", layer.name()))
         for w in styling.save_default_styles(out["raster"], out["vector"], result.class_names, result.colors):
             feedback.pushWarning(w)
         for dest in (out["raster"], out["vector"]):
             styling.attach_style(context, dest, result.class_names, result.colors)
         if out["simulation"]:
-            rgb_styling.style_simulation(context, out["simulation"], result.info.channel_names, feedback)
+            styling.style_simulation(context, out["simulation"], result.info.channel_names, feedback)
+        name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_RASTER: out["raster"],
+                                                          self.OUTPUT_VECTOR: out["vector"],
+                                                          self.OUTPUT_SIMULATION: out["simulation"]})
+        self.show_page(out["html"], f"k-textures report ({layer.name()})")
         feedback.pushInfo(f"Done in {time.perf_counter() - t0:.1f} s ({result.execution_provider}).")
         return {self.OUTPUT_RASTER: out["raster"], self.OUTPUT_VECTOR: out["vector"] or None,
                 self.OUTPUT_REPORT: out["report"] or None, self.OUTPUT_SIMULATION: out["simulation"] or None,
@@ -184,10 +208,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         """The output paths (core key -> path, "" when not wanted), their folders made and checked against
         the inputs and each other (``check_outputs``) before any work."""
         from ..core import outputs
-        out = {"raster": self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context),
-               "vector": self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context),
+        out = {"raster": output_layer(self, parameters, self.OUTPUT_RASTER, context),
+               "vector": output_layer(self, parameters, self.OUTPUT_VECTOR, context),
                "report": self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context),
-               "simulation": self.parameterAsOutputLayer(parameters, self.OUTPUT_SIMULATION, context),
+               "simulation": output_layer(self, parameters, self.OUTPUT_SIMULATION, context),
                "html": self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)}
         make_folders(out.values())
         check_outputs(NAMES, {"output": (out["raster"], outputs.CLASS_RASTER),
@@ -207,8 +231,23 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             return None
         return ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum()
 
+    def segment_options(self, parameters, context, *, extent, simulation, session):
+        """The :class:`~ktextures_plugin.core.segment.SegmentOptions` of the parameters (:data:`OPTIONS`)."""
+        from ..core.segment import SegmentOptions
+        return SegmentOptions(
+            bands=self.bands(parameters, context),
+            scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
+            extra_nodata=optional_number(parameters, self.NODATA), extent=extent,
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            min_segment_px=self.parameterAsInt(parameters, self.MIN_SEGMENT_PX, context),
+            simulation_path=simulation or None,
+            palette=self.parameterAsEnumString(parameters, self.PALETTE, context) or PALETTES[0],
+            class_names=self._class_names(parameters, context, session),
+            smoothing=optional_number(parameters, self.SMOOTHING))
+
     def _run(self, parameters, context, feedback, *, src, model_path, out, extent, session):
         """Segment (and polygonize when OUTPUT_VECTOR is set); on failure or cancel nothing is left behind."""
+        from ..core.feedback import Feedback
         from ..core.segment import segment_raster
         from ..core.vectorize import polygonize
 
@@ -216,17 +255,12 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         written = []
         try:
             feedback.pushInfo(f"Model file: {model_path}")
-            result = segment_raster(
-                src, model_path, out["raster"], bands=self.bands(parameters, context),
-                scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
-                extra_nodata=optional_number(parameters, self.NODATA), extent=extent,
-                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                min_segment_px=self.parameterAsInt(parameters, self.MIN_SEGMENT_PX, context),
-                simulation_path=out["simulation"] or None, progress=progress_bridge(feedback, 0, seg_end),
-                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
-                warn=feedback.pushWarning,
-                palette=self.parameterAsEnumString(parameters, self.PALETTE, context) or PALETTES[0],
-                class_names=self._class_names(parameters, context, session))
+            options = self.segment_options(parameters, context, extent=extent, simulation=out["simulation"],
+                                           session=session)
+            result = segment_raster(src, model_path, out["raster"], options,
+                                    Feedback(progress=progress_bridge(feedback, 0, seg_end),
+                                             is_canceled=feedback.isCanceled, info=feedback.pushInfo,
+                                             warning=feedback.pushWarning), session=session)
             written += [out["raster"]] + ([out["simulation"]] if out["simulation"] else [])
             if out["vector"]:
                 feedback.setProgressText("Polygonizing (GDAL)")
@@ -250,12 +284,12 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         if out["report"]:
             write_report(out["report"], rows)
 
-    def _write_html(self, parameters, context, feedback, *, src, out, result, session, seconds):
+    def _write_html(self, parameters, context, feedback, *, src, out, result, session, seconds, label):
         """OUTPUT_HTML: the per-class report (core.html_report) with this run's parameters."""
         from ..core.html_report import from_segment, write_html_report
         feedback.setProgressText("Writing the HTML report")
         data = from_segment(result, src, session=session, parameters=self._parameter_texts(parameters, context),
-                            seconds=seconds)
+                            seconds=seconds, class_raster_label=label)
         try:
             write_html_report(out["html"], data)
         except OSError as exc:
@@ -270,6 +304,10 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             if d.isDestination():
                 continue
             value = parameters.get(d.name())
+            if isinstance(value, QVariant) and value.isNull():
+                value = None
+            if d.name() == self.MODEL and self.parameterAsFile(parameters, self.MODEL_FILE, context):
+                continue  # MODEL_FILE overrides the bundled model
             if d.name() == self.INPUT:
                 value = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context))
             elif value is None or value == "":

@@ -1,32 +1,106 @@
-"""Styling of the outputs in QGIS: a paletted renderer for the class raster, a categorized renderer for
-the polygons, written as the layer's default style (GeoPackage ``layer_styles`` table or a ``.qml`` sidecar)
-so the files open styled however they were produced, plus a layer post-processor for layers loaded on
-completion (kept alive at class level: QGIS issues #48087/#47533)."""
-from typing import List, Sequence
+"""Styling of the outputs in QGIS, in one place: the renderers (class raster, class polygons, sample points and
+chip footprints, the true-colour simulation), their default styles written into the files (``.qml`` sidecar or
+the GeoPackage's ``layer_styles`` table) so that the files open styled however they were produced, and one
+generic layer post-processor (:class:`StylePostProcessor`) that styles a layer QGIS loads on completion and puts
+it in reading order among the layers of the same run: the simulation at the bottom, the class raster above it,
+then the polygons (outlines, so the raster shows through), the chip footprints and the sample points (a white
+halo, so they stand out on a class of their own colour).
+
+Post-processors are kept alive at class level: QGIS owns only the C++ object (QGIS issues #48087/#47533).
+"""
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
+    QgsContrastEnhancement,
     QgsFillSymbol,
+    QgsLayerTreeLayer,
+    QgsMarkerSymbol,
+    QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
     QgsRendererCategory,
+    QgsSimpleFillSymbolLayer,
+    QgsSimpleMarkerSymbolLayer,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QColor
 
+#: Reading order of a run's layers, bottom to top.
+SIMULATION, CLASSES, POLYGONS, FOOTPRINTS, POINTS = range(5)
+#: Cumulative cut of the true-colour stretch (fractions of the pixels below the minimum and above the maximum).
+CUT = (0.02, 0.98)
 
+
+# ------------------------------------------------------------------------------------------ renderers
 def raster_renderer(layer: QgsRasterLayer, names: Sequence[str], colors: Sequence[str]):
+    """Paletted renderer of a class raster: value i + 1 in ``colors[i]``, labelled ``names[i]``."""
     classes = [QgsPalettedRasterRenderer.Class(i + 1, QColor(c), n) for i, (n, c) in enumerate(zip(names, colors))]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
 
 
 def vector_renderer(names: Sequence[str], colors: Sequence[str], field: str = "class_id"):
+    """Class polygons as outlines (no fill: the class raster below shows through): a line in a darker shade of
+    the class colour on a light casing, so the boundaries read over the class raster and over the image alike.
+    The casing is locked, so the symbol's colour (legend, ``symbol().color()``) stays the class colour."""
     cats = []
     for i, (n, c) in enumerate(zip(names, colors)):
-        sym = QgsFillSymbol.createSimple({"color": c, "outline_color": "#3a3a3a", "outline_width": "0.1"})
+        fill = QColor(c)
+        fill.setAlpha(0)
+        clear = ",".join(map(str, fill.getRgb()))
+        sym = QgsFillSymbol.createSimple({"color": clear, "outline_color": QColor(c).darker(170).name(),
+                                          "outline_width": "0.3"})
+        casing = QgsSimpleFillSymbolLayer.create({"color": clear, "outline_color": "255,255,255,140",
+                                                  "outline_width": "0.55"})
+        casing.setLocked(True)
+        sym.insertSymbolLayer(0, casing)
         cats.append(QgsRendererCategory(i + 1, sym, n))
     return QgsCategorizedSymbolRenderer(field, cats)
+
+
+def sample_renderer(names: Sequence[str], colors: Sequence[str], polygons: bool) -> QgsCategorizedSymbolRenderer:
+    """Categories 1..k on ``class_id``: chip footprints as outlines in the class colour (``polygons``), sample
+    points as class-coloured dots on a white halo with a dark rim, visible on any class (the halo is locked, so
+    ``symbol().color()`` is the class colour)."""
+    cats = []
+    for i, (n, c) in enumerate(zip(names, colors)):
+        if polygons:
+            sym = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": c, "outline_width": "0.5"})
+        else:
+            sym = QgsMarkerSymbol.createSimple({"name": "circle", "color": c, "outline_style": "no", "size": "2.4"})
+            halo = QgsSimpleMarkerSymbolLayer.create({"name": "circle", "color": "255,255,255,255",
+                                                      "outline_color": "#202020", "outline_width": "0.25",
+                                                      "size": "3.8"})
+            halo.setLocked(True)
+            sym.insertSymbolLayer(0, halo)
+        cats.append(QgsRendererCategory(i + 1, sym, n))
+    return QgsCategorizedSymbolRenderer("class_id", cats)
+
+
+def rgb_bands(channel_names: Sequence[str]) -> Optional[Sequence[int]]:
+    """1-based bands of red, green and blue in an image with the model's channels, or None."""
+    names = list(channel_names)
+    if not {"red", "green", "blue"} <= set(names):
+        return None
+    return [names.index(n) + 1 for n in ("red", "green", "blue")]
+
+
+def true_colour_renderer(layer: QgsRasterLayer, bands: Sequence[int]) -> QgsMultiBandColorRenderer:
+    """Red, green, blue of ``layer`` with a min-max stretch between the 2 and 98 % cumulative cut of each band."""
+    provider = layer.dataProvider()
+    renderer = QgsMultiBandColorRenderer(provider, *bands)
+    setters = (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
+               renderer.setBlueContrastEnhancement)
+    for band, setter in zip(bands, setters):
+        lo, hi = provider.cumulativeCut(band, CUT[0], CUT[1], layer.extent(), 250000)
+        ce = QgsContrastEnhancement(provider.dataType(band))
+        ce.setContrastEnhancementAlgorithm(
+            QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum, False)
+        ce.setMinimumValue(lo)
+        ce.setMaximumValue(hi if hi > lo else lo + 1)
+        setter(ce)
+    return renderer
 
 
 def apply_raster_style(layer: QgsRasterLayer, names, colors) -> None:
@@ -39,56 +113,143 @@ def apply_vector_style(layer: QgsVectorLayer, names, colors) -> None:
     layer.triggerRepaint()
 
 
+def class_style(names, colors) -> Callable:
+    """The class style of a raster or vector layer (paletted raster, outlined polygons), as one function."""
+    def apply(layer):
+        if isinstance(layer, QgsRasterLayer):
+            apply_raster_style(layer, names, colors)
+        elif isinstance(layer, QgsVectorLayer):
+            apply_vector_style(layer, names, colors)
+    return apply
+
+
+# ------------------------------------------------------------------------------------------ default styles
+def file_of(dest: str) -> Optional[str]:
+    """The file of a destination (``/x/p.gpkg|layername=p`` -> ``/x/p.gpkg``), or None for a memory or database
+    layer."""
+    import os
+    path = (dest or "").split("|")[0]
+    return path if path and os.path.isabs(path) and os.path.isfile(path) else None
+
+
+def save_default_style(dest: str, apply: Callable, raster: bool, what: str) -> List[str]:
+    """Open the file of ``dest``, style it with ``apply`` and save that as its default style: ``<file>.qml``, or
+    the GeoPackage's ``layer_styles`` table. Writers must be closed first (an open GeoPackage writer locks the
+    file). Returns warnings (empty when all went well; nothing for memory or database layers)."""
+    if not file_of(dest):
+        return []
+    layer = QgsRasterLayer(dest, what, "gdal") if raster else QgsVectorLayer(dest, what, "ogr")
+    if not layer.isValid():
+        return [f"{what} style not saved: {dest} could not be opened"]
+    apply(layer)
+    if not raster and file_of(dest).lower().endswith(".gpkg"):
+        err = layer.saveStyleToDatabase("default", f"k-textures {what}", True, "")
+        return [f"{what} style not saved in {dest}: {err}"] if err else []
+    msg, ok = layer.saveDefaultStyle()
+    return [] if ok else [f"{what} style not saved: {msg}"]
+
+
 def save_default_styles(raster_path: str, vector_path: str, names: List[str], colors: List[str]) -> List[str]:
-    """Write the default style of the outputs: ``<raster>.qml``; the GeoPackage's ``layer_styles`` table
-    (other vector formats: ``<vector>.qml``). Returns warnings (empty when all went well)."""
-    warnings = []
-    if raster_path:
-        rl = QgsRasterLayer(raster_path, "classes", "gdal")
-        if rl.isValid():
-            apply_raster_style(rl, names, colors)
-            msg, ok = rl.saveDefaultStyle()
-            if not ok:
-                warnings.append(f"raster style not saved: {msg}")
-    if vector_path:
-        vl = QgsVectorLayer(vector_path, "polygons", "ogr")
-        if vl.isValid():
-            apply_vector_style(vl, names, colors)
-            if vector_path.lower().endswith(".gpkg"):
-                err = vl.saveStyleToDatabase("default", "k-textures classes", True, "")
-                if err:
-                    warnings.append(f"vector style not saved: {err}")
-            else:
-                msg, ok = vl.saveDefaultStyle()
-                if not ok:
-                    warnings.append(f"vector style not saved: {msg}")
-    return warnings
+    """The default styles of a class raster and its polygons. Returns warnings (empty when all went well)."""
+    apply = class_style(names, colors)
+    return ((save_default_style(raster_path, apply, True, "raster") if raster_path else [])
+            + (save_default_style(vector_path, apply, False, "vector") if vector_path else []))
 
 
-class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Applies the class colours and names to a raster or vector output when QGIS loads it."""
+def save_sample_style(dest: str, names: Sequence[str], colors: Sequence[str], polygons: bool) -> List[str]:
+    """The default style of sample points or chip footprints (:func:`sample_renderer`)."""
+    if not names:
+        return []
+
+    def apply(layer):
+        layer.setRenderer(sample_renderer(names, colors, polygons))
+    return save_default_style(dest, apply, False, "footprints" if polygons else "samples")
+
+
+# ------------------------------------------------------------------------------------------ on loading
+#: layer id -> (run, rank) of the layers styled by :class:`StylePostProcessor`
+_ORDER: Dict[str, Tuple[int, int]] = {}
+
+
+def arrange(layer, run: int, rank: int, project=None) -> None:
+    """Put ``layer`` in reading order (by ``rank``, highest on top) among the layers of the same ``run`` in its
+    layer-tree group; the other layers keep their places."""
+    _ORDER[layer.id()] = (run, rank)
+    project = project or layer.project()
+    node = project.layerTreeRoot().findLayer(layer.id()) if project is not None else None
+    if node is None:
+        return
+    parent = node.parent()
+    ours = [(i, c) for i, c in enumerate(parent.children()) if isinstance(c, QgsLayerTreeLayer)
+            and _ORDER.get(c.layerId(), (None,))[0] == run]
+    wanted = sorted((c for _, c in ours), key=lambda c: -_ORDER[c.layerId()][1])
+    if [c.layerId() for _, c in ours] == [c.layerId() for c in wanted]:
+        return
+    clones = [c.clone() for c in wanted]
+    # clones in first (from the bottom, so the slots above keep their indices), then the originals out: a layer
+    # whose last tree node goes would be removed from the project
+    for (i, _), clone in reversed(list(zip(ours, clones))):
+        parent.insertChildNode(i, clone)
+    for _, c in ours:
+        parent.removeChildNode(c)
+
+
+class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Styles a layer when QGIS loads it (``apply(layer)``), then puts it in reading order (:func:`arrange`)."""
 
     _keep = []  # Python references: only the C++ side is owned by the context
 
-    def __init__(self, names, colors):
+    def __init__(self, apply: Callable, run: int, rank: Optional[Callable] = None):
         super().__init__()
-        self.names, self.colors = list(names), list(colors)
+        self.apply, self.run, self.rank = apply, run, rank
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        if isinstance(layer, QgsRasterLayer):
-            apply_raster_style(layer, self.names, self.colors)
-        elif isinstance(layer, QgsVectorLayer):
-            apply_vector_style(layer, self.names, self.colors)
+        if layer is None or not layer.isValid():
+            return
+        self.apply(layer)
+        if self.rank is not None:
+            arrange(layer, self.run, self.rank(layer), context.project())
 
-    @classmethod
-    def create(cls, names, colors):
-        pp = cls(names, colors)
-        cls._keep.append(pp)
-        return pp
+
+def attach(context, dest: str, apply: Callable, rank: Optional[Callable] = None) -> None:
+    """Style ``dest`` with ``apply`` when it is loaded on completion (GUI, batch, runAndLoadResults) and order it
+    by ``rank(layer)`` among the layers of this run (this ``context``)."""
+    if dest and context.willLoadLayerOnCompletion(dest):
+        pp = StylePostProcessor(apply, id(context), rank)
+        StylePostProcessor._keep.append(pp)
+        context.layerToLoadOnCompletionDetails(dest).setPostProcessor(pp)
+
+
+def _class_rank(layer) -> int:
+    return CLASSES if isinstance(layer, QgsRasterLayer) else POLYGONS
 
 
 def attach_style(context, layer_id_or_path: str, names, colors) -> None:
-    """Style ``layer_id_or_path`` when it is loaded on completion (GUI, runAndLoadResults)."""
-    if layer_id_or_path and context.willLoadLayerOnCompletion(layer_id_or_path):
-        context.layerToLoadOnCompletionDetails(layer_id_or_path).setPostProcessor(
-            ClassStylePostProcessor.create(names, colors))
+    """The class style (raster or polygons) on loading."""
+    attach(context, layer_id_or_path, class_style(names, colors), _class_rank)
+
+
+def attach_sample_style(context, dest: str, names, colors, polygons: bool) -> None:
+    """The sample style (points or chip footprints) on loading."""
+    def apply(layer):
+        if isinstance(layer, QgsVectorLayer):
+            layer.setRenderer(sample_renderer(names, colors, polygons))
+            layer.triggerRepaint()
+    attach(context, dest, apply, lambda _layer: FOOTPRINTS if polygons else POINTS)
+
+
+def style_simulation(context, path: str, channel_names: Sequence[str], feedback=None) -> None:
+    """The true-colour style of the simulated image: written as its default style and applied on loading
+    (below the class raster); nothing when the model has no red, green and blue channels."""
+    bands = rgb_bands(channel_names)
+    if not bands or not path:
+        return
+
+    def apply(layer):
+        if isinstance(layer, QgsRasterLayer):
+            layer.setRenderer(true_colour_renderer(layer, bands))
+            layer.triggerRepaint()
+    for w in save_default_style(path, apply, True, "OUTPUT_SIMULATION"):
+        if feedback is not None:
+            feedback.pushWarning(w)
+    attach(context, path, apply, lambda _layer: SIMULATION)

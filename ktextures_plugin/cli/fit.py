@@ -19,6 +19,21 @@ class _Parser(Parser):
         raise SystemExit(2)
 
 
+def _add_context_options(p) -> None:
+    """The context variant's warm start, anchor and smoothing beta (docs/method.md §3.3)."""
+    from ..training.defaults import DEFAULT_ANCHOR, DEFAULT_SMOOTHING_BETA, DEFAULT_WARM_START, WARM_STARTS
+
+    p.add_argument("--warm-start", choices=list(WARM_STARTS), default=DEFAULT_WARM_START,
+                   help="context variant: k-means on the bands alone ('pixel') or on the bands and their smoothed "
+                        f"copies ('context') as the starting partition (default {DEFAULT_WARM_START})")
+    p.add_argument("--anchor", type=float, default=DEFAULT_ANCHOR,
+                   help="context variant: weight of the cross-entropy to the warm-start partition smoothed by the "
+                        f"Potts step (default {DEFAULT_ANCHOR:g}; 0 = off)")
+    p.add_argument("--smoothing-beta", type=float, default=DEFAULT_SMOOTHING_BETA,
+                   help="context variant: Potts weight of the anchor's target and the model's "
+                        f"ktextures.smoothing_beta for segment's smoothing step (default {DEFAULT_SMOOTHING_BETA:g})")
+
+
 def build_parser():
     from ..training.defaults import (
         DEFAULT_BATCH,
@@ -40,8 +55,10 @@ def build_parser():
                    help="1-based band numbers of IMAGE in the order red,green,blue,NIR, e.g. 3,2,1,4")
     p.add_argument("--k", type=int_range(2, 128), required=True, help="number of classes (2..128)")
     p.add_argument("--out", required=True, help="ONNX model to write")
-    p.add_argument("--steps", type=int_range(1), default=DEFAULT_STEPS,
-                   help=f"training steps (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int_range(0), default=DEFAULT_STEPS,
+                   help=f"training steps, at most (default {DEFAULT_STEPS}; the mask training stops early when the "
+                        "loss stops improving; 0 = the context variant's k-means warm start alone, textures "
+                        "untrained)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed = same model)")
     p.add_argument("--retries", type=int_range(0, 10), default=DEFAULT_RETRIES,
                    help="when a class stays unused, fit again with the next seed up to this many times and keep "
@@ -53,6 +70,7 @@ def build_parser():
     p.add_argument("--continuity", type=float, default=DEFAULT_CONTINUITY,
                    help="weight of the spatial-continuity term on the class probabilities (context and spatial "
                         f"variants; default {DEFAULT_CONTINUITY:g})")
+    _add_context_options(p)
     p.add_argument("--features", default="random",
                    help="loss features: 'random' (seeded random CNN), 'ae' or 'ae:STEPS' (a 4-band "
                         "auto-encoder trained on this raster first), 'vgg16:PATH' (torchvision VGG16 "
@@ -91,7 +109,8 @@ def main(argv=None) -> int:
                       variant=args.variant, features=args.features, tile_size=args.tile_size,
                       batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
                       threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width,
-                      retries=args.retries, continuity=args.continuity,
+                      retries=args.retries, continuity=args.continuity, warm_start=args.warm_start,
+                      anchor=args.anchor, smoothing_beta=args.smoothing_beta,
                       log=lambda m: print(f"note: {m}", file=sys.stderr))
     except CoreError as exc:  # the message comes from front_end; this adds the option to change
         msg = str(exc.args[0]) if exc.args else ""

@@ -10,10 +10,18 @@ PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
          "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata",
-         "min_segment_px": "--min-segment-px", "tile_size": "--tile-size"}
+         "extent": "--extent", "smoothing": "--smoothing", "min_segment_px": "--min-segment-px",
+         "tile_size": "--tile-size"}
+#: SegmentOptions field -> the option that sets it (tests/test_core_segment.py compares it with the QGIS one;
+#: ``window`` is for scripts, which give pixel windows)
+OPTIONS = {"bands": "--bands", "scaling": "--scaling", "extra_nodata": "--nodata", "extent": "--extent",
+           "tile_size": "--tile-size", "min_segment_px": "--min-segment-px", "simulation_path": "--simulation",
+           "threads": "--threads", "palette": "--palette", "class_names": "--class-names",
+           "smoothing": "--smoothing"}
 
 
 def build_parser():
+    from ..core.classraster import PALETTES
     p = Parser(prog=PROG,
                                 description="Segment a raster into k texture classes with a k-textures ONNX model.")
     p.add_argument("image", help="input raster (any GDAL format)")
@@ -29,6 +37,16 @@ def build_parser():
                    help="GDAL sieve threshold in pixels (0 = off)")
     p.add_argument("--tile-size", type=int_range(32, 8192), default=512, help="tile side in pixels (default 512)")
     p.add_argument("--simulation", default=None, help="also write the simulated image (Float32 GeoTIFF)")
+    p.add_argument("--extent", type=_extent, default=None, metavar="XMIN,YMIN,XMAX,YMAX",
+                   help="segment only the pixels covering this extent (map units of the raster's CRS)")
+    p.add_argument("--palette", choices=PALETTES, default=PALETTES[0],
+                   help="class colours: 'true colour' (the mean colour of each class, or the model's own) or "
+                        "'qualitative' (Tableau 10)")
+    p.add_argument("--class-names", default=None,
+                   help="k comma-separated class names in class order 1..k (default: the model's)")
+    p.add_argument("--smoothing", type=_beta, default=None, metavar="BETA",
+                   help="Potts smoothing of the model's class scores (beta per disagreeing neighbour; 0 = off; "
+                        "default: the model's recommendation, else 0); needs a model with a 'scores' output")
     p.add_argument("--report", default=None, help="also write the per-class area table (CSV)")
     p.add_argument("--html", default=None,
                    help="also write the HTML report (class colours, true-colour images, textures, area chart)")
@@ -43,9 +61,41 @@ def build_parser():
     return p
 
 
+def _extent(text: str):
+    import argparse
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or values[0] >= values[2] or values[1] >= values[3]:
+        raise argparse.ArgumentTypeError(f"give XMIN,YMIN,XMAX,YMAX with XMIN < XMAX and YMIN < YMAX, got {text!r}")
+    return values
+
+
+def _beta(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 = off), got {text!r}")
+    return value
+
+
+def segment_options(args):
+    """The :class:`~ktextures_plugin.core.segment.SegmentOptions` of the parsed command line (:data:`OPTIONS`)."""
+    from ..core.segment import SegmentOptions
+    return SegmentOptions(bands=args.bands, scaling=args.scaling, extra_nodata=args.nodata, extent=args.extent,
+                          tile_size=args.tile_size, min_segment_px=args.min_segment_px,
+                          simulation_path=args.simulation, threads=args.threads, palette=args.palette,
+                          class_names=args.class_names, smoothing=args.smoothing)
+
+
 @front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from ..core.feedback import Feedback
     from ..core.segment import segment_raster
     from ..core.vectorize import polygonize
 
@@ -66,16 +116,13 @@ def main(argv=None) -> int:
             bar.n = pct
             bar.refresh()
 
+    feedback = Feedback(progress=progress, info=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
+                        warning=lambda m: print(f"warning: {m}", file=sys.stderr))
     try:
         if args.dask is not None:
-            return _dask(args, model, progress, bar)
+            return _dask(args, model, feedback, bar)
         with input_view(args.image, args.ignore_mask_bands) as image:
-            res = segment_raster(image, model, args.out, bands=args.bands, scaling=args.scaling,
-                                 extra_nodata=args.nodata, tile_size=args.tile_size,
-                                 min_segment_px=args.min_segment_px, simulation_path=args.simulation,
-                                 threads=args.threads, progress=progress,
-                                 log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
-                                 warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+            res = segment_raster(image, model, args.out, segment_options(args), feedback)
         if args.vector:
             try:
                 n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
@@ -143,26 +190,20 @@ def _remove(paths):
                 os.remove(p)
 
 
-def _dask(args, model, progress, bar) -> int:
+def _dask(args, model, feedback, bar) -> int:
     """``--dask``: the same job on a Dask cluster (cli/distributed.py); same outputs and report."""
     from ..core.vectorize import polygonize
     from .distributed import segment_dask
 
-    if args.simulation:
-        print("error: --simulation is not available with --dask; run without --dask", file=sys.stderr)
-        return 2
     if args.ignore_mask_bands:  # the in-memory view of the input does not reach the workers' processes
         print("error: --ignore-mask-bands is not available with --dask; run without --dask", file=sys.stderr)
         return 2
+
     try:
-        res = segment_dask(args.image, model, args.out, address=args.dask or None, n_workers=args.dask_workers,
-                           bands=args.bands, scaling=args.scaling, extra_nodata=args.nodata,
-                           tile_size=args.tile_size, min_segment_px=args.min_segment_px,
-                           threads=args.threads or 1, progress=progress,
-                           log=(lambda m: print(m, file=sys.stderr)) if not args.quiet else None,
-                           warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        res = segment_dask(args.image, model, args.out, segment_options(args), feedback, address=args.dask or None,
+                           n_workers=args.dask_workers)
         if args.vector:  # from the final raster: no seams to dissolve
-            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
+            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=feedback.progress)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
     finally:  # errors and Ctrl-C (the Dask tasks are cancelled): one line on stderr (front_end)
         if bar is not None:

@@ -9,5 +9,6 @@ The segment pipeline, one module a step: :mod:`.bands` (which bands feed the mod
 to the model's range, range warnings), :mod:`.tiling` (the tile grid, :class:`.tiling.Window`), :mod:`.tileio`
 (reader and writer threads), :mod:`.inference` (onnxruntime sessions, strips, :func:`.inference.classify_tile`),
 :mod:`.classraster` (the class raster, palette, partial files), :mod:`.sieve`, :mod:`.classstats` (counts and
-areas), :mod:`.vectorize` (polygons); :mod:`.segment` runs them in order. :mod:`.errors` holds every error type.
+areas), :mod:`.vectorize` (polygons); :mod:`.segment` runs them in order. :mod:`.errors` holds every error type;
+:mod:`.outputs` checks output paths against the files a run reads, :mod:`.atomic` writes every output atomically.
 """

@@ -215,11 +215,13 @@ def write_palette_to_file(path: str, class_names: Sequence[str], colors: Sequenc
     Class rasters get their palette only after every pixel is written and the dataset is closed: a
     GeoTIFF refuses to change its colour table tags once GDAL has flushed blocks to disk.
     """
-    ds = gdal.Open(path, gdal.GA_Update)
+    out = atomic.Partial(path, path, gdal.Open(path, gdal.GA_Update))
     try:
-        write_palette(ds.GetRasterBand(1), class_names, colors)
-    finally:
-        ds = None
+        write_palette(out.ds.GetRasterBand(1), class_names, colors)
+    except BaseException:
+        out.abandon()
+        raise
+    out.close()  # raises OutputError on a write error GDAL reports on close (a full disk)
 
 
 def write_palette(band: gdal.Band, class_names: Sequence[str], colors: Sequence[str]) -> None:

@@ -26,7 +26,8 @@ ogr.UseExceptions()
 VECTOR_NODATA = -2147483648
 MATCHINGS = ("hungarian", "majority")
 UNMATCHED_COLOR = "#808080"
-TABLE_COLUMNS = ["class_id", "class_name", "reference_class", "reference_name", "iou", "pixels"]
+TABLE_COLUMNS = ["class_id", "class_name", "reference_class", "reference_name", "iou", "precision", "recall", "f1",
+                 "pixels"]
 
 
 @dataclass
@@ -183,11 +184,19 @@ def class_table(scores: metrics.Scores, pred_names: Dict[int, str], ref_names: D
     of the matched reference class (None when unmatched or never scored); ``iou``: IoU of that reference
     class after relabelling the prediction with the matching (for the one-to-one Hungarian matching this is
     the IoU of this class with its reference class; the mean over distinct reference classes is the
-    mIoU), 0 for unmatched reference classes; ``pixels``: scored pixels of the predicted class.
+    mIoU), 0 for unmatched reference classes; ``precision``, ``recall``, ``f1`` of that reference class after the
+    same relabelling (:func:`metrics.precision_recall_kappa`); ``pixels``: scored pixels of the predicted class.
     """
     t = scores.table
     mapping = mapping_for(scores, matching)
     iou = scores.iou_hungarian if matching == "hungarian" else scores.iou_majority
+    prec, rec, f1, _ = metrics.precision_recall_kappa(t, mapping)
+
+    def quality(j):
+        if j < 0:
+            return {"iou": None, "precision": None, "recall": None, "f1": None}
+        return {"iou": float(iou[j]), "precision": float(prec[j]), "recall": float(rec[j]), "f1": float(f1[j])}
+
     row_of = {int(v): i for i, v in enumerate(t.pred_labels)}
     ids = sorted(set(int(v) for v in pred_names) | set(row_of))
     rows = []
@@ -198,13 +207,12 @@ def class_table(scores: metrics.Scores, pred_names: Dict[int, str], ref_names: D
         rows.append({"class_id": cid, "class_name": pred_names.get(cid, f"class {cid}"),
                      "reference_class": ref,
                      "reference_name": ref_names.get(ref, f"class {ref}") if ref is not None else None,
-                     "iou": float(iou[j]) if j >= 0 else None,
-                     "pixels": int(t.counts[i].sum()) if i is not None else 0})
+                     **quality(j), "pixels": int(t.counts[i].sum()) if i is not None else 0})
     matched = set(int(j) for j in mapping if j >= 0)
     for j, ref in enumerate(t.ref_labels.tolist()):
         if j not in matched:
             rows.append({"class_id": None, "class_name": None, "reference_class": int(ref),
-                         "reference_name": ref_names.get(int(ref), f"class {ref}"), "iou": float(iou[j]),
+                         "reference_name": ref_names.get(int(ref), f"class {ref}"), **quality(j),
                          "pixels": 0})
     return rows
 
@@ -300,12 +308,15 @@ def _relabelling(scores: metrics.Scores, matching: str, ref_names, ref_colors, p
 def evaluate(pred_path: str, *, reference: Optional[str] = None, ref_nodata: Optional[float] = 0,
              vector: Optional[str] = None, vector_layer: Optional[str] = None, field_name: Optional[str] = None,
              name_field: Optional[str] = None, matching: str = "hungarian", table_path: Optional[str] = None,
-             raster_path: Optional[str] = None) -> Evaluation:
+             raster_path: Optional[str] = None, image: Optional[str] = None,
+             bands: Optional[List[int]] = None) -> Evaluation:
     """Score ``pred_path`` against a reference raster (``reference``) or polygons (``vector`` +
     ``field_name``, rasterised onto the class raster's grid into a temporary file; pixels outside every
     polygon are unlabelled). Reference pixels equal to ``ref_nodata`` (0; None = none) are unlabelled in
     both cases,
-    then optionally write the per-class CSV and the relabelled class raster.
+    then optionally write the per-class CSV and the relabelled class raster. With ``image`` (the image the
+    classes were made from, same grid; ``bands`` of it, default all) the downstream figures are computed too
+    (:func:`metrics.downstream_scores`).
 
     Raises:
         ValueError: both or neither reference given, grids differ, nothing scored, bad field, ...
@@ -315,7 +326,7 @@ def evaluate(pred_path: str, *, reference: Optional[str] = None, ref_nodata: Opt
     if matching not in MATCHINGS:
         raise ParameterError(f"matching must be one of {MATCHINGS}, got {matching!r}")
     outputs.check_outputs({"table": (table_path, outputs.TABLE), "raster": (raster_path, outputs.CLASS_RASTER)},
-                          {"input": pred_path, "reference": reference, "vector": vector})
+                          {"input": pred_path, "reference": reference, "vector": vector, "image": image})
     log: List[str] = []
     tmpdir = None
     try:
@@ -333,7 +344,10 @@ def evaluate(pred_path: str, *, reference: Optional[str] = None, ref_nodata: Opt
             ref_path, nodata = reference, ref_nodata
             names, colors = reference_palette(reference)
         s = metrics.scores(metrics.confusion_from_rasters(pred_path, ref_path, ref_nodata=nodata))
-        metrics.sample_scores(pred_path, ref_path, s, nodata)
+        drawn = metrics.interior_samples(pred_path)
+        metrics.sample_scores(pred_path, ref_path, s, nodata, drawn)
+        if image is not None:
+            metrics.downstream_scores(pred_path, ref_path, image, s, bands, nodata, drawn)
         pred_list, _ = classraster.read_palette(pred_path)
         pred_names = {i: n for i, n in enumerate(pred_list, 1)}
         rows = class_table(s, pred_names, names, matching)

@@ -30,6 +30,8 @@ REDUCED_SIDE_PX = 512
 #: Side of a true-colour chip (input pixels) and of a texture swatch (display pixels).
 CHIP_PX = 64
 SWATCH_PX = 64
+#: Colour of the line around the class's pixels on each chip (yellow: stands out on vegetation, water, soil).
+OUTLINE_RGB = (255, 230, 0)
 #: Display size of chips and swatches in the page (CSS pixels).
 THUMB_CSS_PX = 96
 
@@ -50,9 +52,11 @@ class ReportData:
             ``None`` when the model has no ``textures`` output.
         parameters: parameter name -> value as the front end shows it.
         model: a readable name of the model and its file.
-        seconds: wall time of the run (s).
+        seconds: wall time of segmenting and polygonizing (s); the report itself is written afterwards.
         execution_provider: the onnxruntime execution provider.
         notes: extra lines (warnings of the run).
+        class_raster_label: how to show the class raster instead of its path (a temporary output's path
+            disappears when QGIS closes; the front end then names the layer), or ``None``.
     """
 
     class_raster: str
@@ -69,10 +73,11 @@ class ReportData:
     seconds: float = 0.0
     execution_provider: str = ""
     notes: List[str] = field(default_factory=list)
+    class_raster_label: Optional[str] = None
 
 
 def from_segment(result, input_path: str, *, session=None, parameters: Optional[Dict[str, str]] = None,
-                 seconds: Optional[float] = None) -> ReportData:
+                 seconds: Optional[float] = None, class_raster_label: Optional[str] = None) -> ReportData:
     """The :class:`ReportData` of a ``core.segment.SegmentResult`` of ``input_path``; ``session`` (the
     run's onnxruntime session) gives the texture swatches when the model has a ``textures`` output."""
     info = result.info
@@ -89,7 +94,7 @@ def from_segment(result, input_path: str, *, session=None, parameters: Optional[
         window=tuple(result.window), textures=textures, parameters=dict(parameters or {}),
         model=f"{info.title or os.path.basename(info.path)} ({info.path})",
         seconds=result.seconds if seconds is None else seconds, execution_provider=result.execution_provider,
-        notes=list(result.warnings))
+        notes=list(result.warnings), class_raster_label=class_raster_label)
 
 
 def interior_pixels(class_raster: str, k: int, side: int = REDUCED_SIDE_PX) -> List[Optional[Tuple[int, int]]]:
@@ -119,14 +124,44 @@ def interior_pixels(class_raster: str, k: int, side: int = REDUCED_SIDE_PX) -> L
     return found
 
 
-def read_chip(data: ReportData, centre: Tuple[int, int], size: int = CHIP_PX) -> np.ndarray:
-    """float32 ``(3, h, w)`` red, green, blue of the input around ``centre`` (class-raster pixel), scaled to
-    0..1 with the run's scaling, clipped to the input; nodata is NaN."""
+def chip_window(data: ReportData, centre: Tuple[int, int], size: int = CHIP_PX) -> Tuple[int, int, int, int]:
+    """``(xoff, yoff, xsize, ysize)`` in input pixels of the chip around ``centre`` (class-raster pixel), kept
+    inside the input."""
     ds = gdal.Open(data.input_path)
     try:
         x0 = int(np.clip(data.window[0] + centre[0] - size // 2, 0, max(0, ds.RasterXSize - size)))
         y0 = int(np.clip(data.window[1] + centre[1] - size // 2, 0, max(0, ds.RasterYSize - size)))
-        w, h = min(size, ds.RasterXSize), min(size, ds.RasterYSize)
+        return x0, y0, min(size, ds.RasterXSize), min(size, ds.RasterYSize)
+    finally:
+        ds = None
+
+
+def class_outline(data: ReportData, window: Tuple[int, int, int, int], class_id: int) -> np.ndarray:
+    """bool ``(h, w)`` of the chip ``window`` (input pixels): the pixels just outside class ``class_id``
+    (8-neighbours of the class that are not the class), i.e. the line drawn around the class's pixels."""
+    from scipy import ndimage
+
+    x0, y0, w, h = window
+    cx, cy = x0 - data.window[0], y0 - data.window[1]
+    ds = gdal.Open(data.class_raster)
+    try:
+        full = np.zeros((h, w), bool)
+        xa, ya = max(0, cx), max(0, cy)
+        xb, yb = min(ds.RasterXSize, cx + w), min(ds.RasterYSize, cy + h)
+        if xb > xa and yb > ya:
+            full[ya - cy:yb - cy, xa - cx:xb - cx] = ds.GetRasterBand(1).ReadAsArray(
+                xa, ya, xb - xa, yb - ya) == class_id
+    finally:
+        ds = None
+    return ndimage.binary_dilation(full, structure=np.ones((3, 3), bool)) & ~full
+
+
+def read_chip(data: ReportData, centre: Tuple[int, int], size: int = CHIP_PX) -> np.ndarray:
+    """float32 ``(3, h, w)`` red, green, blue of the input around ``centre`` (class-raster pixel), scaled to
+    0..1 with the run's scaling, clipped to the input; nodata is NaN."""
+    x0, y0, w, h = chip_window(data, centre, size)
+    ds = gdal.Open(data.input_path)
+    try:
         out = np.empty((3, h, w), np.float32)
         for i, b in enumerate(data.rgb_bands):
             band = ds.GetRasterBand(b)
@@ -213,9 +248,12 @@ def class_images(data: ReportData) -> Tuple[List[Optional[bytes]], List[Optional
     where there is none), stretched together by :func:`display_stretch`."""
     k = len(data.rows)
     chips: List[Optional[np.ndarray]] = [None] * k
+    outlines: List[Optional[np.ndarray]] = [None] * k
     if data.rgb_bands:
         for i, centre in enumerate(interior_pixels(data.class_raster, k)):
-            chips[i] = read_chip(data, centre) if centre is not None else None
+            if centre is not None:
+                chips[i] = read_chip(data, centre)
+                outlines[i] = class_outline(data, chip_window(data, centre), int(data.rows[i]["class_id"]))
     swatches: List[Optional[np.ndarray]] = [None] * k
     if data.textures is not None:
         for i in range(min(k, len(data.textures))):
@@ -227,10 +265,15 @@ def class_images(data: ReportData) -> Tuple[List[Optional[bytes]], List[Optional
         return [None] * k, [None] * k
     lo, hi = display_stretch(shown)
 
-    def enc(a):
-        return png_bytes(to_rgb8(a, lo, hi), scale=2) if a is not None else None
+    def enc(a, outline=None):
+        if a is None:
+            return None
+        rgb8 = to_rgb8(a, lo, hi)
+        if outline is not None:
+            rgb8[:, outline] = np.array(OUTLINE_RGB, np.uint8)[:, None]
+        return png_bytes(rgb8, scale=2)
 
-    return [enc(a) for a in chips], [enc(a) for a in swatches]
+    return [enc(a, o) for a, o in zip(chips, outlines)], [enc(a) for a in swatches]
 
 
 def _img(png: Optional[bytes], alt: str) -> str:
@@ -278,17 +321,23 @@ def render_html(data: ReportData) -> str:
         "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
         f"<title>k-textures: {e(os.path.basename(data.class_raster))}</title><style>{_STYLE}</style></head><body>",
         f"<h1>k-textures segmentation: {len(data.rows)} classes</h1>",
-        f"<p>Class raster: <code>{e(data.class_raster)}</code><br>Input: <code>{e(data.input_path)}</code><br>"
-        f"Model: {e(data.model)}<br>Run time: {data.seconds:.1f} s ({e(data.execution_provider)}); "
+        f"<p>Class raster: {e(data.class_raster_label) if data.class_raster_label else _code(data.class_raster)}"
+        f"<br>Input: <code>{e(data.input_path)}</code><br>"
+        f"Model: {e(data.model)}<br>Segmenting and polygonizing: {data.seconds:.1f} s ({e(data.execution_provider)}); "
         f"classified area {total_ha:,.2f} ha.</p>",
         "<h2>Classes</h2>", class_table_html(data, chips, swatches),
-        "<p>Image: the input in true colour around the pixel farthest from its class's edge. Model texture: "
+        "<p>Image: the input in true colour around the pixel farthest from its class's edge; the yellow line "
+        "runs around the class's pixels. Model texture: "
         "the class's texture as the model simulates it. Both use one colour stretch.</p>",
         "<h2>Area per class</h2>",
         _img_chart(chart),
         f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "",
         f"<h2>Parameters</h2><table>{params}</table>", "</body></html>"]
     return "\n".join(p for p in parts if p)
+
+
+def _code(text: str) -> str:
+    return f"<code>{html.escape(text)}</code>"
 
 
 def _img_chart(png: Optional[bytes]) -> str:

@@ -14,8 +14,18 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .errors import ModelError
-from .modelinfo import INPUT_NAME, K_HALO, OUTPUT_CLASS, OUTPUT_TEXTURES, ModelInfo, check_classes, info_from_session
+from .modelinfo import (
+    INPUT_NAME,
+    K_HALO,
+    OUTPUT_CLASS,
+    OUTPUT_SCORES,
+    OUTPUT_TEXTURES,
+    ModelInfo,
+    check_classes,
+    info_from_session,
+)
 from .runtime import require_onnxruntime
+from .smoothing import DEFAULT_SWEEPS, icm_potts
 
 
 def choose_providers(available: List[str], prefer_gpu: bool = True) -> List[str]:
@@ -195,17 +205,25 @@ def infer_classes(session, x: np.ndarray, halo_px: int, chunk_px: int = INFER_CH
     Returns:
         (H,W) integer class indices 0..k-1 as the model returns them.
     """
+    return infer_output(session, x, halo_px, chunk_px, OUTPUT_CLASS)[0]
+
+
+def infer_output(session, x: np.ndarray, halo_px: int, chunk_px: int = INFER_CHUNK_PX,
+                 name: str = OUTPUT_CLASS) -> np.ndarray:
+    """The model's output ``name`` (``class`` or ``scores``) on one scaled tile ``x`` (C,H,W) float32, in row
+    strips as :func:`infer_classes` runs them; returns the ``(n, H, W)`` output of the single image (n = 1 for
+    ``class``, k for ``scores``)."""
     c, h, w = x.shape
     rows = max(1, int(chunk_px) // max(1, w), 4 * int(halo_px))
     if rows >= h:
-        return session.run([OUTPUT_CLASS], {INPUT_NAME: x[None]})[0][0, 0]
+        return session.run([name], {INPUT_NAME: x[None]})[0][0]
     out = None
     for r in range(0, h, rows):
         a, b = max(0, r - halo_px), min(h, r + rows + halo_px)
-        part = session.run([OUTPUT_CLASS], {INPUT_NAME: np.ascontiguousarray(x[None, :, a:b])})[0][0, 0]
+        part = session.run([name], {INPUT_NAME: np.ascontiguousarray(x[None, :, a:b])})[0][0]
         if out is None:
-            out = np.empty((h, w), part.dtype)
-        out[r:min(h, r + rows)] = part[r - a:r - a + min(rows, h - r)]
+            out = np.empty((part.shape[0], h, w), part.dtype)
+        out[:, r:min(h, r + rows)] = part[:, r - a:r - a + min(rows, h - r)]
     return out
 
 
@@ -221,17 +239,31 @@ class TileModel:
         info: the model's metadata (k, halo, nodata fill, channel names).
         chunk_px: pixels per onnxruntime call (:func:`chunk_px_for`).
         rgb_idx: the model channels of red, green and blue, -1 where the model has none.
+        smoothing: Potts weight beta of the smoothing step (:func:`.smoothing.icm_potts` on the costs
+            ``-scores``); 0 = off (the ``class`` output is used).
+        sweeps: ICM sweeps of the smoothing step (0 when it is off).
     """
 
     info: ModelInfo
     chunk_px: int
     rgb_idx: Tuple[int, int, int]
+    smoothing: float = 0.0
+    sweeps: int = 0
 
     @classmethod
-    def of(cls, info: ModelInfo) -> "TileModel":
-        """The tile model of ``info``, with its strip size and true-colour channels."""
+    def of(cls, info: ModelInfo, smoothing: float = 0.0) -> "TileModel":
+        """The tile model of ``info``, with its strip size and true-colour channels; ``smoothing`` > 0 turns the
+        smoothing step on (the model must have a ``scores`` output)."""
         rgb = tuple(info.channel_names.index(n) if n in info.channel_names else -1 for n in ("red", "green", "blue"))
-        return cls(info=info, chunk_px=chunk_px_for(info), rgb_idx=rgb)
+        beta = float(smoothing) if smoothing and OUTPUT_SCORES in info.outputs else 0.0
+        return cls(info=info, chunk_px=chunk_px_for(info), rgb_idx=rgb, smoothing=beta,
+                   sweeps=DEFAULT_SWEEPS if beta > 0 else 0)
+
+    @property
+    def read_halo(self) -> int:
+        """Pixels read around each tile core: the model's halo plus one per ICM sweep, so that the tiled result
+        equals the whole-raster one (:mod:`.smoothing`)."""
+        return self.info.halo_px + self.sweeps
 
     @property
     def label_dtype(self):
@@ -261,7 +293,8 @@ class TileClasses:
 
 
 def classify_tile(session, model: TileModel, tile, data: np.ndarray, valid: np.ndarray) -> TileClasses:
-    """Classify one tile: the model on the scaled read window, cropped to the core, nodata kept as 0.
+    """Classify one tile: the model on the scaled read window, cropped to the core, nodata kept as 0
+    (:func:`infer_tile`, then :func:`finish_tile`).
 
     Args:
         session: an onnxruntime session on the model.
@@ -272,21 +305,48 @@ def classify_tile(session, model: TileModel, tile, data: np.ndarray, valid: np.n
         valid: bool ``(h, w)``.
 
     Raises:
-        ModelError: the model returned a class outside ``0..k-1`` (``modelinfo.check_classes``).
+        ModelError: the model returned a class outside ``0..k-1``, or ``scores`` for another number of classes.
     """
+    return finish_tile(model, tile, data, valid, infer_tile(session, model, tile, data, valid))
+
+
+def infer_tile(session, model: TileModel, tile, data: np.ndarray, valid: np.ndarray) -> Optional[np.ndarray]:
+    """The onnxruntime part of :func:`classify_tile`: ``None`` when the core has no valid pixel, else the
+    ``class`` output (H, W) of the read window, or with smoothing on the costs ``-scores`` (k, H, W) float32.
+    Fills the invalid pixels of ``data`` with the model's ``nodata_fill``.
+
+    Raises:
+        ModelError: a class outside ``0..k-1``, or ``scores`` with another number of classes than k.
+    """
+    if not valid[tile.core_in_read.slices()].any():
+        return None
+    if not valid.all():
+        data[:, ~valid] = model.info.nodata_fill
+    if model.smoothing <= 0:
+        cls = infer_classes(session, data, model.info.halo_px, model.chunk_px)
+        check_classes(cls, model.info)  # a model outside the contract never writes a wrong class
+        return cls
+    costs = np.asarray(infer_output(session, data, model.info.halo_px, model.chunk_px, OUTPUT_SCORES), np.float32)
+    if costs.shape[0] != model.info.num_classes:
+        raise ModelError(f"{model.info.path}: the '{OUTPUT_SCORES}' output has {costs.shape[0]} classes but the "
+                         f"metadata says k = {model.info.num_classes}. Fix the metadata or re-export the model.")
+    return np.negative(costs, out=costs)
+
+
+def finish_tile(model: TileModel, tile, data: np.ndarray, valid: np.ndarray, raw: Optional[np.ndarray]) -> TileClasses:
+    """The numpy part of :func:`classify_tile` on the output of :func:`infer_tile`: the smoothing step when on
+    (:func:`.smoothing.icm_potts` on the whole read window), then the core's labels, counts and colour sums. Runs
+    in any thread (it only reads ``data``)."""
     k = model.info.num_classes
     core = tile.core_in_read.slices()
     cvalid = valid[core]
     tc = TileClasses(np.zeros(cvalid.shape, model.label_dtype), None, cvalid, 0,
                      np.zeros(k, np.int64), np.zeros((k, 3), np.float64))
-    if not cvalid.any():
+    if raw is None:
         return tc
     full = bool(valid.all())
     tc.n_valid = cvalid.size if full else int(cvalid.sum())
-    if not full:
-        data[:, ~valid] = model.info.nodata_fill
-    tc.cls = infer_classes(session, data, model.info.halo_px, model.chunk_px)[core]
-    check_classes(tc.cls, model.info)  # a model outside the contract never writes a wrong class
+    tc.cls = _smoothed_core(model, tile, raw, valid, full) if raw.ndim == 3 else raw[core]
     if full:  # no boolean indexing on tiles without nodata (most of them)
         np.add(tc.cls, 1, out=tc.labels, casting="unsafe")
     else:
@@ -294,6 +354,18 @@ def classify_tile(session, model: TileModel, tile, data: np.ndarray, valid: np.n
     if min(model.rgb_idx) >= 0:
         _add_colors(tc, data[(slice(None),) + core], model.rgb_idx)
     return tc
+
+
+def _smoothed_core(model: TileModel, tile, costs: np.ndarray, valid: np.ndarray, full: bool) -> np.ndarray:
+    """The core's classes by :func:`.smoothing.icm_potts` on the costs of the core plus ``model.sweeps`` pixels
+    around it (what the core's labels depend on; the model's own halo band is left out)."""
+    cx, cy, tw, th = tile.core_in_read
+    s = model.sweeps
+    ya, yb = max(0, cy - s), min(costs.shape[1], cy + th + s)
+    xa, xb = max(0, cx - s), min(costs.shape[2], cx + tw + s)
+    sub = np.ascontiguousarray(costs[:, ya:yb, xa:xb])
+    cls = icm_potts(sub, model.smoothing, s, None if full else valid[ya:yb, xa:xb])
+    return cls[cy - ya:cy - ya + th, cx - xa:cx - xa + tw]
 
 
 def _add_colors(tc: TileClasses, x: np.ndarray, rgb_idx) -> None:

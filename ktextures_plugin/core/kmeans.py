@@ -16,6 +16,11 @@ mean before smoothing). Output: Byte/UInt16 GeoTIFF, 0 = nodata, classes 1..k na
 table = mean true colour of each cluster when the first three bands are red, green, blue (``rgb``), else a
 qualitative palette; written to a partial file renamed on success (``classraster.finish``), removed on error
 or cancel.
+
+``smoothing`` = beta > 0 adds the Potts/ICM step of :mod:`.smoothing` (8 neighbours, :data:`.smoothing.
+DEFAULT_SWEEPS` synchronous sweeps) on the unary costs = squared distance of each scaled pixel to each centre
+(:func:`.smoothing.squared_distance_costs`): k-means followed by a Potts MRF. Row windows are then read with a
+halo of one row per sweep, so the result equals smoothing the whole raster at once.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from osgeo import gdal
 from . import classraster, outputs, raster
 from .bands import parse_bands
 from .errors import Canceled, ParameterError, Progress, RasterError
+from .smoothing import DEFAULT_SWEEPS, icm_potts, squared_distance_costs
 
 gdal.UseExceptions()
 
@@ -169,7 +175,7 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
                   rgb: Optional[Sequence[int]] = (0, 1, 2), window_pixels: int = 1_000_000,
                   progress: Optional[Progress] = None, is_canceled: Optional[Callable[[], bool]] = None,
                   log: Optional[Callable[[str], None]] = None, scaling: str = "zscore",
-                  context: bool = False) -> KMeansResult:
+                  context: bool = False, smoothing: float = 0.0) -> KMeansResult:
     """Cluster the pixels of ``input_path`` into ``k`` classes and write the class raster ``output_path``.
 
     Args:
@@ -187,19 +193,23 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         progress: ``progress(fraction, stage)``; is_canceled: polled between windows.
         scaling: ``"zscore"`` (default) or ``"stretch"`` (module docstring).
         context: add Gaussian-smoothed copies of the bands (sigma :data:`CONTEXT_SIGMAS` px) as features.
+        smoothing: Potts beta per disagreeing 8-neighbour, in squared scaled-feature units (0 = off; module
+            docstring).
 
     Raises:
         RasterError: bad band list, every pixel nodata, fewer distinct pixels than k.
         OutputError: the destination cannot be written (``outputs.OutputPathError``: checked before any work).
-        ValueError: unknown ``scaling``.
+        ValueError: unknown ``scaling``, or a negative ``smoothing``.
         Canceled: canceled; nothing is left behind.
     """
     if scaling not in SCALINGS:
         raise ParameterError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+    if not float(smoothing) >= 0:
+        raise ParameterError(f"smoothing must be >= 0 (0 = off), got {smoothing}")
     outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER)}, {"input": input_path})
     job = _Job(k=int(k), bands=bands, seed=seed, extra_nodata=extra_nodata, max_sample=max_sample, n_init=n_init,
                rgb=rgb, window_pixels=window_pixels, scaling=scaling, sigmas=CONTEXT_SIGMAS if context else (),
-               progress=progress, is_canceled=is_canceled, say=log or (lambda _m: None))
+               progress=progress, is_canceled=is_canceled, say=log or (lambda _m: None), smoothing=float(smoothing))
     with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) would fill with the output's blocks
         return _kmeans_raster(input_path, output_path, job)
 
@@ -221,6 +231,7 @@ class _Job:
     progress: Optional[Progress]
     is_canceled: Optional[Callable[[], bool]]
     say: Callable[[str], None]
+    smoothing: float = 0.0
 
 
 class _Scaler:
@@ -274,6 +285,8 @@ def _kmeans_raster(input_path: str, output_path: str, job: _Job) -> KMeansResult
         job.say(f"Bands {job.bands}; features: bands"
                 + (f" + Gaussian sigma {list(job.sigmas)} px" if job.sigmas else "") + f"; scaling '{job.scaling}'")
         job.say(f"Fitting k-means (k = {k}, seed {job.seed}, {job.n_init} restarts) on {len(x)} sampled pixels")
+        if job.smoothing > 0:
+            job.say(f"Smoothing: Potts beta {job.smoothing:g}, {DEFAULT_SWEEPS} ICM sweeps on the squared distances")
         centers = fit_centers(x, k, seed=job.seed, n_init=job.n_init)
         if job.progress:
             job.progress(0.1, "fit")
@@ -290,7 +303,6 @@ def _predict(ds, output_path: str, job: _Job, centers: np.ndarray, scaler: _Scal
     returns ``(counts, names, colors)``."""
     k, w, h = job.k, ds.RasterXSize, ds.RasterYSize
     rows = max(1, int(job.window_pixels) // max(1, w))
-    halo = context_halo(job.sigmas)
     dtype = np.uint8 if k <= 254 else np.uint16
     counts = np.zeros(k, np.int64)
     color_sum = np.zeros((k, 3), np.float64)
@@ -302,11 +314,10 @@ def _predict(ds, output_path: str, job: _Job, centers: np.ndarray, scaler: _Scal
             if job.is_canceled and job.is_canceled():
                 raise Canceled()
             n = min(rows, h - y)
-            feats, valid = _features_window(ds, job.bands, (0, y, w, n), job.sigmas, halo, job.extra_nodata)
+            feats, valid, cls = _classify_rows(ds, job, (y, n), centers, scaler)
             labels = np.zeros((n, w), dtype)
             if valid.any():
                 px = feats[:, valid]
-                cls = assign(scaler(px), centers)
                 labels[valid] = (cls + 1).astype(dtype)
                 counts += np.bincount(cls, minlength=k)
                 if job.rgb is not None:
@@ -321,6 +332,25 @@ def _predict(ds, output_path: str, job: _Job, centers: np.ndarray, scaler: _Scal
         po.close()
         classraster.write_palette_to_file(po.path, names, colors)
     return counts, names, colors
+
+
+def _classify_rows(ds, job: _Job, rows, centers: np.ndarray, scaler: _Scaler):
+    """``(features (F, n, W), valid (n, W), classes of the valid pixels (m,) int)`` of the rows ``(y, n)``: the
+    nearest centre, or with smoothing the ICM labels of the squared distances computed on the rows read with a
+    halo of :data:`.smoothing.DEFAULT_SWEEPS` rows (the whole width is read, so no column halo is needed)."""
+    y, n = rows
+    w, halo = ds.RasterXSize, context_halo(job.sigmas)
+    if job.smoothing <= 0:
+        feats, valid = _features_window(ds, job.bands, (0, y, w, n), job.sigmas, halo, job.extra_nodata)
+        return feats, valid, (assign(scaler(feats[:, valid]), centers) if valid.any() else None)
+    y0, y1 = max(0, y - DEFAULT_SWEEPS), min(ds.RasterYSize, y + n + DEFAULT_SWEEPS)
+    feats, valid = _features_window(ds, job.bands, (0, y0, w, y1 - y0), job.sigmas, halo, job.extra_nodata)
+    z = np.zeros((feats.shape[0],) + valid.shape, np.float32)
+    z[:, valid] = scaler(feats[:, valid]).T
+    cls = icm_potts(squared_distance_costs(z, centers), job.smoothing, DEFAULT_SWEEPS, valid)
+    core = slice(y - y0, y - y0 + n)
+    feats, valid = feats[:, core], valid[core]
+    return feats, valid, (cls[core][valid] if valid.any() else None)
 
 
 def _names_and_colors(job: _Job, counts: np.ndarray, color_sum: np.ndarray):

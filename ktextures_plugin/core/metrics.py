@@ -28,12 +28,22 @@ Formulas:
   are the mapped class of at least one cluster.
 * After a matching, pixel accuracy = matched pixels / scored pixels and, for each reference class j,
   IoU_j = TP_j / (TP_j + FP_j + FN_j) on the relabelled prediction; mIoU = mean IoU_j over the
-  reference classes present among the scored pixels.
+  reference classes present among the scored pixels. With the Hungarian matching also, per reference class,
+  precision_j = TP_j / (TP_j + FP_j), recall_j = TP_j / (TP_j + FN_j) and F1_j = their harmonic mean (0 when
+  TP_j = 0), and Cohen's kappa (Cohen 1960) of the relabelled prediction: (p_o - p_e) / (1 - p_e) with p_o the
+  accuracy and p_e = sum_j (predicted_j / n) (true_j / n) (pixels of unmatched clusters agree with no class).
+* Downstream figures (:func:`downstream_scores`, the analyst's end use: a supervised classifier trained on the
+  samples): the interior samples of the sample metrics, each labelled with its cluster's majority reference
+  class, train a scikit-learn random forest (:data:`FOREST_TREES` trees, ``random_state`` :data:`FOREST_SEED`)
+  on the image's band values at those points; the forest classifies the scored pixels (those labelled in the
+  reference and classified in the prediction: the same scores as classifying the whole scene), and
+  ``downstream_accuracy`` / ``downstream_miou`` are its pixel accuracy and mIoU against the reference (no
+  matching needed: the forest predicts reference classes; a class it never predicts has IoU 0).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
@@ -96,14 +106,35 @@ class Scores:
     sample_purity: float = float("nan")
     classes_reached: int = 0
     samples_scored: int = 0
+    kappa: float = float("nan")
+    precision: np.ndarray = field(default=None, repr=False)
+    recall: np.ndarray = field(default=None, repr=False)
+    f1: np.ndarray = field(default=None, repr=False)
+    downstream_accuracy: float = float("nan")
+    downstream_miou: float = float("nan")
+    downstream_samples: int = 0
 
     def as_dict(self) -> Dict[str, float]:
         """The headline figures: keys ``ari, nmi, accuracy, miou_hungarian, miou_majority, pixels,
-        sample_purity, classes_reached, samples_scored``."""
-        return {"ari": float(self.ari), "nmi": float(self.nmi), "accuracy": float(self.accuracy),
-                "miou_hungarian": float(self.miou_hungarian), "miou_majority": float(self.miou_majority),
-                "pixels": int(self.pixels), "sample_purity": float(self.sample_purity),
-                "classes_reached": int(self.classes_reached), "samples_scored": int(self.samples_scored)}
+        sample_purity, classes_reached, samples_scored, kappa, f1_macro`` and, when the downstream figures were
+        computed (:func:`downstream_scores`), ``downstream_accuracy, downstream_miou, downstream_samples``."""
+        d = {"ari": float(self.ari), "nmi": float(self.nmi), "accuracy": float(self.accuracy),
+             "miou_hungarian": float(self.miou_hungarian), "miou_majority": float(self.miou_majority),
+             "pixels": int(self.pixels), "sample_purity": float(self.sample_purity),
+             "classes_reached": int(self.classes_reached), "samples_scored": int(self.samples_scored),
+             "kappa": float(self.kappa), "f1_macro": float(np.mean(self.f1)) if self.f1 is not None else 0.0}
+        if self.downstream_samples:
+            d.update(downstream_accuracy=float(self.downstream_accuracy),
+                     downstream_miou=float(self.downstream_miou), downstream_samples=int(self.downstream_samples))
+        return d
+
+    def per_class(self) -> List[Dict]:
+        """One row per reference class (``table.ref_labels`` order), Hungarian matching: ``reference_class,
+        precision, recall, f1, iou``."""
+        return [{"reference_class": int(r), "precision": float(p), "recall": float(q), "f1": float(f),
+                 "iou": float(i)}
+                for r, p, q, f, i in zip(self.table.ref_labels, self.precision, self.recall, self.f1,
+                                         self.iou_hungarian)]
 
 
 # --------------------------------------------------------------------------------------------- table
@@ -403,6 +434,26 @@ def mapped_scores(table: Contingency, mapping: np.ndarray) -> Tuple[float, np.nd
     return float(tp.sum() / n), iou
 
 
+def precision_recall_kappa(table: Contingency, mapping: np.ndarray):
+    """``(precision, recall, f1, kappa)`` after relabelling with ``mapping`` (module docstring): three float64
+    ``(n_ref,)`` arrays per reference class (precision 0 for a class nothing was relabelled to) and Cohen's
+    kappa (NaN for an empty table; 0 when chance agreement is 1, i.e. one class only)."""
+    m = mapped_confusion(table, mapping).astype(np.float64)
+    n_ref = table.counts.shape[1]
+    n = float(table.pixels)
+    if n == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0), float("nan")
+    tp = np.diag(m[:n_ref])
+    pred_j, true_j = m[:n_ref].sum(axis=1), m.sum(axis=0)
+    precision = np.divide(tp, pred_j, out=np.zeros(n_ref), where=pred_j > 0)
+    recall = tp / true_j
+    s = precision + recall
+    f1 = np.divide(2 * precision * recall, s, out=np.zeros(n_ref), where=s > 0)
+    po, pe = tp.sum() / n, float(np.sum(pred_j * true_j)) / (n * n)
+    kappa = float((po - pe) / (1 - pe)) if pe < 1 else 0.0
+    return precision, recall, f1, kappa
+
+
 def scores(table: Contingency) -> Scores:
     """Every figure of the evaluation from one contingency table.
 
@@ -415,10 +466,12 @@ def scores(table: Contingency) -> Scores:
     hung, maj = hungarian_mapping(table), majority_mapping(table)
     acc_h, iou_h = mapped_scores(table, hung)
     acc_m, iou_m = mapped_scores(table, maj)
+    precision, recall, f1, kappa = precision_recall_kappa(table, hung)
     return Scores(table=table, ari=adjusted_rand_index(table), nmi=normalized_mutual_info(table),
                   accuracy=acc_h, miou_hungarian=float(iou_h.mean()), accuracy_majority=acc_m,
                   miou_majority=float(iou_m.mean()), pixels=table.pixels, hungarian=hung, majority=maj,
-                  iou_hungarian=iou_h, iou_majority=iou_m)
+                  iou_hungarian=iou_h, iou_majority=iou_m, kappa=kappa, precision=precision, recall=recall,
+                  f1=f1)
 
 
 #: Sample metrics: samples per class, minimum edge distance (px) and seed of ``sampling.draw_samples``.
@@ -427,22 +480,41 @@ SAMPLE_MIN_EDGE_PX = 3
 SAMPLE_SEED = 1
 
 
-def sample_scores(pred_path: str, ref_path: str, s: Scores, ref_nodata: Optional[float] = 0) -> Scores:
+#: Downstream figures: trees and seed of the random forest (scikit-learn ``RandomForestClassifier``).
+FOREST_TREES = 100
+FOREST_SEED = 0
+
+
+def interior_samples(pred_path: str):
+    """The interior samples of the sample and downstream figures: ``sampling.draw_samples`` with
+    :data:`SAMPLE_PER_CLASS` per class, edge distance >= :data:`SAMPLE_MIN_EDGE_PX` px, seed :data:`SAMPLE_SEED`
+    (a ``sampling.SampleResult``)."""
+    from .sampling import draw_samples
+
+    return draw_samples(pred_path, SAMPLE_PER_CLASS, min_edge_distance_px=SAMPLE_MIN_EDGE_PX, seed=SAMPLE_SEED)
+
+
+def _majority_classes(s: Scores) -> Dict[int, int]:
+    """Predicted label -> the reference class holding most of its scored pixels."""
+    return {int(p): int(s.table.ref_labels[j]) for p, j in zip(s.table.pred_labels, s.majority)}
+
+
+def sample_scores(pred_path: str, ref_path: str, s: Scores, ref_nodata: Optional[float] = 0,
+                  samples=None) -> Scores:
     """Add ``sample_purity``, ``classes_reached`` and ``samples_scored`` (module docstring) to ``s``.
 
     Args:
         pred_path, ref_path: the class raster and the reference on the same grid (as for ``s``).
         s: the :func:`scores` of the two rasters (its majority matching maps clusters to reference classes).
         ref_nodata: the reference's unlabelled value (also its band nodata value is unlabelled).
+        samples: the :func:`interior_samples` of ``pred_path`` (drawn here when None).
 
     Returns:
         ``s``, updated in place. ``sample_purity`` is NaN when no sample falls on a labelled pixel.
     """
-    from .sampling import draw_samples
-
-    mapped = {int(p): int(s.table.ref_labels[j]) for p, j in zip(s.table.pred_labels, s.majority)}
+    mapped = _majority_classes(s)
     s.classes_reached = len(set(mapped.values()))
-    res = draw_samples(pred_path, SAMPLE_PER_CLASS, min_edge_distance_px=SAMPLE_MIN_EDGE_PX, seed=SAMPLE_SEED)
+    res = interior_samples(pred_path) if samples is None else samples
     rds = _open(ref_path, "reference")
     try:
         band = rds.GetRasterBand(1)
@@ -461,12 +533,121 @@ def sample_scores(pred_path: str, ref_path: str, s: Scores, ref_nodata: Optional
     return s
 
 
+def band_count(path: str) -> int:
+    """Number of bands of the raster ``path``; ValueError when GDAL cannot open it."""
+    ds = _open(path, "image")
+    try:
+        return int(ds.RasterCount)
+    finally:
+        ds = None
+
+
+def _training_points(image: gdal.Dataset, bands: Sequence[int], samples, mapped: Dict[int, int]):
+    """``(X float32 (n, C), y int64 (n,))``: band values at the samples whose cluster has a majority reference
+    class and whose image pixel is valid, labelled with that class."""
+    from .raster import read_window
+
+    xs, ys = [], []
+    for sm in samples.samples:
+        label = mapped.get(int(sm.class_id))
+        if label is None:
+            continue
+        data, valid = read_window(image, bands, (sm.col, sm.row, 1, 1))
+        if valid[0, 0]:
+            xs.append(data[:, 0, 0])
+            ys.append(label)
+    return np.array(xs, np.float32).reshape(-1, len(bands)), np.array(ys, np.int64)
+
+
+def downstream_scores(pred_path: str, ref_path: str, image_path: str, s: Scores, bands: Optional[Sequence[int]] = None,
+                      ref_nodata: Optional[float] = 0, samples=None,
+                      window_pixels: int = WINDOW_PIXELS) -> Scores:
+    """Add ``downstream_accuracy``, ``downstream_miou`` and ``downstream_samples`` (module docstring) to ``s``.
+
+    Args:
+        pred_path, ref_path: the class raster and the reference (same grid), as for ``s``.
+        image_path: the image the classes were made from, on the same grid.
+        s: the :func:`scores` of the two rasters.
+        bands: 1-based bands of ``image_path`` the forest sees (default: all).
+        ref_nodata: the reference's unlabelled value.
+        samples: the :func:`interior_samples` of ``pred_path`` (drawn here when None).
+
+    Returns:
+        ``s``, updated in place; the figures stay NaN (and ``downstream_samples`` 0) when no sample can be used.
+
+    Raises:
+        ValueError: the image cannot be opened, is not on the class raster's grid, or a band is out of range.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    res = interior_samples(pred_path) if samples is None else samples
+    img, pds = _open(image_path, "image"), _open(pred_path, "class raster")
+    try:
+        check_same_grid(pds, img, "class raster", "image")
+        bands = list(bands) if bands else list(range(1, img.RasterCount + 1))
+        if not all(1 <= int(b) <= img.RasterCount for b in bands):
+            raise ParameterError(f"Image bands {bands} out of range: the image has {img.RasterCount} band(s)")
+        x, y = _training_points(img, bands, res, _majority_classes(s))
+        if len(y) == 0:
+            return s
+        forest = RandomForestClassifier(n_estimators=FOREST_TREES, random_state=FOREST_SEED)
+        forest.fit(x, y)
+        table = _forest_table(forest, img, bands, pred_path, ref_path, ref_nodata, window_pixels)
+    finally:
+        img = pds = None
+    ref_index = {int(v): j for j, v in enumerate(table.ref_labels)}
+    mapping = np.array([ref_index.get(int(p), -1) for p in table.pred_labels], np.int64)
+    acc, iou = mapped_scores(table, mapping)
+    s.downstream_accuracy, s.downstream_miou, s.downstream_samples = acc, float(iou.mean()), int(len(y))
+    return s
+
+
+def _forest_table(forest, img: gdal.Dataset, bands, pred_path: str, ref_path: str, ref_nodata,
+                  window_pixels: int) -> Contingency:
+    """Contingency table of the forest's classes against the reference over the scored pixels (labelled in the
+    reference, classified in the prediction, valid in the image), window by window."""
+    from .raster import read_window
+
+    pds, rds = _open(pred_path, "class raster"), _open(ref_path, "reference")
+    try:
+        pb, rb = pds.GetRasterBand(1), rds.GetRasterBand(1)
+        p_nd = [v for v in (0, pb.GetNoDataValue()) if v is not None]
+        r_nd = [v for v in (ref_nodata, rb.GetNoDataValue()) if v is not None]
+        w, h = pds.RasterXSize, pds.RasterYSize
+        rows = max(1, int(window_pixels) // max(1, w))
+        acc = ContingencyAccumulator()
+        for y0 in range(0, h, rows):
+            n = min(rows, h - y0)
+            p, r = pb.ReadAsArray(0, y0, w, n), rb.ReadAsArray(0, y0, w, n)
+            data, valid = read_window(img, bands, (0, y0, w, n))
+            for v in p_nd:
+                valid &= p != v
+            for v in r_nd:
+                valid &= r != v
+            if np.issubdtype(r.dtype, np.floating):
+                valid &= np.isfinite(r)
+            if valid.any():
+                acc.add(forest.predict(data[:, valid].T), r[valid])
+        return acc.table()
+    finally:
+        pds = rds = None
+
+
 def evaluate_rasters(pred_path: str, ref_path: str, ref_nodata: Optional[float] = 0,
-                     samples: bool = True) -> Scores:
+                     samples: bool = True, image_path: Optional[str] = None,
+                     bands: Optional[Sequence[int]] = None) -> Scores:
     """:func:`scores` of :func:`confusion_from_rasters`, with the sample metrics (:func:`sample_scores`)
-    unless ``samples`` is False."""
+    unless ``samples`` is False, and the downstream figures (:func:`downstream_scores`) when ``image_path``
+    (the image the classes were made from, same grid; ``bands`` of it, default all) is given."""
     s = scores(confusion_from_rasters(pred_path, ref_path, ref_nodata=ref_nodata))
-    return sample_scores(pred_path, ref_path, s, ref_nodata) if samples else s
+    if not samples and image_path is None:
+        return s
+    drawn = interior_samples(pred_path)
+    if samples:
+        sample_scores(pred_path, ref_path, s, ref_nodata, drawn)
+    if image_path is not None:
+        downstream_scores(pred_path, ref_path, image_path, s, bands, ref_nodata, drawn)
+    return s
 
 
 def format_scores(s: Scores) -> List[str]:
@@ -479,4 +660,8 @@ def format_scores(s: Scores) -> List[str]:
             f"accuracy (majority)  {s.accuracy_majority:.4f}",
             f"mIoU (majority)      {s.miou_majority:.4f}",
             f"sample purity        {s.sample_purity:.4f} ({s.samples_scored} samples on labelled pixels)",
-            f"classes reached      {s.classes_reached} of {len(s.table.ref_labels)}"]
+            f"classes reached      {s.classes_reached} of {len(s.table.ref_labels)}",
+            f"Cohen's kappa        {s.kappa:.4f} (Hungarian matching)",
+            f"F1 (macro)           {float(np.mean(s.f1)):.4f} (Hungarian matching)"] + (
+        [f"downstream accuracy  {s.downstream_accuracy:.4f} (random forest on {s.downstream_samples} samples)",
+         f"downstream mIoU      {s.downstream_miou:.4f}"] if s.downstream_samples else [])

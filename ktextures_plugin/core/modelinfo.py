@@ -37,6 +37,8 @@ K_GLOBAL = "ktextures.global_labels"
 K_OUTPUT_KIND = "ktextures.output_kind"
 K_PROVENANCE = "ktextures.provenance"
 K_TITLE = "ktextures.title"
+#: optional: the Potts beta the model recommends for the smoothing step (segment --smoothing; models/README.md)
+K_SMOOTHING_BETA = "ktextures.smoothing_beta"
 DEEPNESS_MODEL_TYPE = "model_type"
 DEEPNESS_CLASS_NAMES = "class_names"
 

@@ -252,8 +252,8 @@ def _follow(path: str, found: List[str], seen: Set, depth: int) -> None:
     seen.add(key)
     found.append(path)
     found += [path + s for s in _RASTER_SIDECARS]
-    if path.lower().endswith(_RASTER_SIDECARS) or not os.path.isfile(path):
-        return
+    if path.lower().endswith(_RASTER_SIDECARS) or not os.path.isfile(path) or (depth and not _is_vrt(path)):
+        return  # only VRTs are opened below the input itself: a mosaic of 10,000 GeoTIFFs opens one file
     try:
         ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_VECTOR | gdal.OF_READONLY)
         listed = list(ds.GetFileList() or []) if ds is not None else []
@@ -262,6 +262,15 @@ def _follow(path: str, found: List[str], seen: Set, depth: int) -> None:
     ds = None
     for f in listed:
         _follow(f, found, seen, depth + 1)
+
+
+def _is_vrt(path: str) -> bool:
+    """Whether ``path`` is a GDAL VRT (its XML starts with ``<VRTDataset``)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(256).lstrip().startswith(b"<VRTDataset")
+    except OSError:
+        return False
 
 
 def files_written(path: str, kind: str, styles: bool = False) -> List[str]:

@@ -5,12 +5,11 @@ Sessions, execution providers and inference are in :mod:`.inference`.
 from __future__ import annotations
 
 INSTALL_HINT = (
-    "onnxruntime is not installed in the Python that QGIS uses. In QGIS: click 'Install' in the k-textures "
-    "notice or Plugins > k-textures > Install onnxruntime (it goes into a folder of your QGIS profile; no "
-    "system package is changed). By hand, Debian/Ubuntu: '/usr/bin/python3 -m pip install --target "
-    "~/.local/share/QGIS/QGIS3/profiles/default/python/ktextures-deps/py3.11-linux_x86_64 --only-binary :all: "
-    "onnxruntime' (a plain 'pip install --user' is refused on Debian 12, PEP 668); Windows, OSGeo4W Shell: "
-    "'python -m pip install onnxruntime'; then restart QGIS. README.md, 'Installing the dependencies'.")
+    "onnxruntime is not installed in this Python. In QGIS: click 'Install' in the k-textures notice or "
+    "Plugins > k-textures > Install onnxruntime (it goes into a folder of your QGIS profile; no system package is "
+    "changed). By hand, with QGIS's Python and the plugin folder on PYTHONPATH: 'python3 -m ktextures_plugin "
+    "install onnxruntime --profile <QGIS profile folder>'; for the command line, into its venv: "
+    "'python -m pip install onnxruntime'. README.md, 'Installing the dependencies'.")
 
 
 def onnxruntime_available() -> bool:

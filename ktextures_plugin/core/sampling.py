@@ -689,7 +689,8 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
     Raises:
         SamplingError: image on another grid/CRS, chip larger than the raster, or a chip outside it.
         OutputError: the folder cannot be written.
-        errors.Canceled: canceled (chips already finished stay).
+        errors.Canceled: canceled (the finished chips stay, unless the call runs inside
+            ``atomic.all_or_nothing``, as in the front ends: then they are removed).
     """
 
     from . import outputs

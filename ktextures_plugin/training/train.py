@@ -27,14 +27,21 @@ import torch
 
 from . import data as D
 from .defaults import (  # noqa: F401
+    DEFAULT_ANCHOR,
     DEFAULT_BATCH,
     DEFAULT_BINNING,
     DEFAULT_CONTINUITY,
     DEFAULT_MASK_WIDTH,
     DEFAULT_RETRIES,
+    DEFAULT_SMOOTHING_BETA,
     DEFAULT_STEPS,
     DEFAULT_VARIANT,
+    DEFAULT_WARM_START,
+    EARLY_STOP_DELTA,
+    EARLY_STOP_PATIENCE,
+    EARLY_STOP_WINDOW,
     VARIANTS,
+    WARM_STARTS,
 )
 from .errors import FitCanceled, FitInputError
 from .features import FeatureLoss, FeatureSpecError
@@ -76,6 +83,10 @@ class FitConfig:
     context_lr: float = 1e-3          # context variant: Adam learning rate of the mask network
     continuity: float = DEFAULT_CONTINUITY  # weight of the spatial-continuity term (context and spatial variants)
     warm_tiles: int = 64              # context variant: tiles whose pixels seed the k-means warm start
+    warm_start: str = DEFAULT_WARM_START  # context variant: k-means on the bands ("pixel") or all 16 features
+    anchor: float = DEFAULT_ANCHOR    # context variant: weight of the cross-entropy to the smoothed warm start
+    smoothing_beta: float = DEFAULT_SMOOTHING_BETA  # Potts weight of the anchor target and of the exported model
+    early_stop_window: int = EARLY_STOP_WINDOW  # steps per window of the early stopping (0 = run every step)
 
 
 @dataclass
@@ -139,8 +150,12 @@ def _check_config(cfg: FitConfig) -> int:
         raise FitInputError(f"binning must be one of {BINNINGS}, got {cfg.binning!r}")
     if int(cfg.mask_width) < 1:
         raise FitInputError(f"mask width must be >= 1, got {cfg.mask_width}")
-    if int(cfg.steps) < 1 or int(cfg.batch_size) < 1:
-        raise FitInputError(f"steps and batch size must be >= 1, got {cfg.steps} and {cfg.batch_size}")
+    if int(cfg.steps) < 0 or int(cfg.batch_size) < 1:
+        raise FitInputError(f"steps must be >= 0 and batch size >= 1, got {cfg.steps} and {cfg.batch_size}")
+    if cfg.warm_start not in WARM_STARTS:
+        raise FitInputError(f"warm start must be one of {', '.join(WARM_STARTS)}, got {cfg.warm_start!r}")
+    if cfg.anchor < 0 or cfg.smoothing_beta < 0:
+        raise FitInputError(f"anchor and smoothing beta must be >= 0, got {cfg.anchor} and {cfg.smoothing_beta}")
     return k
 
 
@@ -188,9 +203,64 @@ def _slope_schedule(cfg: FitConfig, k: int) -> Callable[[int], float]:
     return lambda step: FAITHFUL_SLOPE
 
 
+class _Anchor:
+    """The anchor term (docs/method.md §3.3): cross-entropy of the class logits (N,k,H,W) against the partition of
+    the warm-start network (a frozen copy) on the same tiles, smoothed by the Potts step
+    (``core.smoothing.icm_potts`` on its negative logits, beta ``cfg.smoothing_beta``)."""
+
+    def __init__(self, model: KTextures, cfg: FitConfig):
+        import copy
+        self.weight = float(cfg.anchor) if model.variant == "context" else 0.0
+        self.beta = float(cfg.smoothing_beta)
+        self.net = copy.deepcopy(model.mask_net).eval() if self.weight > 0 else None
+
+    def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        from ..core.smoothing import icm_potts
+        with torch.no_grad():
+            costs = -self.net(x).numpy()
+            target = torch.from_numpy(np.stack([icm_potts(c, self.beta) for c in costs]))
+        return self.weight * torch.nn.functional.cross_entropy(logits, target)
+
+
+class _EarlyStop:
+    """Stops the mask training once the mean loss of a window of ``window`` steps has not improved by
+    :data:`EARLY_STOP_DELTA` (relative) on the best window for :data:`EARLY_STOP_PATIENCE` windows in a row."""
+
+    def __init__(self, window: int):
+        self.window, self.best, self.bad, self.seen = int(window), float("inf"), 0, []
+
+    def stop(self, loss: float) -> bool:
+        if self.window <= 0:
+            return False
+        self.seen.append(loss)
+        if len(self.seen) < self.window:
+            return False
+        mean, self.seen = float(np.mean(self.seen)), []
+        if mean < self.best * (1.0 - EARLY_STOP_DELTA):
+            self.best, self.bad = mean, 0
+        else:
+            self.bad += 1
+        return self.bad >= EARLY_STOP_PATIENCE
+
+
+def _step_loss(model: KTextures, loss_fn: FeatureLoss, x, ob, cfg: FitConfig, anchor: Optional[_Anchor],
+               first: bool) -> torch.Tensor:
+    """The loss of one batch: the k-textures feature loss, the continuity term and the anchor."""
+    sim, _, logits = model.simulate_with_logits(x, torch.from_numpy(ob))
+    if first:
+        loss_fn.calibrate(x, sim.detach())
+    loss, _ = loss_fn(x, sim)
+    if cfg.continuity > 0 and logits is not None:
+        loss = loss + cfg.continuity * continuity_loss(logits, getattr(model.mask_net, "temperature", 1.0))
+    if anchor is not None and anchor.weight > 0 and logits is not None:
+        loss = loss + anchor(x, logits)
+    return loss
+
+
 def _train_steps(model: KTextures, loss_fn: FeatureLoss, sampler, cfg: FitConfig, k: int,
                  progress: Optional[Progress], is_canceled) -> List[float]:
-    """The optimisation loop (docs/method.md §6); returns the loss of every step.
+    """The optimisation loop (docs/method.md §6); returns the loss of every step run (fewer than ``cfg.steps`` when
+    the early stopping cut the mask training).
 
     Raises:
         FitCanceled: when ``is_canceled()`` returns True (polled every step).
@@ -200,21 +270,17 @@ def _train_steps(model: KTextures, loss_fn: FeatureLoss, sampler, cfg: FitConfig
     warm_steps = int(round(cfg.context_warm * steps)) if cfg.variant == "context" else 0
     slope_at = _slope_schedule(cfg, k)
     every = max(1, cfg.progress_every)
+    anchor = _Anchor(model, cfg) if cfg.variant == "context" else None
+    early = _EarlyStop(cfg.early_stop_window)
     losses: List[float] = []
     for step in range(steps):
         if is_canceled is not None and is_canceled():
             raise FitCanceled(f"fit canceled at step {step} of {steps}; no model written")
         xb, ob = sampler.sample(int(cfg.batch_size))
-        x = torch.from_numpy(xb)
         model.slope = slope_at(step)
         for g in opt.param_groups[1:]:           # the mask network waits while the textures warm up
             g["lr"] = 0.0 if step < warm_steps else mask_lr
-        sim, _, logits = model.simulate_with_logits(x, torch.from_numpy(ob))
-        if step == 0:
-            loss_fn.calibrate(x, sim.detach())
-        loss, _ = loss_fn(x, sim)
-        if cfg.continuity > 0 and logits is not None:
-            loss = loss + cfg.continuity * continuity_loss(logits, getattr(model.mask_net, "temperature", 1.0))
+        loss = _step_loss(model, loss_fn, torch.from_numpy(xb), ob, cfg, anchor, step == 0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _clip_per_parameter(params, 1.0)
@@ -222,6 +288,10 @@ def _train_steps(model: KTextures, loss_fn: FeatureLoss, sampler, cfg: FitConfig
         losses.append(float(loss.detach()))
         if progress is not None and ((step + 1) % every == 0 or step + 1 == steps):
             progress(step + 1, steps, float(np.mean(losses[-every:])))
+        if step >= warm_steps and early.stop(losses[-1]):
+            if progress is not None:
+                progress(steps, steps, float(np.mean(losses[-every:])))
+            break
     if is_canceled is not None and is_canceled():
         raise FitCanceled(f"fit canceled after {steps} steps; no model written")
     return losses
@@ -266,17 +336,19 @@ def train_model(image_path: str, bands, cfg: FitConfig, progress: Optional[Progr
     textures, fractions = _finish(model, sampler, cfg, k)
     return FitResult(model=model, textures=textures, scale_min=sampler.scale_min, scale_max=sampler.scale_max,
                      losses=losses, class_fractions=fractions, seconds=time.time() - t0,
-                     steps_done=int(cfg.steps), bands=list(sampler.bands), loss_fn=loss_fn, feature_prep=ae_mse)
+                     steps_done=len(losses), bands=list(sampler.bands), loss_fn=loss_fn, feature_prep=ae_mse)
 
 
 @torch.no_grad()
 def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=None) -> None:
-    """Initialise a context mask network at the context k-means partition of the training raster.
+    """Initialise a context mask network at a k-means partition of the training raster (docs/method.md §3.3).
 
     The fixed Gaussian context features (N,F,T,T) of ``cfg.warm_tiles`` random tiles are cropped by the halo
-    (where the edge padding of a tile edge would differ from the raster), z-scored, and clustered with
-    k-means (:func:`core.kmeans.fit_centers`: k-means++, 3 restarts, seed ``cfg.seed``) on at most 200 000
-    pixels; the head then assigns each pixel to its nearest centre (:meth:`ContextMaskNet.init_from_kmeans`).
+    (where the edge padding of a tile edge would differ from the raster) and z-scored; k-means
+    (:func:`core.kmeans.fit_centers`: k-means++, 3 restarts, seed ``cfg.seed``) on at most 200 000 pixels
+    clusters the bands alone (``cfg.warm_start`` "pixel": the centres' smoothed-feature coordinates are 0, so the
+    head starts as pixel k-means) or all F features ("context"); the head then assigns each pixel to its nearest
+    centre (:meth:`ContextMaskNet.init_from_kmeans`).
     """
     from ..core.kmeans import fit_centers
 
@@ -295,7 +367,13 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
         px = px[rng.choice(len(px), 200_000, replace=False)]
     mu, sd = px.mean(0), px.std(0)
     sd[sd < 1e-6] = 1.0
-    centers = fit_centers((px - mu) / sd, model.k, seed=int(cfg.seed), n_init=3)
+    z = (px - mu) / sd
+    if cfg.warm_start == "pixel":
+        c = net.context.in_ch
+        centers = np.zeros((model.k, z.shape[1]))
+        centers[:, :c] = fit_centers(z[:, :c], model.k, seed=int(cfg.seed), n_init=3)
+    else:
+        centers = fit_centers(z, model.k, seed=int(cfg.seed), n_init=3)
     net.init_from_kmeans(torch.from_numpy(mu).float(), torch.from_numpy(sd).float(),
                          torch.from_numpy(centers).float())
 
@@ -404,9 +482,10 @@ def _train_with_retries(image_path: str, bands, cfg: FitConfig, retries: int, pr
 
 def _provenance(image_path: str, res: FitResult, cfg: FitConfig, tried: List[int]) -> Dict:
     """``ktextures.provenance`` of the exported model (models/README.md)."""
-    tail = res.losses[-max(1, len(res.losses) // 10):]
+    tail = res.losses[-max(1, len(res.losses) // 10):] or [float("nan")]
     prov = {
         "data": os.path.basename(str(image_path)), "bands": res.bands, "steps": cfg.steps,
+        "steps_done": int(res.steps_done),
         "seed": cfg.seed, "seeds_tried": tried, "features": cfg.features, "variant": cfg.variant,
         "binning": cfg.binning,
         "batch_size": cfg.batch_size, "tile_size": cfg.tile_size, "recal_tiles": cfg.recal_tiles,
@@ -418,7 +497,9 @@ def _provenance(image_path: str, res: FitResult, cfg: FitConfig, tried: List[int
     }
     if cfg.variant == "context":
         prov.update(context_sigmas=list(res.model.mask_net.context.sigmas), context_hidden=int(cfg.context_hidden),
-                    context_warm=float(cfg.context_warm), context_lr=float(cfg.context_lr))
+                    context_warm=float(cfg.context_warm), context_lr=float(cfg.context_lr),
+                    warm_start=cfg.warm_start, anchor=float(cfg.anchor), smoothing_beta=float(cfg.smoothing_beta),
+                    early_stop_window=int(cfg.early_stop_window))
     for name, mse in res.feature_prep.items():
         prov[f"{name}_reconstruction_mse"] = round(float(mse), 6)
     return prov
@@ -486,9 +567,9 @@ def fit(image_path: str, bands, k: int, out_path: str, *, steps: int = DEFAULT_S
         prov["wall_seconds"] = round(time.time() - t0, 1)
         info = export_onnx(res.model, res.textures, out_path, res.scale_min, res.scale_max,
                            title=title or f"k-textures, k = {cfg.k}, {os.path.basename(str(image_path))}",
-                           provenance=prov)
-    return FitReport(path=str(out_path), k=int(cfg.k), steps=int(cfg.steps), seconds=time.time() - t0,
-                     steps_per_s=cfg.steps / max(res.seconds, 1e-9), final_loss=prov["final_loss"],
+                           provenance=prov, smoothing_beta=cfg.smoothing_beta if cfg.variant == "context" else None)
+    return FitReport(path=str(out_path), k=int(cfg.k), steps=int(res.steps_done), seconds=time.time() - t0,
+                     steps_per_s=res.steps_done / max(res.seconds, 1e-9), final_loss=prov["final_loss"],
                      class_fractions=res.class_fractions, scale_min=res.scale_min, scale_max=res.scale_max,
                      halo_px=info.halo_px, title=info.title, provenance=prov, seeds_tried=tried,
                      warnings=_fit_warnings(res, cfg, tried))
