@@ -216,20 +216,20 @@ def interrupt(args, when, timeout=300):
     """Run the CLI, send SIGINT once ``when`` (bytes) shows on stderr (or after ``when`` seconds, a float);
     returns (returncode, stderr, sent)."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    p = subprocess.Popen([PY, "-m", "ktextures_plugin", *map(str, args)], cwd=str(ROOT), env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    chunks = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: p.stderr.read(1), b"")))
-    reader.start()
-    t0, sent = time.monotonic(), False
-    while p.poll() is None and time.monotonic() - t0 < timeout:
-        ready = (when in b"".join(chunks)) if isinstance(when, bytes) else time.monotonic() - t0 > when
-        if ready and not sent:
-            p.send_signal(signal.SIGINT)
-            sent = True
-        time.sleep(0.02)
-    p.wait(timeout=60)
-    reader.join()
+    chunks, sent = [], False
+    with subprocess.Popen([PY, "-m", "ktextures_plugin", *map(str, args)], cwd=str(ROOT), env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as p:
+        reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: p.stderr.read(1), b"")))
+        reader.start()
+        t0 = time.monotonic()
+        while p.poll() is None and time.monotonic() - t0 < timeout:
+            ready = (when in b"".join(chunks)) if isinstance(when, bytes) else time.monotonic() - t0 > when
+            if ready and not sent:
+                p.send_signal(signal.SIGINT)
+                sent = True
+            time.sleep(0.02)
+        p.wait(timeout=60)
+        reader.join()
     return p.returncode, b"".join(chunks).decode(errors="replace"), sent
 
 
