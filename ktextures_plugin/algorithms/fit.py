@@ -126,10 +126,11 @@ class FitAlgorithm(KTexturesAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("SECONDS", "Fit wall time (s)"))
 
     def canExecute(self):  # noqa: N802
+        """Always True in the desktop, so the dialog opens (with the PyTorch notice in it:
+        installer_gui.DialogWatcher) rather than an error dialog; elsewhere False without PyTorch."""
+        from ..installer_gui import CURRENT, manual_hint
         from ..training import torch_available
-        if not torch_available():
-            from ..installer_gui import manual_hint, request_install
-            request_install("torch")
+        if not torch_available() and not CURRENT:
             return False, manual_hint("torch")
         return True, ""
 

@@ -72,17 +72,21 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
             "repeats, so one kind of novelty is shown once.\n\n"
             "<b>Model</b>: a k-textures model with textures (bundled, or an .onnx made with 'Fit').\n"
             "<b>Bands</b>: the input bands for red, green, blue, NIR (empty: from band descriptions).\n"
-            "<b>Tile size</b>: a multiple of 16 pixels. Tiles with under half their pixels valid are skipped.\n"
-            "<b>Rank</b>: the most directions DEMUD's model keeps.\n\n"
-            "Outputs: the score of every tile before any selection (one pixel per tile), the selected tiles "
-            "(rank 1 = first; score, residual = the part of the score from the k-textures difference, dominant "
-            "classes) and an HTML page showing each tile, its simulation and where they differ.")
+            "<b>Tile size</b>: a multiple of 32 pixels; tiles start every half tile, so an anomaly is whole in one of "
+            "them. Tiles with under half their pixels valid are skipped. Selected tiles never overlap.\n"
+            "<b>Rank</b>: the most directions DEMUD's model keeps. It starts as a model of the scene (the SVD "
+            "of its typical tiles).\n\n"
+            "Outputs: the initial score of every tile (its error under the model of the scene, before any "
+            "selection; one pixel per tile, the tile's central half), the selected tiles (rank 1 = first; "
+            "selection_score = the error when selected, which orders the list; initial_score; residual = the part "
+            "of the selection score from the k-textures difference; dominant classes) and an HTML page showing "
+            "each tile, its simulation and where they differ.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.novelty import DEFAULT_RANK
+        from ..core.novelty import DEFAULT_RANK, INIT_TILES
         self.add_model_inputs()
         self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size (pixels, a multiple of 16)", type=QgsProcessingParameterNumber.Integer,
+            self.TILE_SIZE, "Tile size (pixels, a multiple of 32)", type=QgsProcessingParameterNumber.Integer,
             minValue=32, maxValue=1024, defaultValue=64))
         self.addParameter(QgsProcessingParameterNumber(
             self.N_SELECT, "Number of tiles to select", type=QgsProcessingParameterNumber.Integer, minValue=1,
@@ -97,9 +101,9 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                                        usesStaticStrings=True),
             QgsProcessingParameterNumber(self.NODATA, "Extra nodata value", type=QgsProcessingParameterNumber.Double,
                                          optional=True),
-            QgsProcessingParameterNumber(self.INIT_TILES, "Initial model: -1 = none, 0 = all tiles, N = N random "
-                                         "tiles", type=QgsProcessingParameterNumber.Integer, minValue=-1,
-                                         defaultValue=-1)]
+            QgsProcessingParameterNumber(self.INIT_TILES, "Initial model: -2 = typical tiles, -1 = none, 0 = all "
+                                         "tiles, N = N random tiles", type=QgsProcessingParameterNumber.Integer,
+                                         minValue=-2, defaultValue=INIT_TILES)]
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
@@ -168,8 +172,8 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
             remove_outputs(written)
             raise
         for s in res.selected:
-            feedback.pushInfo(f"rank {s.rank}: tile row {s.row}, col {s.col}, score {s.score:.4g}, "
-                              f"residual {s.residual:.4g}")
+            feedback.pushInfo(f"rank {s.rank}: tile at x {s.window[0]}, y {s.window[1]} px, selection score "
+                              f"{s.score:.4g}, initial score {s.initial:.4g}, residual {s.residual:.4g}")
         for w in novelty_styling.save_default_styles(score, selected):
             feedback.pushWarning(w)
         novelty_styling.attach_styles(context, score, selected)

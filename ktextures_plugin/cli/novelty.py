@@ -20,7 +20,7 @@ NAMES = {"input": "IMAGE", "model": "--model", "score": "--score", "selected": "
          "n_select": "--n-select"}
 
 def build_parser() -> Parser:
-    from ..core.novelty import DEFAULT_RANK
+    from ..core.novelty import DEFAULT_RANK, INIT_TILES
     p = Parser(prog=PROG, description="Rank the raster's tiles by what the k textures and the tiles already "
                                       "shown cannot explain (DEMUD), with a visual explanation.")
     p.add_argument("image", help="input raster (any GDAL format); read only")
@@ -30,12 +30,14 @@ def build_parser() -> Parser:
                    help="1-based bands in the model's channel order, e.g. 3,2,1,4 (default: from band descriptions)")
     p.add_argument("--scaling", choices=["model", "stretch"], default="model")
     p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
-    p.add_argument("--tile-size", type=int, default=64, help="tile side in pixels, a multiple of 16 (default 64)")
+    p.add_argument("--tile-size", type=int, default=64,
+                   help="tile side in pixels, a multiple of 32; tiles every half tile (default 64)")
     p.add_argument("--n-select", type=int, default=20, help="tiles to select (default 20)")
     p.add_argument("--rank", type=int, default=DEFAULT_RANK,
                    help=f"most singular vectors the model keeps (DEMUD's k; default {DEFAULT_RANK})")
-    p.add_argument("--init-tiles", type=int, default=-1,
-                   help="initial model: -1 = none (default), 0 = SVD of all tiles, N = SVD of N random tiles")
+    p.add_argument("--init-tiles", type=int, default=INIT_TILES,
+                   help="initial model: -2 = SVD of the typical tiles (default), -1 = none, 0 = SVD of all tiles, "
+                        "N = SVD of N random tiles")
     p.add_argument("--seed", type=int, default=0, help="random seed of --init-tiles N (default 0)")
     p.add_argument("--score", required=True, help="score raster to write (one pixel per tile, GeoTIFF)")
     p.add_argument("--selected", default=None, help="selected tiles as polygons (GeoPackage by default)")
@@ -108,18 +110,23 @@ def main(argv=None) -> int:
     finally:
         if bar is not None:
             bar.close()
-    rows = [{"rank": s.rank, "row": s.row, "col": s.col, "window": list(s.window), "score": round(s.score, 6),
+    rows = [{"rank": s.rank, "row": s.row, "col": s.col, "window": list(s.window),
+             "selection_score": round(s.score, 6), "initial_score": round(s.initial, 6),
              "residual": round(s.residual, 6), "classes": dominant_classes(s.class_counts, res.info.class_names)}
             for s in res.selected]
     if args.json:
         print(json.dumps({"selected": rows, "tiles": int(res.table.index.size), "skipped": res.table.skipped,
-                          "seconds": round(res.seconds, 3)}))
+                          "tile_size": res.tile_size, "stride": res.table.stride, "seconds": round(res.seconds, 3)}))
     else:
-        print(f"{res.table.index.size} tiles scored, {res.table.skipped} skipped (mostly nodata), "
-              f"{res.seconds:.1f} s; score raster -> {args.score}")
+        print(f"{res.table.index.size} tiles of {res.tile_size} px every {res.table.stride} px scored, "
+              f"{res.table.skipped} skipped (mostly nodata), {res.seconds:.1f} s; score raster -> {args.score}")
+        print("  rank  tile (px)        selection score  initial score  residual  classes")
         for r in rows:
-            print(f"  {r['rank']:>3}  tile row {r['row']}, col {r['col']}  score {r['score']:.4g}  "
-                  f"residual {r['residual']:.4g}  {r['classes']}")
+            x, y = r["window"][:2]
+            print(f"  {r['rank']:>4}  x {x:>5}, y {y:>5}  {r['selection_score']:>15.4g}  {r['initial_score']:>13.4g}"
+                  f"  {r['residual']:>8.4g}  {r['classes']}")
+        print("  selection score: error when selected (it orders the list); initial score: error under the "
+              "initial model of the scene, before any selection (docs/novelty.md)")
     return 0
 
 

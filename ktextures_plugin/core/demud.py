@@ -146,7 +146,8 @@ class Selection:
 
 def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[slice] = (),
           max_rank: Optional[int] = None, progress: Optional[Callable[[float, str], None]] = None,
-          is_canceled: Optional[Callable[[], bool]] = None) -> Selection:
+          is_canceled: Optional[Callable[[], bool]] = None,
+          exclude: Optional[Callable[[int], np.ndarray]] = None) -> Selection:
     """Select ``n_select`` items one by one, each the worst reconstructed by ``model``, which learns it.
 
     Args:
@@ -158,6 +159,8 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
         max_rank: the model keeps at most this many singular vectors after each update (DEMUD's k;
             ``None``: no truncation, each selection adds a direction).
         progress: ``progress(fraction, "select")``; is_canceled: polled before every selection.
+        exclude: ``exclude(j)`` -> indices of the items that can no longer be selected once item ``j`` is
+            (e.g. the tiles overlapping tile ``j``); the selection stops early when none is left.
 
     Returns:
         :class:`Selection`.
@@ -176,6 +179,8 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
     for i in range(n_select):
         if is_canceled and is_canceled():
             raise InterruptedError("canceled")
+        if taken.all():
+            break
         err[taken] = -np.inf
         j = int(np.argmax(err))  # first index on ties: deterministic
         r = model.residual(items[j])
@@ -184,10 +189,14 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
         parts.append([float(np.dot(r[b], r[b])) for b in blocks])
         res.append(r)
         taken[j] = True
+        if exclude is not None:
+            taken[exclude(j)] = True
         model.update(items[j], max_rank=max_rank)
         if i + 1 < n_select:
             err = model.errors(items)
         if progress:
             progress((i + 1) / n_select, "select")
+    if progress and len(order) < n_select:
+        progress(1.0, "select")
     return Selection(np.asarray(order, np.int64), np.asarray(scores), np.asarray(parts).reshape(len(order), -1),
                      initial, np.asarray(res))
