@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from osgeo import gdal
 
 from ..core import classraster, raster
-from ..core.errors import Canceled, RasterError
+from ..core.errors import Canceled, CoreError, RasterError
 from ..core.feedback import Feedback
 from ..core.inference import open_session
 from ..core.segment import SegmentOptions, SegmentResult, segment_raster
@@ -46,7 +46,7 @@ _DATASETS: Dict[tuple, gdal.Dataset] = {}
 _LOCK = threading.Lock()
 
 
-class DistributedError(RuntimeError):
+class DistributedError(CoreError, RuntimeError):
     """The Dask scheduler cannot be reached, or a worker cannot run the job; names the fix."""
 
 
