@@ -17,9 +17,6 @@ from qgis.core import (
 )
 
 from ..core import outputs
-from ..core.classraster import OutputError
-from ..core.modelinfo import ModelError
-from ..core.raster import RasterError
 from ..core.runtime import onnxruntime_available
 from ..installer_gui import manual_hint
 from . import novelty_styling
@@ -30,9 +27,9 @@ from .common import (
     cached_session,
     check_outputs,
     gdal_source,
+    input_view,
     make_folders,
     optional_number,
-    output_message,
     progress_bridge,
     remove_outputs,
 )
@@ -137,7 +134,6 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
 
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.errors import Canceled
         from ..core.novelty import rank_tiles
         from ..core.novelty_output import write_html, write_score_raster, write_selected
 
@@ -152,16 +148,18 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         try:
             session = cached_session(model_path)
             feedback.pushInfo(f"Model file: {model_path}")
-            res = rank_tiles(
-                src, model_path, bands=self.bands(parameters, context),
-                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
-                rank=self.parameterAsInt(parameters, self.RANK, context),
-                seed=self.parameterAsInt(parameters, self.SEED, context),
-                init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
-                scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
-                extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
-                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session, warn=feedback.pushWarning)
+            with input_view(self, parameters, context, feedback, src) as view:
+                res = rank_tiles(
+                    view, model_path, bands=self.bands(parameters, context),
+                    tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                    n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
+                    rank=self.parameterAsInt(parameters, self.RANK, context),
+                    seed=self.parameterAsInt(parameters, self.SEED, context),
+                    init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
+                    scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
+                    extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
+                    is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
+                    warn=feedback.pushWarning)
             written.append(write_score_raster(score, res, src))
             if selected:
                 write_selected(selected, res, src)
@@ -170,12 +168,9 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                 feedback.setProgressText("Explaining the selected tiles")
                 written.append(write_html(page, res, src, model_path, nodata, session=session))
                 feedback.setProgress(100)
-        except Canceled:
+        except BaseException:  # the message comes from common.processing_error
             remove_outputs(written)
-            raise QgsProcessingException("Canceled: no output was written.") from None
-        except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-            remove_outputs(written)
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
+            raise
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile at x {s.window[0]}, y {s.window[1]} px, selection score "
                               f"{s.score:.4g}, initial score {s.initial:.4g}, residual {s.residual:.4g}")

@@ -9,7 +9,7 @@ import json
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, check_outputs, fail
+from ._args import Parser, add_mask_option, check_outputs, fail, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin novelty"
 
@@ -42,7 +42,8 @@ def build_parser() -> Parser:
     p.add_argument("--score", required=True, help="score raster to write (one pixel per tile, GeoTIFF)")
     p.add_argument("--selected", default=None, help="selected tiles as polygons (GeoPackage by default)")
     p.add_argument("--html", default=None, help="explanation page (HTML: tile, simulation, difference)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    add_mask_option(p)
+    p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads (>= 1)")
     p.add_argument("--json", action="store_true", help="print the selected tiles as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -73,9 +74,9 @@ def _remove(paths) -> None:
                 os.remove(f)
 
 
+@front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.novelty import rank_tiles
     from ..core.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
 
@@ -92,19 +93,20 @@ def main(argv=None) -> int:
     bar, progress = _progress_bar(args.quiet)
     written = []
     try:
-        res = rank_tiles(args.image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
-                         rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
-                         extra_nodata=args.nodata, threads=args.threads, progress=progress,
-                         warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        with input_view(args.image, args.ignore_mask_bands) as image:
+            res = rank_tiles(image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
+                             rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
+                             extra_nodata=args.nodata, threads=args.threads, progress=progress,
+                             warn=lambda m: print(f"warning: {m}", file=sys.stderr))
         written.append(write_score_raster(args.score, res, args.image))
         if args.selected:
             write_selected(args.selected, res, args.image)
             written.append(args.selected)
         if args.html:
             written.append(write_html(args.html, res, args.image, model, args.nodata, threads=args.threads))
-    except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
+    except BaseException:  # no partial set of outputs; the message comes from front_end
         _remove(written)
-        return fail(PROG, exc, NAMES)
+        raise
     finally:
         if bar is not None:
             bar.close()

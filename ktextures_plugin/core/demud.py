@@ -14,6 +14,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .errors import ParameterError
+
 #: rows of the item matrix scored at a time (bounds the float64 temporaries)
 SCORE_CHUNK = 1024
 
@@ -47,9 +49,9 @@ class Subspace:
         """
         x = np.asarray(items, np.float64)
         if x.ndim != 2 or x.shape[0] == 0:
-            raise ValueError(f"need a non-empty (n, d) item matrix, got shape {x.shape}")
+            raise ParameterError(f"need a non-empty (n, d) item matrix, got shape {x.shape}")
         if rank < 0:
-            raise ValueError(f"rank must be >= 0, got {rank}")
+            raise ParameterError(f"rank must be >= 0, got {rank}")
         mean = x.mean(axis=0)
         z = x - mean
         if z.shape[0] <= z.shape[1]:   # few items: SVD of the items themselves
@@ -168,7 +170,7 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
     """
     n = items.shape[0]
     if n_select < 1:
-        raise ValueError(f"the number of selections must be >= 1, got {n_select}")
+        raise ParameterError(f"the number of selections must be >= 1, got {n_select}")
     n_select = min(int(n_select), n)
     err = model.errors(items)
     initial = err.copy()
