@@ -6,6 +6,7 @@
 #   ./build.sh lint [RUFF_ARGS...]     ruff check . (settings in pyproject.toml; installs only ruff)
 #   ./build.sh setup           install only
 #   ./build.sh package         write dist/ktextures.zip (the installable plugin)
+#   ./build.sh screenshots     the README's screenshots from a QGIS desktop window under Xvfb
 # The recipe and its traps: docs/development.md (Debian's /usr/bin/python3 only, numpy pinned
 # to Debian's, qgis_process.bin, QT_QPA_PLATFORM=offscreen).
 set -euo pipefail
@@ -122,6 +123,17 @@ case "$cmd" in
             "$BUILD/lint-venv/bin/pip" install -q "$(grep -o 'ruff==[0-9.]*' requirements-dev.txt)"
         fi
         "$BUILD/lint-venv/bin/ruff" check "${@:-.}" ;;
+    screenshots)
+        # the README's screenshots, from a real QGIS desktop window under Xvfb (docs/screenshots/make.py)
+        setup_system; [ -x "$PY" ] || setup_venv requirements.txt; compile_resources; plugin_env
+        if ! command -v xvfb-run >/dev/null; then
+            SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+            $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends xvfb xauth
+        fi
+        unset QT_QPA_PLATFORM
+        KTEXTURES_ROOT="$ROOT" timeout 240 xvfb-run -a -s "-screen 0 1600x1000x24" qgis --nologo --noversioncheck \
+            --code "$ROOT/docs/screenshots/make.py" 2>&1 | grep -v 'setapi() is deprecated' | tee "$BUILD/screenshots.log"
+        grep -q "SCREENSHOTS DONE" "$BUILD/screenshots.log" ;;
     package)
         setup_system; compile_resources
         rm -rf "$BUILD/package" dist/$PLUGIN_ID.zip; mkdir -p "$BUILD/package/$PLUGIN_ID" dist
@@ -133,5 +145,5 @@ case "$cmd" in
         (cd "$BUILD/package" && zip -qr "$ROOT/dist/$PLUGIN_ID.zip" "$PLUGIN_ID")
         log "wrote dist/$PLUGIN_ID.zip" ;;
     *)
-        sed -n '2,9p' "$0"; exit 2 ;;
+        sed -n '2,11p' "$0"; exit 2 ;;
 esac

@@ -5,7 +5,8 @@ in a ``QgsTask`` with its output in the Log Messages panel (tab "k-textures"), a
 import importlib
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
-from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.gui import QgsProcessingAlgorithmDialogBase
+from qgis.PyQt.QtCore import QEvent, QObject, pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton
 
 from . import installer
@@ -38,6 +39,25 @@ def manual_hint(feature: str) -> str:
             f"click 'Install' in the k-textures notice, or Plugins > k-textures > {what} (into a folder of your "
             f"QGIS profile; no system package is changed). By hand, {cmd}; then restart QGIS. README.md, "
             "'Installing the dependencies'.")
+
+
+#: Menu names and what each package is for, short.
+TITLE = {"onnxruntime": ("onnxruntime", "segmenting"), "torch": ("PyTorch", "fitting")}
+
+
+def menu_text(feature: str) -> str:
+    """The menu entry of ``feature``: what is installed ("PyTorch 2.13.0 installed (fitting): reinstall") or
+    what the entry does ("Install PyTorch (fitting)")."""
+    from importlib import metadata
+
+    name, use = TITLE[feature]
+    if not available(feature):
+        return f"Install {name} ({use})"
+    try:
+        version = metadata.version(installer.requirement_names(feature)[0])
+    except metadata.PackageNotFoundError:
+        version = ""
+    return f"{name} {version} installed ({use}): reinstall".replace("  ", " ")
 
 
 def available(feature: str) -> bool:
@@ -83,6 +103,8 @@ class Installer(QObject):
     """Shows notices and runs installs; ``request`` may be called from any thread (a queued signal)."""
 
     requested = pyqtSignal(str)
+    #: (feature, installed and importable) when an install task ends
+    finished = pyqtSignal(str, bool)
 
     def __init__(self, iface):
         super().__init__()
@@ -94,11 +116,12 @@ class Installer(QObject):
         """Ask for the notice of ``feature`` (thread-safe: e.g. from a Processing algorithm's thread)."""
         self.requested.emit(feature)
 
-    def notice(self, feature: str):
-        """A message-bar notice with an "Install" button when ``feature`` cannot be imported."""
-        if self.iface is None or available(feature) or feature in self.tasks:
+    def notice(self, feature: str, bar=None):
+        """A message-bar notice with an "Install" button when ``feature`` cannot be imported; in ``bar`` (an
+        algorithm dialog's, so that it is in front) or the main window's."""
+        if (bar is None and self.iface is None) or available(feature) or feature in self.tasks:
             return
-        bar = self.iface.messageBar()
+        bar = bar if bar is not None else self.iface.messageBar()
         widget = bar.createMessage(
             "k-textures", f"{feature} is not installed; it is needed {PURPOSE[feature]}. "
             "Install it into the plugin's own folder (no system package is changed)?")
@@ -115,9 +138,8 @@ class Installer(QObject):
         self.tasks[feature] = task
         QgsApplication.taskManager().addTask(task)
         if self.iface is not None:
-            self.iface.messageBar().pushMessage(
-                "k-textures", f"Installing {feature}; pip's output is in View > Panels > Log Messages, tab "
-                f"'{LOG_TAG}'.", Qgis.MessageLevel.Info, 10)
+            _push(self.iface.messageBar(), f"Installing {feature}; pip's output is in View > Panels > Log Messages, "
+                  f"tab '{LOG_TAG}'.", Qgis.MessageLevel.Info, 0)
         return task
 
     def _done(self, feature: str, task: InstallTask, ok: bool):
@@ -127,7 +149,7 @@ class Installer(QObject):
         if ok:
             msg, level = f"{feature} installed in {task.target}; ready to use.", Qgis.MessageLevel.Success
         elif canceled:
-            msg, level = f"Installing {feature} was canceled; nothing was changed.", Qgis.MessageLevel.Info
+            msg, level = f"Installing {feature} was canceled.", Qgis.MessageLevel.Info
         else:
             msg = task.error or f"Installing {feature} failed (see the log tab '{LOG_TAG}')."
             level = Qgis.MessageLevel.Critical
@@ -135,7 +157,33 @@ class Installer(QObject):
         if self.iface is not None:
             bar = self.iface.messageBar()
             bar.clearWidgets()  # the "Installing ..." notice is stale now
-            bar.pushMessage("k-textures", msg, level, 0 if level == Qgis.MessageLevel.Critical else 10)
+            _push(bar, msg, level, 0 if level == Qgis.MessageLevel.Critical else 10)
+        self.finished.emit(feature, ok)
+
+
+def _push(bar, text: str, level, duration: int) -> None:
+    bar.pushWidget(bar.createMessage("k-textures", text), level, duration)
+
+
+class DialogWatcher(QObject):
+    """An application event filter: when the dialog of an algorithm that needs a missing package opens (fit
+    needs PyTorch), the install notice appears in that dialog's own message bar, in front of the user, instead
+    of an error dialog or a notice hidden behind the dialog in the main window."""
+
+    #: algorithm id -> the package it needs
+    NEEDS = {"ktextures:fit": "torch"}
+
+    def __init__(self, installer_: "Installer"):
+        super().__init__()
+        self.installer = installer_
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Type.Show and isinstance(obj, QgsProcessingAlgorithmDialogBase):
+            alg = obj.algorithm()
+            feature = self.NEEDS.get(alg.id()) if alg is not None else None
+            if feature:
+                self.installer.notice(feature, bar=obj.messageBar())
+        return False
 
 
 #: The plugin's installer while the plugin is loaded (algorithms call :func:`request_install`).

@@ -12,7 +12,8 @@ class KTexturesPlugin:
         self.provider = None  # keep a Python reference (docs/development.md §5: the registry may lose it otherwise)
         self.installer = None
         self.action = self.torch_action = None
-        add_deps_to_path()  # packages installed by the "Install" button (core/installer.py)
+        self.watcher = None
+        add_deps_to_path()  # packages installed by the "Install" button (installer.py)
 
     def initProcessing(self):  # noqa: N802 (QGIS API)
         if self.provider is None:
@@ -30,17 +31,30 @@ class KTexturesPlugin:
         self.installer = installer_gui.Installer(self.iface)
         installer_gui.CURRENT[:] = [self.installer]
         if self.iface is not None:
-            self.action = QAction("Install onnxruntime (segmenting)", self.iface.mainWindow())
+            self.action = QAction(installer_gui.menu_text("onnxruntime"), self.iface.mainWindow())
             self.action.triggered.connect(lambda: self.installer.start("onnxruntime"))
             self.iface.addPluginToMenu("k-textures", self.action)
-            self.torch_action = QAction("Install PyTorch (fitting)", self.iface.mainWindow())
+            self.torch_action = QAction(installer_gui.menu_text("torch"), self.iface.mainWindow())
             self.torch_action.triggered.connect(lambda: self.installer.start("torch"))
             self.iface.addPluginToMenu("k-textures", self.torch_action)
+            self.installer.finished.connect(self._update_menu)
+            self.watcher = installer_gui.DialogWatcher(self.installer)  # the torch notice inside the fit dialog
+            QgsApplication.instance().installEventFilter(self.watcher)
         self.installer.notice("onnxruntime")
+
+    def _update_menu(self, *_):
+        """The menu entries say what is installed (after an install too)."""
+        from . import installer_gui
+        for action, feature in ((self.action, "onnxruntime"), (self.torch_action, "torch")):
+            if action is not None:
+                action.setText(installer_gui.menu_text(feature))
 
     def unload(self):
         from . import installer_gui
         installer_gui.CURRENT[:] = []
+        if self.watcher is not None:
+            QgsApplication.instance().removeEventFilter(self.watcher)
+            self.watcher = None
         if self.iface is not None and self.action is not None:
             for a in (self.action, self.torch_action):
                 self.iface.removePluginMenu("k-textures", a)

@@ -385,3 +385,31 @@ def test_qgis_sample_ogr_uri_into_the_input_is_refused_saying_why(provider, case
         processing.run("ktextures:sample", params)
     assert "input INPUT" in str(err.value) and "never overwritten" in str(err.value)
     assert shas(case) == before
+
+
+def test_cli_never_delivers_a_truncated_raster_with_status_0(case, small_disk, tiny_models):
+    """From too little room to just enough: each run either fails (status 2, nothing left) or delivers the
+    complete class raster (same pixels and class names as on a roomy disk), never a truncated one or one
+    whose .aux.xml (which holds the class names) could not be saved."""
+    ref = case / "ref.tif"
+    base = ["segment", case / "t1.tif", *BANDS, "--model", tiny_models["bin4"], "--quiet", "--min-segment-px", 0]
+    assert cli(*base, "--out", ref).returncode == 0
+    want = gdal.Open(str(ref))
+    want = (want.GetRasterBand(1).Checksum(), want.GetRasterBand(1).GetCategoryNames())
+    outcomes = set()
+    for free in range(2_000, 22_000, 2_000):
+        (small_disk / "filler").unlink(missing_ok=True)
+        _fill(small_disk, free)
+        cp = cli(*base, "--out", small_disk / "c.tif")
+        assert cp.returncode in (0, 2) and "Traceback" not in cp.stderr, cp.stderr
+        if cp.returncode == 0:
+            ds = gdal.Open(str(small_disk / "c.tif"))
+            assert (ds.GetRasterBand(1).Checksum(), ds.GetRasterBand(1).GetCategoryNames()) == want, free
+            ds = None
+            os.remove(small_disk / "c.tif")
+            os.remove(small_disk / "c.tif.aux.xml")
+        else:
+            assert "Cannot write" in cp.stderr and ".partial" not in cp.stderr
+        assert sorted(os.listdir(small_disk)) == ["filler"], free
+        outcomes.add(cp.returncode)
+    assert outcomes == {0, 2}

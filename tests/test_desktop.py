@@ -2,6 +2,7 @@
 (processing.gui.BatchAlgorithmDialog, rows filled as the user fills them) with the HTML report on, the names of
 the loaded layers, and the Results Viewer entries."""
 import shutil
+import time
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_html_output_is_declared_as_a_file(provider):
     """The declaration that keeps the batch dialog off its broken HTML branch (segment and novelty)."""
     from qgis.core import QgsApplication, QgsProcessingOutputFile, QgsProcessingOutputHtml
 
-    for alg_id in ("ktextures:segment",):
+    for alg_id in ("ktextures:segment", "ktextures:novelty"):
         alg = QgsApplication.processingRegistry().algorithmById(alg_id)
         out = alg.outputDefinition("OUTPUT_HTML")
         assert isinstance(out, QgsProcessingOutputFile) and not isinstance(out, QgsProcessingOutputHtml)
@@ -102,14 +103,15 @@ def test_loaded_results_read_together(provider, tmp_path):
         assert polygons.opacity() == 1.0
         cats = polygons.renderer().categories()
         for cat in cats:
-            fill = cat.symbol().symbolLayer(0)
-            assert fill.fillColor().alpha() == 0 and fill.strokeColor().alpha() == 255  # outlines only
+            casing, line = cat.symbol().symbolLayer(0), cat.symbol().symbolLayer(1)
+            assert line.fillColor().alpha() == 0 and casing.fillColor().alpha() == 0  # outlines only
+            assert line.strokeColor().alpha() == 255 and casing.strokeWidth() > line.strokeWidth()
         sim = layers[f"Simulated image (textures of the classes) ({tag})"]
         assert isinstance(sim, QgsRasterLayer) and sim.renderer().type() == "multibandcolor"
         processing.runAndLoadResults("ktextures:sample", {"INPUT": res["OUTPUT_RASTER"], "POINTS_PER_CLASS": 3,
                                                           "OUTPUT_POINTS": "TEMPORARY_OUTPUT",
                                                           "OUTPUT_SUMMARY": None})
-        assert _tree_names()[0] == f"Sample points ({classes.name()})"  # the input layer, as the user sees it
+        assert _tree_names()[0] == f"Sample points ({tag})"  # the image the classes came from
         points = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name().startswith("Sample")][0]
         cats = points.renderer().categories()  # keep the list: the symbols belong to it
         sym = cats[0].symbol()
@@ -154,3 +156,58 @@ def test_dialog_defaults_write_the_report_and_the_table(provider, qgis_iface, mo
     finally:
         dlg.deleteLater()
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_background_task_keeps_the_results(provider, tiny_models, tmp_path):
+    """The dialog runs algorithms in a QgsProcessingAlgRunnerTask; postProcessAlgorithm (which shows the HTML page)
+    must not replace the run's results."""
+    from qgis.core import QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext, QgsProcessingFeedback
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("ktextures:segment")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    params = {"INPUT": str(SAMPLE), "MODEL_FILE": tiny_models["bin4"], "OUTPUT_RASTER": str(tmp_path / "c.tif"),
+              "OUTPUT_HTML": str(tmp_path / "r.html")}
+    task = QgsProcessingAlgRunnerTask(alg, params, context, feedback)
+    got = []
+    task.executed.connect(lambda ok, results: got.append((ok, dict(results))))
+    QgsApplication.taskManager().addTask(task)
+    for _ in range(600):
+        if got:
+            break
+        QCoreApplication.processEvents()
+        time.sleep(0.05)
+    assert got and got[0][0], got
+    assert got[0][1]["OUTPUT_RASTER"] == str(tmp_path / "c.tif") and got[0][1]["NUM_CLASSES"] == 4
+
+
+def test_fit_dialog_shows_the_torch_notice_in_front(provider, qgis_iface, monkeypatch):
+    """Without PyTorch, the fit dialog opens (no error dialog) with the install notice in its own message bar."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication
+    from qgis.gui import QgsBrowserGuiModel
+    from qgis.PyQt.QtCore import QCoreApplication
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from ktextures_plugin import installer, installer_gui
+
+    browser = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser, raising=False)
+    monkeypatch.setitem(installer.MODULES, "torch", "ktextures_no_such_module")  # PyTorch "missing"
+    inst = installer_gui.Installer(qgis_iface)
+    monkeypatch.setattr(installer_gui, "CURRENT", [inst])  # the plugin is loaded in a desktop
+    watcher = installer_gui.DialogWatcher(inst)
+    QgsApplication.instance().installEventFilter(watcher)
+    alg = QgsApplication.processingRegistry().createAlgorithmById("ktextures:fit")
+    assert alg.canExecute()[0]  # the dialog opens
+    dlg = AlgorithmDialog(alg)
+    try:
+        dlg.show()
+        QCoreApplication.processEvents()
+        item = dlg.messageBar().currentItem()
+        assert item is not None and "torch is not installed" in item.text()
+        assert [b.text() for b in item.findChildren(QPushButton)] == ["Install"]
+    finally:
+        QgsApplication.instance().removeEventFilter(watcher)
+        dlg.close()
+        dlg.deleteLater()

@@ -312,3 +312,42 @@ def test_real_install_with_debian_python_then_import_in_fresh_qgis(tmp_path):
     assert got["added"] and os.path.samefile(got["folder"], target)
     assert got["ort"].startswith(target) and got["version"] == "1.31.1"
     assert got["numpy"].startswith("/usr/lib/python3/dist-packages")  # QGIS's numpy, not the folder's
+
+
+def test_menu_says_what_is_installed(monkeypatch):
+    import onnxruntime
+
+    from ktextures_plugin import installer_gui
+
+    assert installer_gui.menu_text("onnxruntime") == (f"onnxruntime {onnxruntime.__version__} installed "
+                                                      "(segmenting): reinstall")
+    monkeypatch.setitem(installer.MODULES, "torch", "ktextures_no_such_module")
+    assert installer_gui.menu_text("torch") == "Install PyTorch (fitting)"
+
+
+def test_end_of_an_install_is_shown_as_what_it_is(qgis_iface, monkeypatch):
+    """Success in green, a cancel as information (not a red error), a failure in red; the stale
+    "Installing ..." message is gone; ``finished`` tells the menu."""
+    from qgis.core import Qgis
+
+    from ktextures_plugin import installer_gui
+    inst = installer_gui.Installer(qgis_iface)
+    ended = []
+    inst.finished.connect(lambda f, ok: ended.append((f, ok)))
+    bar = qgis_iface.messageBar()
+    monkeypatch.setitem(installer.MODULES, "onnxruntime", "json")  # importable after the "install"
+    for outcome, level, words in (("ok", Qgis.MessageLevel.Success, "ready to use"),
+                                  ("cancel", Qgis.MessageLevel.Info, "was canceled"),
+                                  ("error", Qgis.MessageLevel.Critical, "Installing failed: a version conflict")):
+        bar.clearWidgets()
+        bar.pushMessage("k-textures", "Installing onnxruntime; ...", Qgis.MessageLevel.Info, 0)
+        task = installer_gui.InstallTask("onnxruntime", "/p")
+        task.target = "/p/deps"
+        task.canceled = outcome == "cancel"
+        task.error = str(installer.InstallError("a version conflict (x)", "fix")) if outcome == "error" else None
+        inst._done("onnxruntime", task, outcome == "ok")
+        item = bar.currentItem()
+        assert item.level() == level and words in item.text(), item.text()
+        bar.popWidget(item)
+        assert bar.currentItem() is None  # the "Installing ..." message went with it
+    assert ended == [("onnxruntime", True), ("onnxruntime", False), ("onnxruntime", False)]

@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
     QgsRendererCategory,
+    QgsSimpleFillSymbolLayer,
     QgsSimpleMarkerSymbolLayer,
     QgsVectorLayer,
 )
@@ -40,14 +41,20 @@ def raster_renderer(layer: QgsRasterLayer, names: Sequence[str], colors: Sequenc
 
 
 def vector_renderer(names: Sequence[str], colors: Sequence[str], field: str = "class_id"):
-    """Class polygons as outlines (no fill: the class raster below shows through), in a darker shade of the
-    class colour; the symbol's colour (legend, ``symbol().color()``) stays the class colour."""
+    """Class polygons as outlines (no fill: the class raster below shows through): a line in a darker shade of
+    the class colour on a light casing, so the boundaries read over the class raster and over the image alike.
+    The casing is locked, so the symbol's colour (legend, ``symbol().color()``) stays the class colour."""
     cats = []
     for i, (n, c) in enumerate(zip(names, colors)):
         fill = QColor(c)
         fill.setAlpha(0)
-        sym = QgsFillSymbol.createSimple({"color": ",".join(map(str, fill.getRgb())),
-                                          "outline_color": QColor(c).darker(170).name(), "outline_width": "0.3"})
+        clear = ",".join(map(str, fill.getRgb()))
+        sym = QgsFillSymbol.createSimple({"color": clear, "outline_color": QColor(c).darker(170).name(),
+                                          "outline_width": "0.3"})
+        casing = QgsSimpleFillSymbolLayer.create({"color": clear, "outline_color": "255,255,255,140",
+                                                  "outline_width": "0.55"})
+        casing.setLocked(True)
+        sym.insertSymbolLayer(0, casing)
         cats.append(QgsRendererCategory(i + 1, sym, n))
     return QgsCategorizedSymbolRenderer(field, cats)
 

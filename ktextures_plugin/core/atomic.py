@@ -111,14 +111,15 @@ class Partial:
         """Flush and close ``ds``; raise :class:`OutputError` when GDAL reports a write error doing so."""
         if self.ds is None:
             return
-        errors: List[str] = []
         flush = getattr(self.ds, "FlushCache", None) or getattr(self.ds, "SyncToDisk", None)
-        try:
-            if flush is not None:
-                flush()
-        except RuntimeError as exc:
-            errors.append(str(exc))
-        errors += close_dataset(self, "ds")
+        with quiet_gdal_close() as errors:
+            try:
+                if flush is not None:
+                    flush()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+            flush = None
+            self.ds = None
         if errors:
             raise write_failed(self.final, errors[0])
 
@@ -143,7 +144,8 @@ def quiet_gdal_close() -> Iterator[List[str]]:
     errors: List[str] = []
 
     def handler(cls, _no, msg):
-        if cls >= gdal.CE_Failure:
+        # the PAM .aux.xml holds the class names of a GeoTIFF: failing to save it is a failed output
+        if cls >= gdal.CE_Failure or "Unable to save auxiliary information" in str(msg):
             errors.append(msg)
 
     hook = sys.unraisablehook
@@ -185,6 +187,8 @@ def atomic_output(final_path: str, ext: Optional[str] = None, deliver: Optional[
         (deliver or move_fileset)(part.path, final_path)
     except OutputError as exc:
         _drop(part, exc)
+        if type(exc) is OutputError and part.path in str(exc):  # name the output, not its partial file
+            raise OutputError(str(exc).replace(part.path, final_path)) from None
         raise
     except OSError as exc:
         _drop(part, exc)

@@ -14,7 +14,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import atomic, colour
-from .errors import OutputError
+from .errors import OutputError, ParameterError
 
 gdal.UseExceptions()
 
@@ -190,7 +190,7 @@ def palette_colors(mean_rgb: np.ndarray, palette: str = "true colour",
             out.append(colour.separate(base, out, min_delta_e + 0.5))  # + margin for the 8-bit rounding
         return [rgb_to_hex(c) for c in out]
     if palette != "true colour":
-        raise ValueError(f"unknown palette {palette!r}; choose one of {PALETTES}")
+        raise ParameterError(f"unknown palette {palette!r}; choose one of {PALETTES}")
     return true_colors(mean_rgb, min_delta_e)
 
 
@@ -204,7 +204,7 @@ def check_class_names(names, k: int) -> List[str]:
         names = names.split(",")
     out = [str(n).strip() for n in names]
     if len(out) != k or not all(out) or len(set(out)) != k:
-        raise ValueError(f"Class names: give {k} different, non-empty names separated by commas, in class "
+        raise ParameterError(f"Class names: give {k} different, non-empty names separated by commas, in class "
                          f"order 1..{k}; got {len(out)}: {', '.join(out) or '(none)'}.")
     return out
 
@@ -215,11 +215,13 @@ def write_palette_to_file(path: str, class_names: Sequence[str], colors: Sequenc
     Class rasters get their palette only after every pixel is written and the dataset is closed: a
     GeoTIFF refuses to change its colour table tags once GDAL has flushed blocks to disk.
     """
-    ds = gdal.Open(path, gdal.GA_Update)
+    out = atomic.Partial(path, path, gdal.Open(path, gdal.GA_Update))
     try:
-        write_palette(ds.GetRasterBand(1), class_names, colors)
-    finally:
-        ds = None
+        write_palette(out.ds.GetRasterBand(1), class_names, colors)
+    except BaseException:
+        out.abandon()
+        raise
+    out.close()  # raises OutputError on a write error GDAL reports on close (a full disk)
 
 
 def write_palette(band: gdal.Band, class_names: Sequence[str], colors: Sequence[str]) -> None:

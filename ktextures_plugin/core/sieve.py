@@ -5,10 +5,13 @@ from typing import Callable, Optional
 
 from osgeo import gdal
 
-from . import raster
-from .errors import Canceled, Progress
+from . import atomic, raster
+from .errors import Canceled, ParameterError, Progress
 
 gdal.UseExceptions()
+
+#: Largest sieve threshold: GDAL's SieveFilter takes a C int.
+MAX_SIEVE_PX = 2 ** 31 - 1
 
 
 def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] = None,
@@ -17,26 +20,25 @@ def sieve_in_place(path: str, min_segment_px: int, progress: Optional[Progress] 
     ``min_segment_px`` pixels take the class of their largest neighbour; nodata (0) is masked out.
 
     Raises:
+        ParameterError: ``min_segment_px`` outside 0..:data:`MAX_SIEVE_PX`.
         Canceled: when ``is_canceled()`` turns True during the sieve.
+        KeyboardInterrupt: Ctrl-C during the sieve (GDAL stopped cleanly, no traceback printed).
+        OutputError: GDAL could not write the result (a full disk).
     """
-    ds = gdal.Open(path, gdal.GA_Update)
+    if not 0 <= int(min_segment_px) <= MAX_SIEVE_PX:
+        raise ParameterError(f"{{name}} must be between 0 and {MAX_SIEVE_PX} pixels, got {min_segment_px}",
+                             parameter="min_segment_px")
+    out = atomic.Partial(path, path, gdal.Open(path, gdal.GA_Update))
+    band = out.ds.GetRasterBand(1)
     try:
-        band = ds.GetRasterBand(1)
-
-        def cb(frac, _msg, _data):
-            if progress:
-                progress(frac, "sieve")
-            return 0 if (is_canceled and is_canceled()) else 1
-
-        try:
-            with raster.line_pass_cache(band):  # GDAL reads line by line: no large block cache
-                gdal.SieveFilter(band, band.GetMaskBand(), band, int(min_segment_px),
-                                 8 if eight_connected else 4, callback=cb)
-        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
-            if is_canceled and is_canceled():
-                raise Canceled() from None
-            raise
+        with raster.line_pass_cache(band):  # GDAL reads line by line: no large block cache
+            raster.GdalProgress("sieve", progress, is_canceled).run(
+                gdal.SieveFilter, band, band.GetMaskBand(), band, int(min_segment_px), 8 if eight_connected else 4)
         if is_canceled and is_canceled():
             raise Canceled()
-    finally:
-        ds = None
+    except BaseException:
+        band = None
+        out.abandon()
+        raise
+    band = None
+    out.close()  # a write error GDAL reports on close (a full disk) fails the run

@@ -16,6 +16,8 @@ from typing import Optional
 
 import numpy as np
 
+from .errors import ParameterError
+
 #: Synchronous ICM sweeps of the smoothing step; also the halo (pixels) the step adds to a tile.
 DEFAULT_SWEEPS = 10
 
@@ -50,8 +52,8 @@ def icm_potts(costs: np.ndarray, beta: float, sweeps: int = DEFAULT_SWEEPS,
     """Potts-regularised labels of per-class costs by synchronous ICM (module docstring).
 
     Exactly the labels of the plain algorithm (every pixel re-evaluated each sweep), computed on the pixels that
-    can change only: in the first sweep the pixels whose 3 x 3 neighbourhood holds another label (a pixel whose
-    neighbours all hold its own argmin label keeps it), afterwards the neighbours of the pixels the previous
+    can change only: in the first sweep the pixels with fewer than 4 of their 8 neighbours in their own (argmin)
+    class (:func:`_mixed`), afterwards the neighbours of the pixels the previous
     sweep changed (a pixel's energies depend on its neighbours only). Each of them gets its 8 neighbours'
     labels gathered, per-class counts and energies ``cost - beta * count`` in float32 (the same operations as
     the dense form) and the first class of least energy (``np.argmin``'s tie rule).
@@ -70,9 +72,9 @@ def icm_potts(costs: np.ndarray, beta: float, sweeps: int = DEFAULT_SWEEPS,
         ValueError: when ``costs`` is not 3-dimensional or ``beta`` / ``sweeps`` is negative.
     """
     if costs.ndim != 3:
-        raise ValueError(f"costs must be (k, H, W), got shape {costs.shape}")
+        raise ParameterError(f"costs must be (k, H, W), got shape {costs.shape}")
     if beta < 0 or sweeps < 0:
-        raise ValueError(f"beta and sweeps must be >= 0, got {beta} and {sweeps}")
+        raise ParameterError(f"beta and sweeps must be >= 0, got {beta} and {sweeps}")
     k, h, w = costs.shape
     ldt = np.uint8 if k < 255 else np.uint16
     costs = np.asarray(costs, np.float32)
@@ -98,31 +100,36 @@ def icm_potts(costs: np.ndarray, beta: float, sweeps: int = DEFAULT_SWEEPS,
 
 
 def _argmin_classes(costs: np.ndarray, dtype) -> np.ndarray:
-    """``np.argmin(costs, axis=0)`` of (k, ...) float32 as ``dtype``: the least value, then the first class
-    holding it (``np.argmin``'s tie rule)."""
-    best = costs.min(axis=0)
+    """``np.argmin(costs, axis=0)`` of (k, ...) float32 as ``dtype`` (the first class on ties), by a running
+    minimum: a class replaces the label only where it is strictly lower, and classes come in increasing order, so
+    the label is the running maximum of ``class x (strictly lower)``."""
+    best = costs[0].copy()
     labels = np.zeros(best.shape, dtype)
-    hit = np.empty(best.shape, bool)
-    for c in range(costs.shape[0] - 1, 0, -1):
-        np.equal(costs[c], best, out=hit)
-        np.copyto(labels, c, where=hit)
-    np.equal(costs[0], best, out=hit)
-    np.copyto(labels, 0, where=hit)
+    less = np.empty(best.shape, bool)
+    step = np.empty(best.shape, dtype)
+    for c in range(1, costs.shape[0]):
+        np.less(costs[c], best, out=less)
+        np.minimum(best, costs[c], out=best)
+        np.multiply(less, c, out=step, casting="unsafe")
+        np.maximum(labels, step, out=labels)
     return labels
 
 
 def _mixed(lab: np.ndarray, k: int) -> np.ndarray:
-    """(H+2, W+2) bool: real pixels of the padded labels whose 3 x 3 neighbourhood holds another label (or
-    nobody): the only pixels the first sweep can change."""
+    """(H+2, W+2) bool: the real pixels of the padded first labels (each its argmin class) that the first sweep
+    can change: those with fewer than 4 of their 8 neighbours in their own class. With 4 or more, any other
+    class c has at most as many neighbours and no smaller cost (the own class is the first argmin), so its
+    energy is no lower, and on a tie the own class, the first argmin, wins."""
     core = lab[1:-1, 1:-1]
-    mixed = np.zeros(lab.shape, bool)
-    inner = mixed[1:-1, 1:-1]
     h, w = core.shape
+    same = np.zeros(core.shape, np.uint8)
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
             if dy != 1 or dx != 1:
-                inner |= lab[dy:dy + h, dx:dx + w] != core
-    inner &= core != k
+                same += lab[dy:dy + h, dx:dx + w] == core
+    mixed = np.zeros(lab.shape, bool)
+    np.less(same, 4, out=mixed[1:-1, 1:-1])
+    mixed[1:-1, 1:-1] &= core != k
     return mixed
 
 
@@ -165,7 +172,11 @@ class _Grid:
         return changed
 
     def neighbours(self, px: np.ndarray) -> np.ndarray:
-        """The real pixels among the 8 neighbours of ``px``, sorted, each once."""
+        """The real pixels among the 8 neighbours of ``px``, sorted, each once (few pixels: sorted directly;
+        many: marked in a plane that is then scanned)."""
+        if 8 * px.size < self.lab.size // 64:
+            out = np.unique((px[:, None] + self.offsets).ravel())
+            return out[self.real[out]]
         for o in self.offsets:
             self.marker[px + o] = True
         out = np.flatnonzero(self.marker)

@@ -131,21 +131,12 @@ def _run_polygonize(out, lyr, band, eight_connected: bool, progress: Optional[Pr
 
     Raises:
         errors.Canceled: the progress callback saw ``is_canceled()`` True.
+        KeyboardInterrupt: Ctrl-C during ``Polygonize`` (GDAL stopped cleanly, no traceback printed).
     """
-
-    def cb(frac, _msg, _data):
-        if progress:
-            progress(frac * 0.8, "polygonize")
-        return 0 if (is_canceled and is_canceled()) else 1
-
     options = ["8CONNECTED=8"] if eight_connected else []
     out.StartTransaction()  # one transaction: 5x faster than a commit per polygon
-    try:
-        gdal.Polygonize(band, band.GetMaskBand(), lyr, 0, options, callback=cb)
-    except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
-        if is_canceled and is_canceled():
-            raise Canceled() from None
-        raise
+    raster.GdalProgress("polygonize", progress, is_canceled, scale=0.8).run(
+        gdal.Polygonize, band, band.GetMaskBand(), lyr, 0, options)
     out.CommitTransaction()
     if is_canceled and is_canceled():
         raise Canceled()

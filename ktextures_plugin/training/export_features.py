@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ..core import atomic
+
 #: the seed and widths of the feature CNN used by ``fit`` (``features.RandomCNN`` defaults)
 SEED = 1234
 WIDTHS = (32, 64, 96, 128, 128)
@@ -29,16 +31,17 @@ def export(path: str, seed: int = SEED, opset: int = 17) -> str:
     x = torch.rand(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
     names = [f"f{i}" for i in range(len(WIDTHS))]
     axes = {"image": {0: "n", 2: "h", 3: "w"}, **{n: {0: "n", 2: f"h{i}", 3: f"w{i}"} for i, n in enumerate(names)}}
-    torch.onnx.export(net, (x,), path, input_names=["image"], output_names=names, dynamic_axes=axes,
-                      opset_version=opset, dynamo=False)
-    model = onnx.load(path)
-    meta = {"ktextures.features": json.dumps({"kind": "random_cnn", "seed": seed, "widths": list(WIDTHS),
-                                              "channels": ["red", "green", "blue", "nir"],
-                                              "input": "(N,4,H,W) float32 in [0,1], H,W multiples of 16"})}
-    for k, v in meta.items():
-        p = model.metadata_props.add()
-        p.key, p.value = k, v
-    onnx.save(model, path)
+    with atomic.atomic_output(path) as part:  # complete or absent
+        torch.onnx.export(net, (x,), part.path, input_names=["image"], output_names=names, dynamic_axes=axes,
+                          opset_version=opset, dynamo=False)
+        model = onnx.load(part.path)
+        meta = {"ktextures.features": json.dumps({"kind": "random_cnn", "seed": seed, "widths": list(WIDTHS),
+                                                  "channels": ["red", "green", "blue", "nir"],
+                                                  "input": "(N,4,H,W) float32 in [0,1], H,W multiples of 16"})}
+        for k, v in meta.items():
+            p = model.metadata_props.add()
+            p.key, p.value = k, v
+        onnx.save(model, part.path)
     return path
 
 
