@@ -132,8 +132,8 @@ def judge(wins, rect):
     return bool(shows and shows[0]), any(shows), sum(touch)
 
 
-CONFIGS_DEFAULT = ["typical:4:1:2", "typical:2:1:2", "typical1:4:1:2", "typical:8:1:2", "mean:4:1:2", "none:4:1:2",
-                   "all:4:1:2", "typical:4:1:1"]
+CONFIGS_DEFAULT = ["typical1:4:1:3", "typical1:4:1:2", "typical:4:1:2", "typical:4:1:3", "typical:2:1:2",
+                   "mean:4:1:2", "none:4:1:2", "all:4:1:2"]
 
 
 def _model(items, how, rank, seed, table=None):

@@ -80,17 +80,6 @@ def make_folders(paths) -> None:
                                              "Choose a folder you can write to.") from None
 
 
-def remove_outputs(paths) -> None:
-    """Delete the outputs a failed or canceled run already wrote (GeoTIFFs with their sidecars), silently."""
-    from osgeo import gdal
-    for p in paths:
-        if p and os.path.exists(p):
-            try:
-                gdal.GetDriverByName("GTiff").Delete(p) if p.lower().endswith((".tif", ".tiff")) else os.remove(p)
-            except (RuntimeError, OSError):
-                pass
-
-
 def check_outputs(names, outputs, inputs) -> None:
     """:func:`core.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
     QGIS parameters (``names``: core key -> parameter id). The algorithms save QGIS default styles beside their

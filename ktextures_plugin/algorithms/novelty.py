@@ -31,7 +31,6 @@ from .common import (
     make_folders,
     optional_number,
     progress_bridge,
-    remove_outputs,
 )
 from .segment import SCALINGS
 
@@ -144,33 +143,28 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         model_path = self.model_path(parameters, context)
         score, selected, page = self._outputs(parameters, context, src, model_path)
         nodata = optional_number(parameters, self.NODATA)
-        written = []
-        try:
-            session = cached_session(model_path)
-            feedback.pushInfo(f"Model file: {model_path}")
-            with input_view(self, parameters, context, feedback, src) as view:
-                res = rank_tiles(
-                    view, model_path, bands=self.bands(parameters, context),
-                    tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                    n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
-                    rank=self.parameterAsInt(parameters, self.RANK, context),
-                    seed=self.parameterAsInt(parameters, self.SEED, context),
-                    init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
-                    scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
-                    extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
-                    is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
-                    warn=feedback.pushWarning)
-            written.append(write_score_raster(score, res, src))
-            if selected:
-                write_selected(selected, res, src)
-                written.append(selected)
-            if page:
-                feedback.setProgressText("Explaining the selected tiles")
-                written.append(write_html(page, res, src, model_path, nodata, session=session))
-                feedback.setProgress(100)
-        except BaseException:  # the message comes from common.processing_error
-            remove_outputs(written)
-            raise
+        # a failure: processing_error words it, all_or_nothing (processAlgorithm) removes the outputs
+        session = cached_session(model_path)
+        feedback.pushInfo(f"Model file: {model_path}")
+        with input_view(self, parameters, context, feedback, src) as view:
+            res = rank_tiles(
+                view, model_path, bands=self.bands(parameters, context),
+                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
+                rank=self.parameterAsInt(parameters, self.RANK, context),
+                seed=self.parameterAsInt(parameters, self.SEED, context),
+                init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
+                scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
+                extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
+                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
+                warn=feedback.pushWarning)
+        write_score_raster(score, res, src)
+        if selected:
+            write_selected(selected, res, src)
+        if page:
+            feedback.setProgressText("Explaining the selected tiles")
+            write_html(page, res, src, model_path, nodata, session=session)
+            feedback.setProgress(100)
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile at x {s.window[0]}, y {s.window[1]} px, selection score "
                               f"{s.score:.4g}, initial score {s.initial:.4g}, residual {s.residual:.4g}")

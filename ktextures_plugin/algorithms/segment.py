@@ -42,7 +42,6 @@ from .common import (
     optional_number,
     output_layer,
     progress_bridge,
-    remove_outputs,
     temporary_label,
 )
 
@@ -252,25 +251,19 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         from ..core.vectorize import polygonize
 
         seg_end = 70.0 if out["vector"] else 100.0
-        written = []
-        try:
-            feedback.pushInfo(f"Model file: {model_path}")
-            options = self.segment_options(parameters, context, extent=extent, simulation=out["simulation"],
-                                           session=session)
-            result = segment_raster(src, model_path, out["raster"], options,
-                                    Feedback(progress=progress_bridge(feedback, 0, seg_end),
-                                             is_canceled=feedback.isCanceled, info=feedback.pushInfo,
-                                             warning=feedback.pushWarning), session=session)
-            written += [out["raster"]] + ([out["simulation"]] if out["simulation"] else [])
-            if out["vector"]:
-                feedback.setProgressText("Polygonizing (GDAL)")
-                n = polygonize(out["raster"], out["vector"], class_names=result.class_names,
-                               progress=progress_bridge(feedback, seg_end, 100), is_canceled=feedback.isCanceled)
-                written.append(out["vector"])
-                feedback.pushInfo(f"{n} polygons written to {out['vector']}")
-        except BaseException:  # the message comes from common.processing_error
-            remove_outputs(written)
-            raise
+        # a failure: processing_error words it, all_or_nothing (processAlgorithm) removes the outputs
+        feedback.pushInfo(f"Model file: {model_path}")
+        options = self.segment_options(parameters, context, extent=extent, simulation=out["simulation"],
+                                       session=session)
+        result = segment_raster(src, model_path, out["raster"], options,
+                                Feedback(progress=progress_bridge(feedback, 0, seg_end),
+                                         is_canceled=feedback.isCanceled, info=feedback.pushInfo,
+                                         warning=feedback.pushWarning), session=session)
+        if out["vector"]:
+            feedback.setProgressText("Polygonizing (GDAL)")
+            n = polygonize(out["raster"], out["vector"], class_names=result.class_names,
+                           progress=progress_bridge(feedback, seg_end, 100), is_canceled=feedback.isCanceled)
+            feedback.pushInfo(f"{n} polygons written to {out['vector']}")
         return result
 
     @staticmethod

@@ -58,18 +58,24 @@ def _line(text) -> None:
 
 def front_end(prog, names=None):
     """Decorator of a sub-command's ``main(argv) -> int``: every exception it lets out goes through
-    :func:`exit_status` (no traceback for bad input, a full disk, Ctrl-C); a bug keeps its traceback."""
+    :func:`exit_status` (no traceback for bad input, a full disk, Ctrl-C); a bug keeps its traceback. The
+    command is one all-or-nothing run (``core.atomic.all_or_nothing``): when it fails (an exception or a
+    non-zero status), every output it had written is removed."""
     def wrap(main):
         @functools.wraps(main)
         def run(argv=None):
-            try:
-                return main(argv)
-            except SystemExit:
-                raise
-            except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt is translated too
-                status = exit_status(prog, exc, names)
-                if status is None:
+            from ..core.atomic import all_or_nothing
+            with all_or_nothing() as one_run:
+                try:
+                    status = main(argv)
+                except SystemExit:
                     raise
+                except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt is translated too
+                    status = exit_status(prog, exc, names)
+                    if status is None:
+                        raise
+                if status:
+                    one_run.discard()
                 return status
         return run
     return wrap

@@ -65,15 +65,6 @@ def _progress_bar(quiet: bool):
     return bar, progress
 
 
-def _remove(paths) -> None:
-    """Delete the outputs of a run that failed part-way (no partial set of outputs is left behind)."""
-    import os
-    for p in paths:
-        for f in (p, p + ".aux.xml"):
-            if os.path.exists(f):
-                os.remove(f)
-
-
 @front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -91,22 +82,17 @@ def main(argv=None) -> int:
     if bad is not None:
         return bad
     bar, progress = _progress_bar(args.quiet)
-    written = []
     try:
         with input_view(args.image, args.ignore_mask_bands) as image:
             res = rank_tiles(image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
                              rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
                              extra_nodata=args.nodata, threads=args.threads, progress=progress,
                              warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-        written.append(write_score_raster(args.score, res, args.image))
+        write_score_raster(args.score, res, args.image)
         if args.selected:
             write_selected(args.selected, res, args.image)
-            written.append(args.selected)
         if args.html:
-            written.append(write_html(args.html, res, args.image, model, args.nodata, threads=args.threads))
-    except BaseException:  # no partial set of outputs; the message comes from front_end
-        _remove(written)
-        raise
+            write_html(args.html, res, args.image, model, args.nodata, threads=args.threads)
     finally:
         if bar is not None:
             bar.close()

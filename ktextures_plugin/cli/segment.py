@@ -123,12 +123,8 @@ def main(argv=None) -> int:
             return _dask(args, model, feedback, bar)
         with input_view(args.image, args.ignore_mask_bands) as image:
             res = segment_raster(image, model, args.out, segment_options(args), feedback)
-        if args.vector:
-            try:
-                n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
-            except BaseException:  # no half of a run left behind: the raster goes with the failed polygons
-                _remove([args.out, args.simulation])
-                raise
+        if args.vector:  # a failure removes the raster too (front_end: one all-or-nothing run)
+            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
     finally:  # errors and Ctrl-C: one line on stderr (front_end)
         if bar is not None:
@@ -178,16 +174,6 @@ def _write_reports(args, res) -> None:
         params = {k: v for k, v in vars(args).items() if v is not None and v is not False}
         write_html_report(args.html, from_segment(res, args.image, session=session, parameters=params))
         print(f"HTML report -> {args.html}", file=sys.stderr)
-
-
-def _remove(paths):
-    from osgeo import gdal
-    for p in paths:
-        if p and os.path.exists(p):
-            try:
-                gdal.GetDriverByName("GTiff").Delete(p)
-            except RuntimeError:
-                os.remove(p)
 
 
 def _dask(args, model, feedback, bar) -> int:

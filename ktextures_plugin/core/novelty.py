@@ -49,8 +49,10 @@ DEFAULT_RANK = 4
 INIT_TILES = -2
 #: the share of the tiles, nearest the column medians, that the default initial model is fitted to
 TYPICAL_SHARE = 0.9
+#: directions of the initial model (at most RANK): the scene's leading direction; DEMUD's model grows from it
+INIT_RANK = 1
 #: once a tile is selected, the tiles within this many positions (half tiles) of it are not selectable
-EXCLUDE_REACH = 2
+EXCLUDE_REACH = 3
 
 
 @dataclass
@@ -462,7 +464,8 @@ def _scaling(ctx, ds, band_list, scaling, extra_nodata, warn):
 
 
 def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int = 64, n_select: int = 20,
-               rank: int = DEFAULT_RANK, seed: int = 0, init_tiles: int = INIT_TILES, residual_weight: float = 1.0,
+               rank: int = DEFAULT_RANK, seed: int = 0, init_tiles: int = INIT_TILES, init_rank: int = INIT_RANK,
+               residual_weight: float = 1.0,
                scaling: str = "model", extra_nodata: Optional[float] = None, threads: Optional[int] = None,
                progress: Optional[Progress] = None, is_canceled=None, log=None, session=None,
                features_path: Optional[str] = None, warn=None) -> NoveltyResult:
@@ -473,7 +476,7 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
             ``textures`` output and red, green, blue, NIR channels.
         bands: 1-based bands in the model's channel order (as ``segment``); ``None`` = from descriptions.
         tile_size: tile side in pixels (multiple of 16, >= 32); n_select: DEMUD selections.
-        rank: the most singular vectors the model keeps (DEMUD's k; also the rank of an initial model).
+        rank: the most singular vectors the model keeps (DEMUD's k); init_rank: those of the initial model.
         init_tiles: -1 = no initial model (:data:`INIT_TILES`), 0 = the SVD of all tiles, N > 0 = the SVD
             of N random tiles (``seed``).
         residual_weight: weight of the k-textures residual block against the appearance block.
@@ -508,7 +511,7 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
         ds = None
     say(f"{table.index.size} tiles scored, {table.skipped} skipped (mostly nodata)")
     items, blocks = design_matrix(table, residual_weight)
-    model = initial_model(items, rank, init_tiles, seed)
+    model = initial_model(items, min(rank, int(init_rank)), init_tiles, seed)
     try:
         sel = demud(items, n_select, model, blocks, max_rank=rank, is_canceled=is_canceled,
                     progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None,

@@ -217,7 +217,7 @@ _SCORES_HELP = (
     "<p><b>Selection score</b>: how badly the model reconstructed the tile when it was selected (squared "
     "distance in the standardised features); it ordered the list: each tile is the one the model explained worst "
     "at its turn, then the model learns it, so rank 1 has the highest selection score and one kind of novelty "
-    "is shown once. The model starts as a model of the scene (the leading directions of its typical tiles). "
+    "is shown once. The model starts as a model of the scene (the mean and leading direction of its typical tiles). "
     "<b>Initial score</b>: the tile's error under that starting model, before any selection (the score raster); "
     "a tile like one shown before keeps a high initial score but gets a low selection score. <b>Residual</b>: "
     "the part of the selection score from what the k textures cannot simulate.</p>")
