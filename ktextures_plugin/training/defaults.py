@@ -26,8 +26,8 @@ DEFAULT_CONTINUITY = 5.0
 WARM_STARTS = ("pixel", "context")
 DEFAULT_WARM_START = "context"
 #: Weight of the anchor term: cross-entropy of the class logits against the warm-start partition smoothed by
-#: the Potts step (0 = off).
-DEFAULT_ANCHOR = 1.0
+#: the Potts step (0 = off; off by default: 1 was worse on 8 of the 12 figures of docs/benchmarks.md "Quality II").
+DEFAULT_ANCHOR = 0.0
 #: Potts weight for the scores of the exported model (``ktextures.smoothing_beta``; segment's smoothing step)
 #: and for the anchor's target partition, in squared z-score units per disagreeing 8-neighbour.
 DEFAULT_SMOOTHING_BETA = 3.0
