@@ -296,7 +296,7 @@ def test_sieve_and_polygonize_run_with_a_line_pass_cache(tmp_path, tiny_models):
     out = tmp_path / "c.tif"
     segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, min_segment_px=20),
                    Feedback(progress=progress))
-    polygonize(str(out), str(tmp_path / "p.gpkg"), progress=progress)
+    polygonize(str(out), str(tmp_path / "p.gpkg"), feedback=Feedback(progress=progress))
     assert gdal.GetCacheMax() == before
     ds = gdal.Open(str(out))
     want = raster.line_pass_cache_bytes(ds.GetRasterBand(1))

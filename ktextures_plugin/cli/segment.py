@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         res = segment_raster(args.image, model, args.out, segment_options(args), feedback)
         if args.vector:
             try:
-                n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
+                n = polygonize(args.out, args.vector, class_names=res.class_names, feedback=feedback)
             except BaseException:  # no half of a run left behind: the raster goes with the failed polygons
                 _remove([args.out, args.simulation])
                 raise
@@ -212,7 +212,7 @@ def _dask(args, model, feedback, bar) -> int:
         res = segment_dask(args.image, model, args.out, segment_options(args), feedback, address=args.dask or None,
                            n_workers=args.dask_workers)
         if args.vector:  # from the final raster: no seams to dissolve
-            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=feedback.progress)
+            n = polygonize(args.out, args.vector, class_names=res.class_names, feedback=feedback)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
     except KeyboardInterrupt:
         print("canceled: the Dask tasks were cancelled and no output was written", file=sys.stderr)

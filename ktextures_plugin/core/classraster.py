@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
+from osgeo_utils.auxiliary.util import GetOutputDriversFor
 
 from . import atomic, colour
 from .errors import OutputError
@@ -38,15 +39,19 @@ def class_datatype(k: int) -> int:
 
 
 def driver_for_path(path: str) -> str:
-    """GDAL raster driver short name for the file extension of ``path`` (GTiff when unknown or none)."""
+    """GDAL raster driver short name for the file extension of ``path``: GTiff for none, ``.tif`` and ``.tiff``,
+    else the first GDAL raster driver that creates files of that extension (GDAL's
+    ``osgeo_utils.auxiliary.util.GetOutputDriversFor``, the choice of ``gdal_translate`` and ``gdal_calc``).
+
+    Raises:
+        OutputError: no GDAL raster driver writes that extension.
+    """
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext in ("", "tif", "tiff"):
         return "GTiff"
-    for i in range(gdal.GetDriverCount()):
-        drv = gdal.GetDriver(i)
-        md = drv.GetMetadata() or {}
-        if md.get(gdal.DCAP_RASTER) == "YES" and ext in (md.get(gdal.DMD_EXTENSIONS) or "").split():
-            return drv.ShortName
+    drivers = GetOutputDriversFor(path, is_raster=True)
+    if drivers:
+        return drivers[0]
     raise OutputError(f"No GDAL raster format writes '.{ext}' files ({path}); use .tif")
 
 

@@ -46,8 +46,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal
 from scipy.optimize import linear_sum_assignment
+
+from . import geo
 
 gdal.UseExceptions()
 
@@ -249,13 +251,10 @@ def check_same_grid(a: gdal.Dataset, b: gdal.Dataset, name_a: str = "prediction"
                          f"by up to {off:.3g} pixels at the corners ({tuple(ga)} vs {tuple(gb)}). Resample the "
                          f"{name_b} onto the {name_a}'s grid first.")
     wa, wb = a.GetProjection(), b.GetProjection()
-    if wa and wb:
-        sa, sb = osr.SpatialReference(), osr.SpatialReference()
-        sa.ImportFromWkt(wa)
-        sb.ImportFromWkt(wb)
-        if not sa.IsSame(sb):
-            raise ValueError(f"The {name_a} ({sa.GetName()}) and the {name_b} ({sb.GetName()}) have different "
-                             f"CRS. Reproject the {name_b} onto the {name_a}'s grid first.")
+    if wa and wb and not geo.same_crs(wa, wb):
+        sa, sb = geo.srs_of(wa), geo.srs_of(wb)
+        raise ValueError(f"The {name_a} ({sa.GetName()}) and the {name_b} ({sb.GetName()}) have different "
+                         f"CRS. Reproject the {name_b} onto the {name_a}'s grid first.")
 
 
 def _open(path: str, what: str) -> gdal.Dataset:

@@ -24,7 +24,7 @@ from . import raster, tiling
 from .bands import select_bands
 from .demud import Selection, Subspace, demud
 from .errors import Canceled, ModelError, Progress, RasterError
-from .inference import chunk_px_for, infer_classes, open_session, read_model_info
+from .inference import chunk_px_for, infer_classes, open_session, read_model_info, simulate
 from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
 from .scaling import range_warnings, resolve_scaling
 from .tileio import prefetch
@@ -122,24 +122,6 @@ def feature_order(channel_names) -> List[int]:
         raise ModelError(f"novelty needs a model with red, green, blue and NIR channels (its feature CNN is "
                          f"the k-textures loss's); this model has {list(channel_names)}, missing {missing}.")
     return [list(channel_names).index(c) for c in FEATURE_CHANNELS]
-
-
-def simulate(textures: np.ndarray, classes: np.ndarray, x0: int, y0: int) -> np.ndarray:
-    """The k-textures simulation of a window: ``textures[class, :, row mod P, col mod P]`` with raster rows
-    and columns (models/README.md), so the textures are anchored on the raster grid.
-
-    Args:
-        textures: float32 (k, C, P, P) in scaled units; classes: integer (h, w) 0..k-1; x0, y0: the window's
-            first raster column and row.
-
-    Returns:
-        float32 (C, h, w), scaled units.
-    """
-    h, w = classes.shape
-    p = textures.shape[-1]
-    rows = (np.arange(y0, y0 + h) % p)[:, None]
-    cols = (np.arange(x0, x0 + w) % p)[None, :]
-    return np.ascontiguousarray(textures[classes, :, rows, cols].transpose(2, 0, 1))
 
 
 def tile_features(fsess, x: np.ndarray, sim: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -245,7 +227,7 @@ def _pad_to(a: np.ndarray, t: int, value) -> np.ndarray:
     return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)], constant_values=value)
 
 
-def _fill_invalid(x: np.ndarray, sim: np.ndarray, valid: np.ndarray) -> None:
+def fill_invalid(x: np.ndarray, sim: np.ndarray, valid: np.ndarray) -> None:
     """In place, per tile: nodata pixels of ``x`` take the tile's mean valid value per channel and those of
     ``sim`` the same value, so that they add nothing to the residual. x, sim (N, C, T, T); valid (N, T, T)."""
     if valid.all():
@@ -330,7 +312,7 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
                     raise Canceled()
                 sel = keep[a:a + FEATURE_BATCH]
                 xs, ss = b.x[sel], b.sim[sel]
-                _fill_invalid(xs, ss, b.valid[sel])
+                fill_invalid(xs, ss, b.valid[sel])
                 app[n:n + sel.size], res[n:n + sel.size] = tile_features(ctx.fsess, xs, ss)
                 n += sel.size
             idx.append(b.index[keep])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-import uuid
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,8 +16,9 @@ from osgeo import gdal, ogr, osr
 
 from . import atomic, classraster, raster
 from .errors import OutputError
+from .html_report import png_bytes
 from .inference import infer_classes, open_session
-from .novelty import NoveltyResult, SelectedTile, heat_map, simulate
+from .novelty import NoveltyResult, SelectedTile, feature_order, fill_invalid, heat_map, simulate
 from .outputs import vector_driver
 
 gdal.UseExceptions()
@@ -143,39 +143,21 @@ def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, 
     data[:, ~valid] = info.nodata_fill
     cls = infer_classes(session, data, halo)[y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
     cls = np.clip(cls, 0, info.num_classes - 1)
-    order = [list(info.channel_names).index(c) for c in ("red", "green", "blue", "nir")]
+    order = feature_order(info.channel_names)
     x = np.zeros((4, t, t), np.float32)
     sim = np.zeros((4, t, t), np.float32)
     x[:, :h, :w] = data[order, y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
     sim[:, :h, :w] = simulate(textures, cls, x0, y0)[order]
     v = np.zeros((t, t), bool)
     v[:h, :w] = valid[y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
-    if not v.all():
-        fill = (x * v).sum(axis=(1, 2)) / max(int(v.sum()), 1)
-        x[:, ~v] = fill[:, None]
-        sim[:, ~v] = fill[:, None]
+    fill_invalid(x[None], sim[None], v[None])
     heat = heat_map(fsess, x, sim, result.stage_norm)
     return x[:, :h, :w], sim[:, :h, :w], heat[:h, :w]
 
 
 def _png(rgb: np.ndarray) -> str:
-    """uint8 (3, h, w) -> PNG as base64 text (GDAL MEM and PNG drivers, in /vsimem/)."""
-    mem = gdal.GetDriverByName("MEM").Create("", rgb.shape[2], rgb.shape[1], 3, gdal.GDT_Byte)
-    for i in range(3):
-        mem.GetRasterBand(i + 1).WriteArray(rgb[i])
-    name = f"/vsimem/ktextures_{uuid.uuid4().hex}.png"
-    gdal.GetDriverByName("PNG").CreateCopy(name, mem)
-    mem = None
-    f = gdal.VSIFOpenL(name, "rb")
-    try:
-        gdal.VSIFSeekL(f, 0, 2)
-        size = gdal.VSIFTellL(f)
-        gdal.VSIFSeekL(f, 0, 0)
-        data = gdal.VSIFReadL(1, size, f)
-    finally:
-        gdal.VSIFCloseL(f)
-        gdal.Unlink(name)
-    return base64.b64encode(data).decode("ascii")
+    """uint8 (3, h, w) -> PNG as base64 text (:func:`.html_report.png_bytes`)."""
+    return base64.b64encode(png_bytes(rgb)).decode("ascii")
 
 
 def _true_colour(x: np.ndarray) -> np.ndarray:

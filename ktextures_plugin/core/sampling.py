@@ -226,7 +226,7 @@ def image_offset(class_ds: gdal.Dataset, image_ds: gdal.Dataset, tol: float = 1e
     """
     cw, iw = class_ds.GetProjection(), image_ds.GetProjection()
     cs, is_ = geo.srs_of(cw), geo.srs_of(iw)
-    if (cs is None) != (is_ is None) or (cs is not None and not cs.IsSame(is_)):
+    if not geo.same_crs(cw, iw):
 
         def name(s):
             return s.GetName() if s is not None else "none"

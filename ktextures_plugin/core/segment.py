@@ -420,7 +420,7 @@ def _sieve(run: _Run, job: SegmentJob, path: str, tally: Tally) -> Tuple[np.ndar
     k, min_px = job.k, run.opts.min_segment_px
     if min_px > 0:
         run.feedback.info(f"Sieve: merging regions smaller than {min_px} px (GDAL SieveFilter, 4-connected)")
-        sieve_in_place(path, min_px, run.feedback.progress, run.feedback.is_canceled)
+        sieve_in_place(path, min_px, run.feedback)
         counts, areas = class_stats(path, k)   # the sieve moved pixels between classes
     else:
         counts, areas = tally.counts.copy(), tally.areas.copy()
