@@ -1,25 +1,30 @@
-"""``novelty``: how well DEMUD finds planted anomalies (choice of RANK and of the initial model), and its speed.
+"""``novelty``: does DEMUD rank a planted anomaly first (choice of the initial model and RANK), and its speed.
 
 Usage (from the repository root; long runs under the shared CPU lock):
 
-    flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py discovery [--seeds 0 1 ... 9] [--size 2048]
+    flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py planted [--scenes sample west naip olinda]
+        [--n 20] [--configs typical:4:1:2 ...]
     flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py speed [--size 8192] [--repeats 3]
 
-``discovery``: for each seed, a copy of the bundled sample (or a ``--size`` mosaic of it, mirrored copies)
-gets three different 64 x 64 px patches pasted on random tile-aligned places, plus a second copy of the
-first one: a patch of the Amazon scene (reflectance x 10000), a patch of the Slovenia scene (digital numbers)
-and a flat block at the sample's per-band median (typical colour, no texture); from the labelled scenes
-(docs/development.md §2). The tile features are computed once per planted raster (bundled k = 6 model),
-then DEMUD runs for every initial model
-(``--inits``: -1 = none, 0 = all tiles, N = N random tiles) and rank (``--ranks``). Reported, as means over the
-seeds, with 20 selections and the model truncated to the rank after each (DEMUD's k): ``first`` = share of
-runs whose rank-1 tile is planted; ``kinds@5`` / ``kinds@20`` = distinct planted kinds (of 3) among the first
-5 / 20 selections; ``twin@2`` = share of runs whose first two selections are the two copies, ``twins@20`` =
-share whose 20 selections hold both copies (lower is better for both).
+``planted``: per scene (:data:`SCENES`: the bundled sample, and from the labelled scenes the west half of the
+same Sentinel-2 scene, a NAIP scene of North Dakota, the Landsat 7 Olinda scene) and per anomaly kind
+(:data:`KINDS`: a bright flat cloud-like block, 7000-7300 in every band for Sentinel-2 and 240-255 for 8-bit
+data; a dark flat water-like block; a seam of 8 bad lines, saturated and dropped by turns, horizontal or
+vertical; a bright textured roof block with a dark edge), ``--n`` placements with long sides of 32-96 px at
+positions drawn with a fixed seed and never on a multiple of 16 px. Each placement is one planted copy of the
+scene; its tile features are computed once (``rank_tiles``, bundled k = 6 model, tile 64 px every 32 px), then
+DEMUD runs for every configuration ``initial model:rank[:residual weight[:reach]]`` (initial model: ``typical``
+= the default, ``all`` tiles, ``none``, ``sample`` = 128 random tiles, ``grid`` = the non-overlapping tiles,
+``trim``; reach = the exclusion around a selected tile, in positions). Reported per scene and kind: the share
+of placements whose rank-1 tile *shows* the anomaly (shares at least half of the smaller of tile and anomaly),
+the share with such a tile in the first 3, the number of placements with two or more of the first 3 tiles
+*touching* it (sharing a tenth of that), the share whose first 3 selection scores do not increase, and the
+share whose first selection outside the scene's own first 3 (the same configuration on the scene without the
+anomaly; tiles overlapping them and not the anomaly are passed over) shows the anomaly.
 
 ``speed``: ``python -m ktextures_plugin novelty`` on a ``--size`` mosaic (tile 64, 20 selections, default
 rank; score raster and selected tiles, no HTML), each repeat in its own subprocess; tiles per second over the
-whole command and peak RSS (ru_maxrss of the child); in the same run ``segment`` (default model, tile 512) on
+whole command and peak RSS (``VmHWM`` of the child); in the same run ``segment`` (default model, tile 512) on
 the same mosaic, the peer that reads the same pixels and runs the same model. Prints Markdown tables for
 docs/benchmarks.md.
 """
@@ -39,80 +44,192 @@ OUT = os.path.join(ROOT, "bench", "out")
 T = 64
 
 
-def _patches(rng):
+#: the scenes of ``planted``: name -> (path, bands in the model's order, scaling, value range of a cloud)
+SCENES = {
+    "sample": (os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif"), "3,2,1,4", "model",
+               (7000, 7300)),
+    "west": (os.path.join(SHARED, "s2_brandenburg_west", "s2_t33uuu_west_b2b3b4b8_10m.tif"), "3,2,1,4", "model",
+             (7000, 7300)),
+    "naip": (os.path.join(SHARED, "naip_nd", "m_4709963_se_14_1_20180716.tif"), "1,2,3,4", "stretch", (240, 255)),
+    "olinda": (os.path.join(SHARED, "landsat7_olinda", "L7_ETMs_olinda_6band_28m5.tif"), "3,2,1,4", "stretch",
+               (240, 255)),
+}
+KINDS = ("cloud", "water", "stripe", "roof")
+
+
+def _anomaly(kind, size, data, cloud, rng):
+    """``(dy, dx, values (B, h, w))`` of one planted anomaly of ``kind`` and long side ``size`` px, in the
+    scene's units; ``data`` (B, H, W) the scene (its percentiles set the colours), values are cast later."""
+    nb = data.shape[0]
+    flat = data.reshape(nb, -1)
+    if kind == "cloud":   # bright, flat, cloud-like: the same range in every band
+        return rng.uniform(*cloud, (nb, size, size))
+    if kind == "water":   # dark and flat; NIR darker still (the band of lowest median taken as NIR-like)
+        lo = np.percentile(flat, 0.5, axis=1)
+        v = np.broadcast_to((0.6 * lo)[:, None, None], (nb, size, size)).copy()
+        return v * rng.uniform(0.97, 1.03, v.shape)
+    if kind == "stripe":  # a seam of bad lines: 8 lines alternating between saturated and dropped values
+        hi, lo = np.percentile(flat, 99.9, axis=1), np.percentile(flat, 0.1, axis=1)
+        v = np.where((np.arange(8) % 2 == 0)[None, :, None], 1.3 * hi[:, None, None], 0.5 * lo[:, None, None])
+        v = np.broadcast_to(v, (nb, 8, size)).copy()
+        return v if rng.random() < 0.5 else v.transpose(0, 2, 1).copy()
+    if kind == "roof":    # a bright roof block with texture and a dark (shadow) edge on two sides
+        h = int(rng.integers(max(32, int(0.6 * size)), size + 1))
+        hi, dark = np.percentile(flat, 99.9, axis=1), np.percentile(flat, 2, axis=1)
+        v = (1.15 * hi)[:, None, None] * rng.uniform(0.93, 1.07, (nb, h, size))
+        v[:, -2:, :] = dark[:, None, None]
+        v[:, :, -2:] = dark[:, None, None]
+        return v
+    raise ValueError(kind)
+
+
+def placements(scene, kind, n, seed):
+    """``n`` anomalies of ``kind`` for ``scene``: ``[(x, y, values (B, h, w))]``, sizes 32-96 px, positions
+    uniform with a fixed seed and never on a multiple of 16 px (no tile grid)."""
     from osgeo import gdal
     gdal.UseExceptions()
-    ama = gdal.Open(os.path.join(SHARED, "s2_amazon", "s2_amazon_b2b3b4b8_10m_reflectance.tif")).ReadAsArray()
-    slo = gdal.Open(os.path.join(SHARED, "s2_slovenia", "s2_slovenia_ref0_b2b3b4b8_10m.tif")).ReadAsArray()
-    sample = gdal.Open(os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")).ReadAsArray()
-    ay, ax = rng.integers(0, ama.shape[1] - T), rng.integers(0, ama.shape[2] - T)
-    sy, sx = rng.integers(0, slo.shape[1] - T), rng.integers(0, slo.shape[2] - T)
-    amazon = np.clip(np.nan_to_num(ama[:, ay:ay + T, ax:ax + T]) * 10000, 0, 65535).astype(np.uint16)
-    flat = np.broadcast_to(np.median(sample, axis=(1, 2)).astype(np.uint16)[:, None, None], (4, T, T))
-    return {"amazon": amazon, "slovenia": slo[:, sy:sy + T, sx:sx + T].astype(np.uint16), "flat": flat}
+    path, _, _, cloud = SCENES[scene]
+    data = gdal.Open(path).ReadAsArray().astype(np.float64)
+    rng = np.random.default_rng([seed, KINDS.index(kind), sorted(SCENES).index(scene)])
+    out = []
+    for _ in range(n):
+        v = _anomaly(kind, int(rng.integers(32, 97)), data, cloud, rng)
+        h, w = v.shape[1:]
+        while True:
+            x, y = int(rng.integers(0, data.shape[2] - w + 1)), int(rng.integers(0, data.shape[1] - h + 1))
+            if x % 16 and y % 16:
+                break
+        out.append((x, y, v))
+    return out
 
 
-def planted(base: str, dst: str, seed: int):
-    """Copy ``base`` to ``dst`` with the planted patches; returns {tile flat index: kind} (``grid`` columns)."""
+def plant(path, dst, x, y, values):
+    """Copy ``path`` to ``dst`` (GeoTIFF) with ``values`` (B, h, w) written at column ``x``, row ``y``."""
     from osgeo import gdal
-    rng = np.random.default_rng(seed)
-    patches = _patches(rng)
-    gdal.Translate(dst, base)
+    gdal.Translate(dst, path)
     ds = gdal.Open(dst, gdal.GA_Update)
-    cols, rows = ds.RasterXSize // T, ds.RasterYSize // T
-    spots = rng.choice(cols * rows, 4, replace=False)
-    kinds = {}
-    for spot, kind in zip(spots, ["amazon", "slovenia", "flat", "amazon"]):
-        r, c = divmod(int(spot), cols)
-        for b in range(4):
-            ds.GetRasterBand(b + 1).WriteArray(np.ascontiguousarray(patches[kind][b]), int(c * T), int(r * T))
-        kinds[int(r * (-(-ds.RasterXSize // T)) + c)] = kind
+    dt = gdal.GetDataTypeName(ds.GetRasterBand(1).DataType)
+    top = {"Byte": 255, "UInt16": 65535}.get(dt, np.inf)
+    for b in range(values.shape[0]):
+        ds.GetRasterBand(b + 1).WriteArray(np.ascontiguousarray(np.clip(np.rint(values[b]), 1, top)), x, y)
     ds = None
-    return kinds
+    return dst
 
 
-def discovery(args):
-    from speed import build_mosaic
+def overlap(win, rect):
+    """Pixels shared by the tile window ``(x, y, w, h)`` and the anomaly ``rect`` ``(x, y, w, h)``."""
+    ox = min(win[0] + win[2], rect[0] + rect[2]) - max(win[0], rect[0])
+    oy = min(win[1] + win[3], rect[1] + rect[3]) - max(win[1], rect[1])
+    return max(ox, 0) * max(oy, 0)
+
+
+def judge(wins, rect):
+    """``(hit@1, hit@3, tiles of the anomaly in the first 3)``: a tile *shows* the anomaly when they share
+    at least half of the smaller of the two, and *touches* it when they share at least a tenth of it."""
+    need = min(rect[2] * rect[3], wins[0][2] * wins[0][3]) if wins else 0
+    shows = [overlap(w, rect) >= 0.5 * need for w in wins[:3]]
+    touch = [overlap(w, rect) >= 0.1 * need for w in wins[:3]]
+    return bool(shows and shows[0]), any(shows), sum(touch)
+
+
+CONFIGS_DEFAULT = ["typical1:4:1:3", "typical1:4:1:2", "typical:4:1:2", "typical:4:1:3", "typical:2:1:2",
+                   "mean:4:1:2", "none:4:1:2", "all:4:1:2"]
+
+
+def _model(items, how, rank, seed, table=None):
+    from ktextures_plugin.core import demud, novelty
+    if how == "grid":   # the SVD of the non-overlapping tiles (even rows and columns of positions)
+        r, c = np.divmod(table.index, table.grid[0])
+        return demud.Subspace.fit(items[(r % 2 == 0) & (c % 2 == 0)], rank)
+    if how == "mean":   # rank 0: the mean of all tiles, weighted as all of them (the first update barely moves it)
+        m = demud.Subspace.empty(items.shape[1], items.mean(axis=0, dtype=np.float64))
+        m.n = items.shape[0]
+        return m
+    if how.startswith("typical") and how[7:]:   # typicalR: the typical tiles' SVD at rank R < DEMUD's k
+        return novelty.initial_model(items, int(how[7:]), -2, seed)
+    if how == "trim":   # the SVD of all tiles, fitted again without the tenth it explains worst
+        first = demud.Subspace.fit(items, rank)
+        err = first.errors(items)
+        return demud.Subspace.fit(items[err <= np.percentile(err, 90)], rank)
+    return novelty.initial_model(items, rank, {"none": -1, "all": 0, "sample": 128, "typical": -2}[how], seed)
+
+
+def _select(table, cfg, seed, wh, tile, designs):
+    """DEMUD with configuration ``cfg`` on a tile table: ``(windows of 8 selections, selection scores)``."""
+    from ktextures_plugin.core import demud, novelty
+    parts = cfg.split(":")
+    how, rank, weight, reach = parts + ["1", "1"][len(parts) - 2:]
+    if weight not in designs:
+        designs[weight] = novelty.design_matrix(table, float(weight))
+    items, blocks = designs[weight]
+    sel = demud.demud(items, 8, _model(items, how, int(rank), seed, table), blocks, max_rank=int(rank),
+                      exclude=novelty.overlapping(table, int(reach)))
+    return [s.window for s in novelty.selected_tiles(sel, table, tile, wh)], sel.scores
+
+
+def _own(path, bands, scaling, args, model):
+    """The first 3 selections of each configuration on the scene without a planted anomaly."""
+    from osgeo import gdal
+
+    from ktextures_plugin.core import novelty
+    res = novelty.rank_tiles(path, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile)
+    wh = (gdal.Open(path).RasterXSize, gdal.Open(path).RasterYSize)
+    designs = {}
+    return {cfg: _select(res.table, cfg, args.seed, wh, args.tile, designs)[0][:3] for cfg in args.configs}
+
+
+def run_planted(args):
+    from osgeo import gdal
 
     from ktextures_plugin import bundled_model_path
-    from ktextures_plugin.core import demud, novelty
+    from ktextures_plugin.core import novelty
     os.makedirs(OUT, exist_ok=True)
-    base = (os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif") if not args.size
-            else build_mosaic(args.size))
-    rows = {}
-    for seed in args.seeds:
-        dst = os.path.join(OUT, f"novelty_planted_{args.size or 'sample'}_{seed}.tif")
-        kinds = planted(base, dst, seed)
-        res = novelty.rank_tiles(dst, bundled_model_path(1), n_select=1)
-        items, blocks = novelty.design_matrix(res.table)
-        idx = res.table.index
-        for init in args.inits:
-            for rank in args.ranks:
-                model = novelty.initial_model(items, rank, init, seed)
-                sel = demud.demud(items, 20, model, blocks, max_rank=rank)
-                got = [kinds.get(int(idx[j])) for j in sel.order]
-                spots = [int(idx[j]) for j in sel.order]
-                twins = {k for k, v in kinds.items() if v == "amazon"}
-                rows.setdefault((init, rank), []).append(
-                    (got[0] is not None, len({g for g in got[:5] if g}), len({g for g in got[:20] if g}),
-                     set(spots[:2]) == twins, twins <= set(spots)))
-        print(f"seed {seed}: {len(idx)} tiles", file=sys.stderr)
-    print("| raster | initial model | rank | runs | first | kinds@5 | kinds@20 | twin@2 | twins@20 |\n"
+    model = bundled_model_path(1)
+    tally = {}
+    for scene in args.scenes:
+        path, bands, scaling, _ = SCENES[scene]
+        own = _own(path, bands, scaling, args, model)
+        for kind in args.kinds:
+            for i, (x, y, v) in enumerate(placements(scene, kind, args.n, args.seed)):
+                dst = plant(path, os.path.join(OUT, "novelty_planted.tif"), x, y, v)
+                rect = (x, y, v.shape[2], v.shape[1])
+                res = novelty.rank_tiles(dst, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile)
+                designs = {}
+                wh = (gdal.Open(dst).RasterXSize, gdal.Open(dst).RasterYSize)
+                for cfg in args.configs:
+                    wins, scores = _select(res.table, cfg, args.seed, wh, args.tile, designs)
+                    mono = bool(np.all(np.diff(scores[:3]) <= 1e-9))
+                    new = [w for w in wins if not any(overlap(w, o) > 0 and overlap(w, rect) == 0 for o in own[cfg])]
+                    tally.setdefault((scene, kind, cfg), []).append(judge(wins, rect) + (mono, judge(new, rect)[0]))
+                print(f"{scene} {kind} {i}: {rect} " + " ".join(
+                    f"{c}={int(tally[(scene, kind, c)][-1][0])}" for c in args.configs), file=sys.stderr, flush=True)
+    _report(tally, args.configs)
+
+
+def _report(tally, configs):
+    print("| initial model : rank : residual weight : reach | scene | kind | placements | rank 1 | in first 3 | "
+          "two of it in first 3 | scores non-increasing | first after the scene's own |\n"
           "|---|---|---|---|---|---|---|---|---|")
-    name = f"mosaic {args.size}" if args.size else "sample 512 x 768"
-    for (init, rank), v in sorted(rows.items()):
-        a = np.asarray(v, float)
-        label = {-1: "none", 0: "all tiles"}.get(init, f"{init} random tiles")
-        print(f"| {name} | {label} | {rank} | {len(v)} | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | "
-              f"{a[:, 2].mean():.2f} | {a[:, 3].mean():.2f} | {a[:, 4].mean():.2f} |")
+    for cfg in configs:
+        rows = [(s, k, v) for (s, k, c), v in tally.items() if c == cfg] + [
+            ("all", "all", [r for (s, k, c), v in tally.items() if c == cfg for r in v])]
+        for scene, kind, v in rows:
+            a = np.asarray(v, float)
+            print(f"| {cfg} | {scene} | {kind} | {len(v)} | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | "
+                  f"{int((a[:, 2] >= 2).sum())} | {a[:, 3].mean():.2f} | {a[:, 4].mean():.2f} |")
 
 
 def _timed(args_list):
-    """Run ``python -m ktextures_plugin ARGS`` in a child process; returns (seconds, peak RSS MB)."""
-    code = ("import resource, runpy, sys, time; sys.argv = ['ktextures_plugin'] + sys.argv[1:]; t = time.time()\n"
+    """Run ``python -m ktextures_plugin ARGS`` in a child process; returns (seconds, peak RSS MB).
+
+    Peak RSS is the child's ``VmHWM`` (``/proc/self/status``: the high-water mark of its own address space);
+    ``ru_maxrss`` would also count the parent's resident pages at the spawn (Linux keeps the old address
+    space's high-water mark across ``exec``), as bench/memory.py found."""
+    code = ("import runpy, sys, time; sys.argv = ['ktextures_plugin'] + sys.argv[1:]; t = time.time()\n"
             "try:\n    runpy.run_module('ktextures_plugin', run_name='__main__')\nexcept SystemExit as e:\n"
             "    assert not e.code, e.code\n"
-            "print('BENCH', time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+            "hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0]\n"
+            "print('BENCH', time.time() - t, hwm, file=sys.stderr)")
     cp = subprocess.run([sys.executable, "-c", code] + args_list, cwd=ROOT, capture_output=True, text=True)
     line = [ln for ln in cp.stderr.splitlines() if ln.startswith("BENCH")]
     if cp.returncode != 0 or not line:
@@ -131,11 +248,13 @@ def speed(args):
                                        "--selected", os.path.join(OUT, "novelty_selected.gpkg"), "--quiet"]))
         runs["segment"].append(_timed(["segment", src, "--out", os.path.join(OUT, "novelty_peer_classes.tif"),
                                        "--quiet"]))
-    tiles = (-(-args.size // T)) ** 2
+    from ktextures_plugin.core.novelty import tile_grid
+    cols, rows = tile_grid((args.size, args.size), T)
+    tiles = cols * rows
     nov = statistics.median(s for s, _ in runs["novelty"])
     seg = statistics.median(s for s, _ in runs["segment"])
-    print("| raster | tiles of 64 px | repeats | novelty s (median) | tiles/s | peak RSS MB (max) | segment s (median) "
-          "| novelty / segment |\n|---|---|---|---|---|---|---|---|")
+    print("| raster | tiles of 64 px every 32 px | repeats | novelty s (median) | tiles/s | peak RSS MB (max) "
+          "| segment s (median) | novelty / segment |\n|---|---|---|---|---|---|---|---|")
     print(f"| mosaic {args.size} x {args.size} | {tiles} | {args.repeats} | {nov:.1f} | {tiles / nov:.0f} | "
           f"{max(m for _, m in runs['novelty']):.0f} | {seg:.1f} | {nov / seg:.1f} |")
     print("per repeat: novelty " + " / ".join(f"{s:.1f}" for s, _ in runs["novelty"]) + "; segment "
@@ -145,16 +264,20 @@ def speed(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    d = sub.add_parser("discovery")
-    d.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    d.add_argument("--size", type=int, default=0, help="mosaic side in px (0 = the sample itself)")
-    d.add_argument("--inits", type=int, nargs="+", default=[-1, 0, 64])
-    d.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    d = sub.add_parser("planted")
+    d.add_argument("--scenes", nargs="+", default=["sample", "west", "naip"], choices=sorted(SCENES))
+    d.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    d.add_argument("--n", type=int, default=20, help="placements per scene and kind")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--tile", type=int, default=T, help="tile size in px (default 64)")
+    d.add_argument("--configs", nargs="+", default=CONFIGS_DEFAULT,
+                   help="initial model:rank[:residual weight[:reach]]; initial model = typical | "
+                        "typicalR (initial rank R) | mean | none | all | sample (128 tiles) | grid | trim")
     s = sub.add_parser("speed")
     s.add_argument("--size", type=int, default=8192)
     s.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    discovery(args) if args.what == "discovery" else speed(args)
+    run_planted(args) if args.what == "planted" else speed(args)
 
 
 if __name__ == "__main__":

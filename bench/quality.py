@@ -2,8 +2,9 @@
 
 Usage (from the repository root; the labelled scenes beside the checkout, docs/development.md §2):
 
-    .venv/bin/python bench/quality.py [--methods kmeans kmeans-context grass ktextures ...] [--seeds 0 1 2 3 4]
-                                      [--variant context] [--k-factor 2] [--scenes slovenia amazon ...]
+    .venv/bin/python bench/quality.py [--methods kmeans kmeans-mrf grass grass-smap ktextures ...] [--seeds 0 1 2 3 4]
+                                      [--variant context] [--warm-start pixel] [--anchor 1] [--features imagenet]
+                                      [--smoothing 0 3 10] [--k-factor 2] [--scenes slovenia amazon ...]
 
 For each labelled scene and seed, each method runs as the user would run it, in a subprocess timed with
 a wall clock:
@@ -12,17 +13,28 @@ a wall clock:
   default: z-scored bands, k-means++ with 3 restarts, the strongest pixel k-means measured);
 - ``kmeans-stretch``: the same with ``--scaling stretch`` (2-98 % stretch; the product's former default);
 - ``kmeans-context``: the same with ``--context`` (bands plus Gaussian-smoothed copies at sigma 1, 2, 4 px);
+- ``kmeans-mrf``: k-means + Potts MRF, in this process (:func:`kmeans_mrf`): scikit-learn ``KMeans(k, n_init=3)``
+  on the z-scored bands, unary = squared distance to each centre, Potts beta 1, 3 and 10 per disagreeing
+  8-neighbour, 10 synchronous ICM sweeps (``core/smoothing.py``); one record per beta;
 - ``grass``: GRASS GIS ``i.cluster`` (k classes) + ``i.maxlik`` (maximum-likelihood assignment) in a
   temporary GRASS location, when the ``grass`` command is installed (Debian ``grass-core``); skipped, with a
   message, when it is not. Deterministic: its seeds give identical results.
+- ``grass-smap``: the same ``i.cluster`` + ``i.maxlik`` classes train ``i.gensigset``, then ``i.smap`` (GRASS's
+  contextual classifier) classifies; deterministic.
 - ``bundled``: ``segment`` with the bundled model whose k is closest (``--bundled-scaling``), no fitting;
 - ``ktextures``: ``python -m ktextures_plugin fit IMAGE --bands 3,2,1,4 --k K --seed S [options]`` then
-  ``python -m ktextures_plugin segment IMAGE --model M --bands 3,2,1,4``; "fit s" = the fit command.
+  ``python -m ktextures_plugin segment IMAGE --model M --bands 3,2,1,4 [--smoothing B]`` once per ``--smoothing``
+  beta (one record each; none = segment's default, the model's ``ktextures.smoothing_beta``); "fit s" = the fit
+  command.
 
 K = the number of reference classes present, times ``--k-factor`` (2 = over-clustering). Scores
 (``core/metrics.py``) on pixels labelled in the reference: ARI, NMI, mIoU after majority (many-to-one)
-and Hungarian (one-to-one) matching, pixel accuracy (Hungarian), and the sample metrics ``sample_purity``
-and ``classes_reached`` (interior samples drawn with the product's sampler). The table gives mean +- sample
+and Hungarian (one-to-one) matching, pixel accuracy and Cohen's kappa (Hungarian), the sample metrics
+``sample_purity`` and ``classes_reached`` (interior samples drawn with the product's sampler) and the downstream
+figures ``downstream_miou`` / ``downstream_accuracy`` (a random forest trained on those samples, scored on the
+reference). ``--summary`` compares a configuration with the best peer (every configuration of ``kmeans``,
+``kmeans-stretch``, ``kmeans-mrf``, ``grass``, ``grass-smap``) per scene on ARI, Hungarian mIoU and
+downstream mIoU. The table gives mean +- sample
 standard deviation over the seeds. Every run is appended to bench/out/quality.jsonl; ``--from-log`` prints
 the table of the latest records and ``--summary`` the comparison of k-textures with the best peer per scene.
 

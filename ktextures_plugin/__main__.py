@@ -2,7 +2,7 @@
 
 Each sub-command lives in ``ktextures_plugin/cli/<name>.py`` and exposes ``main(argv) -> int``; it is
 imported only when called, so ``segment`` never imports torch. A command runs as one all-or-nothing run
-(``core.atomic.all_or_nothing``): when it fails, every output it had written is removed.
+(``cli/_args.front_end``, ``core.atomic.all_or_nothing``): when it fails, every output it had written is removed.
 """
 import importlib
 import sys
@@ -26,12 +26,7 @@ def main(argv=None) -> int:
             print(f"  {name:<9} {text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(f"{__package__ or 'ktextures_plugin'}.cli.{argv[0]}")
-    from .core.atomic import all_or_nothing
-    with all_or_nothing() as run:  # a failed command (an exception or a non-zero status) leaves no output
-        rc = int(module.main(argv[1:]) or 0)
-        if rc:
-            run.discard()
-    return rc
+    return int(module.main(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

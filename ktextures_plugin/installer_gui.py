@@ -5,7 +5,8 @@ in a ``QgsTask`` with its output in the Log Messages panel (tab "k-textures"), a
 import importlib
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
-from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.gui import QgsProcessingAlgorithmDialogBase
+from qgis.PyQt.QtCore import QEvent, QObject, pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton
 
 from . import installer
@@ -115,11 +116,12 @@ class Installer(QObject):
         """Ask for the notice of ``feature`` (thread-safe: e.g. from a Processing algorithm's thread)."""
         self.requested.emit(feature)
 
-    def notice(self, feature: str):
-        """A message-bar notice with an "Install" button when ``feature`` cannot be imported."""
-        if self.iface is None or available(feature) or feature in self.tasks:
+    def notice(self, feature: str, bar=None):
+        """A message-bar notice with an "Install" button when ``feature`` cannot be imported; in ``bar`` (an
+        algorithm dialog's, so that it is in front) or the main window's."""
+        if (bar is None and self.iface is None) or available(feature) or feature in self.tasks:
             return
-        bar = self.iface.messageBar()
+        bar = bar if bar is not None else self.iface.messageBar()
         widget = bar.createMessage(
             "k-textures", f"{feature} is not installed; it is needed {PURPOSE[feature]}. "
             "Install it into the plugin's own folder (no system package is changed)?")
@@ -161,6 +163,27 @@ class Installer(QObject):
 
 def _push(bar, text: str, level, duration: int) -> None:
     bar.pushWidget(bar.createMessage("k-textures", text), level, duration)
+
+
+class DialogWatcher(QObject):
+    """An application event filter: when the dialog of an algorithm that needs a missing package opens (fit
+    needs PyTorch), the install notice appears in that dialog's own message bar, in front of the user, instead
+    of an error dialog or a notice hidden behind the dialog in the main window."""
+
+    #: algorithm id -> the package it needs
+    NEEDS = {"ktextures:fit": "torch"}
+
+    def __init__(self, installer_: "Installer"):
+        super().__init__()
+        self.installer = installer_
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Type.Show and isinstance(obj, QgsProcessingAlgorithmDialogBase):
+            alg = obj.algorithm()
+            feature = self.NEEDS.get(alg.id()) if alg is not None else None
+            if feature:
+                self.installer.notice(feature, bar=obj.messageBar())
+        return False
 
 
 #: The plugin's installer while the plugin is loaded (algorithms call :func:`request_install`).

@@ -68,3 +68,17 @@ def test_demud_learns_each_selection_and_is_deterministic():
     again = demud(x, 3, Subspace.fit(x, 2))
     assert np.array_equal(again.order, sel.order) and np.array_equal(again.scores, sel.scores)
     assert np.array_equal(sel.initial, Subspace.fit(x, 2).errors(x))
+
+
+def test_exclude_keeps_excluded_items_out_and_stops_when_none_is_left():
+    """``exclude(j)`` removes items from the candidates once ``j`` is selected (novelty: the tiles near a
+    selected tile); the selection ends early when every item is taken or excluded."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 5))
+    x[4] += 20.0                        # the outlier: selected first
+    near = {j: np.array([j, j + 1]) % 12 for j in range(12)}
+    sel = demud(x, 12, Subspace.fit(np.delete(x, 4, axis=0), 2), max_rank=2, exclude=lambda j: near[j])
+    assert sel.order[0] == 4 and 5 not in sel.order       # item 5 went out with item 4
+    assert 0 < len(sel.order) < 12 and len(set(sel.order.tolist())) == len(sel.order)
+    for a in sel.order:                                   # no selected item excluded by an earlier one
+        assert not any(a in near[b] and a != b for b in sel.order[:list(sel.order).index(a)])

@@ -179,3 +179,35 @@ def test_background_task_keeps_the_results(provider, tiny_models, tmp_path):
         time.sleep(0.05)
     assert got and got[0][0], got
     assert got[0][1]["OUTPUT_RASTER"] == str(tmp_path / "c.tif") and got[0][1]["NUM_CLASSES"] == 4
+
+
+def test_fit_dialog_shows_the_torch_notice_in_front(provider, qgis_iface, monkeypatch):
+    """Without PyTorch, the fit dialog opens (no error dialog) with the install notice in its own message bar."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication
+    from qgis.gui import QgsBrowserGuiModel
+    from qgis.PyQt.QtCore import QCoreApplication
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from ktextures_plugin import installer, installer_gui
+
+    browser = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser, raising=False)
+    monkeypatch.setitem(installer.MODULES, "torch", "ktextures_no_such_module")  # PyTorch "missing"
+    inst = installer_gui.Installer(qgis_iface)
+    monkeypatch.setattr(installer_gui, "CURRENT", [inst])  # the plugin is loaded in a desktop
+    watcher = installer_gui.DialogWatcher(inst)
+    QgsApplication.instance().installEventFilter(watcher)
+    alg = QgsApplication.processingRegistry().createAlgorithmById("ktextures:fit")
+    assert alg.canExecute()[0]  # the dialog opens
+    dlg = AlgorithmDialog(alg)
+    try:
+        dlg.show()
+        QCoreApplication.processEvents()
+        item = dlg.messageBar().currentItem()
+        assert item is not None and "torch is not installed" in item.text()
+        assert [b.text() for b in item.findChildren(QPushButton)] == ["Install"]
+    finally:
+        QgsApplication.instance().removeEventFilter(watcher)
+        dlg.close()
+        dlg.deleteLater()

@@ -43,6 +43,33 @@ def overlaps(window, x, y, size=T):
 
 
 PATCH_XY = (200, 300)   # not on the tile grid: the patch covers parts of four tiles
+#: unaligned places (x, y) of a 64 px cloud-like block, the first five as a new user tried them
+CLOUD_XY = [(200, 300), (411, 37), (90, 150), (300, 420), (170, 610)]
+
+
+def cloud(size=T, seed=0):
+    """A bright, flat, cloud-like block: values 7000-7300 in all four bands (reflectance x 10000)."""
+    return np.random.default_rng(seed).integers(7000, 7301, (4, size, size)).astype(np.uint16)
+
+
+def stripe(length=80):
+    """A seam of 8 bad lines: saturated and dropped lines alternating, all bands."""
+    rows = np.where(np.arange(8) % 2 == 0, 4000, 100).astype(np.uint16)
+    return np.broadcast_to(rows[None, :, None], (4, 8, length)).copy()
+
+
+def shared_px(window, x, y, w, h):
+    wx, wy, ww, wh = window
+    return max(0, min(wx + ww, x + w) - max(wx, x)) * max(0, min(wy + wh, y + h) - max(wy, y))
+
+
+def assert_found_once(windows, x, y, w, h):
+    """Rank 1 shows the anomaly (shares at least half of the smaller of tile and anomaly) and no other of
+    the first three touches it (shares a tenth of that): the measurement's rule (bench/novelty.py)."""
+    need = min(w * h, T * T)
+    got = [shared_px(win, x, y, w, h) for win in windows[:3]]
+    assert got[0] >= 0.5 * need, (windows[:3], (x, y, w, h))
+    assert sum(g >= 0.1 * need for g in got) == 1, (windows[:3], (x, y, w, h))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +81,7 @@ def test_planted_patch_ranks_first_and_heat_map_points_at_it(planted_one):
     res = novelty.rank_tiles(str(planted_one), MODEL, n_select=5)
     first = res.selected[0]
     assert overlaps(first.window, *PATCH_XY), first.window
-    assert res.table.index.size == 96 and res.table.skipped == 0
+    assert res.table.index.size == 15 * 23 and res.table.skipped == 0   # tiles every 32 px
     # the explanation: the heat map is higher inside the patch than in the rest of the same tile
     _, _, heat = novelty_output.explanations(res, str(planted_one), MODEL)[0]
     x0, y0, w, h = first.window
@@ -67,6 +94,24 @@ def test_planted_patch_ranks_first_and_heat_map_points_at_it(planted_one):
     assert base.scores[first.row, first.col] < res.scores[first.row, first.col]
 
 
+@pytest.mark.parametrize("x, y", CLOUD_XY)
+def test_unaligned_cloud_ranks_first_and_once(tmp_path, x, y):
+    path = plant(tmp_path / "cloud.tif", [(x, y, cloud())])
+    res = novelty.rank_tiles(str(path), MODEL, n_select=5)
+    assert_found_once([s.window for s in res.selected], x, y, T, T)
+    sel = [s.score for s in res.selected]
+    assert sel == sorted(sel, reverse=True)          # the score shown is the one that ordered the list
+
+
+@pytest.mark.parametrize("x, y, vertical", [(133, 405, False), (301, 77, True)])
+def test_unaligned_seam_of_bad_lines_ranks_first(tmp_path, x, y, vertical):
+    arr = stripe()
+    arr = arr.transpose(0, 2, 1).copy() if vertical else arr
+    path = plant(tmp_path / "seam.tif", [(x, y, arr)])
+    res = novelty.rank_tiles(str(path), MODEL, n_select=3)
+    assert_found_once([s.window for s in res.selected], x, y, arr.shape[2], arr.shape[1])
+
+
 def test_two_identical_patches_are_not_ranked_one_and_two(tmp_path):
     p = amazon_patch()
     spots = [(1 * T, 2 * T), (5 * T, 9 * T)]          # on the tile grid: each copy fills one tile
@@ -77,12 +122,46 @@ def test_two_identical_patches_are_not_ranked_one_and_two(tmp_path):
     assert not hit[1]
 
 
+def test_pooled_features_equal_the_statistics_of_each_tile_window():
+    """Features pooled from the maps of a whole window (half-tile block sums) equal the mean, standard deviation
+    and mean squared difference computed directly on each 64 px tile's part of the maps, tiles every 32 px."""
+    rng = np.random.default_rng(0)
+    h, w = 192, 256
+    maps = [rng.random((2, 3, h // c, w // c), dtype=np.float32) for c in (1, 4, 16)]
+    origin, shape = (32, 16), (3, 4)
+    app, res = novelty.pooled_features(maps, origin, shape, T)
+    assert app.shape == (12, 2 * 9) and res.shape == (12, 9)
+    for i in range(12):
+        r, c = divmod(i, shape[1])
+        x0, y0 = origin[0] + c * T // 2, origin[1] + r * T // 2
+        want_a, want_r = [], []
+        for f in maps:
+            k = w // f.shape[-1]
+            tx, ts = (g[:, y0 // k:(y0 + T) // k, x0 // k:(x0 + T) // k] for g in f)
+            want_a += [tx.mean(axis=(1, 2)), tx.std(axis=(1, 2))]
+            want_r.append(((tx - ts) ** 2).mean(axis=(1, 2)))
+        np.testing.assert_allclose(app[i], np.concatenate(want_a), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(res[i], np.concatenate(want_r), rtol=1e-4, atol=1e-6)
+
+
 def test_same_seed_same_ranking(planted_one):
     runs = [novelty.rank_tiles(str(planted_one), MODEL, n_select=6, init_tiles=16, seed=s) for s in (3, 3, 4)]
     a, b, c = runs
     assert [s.window for s in a.selected] == [s.window for s in b.selected]
     assert np.array_equal(a.scores, b.scores)
     assert not np.array_equal(a.scores, c.scores)  # the seed draws the initial tiles
+
+
+@pytest.mark.parametrize("x, y, size", [(411, 37, 64), (233, 517, 48)])
+def test_cli_unaligned_cloud(tmp_path, x, y, size):
+    path = plant(tmp_path / "cloud.tif", [(x, y, cloud(size, seed=x))])
+    cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(path), "--score",
+                         str(tmp_path / "s.tif"), "--n-select", "3", "--json", "--quiet"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    rows = json.loads(cp.stdout)["selected"]
+    assert_found_once([r["window"] for r in rows], x, y, size, size)
+    assert rows[0]["selection_score"] == max(r["selection_score"] for r in rows)
 
 
 def test_cli_writes_outputs_and_keeps_the_input(planted_one, tmp_path):
@@ -97,22 +176,25 @@ def test_cli_writes_outputs_and_keeps_the_input(planted_one, tmp_path):
     assert overlaps(rep["selected"][0]["window"], *PATCH_XY)
     assert hashlib.sha256(Path(planted_one).read_bytes()).hexdigest() == before
     src, ds = gdal.Open(str(planted_one)), gdal.Open(str(out["score"]))
-    assert (ds.RasterXSize, ds.RasterYSize) == (8, 12)
-    assert ds.GetGeoTransform()[1] == pytest.approx(src.GetGeoTransform()[1] * T)
-    assert ds.GetGeoTransform()[0] == pytest.approx(src.GetGeoTransform()[0])
+    assert (ds.RasterXSize, ds.RasterYSize) == (15, 23)   # one pixel per tile position, every 32 px
+    assert ds.GetGeoTransform()[1] == pytest.approx(src.GetGeoTransform()[1] * T / 2)
+    assert ds.GetGeoTransform()[0] == pytest.approx(src.GetGeoTransform()[0] + src.GetGeoTransform()[1] * T / 4)
     assert ds.GetSpatialRef().IsSame(src.GetSpatialRef())
     sc = ds.GetRasterBand(1).ReadAsArray()
     first = rep["selected"][0]
-    assert sc[first["row"], first["col"]] == sc.max()   # the first selection had the highest initial score
+    assert sc[first["row"], first["col"]] == pytest.approx(sc.max())   # rank 1: the highest initial score
+    sel = [r["selection_score"] for r in rep["selected"]]
+    assert sel[0] == pytest.approx(first["initial_score"]) and sel == sorted(sel, reverse=True)
     from osgeo import ogr
     vec = ogr.Open(str(out["selected"]))
     feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
     assert [f["rank"] for f in feats] == [1, 2, 3, 4]
-    assert all(0 <= f["residual"] <= f["score"] for f in feats)
+    assert all(0 <= f["residual"] <= f["selection_score"] for f in feats)
     assert feats[0].GetGeometryRef().GetArea() == pytest.approx((T * 10.0) ** 2)
     assert feats[0]["classes"].startswith("texture")
     page = out["html"].read_text()
     assert page.count("data:image/png;base64,") == 3 * 4
+    assert "Selection score" in page and "Initial score" in page
     bad = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(planted_one), "--bands", "1,2,3",
                           "--score", str(tmp_path / "x.tif")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "needs 4 bands" in bad.stderr
@@ -124,12 +206,18 @@ def test_mostly_nodata_tiles_are_skipped_and_counted(tmp_path):
     gdal.Translate(str(path), str(SAMPLE), noData=0)
     ds = gdal.Open(str(path), gdal.GA_Update)
     for b in range(1, 5):
-        ds.GetRasterBand(b).WriteArray(np.zeros((T, 100), np.uint16), 0, 0)  # tile 0 empty, tile 1 56 % empty
+        ds.GetRasterBand(b).WriteArray(np.zeros((T, 100), np.uint16), 0, 0)
     ds = None
+    valid = np.ones((768, 512), bool)
+    valid[:T, :100] = False
+    s = T // 2
+    frac = np.array([[valid[r * s:r * s + T, c * s:c * s + T].mean() for c in range(15)] for r in range(23)])
     res = novelty.rank_tiles(str(path), MODEL, n_select=3)
-    assert res.table.skipped == 2 and res.table.index.size == 94
-    assert np.isnan(res.scores[0, :2]).all() and np.isfinite(res.scores[0, 2:]).all()
-    assert all((s.row, s.col) not in [(0, 0), (0, 1)] for s in res.selected)
+    skip = frac < novelty.MIN_VALID_FRACTION
+    assert skip.sum() == 3                     # tiles 0, 1 empty, tile 2 at 56 % nodata; row 1 half valid
+    assert res.table.skipped == skip.sum() and res.table.index.size == skip.size - skip.sum()
+    assert np.array_equal(np.isnan(res.scores), skip)
+    assert all(not skip[s.row, s.col] for s in res.selected)
 
 
 def test_clear_errors(tmp_path):
@@ -143,7 +231,7 @@ def test_clear_errors(tmp_path):
         novelty.rank_tiles(str(empty), MODEL)
     with pytest.raises(RasterError, match="needs 4 bands"):
         novelty.rank_tiles(str(SAMPLE), MODEL, bands="3,2,1")
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ValueError, match="multiple of 32"):
         novelty.rank_tiles(str(SAMPLE), MODEL, tile_size=50)
 
 
@@ -167,7 +255,7 @@ def test_classes_per_tile_match_segment_with_a_halo_model(tiny_models, tmp_path)
     res = novelty.rank_tiles(str(SAMPLE), tiny_models["box4"], bands="3,2,1,4", n_select=2)
     for idx, counts in zip(res.table.index, res.table.class_counts):
         r, c = divmod(int(idx), res.table.grid[0])
-        block = classes[r * T:(r + 1) * T, c * T:(c + 1) * T]
+        block = classes[r * T // 2:r * T // 2 + T, c * T // 2:c * T // 2 + T]
         assert np.array_equal(counts, np.bincount(block.ravel() - 1, minlength=4))
 
 

@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from conftest import SAMPLE, algorithm_runner
-from test_novelty import PATCH_XY, amazon_patch, overlaps, plant
+from test_novelty import PATCH_XY, amazon_patch, assert_found_once, cloud, overlaps, plant
 
 gdal.UseExceptions()
 
@@ -38,22 +38,43 @@ def test_planted_anomaly_through_qgis(run, tmp_path):
     res = run({"INPUT": str(src), "N_SELECT": 5, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
                "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": str(tmp_path / "page.html")})
     assert Path(src).read_bytes() == before
-    assert res["TILES"] == 96 and res["SKIPPED_TILES"] == 0
+    assert res["TILES"] == 15 * 23 and res["SKIPPED_TILES"] == 0
     vec = ogr.Open(res["OUTPUT_SELECTED"])
     feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
     first = feats[0]
     assert first["rank"] == 1
-    win = (first["tile_col"] * 64, first["tile_row"] * 64, 64, 64)
+    win = (first["tile_col"] * 32, first["tile_row"] * 32, 64, 64)
     assert overlaps(win, *PATCH_XY)
     assert Path(res["OUTPUT_HTML"]).read_text().count("data:image/png") == 15
     rl = QgsRasterLayer(res["OUTPUT_SCORE"], "score")
     assert rl.renderer().type() == "singlebandpseudocolor"
     assert rl.renderer().classificationMax() > rl.renderer().classificationMin()
+    scores = gdal.Open(res["OUTPUT_SCORE"]).ReadAsArray()
+    assert rl.renderer().classificationMax() < scores.max()           # a percentile stretch, not the maximum
+    assert 0 < rl.renderer().opacity() < 1                            # the image shows through
     items = rl.renderer().shader().rasterShaderFunction().colorRampItemList()
     assert len({i.color.name() for i in items}) >= 5   # a real ramp, dark to bright
     assert items[0].color.lightness() < items[-1].color.lightness()
     vl = QgsVectorLayer(res["OUTPUT_SELECTED"], "tiles", "ogr")
     assert vl.labelsEnabled() and vl.labeling().settings().fieldName == "rank"
+
+
+@pytest.mark.parametrize("x, y", [(90, 150), (300, 420)])
+def test_unaligned_cloud_through_qgis(run, tmp_path, x, y):
+    """processing.run: a cloud-like block off the tile grid is rank 1 and shown once in the first three."""
+    src = plant(tmp_path / "cloud.tif", [(x, y, cloud())])
+    res = run({"INPUT": str(src), "N_SELECT": 3, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
+               "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": ""})
+    vec = ogr.Open(res["OUTPUT_SELECTED"])   # kept: its features die with it
+    feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
+    gt = gdal.Open(str(src)).GetGeoTransform()
+    windows = []
+    for f in feats:
+        e = f.GetGeometryRef().GetEnvelope()   # (minx, maxx, miny, maxy) in the sample's metres
+        windows.append((round((e[0] - gt[0]) / gt[1]), round((e[3] - gt[3]) / gt[5]), 64, 64))
+    assert_found_once(windows, x, y, 64, 64)
+    scores = [f["selection_score"] for f in feats]
+    assert scores[0] == max(scores) and all(f["initial_score"] > 0 for f in feats)
 
 
 def test_errors_name_the_parameter(run, tmp_path):
@@ -73,9 +94,9 @@ def test_qgis_process_on_the_sample(qgis_process, tmp_path):
                           f"OUTPUT_SELECTED={out / 'tiles.gpkg'}", f"OUTPUT_HTML={out / 'page.html'}")
     assert cp.returncode == 0, cp.stderr[-2000:]
     res = json.loads(cp.stdout)["results"]
-    assert res["TILES"] == 96
+    assert res["TILES"] == 15 * 23
     score = gdal.Open(res["OUTPUT_SCORE"]).ReadAsArray()
-    assert score.shape == (12, 8) and (score > 0).all()
+    assert score.shape == (23, 15) and (score > 0).all()
     vec = ogr.Open(res["OUTPUT_SELECTED"])
     assert vec.GetLayer(0).GetFeatureCount() == 6
     assert os.path.getsize(res["OUTPUT_HTML"]) > 10000
@@ -111,5 +132,26 @@ def test_graphical_model_segment_then_novelty(provider, tmp_path):
     assert len(feats) == 4
     for f in feats:  # the dominant class of each tile is the most frequent class in the segment output there
         r, c = f["tile_row"], f["tile_col"]
-        block = classes[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64]
+        block = classes[r * 32:r * 32 + 64, c * 32:c * 32 + 64]
         assert f["class_id"] == np.bincount(block.ravel()).argmax()
+
+
+def test_loaded_results_read_together(provider, tmp_path):
+    """Loaded on completion: the score raster semi-transparent below the selected tiles, labelled by rank."""
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    QgsProject.instance().removeAllMapLayers()
+    try:
+        processing.runAndLoadResults("ktextures:novelty", {
+            "INPUT": str(SAMPLE), "N_SELECT": 3, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
+            "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": ""})
+        tree = [n.layer() for n in QgsProject.instance().layerTreeRoot().findLayers()]
+        kinds = [type(lyr) for lyr in tree]
+        assert kinds.index(QgsVectorLayer) < kinds.index(QgsRasterLayer), [lyr.name() for lyr in tree]
+        score = next(lyr for lyr in tree if isinstance(lyr, QgsRasterLayer))
+        tiles = next(lyr for lyr in tree if isinstance(lyr, QgsVectorLayer))
+        assert score.renderer().type() == "singlebandpseudocolor" and 0 < score.renderer().opacity() < 1
+        assert tiles.labelsEnabled() and tiles.labeling().settings().fieldName == "rank"
+    finally:
+        QgsProject.instance().removeAllMapLayers()

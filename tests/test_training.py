@@ -546,18 +546,20 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     assert chunk_px_for(info) == CONTEXT_CHUNK_PX
     tiny, _ = _run(res.path, np.ascontiguousarray(x[:, :, :8, :5]))       # edge padding: any tile size runs
     assert tiny.shape == (1, 1, 8, 5)
-    small = segment_raster(SAMPLE, res.path, str(tmp_path / "small.tif"), SegmentOptions(bands=BANDS, tile_size=100))
-    big = segment_raster(SAMPLE, res.path, str(tmp_path / "big.tif"), SegmentOptions(bands=BANDS, tile_size=1024))
+    opts = dict(bands=BANDS, smoothing=0)                  # the raw argmax (the model recommends a smoothing)
+    small = segment_raster(SAMPLE, res.path, str(tmp_path / "small.tif"), SegmentOptions(tile_size=100, **opts))
+    big = segment_raster(SAMPLE, res.path, str(tmp_path / "big.tif"), SegmentOptions(tile_size=1024, **opts))
     a, b = (gdal.Open(p.path).ReadAsArray() for p in (small, big))
     assert np.array_equal(a, b) and np.array_equal(a, cls[0, 0] + 1)
 
 
 def test_pixel_warm_start_is_pixel_kmeans_and_exports_its_scores(tmp_path):
-    """The default warm start (``pixel``, --steps 0): the network is the nearest-centre rule on the z-scored bands
-    alone, whatever the neighbourhood; the exported ``scores`` (N,k,H,W) float32 are its logits (argmax = class)
-    and the metadata carries the smoothing beta of the fit."""
+    """The pixel warm start (``--warm-start pixel --steps 0``): the network is the nearest-centre rule on the
+    z-scored bands alone, whatever the neighbourhood; the exported ``scores`` (N,k,H,W) float32 are its logits
+    (argmax = class) and the metadata carries the smoothing beta of the fit."""
     import onnx
-    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "px.onnx"), steps=0, seed=3, recal_tiles=4, smoothing_beta=2.5)
+    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "px.onnx"), steps=0, seed=3, recal_tiles=4, smoothing_beta=2.5,
+              warm_start="pixel")
     info = inference.read_model_info(res.path)
     assert info.provenance["warm_start"] == "pixel" and info.provenance["steps_done"] == 0
     meta = {p.key: p.value for p in onnx.load(res.path).metadata_props}

@@ -1,6 +1,9 @@
-"""Glue shared by the algorithms: feedback bridges, cached onnxruntime sessions, input checks, one run."""
+"""Glue shared by the algorithms: feedback bridges, cached onnxruntime sessions, input checks, one run, one
+error translation."""
+import contextlib
 import functools
 import os
+import sys
 from typing import Optional
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
@@ -77,25 +80,6 @@ def make_folders(paths) -> None:
                                              "Choose a folder you can write to.") from None
 
 
-def remove_outputs(paths) -> None:
-    """Delete the outputs a failed or canceled run already wrote (GeoTIFFs with their sidecars), silently."""
-    from osgeo import gdal
-    for p in paths:
-        if p and os.path.exists(p):
-            try:
-                gdal.GetDriverByName("GTiff").Delete(p) if p.lower().endswith((".tif", ".tiff")) else os.remove(p)
-            except (RuntimeError, OSError):
-                pass
-
-
-def output_message(exc, names) -> str:
-    """The message of a core error; an output-path error (``core.outputs.OutputPathError``) is worded with the
-    QGIS parameter names ``names`` (core key -> parameter id)."""
-    if callable(getattr(exc, "message", None)) and hasattr(exc, "parameter"):
-        return exc.message(names)
-    return str(exc)
-
-
 def check_outputs(names, outputs, inputs) -> None:
     """:func:`core.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
     QGIS parameters (``names``: core key -> parameter id). The algorithms save QGIS default styles beside their
@@ -169,12 +153,86 @@ def name_loaded_outputs(alg, context, input_name: str, destinations) -> None:
                 f"{alg.parameterDefinition(pid).description()} ({input_name})")
 
 
+#: The advanced parameter every reading algorithm offers to read Alpha-tagged bands as data (CLI:
+#: --ignore-mask-bands).
+IGNORE_MASK_BANDS = "IGNORE_MASK_BANDS"
+
+
+def add_mask_option(alg) -> None:
+    """Add the advanced boolean :data:`IGNORE_MASK_BANDS` to the algorithm ``alg``."""
+    from qgis.core import QgsProcessingParameterBoolean, QgsProcessingParameterDefinition
+    p = QgsProcessingParameterBoolean(
+        IGNORE_MASK_BANDS, "Ignore mask bands (read bands tagged Alpha as data; nodata values still apply)",
+        defaultValue=False, optional=True)
+    p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    alg.addParameter(p)
+
+
+@contextlib.contextmanager
+def input_view(alg, parameters, context, feedback, src: str):
+    """The input path to give the core: ``src``, or with IGNORE_MASK_BANDS an in-memory view of it without
+    Alpha masks (``core.raster.without_mask_bands``); without it, a log warning for each Alpha band that masks
+    pixels (``core.raster.alpha_mask_warnings``)."""
+    from ..core import raster
+    ignore = IGNORE_MASK_BANDS in parameters and alg.parameterAsBool(parameters, IGNORE_MASK_BANDS, context)
+    if not ignore:
+        for w in raster.alpha_mask_warnings(src, IGNORE_MASK_BANDS):
+            feedback.pushWarning(w)
+    with raster.without_mask_bands(src, ignore) as view:
+        yield view
+
+
+def processing_error(exc: BaseException, names=None) -> Optional[QgsProcessingException]:
+    """The QGIS front end's one translation of an exception into the ``QgsProcessingException`` QGIS shows
+    (message only, no traceback), or None for an exception that is no input or system problem (a bug).
+
+    * a cancel (``Canceled``, ``KeyboardInterrupt``, GDAL's "User terminated"): "Canceled: no output was
+      written.";
+    * a ``CoreError`` (and what :func:`core.errors.as_core_error` maps to one: a GDAL read error, an
+      ``OSError``, a ``MemoryError``): its message worded with the parameter ids ``names`` (core key -> id).
+    """
+    from ..core.errors import as_core_error, is_cancel
+
+    if isinstance(exc, QgsProcessingException):
+        return exc
+    if is_cancel(exc):
+        return QgsProcessingException("Canceled: no output was written.")
+    err = as_core_error(exc)
+    return None if err is None else QgsProcessingException(err.message(names))
+
+
+def _translated(process):
+    """``processAlgorithm`` with every exception but a bug raised as :func:`processing_error`; the parameter
+    names come from the algorithm's ``ERROR_NAMES`` or its module's ``NAMES``."""
+    @functools.wraps(process)
+    def run(self, parameters, context, feedback):
+        try:
+            return process(self, parameters, context, feedback)
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt is translated too
+            names = getattr(self, "ERROR_NAMES", None) or getattr(sys.modules[type(self).__module__], "NAMES", {})
+            err = processing_error(exc, names)
+            if err is None:
+                raise
+            if err is exc:
+                raise
+            raise err from None
+    return run
+
+
 class KTexturesAlgorithm(QgsProcessingAlgorithm):
     """Base of the provider's algorithms: group, icon and ``createInstance`` shared by all of them.
+
+    Every subclass's ``processAlgorithm`` is wrapped (``__init_subclass__``) in the one error translation of
+    this front end, :func:`processing_error`: no algorithm catches error types itself.
 
     No group: the algorithms sit directly under the provider in the toolbox ("k-textures > Segment ..."),
     not in a group of the provider's own name ("k-textures > k-textures > ...").
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = _translated(cls.__dict__["processAlgorithm"])
 
     def group(self):
         return ""
@@ -216,7 +274,7 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
     INPUT, MODEL, MODEL_FILE, BANDS = "INPUT", "MODEL", "MODEL_FILE", "BANDS"
 
     def add_model_inputs(self) -> None:
-        """Add INPUT, MODEL, MODEL_FILE and BANDS, in this order."""
+        """Add INPUT, MODEL, MODEL_FILE and BANDS, in this order, and the advanced IGNORE_MASK_BANDS."""
         from qgis.core import (
             QgsProcessingParameterBand,
             QgsProcessingParameterEnum,
@@ -233,6 +291,7 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, "Bands in the model's channel order (empty: from band descriptions)",
             parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
+        add_mask_option(self)
 
     def model_path(self, parameters, context) -> str:
         """MODEL_FILE when given, else the bundled model chosen in MODEL.
@@ -253,12 +312,13 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
         return path
 
     def bands(self, parameters, context):
-        """BANDS as core takes it: None (match by band description), a "3,2,1,4" string or a list of ints."""
+        """BANDS as core takes it: None (match by band description), a "3,2,1,4" string or a list; the core
+        parses and checks it (``core.bands.parse_bands``: a clear error for ``a,b,c,d``)."""
         value = parameters.get(self.BANDS)
         if value is None or value == "" or value == []:
             return None
         if isinstance(value, str):
             return value
         if isinstance(value, (list, tuple)):
-            return [int(v) for v in value]
+            return list(value)
         return self.parameterAsInts(parameters, self.BANDS, context) or None

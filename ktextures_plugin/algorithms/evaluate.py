@@ -19,16 +19,7 @@ from qgis.core import (
 
 from ..core import classraster, outputs
 from ..core import evaluate as core_evaluate
-from ..core.classraster import OutputError
-from .common import (
-    KTexturesAlgorithm,
-    all_or_nothing,
-    check_outputs,
-    gdal_source,
-    make_folders,
-    optional_number,
-    output_message,
-)
+from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source, make_folders, optional_number
 
 #: core keys (core.outputs, core.evaluate) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "reference": "REFERENCE", "vector": "REFERENCE_VECTOR", "table": "OUTPUT_TABLE",
@@ -194,10 +185,7 @@ class EvaluateAlgorithm(KTexturesAlgorithm):
         check_outputs(NAMES, {"table": (table_path, outputs.TABLE), "raster": (raster_path, outputs.CLASS_RASTER)},
                       {"input": pred, "reference": kwargs.get("reference"), "vector": kwargs.get("vector"),
                        "image": kwargs.get("image")})
-        try:
-            ev = core_evaluate.evaluate(pred, **kwargs)
-        except (ValueError, OutputError) as exc:
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
+        ev = core_evaluate.evaluate(pred, **kwargs)
         for line in ev.log:
             feedback.pushInfo(line)
         s = ev.scores

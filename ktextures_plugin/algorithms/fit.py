@@ -17,8 +17,6 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.raster import RasterError
-
 # torch-free: the defaults live in one module that the QGIS glue, the CLI and the trainer share
 from ..training.defaults import (
     DEFAULT_CONTINUITY,
@@ -29,18 +27,21 @@ from ..training.defaults import (
     VARIANTS,
 )
 from .common import (
+    IGNORE_MASK_BANDS,
     KTexturesAlgorithm,
+    add_mask_option,
     all_or_nothing,
     check_outputs,
     gdal_source,
+    input_view,
     make_folders,
     optional_number,
     output_layer,
-    output_message,
 )
 
 #: core keys (core.outputs, training.fit) -> parameter ids, for messages
-NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
+NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR",
+         "bands": "BANDS", "nodata": "NODATA"}
 
 class FitAlgorithm(KTexturesAlgorithm):
     INPUT, BANDS, K, STEPS, VARIANT, FEATURES, SEED = "INPUT", "BANDS", "K", "STEPS", "VARIANT", "FEATURES", "SEED"
@@ -101,6 +102,7 @@ class FitAlgorithm(KTexturesAlgorithm):
                                              defaultValue=DEFAULT_MASK_WIDTH)
         width.setFlags(width.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(width)
+        add_mask_option(self)
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed",
                                                        type=QgsProcessingParameterNumber.Integer, defaultValue=0))
         retries = QgsProcessingParameterNumber(self.RETRIES, "Refits with the next seed when a class stays unused",
@@ -124,10 +126,11 @@ class FitAlgorithm(KTexturesAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("SECONDS", "Fit wall time (s)"))
 
     def canExecute(self):  # noqa: N802
+        """Always True in the desktop, so the dialog opens (with the PyTorch notice in it:
+        installer_gui.DialogWatcher) rather than an error dialog; elsewhere False without PyTorch."""
+        from ..installer_gui import CURRENT, manual_hint
         from ..training import torch_available
-        if not torch_available():
-            from ..installer_gui import manual_hint, request_install
-            request_install("torch")
+        if not torch_available() and not CURRENT:
             return False, manual_hint("torch")
         return True, ""
 
@@ -143,9 +146,10 @@ class FitAlgorithm(KTexturesAlgorithm):
         src = gdal_source(layer)
         bands = self._bands(parameters, context, src)
         out_model, out_raster, out_vector = self._outputs(parameters, context, src)
-        info = self._fit(parameters, context, feedback, src, bands, out_model,
-                         title=f"k-textures, k = {self.parameterAsInt(parameters, self.K, context)}, {layer.name()}",
-                         fit_end=85.0 if out_raster else 100.0)
+        with input_view(self, parameters, context, feedback, src) as view:
+            info = self._fit(parameters, context, feedback, view, bands, out_model,
+                             title=f"k-textures, k = {self.parameterAsInt(parameters, self.K, context)}, "
+                                   f"{layer.name()}", fit_end=85.0 if out_raster else 100.0)
         results = {self.OUTPUT_MODEL: out_model, "FINAL_LOSS": info.final_loss, "SECONDS": info.seconds,
                    self.OUTPUT_RASTER: None, self.OUTPUT_VECTOR: None}
         if out_raster:
@@ -154,7 +158,9 @@ class FitAlgorithm(KTexturesAlgorithm):
             seg = processing.run("ktextures:segment", {
                 "INPUT": src, "MODEL_FILE": out_model, "BANDS": bands, "SCALING": "model",
                 "OUTPUT_RASTER": out_raster, "OUTPUT_VECTOR": out_vector or None,
-                "NODATA": parameters.get(self.NODATA)}, context=context, feedback=feedback, is_child_algorithm=True)
+                "NODATA": parameters.get(self.NODATA),
+                IGNORE_MASK_BANDS: parameters.get(IGNORE_MASK_BANDS, False)},
+                context=context, feedback=feedback, is_child_algorithm=True)
             results[self.OUTPUT_RASTER] = seg["OUTPUT_RASTER"]
             results[self.OUTPUT_VECTOR] = seg.get("OUTPUT_VECTOR")
         feedback.setProgress(100)
@@ -172,14 +178,12 @@ class FitAlgorithm(KTexturesAlgorithm):
             ds = gdal.Open(src)
             try:
                 return match_bands(ds, list(RGBN))
-            except RasterError as exc:
-                raise QgsProcessingException(str(exc)) from None
             finally:
                 ds = None
         if isinstance(bands, str):
             return bands
         if isinstance(bands, (list, tuple)):
-            return [int(b) for b in bands]
+            return list(bands)  # parsed and checked by the core (core.bands.parse_bands)
         return self.parameterAsInts(parameters, self.BANDS, context)
 
     def _outputs(self, parameters, context, src: str):
@@ -199,7 +203,7 @@ class FitAlgorithm(KTexturesAlgorithm):
     def _fit(self, parameters, context, feedback, src: str, bands, out_model: str, *, title: str, fit_end: float):
         """Run :func:`ktextures_plugin.training.fit` with the algorithm's parameters; progress up to ``fit_end``
         percent. Returns its :class:`~ktextures_plugin.training.train.FitReport`."""
-        from ..training import FitCanceled, FitInputError, TorchMissingError, fit
+        from ..training import fit
 
         k = self.parameterAsInt(parameters, self.K, context)
         steps = self.parameterAsInt(parameters, self.STEPS, context)
@@ -211,20 +215,15 @@ class FitAlgorithm(KTexturesAlgorithm):
                 feedback.pushInfo(f"step {step}/{total}  loss {loss:.5f}")
 
         feedback.pushInfo(f"Fitting k = {k} on bands {bands} for {steps} steps (CPU) ...")
-        try:
-            info = fit(src, bands, k, out_model, steps=steps, seed=self.parameterAsInt(parameters, self.SEED, context),
-                       variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or DEFAULT_VARIANT,
-                       continuity=self.parameterAsDouble(parameters, self.CONTINUITY, context),
-                       features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
-                       progress=progress, is_canceled=feedback.isCanceled,
-                       extra_nodata=optional_number(parameters, self.NODATA),
-                       mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH,
-                       retries=self.parameterAsInt(parameters, self.RETRIES, context),
-                       log=feedback.pushInfo, title=title)
-        except FitCanceled:
-            raise QgsProcessingException("Canceled: no model was written.") from None
-        except (FitInputError, TorchMissingError, RasterError, ValueError, OSError) as exc:
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
+        info = fit(src, bands, k, out_model, steps=steps, seed=self.parameterAsInt(parameters, self.SEED, context),
+                   variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or DEFAULT_VARIANT,
+                   continuity=self.parameterAsDouble(parameters, self.CONTINUITY, context),
+                   features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
+                   progress=progress, is_canceled=feedback.isCanceled,
+                   extra_nodata=optional_number(parameters, self.NODATA),
+                   mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH,
+                   retries=self.parameterAsInt(parameters, self.RETRIES, context),
+                   log=feedback.pushInfo, title=title)
         feedback.pushInfo(f"Model written to {out_model} in {info.seconds:.1f} s "
                           f"({info.steps_per_s:.2f} steps/s), final loss {info.final_loss:.5f}")
         for w in info.warnings:

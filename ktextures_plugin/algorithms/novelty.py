@@ -17,9 +17,6 @@ from qgis.core import (
 )
 
 from ..core import outputs
-from ..core.classraster import OutputError
-from ..core.modelinfo import ModelError
-from ..core.raster import RasterError
 from ..core.runtime import onnxruntime_available
 from ..installer_gui import manual_hint
 from . import novelty_styling
@@ -30,11 +27,10 @@ from .common import (
     cached_session,
     check_outputs,
     gdal_source,
+    input_view,
     make_folders,
     optional_number,
-    output_message,
     progress_bridge,
-    remove_outputs,
 )
 from .segment import SCALINGS
 
@@ -75,17 +71,21 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
             "repeats, so one kind of novelty is shown once.\n\n"
             "<b>Model</b>: a k-textures model with textures (bundled, or an .onnx made with 'Fit').\n"
             "<b>Bands</b>: the input bands for red, green, blue, NIR (empty: from band descriptions).\n"
-            "<b>Tile size</b>: a multiple of 16 pixels. Tiles with under half their pixels valid are skipped.\n"
-            "<b>Rank</b>: the most directions DEMUD's model keeps.\n\n"
-            "Outputs: the score of every tile before any selection (one pixel per tile), the selected tiles "
-            "(rank 1 = first; score, residual = the part of the score from the k-textures difference, dominant "
-            "classes) and an HTML page showing each tile, its simulation and where they differ.")
+            "<b>Tile size</b>: a multiple of 32 pixels; tiles start every half tile, so an anomaly is whole in one of "
+            "them. Tiles with under half their pixels valid are skipped. Selected tiles never overlap.\n"
+            "<b>Rank</b>: the most directions DEMUD's model keeps. It starts as a model of the scene (the SVD "
+            "of its typical tiles).\n\n"
+            "Outputs: the initial score of every tile (its error under the model of the scene, before any "
+            "selection; one pixel per tile, the tile's central half), the selected tiles (rank 1 = first; "
+            "selection_score = the error when selected, which orders the list; initial_score; residual = the part "
+            "of the selection score from the k-textures difference; dominant classes) and an HTML page showing "
+            "each tile, its simulation and where they differ.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.novelty import DEFAULT_RANK
+        from ..core.novelty import DEFAULT_RANK, INIT_TILES
         self.add_model_inputs()
         self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size (pixels, a multiple of 16)", type=QgsProcessingParameterNumber.Integer,
+            self.TILE_SIZE, "Tile size (pixels, a multiple of 32)", type=QgsProcessingParameterNumber.Integer,
             minValue=32, maxValue=1024, defaultValue=64))
         self.addParameter(QgsProcessingParameterNumber(
             self.N_SELECT, "Number of tiles to select", type=QgsProcessingParameterNumber.Integer, minValue=1,
@@ -100,9 +100,9 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                                        usesStaticStrings=True),
             QgsProcessingParameterNumber(self.NODATA, "Extra nodata value", type=QgsProcessingParameterNumber.Double,
                                          optional=True),
-            QgsProcessingParameterNumber(self.INIT_TILES, "Initial model: -1 = none, 0 = all tiles, N = N random "
-                                         "tiles", type=QgsProcessingParameterNumber.Integer, minValue=-1,
-                                         defaultValue=-1)]
+            QgsProcessingParameterNumber(self.INIT_TILES, "Initial model: -2 = typical tiles, -1 = none, 0 = all "
+                                         "tiles, N = N random tiles", type=QgsProcessingParameterNumber.Integer,
+                                         minValue=-2, defaultValue=INIT_TILES)]
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
@@ -133,7 +133,6 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
 
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.errors import Canceled
         from ..core.novelty import rank_tiles
         from ..core.novelty_output import write_html, write_score_raster, write_selected
 
@@ -144,12 +143,12 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         model_path = self.model_path(parameters, context)
         score, selected, page = self._outputs(parameters, context, src, model_path)
         nodata = optional_number(parameters, self.NODATA)
-        written = []
-        try:
-            session = cached_session(model_path)
-            feedback.pushInfo(f"Model file: {model_path}")
+        # a failure: processing_error words it, all_or_nothing (processAlgorithm) removes the outputs
+        session = cached_session(model_path)
+        feedback.pushInfo(f"Model file: {model_path}")
+        with input_view(self, parameters, context, feedback, src) as view:
             res = rank_tiles(
-                src, model_path, bands=self.bands(parameters, context),
+                view, model_path, bands=self.bands(parameters, context),
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
                 n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
                 rank=self.parameterAsInt(parameters, self.RANK, context),
@@ -157,24 +156,18 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                 init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
                 scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
                 extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
-                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session, warn=feedback.pushWarning)
-            written.append(write_score_raster(score, res, src))
-            if selected:
-                write_selected(selected, res, src)
-                written.append(selected)
-            if page:
-                feedback.setProgressText("Explaining the selected tiles")
-                written.append(write_html(page, res, src, model_path, nodata, session=session))
-                feedback.setProgress(100)
-        except Canceled:
-            remove_outputs(written)
-            raise QgsProcessingException("Canceled: no output was written.") from None
-        except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-            remove_outputs(written)
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
+                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
+                warn=feedback.pushWarning)
+        write_score_raster(score, res, src)
+        if selected:
+            write_selected(selected, res, src)
+        if page:
+            feedback.setProgressText("Explaining the selected tiles")
+            write_html(page, res, src, model_path, nodata, session=session)
+            feedback.setProgress(100)
         for s in res.selected:
-            feedback.pushInfo(f"rank {s.rank}: tile row {s.row}, col {s.col}, score {s.score:.4g}, "
-                              f"residual {s.residual:.4g}")
+            feedback.pushInfo(f"rank {s.rank}: tile at x {s.window[0]}, y {s.window[1]} px, selection score "
+                              f"{s.score:.4g}, initial score {s.initial:.4g}, residual {s.residual:.4g}")
         for w in novelty_styling.save_default_styles(score, selected):
             feedback.pushWarning(w)
         novelty_styling.attach_styles(context, score, selected)

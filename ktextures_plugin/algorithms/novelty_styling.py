@@ -1,13 +1,13 @@
-"""Styles of the ``novelty`` outputs: the score raster on a sequential colour ramp (min to max of the scores),
-the selected tiles as outlines labelled with their rank; written as the default styles of the files (``.qml``
-beside the raster, the GeoPackage's ``layer_styles`` table) and applied when the layers are loaded."""
+"""Styles of the ``novelty`` outputs: the score raster semi-transparent on a sequential colour ramp (a 2-98 %
+percentile stretch of the scores), the selected tiles as outlines labelled with their rank; written as the
+default styles of the files (``.qml`` beside the raster, the GeoPackage's ``layer_styles`` table) and applied
+when the layers are loaded."""
 from typing import List
 
 from qgis.core import (
     QgsColorRampShader,
     QgsFillSymbol,
     QgsPalLayerSettings,
-    QgsProcessingLayerPostProcessorInterface,
     QgsRasterBandStats,
     QgsRasterLayer,
     QgsRasterShader,
@@ -23,19 +23,47 @@ from qgis.PyQt.QtGui import QColor, QFont
 
 #: the sequential ramp of the score raster (a QGIS default style ramp), dark = low, bright = high
 SCORE_RAMP = "Magma"
+#: the score raster's colours run between these percentiles of its scores (a few extreme tiles do not wash
+#: out the rest)
+SCORE_STRETCH = (2.0, 98.0)
+#: opacity of the score raster, so that the image below it (and the tiles above) stay readable
+SCORE_OPACITY = 0.6
+
+
+def score_stretch(path: str):
+    """``(low, high)``: the :data:`SCORE_STRETCH` percentiles of the valid scores of the raster at ``path``
+    (GDAL; the raster has one pixel per tile, so it is small); ``None`` when it has no valid score."""
+    import numpy as np
+    from osgeo import gdal
+    ds = gdal.OpenEx(path, gdal.OF_RASTER)
+    if ds is None:
+        return None
+    band = ds.GetRasterBand(1)
+    a, nd = band.ReadAsArray().astype(np.float64), band.GetNoDataValue()
+    a = a[np.isfinite(a) & (a != nd)] if nd is not None else a[np.isfinite(a)]
+    if a.size == 0:
+        return None
+    lo, hi = (float(v) for v in np.percentile(a, SCORE_STRETCH))
+    return (lo, hi) if hi > lo else (float(a.min()), float(a.max()) + 1e-6)
 
 
 def style_score(layer: QgsRasterLayer) -> None:
-    """Singleband pseudocolor on :data:`SCORE_RAMP`, stretched from the minimum to the maximum score."""
-    stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
+    """Singleband pseudocolor on :data:`SCORE_RAMP` between the :data:`SCORE_STRETCH` percentiles of the
+    scores (minimum to maximum when they cannot be read), at :data:`SCORE_OPACITY`."""
+    rng = score_stretch(layer.source())
+    if rng is None:
+        stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
+        rng = (stats.minimumValue, stats.maximumValue)
     ramp = QgsStyle.defaultStyle().colorRamp(SCORE_RAMP)
-    shader_fn = QgsColorRampShader(stats.minimumValue, stats.maximumValue, ramp)
+    shader_fn = QgsColorRampShader(rng[0], rng[1], ramp)
     shader_fn.classifyColorRamp(5, -1)
+    shader_fn.setClip(False)   # scores above the stretch keep the brightest colour
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(shader_fn)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
-    renderer.setClassificationMin(stats.minimumValue)
-    renderer.setClassificationMax(stats.maximumValue)
+    renderer.setClassificationMin(rng[0])
+    renderer.setClassificationMax(rng[1])
+    renderer.setOpacity(SCORE_OPACITY)
     layer.setRenderer(renderer)
     layer.triggerRepaint()
 
@@ -87,26 +115,9 @@ def save_default_styles(score_path: str, selected_path: str) -> List[str]:
     return warnings
 
 
-class NoveltyStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Styles the score raster or the selected tiles when QGIS loads them."""
-
-    _keep = []  # Python references: only the C++ side is owned by the context
-
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        if isinstance(layer, QgsRasterLayer):
-            style_score(layer)
-        elif isinstance(layer, QgsVectorLayer):
-            style_selected(layer)
-
-    @classmethod
-    def create(cls):
-        pp = cls()
-        cls._keep.append(pp)
-        return pp
-
-
-def attach_styles(context, *layer_ids_or_paths) -> None:
-    """Style the given outputs when they are loaded on completion (GUI, runAndLoadResults)."""
-    for dest in layer_ids_or_paths:
-        if dest and context.willLoadLayerOnCompletion(dest):
-            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(NoveltyStylePostProcessor.create())
+def attach_styles(context, score: str, selected: str) -> None:
+    """Style the outputs when they are loaded on completion (GUI, batch, runAndLoadResults), the score raster
+    below the selected tiles (``styling.attach``'s reading order of a run's layers)."""
+    from .styling import CLASSES, FOOTPRINTS, attach
+    attach(context, score, style_score, lambda _layer: CLASSES)
+    attach(context, selected, style_selected, lambda _layer: FOOTPRINTS)

@@ -13,7 +13,7 @@ from qgis.core import (
 )
 
 from . import styling
-from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source, make_folders, output_message
+from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source, make_folders
 
 #: core keys (core.outputs, core.rename) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "polygons": "POLYGONS", "output": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
@@ -56,7 +56,6 @@ class RenameClassesAlgorithm(KTexturesAlgorithm):
 
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.classraster import OutputError
         from ..core.rename import rename_classes
 
         src = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context))
@@ -74,11 +73,9 @@ class RenameClassesAlgorithm(KTexturesAlgorithm):
         text = self.parameterAsString(parameters, self.CLASS_NAMES, context)
         try:
             res = rename_classes(src, out_raster, text, polygons_in=poly_src, polygons_out=out_vector)
-        except ValueError as exc:
+        except ValueError as exc:  # other errors: common.processing_error
             pid = "POLYGONS" if "polygons" in str(exc) else "CLASS_NAMES"
             raise QgsProcessingException(f"{pid}: {exc}") from None
-        except (OutputError, RuntimeError) as exc:
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
         for i, (o, n) in enumerate(zip(res.old_names, res.names), 1):
             feedback.pushInfo(f"class {i}: {o} -> {n}")
         if res.polygons:

@@ -28,8 +28,8 @@ from qgis.core import (
 )
 
 from ..core import atomic, sampling
-from ..core.classraster import OutputError, read_palette
-from ..core.raster import RasterError, open_raster
+from ..core.classraster import read_palette
+from ..core.raster import open_raster
 from . import styling
 from .common import (
     KTexturesAlgorithm,
@@ -38,7 +38,6 @@ from .common import (
     field_type,
     gdal_source,
     name_loaded_outputs,
-    output_message,
     sink_destination,
 )
 
@@ -209,8 +208,6 @@ class SampleAlgorithm(KTexturesAlgorithm):
             summary_id = _delivered(self._write_summary(parameters, context, result))
         except Canceled:
             raise QgsProcessingException("Canceled by the user: sampling stopped, no output was left.") from None
-        except (sampling.SamplingError, RasterError, OutputError) as exc:
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
         self._style(context, feedback, class_path, points_id, chips_id)
         # the segmented image's name when the input is a class raster named by segment: "Classes (s2_sample)"
         source = re.fullmatch(r"Classes \((.+)\)", layer.name())

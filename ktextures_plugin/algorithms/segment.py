@@ -25,9 +25,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, OutputError, check_class_names
-from ..core.modelinfo import ModelError
-from ..core.raster import RasterError
+from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, check_class_names
 from ..core.runtime import onnxruntime_available
 from ..installer_gui import manual_hint
 from . import styling
@@ -38,13 +36,12 @@ from .common import (
     cached_session,
     check_outputs,
     gdal_source,
+    input_view,
     make_folders,
     name_loaded_outputs,
     optional_number,
     output_layer,
-    output_message,
     progress_bridge,
-    remove_outputs,
     temporary_label,
 )
 
@@ -52,7 +49,8 @@ SCALINGS = ["model", "stretch"]
 #: core keys (core.outputs, core.segment) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
          "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "html": "OUTPUT_HTML", "bands": "BANDS",
-         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT", "smoothing": "SMOOTHING"}
+         "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT", "smoothing": "SMOOTHING",
+         "min_segment_px": "MIN_SEGMENT_PX", "tile_size": "TILE_SIZE"}
 #: SegmentOptions field -> the parameter that sets it (tests compare it with the command line's; ``window`` is
 #: for scripts, ``threads`` is the command line's: QGIS runs onnxruntime with one thread per core)
 OPTIONS = {"bands": "BANDS", "scaling": "SCALING", "extra_nodata": "NODATA", "extent": "EXTENT",
@@ -120,7 +118,8 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (empty: whole layer)", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_SEGMENT_PX, "Minimum segment size (pixels, 0 = no sieve)",
-            type=QgsProcessingParameterNumber.Integer, minValue=0, defaultValue=DEFAULT_MIN_SEGMENT_PX))
+            type=QgsProcessingParameterNumber.Integer, minValue=0, maxValue=2 ** 31 - 1,
+            defaultValue=DEFAULT_MIN_SEGMENT_PX))
         self.addParameter(QgsProcessingParameterEnum(
             self.PALETTE, "Class colours", options=PALETTES, defaultValue=PALETTES[0], usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterString(
@@ -178,8 +177,9 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         out = self._output_paths(parameters, context, src, model_path)
         extent = self._extent(parameters, context, layer)
         session = cached_session(model_path)
-        result = self._run(parameters, context, feedback, src=src, model_path=model_path, out=out,
-                           extent=extent, session=session)
+        with input_view(self, parameters, context, feedback, src) as view:
+            result = self._run(parameters, context, feedback, src=view, model_path=model_path, out=out,
+                               extent=extent, session=session)
         seconds = time.perf_counter() - t0
         feedback.pushInfo(f"Segmented{' and polygonized' if out['vector'] else ''} in {seconds:.1f} s.")
         self._log_and_report(feedback, result, out)
@@ -246,35 +246,25 @@ class SegmentAlgorithm(ModelInputAlgorithm):
 
     def _run(self, parameters, context, feedback, *, src, model_path, out, extent, session):
         """Segment (and polygonize when OUTPUT_VECTOR is set); on failure or cancel nothing is left behind."""
-        from ..core.errors import Canceled
         from ..core.feedback import Feedback
         from ..core.segment import segment_raster
         from ..core.vectorize import polygonize
 
         seg_end = 70.0 if out["vector"] else 100.0
-        written = []
-        try:
-            feedback.pushInfo(f"Model file: {model_path}")
-            options = self.segment_options(parameters, context, extent=extent, simulation=out["simulation"],
-                                           session=session)
-            result = segment_raster(src, model_path, out["raster"], options,
-                                    Feedback(progress=progress_bridge(feedback, 0, seg_end),
-                                             is_canceled=feedback.isCanceled, info=feedback.pushInfo,
-                                             warning=feedback.pushWarning), session=session)
-            written += [out["raster"]] + ([out["simulation"]] if out["simulation"] else [])
-            if out["vector"]:
-                feedback.setProgressText("Polygonizing (GDAL)")
-                n = polygonize(out["raster"], out["vector"], class_names=result.class_names,
-                               feedback=Feedback(progress=progress_bridge(feedback, seg_end, 100),
-                                                 is_canceled=feedback.isCanceled))
-                written.append(out["vector"])
-                feedback.pushInfo(f"{n} polygons written to {out['vector']}")
-        except Canceled:
-            remove_outputs(written)
-            raise QgsProcessingException("Canceled: no output was written.") from None
-        except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-            remove_outputs(written)
-            raise QgsProcessingException(output_message(exc, NAMES)) from None
+        # a failure: processing_error words it, all_or_nothing (processAlgorithm) removes the outputs
+        feedback.pushInfo(f"Model file: {model_path}")
+        options = self.segment_options(parameters, context, extent=extent, simulation=out["simulation"],
+                                       session=session)
+        result = segment_raster(src, model_path, out["raster"], options,
+                                Feedback(progress=progress_bridge(feedback, 0, seg_end),
+                                         is_canceled=feedback.isCanceled, info=feedback.pushInfo,
+                                         warning=feedback.pushWarning), session=session)
+        if out["vector"]:
+            feedback.setProgressText("Polygonizing (GDAL)")
+            n = polygonize(out["raster"], out["vector"], class_names=result.class_names,
+                           feedback=Feedback(progress=progress_bridge(feedback, seg_end, 100),
+                                             is_canceled=feedback.isCanceled))
+            feedback.pushInfo(f"{n} polygons written to {out['vector']}")
         return result
 
     @staticmethod

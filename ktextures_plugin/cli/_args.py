@@ -1,5 +1,7 @@
 """argparse helpers shared by the sub-commands: one-line errors, exit status 2 on bad input."""
 import argparse
+import contextlib
+import functools
 import sys
 
 
@@ -19,6 +21,64 @@ def fail(prog: str, message, names=None) -> int:
     text = str(message).strip().splitlines()[0] if str(message).strip() else type(message).__name__
     sys.stderr.write(f"{prog}: error: {text}\n")
     return 2
+
+
+def exit_status(prog, exc: BaseException, names=None):
+    """The command line's one translation of an exception: one line on stderr and the exit status, or None
+    for an exception that is no input or system problem (a bug, which the caller re-raises with its traceback).
+
+    * a cancel (Ctrl-C, ``Canceled``, GDAL's "User terminated"): ``canceled: no output written``, status 130;
+    * a ``CoreError`` (and what :func:`core.errors.as_core_error` maps to one: a GDAL read error, an
+      ``OSError``, a ``MemoryError``): its message worded with ``names`` (core key -> option), status 2 (3 when
+      PyTorch is missing, as ``fit`` documents).
+
+    ``prog`` None: the line starts with ``error:`` alone.
+    """
+    from ..core.errors import as_core_error, is_cancel
+
+    lead = f"{prog}: " if prog else ""
+    if is_cancel(exc):
+        sys.stderr.write(f"{lead}canceled: no output written\n")
+        return 130
+    err = as_core_error(exc)
+    if err is None:
+        return None
+    text = err.message(names)
+    if prog:
+        fail(prog, text)
+    else:
+        _line(text)
+    return int(getattr(err, "exit_status", 2))
+
+
+def _line(text) -> None:
+    text = str(text).strip()
+    sys.stderr.write(f"error: {text.splitlines()[0] if text else 'unknown error'}\n")
+
+
+def front_end(prog, names=None):
+    """Decorator of a sub-command's ``main(argv) -> int``: every exception it lets out goes through
+    :func:`exit_status` (no traceback for bad input, a full disk, Ctrl-C); a bug keeps its traceback. The
+    command is one all-or-nothing run (``core.atomic.all_or_nothing``): when it fails (an exception or a
+    non-zero status), every output it had written is removed."""
+    def wrap(main):
+        @functools.wraps(main)
+        def run(argv=None):
+            from ..core.atomic import all_or_nothing
+            with all_or_nothing() as one_run:
+                try:
+                    status = main(argv)
+                except SystemExit:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt is translated too
+                    status = exit_status(prog, exc, names)
+                    if status is None:
+                        raise
+                if status:
+                    one_run.discard()
+                return status
+        return run
+    return wrap
 
 
 def int_range(lo: int, hi=None):
@@ -47,3 +107,27 @@ def check_outputs(prog: str, names, outputs, inputs):
     except OutputPathError as exc:
         return fail(prog, exc.message(names))
     return None
+
+
+#: The option every reading command offers to read Alpha-tagged bands as data (QGIS: IGNORE_MASK_BANDS).
+IGNORE_MASK_OPTION = "--ignore-mask-bands"
+
+
+def add_mask_option(parser) -> None:
+    """Add :data:`IGNORE_MASK_OPTION` to ``parser``."""
+    parser.add_argument(IGNORE_MASK_OPTION, action="store_true",
+                        help="read bands tagged Alpha (colour interpretation) as data: GDAL otherwise takes such a "
+                             "band as the mask of every band (nodata values and .msk files still apply)")
+
+
+@contextlib.contextmanager
+def input_view(path: str, ignore_mask_bands: bool):
+    """The input path to give the core: ``path``, or an in-memory view of it without Alpha masks
+    (``core.raster.without_mask_bands``); without the option, a warning on stderr for each Alpha band that
+    masks pixels (``core.raster.alpha_mask_warnings``)."""
+    from ..core import raster
+    if not ignore_mask_bands:
+        for w in raster.alpha_mask_warnings(path, IGNORE_MASK_OPTION):
+            sys.stderr.write(f"warning: {w}\n")
+    with raster.without_mask_bands(path, ignore_mask_bands) as view:
+        yield view

@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from osgeo import gdal
 
 from ..core import classraster, geo, raster
-from ..core.errors import Canceled, RasterError
+from ..core.errors import Canceled, CoreError, RasterError
 from ..core.feedback import Feedback
 from ..core.inference import open_session
 from ..core.segment import SegmentOptions, SegmentResult, segment_raster
@@ -46,7 +46,7 @@ _DATASETS: Dict[tuple, gdal.Dataset] = {}
 _LOCK = threading.Lock()
 
 
-class DistributedError(RuntimeError):
+class DistributedError(CoreError, RuntimeError):
     """The Dask scheduler cannot be reached, or a worker cannot run the job; names the fix."""
 
 
@@ -107,9 +107,11 @@ def listed_rasters(path: str) -> List[str]:
         return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def resolve_input(path: str, scratch_dir: str) -> Tuple[str, Optional[str]]:
+def resolve_input(path: str, scratch_vrt: str) -> Tuple[str, Optional[str]]:
     """``(raster path, temporary VRT or None)``: a text file listing rasters (one per line, ``.txt``/``.lst``)
-    becomes a VRT mosaic (``gdal.BuildVRT``) written in ``scratch_dir``, which the workers must see too.
+    becomes a VRT mosaic (``gdal.BuildVRT``) written to ``scratch_vrt``, which the workers must see too (a
+    hidden partial name of the output, ``atomic.partial_path(output, ".vrt")``: a killed run's VRT is then
+    removed with its other partial files).
 
     Raises:
         RasterError: a listed raster is missing or not on the grid (CRS, pixel size, origin) of the first.
@@ -131,7 +133,7 @@ def resolve_input(path: str, scratch_dir: str) -> Tuple[str, Optional[str]]:
                 or any(abs(o - round(o)) > 1e-6 for o in off) or not geo.same_crs(wkt, ref[1])):
             raise RasterError(f"'{p}' is not on the grid of '{ref[2]}' (CRS, pixel size and pixel-aligned origin "
                               "must match); warp it with gdalwarp -tap first.")
-    vrt = os.path.join(scratch_dir, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.vrt")
+    vrt = scratch_vrt
     out = gdal.BuildVRT(vrt, [os.path.abspath(p) for p in files])
     first = raster.open_raster(files[0])
     for b in range(1, min(out.RasterCount, first.RasterCount) + 1):  # band names drive the band matching
@@ -271,7 +273,7 @@ def segment_dask(input_path: str, model_path: str, output_path: str, options: Op
         opts = dataclasses.replace(opts, threads=1)
     model_path = os.path.abspath(model_path) if os.path.exists(model_path) else model_path
     input_path = os.path.abspath(input_path) if os.path.exists(input_path) else input_path
-    path, tmp_vrt = resolve_input(input_path, os.path.dirname(classraster.partial_path(output_path)))
+    path, tmp_vrt = resolve_input(input_path, classraster.partial_path(output_path, ".vrt"))
     windows = DaskWindows(address, client, n_workers, window_tiles)
     try:
         return segment_raster(path, model_path, output_path, opts, feedback, windows=windows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._args import Parser, fail
+from ._args import Parser, front_end
 
 PROG = "python -m ktextures_plugin evaluate"
 
@@ -20,10 +20,11 @@ PROG = "python -m ktextures_plugin evaluate"
 def _nodata(text: str):
     if text.strip().lower() in ("none", ""):
         return None
+    from ..core.errors import ParameterError
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"--reference-nodata must be a number or 'none', got {text!r}") from None
+        raise ParameterError(f"--reference-nodata must be a number or 'none', got {text!r}") from None
 
 
 def build_parser() -> Parser:
@@ -47,23 +48,21 @@ def build_parser() -> Parser:
     return p
 
 
+@front_end(PROG, {"labels": "LABELS", "reference": "--reference", "bands": "--bands", "image": "--image"})
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import metrics
     from ..core.bands import parse_bands
-    from ..core.errors import RasterError
+    from ..core.errors import ParameterError
 
-    try:
-        ref_nodata = _nodata(args.reference_nodata)
-        bands = None
-        if args.bands and args.image:
-            bands = parse_bands(args.bands, metrics.band_count(args.image))
-        elif args.bands:
-            raise ValueError("--bands needs --image (the bands are those of the image for the downstream figures)")
-        s = metrics.evaluate_rasters(args.labels, args.reference, ref_nodata=ref_nodata, image_path=args.image,
-                                     bands=bands)
-    except (ValueError, RasterError) as exc:
-        return fail(PROG, exc)
+    ref_nodata = _nodata(args.reference_nodata)
+    bands = None
+    if args.bands and args.image:
+        bands = parse_bands(args.bands, metrics.band_count(args.image))
+    elif args.bands:
+        raise ParameterError("--bands needs --image (the bands are those of the image for the downstream figures)")
+    s = metrics.evaluate_rasters(args.labels, args.reference, ref_nodata=ref_nodata, image_path=args.image,
+                                 bands=bands)
     if args.json:
         print(json.dumps(dict(s.as_dict(), per_class=s.per_class())))
     else:

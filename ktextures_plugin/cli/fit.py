@@ -5,10 +5,10 @@ Exit codes: 0 success, 2 bad input (one-line message), 3 PyTorch missing, 130 in
 """
 import sys
 
-from ._args import Parser, int_range
+from ._args import Parser, add_mask_option, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin fit"
-NAMES = {"input": "IMAGE", "output": "--out"}
+NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata"}
 
 
 class _Parser(Parser):
@@ -88,48 +88,37 @@ def build_parser():
     p.add_argument("--title", default="", help="readable model title stored in the metadata")
     p.add_argument("--threads", type=int_range(1), default=None,
                    help="torch threads (default: half the logical CPUs, 1..8)")
+    add_mask_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+@front_end(None, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import outputs
-    try:
-        outputs.check_outputs({"output": (args.out, outputs.MODEL)}, {"input": args.image})
-    except outputs.OutputPathError as exc:
-        print(f"error: {exc.message(NAMES)}", file=sys.stderr)
-        return 2
-    from ..core.errors import ModelError, OutputError
-    from ..training import FitCanceled, TorchMissingError, fit
+    outputs.check_outputs({"output": (args.out, outputs.MODEL)}, {"input": args.image})
+    from ..core.errors import CoreError
+    from ..training import fit
 
     state = {"bar": None}
     progress = _progress(state, args.quiet)
     try:
-        res = fit(args.image, args.bands, args.k, args.out, steps=args.steps, seed=args.seed,
-                  variant=args.variant, features=args.features, tile_size=args.tile_size,
-                  batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
-                  threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width,
-                  retries=args.retries, continuity=args.continuity, warm_start=args.warm_start, anchor=args.anchor,
-                  smoothing_beta=args.smoothing_beta, log=lambda m: print(f"note: {m}", file=sys.stderr))
-    except TorchMissingError as exc:
-        _close(state["bar"])
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except (ValueError, ModelError, OutputError) as exc:
-        _close(state["bar"])
-        if isinstance(exc, outputs.OutputPathError):
-            exc = exc.message(NAMES)
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        with input_view(args.image, args.ignore_mask_bands) as image:
+            res = fit(image, args.bands, args.k, args.out, steps=args.steps, seed=args.seed,
+                      variant=args.variant, features=args.features, tile_size=args.tile_size,
+                      batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
+                      threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width,
+                      retries=args.retries, continuity=args.continuity, warm_start=args.warm_start,
+                      anchor=args.anchor, smoothing_beta=args.smoothing_beta,
+                      log=lambda m: print(f"note: {m}", file=sys.stderr))
+    except CoreError as exc:  # the message comes from front_end; this adds the option to change
+        msg = str(exc.args[0]) if exc.args else ""
         if msg.endswith("smaller training tile)"):
-            msg = msg[:-1] + f", e.g. --tile-size {max(16, args.tile_size // 2)})"
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, FitCanceled):
+            exc.args = (msg[:-1] + f", e.g. --tile-size {max(16, args.tile_size // 2)})",)
+        raise
+    finally:
         _close(state["bar"])
-        print("interrupted: no model written", file=sys.stderr)
-        return 130
-    _close(state["bar"])
     fr = ", ".join(f"{100 * v:.1f}" for v in res.class_fractions)
     print(f"{res.path}: k = {res.k}, {res.steps} steps in {res.seconds:.1f} s "
           f"({res.steps_per_s:.2f} steps/s), final loss {res.final_loss:.4f}, halo {res.halo_px} px")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._args import Parser, fail, int_range
+from ._args import Parser, add_mask_option, fail, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin kmeans"
 NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata", "k": "--k"}
@@ -39,14 +39,15 @@ def build_parser() -> Parser:
     p.add_argument("--smoothing", type=float, default=0.0, metavar="BETA",
                    help="Potts MRF on the squared distances to the centres: beta per disagreeing 8-neighbour, "
                         "10 synchronous ICM sweeps (default 0 = off)")
+    add_mask_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     return p
 
 
+@front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core import kmeans
-    from ..core.errors import OutputError, RasterError
 
     if args.k < 2:
         return fail(PROG, f"--k must be at least 2, got {args.k}")
@@ -56,13 +57,11 @@ def main(argv=None) -> int:
         return fail(PROG, f"--smoothing must be >= 0 (0 = off), got {args.smoothing}")
     if args.sample < args.k:
         return fail(PROG, f"--sample must be at least --k ({args.k}), got {args.sample}")
-    try:
-        res = kmeans.kmeans_raster(args.image, args.out, args.k, bands=args.bands, seed=args.seed,
+    with input_view(args.image, args.ignore_mask_bands) as image:
+        res = kmeans.kmeans_raster(image, args.out, args.k, bands=args.bands, seed=args.seed,
                                    extra_nodata=args.nodata, max_sample=args.sample,
                                    n_init=args.n_init, scaling=args.scaling, context=args.context,
                                    smoothing=args.smoothing)
-    except (RasterError, OutputError, ValueError) as exc:
-        return fail(PROG, exc, NAMES)
     summary = {"path": res.path, "k": res.k, "bands": res.bands, "seed": args.seed,
                "scaling": args.scaling, "context": args.context, "smoothing": args.smoothing,
                "counts": [int(v) for v in res.counts], "colors": res.colors,

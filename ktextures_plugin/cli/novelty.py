@@ -9,7 +9,7 @@ import json
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, check_outputs, fail
+from ._args import Parser, add_mask_option, check_outputs, fail, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin novelty"
 
@@ -20,7 +20,7 @@ NAMES = {"input": "IMAGE", "model": "--model", "score": "--score", "selected": "
          "n_select": "--n-select"}
 
 def build_parser() -> Parser:
-    from ..core.novelty import DEFAULT_RANK
+    from ..core.novelty import DEFAULT_RANK, INIT_TILES
     p = Parser(prog=PROG, description="Rank the raster's tiles by what the k textures and the tiles already "
                                       "shown cannot explain (DEMUD), with a visual explanation.")
     p.add_argument("image", help="input raster (any GDAL format); read only")
@@ -30,17 +30,20 @@ def build_parser() -> Parser:
                    help="1-based bands in the model's channel order, e.g. 3,2,1,4 (default: from band descriptions)")
     p.add_argument("--scaling", choices=["model", "stretch"], default="model")
     p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
-    p.add_argument("--tile-size", type=int, default=64, help="tile side in pixels, a multiple of 16 (default 64)")
+    p.add_argument("--tile-size", type=int, default=64,
+                   help="tile side in pixels, a multiple of 32; tiles every half tile (default 64)")
     p.add_argument("--n-select", type=int, default=20, help="tiles to select (default 20)")
     p.add_argument("--rank", type=int, default=DEFAULT_RANK,
                    help=f"most singular vectors the model keeps (DEMUD's k; default {DEFAULT_RANK})")
-    p.add_argument("--init-tiles", type=int, default=-1,
-                   help="initial model: -1 = none (default), 0 = SVD of all tiles, N = SVD of N random tiles")
+    p.add_argument("--init-tiles", type=int, default=INIT_TILES,
+                   help="initial model: -2 = SVD of the typical tiles (default), -1 = none, 0 = SVD of all tiles, "
+                        "N = SVD of N random tiles")
     p.add_argument("--seed", type=int, default=0, help="random seed of --init-tiles N (default 0)")
     p.add_argument("--score", required=True, help="score raster to write (one pixel per tile, GeoTIFF)")
     p.add_argument("--selected", default=None, help="selected tiles as polygons (GeoPackage by default)")
     p.add_argument("--html", default=None, help="explanation page (HTML: tile, simulation, difference)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    add_mask_option(p)
+    p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads (>= 1)")
     p.add_argument("--json", action="store_true", help="print the selected tiles as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -62,18 +65,9 @@ def _progress_bar(quiet: bool):
     return bar, progress
 
 
-def _remove(paths) -> None:
-    """Delete the outputs of a run that failed part-way (no partial set of outputs is left behind)."""
-    import os
-    for p in paths:
-        for f in (p, p + ".aux.xml"):
-            if os.path.exists(f):
-                os.remove(f)
-
-
+@front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.novelty import rank_tiles
     from ..core.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
 
@@ -88,36 +82,37 @@ def main(argv=None) -> int:
     if bad is not None:
         return bad
     bar, progress = _progress_bar(args.quiet)
-    written = []
     try:
-        res = rank_tiles(args.image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
-                         rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
-                         extra_nodata=args.nodata, threads=args.threads, progress=progress,
-                         warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-        written.append(write_score_raster(args.score, res, args.image))
+        with input_view(args.image, args.ignore_mask_bands) as image:
+            res = rank_tiles(image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
+                             rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
+                             extra_nodata=args.nodata, threads=args.threads, progress=progress,
+                             warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        write_score_raster(args.score, res, args.image)
         if args.selected:
             write_selected(args.selected, res, args.image)
-            written.append(args.selected)
         if args.html:
-            written.append(write_html(args.html, res, args.image, model, args.nodata, threads=args.threads))
-    except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-        _remove(written)
-        return fail(PROG, exc, NAMES)
+            write_html(args.html, res, args.image, model, args.nodata, threads=args.threads)
     finally:
         if bar is not None:
             bar.close()
-    rows = [{"rank": s.rank, "row": s.row, "col": s.col, "window": list(s.window), "score": round(s.score, 6),
+    rows = [{"rank": s.rank, "row": s.row, "col": s.col, "window": list(s.window),
+             "selection_score": round(s.score, 6), "initial_score": round(s.initial, 6),
              "residual": round(s.residual, 6), "classes": dominant_classes(s.class_counts, res.info.class_names)}
             for s in res.selected]
     if args.json:
         print(json.dumps({"selected": rows, "tiles": int(res.table.index.size), "skipped": res.table.skipped,
-                          "seconds": round(res.seconds, 3)}))
+                          "tile_size": res.tile_size, "stride": res.table.stride, "seconds": round(res.seconds, 3)}))
     else:
-        print(f"{res.table.index.size} tiles scored, {res.table.skipped} skipped (mostly nodata), "
-              f"{res.seconds:.1f} s; score raster -> {args.score}")
+        print(f"{res.table.index.size} tiles of {res.tile_size} px every {res.table.stride} px scored, "
+              f"{res.table.skipped} skipped (mostly nodata), {res.seconds:.1f} s; score raster -> {args.score}")
+        print("  rank  tile (px)        selection score  initial score  residual  classes")
         for r in rows:
-            print(f"  {r['rank']:>3}  tile row {r['row']}, col {r['col']}  score {r['score']:.4g}  "
-                  f"residual {r['residual']:.4g}  {r['classes']}")
+            x, y = r["window"][:2]
+            print(f"  {r['rank']:>4}  x {x:>5}, y {y:>5}  {r['selection_score']:>15.4g}  {r['initial_score']:>13.4g}"
+                  f"  {r['residual']:>8.4g}  {r['classes']}")
+        print("  selection score: error when selected (it orders the list); initial score: error under the "
+              "initial model of the scene, before any selection (docs/novelty.md)")
     return 0
 
 

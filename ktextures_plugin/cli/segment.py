@@ -4,13 +4,14 @@ import os
 import sys
 
 from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
-from ._args import Parser, check_outputs, fail, int_range
+from ._args import Parser, add_mask_option, check_outputs, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin segment"
 #: core keys (core.outputs, core.segment) -> the options of this command, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
          "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata",
-         "extent": "--extent", "smoothing": "--smoothing"}
+         "extent": "--extent", "smoothing": "--smoothing", "min_segment_px": "--min-segment-px",
+         "tile_size": "--tile-size"}
 #: SegmentOptions field -> the option that sets it (tests/test_core_segment.py compares it with the QGIS one;
 #: ``window`` is for scripts, which give pixel windows)
 OPTIONS = {"bands": "--bands", "scaling": "--scaling", "extra_nodata": "--nodata", "extent": "--extent",
@@ -32,7 +33,7 @@ def build_parser():
     p.add_argument("--scaling", choices=["model", "stretch"], default="model")
     p.add_argument("--nodata", type=float, default=None, help="extra value treated as nodata")
     p.add_argument("--vector", default=None, help="also polygonize into this file (GeoPackage by default)")
-    p.add_argument("--min-segment-px", type=int_range(0), default=0,
+    p.add_argument("--min-segment-px", type=int_range(0, 2 ** 31 - 1), default=0,
                    help="GDAL sieve threshold in pixels (0 = off)")
     p.add_argument("--tile-size", type=int_range(32, 8192), default=512, help="tile side in pixels (default 512)")
     p.add_argument("--simulation", default=None, help="also write the simulated image (Float32 GeoTIFF)")
@@ -51,6 +52,7 @@ def build_parser():
                    help="also write the HTML report (class colours, true-colour images, textures, area chart)")
     p.add_argument("--threads", type=int_range(1), default=None, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_mask_option(p)
     p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Dask: the scheduler at ADDRESS (tcp://host:8786), or without ADDRESS a local "
                         "cluster of one worker per core; IMAGE may then also be a .txt list of rasters on one grid")
@@ -90,10 +92,9 @@ def segment_options(args):
                           class_names=args.class_names, smoothing=args.smoothing)
 
 
+@front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core import outputs
-    from ..core.errors import Canceled, ModelError, OutputError, RasterError
     from ..core.feedback import Feedback
     from ..core.segment import segment_raster
     from ..core.vectorize import polygonize
@@ -120,28 +121,14 @@ def main(argv=None) -> int:
     try:
         if args.dask is not None:
             return _dask(args, model, feedback, bar)
-        res = segment_raster(args.image, model, args.out, segment_options(args), feedback)
-        if args.vector:
-            try:
-                n = polygonize(args.out, args.vector, class_names=res.class_names, feedback=feedback)
-            except BaseException:  # no half of a run left behind: the raster goes with the failed polygons
-                _remove([args.out, args.simulation])
-                raise
+        with input_view(args.image, args.ignore_mask_bands) as image:
+            res = segment_raster(image, model, args.out, segment_options(args), feedback)
+        if args.vector:  # a failure removes the raster too (front_end: one all-or-nothing run)
+            n = polygonize(args.out, args.vector, class_names=res.class_names, feedback=feedback)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
-    except (ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
+    finally:  # errors and Ctrl-C: one line on stderr (front_end)
         if bar is not None:
             bar.close()
-        if isinstance(exc, outputs.OutputPathError):
-            return fail(PROG, exc, NAMES)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, Canceled):
-        if bar is not None:
-            bar.close()
-        print("interrupted: no output written", file=sys.stderr)
-        return 130
-    if bar is not None:
-        bar.close()
     return _report(args, res)
 
 
@@ -165,11 +152,8 @@ def _outputs(args) -> dict:
 def _report(args, res) -> int:
     """Print the per-class table and a summary line; write the CSV report when ``--report`` is given and the
     HTML report when ``--html`` is given."""
-    from ..core.errors import OutputError
-    try:
-        _write_reports(args, res)
-    except OutputError as exc:  # a report that cannot be written (full disk): the run's outputs go with it
-        return fail(PROG, exc, NAMES)
+    _write_reports(args, res)  # a report that cannot be written (full disk): front_end says so, and the run's
+    # outputs go with it (the non-zero status makes __main__'s all-or-nothing run discard them)
     from ..core.vectorize import format_report
     rows = res.report_rows()
     print(format_report(rows))
@@ -192,21 +176,14 @@ def _write_reports(args, res) -> None:
         print(f"HTML report -> {args.html}", file=sys.stderr)
 
 
-def _remove(paths):
-    from osgeo import gdal
-    for p in paths:
-        if p and os.path.exists(p):
-            try:
-                gdal.GetDriverByName("GTiff").Delete(p)
-            except RuntimeError:
-                os.remove(p)
-
-
 def _dask(args, model, feedback, bar) -> int:
     """``--dask``: the same job on a Dask cluster (cli/distributed.py); same outputs and report."""
-    from ..core.errors import ModelError, OutputError, RasterError
     from ..core.vectorize import polygonize
-    from .distributed import DistributedError, segment_dask
+    from .distributed import segment_dask
+
+    if args.ignore_mask_bands:  # the in-memory view of the input does not reach the workers' processes
+        print("error: --ignore-mask-bands is not available with --dask; run without --dask", file=sys.stderr)
+        return 2
 
     try:
         res = segment_dask(args.image, model, args.out, segment_options(args), feedback, address=args.dask or None,
@@ -214,13 +191,7 @@ def _dask(args, model, feedback, bar) -> int:
         if args.vector:  # from the final raster: no seams to dissolve
             n = polygonize(args.out, args.vector, class_names=res.class_names, feedback=feedback)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("canceled: the Dask tasks were cancelled and no output was written", file=sys.stderr)
-        return 130
-    except (DistributedError, ModelError, RasterError, OutputError, ImportError, ValueError) as exc:
-        print(f"error: {exc.message(NAMES) if callable(getattr(exc, 'message', None)) else exc}", file=sys.stderr)
-        return 2
-    finally:
+    finally:  # errors and Ctrl-C (the Dask tasks are cancelled): one line on stderr (front_end)
         if bar is not None:
             bar.close()
     return _report(args, res)

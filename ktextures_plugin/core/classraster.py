@@ -15,7 +15,7 @@ from osgeo import gdal
 from osgeo_utils.auxiliary.util import GetOutputDriversFor
 
 from . import atomic, colour
-from .errors import OutputError
+from .errors import OutputError, ParameterError
 
 gdal.UseExceptions()
 
@@ -195,7 +195,7 @@ def palette_colors(mean_rgb: np.ndarray, palette: str = "true colour",
             out.append(colour.separate(base, out, min_delta_e + 0.5))  # + margin for the 8-bit rounding
         return [rgb_to_hex(c) for c in out]
     if palette != "true colour":
-        raise ValueError(f"unknown palette {palette!r}; choose one of {PALETTES}")
+        raise ParameterError(f"unknown palette {palette!r}; choose one of {PALETTES}")
     return true_colors(mean_rgb, min_delta_e)
 
 
@@ -209,7 +209,7 @@ def check_class_names(names, k: int) -> List[str]:
         names = names.split(",")
     out = [str(n).strip() for n in names]
     if len(out) != k or not all(out) or len(set(out)) != k:
-        raise ValueError(f"Class names: give {k} different, non-empty names separated by commas, in class "
+        raise ParameterError(f"Class names: give {k} different, non-empty names separated by commas, in class "
                          f"order 1..{k}; got {len(out)}: {', '.join(out) or '(none)'}.")
     return out
 

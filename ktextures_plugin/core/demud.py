@@ -14,6 +14,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .errors import ParameterError
+
 #: rows of the item matrix scored at a time (bounds the float64 temporaries)
 SCORE_CHUNK = 1024
 
@@ -47,9 +49,9 @@ class Subspace:
         """
         x = np.asarray(items, np.float64)
         if x.ndim != 2 or x.shape[0] == 0:
-            raise ValueError(f"need a non-empty (n, d) item matrix, got shape {x.shape}")
+            raise ParameterError(f"need a non-empty (n, d) item matrix, got shape {x.shape}")
         if rank < 0:
-            raise ValueError(f"rank must be >= 0, got {rank}")
+            raise ParameterError(f"rank must be >= 0, got {rank}")
         mean = x.mean(axis=0)
         z = x - mean
         if z.shape[0] <= z.shape[1]:   # few items: SVD of the items themselves
@@ -144,7 +146,8 @@ class Selection:
 
 def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[slice] = (),
           max_rank: Optional[int] = None, progress: Optional[Callable[[float, str], None]] = None,
-          is_canceled: Optional[Callable[[], bool]] = None) -> Selection:
+          is_canceled: Optional[Callable[[], bool]] = None,
+          exclude: Optional[Callable[[int], np.ndarray]] = None) -> Selection:
     """Select ``n_select`` items one by one, each the worst reconstructed by ``model``, which learns it.
 
     Args:
@@ -156,6 +159,8 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
         max_rank: the model keeps at most this many singular vectors after each update (DEMUD's k;
             ``None``: no truncation, each selection adds a direction).
         progress: ``progress(fraction, "select")``; is_canceled: polled before every selection.
+        exclude: ``exclude(j)`` -> indices of the items that can no longer be selected once item ``j`` is
+            (e.g. the tiles overlapping tile ``j``); the selection stops early when none is left.
 
     Returns:
         :class:`Selection`.
@@ -165,7 +170,7 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
     """
     n = items.shape[0]
     if n_select < 1:
-        raise ValueError(f"the number of selections must be >= 1, got {n_select}")
+        raise ParameterError(f"the number of selections must be >= 1, got {n_select}")
     n_select = min(int(n_select), n)
     err = model.errors(items)
     initial = err.copy()
@@ -174,6 +179,8 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
     for i in range(n_select):
         if is_canceled and is_canceled():
             raise InterruptedError("canceled")
+        if taken.all():
+            break
         err[taken] = -np.inf
         j = int(np.argmax(err))  # first index on ties: deterministic
         r = model.residual(items[j])
@@ -182,10 +189,14 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
         parts.append([float(np.dot(r[b], r[b])) for b in blocks])
         res.append(r)
         taken[j] = True
+        if exclude is not None:
+            taken[exclude(j)] = True
         model.update(items[j], max_rank=max_rank)
         if i + 1 < n_select:
             err = model.errors(items)
         if progress:
             progress((i + 1) / n_select, "select")
+    if progress and len(order) < n_select:
+        progress(1.0, "select")
     return Selection(np.asarray(order, np.int64), np.asarray(scores), np.asarray(parts).reshape(len(order), -1),
                      initial, np.asarray(res))

@@ -10,6 +10,8 @@ errors from it without importing numpy or GDAL.
 """
 from __future__ import annotations
 
+import os
+import re
 from typing import Callable, Mapping, Optional
 
 #: ``progress(fraction 0..1, stage)``: the progress callback every long core function accepts.
@@ -28,6 +30,7 @@ LABELS = {
     "nodata": "the nodata value",
     "extent": "the extent",
     "tile_size": "the tile size",
+    "min_segment_px": "the minimum segment size",
     "chip_size": "the chip size",
     "classes": "the class list",
     "min_spacing": "the minimum spacing",
@@ -110,9 +113,118 @@ class OutputPathError(OutputError):
         return self.message()
 
 
-class InstallError(RuntimeError):
+class DamagedFileError(RasterError):
+    """GDAL failed reading a file that it opened (a truncated or corrupt GeoTIFF, a broken block).
+
+    Attributes:
+        path: the file, as GDAL named it.
+    """
+
+    def __init__(self, path: str, detail: str = ""):
+        self.path = str(path)
+        text = f"the file is damaged or truncated: {os.path.basename(self.path) or self.path}"
+        if detail:
+            text += f" ({detail})"
+        super().__init__(text + ". Re-create or re-download it, or check it with 'gdalinfo -checksum'.")
+
+
+class ParameterError(CoreError, ValueError):
+    """A parameter value the core cannot use (out of range, unknown choice, wrong form); names the fix."""
+
+
+class RuntimeMissingError(CoreError, ImportError):
+    """A library the job needs (onnxruntime, torch) is not installed; the message says how to install it.
+
+    Attributes:
+        exit_status: the command line's exit status for it (3 for torch, as ``fit`` documents).
+    """
+
+    exit_status = 2
+
+
+class InstallError(CoreError, RuntimeError):
     """An install failed; ``cause`` says why, ``fix`` is a command that works on this platform."""
 
     def __init__(self, cause: str, fix: str):
         super().__init__(f"Installing failed: {cause}. Fix: {fix}")
         self.cause, self.fix = cause, fix
+
+
+#: Words of a GDAL RuntimeError that mean a file it opened could not be read (GDAL's TIFF, block and
+#: directory readers). A GDAL error naming none of them (or an error from another library) is not a read error.
+_READ_ERRORS = ("IReadBlock failed", "TIFFRead", "Read error", "TIFFFetch", "TIFFReadDirectory",
+                "Failed to read", "Cannot read",
+                "Unexpected end of file", "truncated", "corrupt")
+#: Words of a GDAL RuntimeError that mean an output could not be written (full disk, write error).
+_WRITE_ERRORS = ("Write error", "disk space", "No space left", "Failed to write", "Cannot write",
+                 "Attempt to create new tiff file", "Permission denied", "Read-only file system")
+#: Words of a GDAL RuntimeError that mean a file could not be opened at all.
+_OPEN_ERRORS = ("not recognized as a supported file format", "No such file or directory",
+                "does not exist in the file system")
+#: The messages GDAL gives when its progress callback returned 0 (a cancel).
+_GDAL_CANCEL = ("User terminated",)
+
+MEMORY_HINT = ("Not enough memory for this run. Use a smaller tile size, an extent, or fewer classes, or close "
+               "other programs.")
+
+
+def gdal_read_error(exc: BaseException, path: Optional[str] = None) -> Optional[DamagedFileError]:
+    """The :class:`DamagedFileError` a GDAL ``RuntimeError`` stands for, or None when it is no read error.
+
+    GDAL names the file in most read messages (``"t.tif, band 1: IReadBlock failed at X offset 0 ..."``,
+    ``"t.tif: TIFFReadDirectory: ..."``); ``path`` names it otherwise.
+    """
+    if not isinstance(exc, RuntimeError) or isinstance(exc, CoreError):
+        return None
+    text = str(exc)
+    if not any(word in text for word in _READ_ERRORS):
+        return None
+    named = re.match(r"^(.+?)(?:, band \d+)?: ", text)
+    name = named.group(1) if named and os.path.splitext(named.group(1))[1] else (path or "an input file")
+    first = text.splitlines()[0] if text else ""
+    return DamagedFileError(name, first[len(named.group(0)):] if named and name == named.group(1) else first)
+
+
+def is_cancel(exc: BaseException) -> bool:
+    """True for the run's cancel signals: :class:`Canceled`, ``KeyboardInterrupt`` (Ctrl-C), the
+    ``InterruptedError`` of ``demud`` and the installer, and GDAL's
+    ``RuntimeError("User terminated")`` when its progress callback stopped it."""
+    if isinstance(exc, (Canceled, KeyboardInterrupt, InterruptedError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(word in str(exc) for word in _GDAL_CANCEL)
+
+
+def as_core_error(exc: BaseException) -> Optional[CoreError]:
+    """The one translation every front end shares: ``exc`` as the :class:`CoreError` its user should see, or
+    None when it is no input or system problem (a bug: the front end lets it propagate with its traceback).
+
+    * a :class:`CoreError`: itself;
+    * a GDAL ``RuntimeError`` on read: :class:`DamagedFileError` ("the file is damaged or truncated: NAME");
+    * an ``OSError`` (writing an output, full disk, read-only folder): :class:`OutputError` naming the file;
+    * a ``MemoryError``: a :class:`CoreError` saying what to make smaller;
+    * an ``ImportError``: :class:`RuntimeMissingError` naming the missing package.
+
+    Cancels (:func:`is_cancel`) are not errors; front ends test them first.
+    """
+    if isinstance(exc, CoreError):
+        return exc
+    damaged = gdal_read_error(exc)
+    if damaged is not None:
+        return damaged
+    if isinstance(exc, OSError):
+        name = exc.filename or ""
+        what = f" '{name}'" if name else ""
+        reason = exc.strerror or str(exc)
+        return OutputError(f"Cannot read or write{what}: {reason}. For an output, choose a folder you can write "
+                           "to with enough free space.")
+    if isinstance(exc, RuntimeError) and any(word in str(exc) for word in _WRITE_ERRORS):
+        return OutputError(f"GDAL cannot write or access a file: {str(exc).splitlines()[0]}. For an output, choose "
+                           "a folder you can write to with enough free space.")
+    if isinstance(exc, RuntimeError) and any(word in str(exc) for word in _OPEN_ERRORS):
+        return RasterError(f"GDAL cannot open a file: {str(exc).splitlines()[0]}. Check the path and the format.")
+    if isinstance(exc, MemoryError):
+        return CoreError(MEMORY_HINT)
+    if isinstance(exc, ImportError):
+        return RuntimeMissingError(f"A Python package this job needs is missing ({exc}). Install it into the Python "
+                                   "that runs k-textures (README.md, 'Installing the dependencies').")
+    return None

@@ -17,6 +17,7 @@ import numpy as np
 from osgeo import gdal, ogr
 
 from . import atomic, classraster, metrics, outputs
+from .errors import ParameterError
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -101,13 +102,13 @@ def rasterize_reference(vector_path: str, field_name: str, like_path: str, out_p
     try:
         vds = ogr.Open(str(vector_path))
     except RuntimeError as exc:
-        raise ValueError(f"OGR cannot open the reference polygons '{vector_path}': {exc}") from None
+        raise ParameterError(f"OGR cannot open the reference polygons '{vector_path}': {exc}") from None
     if vds is None:
-        raise ValueError(f"OGR cannot open the reference polygons '{vector_path}'")
+        raise ParameterError(f"OGR cannot open the reference polygons '{vector_path}'")
     try:
         layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
         if layer is None:
-            raise ValueError(f"'{vector_path}' has no layer '{layer_name}'")
+            raise ParameterError(f"'{vector_path}' has no layer '{layer_name}'")
         idx = _class_field(layer, field_name)
         names = _names_by_class(layer, idx, name_field) if name_field else {}
         layer_name = layer.GetName()
@@ -123,9 +124,9 @@ def _class_field(layer, field_name: str) -> int:
     idx = defn.GetFieldIndex(field_name)
     if idx < 0:
         have = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-        raise ValueError(f"The reference polygons have no field '{field_name}' (fields: {have})")
+        raise ParameterError(f"The reference polygons have no field '{field_name}' (fields: {have})")
     if defn.GetFieldDefn(idx).GetType() not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal):
-        raise ValueError(f"The reference class field '{field_name}' must be numeric (integer class ids), "
+        raise ParameterError(f"The reference class field '{field_name}' must be numeric (integer class ids), "
                          f"it is {defn.GetFieldDefn(idx).GetTypeName()}")
     return idx
 
@@ -134,7 +135,7 @@ def _names_by_class(layer, idx: int, name_field: str) -> Dict[int, str]:
     """Class id -> the most frequent name of ``name_field`` among its polygons."""
     nidx = layer.GetLayerDefn().GetFieldIndex(name_field)
     if nidx < 0:
-        raise ValueError(f"The reference polygons have no field '{name_field}'")
+        raise ParameterError(f"The reference polygons have no field '{name_field}'")
     tally: Dict[int, Dict[str, int]] = {}
     layer.ResetReading()
     for feat in layer:
@@ -161,7 +162,7 @@ def _burn(vector_path, layer_name: str, field_name: str, like_path, out_path, al
         gdal.Rasterize(out, str(vector_path), layers=[layer_name], attribute=field_name, allTouched=all_touched)
         out = None
     except RuntimeError as exc:
-        raise ValueError(f"Cannot rasterise the reference polygons: {exc}") from None
+        raise ParameterError(f"Cannot rasterise the reference polygons: {exc}") from None
     finally:
         like = None
 
@@ -170,7 +171,7 @@ def _burn(vector_path, layer_name: str, field_name: str, like_path, out_path, al
 def mapping_for(scores: metrics.Scores, matching: str) -> np.ndarray:
     """The mapping (index into ``scores.table.ref_labels`` per ``scores.table.pred_labels``, -1 = none)."""
     if matching not in MATCHINGS:
-        raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
+        raise ParameterError(f"matching must be one of {MATCHINGS}, got {matching!r}")
     return scores.hungarian if matching == "hungarian" else scores.majority
 
 
@@ -244,7 +245,7 @@ def relabel_raster(pred_path: str, out_path: str, scores: metrics.Scores, matchi
     lut_of, names, colors = _relabelling(scores, matching, ref_names, ref_colors, pred_names)
     kmax = max(names)
     if kmax > 65535:
-        raise ValueError(f"Too many output classes ({kmax}) for a UInt16 class raster")
+        raise ParameterError(f"Too many output classes ({kmax}) for a UInt16 class raster")
     pds = gdal.Open(str(pred_path))
     try:
         pb = pds.GetRasterBand(1)
@@ -321,9 +322,9 @@ def evaluate(pred_path: str, *, reference: Optional[str] = None, ref_nodata: Opt
         ValueError: both or neither reference given, grids differ, nothing scored, bad field, ...
     """
     if (reference is None) == (vector is None):
-        raise ValueError("Give exactly one reference: a label raster or reference polygons with a class field")
+        raise ParameterError("Give exactly one reference: a label raster or reference polygons with a class field")
     if matching not in MATCHINGS:
-        raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
+        raise ParameterError(f"matching must be one of {MATCHINGS}, got {matching!r}")
     outputs.check_outputs({"table": (table_path, outputs.TABLE), "raster": (raster_path, outputs.CLASS_RASTER)},
                           {"input": pred_path, "reference": reference, "vector": vector, "image": image})
     log: List[str] = []
@@ -331,7 +332,7 @@ def evaluate(pred_path: str, *, reference: Optional[str] = None, ref_nodata: Opt
     try:
         if vector is not None:
             if not field_name:
-                raise ValueError("Reference polygons need a numeric class field")
+                raise ParameterError("Reference polygons need a numeric class field")
             tmpdir = tempfile.mkdtemp(prefix="ktextures_eval_")
             ref_path = os.path.join(tmpdir, "reference.tif")
             names = rasterize_reference(vector, field_name, pred_path, ref_path, layer_name=vector_layer,

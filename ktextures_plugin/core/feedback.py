@@ -7,8 +7,7 @@ raises :class:`.errors.Canceled` when :meth:`Feedback.is_canceled` turns true.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, List, Optional
 
 from .errors import Canceled, Progress
 
@@ -45,26 +44,6 @@ class Feedback:
         """Raise :class:`.errors.Canceled` when :meth:`is_canceled`."""
         if self.is_canceled():
             raise Canceled()
-
-    def gdal_callback(self, stage: str, scale: float = 1.0) -> Callable[[float, str, object], int]:
-        """A GDAL progress callback (``callback=`` of ``gdal.SieveFilter``, ``gdal.Polygonize``, ...): reports
-        ``fraction * scale`` of ``stage`` and returns 0, which makes GDAL stop, once :meth:`is_canceled`."""
-
-        def cb(frac, _msg, _data):
-            self.progress(frac * scale, stage)
-            return 0 if self.is_canceled() else 1
-        return cb
-
-    @contextlib.contextmanager
-    def gdal_canceled(self) -> Iterator[None]:
-        """Around a GDAL call given :meth:`gdal_callback`: GDAL's "User terminated" ``RuntimeError`` becomes
-        :class:`.errors.Canceled` when the run was canceled; other errors pass unchanged."""
-        try:
-            yield
-        except RuntimeError:
-            if self.is_canceled():
-                raise Canceled() from None
-            raise
 
     def info(self, message: str) -> None:
         """One line of information."""

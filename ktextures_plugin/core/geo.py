@@ -7,6 +7,8 @@ from typing import Optional, Tuple
 import numpy as np
 from osgeo import osr
 
+from .errors import ParameterError
+
 osr.UseExceptions()
 
 #: Radius of the sphere with the WGS 84 ellipsoid's area (authalic radius), metres.
@@ -91,20 +93,31 @@ def window_center(geotransform, window) -> Tuple[float, float]:
 
 def extent_to_window(geotransform, size: Tuple[int, int], xmin: float, ymin: float, xmax: float,
                      ymax: float) -> Tuple[int, int, int, int]:
-    """Pixel window of a north-up raster covering the extent (in the raster's CRS), clipped to the raster.
+    """Pixel window covering the extent (in the raster's CRS), clipped to the raster.
+
+    The extent's four corners go through the inverse of the affine geotransform (GDAL's data model,
+    ``X = gt0 + col*gt1 + row*gt2``, ``Y = gt3 + col*gt4 + row*gt5``), so a rotated or sheared raster gets the
+    window of whole pixels that holds the extent (the bounding box of the corners in pixel space); for a
+    north-up raster that is the extent itself.
 
     Raises:
-        ValueError: the extent does not overlap the raster.
+        ParameterError: the extent does not overlap the raster, or the geotransform cannot be inverted.
     """
-    gt = geotransform
-    c0 = (xmin - gt[0]) / gt[1]
-    c1 = (xmax - gt[0]) / gt[1]
-    r0 = (ymax - gt[3]) / gt[5]
-    r1 = (ymin - gt[3]) / gt[5]
-    c0, c1 = sorted((c0, c1))
-    r0, r1 = sorted((r0, r1))
-    x0, y0 = max(0, int(math.floor(c0 + 1e-9))), max(0, int(math.floor(r0 + 1e-9)))
-    x1, y1 = min(size[0], int(math.ceil(c1 - 1e-9))), min(size[1], int(math.ceil(r1 - 1e-9)))
+    gt = [float(v) for v in geotransform]
+    det = gt[1] * gt[5] - gt[2] * gt[4]
+    if det == 0:
+        raise ParameterError("The raster's geotransform is degenerate (zero pixel size), so {name} cannot be "
+                             "placed on it; fix the raster's georeferencing or leave {name} empty.",
+                             parameter="extent")
+    cols, rows = [], []
+    for x, y in ((xmin, ymin), (xmin, ymax), (xmax, ymin), (xmax, ymax)):
+        dx, dy = x - gt[0], y - gt[3]
+        cols.append((gt[5] * dx - gt[2] * dy) / det)
+        rows.append((gt[1] * dy - gt[4] * dx) / det)
+    x0, y0 = max(0, int(math.floor(min(cols) + 1e-9))), max(0, int(math.floor(min(rows) + 1e-9)))
+    x1 = min(size[0], int(math.ceil(max(cols) - 1e-9)))
+    y1 = min(size[1], int(math.ceil(max(rows) - 1e-9)))
     if x1 <= x0 or y1 <= y0:
-        raise ValueError("The extent does not overlap the raster layer: choose an extent inside the layer.")
+        raise ParameterError("{name} does not overlap the raster layer: choose an extent inside the layer.",
+                             parameter="extent")
     return x0, y0, x1 - x0, y1 - y0

@@ -217,7 +217,8 @@ def png_bytes(rgb8: np.ndarray, scale: int = 1) -> bytes:
 def bar_chart_png(rows: Sequence[dict], colors: Sequence[str]) -> Optional[bytes]:
     """A horizontal bar chart of the class areas (hectares) in the class colours, as PNG bytes; ``None``
     when matplotlib is not installed. Uses the Agg canvas directly (no pyplot state: safe in a QGIS
-    worker thread)."""
+    worker thread). Class names are drawn as typed: matplotlib's mathtext is off for the labels
+    (``parse_math=False``), so a name such as ``$\\foo$`` is text, not a formula that fails to parse."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -230,7 +231,7 @@ def bar_chart_png(rows: Sequence[dict], colors: Sequence[str]) -> Optional[bytes
     ha = [r["area_m2"] / 1e4 for r in rows]
     ax.barh(range(len(rows)), ha, color=list(colors), edgecolor="#333333", linewidth=0.5)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels)
+    ax.set_yticklabels(labels, parse_math=False)
     ax.invert_yaxis()
     ax.set_xlabel("area (ha)")
     for i, r in enumerate(rows):

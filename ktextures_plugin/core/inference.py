@@ -117,7 +117,41 @@ def read_model_info(path: str, session=None) -> ModelInfo:
     """
     if session is None:
         session = open_session(path, for_inference=False)
-    return info_from_session(session, path)
+    info = info_from_session(session, path)
+    probe_graph(session, info)
+    return info
+
+
+def probe_side(info: ModelInfo) -> int:
+    """Side in pixels of the probe tile of :func:`probe_graph`: twice the halo plus 16, a multiple of 16."""
+    return 16 * ((2 * info.halo_px + 31) // 16)
+
+
+def probe_graph(session, info: ModelInfo) -> None:
+    """Run the graph once on a small tile of the shape its metadata declares, ``(1, C, S, S)`` float32 with
+    S = :func:`probe_side`, and check that the ``class`` output is ``(1, 1, S, S)`` (models/README.md): a graph
+    that wants other channels than its metadata lists, or whose output is not the input's size, is refused
+    here with the model named, before any tile is read or output allocated.
+
+    Raises:
+        ModelError: naming the model, the shape fed and what the graph did.
+    """
+    side = probe_side(info)
+    shape = (1, info.num_channels, side, side)
+    quiet = require_onnxruntime().RunOptions()
+    quiet.log_severity_level = 4  # the error goes into the message, not onnxruntime's log on stderr
+    try:
+        out = session.run([OUTPUT_CLASS], {INPUT_NAME: np.full(shape, 0.5, np.float32)}, quiet)[0]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types (InvalidArgument, Fail, ...)
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{info.path}: the graph does not run on a {shape} float32 input, the shape its metadata "
+                         f"declares ({info.num_channels} channels: {', '.join(info.channel_names)}): {detail}. "
+                         "The graph and its metadata do not match: fix the metadata or re-export the model.",
+                         parameter="model") from None
+    if tuple(out.shape) != (1, 1, side, side):
+        raise ModelError(f"{info.path}: the '{OUTPUT_CLASS}' output is {tuple(out.shape)} for a {side} x {side} "
+                         f"input, but the contract (models/README.md) is (N, 1, H, W) with the input's height and "
+                         "width. Re-export the model.", parameter="model")
 
 
 def model_textures(session, info: ModelInfo) -> np.ndarray:

@@ -33,7 +33,7 @@ from osgeo import gdal
 
 from . import classraster, outputs, raster
 from .bands import parse_bands
-from .errors import Canceled, Progress, RasterError
+from .errors import Canceled, ParameterError, Progress, RasterError
 from .smoothing import DEFAULT_SWEEPS, icm_potts, squared_distance_costs
 
 gdal.UseExceptions()
@@ -203,9 +203,9 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         Canceled: canceled; nothing is left behind.
     """
     if scaling not in SCALINGS:
-        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+        raise ParameterError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     if not float(smoothing) >= 0:
-        raise ValueError(f"smoothing must be >= 0 (0 = off), got {smoothing}")
+        raise ParameterError(f"smoothing must be >= 0 (0 = off), got {smoothing}")
     outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER)}, {"input": input_path})
     job = _Job(k=int(k), bands=bands, seed=seed, extra_nodata=extra_nodata, max_sample=max_sample, n_init=n_init,
                rgb=rgb, window_pixels=window_pixels, scaling=scaling, sigmas=CONTEXT_SIGMAS if context else (),

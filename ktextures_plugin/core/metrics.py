@@ -50,6 +50,7 @@ from osgeo import gdal
 from scipy.optimize import linear_sum_assignment
 
 from . import geo
+from .errors import ParameterError
 
 gdal.UseExceptions()
 
@@ -143,11 +144,11 @@ def _as_int_labels(a: np.ndarray, what: str) -> np.ndarray:
     a = np.asarray(a)
     if np.issubdtype(a.dtype, np.floating):
         if a.size and not np.all(np.isfinite(a) & (a == np.round(a))):
-            raise ValueError(f"The {what} must hold whole-number class ids; it has fractional or NaN values "
+            raise ParameterError(f"The {what} must hold whole-number class ids; it has fractional or NaN values "
                              "among the scored pixels")
         return a.astype(np.int64)
     if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"The {what} must be an integer label array, got dtype {a.dtype}")
+        raise ParameterError(f"The {what} must be an integer label array, got dtype {a.dtype}")
     return a.astype(np.int64, copy=False)
 
 
@@ -169,7 +170,7 @@ class ContingencyAccumulator:
         """
         pred, ref = np.asarray(pred), np.asarray(ref)
         if pred.shape != ref.shape:
-            raise ValueError(f"Prediction and reference windows differ in shape: {pred.shape} vs {ref.shape}")
+            raise ParameterError(f"Prediction and reference windows differ in shape: {pred.shape} vs {ref.shape}")
         if valid is not None:
             pred, ref = pred[valid], ref[valid]
         p = _as_int_labels(pred.ravel(), "prediction")
@@ -232,7 +233,7 @@ def check_same_grid(a: gdal.Dataset, b: gdal.Dataset, name_a: str = "prediction"
     other; labels rasterised by another tool often differ in the last decimals of the geotransform).
     """
     if (a.RasterXSize, a.RasterYSize) != (b.RasterXSize, b.RasterYSize):
-        raise ValueError(f"The {name_a} ({a.RasterXSize} x {a.RasterYSize} px) and the {name_b} "
+        raise ParameterError(f"The {name_a} ({a.RasterXSize} x {a.RasterYSize} px) and the {name_b} "
                          f"({b.RasterXSize} x {b.RasterYSize} px) are not on the same grid: the sizes differ. "
                          f"Resample the {name_b} onto the {name_a}'s grid (e.g. gdalwarp -te/-tr, or "
                          f"'Align rasters') first.")
@@ -247,23 +248,23 @@ def check_same_grid(a: gdal.Dataset, b: gdal.Dataset, name_a: str = "prediction"
     px = max(min(np.hypot(ga[1], ga[4]), np.hypot(ga[2], ga[5])), 1e-300)
     off = float(np.max(np.hypot(*(xy(ga) - xy(gb)).T)) / px)
     if not off <= tolerance_px:
-        raise ValueError(f"The {name_a} and the {name_b} are not on the same grid: geotransforms differ "
+        raise ParameterError(f"The {name_a} and the {name_b} are not on the same grid: geotransforms differ "
                          f"by up to {off:.3g} pixels at the corners ({tuple(ga)} vs {tuple(gb)}). Resample the "
                          f"{name_b} onto the {name_a}'s grid first.")
     wa, wb = a.GetProjection(), b.GetProjection()
     if wa and wb and not geo.same_crs(wa, wb):
         sa, sb = geo.srs_of(wa), geo.srs_of(wb)
-        raise ValueError(f"The {name_a} ({sa.GetName()}) and the {name_b} ({sb.GetName()}) have different "
-                         f"CRS. Reproject the {name_b} onto the {name_a}'s grid first.")
+        raise ParameterError(f"The {name_a} ({sa.GetName()}) and the {name_b} ({sb.GetName()}) have different "
+                             f"CRS. Reproject the {name_b} onto the {name_a}'s grid first.")
 
 
 def _open(path: str, what: str) -> gdal.Dataset:
     try:
         ds = gdal.Open(str(path), gdal.GA_ReadOnly)
     except RuntimeError as exc:
-        raise ValueError(f"GDAL cannot open the {what} '{path}': {exc}") from None
+        raise ParameterError(f"GDAL cannot open the {what} '{path}': {exc}") from None
     if ds is None:
-        raise ValueError(f"GDAL cannot open the {what} '{path}'")
+        raise ParameterError(f"GDAL cannot open the {what} '{path}'")
     return ds
 
 
@@ -458,7 +459,7 @@ def scores(table: Contingency) -> Scores:
         ValueError: when no pixel is scored (no labelled reference pixel has a class).
     """
     if table.pixels == 0:
-        raise ValueError("No pixel is both labelled in the reference and classified in the prediction: "
+        raise ParameterError("No pixel is both labelled in the reference and classified in the prediction: "
                          "nothing to score. Check that the rasters overlap and the reference nodata value.")
     hung, maj = hungarian_mapping(table), majority_mapping(table)
     acc_h, iou_h = mapped_scores(table, hung)
@@ -583,7 +584,7 @@ def downstream_scores(pred_path: str, ref_path: str, image_path: str, s: Scores,
         check_same_grid(pds, img, "class raster", "image")
         bands = list(bands) if bands else list(range(1, img.RasterCount + 1))
         if not all(1 <= int(b) <= img.RasterCount for b in bands):
-            raise ValueError(f"Image bands {bands} out of range: the image has {img.RasterCount} band(s)")
+            raise ParameterError(f"Image bands {bands} out of range: the image has {img.RasterCount} band(s)")
         x, y = _training_points(img, bands, res, _majority_classes(s))
         if len(y) == 0:
             return s

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -42,6 +43,13 @@ K_TITLE = "ktextures.title"
 K_SMOOTHING_BETA = "ktextures.smoothing_beta"
 DEEPNESS_MODEL_TYPE = "model_type"
 DEEPNESS_CLASS_NAMES = "class_names"
+
+#: Bounds of the metadata values, checked before anything is allocated from them: k (a class raster holds
+#: 0 = nodata and 1..k in one byte), channels, halo and texture side in pixels.
+MAX_CLASSES = 255
+MAX_CHANNELS = 64
+MAX_HALO_PX = 1024
+MAX_TEXTURE_PERIOD_PX = 1024
 
 INPUT_NAME = "image"
 OUTPUT_CLASS = "class"
@@ -120,6 +128,25 @@ def _names_from_mapping(value, k: int, what: str, path: str) -> List[str]:
     raise ModelError(f"{path}: '{what}' must be a dict or a list of {k} entries, got {value!r}")
 
 
+def _integer(value, key: str, path: str, lo: int, hi: int) -> int:
+    """``value`` as an int in ``lo..hi`` (a whole float such as 6.0 too), else a :class:`ModelError` naming
+    the key and the bounds."""
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ModelError(f"{path}: '{key}' must be an integer in {lo}..{hi}, got {value!r}. Fix the model's "
+                         "metadata (models/README.md) or re-export it.", parameter="model")
+    return value
+
+
+def _number(value, key: str, path: str) -> float:
+    """``value`` as a finite float, else a :class:`ModelError` naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ModelError(f"{path}: '{key}' must be a finite number, got {value!r}. Fix the model's metadata "
+                         "(models/README.md) or re-export it.", parameter="model")
+    return float(value)
+
+
 def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[str] = ()) -> ModelInfo:
     """Build a :class:`ModelInfo` from ``metadata_props`` (str -> JSON str).
 
@@ -137,11 +164,11 @@ def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[
                 "Export the model with 'python -m ktextures_plugin fit' or add the keys listed in models/README.md.")
     else:
         k = dec[K_NUM_CLASSES]
-    if not isinstance(k, int) or k < 2:
-        raise ModelError(f"{path}: '{K_NUM_CLASSES}' must be an integer >= 2, got {k!r}")
+    k = _integer(k, K_NUM_CLASSES, path, 2, MAX_CLASSES)
     channels = dec.get(K_CHANNELS)
-    if not isinstance(channels, list) or not channels:
-        raise ModelError(f"{path}: '{K_CHANNELS}' must list the input channels in order, e.g. {list(RGBN)}")
+    if not isinstance(channels, list) or not channels or len(channels) > MAX_CHANNELS:
+        raise ModelError(f"{path}: '{K_CHANNELS}' must list the input channels in order (1..{MAX_CHANNELS}), "
+                         f"e.g. {list(RGBN)}", parameter="model")
     channels = [str(c).lower() for c in channels]
     scale_min = scale_max = None
     scale = dec.get(K_SCALE)
@@ -150,8 +177,8 @@ def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[
                 and len(scale.get("max", [])) == len(channels)):
             raise ModelError(f"{path}: '{K_SCALE}' must be {{\"min\": [...], \"max\": [...]}} "
                              f"with one value per channel ({len(channels)})")
-        scale_min = [float(v) for v in scale["min"]]
-        scale_max = [float(v) for v in scale["max"]]
+        scale_min = [_number(v, K_SCALE, path) for v in scale["min"]]
+        scale_max = [_number(v, K_SCALE, path) for v in scale["max"]]
         if any(hi <= lo for lo, hi in zip(scale_min, scale_max)):
             raise ModelError(f"{path}: '{K_SCALE}' needs max > min for every channel")
     if DEEPNESS_CLASS_NAMES in dec:
@@ -161,15 +188,14 @@ def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[
     colors = dec.get(K_COLORS)
     if colors is not None:
         colors = _names_from_mapping(colors, k, K_COLORS, path)
-    halo = dec.get(K_HALO, 0)
-    if not isinstance(halo, int) or halo < 0:
-        raise ModelError(f"{path}: '{K_HALO}' must be a non-negative integer (pixels), got {halo!r}")
+    halo = _integer(dec.get(K_HALO, 0), K_HALO, path, 0, MAX_HALO_PX)
     prov = dec.get(K_PROVENANCE, {})
     return ModelInfo(
         path=path, num_classes=k, channel_names=channels, scale_min=scale_min, scale_max=scale_max,
         halo_px=halo, class_names=class_names, class_colors=colors,
-        texture_period_px=int(dec.get(K_TEXTURE_PERIOD, 0) or 0),
-        nodata_fill=float(dec.get(K_NODATA_FILL, 0.0)),
+        texture_period_px=_integer(dec.get(K_TEXTURE_PERIOD, 0) or 0, K_TEXTURE_PERIOD, path, 0,
+                                   MAX_TEXTURE_PERIOD_PX),
+        nodata_fill=_number(dec.get(K_NODATA_FILL, 0.0), K_NODATA_FILL, path),
         title=str(dec.get(K_TITLE, "") or os.path.splitext(os.path.basename(path))[0]),
         provenance=prov if isinstance(prov, dict) else {"note": prov},
         outputs=list(outputs), raw=dict(meta))

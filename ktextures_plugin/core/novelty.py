@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,13 +36,23 @@ FEATURE_CHANNELS = ("red", "green", "blue", "nir")
 FEATURE_STRIDE = 16
 #: a tile with fewer valid pixels than this fraction is skipped (and counted)
 MIN_VALID_FRACTION = 0.5
-#: tiles per feature-CNN call (each tile also runs as its simulation)
-FEATURE_BATCH = 8
-#: default most singular vectors DEMUD's model keeps (docs/novelty.md, "Rank and initial model";
-#: bench/novelty.py discovery)
+#: the bounds of the feature CNN's input, in the model's scaled units (0-1 = the model's range)
+FEATURE_RANGE = (-2.0, 6.0)
+#: the window side in px the raster is read and the feature CNN run in (rounded to half tiles)
+WINDOW_PX = 512
+#: context in px read around a window for the feature CNN (its receptive field radius is about 46 px)
+FEATURE_CONTEXT = 32
+#: default most singular vectors DEMUD's model keeps (docs/novelty.md, "Initial model and rank";
+#: bench/novelty.py planted)
 DEFAULT_RANK = 4
-#: default initial model: -1 = none (the same measurement)
-INIT_TILES = -1
+#: default initial model: -2 = the SVD of the typical tiles (the same measurement)
+INIT_TILES = -2
+#: the share of the tiles, nearest the column medians, that the default initial model is fitted to
+TYPICAL_SHARE = 0.9
+#: directions of the initial model (at most RANK): the scene's leading direction; DEMUD's model grows from it
+INIT_RANK = 1
+#: once a tile is selected, the tiles within this many positions (half tiles) of it are not selectable
+EXCLUDE_REACH = 3
 
 
 @dataclass
@@ -50,13 +60,15 @@ class TileTable:
     """Per-tile features of the scored (valid) tiles.
 
     Attributes:
-        grid: ``(columns, rows)`` of the tile grid over the raster.
+        grid: ``(columns, rows)`` of tile positions over the raster (:func:`tile_grid`); tile (row, col)
+            covers pixels ``[col * stride, col * stride + 2 * stride)`` and likewise for rows.
         index: int64 (m,) flat tile index ``row * columns + col`` of each scored tile.
         appearance: float32 (m, 2 * sum(widths)) mean and std per feature channel, scale by scale.
         residual: float32 (m, sum(widths)) mean squared feature difference tile - simulation, per channel.
         widths: feature channels of each scale (the residual's column blocks).
         class_counts: int64 (m, k) valid pixels of each class in the tile.
         skipped: tiles skipped as mostly nodata (valid fraction below :data:`MIN_VALID_FRACTION`).
+        stride: px between neighbouring tile positions (half the tile size).
     """
 
     grid: Tuple[int, int]
@@ -66,6 +78,7 @@ class TileTable:
     class_counts: np.ndarray
     skipped: int
     widths: Tuple[int, ...] = ()
+    stride: int = 32
 
     def stage_norm(self) -> np.ndarray:
         """float64 (scales,) the mean residual of each scale over all scored tiles (heat map units)."""
@@ -124,29 +137,6 @@ def feature_order(channel_names) -> List[int]:
     return [list(channel_names).index(c) for c in FEATURE_CHANNELS]
 
 
-def tile_features(fsess, x: np.ndarray, sim: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Appearance and residual features of tiles (docs/novelty.md, "Features").
-
-    Args:
-        fsess: onnxruntime session on :data:`FEATURES_MODEL`.
-        x, sim: float32 (N, 4, T, T) tiles and their simulations, red, green, blue, NIR in [0, 1].
-
-    Returns:
-        ``(appearance float32 (N, 2 * sum(widths)), residual float32 (N, sum(widths)))``: per scale, the
-        mean and the standard deviation of each channel over the tile; the mean squared difference of each
-        channel between tile and simulation.
-    """
-    n = x.shape[0]
-    maps = fsess.run(None, {"image": np.concatenate([x, sim])})
-    app, res = [], []
-    for f in maps:
-        fx, fs = f[:n], f[n:]
-        app += [fx.mean(axis=(2, 3)), fx.std(axis=(2, 3))]
-        d = fx - fs
-        res.append(np.einsum("nchw,nchw->nc", d, d) / float(d.shape[2] * d.shape[3]))
-    return np.concatenate(app, axis=1).astype(np.float32), np.concatenate(res, axis=1).astype(np.float32)
-
-
 def heat_map(fsess, x: np.ndarray, sim: np.ndarray, stage_norm: np.ndarray) -> np.ndarray:
     """Where a tile and its simulation differ: per scale, the squared feature difference averaged over
     channels, divided by that scale's mean over all tiles (``stage_norm``), upsampled to pixels
@@ -199,74 +189,157 @@ def _column_stats(a: np.ndarray, chunk: int = 4096) -> Tuple[np.ndarray, np.ndar
 
 
 def initial_model(items: np.ndarray, rank: int, init_tiles: int, seed: int) -> Subspace:
-    """DEMUD's starting model: ``init_tiles`` 0 = the rank-``rank`` SVD of all tiles; > 0 = of that many
-    tiles drawn at random (``seed``); -1 = none (an empty model around the mean of all tiles)."""
-    if init_tiles < 0:
+    """DEMUD's starting model, a model of the scene (docs/novelty.md, "Initial model and rank").
+
+    ``init_tiles``: -2 = the rank-``rank`` SVD of the typical tiles, the :data:`TYPICAL_SHARE` of the tiles
+    nearest the column medians (the default, :data:`INIT_TILES`); 0 = of all tiles; N > 0 = of N tiles drawn
+    at random (``seed``); -1 = none (an empty model around the mean of all tiles).
+    """
+    if init_tiles == -1:
         return Subspace.empty(items.shape[1], items.mean(axis=0, dtype=np.float64))
+    if init_tiles == -2:
+        d = _row_distances(items, np.median(items, axis=0))
+        return Subspace.fit(items[d <= np.quantile(d, TYPICAL_SHARE)], rank)
     if init_tiles == 0 or init_tiles >= items.shape[0]:
         return Subspace.fit(items, rank)
+    if init_tiles < 0:
+        raise ValueError(f"the initial model must be -2, -1, 0 or a number of tiles, got {init_tiles}")
     pick = np.sort(np.random.default_rng(seed).choice(items.shape[0], int(init_tiles), replace=False))
     return Subspace.fit(items[pick], rank)
 
 
-def _split_tiles(a: np.ndarray, t: int) -> np.ndarray:
-    """(..., H, W) with H, W multiples of ``t`` -> (rows * cols, ..., t, t), tiles row by row."""
-    lead = a.shape[:-2]
-    ny, nx = a.shape[-2] // t, a.shape[-1] // t
-    b = a.reshape(lead + (ny, t, nx, t))
-    nd = len(lead)
-    b = b.transpose((nd, nd + 2) + tuple(range(nd)) + (nd + 1, nd + 3))
-    return b.reshape((ny * nx,) + lead + (t, t))
+def _row_distances(items: np.ndarray, centre: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """float64 (m,) squared distances of the rows of ``items`` from ``centre``, in row chunks."""
+    out = np.empty(items.shape[0])
+    for i in range(0, items.shape[0], chunk):
+        d = items[i:i + chunk].astype(np.float64) - centre
+        out[i:i + chunk] = np.einsum("ij,ij->i", d, d)
+    return out
 
 
-def _pad_to(a: np.ndarray, t: int, value) -> np.ndarray:
-    h, w = a.shape[-2:]
-    ph, pw = -(-h // t) * t - h, -(-w // t) * t - w
+def scale_for_features(data: np.ndarray, smin, smax) -> np.ndarray:
+    """In place, float32 (C, H, W): ``(x - min) / (max - min)`` per band as the model scales, but bounded to
+    :data:`FEATURE_RANGE` instead of clipped to [0, 1], so that the feature CNN sees how far out of the
+    model's range a value is (a cloud at 7000 is not the same as a bright field at 1700). NaN stays NaN."""
+    lo = np.asarray(smin, np.float32)[:, None, None]
+    data -= lo
+    data *= np.float32(1.0) / (np.asarray(smax, np.float32)[:, None, None] - lo)
+    np.maximum(data, np.float32(FEATURE_RANGE[0]), out=data)
+    np.minimum(data, np.float32(FEATURE_RANGE[1]), out=data)
+    return data
+
+
+def tile_grid(size: Tuple[int, int], tile_size: int) -> Tuple[int, int]:
+    """``(columns, rows)`` of tile positions over a raster of ``size`` ``(width, height)`` px: tiles of
+    ``tile_size`` px at a stride of half a tile (docs/novelty.md, "Tiles"), from 0 to the first tile that
+    reaches the edge (the last ones may extend past it; that part counts as nodata)."""
+    s = tile_size // 2
+    return tuple(max(1, -(-(n - tile_size) // s) + 1) for n in size)
+
+
+def _block_sums(a: np.ndarray, cell: int) -> np.ndarray:
+    """(..., H, W) with H, W multiples of ``cell`` -> (..., H / cell, W / cell) sums, float64."""
+    *lead, h, w = a.shape
+    return a.reshape(*lead, h // cell, cell, w // cell, cell).sum(axis=(-3, -1), dtype=np.float64)
+
+
+def _tile_sums(blocks: np.ndarray) -> np.ndarray:
+    """Half-tile block sums (..., n + 1, m + 1) -> tile sums (..., n, m): a tile is 2 x 2 half-tile blocks."""
+    return blocks[..., :-1, :-1] + blocks[..., 1:, :-1] + blocks[..., :-1, 1:] + blocks[..., 1:, 1:]
+
+
+def pooled_features(maps: Sequence[np.ndarray], origin: Tuple[int, int], shape: Tuple[int, int],
+                    tile_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Appearance and residual features of overlapping tiles, pooled from feature maps of a whole window.
+
+    Args:
+        maps: per scale, float32 (2, C, H / c, W / c) feature maps of the window (index 0) and of its
+            simulation (1), c = the scale's cell size in px (1, 2, 4, ...; a divisor of half the tile).
+        origin: ``(x, y)`` px of the first tile's top-left corner in the window (multiples of 16).
+        shape: ``(rows, cols)`` of tiles, at a stride of half the tile.
+
+    Returns:
+        ``(appearance float32 (n, 2 * sum(C)), residual float32 (n, sum(C)))``, tiles row by row: per scale,
+        the mean and the standard deviation of each channel over the tile, and the mean squared difference
+        between the window's and the simulation's maps over the tile.
+    """
+    s = tile_size // 2
+    ny, nx = shape
+    app, res = [], []
+    for f in maps:
+        c = _cell(f, maps[0])
+        k = s // c
+        y0, x0 = origin[1] // c, origin[0] // c
+        reg = f[:, :, y0:y0 + (ny + 1) * k, x0:x0 + (nx + 1) * k]
+        fx, fs = reg[0], reg[1]
+        n = float((tile_size // c) ** 2)
+        m1 = _tile_sums(_block_sums(fx, k)) / n
+        m2 = _tile_sums(_block_sums(fx * fx, k)) / n
+        d = fx - fs
+        app += [m1, np.sqrt(np.maximum(m2 - m1 * m1, 0.0))]
+        res.append(_tile_sums(_block_sums(d * d, k)) / n)
+    flat = [np.concatenate(b, axis=0).reshape(-1, ny * nx).T.astype(np.float32) for b in (app, res)]
+    return flat[0], flat[1]
+
+
+def _cell(f: np.ndarray, full: np.ndarray) -> int:
+    """Cell size in px of a feature map ``f`` against the full-resolution map ``full``."""
+    return full.shape[-1] // f.shape[-1]
+
+
+def _pad_window(a: np.ndarray, h: int, w: int, value) -> np.ndarray:
+    """Pad (..., H, W) at the bottom and the right to (..., h, w) with ``value`` (scalar or per channel)."""
+    ph, pw = h - a.shape[-2], w - a.shape[-1]
     if ph == 0 and pw == 0:
         return a
-    return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)], constant_values=value)
+    out = np.empty(a.shape[:-2] + (h, w), a.dtype)
+    out[...] = value
+    out[..., :a.shape[-2], :a.shape[-1]] = a
+    return out
 
 
-def fill_invalid(x: np.ndarray, sim: np.ndarray, valid: np.ndarray) -> None:
-    """In place, per tile: nodata pixels of ``x`` take the tile's mean valid value per channel and those of
-    ``sim`` the same value, so that they add nothing to the residual. x, sim (N, C, T, T); valid (N, T, T)."""
-    if valid.all():
-        return
-    m = valid[:, None].astype(np.float32)
-    mean = (x * m).sum(axis=(2, 3)) / np.maximum(m.sum(axis=(2, 3)), 1.0)  # (N, C)
-    fill = np.broadcast_to(mean[:, :, None, None], x.shape)
-    inv = np.broadcast_to(~valid[:, None], x.shape)
-    x[inv] = fill[inv]
-    sim[inv] = fill[inv]
+def _round_up(n: int, m: int) -> int:
+    return -(-int(n) // m) * m
 
 
-class _Block:
-    """The tiles of one window: classified, simulated, cut and filtered (valid fraction)."""
+class _Window:
+    """The tiles whose top-left corner lies in one window's core: the window classified and simulated, the
+    feature CNN run once on the window and on its simulation, the tiles' features pooled from the maps."""
 
     def __init__(self, tile, data, valid, ctx):
-        cx, cy = tile.crop
+        t, s = ctx.tile_size, ctx.tile_size // 2
+        rx0, ry0 = tile.read.xoff, tile.read.yoff
         bx, by, bw, bh = tile.core
-        t = ctx.tile_size
-        x = data
+        c0, r0 = bx // s, by // s
+        nx = min(-(-(bx + bw) // s), ctx.grid[0]) - c0
+        ny = min(-(-(by + bh) // s), ctx.grid[1]) - r0
+        ox, oy = bx - rx0, by - ry0
+        xo = data[ctx.order]                        # the feature CNN's input: scaled, not clipped
+        x = np.clip(data, 0.0, 1.0, out=data)       # the model's input: clipped, as segment gives it
         x[:, ~valid] = ctx.info.nodata_fill
-        cls = infer_classes(ctx.session, x, ctx.info.halo_px, ctx.chunk_px)[cy:cy + bh, cx:cx + bw]
-        cls = np.clip(cls, 0, ctx.k - 1)
-        xc = x[ctx.order, cy:cy + bh, cx:cx + bw]
-        sim = simulate(ctx.textures, cls, bx, by)[ctx.order]
-        vc = _pad_to(valid[cy:cy + bh, cx:cx + bw], t, False)
-        self.valid = _split_tiles(vc, t)                                   # (n, T, T)
-        self.x = _split_tiles(_pad_to(xc, t, 0.0), t)                      # (n, 4, T, T)
-        self.sim = _split_tiles(_pad_to(sim, t, 0.0), t)
-        labels = np.where(vc, _pad_to(cls, t, 0), ctx.k)                   # k = nodata
-        tl = _split_tiles(labels, t).reshape(self.valid.shape[0], -1)
-        n = tl.shape[0]
-        counts = np.bincount((tl + np.arange(n)[:, None] * (ctx.k + 1)).ravel(), minlength=n * (ctx.k + 1))
-        self.counts = counts.reshape(n, ctx.k + 1)[:, :ctx.k]
-        nx = vc.shape[1] // t
-        rows, cols = np.divmod(np.arange(n), nx)
-        self.index = (by // t + rows) * ctx.grid[0] + (bx // t + cols)
-        self.keep = self.valid.reshape(n, -1).mean(axis=1) >= MIN_VALID_FRACTION
-        self.any_valid = bool(vc.any())
+        cls = np.clip(infer_classes(ctx.session, x, ctx.info.halo_px, ctx.chunk_px), 0, ctx.k - 1)
+        sim = simulate(ctx.textures, cls, rx0, ry0)[ctx.order]
+        fill = xo[:, valid].mean(axis=1) if valid.any() else np.zeros(xo.shape[0], np.float32)
+        if not valid.all():   # nodata: the same value in the tile and its simulation (no residual there)
+            xo[:, ~valid] = fill[:, None]
+            sim[:, ~valid] = fill[:, None]
+        h = _round_up(max(x.shape[1], oy + (ny + 1) * s), FEATURE_STRIDE)
+        w = _round_up(max(x.shape[2], ox + (nx + 1) * s), FEATURE_STRIDE)
+        img = np.stack([_pad_window(a, h, w, fill[:, None, None]) for a in (xo, sim)])
+        maps = ctx.fsess.run(None, {"image": img})
+        self.appearance, self.residual = pooled_features(maps, (ox, oy), (ny, nx), t)
+        region = (slice(oy, oy + (ny + 1) * s), slice(ox, ox + (nx + 1) * s))
+        vr = _pad_window(valid, h, w, False)[region]
+        self.valid_fraction = (_tile_sums(_block_sums(vr, s)) / float(t * t)).ravel()
+        labels = np.where(vr, _pad_window(cls, h, w, 0)[region], ctx.k)   # k = nodata
+        blk = (np.arange(labels.shape[0]) // s)[:, None] * (nx + 1) + (np.arange(labels.shape[1]) // s)[None, :]
+        counts = np.bincount((blk * (ctx.k + 1) + labels).ravel(), minlength=(ny + 1) * (nx + 1) * (ctx.k + 1))
+        counts = counts.reshape(ny + 1, nx + 1, ctx.k + 1).transpose(2, 0, 1)
+        self.counts = np.rint(_tile_sums(counts)).astype(np.int64)[:ctx.k].reshape(ctx.k, -1).T
+        rows, cols = np.divmod(np.arange(ny * nx), nx)
+        self.index = (r0 + rows) * ctx.grid[0] + (c0 + cols)
+        self.keep = self.valid_fraction >= MIN_VALID_FRACTION
+        self.any_valid = bool(valid.any())
 
 
 @dataclass
@@ -282,41 +355,44 @@ class _Context:
     grid: Tuple[int, int]
 
 
+def window_halo(tile_size: int, halo_px: int) -> int:
+    """Pixels read around each window: half a tile (the tiles that start in the window reach that far past
+    it) plus the context of the model and of the feature CNN (at least :data:`FEATURE_CONTEXT`), a multiple
+    of 16 so that every tile is aligned with the CNN's coarsest cells."""
+    return _round_up(tile_size // 2 + max(int(halo_px), FEATURE_CONTEXT), FEATURE_STRIDE)
+
+
 def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progress: Optional[Progress] = None,
                   is_canceled=None) -> TileTable:
     """Stream the raster window by window into a :class:`TileTable` (features of the valid tiles).
 
     Raises:
-        Canceled: ``is_canceled()`` turned True (polled between windows and between tile batches).
+        Canceled: ``is_canceled()`` turned True (polled between windows).
         RasterError: no pixel is valid, or every tile is mostly nodata.
     """
     t = ctx.tile_size
-    block = t * max(1, 512 // t)
+    block = (t // 2) * max(2, WINDOW_PX // (t // 2))
     size = (ds.RasterXSize, ds.RasterYSize)
-    tiles = list(tiling.iter_tiles((0, 0) + size, size, block, ctx.info.halo_px))
+    tiles = list(tiling.iter_tiles((0, 0) + size, size, block, window_halo(t, ctx.info.halo_px)))
     widths = tuple(int(o.shape[1]) for o in ctx.fsess.get_outputs())
-    n_grid = ctx.grid[0] * ctx.grid[1]   # filled row by row: no second copy when done
+    n_grid = ctx.grid[0] * ctx.grid[1]   # filled window by window: no second copy when done
     app = np.empty((n_grid, 2 * sum(widths)), np.float32)
     res = np.empty((n_grid, sum(widths)), np.float32)
     idx, cnt = [], []
     n, skipped, any_valid = 0, 0, False
     with contextlib.closing(prefetch(ds, bands, iter(tiles), extra_nodata, is_canceled,
-                                      prepare=lambda d: raster.scale_in_place(d, smin, smax))) as reader:
+                                      prepare=lambda d: scale_for_features(d, smin, smax))) as reader:
         for n_done, (tile, data, valid) in enumerate(reader):
-            b = _Block(tile, data, valid, ctx)
+            if is_canceled and is_canceled():
+                raise Canceled()
+            b = _Window(tile, data, valid, ctx)
             any_valid |= b.any_valid
             skipped += int((~b.keep).sum())
-            keep = np.flatnonzero(b.keep)
-            for a in range(0, keep.size, FEATURE_BATCH):
-                if is_canceled and is_canceled():
-                    raise Canceled()
-                sel = keep[a:a + FEATURE_BATCH]
-                xs, ss = b.x[sel], b.sim[sel]
-                fill_invalid(xs, ss, b.valid[sel])
-                app[n:n + sel.size], res[n:n + sel.size] = tile_features(ctx.fsess, xs, ss)
-                n += sel.size
-            idx.append(b.index[keep])
-            cnt.append(b.counts[keep])
+            m = int(b.keep.sum())
+            app[n:n + m], res[n:n + m] = b.appearance[b.keep], b.residual[b.keep]
+            n += m
+            idx.append(b.index[b.keep])
+            cnt.append(b.counts[b.keep])
             if progress:
                 progress((n_done + 1) / len(tiles), "features")
     if not any_valid:
@@ -329,7 +405,7 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
     if n < n_grid:
         app, res = app[:n].copy(), res[:n].copy()
     return TileTable(ctx.grid, np.concatenate(idx).astype(np.int64), app, res, np.concatenate(cnt).astype(np.int64),
-                     skipped, widths)
+                     skipped, widths, t // 2)
 
 
 def _open(input_path, model_path, bands, tile_size, threads, session, features_path):
@@ -343,16 +419,16 @@ def _open(input_path, model_path, bands, tile_size, threads, session, features_p
     ds = raster.open_raster(input_path)
     band_list = select_bands(ds, info, bands)
     t = int(tile_size)
-    if t < 2 * FEATURE_STRIDE or t % FEATURE_STRIDE:
-        raise RasterError(f"{{name}} must be a multiple of {FEATURE_STRIDE} pixels and at least "
-                          f"{2 * FEATURE_STRIDE}, got {t}.", parameter="tile_size")
+    if t < 2 * FEATURE_STRIDE or t % (2 * FEATURE_STRIDE):   # half a tile is a whole number of CNN cells
+        raise RasterError(f"{{name}} must be a multiple of {2 * FEATURE_STRIDE} pixels, got {t}.",
+                          parameter="tile_size")
     if ds.RasterXSize < t or ds.RasterYSize < t:
         raise RasterError(f"The raster ({ds.RasterXSize} x {ds.RasterYSize} px) is smaller than one tile "
                           f"({t} x {t} px). Choose a smaller {{name}} (at least {2 * FEATURE_STRIDE}).",
                           parameter="tile_size")
     textures = session.run([OUTPUT_TEXTURES], {INPUT_NAME: np.zeros((1, info.num_channels, 8, 8), np.float32)})[0]
     fsess = open_session(features_path or FEATURES_MODEL, threads=threads)
-    grid = (-(-ds.RasterXSize // t), -(-ds.RasterYSize // t))
+    grid = tile_grid((ds.RasterXSize, ds.RasterYSize), t)
     ctx = _Context(session, fsess, info, info.num_classes, order, textures.astype(np.float32), t,
                    chunk_px_for(info), grid)
     return ds, band_list, ctx
@@ -370,7 +446,8 @@ def _scaling(ctx, ds, band_list, scaling, extra_nodata, warn):
 
 
 def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int = 64, n_select: int = 20,
-               rank: int = DEFAULT_RANK, seed: int = 0, init_tiles: int = INIT_TILES, residual_weight: float = 1.0,
+               rank: int = DEFAULT_RANK, seed: int = 0, init_tiles: int = INIT_TILES, init_rank: int = INIT_RANK,
+               residual_weight: float = 1.0,
                scaling: str = "model", extra_nodata: Optional[float] = None, threads: Optional[int] = None,
                progress: Optional[Progress] = None, is_canceled=None, log=None, session=None,
                features_path: Optional[str] = None, warn=None) -> NoveltyResult:
@@ -381,7 +458,7 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
             ``textures`` output and red, green, blue, NIR channels.
         bands: 1-based bands in the model's channel order (as ``segment``); ``None`` = from descriptions.
         tile_size: tile side in pixels (multiple of 16, >= 32); n_select: DEMUD selections.
-        rank: the most singular vectors the model keeps (DEMUD's k; also the rank of an initial model).
+        rank: the most singular vectors the model keeps (DEMUD's k); init_rank: those of the initial model.
         init_tiles: -1 = no initial model (:data:`INIT_TILES`), 0 = the SVD of all tiles, N > 0 = the SVD
             of N random tiles (``seed``).
         residual_weight: weight of the k-textures residual block against the appearance block.
@@ -416,24 +493,42 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
         ds = None
     say(f"{table.index.size} tiles scored, {table.skipped} skipped (mostly nodata)")
     items, blocks = design_matrix(table, residual_weight)
-    model = initial_model(items, rank, init_tiles, seed)
+    model = initial_model(items, min(rank, int(init_rank)), init_tiles, seed)
     try:
         sel = demud(items, n_select, model, blocks, max_rank=rank, is_canceled=is_canceled,
-                    progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None)
+                    progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None,
+                    exclude=overlapping(table, EXCLUDE_REACH))
     except InterruptedError:
         raise Canceled() from None
     scores = np.full((ctx.grid[1], ctx.grid[0]), np.nan, np.float32)
     scores.flat[table.index] = sel.initial
-    return NoveltyResult(scores, _selected_tiles(sel, table, ctx.tile_size, wh), table, sel, ctx.info, band_list,
+    return NoveltyResult(scores, selected_tiles(sel, table, ctx.tile_size, wh), table, sel, ctx.info, band_list,
                          list(smin), list(smax), ctx.tile_size, rank, time.perf_counter() - t0,
                          table.stage_norm(), warnings)
 
 
-def _selected_tiles(sel: Selection, table: TileTable, t: int, size: Tuple[int, int]) -> List[SelectedTile]:
+def overlapping(table: TileTable, reach: int = EXCLUDE_REACH):
+    """``f(j)`` -> the scored tiles within ``reach`` positions of tile ``j`` in rows and columns (itself
+    included; ``reach`` 1 = the tiles that overlap it): once a tile is selected none of them can be, so one
+    place is shown once (docs/novelty.md, "Tiles")."""
+    cols, rows = table.grid
+    pos = np.full(rows * cols, -1, np.int64)
+    pos[table.index] = np.arange(table.index.size)
+    pos = pos.reshape(rows, cols)
+
+    def near(j: int) -> np.ndarray:
+        r, c = divmod(int(table.index[j]), cols)
+        block = pos[max(0, r - reach):r + reach + 1, max(0, c - reach):c + reach + 1].ravel()
+        return block[block >= 0]
+    return near
+
+
+def selected_tiles(sel: Selection, table: TileTable, t: int, size: Tuple[int, int]) -> List[SelectedTile]:
+    """The selections as :class:`SelectedTile` in rank order; windows clipped to the raster ``size``."""
     out = []
     for r, j in enumerate(sel.order):
         row, col = divmod(int(table.index[j]), table.grid[0])
-        x0, y0 = col * t, row * t
+        x0, y0 = col * table.stride, row * table.stride
         win = (x0, y0, min(t, size[0] - x0), min(t, size[1] - y0))
         out.append(SelectedTile(r + 1, row, col, win, float(sel.scores[r]), float(sel.block_scores[r, 1]),
                                 float(sel.initial[j]), table.class_counts[j]))

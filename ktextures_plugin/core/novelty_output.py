@@ -18,7 +18,7 @@ from . import atomic, classraster, raster
 from .errors import OutputError
 from .html_report import png_bytes
 from .inference import infer_classes, open_session
-from .novelty import NoveltyResult, SelectedTile, feature_order, fill_invalid, heat_map, simulate
+from .novelty import NoveltyResult, SelectedTile, heat_map, scale_for_features, simulate
 from .outputs import vector_driver
 
 gdal.UseExceptions()
@@ -30,15 +30,18 @@ SCORE_NODATA = -1.0
 HEAT_RAMP = [(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)]
 
 
-def tile_grid_geotransform(gt: Sequence[float], tile_size: int) -> List[float]:
-    """The geotransform of the tile grid: the raster's, with the pixel size multiplied by ``tile_size``."""
-    t = float(tile_size)
-    return [gt[0], gt[1] * t, gt[2] * t, gt[3], gt[4] * t, gt[5] * t]
+def tile_grid_geotransform(gt: Sequence[float], stride: int) -> List[float]:
+    """The geotransform of the score raster: pixel (row, col) is the central half of tile (row, col), which
+    covers raster pixels ``[col * stride, col * stride + 2 * stride)``: the raster's geotransform with the
+    pixel size multiplied by ``stride`` and the origin moved by half a stride."""
+    s, h = float(stride), stride / 2.0
+    return [gt[0] + h * gt[1] + h * gt[2], gt[1] * s, gt[2] * s, gt[3] + h * gt[4] + h * gt[5], gt[4] * s, gt[5] * s]
 
 
 def write_score_raster(path: str, result: NoveltyResult, input_path: str) -> str:
-    """One Float32 pixel per tile: the initial novelty score (:data:`SCORE_NODATA` = tile not scored); same CRS
-    as the input, geotransform scaled by the tile size (:func:`tile_grid_geotransform`).
+    """One Float32 pixel per tile, the tile's initial score (its reconstruction error under the initial model
+    of the scene, before any selection; :data:`SCORE_NODATA` = tile not scored); same CRS as the input; pixel
+    (row, col) = the central half of tile (row, col) (:func:`tile_grid_geotransform`).
 
     Raises:
         OutputError: the folder is missing or not writable, or GDAL cannot write the format.
@@ -51,11 +54,11 @@ def write_score_raster(path: str, result: NoveltyResult, input_path: str) -> str
         with classraster.partial_output(path) as po:
             po.ds = gdal.GetDriverByName("GTiff").Create(po.path, cols, rows, 1, gdal.GDT_Float32,
                                                          options=["COMPRESS=DEFLATE"])
-            po.ds.SetGeoTransform(tile_grid_geotransform(gt, result.tile_size))
+            po.ds.SetGeoTransform(tile_grid_geotransform(gt, result.table.stride))
             po.ds.SetProjection(wkt)
             band = po.ds.GetRasterBand(1)
             band.SetNoDataValue(SCORE_NODATA)
-            band.SetDescription("novelty score (initial reconstruction error)")
+            band.SetDescription("initial score (reconstruction error under the initial model)")
             band.WriteArray(np.where(np.isfinite(result.scores), result.scores, SCORE_NODATA).astype(np.float32))
             band = None
     except RuntimeError as exc:
@@ -83,15 +86,17 @@ def _tile_polygon(gt, win) -> ogr.Geometry:
 
 
 #: fields of the selected-tiles layer: name, OGR type
-SELECTED_FIELDS = [("rank", ogr.OFTInteger), ("score", ogr.OFTReal), ("residual", ogr.OFTReal),
+SELECTED_FIELDS = [("rank", ogr.OFTInteger), ("selection_score", ogr.OFTReal), ("residual", ogr.OFTReal),
                    ("residual_share", ogr.OFTReal), ("initial_score", ogr.OFTReal), ("tile_row", ogr.OFTInteger),
                    ("tile_col", ogr.OFTInteger), ("class_id", ogr.OFTInteger), ("classes", ogr.OFTString)]
 
 
 def write_selected(path: str, result: NoveltyResult, input_path: str, layer_name: str = "novelty") -> int:
-    """Polygons of the selected tiles with ``rank`` (1 = first selected), ``score``, ``residual`` (the
-    k-textures residual's part of the score), ``residual_share``, ``initial_score``, ``tile_row``,
-    ``tile_col``, ``class_id`` (dominant class, 1..k) and ``classes`` (:func:`dominant_classes`).
+    """Polygons of the selected tiles with ``rank`` (1 = first selected), ``selection_score`` (the tile's
+    reconstruction error when it was selected: what ordered the list), ``residual`` (the k-textures
+    residual's part of it), ``residual_share``, ``initial_score`` (its error under the initial model, as in the
+    score raster), ``tile_row``, ``tile_col``, ``class_id`` (dominant class, 1..k) and ``classes``
+    (:func:`dominant_classes`). Field names as in :data:`SELECTED_FIELDS` (docs/novelty.md, "Outputs").
 
     Returns:
         the number of polygons. Raises: OutputError (folder, format).
@@ -131,7 +136,8 @@ def _selected_feature(lyr, s: SelectedTile, gt, names: Sequence[str]) -> ogr.Fea
 def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, textures: np.ndarray,
                  extra_nodata: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The three pictures of one selected tile: ``(tile, simulation, heat)``; tile and simulation float32
-    (4, h, w) red, green, blue, NIR in [0, 1]; heat float32 (h, w) (:func:`ktextures_plugin.core.novelty.heat_map`;
+    (4, h, w) red, green, blue, NIR in the model's scaled units (the tile not clipped to [0, 1], as the
+    features see it); heat float32 (h, w) (:func:`ktextures_plugin.core.novelty.heat_map`;
     1 = the mean difference over all tiles). Nodata pixels are filled as in the features."""
     info, t = result.info, result.tile_size
     halo = info.halo_px
@@ -139,18 +145,22 @@ def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, 
     rx0, ry0 = max(0, x0 - halo), max(0, y0 - halo)
     rx1, ry1 = min(ds.RasterXSize, x0 + w + halo), min(ds.RasterYSize, y0 + h + halo)
     data, valid = raster.read_window(ds, result.bands, (rx0, ry0, rx1 - rx0, ry1 - ry0), extra_nodata)
-    raster.scale_in_place(data, result.scale_min, result.scale_max)
-    data[:, ~valid] = info.nodata_fill
-    cls = infer_classes(session, data, halo)[y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
-    cls = np.clip(cls, 0, info.num_classes - 1)
-    order = feature_order(info.channel_names)
+    scale_for_features(data, result.scale_min, result.scale_max)   # as the features: not clipped
+    order = [list(info.channel_names).index(c) for c in ("red", "green", "blue", "nir")]
     x = np.zeros((4, t, t), np.float32)
     sim = np.zeros((4, t, t), np.float32)
     x[:, :h, :w] = data[order, y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
+    np.clip(data, 0.0, 1.0, out=data)                                # the model's input, as segment's
+    data[:, ~valid] = info.nodata_fill
+    cls = infer_classes(session, data, halo)[y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
+    cls = np.clip(cls, 0, info.num_classes - 1)
     sim[:, :h, :w] = simulate(textures, cls, x0, y0)[order]
     v = np.zeros((t, t), bool)
     v[:h, :w] = valid[y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
-    fill_invalid(x[None], sim[None], v[None])
+    if not v.all():
+        fill = (x * v).sum(axis=(1, 2)) / max(int(v.sum()), 1)
+        x[:, ~v] = fill[:, None]
+        sim[:, ~v] = fill[:, None]
     heat = heat_map(fsess, x, sim, result.stage_norm)
     return x[:, :h, :w], sim[:, :h, :w], heat[:h, :w]
 
@@ -187,6 +197,16 @@ def explanations(result: NoveltyResult, input_path: str, model_path: str, extra_
         ds = None
 
 
+#: what the two scores of the page mean (docs/novelty.md, "Outputs")
+_SCORES_HELP = (
+    "<p><b>Selection score</b>: how badly the model reconstructed the tile when it was selected (squared "
+    "distance in the standardised features); it ordered the list: each tile is the one the model explained worst "
+    "at its turn, then the model learns it, so rank 1 has the highest selection score and one kind of novelty "
+    "is shown once. The model starts as a model of the scene (the mean and leading direction of its typical tiles). "
+    "<b>Initial score</b>: the tile's error under that starting model, before any selection (the score raster); "
+    "a tile like one shown before keeps a high initial score but gets a low selection score. <b>Residual</b>: "
+    "the part of the selection score from what the k textures cannot simulate.</p>")
+
 _CSS = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{padding:4px 8px;"
         "border-bottom:1px solid #ccc;vertical-align:middle;text-align:left}"
         "img{width:192px;height:192px;image-rendering:pixelated}")
@@ -210,16 +230,17 @@ def write_html(path: str, result: NoveltyResult, input_path: str, model_path: st
                        [("tile", _true_colour(x)), ("simulation", _true_colour(sim)),
                         ("difference", heat_colours(heat, vmax))])
         share = s.residual / s.score if s.score > 0 else 0.0
-        rows.append(f"<tr><td><b>{s.rank}</b></td>{imgs}<td>score {s.score:.4g}<br>residual {s.residual:.4g} "
-                    f"({100 * share:.0f} %)<br>before any selection {s.initial:.4g}<br>tile row {s.row}, col {s.col}"
-                    f"<br>{html.escape(dominant_classes(s.class_counts, result.info.class_names))}</td></tr>")
+        rows.append(f"<tr><td><b>{s.rank}</b></td>{imgs}<td>{s.score:.4g}</td><td>{s.initial:.4g}</td>"
+                    f"<td>{s.residual:.4g} ({100 * share:.0f} %)</td><td>row {s.row}, col {s.col}<br>"
+                    f"{html.escape(dominant_classes(s.class_counts, result.info.class_names))}</td></tr>")
     body = (f"<h1>k-textures novelty: {len(result.selected)} tiles</h1><p>{html.escape(os.path.basename(input_path))}"
-            f", model '{html.escape(result.info.title)}', tiles {result.tile_size} px, rank {result.rank}; "
-            f"{result.table.index.size} tiles scored, {result.table.skipped} skipped (mostly nodata). Each row: "
-            "the tile in true colour, the model's simulation of it (the texture of each pixel's class), and where "
-            f"their multi-scale features differ (dark = as usual, bright = {vmax:.3g} times the mean difference or "
-            "more). Rank 1 was selected first; each later tile is the one least explained by the tiles before.</p>"
-            "<table><tr><th>rank</th><th>tile</th><th>simulation</th><th>difference</th><th></th></tr>"
+            f", model '{html.escape(result.info.title)}', tiles {result.tile_size} px every {result.table.stride} px,"
+            f" rank {result.rank}; {result.table.index.size} tiles scored, {result.table.skipped} skipped (mostly "
+            "nodata). Each row: the tile in true colour, the model's simulation of it (the texture of each pixel's "
+            "class), and where their multi-scale features differ (dark = as usual, bright = "
+            f"{vmax:.3g} times the mean difference or more).</p>" + _SCORES_HELP +
+            "<table><tr><th>rank</th><th>tile</th><th>simulation</th><th>difference</th><th>selection score</th>"
+            "<th>initial score</th><th>residual (share)</th><th>tile, classes</th></tr>"
             + "".join(rows) + "</table>")
     with atomic.atomic_output(path) as part, open(part.path, "w", encoding="utf-8") as f:
         f.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>k-textures novelty</title>"

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
+import signal
 import sys
+import threading
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
 
-from .errors import RasterError
+from .errors import Canceled, RasterError, gdal_read_error
 from .tiling import Window
 
 gdal.UseExceptions()
@@ -24,12 +27,14 @@ def open_raster(path: str) -> gdal.Dataset:
     """Open ``path`` read-only with GDAL.
 
     Raises:
-        RasterError: when GDAL cannot open it.
+        DamagedFileError: GDAL recognises the format but cannot read its header (a truncated or corrupt file).
+        RasterError: when GDAL cannot open it otherwise (missing, not a raster).
     """
     try:
         ds = gdal.Open(str(path), gdal.GA_ReadOnly)
     except RuntimeError as exc:
-        raise RasterError(f"GDAL cannot open '{path}': {exc}") from None
+        damaged = gdal_read_error(exc, str(path))
+        raise damaged or RasterError(f"GDAL cannot open '{path}': {exc}") from None
     if ds is None:
         raise RasterError(f"GDAL cannot open '{path}'")
     return ds
@@ -49,7 +54,20 @@ def read_window(ds: gdal.Dataset, bands: Sequence[int], window: Window,
 
     Returns:
         ``(data, valid)``: data float32 ``(C, h, w)`` with the raw values; valid bool ``(h, w)``.
+
+    Raises:
+        DamagedFileError: GDAL failed reading a block (a truncated or corrupt file).
     """
+    try:
+        return _read_window(ds, bands, window, extra_nodata, buf_size)
+    except RuntimeError as exc:
+        damaged = gdal_read_error(exc, ds.GetDescription())
+        if damaged is None:
+            raise
+        raise damaged from None
+
+
+def _read_window(ds, bands, window, extra_nodata, buf_size):
     xoff, yoff, xs, ys = (int(v) for v in window)
     bx, by = buf_size if buf_size else (xs, ys)
     data = np.empty((len(bands), by, bx), np.float32)
@@ -216,3 +234,127 @@ def scale_in_place(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float
     np.maximum(data, np.float32(0.0), out=data)
     np.minimum(data, np.float32(1.0), out=data)
     return data
+
+
+def alpha_bands(ds: gdal.Dataset) -> List[int]:
+    """1-based bands whose colour interpretation is Alpha: GDAL makes such a band the mask of every band of
+    the dataset (``GMF_ALPHA | GMF_PER_DATASET``, GDAL RFC 15), so its zeros become nodata everywhere."""
+    return [b for b in range(1, ds.RasterCount + 1)
+            if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand]
+
+
+def alpha_mask_warnings(path: str, option: str, max_pixels: int = 1_000_000) -> List[str]:
+    """One warning per band of ``path`` tagged Alpha, naming the band and the pixels its mask makes nodata
+    (counted on a nearest-neighbour read of at most ``max_pixels``, scaled to the raster: "about" when
+    decimated), and ``option``, the front end's way to ignore mask bands. Nothing when no band is tagged.
+
+    Raises:
+        RasterError: GDAL cannot open ``path`` (:func:`open_raster`).
+    """
+    ds = open_raster(path)
+    out = []
+    for b in alpha_bands(ds):
+        other = next((i for i in range(1, ds.RasterCount + 1) if i != b), b)
+        band = ds.GetRasterBand(other)
+        if not band.GetMaskFlags() & gdal.GMF_ALPHA:
+            continue
+        w, h = ds.RasterXSize, ds.RasterYSize
+        f = max(1.0, float(np.sqrt(w * h / float(max_pixels))))
+        bx, by = max(1, int(w / f)), max(1, int(h / f))
+        try:
+            mask = band.GetMaskBand().ReadAsArray(0, 0, w, h, buf_xsize=bx, buf_ysize=by)
+        except RuntimeError as exc:
+            raise gdal_read_error(exc, path) or exc from None
+        n = int(round(float((mask == 0).sum()) * (w * h) / float(bx * by)))
+        if n == 0:
+            continue
+        about = "about " if (bx, by) != (w, h) else ""
+        desc = ds.GetRasterBand(b).GetDescription()
+        name = f"band {b}" + (f" ('{desc}')" if desc else "")
+        out.append(f"{name} is tagged Alpha (colour interpretation), so GDAL takes it as the mask of every band: "
+                   f"{about}{n} of {w * h} pixels ({100.0 * n / (w * h):.1f} %) are nodata because of it. If it is "
+                   f"a data band (e.g. NIR), use {option} to read every pixel.")
+    return out
+
+
+@contextlib.contextmanager
+def without_mask_bands(path: str, ignore: bool = True):
+    """The path to read ``path`` through with its Alpha bands taken as data (``ignore``; else ``path``
+    itself): an in-memory VRT (``/vsimem``) whose Alpha bands have colour interpretation Undefined, so that
+    GDAL derives no mask from them (nodata values and .msk masks still apply). The input is not modified;
+    the VRT is deleted when the block ends.
+
+    Raises:
+        RasterError: GDAL cannot open ``path``.
+    """
+    if not ignore:
+        yield path
+        return
+    ds = open_raster(path)
+    if not alpha_bands(ds):
+        yield path
+        return
+    vrt = f"/vsimem/ktextures-nomask-{id(ds)}-{os.path.basename(str(path))}.vrt"
+    view = gdal.Translate(vrt, ds, format="VRT")
+    for b in alpha_bands(view):
+        view.GetRasterBand(b).SetColorInterpretation(gdal.GCI_Undefined)
+    view = None
+    try:
+        yield vrt
+    finally:
+        gdal.Unlink(vrt)
+
+
+class GdalProgress:
+    """The progress callback of a long GDAL call (``SieveFilter``, ``Polygonize``), and :meth:`run` to make
+    the call so that neither a cancel nor Ctrl-C ever raises inside GDAL.
+
+    A Python exception inside a GDAL callback (Ctrl-C lands there, since the callback is the only Python code
+    that runs) is printed with its traceback by the GDAL bindings. :meth:`run` therefore turns SIGINT into a
+    flag for the duration of the call (in the main thread; elsewhere Python delivers no signal), the callback
+    returns 0 so that GDAL stops, and :meth:`run` then raises the real signal: ``KeyboardInterrupt``, or
+    :class:`~.errors.Canceled` when ``is_canceled()`` turned True.
+
+    Args:
+        stage: the stage name given to ``progress``.
+        progress: ``progress(fraction, stage)`` or None; ``scale`` multiplies GDAL's fraction.
+        is_canceled: polled at every callback, or None.
+    """
+
+    def __init__(self, stage: str, progress=None, is_canceled=None, scale: float = 1.0):
+        self.stage, self.progress, self.is_canceled, self.scale = stage, progress, is_canceled, scale
+        self.stopped: Optional[BaseException] = None
+
+    def __call__(self, frac, _msg=None, _data=None) -> int:
+        if self.stopped is None:
+            if self.progress:
+                self.progress(frac * self.scale, self.stage)
+            if self.is_canceled and self.is_canceled():
+                self.stopped = Canceled()
+        return 0 if self.stopped is not None else 1
+
+    def _on_sigint(self, _signum, _frame) -> None:
+        self.stopped = KeyboardInterrupt()
+
+    def run(self, gdal_function, *args, **kwargs):
+        """``gdal_function(*args, callback=self, **kwargs)`` with Ctrl-C deferred to the callback.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C during the call (GDAL stopped cleanly, nothing printed).
+            Canceled: ``is_canceled()`` turned True.
+            RuntimeError: any other GDAL error.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, self._on_sigint) if main else None
+        try:
+            result = gdal_function(*args, callback=self, **kwargs)
+        except RuntimeError:  # GDAL's "User terminated" when the callback returned 0
+            if self.stopped is None:
+                raise
+            result = None
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        if self.stopped is not None:
+            raise self.stopped
+        return result

@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence
 from osgeo import gdal
 
 from . import atomic, classraster, outputs
+from .errors import ParameterError
 
 gdal.UseExceptions()
 
@@ -97,7 +98,7 @@ def check_polygon_fields(path: str) -> None:
     finally:
         ds = None
     if not set(CLASS_FIELDS) <= fields:
-        raise ValueError(f"The polygons '{path}' have no class_id and class_name fields; give the polygons "
+        raise ParameterError(f"The polygons '{path}' have no class_id and class_name fields; give the polygons "
                          "written with this class raster by 'Segment'.")
 
 

@@ -25,10 +25,12 @@ def require_onnxruntime():
     """Import and return the onnxruntime module.
 
     Raises:
-        ImportError: with :data:`INSTALL_HINT` as message when onnxruntime is not installed.
+        RuntimeMissingError: (an ``ImportError``) with :data:`INSTALL_HINT` as message when onnxruntime is not
+            installed.
     """
+    from .errors import RuntimeMissingError
     try:
         import onnxruntime
     except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
+        raise RuntimeMissingError(INSTALL_HINT) from exc
     return onnxruntime

@@ -11,7 +11,7 @@ from typing import List, Sequence
 import numpy as np
 
 from . import raster
-from .errors import RasterError
+from .errors import ParameterError, RasterError
 from .modelinfo import ModelInfo
 
 SCALINGS = ("model", "stretch")
@@ -29,7 +29,7 @@ def resolve_scaling(info: ModelInfo, ds, bands, scaling: str, window, extra_noda
         return list(info.scale_min), list(info.scale_max)
     if scaling == "stretch":
         return raster.percentile_scale(ds, bands, window, extra_nodata=extra_nodata)
-    raise ValueError(f"scaling must be 'model' or 'stretch', got {scaling!r}")
+    raise ParameterError(f"scaling must be 'model' or 'stretch', got {scaling!r}")
 
 
 #: :func:`range_warnings` flags a channel when fewer than this fraction of its sampled pixels fall within the

@@ -16,6 +16,8 @@ from typing import Optional
 
 import numpy as np
 
+from .errors import ParameterError
+
 #: Synchronous ICM sweeps of the smoothing step; also the halo (pixels) the step adds to a tile.
 DEFAULT_SWEEPS = 10
 
@@ -70,9 +72,9 @@ def icm_potts(costs: np.ndarray, beta: float, sweeps: int = DEFAULT_SWEEPS,
         ValueError: when ``costs`` is not 3-dimensional or ``beta`` / ``sweeps`` is negative.
     """
     if costs.ndim != 3:
-        raise ValueError(f"costs must be (k, H, W), got shape {costs.shape}")
+        raise ParameterError(f"costs must be (k, H, W), got shape {costs.shape}")
     if beta < 0 or sweeps < 0:
-        raise ValueError(f"beta and sweeps must be >= 0, got {beta} and {sweeps}")
+        raise ParameterError(f"beta and sweeps must be >= 0, got {beta} and {sweeps}")
     k, h, w = costs.shape
     ldt = np.uint8 if k < 255 else np.uint16
     costs = np.asarray(costs, np.float32)

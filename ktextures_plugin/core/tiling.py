@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Tuple
 
+from .errors import ParameterError
+
 
 class Window(NamedTuple):
     """A rectangle of raster pixels: column and row offsets of its top-left pixel, width and height.
@@ -55,9 +57,9 @@ def iter_tiles(window: Window, raster_size: Tuple[int, int], tile_size: int, hal
         halo: context in pixels read around each core (>= 0).
     """
     if tile_size < 1:
-        raise ValueError(f"tile size must be >= 1 pixel, got {tile_size}")
+        raise ParameterError(f"tile size must be >= 1 pixel, got {tile_size}")
     if halo < 0:
-        raise ValueError(f"halo must be >= 0 pixels, got {halo}")
+        raise ParameterError(f"halo must be >= 0 pixels, got {halo}")
     x0, y0, xs, ys = window
     width, height = raster_size
     for ty in range(y0, y0 + ys, tile_size):

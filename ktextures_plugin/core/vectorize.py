@@ -128,11 +128,12 @@ def _run_polygonize(out, lyr, band, eight_connected: bool, feedback: Feedback) -
 
     Raises:
         errors.Canceled: the progress callback saw ``feedback.is_canceled()`` True.
+        KeyboardInterrupt: Ctrl-C during ``Polygonize`` (GDAL stopped cleanly, no traceback printed).
     """
     options = ["8CONNECTED=8"] if eight_connected else []
     out.StartTransaction()  # one transaction: 5x faster than a commit per polygon
-    with feedback.gdal_canceled():
-        gdal.Polygonize(band, band.GetMaskBand(), lyr, 0, options, callback=feedback.gdal_callback("polygonize", 0.8))
+    raster.GdalProgress("polygonize", feedback.progress, feedback.is_canceled, scale=0.8).run(
+        gdal.Polygonize, band, band.GetMaskBand(), lyr, 0, options)
     out.CommitTransaction()
     feedback.check_canceled()
 

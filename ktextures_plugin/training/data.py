@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core import raster as R
 from ..core.bands import parse_bands
+from ..core.errors import DamagedFileError
 from .errors import AllNodataError, BadKError, RasterTooSmallError, TooFewBandsError
 
 N_CHANNELS = 4
@@ -90,6 +91,8 @@ class TileSampler:
         if scale is None:
             try:
                 scale = R.percentile_scale(self.ds, self.bands, extra_nodata=extra_nodata)
+            except DamagedFileError:
+                raise
             except R.RasterError as exc:
                 raise AllNodataError(f"{os.path.basename(self.path)}: {exc}") from None
         self.scale_min = [float(v) for v in scale[0]]

@@ -21,9 +21,10 @@ DEFAULT_RETRIES = 0
 #: measured against 0 and 2 in docs/benchmarks.md.
 DEFAULT_CONTINUITY = 5.0
 #: Warm start of the context variant: "pixel" = k-means on the z-scored bands alone (the head ignores the
-#: smoothed copies at first), "context" = k-means on the bands and their smoothed copies.
+#: smoothed copies at first), "context" = k-means on the bands and their smoothed copies (the default: better
+#: on 3 of the 4 labelled scenes, docs/benchmarks.md "Quality II").
 WARM_STARTS = ("pixel", "context")
-DEFAULT_WARM_START = "pixel"
+DEFAULT_WARM_START = "context"
 #: Weight of the anchor term: cross-entropy of the class logits against the warm-start partition smoothed by
 #: the Potts step (0 = off).
 DEFAULT_ANCHOR = 1.0

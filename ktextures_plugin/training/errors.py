@@ -1,11 +1,11 @@
 """Exceptions of the training API (no torch import here).
 
-Every input problem is a :class:`FitInputError` (a ``ValueError``) whose message names the fix; the CLI
-turns it into exit code 2 with a one-line message, the Processing algorithm into a
-``QgsProcessingException``.
+Every input problem is a :class:`FitInputError` (a ``core.errors.CoreError`` and a ``ValueError``) whose
+message names the fix; the front ends translate it like every core error (the CLI: exit code 2 with a one-line
+message; the Processing algorithm: a ``QgsProcessingException``).
 """
 
-from ..core.errors import Canceled
+from ..core.errors import Canceled, CoreError, RuntimeMissingError
 
 #: What to do when torch is missing; shown by the CLI and by ``ktextures:fit``.
 TORCH_INSTALL_HINT = (
@@ -16,7 +16,7 @@ TORCH_INSTALL_HINT = (
     "refused, PEP 668). Segmenting does not need it.")
 
 
-class FitInputError(ValueError):
+class FitInputError(CoreError, ValueError):
     """The inputs of ``fit`` cannot be used; the message says what to change."""
 
 
@@ -36,8 +36,10 @@ class AllNodataError(FitInputError):
     """No training tile free of nodata could be found."""
 
 
-class TorchMissingError(ImportError):
-    """PyTorch is not installed in this Python; the message says how to install it."""
+class TorchMissingError(RuntimeMissingError):
+    """PyTorch is not installed in this Python; the message says how to install it (CLI exit status 3)."""
+
+    exit_status = 3
 
 
 class FitCanceled(Canceled):

@@ -18,6 +18,7 @@ Only the ``onnx`` package and numpy are needed (not torch).
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, Sequence
 
@@ -74,6 +75,36 @@ def rewrite_elu(proto) -> int:
     return count
 
 
+def load_model(path: str):
+    """``onnx.load`` of ``path`` with every failure as a :class:`~ktextures_plugin.core.errors.ModelError`
+    naming the file: missing, empty, not an ONNX protobuf (text, pickle, truncated), no graph, or external data
+    outside the model's folder (which the onnx package refuses to read).
+
+    Returns:
+        The ``onnx.ModelProto``.
+    """
+    import onnx
+
+    from ..core.errors import ModelError
+
+    if not os.path.isfile(path):
+        raise ModelError(f"Model file not found: '{path}'. Give an existing .onnx file.", parameter="model")
+    if os.path.getsize(path) == 0:
+        raise ModelError(f"'{path}' is empty (0 bytes), not an ONNX model: re-export or re-download it.",
+                         parameter="model")
+    try:
+        proto = onnx.load(path)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError, onnx ValidationError, OSError, ...
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"Cannot read '{path}' as an ONNX model ({type(exc).__name__}: {detail}). The file is "
+                         "corrupt, not ONNX, or its external data lies outside its folder: re-export or "
+                         "re-download it.", parameter="model") from None
+    if not proto.graph.node:
+        raise ModelError(f"'{path}' holds no ONNX graph (no nodes): it is not a model; re-export or re-download "
+                         "it.", parameter="model")
+    return proto
+
+
 def rewrite_file(path: str) -> int:
     """Apply :func:`rewrite_elu` to the ONNX file ``path`` in place (temp file, check, rename).
 
@@ -81,15 +112,22 @@ def rewrite_file(path: str) -> int:
         The number of ``Elu`` nodes replaced (0: the file was not touched).
 
     Raises:
-        onnx.checker.ValidationError: the rewritten graph is invalid (the original file is kept).
+        ModelError: the file is missing, empty, not ONNX or unreadable (:func:`load_model`), or the rewritten
+            graph fails ``onnx.checker`` (the original file is kept).
     """
     import onnx
 
-    proto = onnx.load(path)
+    from ..core.errors import ModelError
+
+    proto = load_model(path)
     n = rewrite_elu(proto)
     if not n:
         return 0
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # noqa: BLE001 - onnx.checker.ValidationError
+        raise ModelError(f"'{path}': the rewritten graph fails the ONNX checker ({str(exc).splitlines()[0][:300]}); "
+                         "the file was left as it was.", parameter="model") from None
     with atomic.atomic_output(path) as part:
         onnx.save(proto, part.path)
     return n
@@ -100,9 +138,16 @@ def main(argv: Sequence[str] = ()) -> int:
     if not paths:
         print("usage: python -m ktextures_plugin.training.onnx_rewrite MODEL.onnx [...]", file=sys.stderr)
         return 2
+    from ..core.errors import CoreError
+
+    status = 0
     for p in paths:
-        print(f"{p}: {rewrite_file(p)} Elu node(s) rewritten")
-    return 0
+        try:
+            print(f"{p}: {rewrite_file(p)} Elu node(s) rewritten")
+        except CoreError as exc:  # one line per bad file, the others are still rewritten
+            print(f"error: {exc}", file=sys.stderr)
+            status = 2
+    return status
 
 
 if __name__ == "__main__":
