@@ -16,6 +16,7 @@ from osgeo_utils.auxiliary.util import GetOutputDriversFor
 
 from . import atomic, colour
 from .errors import OutputError, ParameterError
+from .tiling import Window
 
 gdal.UseExceptions()
 
@@ -72,10 +73,7 @@ def create_on_grid(path: str, ref: gdal.Dataset, window: Tuple[int, int, int, in
         ds = gdal.GetDriverByName("GTiff").Create(path, xs, ys, bands, datatype, options=options)
     except RuntimeError as exc:
         raise OutputError(f"Cannot create '{path}': {exc}") from None
-    gt = list(ref.GetGeoTransform())
-    gt[0] = gt[0] + xoff * gt[1] + yoff * gt[2]
-    gt[3] = gt[3] + xoff * gt[4] + yoff * gt[5]
-    ds.SetGeoTransform(gt)
+    ds.SetGeoTransform(Window(xoff, yoff, xs, ys).transform(ref.GetGeoTransform()))
     ds.SetProjection(ref.GetProjection())
     if nodata is not None:
         for b in range(1, bands + 1):
