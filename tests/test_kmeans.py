@@ -7,7 +7,8 @@ from osgeo import gdal
 
 from conftest import SAMPLE
 from ktextures_plugin.core import classraster, kmeans, raster
-from ktextures_plugin.core.errors import RasterError
+from ktextures_plugin.core.errors import Canceled, RasterError
+from ktextures_plugin.core.feedback import Feedback
 
 gdal.UseExceptions()
 
@@ -110,8 +111,9 @@ def test_errors_leave_nothing(tmp_path):
         kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), 3, bands="3,2,1,9")
     with pytest.raises(RasterError, match="k must be"):
         kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), 1, bands="3,2,1,4")
-    with pytest.raises(kmeans.Canceled):
-        kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), 3, bands="3,2,1,4", is_canceled=lambda: True)
+    with pytest.raises(Canceled):
+        kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), 3, bands="3,2,1,4",
+                             feedback=Feedback(is_canceled=lambda: True))
     assert os.listdir(tmp_path) == []
 
 
