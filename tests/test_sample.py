@@ -14,6 +14,7 @@ from conftest import SAMPLE, algorithm_runner
 from ktextures_plugin.core import sampling
 from ktextures_plugin.core.classraster import read_palette
 from ktextures_plugin.core.errors import Canceled
+from ktextures_plugin.core.feedback import Feedback
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 
 gdal.UseExceptions()
@@ -178,7 +179,7 @@ def test_pool_keeps_smallest_keys():
 
 def test_core_cancel(class_tif):
     with pytest.raises(Canceled):
-        sampling.draw_samples(class_tif, 5, is_canceled=lambda: True)
+        sampling.draw_samples(class_tif, 5, feedback=Feedback(is_canceled=lambda: True))
     polls = []
 
     def cancel_in_pass_2():  # pass 1 polls once per 256-row block (3 here), pass 2 once per window
@@ -186,7 +187,7 @@ def test_core_cancel(class_tif):
         return len(polls) > 5
 
     with pytest.raises(Canceled):
-        sampling.draw_samples(class_tif, 5, window_px=64, is_canceled=cancel_in_pass_2)
+        sampling.draw_samples(class_tif, 5, window_px=64, feedback=Feedback(is_canceled=cancel_in_pass_2))
     assert len(polls) == 6
 
 
