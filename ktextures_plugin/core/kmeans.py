@@ -171,16 +171,11 @@ def _features_window(ds, bands, window, sigmas, halo, extra_nodata):
     return f[:, crop[0], crop[1]], valid[crop]
 
 
-def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed: int = 0,
-                  extra_nodata: Optional[float] = None, max_sample: int = 200_000, n_init: int = 3,
-                  rgb: Optional[Sequence[int]] = (0, 1, 2), window_pixels: int = 1_000_000,
-                  feedback: Optional[Feedback] = None, scaling: str = "zscore",
-                  context: bool = False, smoothing: float = 0.0) -> KMeansResult:
-    """Cluster the pixels of ``input_path`` into ``k`` classes and write the class raster ``output_path``.
+@dataclass(frozen=True)
+class KMeansOptions:
+    """How :func:`kmeans_raster` clusters, built once by each front end and passed whole.
 
-    Args:
-        input_path: any GDAL raster; read only.
-        output_path: class raster destination (GeoTIFF, or another GDAL format by extension).
+    Attributes:
         k: number of clusters, 2..65535.
         bands: 1-based bands (``"3,2,1,4"`` or a list); ``None`` = all bands in file order.
         seed: ``random_state`` of the k-means; the same seed gives the same output.
@@ -190,11 +185,34 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         rgb: indices into ``bands`` of the red, green, blue channels for the class colours (default: the
             first three bands, i.e. bands given in R,G,B,NIR order); ``None`` = qualitative palette.
         window_pixels: pixels per prediction window (whole rows).
-        feedback: progress (stages "fit", "predict"), cancel (polled between windows) and information lines.
         scaling: ``"zscore"`` (default) or ``"stretch"`` (module docstring).
         context: add Gaussian-smoothed copies of the bands (sigma :data:`CONTEXT_SIGMAS` px) as features.
         smoothing: Potts beta per disagreeing 8-neighbour, in squared scaled-feature units (0 = off; module
             docstring).
+    """
+
+    k: int
+    bands: object = None
+    seed: int = 0
+    extra_nodata: Optional[float] = None
+    max_sample: int = 200_000
+    n_init: int = 3
+    rgb: Optional[Sequence[int]] = (0, 1, 2)
+    window_pixels: int = 1_000_000
+    scaling: str = "zscore"
+    context: bool = False
+    smoothing: float = 0.0
+
+
+def kmeans_raster(input_path: str, output_path: str, opts: KMeansOptions,
+                  feedback: Optional[Feedback] = None) -> KMeansResult:
+    """Cluster the pixels of ``input_path`` into ``opts.k`` classes and write the class raster ``output_path``.
+
+    Args:
+        input_path: any GDAL raster; read only.
+        output_path: class raster destination (GeoTIFF, or another GDAL format by extension).
+        opts: the :class:`KMeansOptions`.
+        feedback: progress (stages "fit", "predict"), cancel (polled between windows) and information lines.
 
     Raises:
         RasterError: bad band list, every pixel nodata, fewer distinct pixels than k.
@@ -202,14 +220,16 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         ValueError: unknown ``scaling``, or a negative ``smoothing``.
         Canceled: canceled; nothing is left behind.
     """
-    if scaling not in SCALINGS:
-        raise ParameterError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
-    if not float(smoothing) >= 0:
-        raise ParameterError(f"smoothing must be >= 0 (0 = off), got {smoothing}")
+    o = opts
+    if o.scaling not in SCALINGS:
+        raise ParameterError(f"scaling must be one of {SCALINGS}, got {o.scaling!r}")
+    if not float(o.smoothing) >= 0:
+        raise ParameterError(f"smoothing must be >= 0 (0 = off), got {o.smoothing}")
     outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER)}, {"input": input_path})
-    job = _Job(k=int(k), bands=bands, seed=seed, extra_nodata=extra_nodata, max_sample=max_sample, n_init=n_init,
-               rgb=rgb, window_pixels=window_pixels, scaling=scaling, sigmas=CONTEXT_SIGMAS if context else (),
-               feedback=feedback or Feedback(), smoothing=float(smoothing))
+    job = _Job(k=int(o.k), bands=o.bands, seed=o.seed, extra_nodata=o.extra_nodata, max_sample=o.max_sample,
+               n_init=o.n_init, rgb=o.rgb, window_pixels=o.window_pixels, scaling=o.scaling,
+               sigmas=CONTEXT_SIGMAS if o.context else (), feedback=feedback or Feedback(),
+               smoothing=float(o.smoothing))
     with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) would fill with the output's blocks
         return _kmeans_raster(input_path, output_path, job)
 
