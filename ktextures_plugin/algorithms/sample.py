@@ -248,13 +248,13 @@ class SampleAlgorithm(KTexturesAlgorithm):
         def progress(frac, stage):
             feedback.setProgress(100.0 * frac * (0.6 if chip else 1.0))
 
-        return sampling.draw_samples(
-            class_path, self.parameterAsInt(parameters, self.POINTS_PER_CLASS, context),
+        return sampling.draw_samples(class_path, sampling.SampleOptions(
+            self.parameterAsInt(parameters, self.POINTS_PER_CLASS, context),
             proportional=self.parameterAsBool(parameters, self.PROPORTIONAL, context),
             min_per_class=self.parameterAsInt(parameters, self.MIN_PER_CLASS, context),
             min_edge_distance_px=self.parameterAsInt(parameters, self.MIN_EDGE_DISTANCE_PX, context),
             min_spacing_px=self.parameterAsInt(parameters, self.MIN_SPACING_PX, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context), classes=classes, chip_size_px=chip,
+            seed=self.parameterAsInt(parameters, self.SEED, context), classes=classes, chip_size_px=chip),
             feedback=Feedback(progress=progress, is_canceled=feedback.isCanceled, info=feedback.pushInfo))
 
     @staticmethod

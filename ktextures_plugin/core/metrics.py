@@ -487,9 +487,10 @@ def interior_samples(pred_path: str):
     """The interior samples of the sample and downstream figures: ``sampling.draw_samples`` with
     :data:`SAMPLE_PER_CLASS` per class, edge distance >= :data:`SAMPLE_MIN_EDGE_PX` px, seed :data:`SAMPLE_SEED`
     (a ``sampling.SampleResult``)."""
-    from .sampling import draw_samples
+    from .sampling import SampleOptions, draw_samples
 
-    return draw_samples(pred_path, SAMPLE_PER_CLASS, min_edge_distance_px=SAMPLE_MIN_EDGE_PX, seed=SAMPLE_SEED)
+    return draw_samples(pred_path, SampleOptions(SAMPLE_PER_CLASS, min_edge_distance_px=SAMPLE_MIN_EDGE_PX,
+                                                        seed=SAMPLE_SEED))
 
 
 def _majority_classes(s: Scores) -> Dict[int, int]:

@@ -480,16 +480,11 @@ def _select(cands: Dict[int, tuple], requested: Dict[int, int], spacing: float):
     return acc, exhausted
 
 
-def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: bool = False,
-                 min_per_class: int = 0, min_edge_distance_px: int = 3, min_spacing_px: float = 0,
-                 seed: int = 1, classes=None, chip_size_px: int = 0, border_is_edge: bool = True,
-                 window_px: int = 512, distance_cap_px: int = DISTANCE_CAP_PX,
-                 pool_min: int = 256, pool_factor: int = 8,
-                 feedback: Optional[Feedback] = None) -> SampleResult:
-    """Draw stratified random sample points from a class raster (see the module docstring for the method).
+@dataclass(frozen=True)
+class SampleOptions:
+    """How :func:`draw_samples` samples, built once by each front end and passed whole.
 
-    Args:
-        class_path: integer class raster (0 and the band's nodata value = nodata, classes >= 1).
+    Attributes:
         points_per_class: samples per class, or the total when ``proportional``.
         proportional: spread ``points_per_class`` over the classes by area (:func:`allocate`).
         min_per_class: with ``proportional``, the fewest samples asked of a class present in the raster.
@@ -506,6 +501,30 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         distance_cap_px: edge distances are exact up to ``max(min_edge_distance_px + 1, distance_cap_px)``.
         pool_min, pool_factor: a class first keeps ``max(pool_factor * requested, pool_min)`` candidates;
             memory/speed tuning only, the samples do not depend on them (the pool grows when needed).
+    """
+
+    points_per_class: int = 50
+    proportional: bool = False
+    min_per_class: int = 0
+    min_edge_distance_px: int = 3
+    min_spacing_px: float = 0
+    seed: int = 1
+    classes: object = None
+    chip_size_px: int = 0
+    border_is_edge: bool = True
+    window_px: int = 512
+    distance_cap_px: int = DISTANCE_CAP_PX
+    pool_min: int = 256
+    pool_factor: int = 8
+
+
+def draw_samples(class_path: str, opts: SampleOptions = SampleOptions(),
+                 feedback: Optional[Feedback] = None) -> SampleResult:
+    """Draw stratified random sample points from a class raster (see the module docstring for the method).
+
+    Args:
+        class_path: integer class raster (0 and the band's nodata value = nodata, classes >= 1).
+        opts: the :class:`SampleOptions`.
         feedback: progress (stages "count", "candidates", "select"), cancel (polled between windows; raises
             ``errors.Canceled``) and one-line messages (``info``, also kept in ``SampleResult.log``).
 
@@ -517,13 +536,14 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         SamplingError: not an integer raster, chip larger than the raster, bad class list or counts.
         errors.Canceled: canceled.
     """
-    if points_per_class < 0 or min_per_class < 0 or min_edge_distance_px < 0 or min_spacing_px < 0:
+    o = opts
+    if o.points_per_class < 0 or o.min_per_class < 0 or o.min_edge_distance_px < 0 or o.min_spacing_px < 0:
         raise SamplingError("Sample counts, edge distance and spacing must be >= 0")
-    req = _Request(int(points_per_class), proportional, int(min_per_class), min_edge_distance_px, min_spacing_px,
-                   classes, int(pool_min), int(pool_factor))
-    halo = int(max(min_edge_distance_px + 1, distance_cap_px))
-    scan = _ScanOptions(int(min_edge_distance_px), halo, int(seed), int(chip_size_px), int(window_px),
-                        border_is_edge, feedback or Feedback())
+    req = _Request(int(o.points_per_class), o.proportional, int(o.min_per_class), o.min_edge_distance_px,
+                   o.min_spacing_px, o.classes, int(o.pool_min), int(o.pool_factor))
+    halo = int(max(o.min_edge_distance_px + 1, o.distance_cap_px))
+    scan = _ScanOptions(int(o.min_edge_distance_px), halo, int(o.seed), int(o.chip_size_px), int(o.window_px),
+                        o.border_is_edge, feedback or Feedback())
     return _draw_samples(class_path, req, scan)
 
 
