@@ -42,7 +42,7 @@ def progress(frac, stage):
     stages.setdefault(stage, [t, t])[1] = t
 res = segment_raster(img, model, out, SegmentOptions(bands="3,2,1,4", min_segment_px=int(min_px)),
                      Feedback(progress=progress))
-n = polygonize(out, vec, class_names=res.class_names, progress=progress) if vec else None
+n = polygonize(out, vec, class_names=res.class_names, feedback=Feedback(progress=progress)) if vec else None
 hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
 print(json.dumps({"polygons": n, "hwm_kb": hwm[0], **{s: b - a for s, (a, b) in stages.items()}}), file=sys.stderr)
 """

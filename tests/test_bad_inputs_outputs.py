@@ -200,9 +200,10 @@ def test_partials_of_killed_runs_are_removed_at_the_next_start(case, tiny_models
                                    "    open(part.path[:-4] + e, 'wb').write(b'x')")
     _killed_writer(case / "r.csv", "open(part.path, 'w').write('class_id')")
     _killed_writer(case / "r.html", "open(part.path, 'w').write('<html>')")
-    code = ("import os, signal\nfrom ktextures_plugin.core.vectorize import polygonize\n"
+    code = ("import os, signal\nfrom ktextures_plugin.core.feedback import Feedback\n"
+            "from ktextures_plugin.core.vectorize import polygonize\n"
             f"polygonize({str(case / 'k.tif')!r}, {str(case / 'poly.gpkg')!r}, "
-            "progress=lambda f, s: f > 0.1 and os.kill(os.getpid(), signal.SIGKILL))\n")
+            "feedback=Feedback(lambda f, s: f > 0.1 and os.kill(os.getpid(), signal.SIGKILL)))\n")
     assert cli("kmeans", case / "t1.tif", *BANDS, "--k", 3, "--out", case / "k.tif").returncode == 0
     cp = subprocess.run([PY, "-c", code], cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert cp.returncode == -9

@@ -296,7 +296,7 @@ def test_sieve_and_polygonize_run_with_a_line_pass_cache(tmp_path, tiny_models):
     out = tmp_path / "c.tif"
     segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, min_segment_px=20),
                    Feedback(progress=progress))
-    polygonize(str(out), str(tmp_path / "p.gpkg"), progress=progress)
+    polygonize(str(out), str(tmp_path / "p.gpkg"), feedback=Feedback(progress=progress))
     assert gdal.GetCacheMax() == before
     ds = gdal.Open(str(out))
     want = raster.line_pass_cache_bytes(ds.GetRasterBand(1))
@@ -515,3 +515,24 @@ def test_window_slices_index_an_array_like_gdal_reads_it():
     a = np.arange(100).reshape(10, 10)
     assert np.array_equal(a[w.slices()], a[5:7, 3:7])
     assert tuple(w) == (3, 5, 4, 2) and w == (3, 5, 4, 2)
+
+
+def test_window_transform_bounds_and_from_extent_agree_with_gdal():
+    """Window.transform is the geotransform GDAL gives the same window (gdal.Translate srcWin), bounds its
+    corners in map units, and from_extent of those bounds gives the window back."""
+    ds = gdal.Open(str(SAMPLE))
+    w = tiling.Window(37, 101, 150, 64)
+    cut = gdal.Translate("/vsimem/test_window.tif", ds, srcWin=list(w))
+    try:
+        assert w.transform(ds.GetGeoTransform()) == pytest.approx(cut.GetGeoTransform(), abs=1e-6)
+        gt = cut.GetGeoTransform()
+        x0, x1 = gt[0], gt[0] + cut.RasterXSize * gt[1]
+        y0, y1 = gt[3] + cut.RasterYSize * gt[5], gt[3]
+    finally:
+        cut = None
+        gdal.Unlink("/vsimem/test_window.tif")
+    assert w.bounds(ds.GetGeoTransform()) == pytest.approx((x0, y0, x1, y1))
+    size = (ds.RasterXSize, ds.RasterYSize)
+    assert tiling.Window.from_extent(ds.GetGeoTransform(), size, *w.bounds(ds.GetGeoTransform())) == w
+    whole = tiling.Window(0, 0, *size)
+    assert tiling.Window.from_extent(ds.GetGeoTransform(), size, *whole.bounds(ds.GetGeoTransform())) == whole

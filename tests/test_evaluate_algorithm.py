@@ -7,6 +7,7 @@ from osgeo import gdal
 
 from conftest import SAMPLE, SAMPLE_LABEL, algorithm_runner, csv_rows, shared
 from ktextures_plugin.core import classraster, kmeans, metrics
+from ktextures_plugin.core.kmeans import KMeansOptions
 
 gdal.UseExceptions()
 
@@ -28,7 +29,7 @@ run = algorithm_runner("ktextures:evaluate")
 @pytest.fixture(scope="module")
 def slo_km(tmp_path_factory):
     out = tmp_path_factory.mktemp("alg") / "slo_k6.tif"
-    kmeans.kmeans_raster(str(shared(SLO)), str(out), 6, bands="3,2,1,4", seed=2)
+    kmeans.kmeans_raster(str(shared(SLO)), str(out), KMeansOptions(6, bands="3,2,1,4", seed=2))
     return str(out)
 
 
@@ -45,7 +46,7 @@ def label_copy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sample_km(tmp_path_factory):
     out = tmp_path_factory.mktemp("alg") / "bb_k4.tif"
-    kmeans.kmeans_raster(str(SAMPLE), str(out), 4, bands="3,2,1,4", seed=0)
+    kmeans.kmeans_raster(str(SAMPLE), str(out), KMeansOptions(4, bands="3,2,1,4", seed=0))
     return str(out)
 
 

@@ -7,7 +7,9 @@ from osgeo import gdal
 
 from conftest import SAMPLE
 from ktextures_plugin.core import classraster, kmeans, raster
-from ktextures_plugin.core.errors import RasterError
+from ktextures_plugin.core.errors import Canceled, RasterError
+from ktextures_plugin.core.feedback import Feedback
+from ktextures_plugin.core.kmeans import KMeansOptions
 
 gdal.UseExceptions()
 
@@ -20,7 +22,7 @@ def _arr(path, band=1):
 @pytest.fixture(scope="module")
 def km6(tmp_path_factory):
     out = tmp_path_factory.mktemp("km6") / "k6.tif"
-    res = kmeans.kmeans_raster(str(SAMPLE), str(out), 6, bands="3,2,1,4", seed=3, scaling="stretch")
+    res = kmeans.kmeans_raster(str(SAMPLE), str(out), KMeansOptions(6, bands="3,2,1,4", seed=3, scaling="stretch"))
     return res
 
 
@@ -70,11 +72,12 @@ def test_colours_are_mean_true_colour(km6):
 
 
 def test_deterministic_for_a_seed_and_window_independent(km6, tmp_path):
-    again = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"), 6, bands="3,2,1,4", seed=3,
-                                 window_pixels=5000, scaling="stretch")  # ~10 rows per window
+    again = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"), KMeansOptions(6, bands="3,2,1,4", seed=3,
+                                 window_pixels=5000, scaling="stretch"))  # ~10 rows per window
     assert np.array_equal(_arr(again.path), _arr(km6.path))
     assert np.allclose(again.centers, km6.centers)
-    other = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"), 6, bands="3,2,1,4", seed=4, n_init=1)
+    other = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"),
+        KMeansOptions(6, bands="3,2,1,4", seed=4, n_init=1))
     assert other.centers.shape == (6, 4)
 
 
@@ -88,7 +91,7 @@ def test_nodata_respected(tmp_path):
         band.SetNoDataValue(0)
         band.WriteArray(hole, 30, 40)
     ds = None
-    res = kmeans.kmeans_raster(str(path), str(tmp_path / "k.tif"), 4, bands="3,2,1,4", seed=0)
+    res = kmeans.kmeans_raster(str(path), str(tmp_path / "k.tif"), KMeansOptions(4, bands="3,2,1,4", seed=0))
     a = _arr(res.path)
     assert np.all(a[40:140, 30:150] == 0)
     inside = np.ones(a.shape, bool)
@@ -97,7 +100,8 @@ def test_nodata_respected(tmp_path):
     assert res.counts.sum() == inside.sum()
     # the extra nodata value works too: treat one real reflectance value as nodata
     v = float(_arr(SAMPLE)[0, 0])
-    res2 = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "k2.tif"), 4, bands="3,2,1,4", extra_nodata=v)
+    res2 = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "k2.tif"),
+        KMeansOptions(4, bands="3,2,1,4", extra_nodata=v))
     a2 = _arr(res2.path)
     hit = np.zeros(a2.shape, bool)
     for i in range(1, 5):
@@ -107,11 +111,12 @@ def test_nodata_respected(tmp_path):
 
 def test_errors_leave_nothing(tmp_path):
     with pytest.raises(RasterError, match="out of range"):
-        kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), 3, bands="3,2,1,9")
+        kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), KMeansOptions(3, bands="3,2,1,9"))
     with pytest.raises(RasterError, match="k must be"):
-        kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), 1, bands="3,2,1,4")
-    with pytest.raises(kmeans.Canceled):
-        kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), 3, bands="3,2,1,4", is_canceled=lambda: True)
+        kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), KMeansOptions(1, bands="3,2,1,4"))
+    with pytest.raises(Canceled):
+        kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "x.tif"), KMeansOptions(3, bands="3,2,1,4"),
+                             feedback=Feedback(is_canceled=lambda: True))
     assert os.listdir(tmp_path) == []
 
 
@@ -119,7 +124,7 @@ def test_default_is_zscored_bands_nearest_centre():
     """The default k-means clusters z-scored bands (mean 0, sd 1 over the fitting sample)."""
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        res = kmeans.kmeans_raster(str(SAMPLE), os.path.join(d, "z.tif"), 5, bands="3,2,1,4", seed=0)
+        res = kmeans.kmeans_raster(str(SAMPLE), os.path.join(d, "z.tif"), KMeansOptions(5, bands="3,2,1,4", seed=0))
         labels = _arr(res.path).ravel()
     ds = raster.open_raster(str(SAMPLE))
     data, _ = raster.read_window(ds, [3, 2, 1, 4], (0, 0, ds.RasterXSize, ds.RasterYSize))
@@ -134,9 +139,11 @@ def test_default_is_zscored_bands_nearest_centre():
 def test_context_features_windowed_equal_whole_raster(tmp_path):
     """kmeans --context: smoothing window by window (with the halo) equals smoothing the whole raster, so the
     class raster does not depend on the window size; its features are the bands and 3 smoothed copies."""
-    a = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"), 6, bands="3,2,1,4", seed=2, context=True)
-    b = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"), 6, bands="3,2,1,4", seed=2, context=True,
-                             window_pixels=7000)  # 13 rows per window: every window needs its 12-px halo
+    a = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"),
+        KMeansOptions(6, bands="3,2,1,4", seed=2, context=True))
+    b = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"),
+        KMeansOptions(6, bands="3,2,1,4", seed=2, context=True,
+                             window_pixels=7000))  # 13 rows per window: every window needs its 12-px halo
     assert a.centers.shape == (6, 16)
     assert np.array_equal(_arr(a.path), _arr(b.path))
     ds = raster.open_raster(str(SAMPLE))
@@ -147,7 +154,7 @@ def test_context_features_windowed_equal_whole_raster(tmp_path):
     assert np.allclose(part, whole[:, 100:113], atol=1e-3)
     # context changes the partition (the smoothed copies matter)
     assert not np.array_equal(_arr(a.path), _arr(kmeans.kmeans_raster(
-        str(SAMPLE), str(tmp_path / "c.tif"), 6, bands="3,2,1,4", seed=2).path))
+        str(SAMPLE), str(tmp_path / "c.tif"), KMeansOptions(6, bands="3,2,1,4", seed=2)).path))
 
 
 def test_kmeans_smoothing_is_the_potts_peer_and_window_exact(tmp_path):
@@ -156,10 +163,12 @@ def test_kmeans_smoothing_is_the_potts_peer_and_window_exact(tmp_path):
     (each read with a 10-row halo) give the same raster, and the step changes pixels."""
     from ktextures_plugin.cli.kmeans import main
     from ktextures_plugin.core.smoothing import icm_potts, squared_distance_costs
-    a = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"), 6, bands="3,2,1,4", seed=1, smoothing=2.0)
-    b = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"), 6, bands="3,2,1,4", seed=1, smoothing=2.0,
-                             window_pixels=3600)
-    plain = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "p.tif"), 6, bands="3,2,1,4", seed=1)
+    a = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"),
+        KMeansOptions(6, bands="3,2,1,4", seed=1, smoothing=2.0))
+    b = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"),
+        KMeansOptions(6, bands="3,2,1,4", seed=1, smoothing=2.0,
+                             window_pixels=3600))
+    plain = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "p.tif"), KMeansOptions(6, bands="3,2,1,4", seed=1))
     assert np.array_equal(a.centers, plain.centers) and np.array_equal(_arr(a.path), _arr(b.path))
     ds = raster.open_raster(str(SAMPLE))
     data, _ = raster.read_window(ds, [3, 2, 1, 4], (0, 0, ds.RasterXSize, ds.RasterYSize))

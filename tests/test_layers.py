@@ -34,9 +34,9 @@ def test_root_init_has_only_class_factory():
 # ---------------------------------------------------------------------------------------------- import graph
 PACKAGE = CORE.parent
 #: What core may import beside the standard library and itself (the core's declared dependencies; GDAL is
-#: ``osgeo``, scikit-learn is ``sklearn``).
+#: ``osgeo``, and its Python utilities ``osgeo_utils``, from the same package; scikit-learn is ``sklearn``).
 # matplotlib: imported lazily, only by core/html_report.py for the area chart (Debian's QGIS depends on it)
-CORE_DEPENDENCIES = {"numpy", "osgeo", "onnxruntime", "scipy", "sklearn", "matplotlib"}
+CORE_DEPENDENCIES = {"numpy", "osgeo", "osgeo_utils", "onnxruntime", "scipy", "sklearn", "matplotlib"}
 
 
 def _module_name(path: Path) -> str:

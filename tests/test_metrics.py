@@ -9,6 +9,7 @@ from sklearn.metrics import adjusted_rand_score, jaccard_score, normalized_mutua
 
 from conftest import SAMPLE, SAMPLE_LABEL, shared
 from ktextures_plugin.core import kmeans, metrics
+from ktextures_plugin.core.kmeans import KMeansOptions
 
 gdal.UseExceptions()
 
@@ -25,14 +26,14 @@ def _read(path):
 def slovenia_km(tmp_path_factory):
     img, label = shared(SLO), shared(SLO_LABEL)
     out = tmp_path_factory.mktemp("km") / "slo_k5.tif"
-    kmeans.kmeans_raster(str(img), str(out), 5, bands="3,2,1,4", seed=0)
+    kmeans.kmeans_raster(str(img), str(out), KMeansOptions(5, bands="3,2,1,4", seed=0))
     return str(out), str(label)
 
 
 @pytest.fixture(scope="module")
 def sample_km(tmp_path_factory):
     out = tmp_path_factory.mktemp("km") / "bb_k6.tif"
-    kmeans.kmeans_raster(str(SAMPLE), str(out), 6, bands="3,2,1,4", seed=1)
+    kmeans.kmeans_raster(str(SAMPLE), str(out), KMeansOptions(6, bands="3,2,1,4", seed=1))
     return str(out), str(SAMPLE_LABEL)
 
 

@@ -14,6 +14,8 @@ from conftest import SAMPLE, algorithm_runner
 from ktextures_plugin.core import sampling
 from ktextures_plugin.core.classraster import read_palette
 from ktextures_plugin.core.errors import Canceled
+from ktextures_plugin.core.feedback import Feedback
+from ktextures_plugin.core.sampling import SampleOptions
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 
 gdal.UseExceptions()
@@ -81,7 +83,7 @@ def _check_invariants(res, arr, min_edge, spacing, border_is_edge=True):
 # ---------------------------------------------------------------------------------------------- core
 def test_samples_are_interior_spaced_and_at_pixel_centres(class_tif):
     arr = _array(class_tif)
-    res = sampling.draw_samples(class_tif, 25, min_edge_distance_px=3, min_spacing_px=8, seed=7)
+    res = sampling.draw_samples(class_tif, SampleOptions(25, min_edge_distance_px=3, min_spacing_px=8, seed=7))
     _check_invariants(res, arr, 3, 8)
     by = {s.class_id: s for s in res.summary}
     # class 1 has 70 pixels in thin strips: no interior pixel at 3 px, a reason, not a failure
@@ -98,8 +100,9 @@ def test_samples_are_interior_spaced_and_at_pixel_centres(class_tif):
 def test_small_windows_with_halo_give_exact_distances(holed_tif):
     """Windows of 37 px: candidates crossing window borders still get the whole-raster distance."""
     arr = _array(holed_tif)
-    res = sampling.draw_samples(holed_tif, 30, min_edge_distance_px=4, min_spacing_px=5, seed=3, window_px=37,
-                                distance_cap_px=6)
+    res = sampling.draw_samples(holed_tif,
+        SampleOptions(30, min_edge_distance_px=4, min_spacing_px=5, seed=3, window_px=37,
+                                distance_cap_px=6))
     assert res.distance_cap_px == 6
     _check_invariants(res, arr, 4, 5)
     by = {s.class_id: s for s in res.summary}
@@ -110,8 +113,8 @@ def test_small_windows_with_halo_give_exact_distances(holed_tif):
 
 def test_border_not_edge_option(class_tif):
     arr = _array(class_tif)
-    res = sampling.draw_samples(class_tif, 40, min_edge_distance_px=5, min_spacing_px=0, seed=2,
-                                border_is_edge=False)
+    res = sampling.draw_samples(class_tif, SampleOptions(40, min_edge_distance_px=5, min_spacing_px=0, seed=2,
+                                border_is_edge=False))
     _check_invariants(res, arr, 5, 0, border_is_edge=False)
     by = {s.class_id: s for s in res.summary}
     assert by[3].interior_px == int(((arr == 3) & (_edt(arr, 3, False) >= 5)).sum())
@@ -120,9 +123,9 @@ def test_border_not_edge_option(class_tif):
 
 def test_same_seed_same_samples_other_seed_other_samples(class_tif):
     kw = dict(min_edge_distance_px=2, min_spacing_px=6)
-    a = sampling.draw_samples(class_tif, 20, seed=11, **kw)
-    b = sampling.draw_samples(class_tif, 20, seed=11, **kw)
-    c = sampling.draw_samples(class_tif, 20, seed=12, **kw)
+    a = sampling.draw_samples(class_tif, SampleOptions(20, seed=11, **kw))
+    b = sampling.draw_samples(class_tif, SampleOptions(20, seed=11, **kw))
+    c = sampling.draw_samples(class_tif, SampleOptions(20, seed=12, **kw))
     def key(r):
         return [(s.class_id, s.row, s.col) for s in r.samples]
     assert key(a) == key(b)
@@ -132,11 +135,11 @@ def test_same_seed_same_samples_other_seed_other_samples(class_tif):
 
 def test_classes_subset_and_proportional(class_tif):
     arr = _array(class_tif)
-    res = sampling.draw_samples(class_tif, 10, classes="2, 4", min_edge_distance_px=2, min_spacing_px=3)
+    res = sampling.draw_samples(class_tif, SampleOptions(10, classes="2, 4", min_edge_distance_px=2, min_spacing_px=3))
     assert {s.class_id for s in res.samples} == {2, 4}
     assert [s.class_id for s in res.summary] == [2, 4]
-    res = sampling.draw_samples(class_tif, 60, proportional=True, min_per_class=4, min_edge_distance_px=1,
-                                min_spacing_px=2, seed=1)
+    res = sampling.draw_samples(class_tif, SampleOptions(60, proportional=True, min_per_class=4, min_edge_distance_px=1,
+                                min_spacing_px=2, seed=1))
     req = {s.class_id: s.requested for s in res.summary}
     assert sum(req.values()) == 60
     assert min(req.values()) >= 4
@@ -178,7 +181,7 @@ def test_pool_keeps_smallest_keys():
 
 def test_core_cancel(class_tif):
     with pytest.raises(Canceled):
-        sampling.draw_samples(class_tif, 5, is_canceled=lambda: True)
+        sampling.draw_samples(class_tif, SampleOptions(5), feedback=Feedback(is_canceled=lambda: True))
     polls = []
 
     def cancel_in_pass_2():  # pass 1 polls once per 256-row block (3 here), pass 2 once per window
@@ -186,12 +189,14 @@ def test_core_cancel(class_tif):
         return len(polls) > 5
 
     with pytest.raises(Canceled):
-        sampling.draw_samples(class_tif, 5, window_px=64, is_canceled=cancel_in_pass_2)
+        sampling.draw_samples(class_tif,
+            SampleOptions(5, window_px=64), feedback=Feedback(is_canceled=cancel_in_pass_2))
     assert len(polls) == 6
 
 
 def test_chips_line_up_with_image_and_classes(class_tif, tmp_path):
-    res = sampling.draw_samples(class_tif, 4, min_edge_distance_px=2, min_spacing_px=20, seed=5, chip_size_px=33)
+    res = sampling.draw_samples(class_tif,
+        SampleOptions(4, min_edge_distance_px=2, min_spacing_px=20, seed=5, chip_size_px=33))
     assert len(res.samples) >= 9
     chips = sampling.write_chips(class_tif, res.samples, 33, str(tmp_path / "chips"), str(SAMPLE))
     img = gdal.Open(str(SAMPLE))
@@ -221,7 +226,7 @@ def test_chips_from_a_window_of_the_image(tiny_models, tmp_path):
     """A class raster made from a window of the image: chips are cut at the window offset of the image."""
     cls = str(tmp_path / "win.tif")
     segment_raster(str(SAMPLE), tiny_models["bin4"], cls, SegmentOptions(window=(100, 200, 300, 400)))
-    res = sampling.draw_samples(cls, 3, min_edge_distance_px=1, min_spacing_px=10, chip_size_px=16)
+    res = sampling.draw_samples(cls, SampleOptions(3, min_edge_distance_px=1, min_spacing_px=10, chip_size_px=16))
     chips = sampling.write_chips(cls, res.samples, 16, str(tmp_path / "c"), str(SAMPLE))
     assert chips
     for ch in chips:
@@ -445,8 +450,8 @@ def test_qgis_process_run(qgis_process, class_tif, tmp_path):
 def test_result_does_not_depend_on_the_candidate_pool(class_tif):
     """Tiny starting pools force the grow-and-redraw path; the samples are the same as with large pools."""
     kw = dict(min_edge_distance_px=2, min_spacing_px=15, seed=21)
-    small = sampling.draw_samples(class_tif, 30, pool_min=1, pool_factor=1, **kw)
-    large = sampling.draw_samples(class_tif, 30, pool_min=100_000, **kw)
+    small = sampling.draw_samples(class_tif, SampleOptions(30, pool_min=1, pool_factor=1, **kw))
+    large = sampling.draw_samples(class_tif, SampleOptions(30, pool_min=100_000, **kw))
     assert any("larger pool" in m for m in small.log)
     def key(r):
         return [(s.class_id, s.row, s.col) for s in r.samples]
@@ -454,7 +459,7 @@ def test_result_does_not_depend_on_the_candidate_pool(class_tif):
 
 
 def test_absent_class_is_reported(class_tif):
-    res = sampling.draw_samples(class_tif, 5, classes=[3, 9], min_spacing_px=0)
+    res = sampling.draw_samples(class_tif, SampleOptions(5, classes=[3, 9], min_spacing_px=0))
     by = {s.class_id: s for s in res.summary}
     assert by[9].requested == 5 and by[9].found == 0 and by[9].reason == "class not present in the raster"
     assert by[9].class_name == "class 9" and by[3].found == 5
@@ -498,7 +503,7 @@ def test_plain_integer_raster_geographic_with_negative_nodata(class_tif, tmp_pat
     ds.GetRasterBand(1).SetNoDataValue(-1)
     ds.GetRasterBand(1).WriteArray(a)
     ds = None
-    res = sampling.draw_samples(path, 5, min_edge_distance_px=2, min_spacing_px=5)
+    res = sampling.draw_samples(path, SampleOptions(5, min_edge_distance_px=2, min_spacing_px=5))
     assert [s.class_id for s in res.summary] == [2, 3, 4, 300]
     assert all(s.found == 5 for s in res.summary)
     _check_invariants(res, np.where(a < 0, 0, a), 2, 5)

@@ -29,6 +29,7 @@ from qgis.core import (
 
 from ..core import atomic, sampling
 from ..core.classraster import read_palette
+from ..core.feedback import Feedback
 from ..core.raster import open_raster
 from . import styling
 from .common import (
@@ -247,14 +248,14 @@ class SampleAlgorithm(KTexturesAlgorithm):
         def progress(frac, stage):
             feedback.setProgress(100.0 * frac * (0.6 if chip else 1.0))
 
-        return sampling.draw_samples(
-            class_path, self.parameterAsInt(parameters, self.POINTS_PER_CLASS, context),
+        return sampling.draw_samples(class_path, sampling.SampleOptions(
+            self.parameterAsInt(parameters, self.POINTS_PER_CLASS, context),
             proportional=self.parameterAsBool(parameters, self.PROPORTIONAL, context),
             min_per_class=self.parameterAsInt(parameters, self.MIN_PER_CLASS, context),
             min_edge_distance_px=self.parameterAsInt(parameters, self.MIN_EDGE_DISTANCE_PX, context),
             min_spacing_px=self.parameterAsInt(parameters, self.MIN_SPACING_PX, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context), classes=classes, chip_size_px=chip,
-            progress=progress, is_canceled=feedback.isCanceled, log=feedback.pushInfo)
+            seed=self.parameterAsInt(parameters, self.SEED, context), classes=classes, chip_size_px=chip),
+            feedback=Feedback(progress=progress, is_canceled=feedback.isCanceled, info=feedback.pushInfo))
 
     @staticmethod
     def _log_summary(feedback, result, classes):
@@ -301,7 +302,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
                 feedback.setProgress(60.0 + 40.0 * frac)
 
             chips = sampling.write_chips(class_path, result.samples, chip, folder, image_path,
-                                         progress=chip_progress, is_canceled=feedback.isCanceled)
+                                         feedback=Feedback(progress=chip_progress, is_canceled=feedback.isCanceled))
             feedback.pushInfo(f"Wrote {len(chips)} chip pair(s) of {chip} x {chip} px to {folder}")
         return folder, chips
 

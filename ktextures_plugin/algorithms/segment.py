@@ -262,7 +262,8 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         if out["vector"]:
             feedback.setProgressText("Polygonizing (GDAL)")
             n = polygonize(out["raster"], out["vector"], class_names=result.class_names,
-                           progress=progress_bridge(feedback, seg_end, 100), is_canceled=feedback.isCanceled)
+                           feedback=Feedback(progress=progress_bridge(feedback, seg_end, 100),
+                                             is_canceled=feedback.isCanceled))
             feedback.pushInfo(f"{n} polygons written to {out['vector']}")
         return result
 

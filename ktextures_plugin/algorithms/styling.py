@@ -27,6 +27,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from ..core.modelinfo import channel_indices
+
 #: Reading order of a run's layers, bottom to top.
 SIMULATION, CLASSES, POLYGONS, FOOTPRINTS, POINTS = range(5)
 #: Cumulative cut of the true-colour stretch (fractions of the pixels below the minimum and above the maximum).
@@ -80,10 +82,8 @@ def sample_renderer(names: Sequence[str], colors: Sequence[str], polygons: bool)
 
 def rgb_bands(channel_names: Sequence[str]) -> Optional[Sequence[int]]:
     """1-based bands of red, green and blue in an image with the model's channels, or None."""
-    names = list(channel_names)
-    if not {"red", "green", "blue"} <= set(names):
-        return None
-    return [names.index(n) + 1 for n in ("red", "green", "blue")]
+    idx = channel_indices(channel_names)
+    return None if idx is None else [i + 1 for i in idx]
 
 
 def true_colour_renderer(layer: QgsRasterLayer, bands: Sequence[int]) -> QgsMultiBandColorRenderer:

@@ -24,7 +24,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from osgeo import gdal
 
-from ..core import classraster, raster
+from ..core import classraster, geo, raster
 from ..core.errors import Canceled, CoreError, RasterError
 from ..core.feedback import Feedback
 from ..core.inference import open_session
@@ -130,7 +130,7 @@ def resolve_input(path: str, scratch_vrt: str) -> Tuple[str, Optional[str]]:
             continue
         off = ((gt[0] - ref[0][0]) / ref[0][1], (gt[3] - ref[0][3]) / ref[0][5])
         if (abs(gt[1] - ref[0][1]) > 1e-9 * abs(ref[0][1]) or abs(gt[5] - ref[0][5]) > 1e-9 * abs(ref[0][5])
-                or any(abs(o - round(o)) > 1e-6 for o in off) or not _same_crs(wkt, ref[1])):
+                or any(abs(o - round(o)) > 1e-6 for o in off) or not geo.same_crs(wkt, ref[1])):
             raise RasterError(f"'{p}' is not on the grid of '{ref[2]}' (CRS, pixel size and pixel-aligned origin "
                               "must match); warp it with gdalwarp -tap first.")
     vrt = scratch_vrt
@@ -141,16 +141,6 @@ def resolve_input(path: str, scratch_vrt: str) -> Tuple[str, Optional[str]]:
         out.GetRasterBand(b).SetColorInterpretation(first.GetRasterBand(b).GetColorInterpretation())
     out = None
     return vrt, vrt
-
-
-def _same_crs(a: str, b: str) -> bool:
-    from osgeo import osr
-    if not a or not b:
-        return a == b
-    sa, sb = osr.SpatialReference(), osr.SpatialReference()
-    sa.ImportFromWkt(a)
-    sb.ImportFromWkt(b)
-    return bool(sa.IsSame(sb))
 
 
 def connect(address: Optional[str], timeout_s: float = CONNECT_TIMEOUT_S, n_workers: Optional[int] = None):

@@ -58,10 +58,9 @@ def main(argv=None) -> int:
     if args.sample < args.k:
         return fail(PROG, f"--sample must be at least --k ({args.k}), got {args.sample}")
     with input_view(args.image, args.ignore_mask_bands) as image:
-        res = kmeans.kmeans_raster(image, args.out, args.k, bands=args.bands, seed=args.seed,
-                                   extra_nodata=args.nodata, max_sample=args.sample,
-                                   n_init=args.n_init, scaling=args.scaling, context=args.context,
-                                   smoothing=args.smoothing)
+        res = kmeans.kmeans_raster(image, args.out, kmeans.KMeansOptions(
+            args.k, bands=args.bands, seed=args.seed, extra_nodata=args.nodata, max_sample=args.sample,
+            n_init=args.n_init, scaling=args.scaling, context=args.context, smoothing=args.smoothing))
     summary = {"path": res.path, "k": res.k, "bands": res.bands, "seed": args.seed,
                "scaling": args.scaling, "context": args.context, "smoothing": args.smoothing,
                "counts": [int(v) for v in res.counts], "colors": res.colors,

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         with input_view(args.image, args.ignore_mask_bands) as image:
             res = segment_raster(image, model, args.out, segment_options(args), feedback)
         if args.vector:  # a failure removes the raster too (front_end: one all-or-nothing run)
-            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=progress)
+            n = polygonize(args.out, args.vector, class_names=res.class_names, feedback=feedback)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
     finally:  # errors and Ctrl-C: one line on stderr (front_end)
         if bar is not None:
@@ -189,7 +189,7 @@ def _dask(args, model, feedback, bar) -> int:
         res = segment_dask(args.image, model, args.out, segment_options(args), feedback, address=args.dask or None,
                            n_workers=args.dask_workers)
         if args.vector:  # from the final raster: no seams to dissolve
-            n = polygonize(args.out, args.vector, class_names=res.class_names, progress=feedback.progress)
+            n = polygonize(args.out, args.vector, class_names=res.class_names, feedback=feedback)
             print(f"{n} polygons -> {args.vector}", file=sys.stderr)
     finally:  # errors and Ctrl-C (the Dask tasks are cancelled): one line on stderr (front_end)
         if bar is not None:

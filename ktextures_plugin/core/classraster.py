@@ -12,9 +12,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
+from osgeo_utils.auxiliary.util import GetOutputDriversFor
 
 from . import atomic, colour
 from .errors import OutputError, ParameterError
+from .tiling import Window
 
 gdal.UseExceptions()
 
@@ -38,15 +40,19 @@ def class_datatype(k: int) -> int:
 
 
 def driver_for_path(path: str) -> str:
-    """GDAL raster driver short name for the file extension of ``path`` (GTiff when unknown or none)."""
+    """GDAL raster driver short name for the file extension of ``path``: GTiff for none, ``.tif`` and ``.tiff``,
+    else the first GDAL raster driver that creates files of that extension (GDAL's
+    ``osgeo_utils.auxiliary.util.GetOutputDriversFor``, the choice of ``gdal_translate`` and ``gdal_calc``).
+
+    Raises:
+        OutputError: no GDAL raster driver writes that extension.
+    """
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext in ("", "tif", "tiff"):
         return "GTiff"
-    for i in range(gdal.GetDriverCount()):
-        drv = gdal.GetDriver(i)
-        md = drv.GetMetadata() or {}
-        if md.get(gdal.DCAP_RASTER) == "YES" and ext in (md.get(gdal.DMD_EXTENSIONS) or "").split():
-            return drv.ShortName
+    drivers = GetOutputDriversFor(path, is_raster=True)
+    if drivers:
+        return drivers[0]
     raise OutputError(f"No GDAL raster format writes '.{ext}' files ({path}); use .tif")
 
 
@@ -67,10 +73,7 @@ def create_on_grid(path: str, ref: gdal.Dataset, window: Tuple[int, int, int, in
         ds = gdal.GetDriverByName("GTiff").Create(path, xs, ys, bands, datatype, options=options)
     except RuntimeError as exc:
         raise OutputError(f"Cannot create '{path}': {exc}") from None
-    gt = list(ref.GetGeoTransform())
-    gt[0] = gt[0] + xoff * gt[1] + yoff * gt[2]
-    gt[3] = gt[3] + xoff * gt[4] + yoff * gt[5]
-    ds.SetGeoTransform(gt)
+    ds.SetGeoTransform(Window(xoff, yoff, xs, ys).transform(ref.GetGeoTransform()))
     ds.SetProjection(ref.GetProjection())
     if nodata is not None:
         for b in range(1, bands + 1):

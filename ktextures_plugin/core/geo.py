@@ -24,6 +24,15 @@ def srs_of(wkt: str) -> Optional[osr.SpatialReference]:
     return srs
 
 
+def same_crs(wkt_a: str, wkt_b: str) -> bool:
+    """Whether two WKT strings name the same CRS (``osr.SpatialReference.IsSame``); two empty ones (no CRS)
+    are the same, an empty one and a CRS are not."""
+    a, b = srs_of(wkt_a), srs_of(wkt_b)
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(a.IsSame(b))
+
+
 def row_pixel_areas_m2(geotransform, wkt: str, yoff: int, rows: int) -> np.ndarray:
     """Area of one pixel in each of ``rows`` raster rows starting at ``yoff``, in square metres.
 

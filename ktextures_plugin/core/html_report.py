@@ -22,6 +22,7 @@ from osgeo import gdal
 
 from . import atomic
 from .inference import model_textures
+from .modelinfo import channel_indices
 
 gdal.UseExceptions()
 
@@ -81,8 +82,7 @@ def from_segment(result, input_path: str, *, session=None, parameters: Optional[
     """The :class:`ReportData` of a ``core.segment.SegmentResult`` of ``input_path``; ``session`` (the
     run's onnxruntime session) gives the texture swatches when the model has a ``textures`` output."""
     info = result.info
-    names = list(info.channel_names)
-    rgb = [names.index(n) for n in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(names) else None
+    rgb = channel_indices(info.channel_names)
     textures = None
     if session is not None and info.has_textures and rgb is not None:
         textures = model_textures(session, info)[:, rgb]

@@ -21,6 +21,7 @@ from .modelinfo import (
     OUTPUT_SCORES,
     OUTPUT_TEXTURES,
     ModelInfo,
+    channel_indices,
     check_classes,
     info_from_session,
 )
@@ -254,7 +255,7 @@ class TileModel:
     def of(cls, info: ModelInfo, smoothing: float = 0.0) -> "TileModel":
         """The tile model of ``info``, with its strip size and true-colour channels; ``smoothing`` > 0 turns the
         smoothing step on (the model must have a ``scores`` output)."""
-        rgb = tuple(info.channel_names.index(n) if n in info.channel_names else -1 for n in ("red", "green", "blue"))
+        rgb = tuple(channel_indices(info.channel_names) or (-1, -1, -1))
         beta = float(smoothing) if smoothing and OUTPUT_SCORES in info.outputs else 0.0
         return cls(info=info, chunk_px=chunk_px_for(info), rgb_idx=rgb, smoothing=beta,
                    sweeps=DEFAULT_SWEEPS if beta > 0 else 0)
@@ -377,3 +378,21 @@ def _add_colors(tc: TileClasses, x: np.ndarray, rgb_idx) -> None:
     tc.color_n += np.bincount(sel, minlength=k)
     for j, ci in enumerate(rgb_idx):
         tc.color_sum[:, j] += np.bincount(sel, weights=x[ci][sub][sub_valid], minlength=k)
+
+
+def simulate(textures: np.ndarray, classes: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """The k-textures simulation of a window: ``textures[class, :, row mod P, col mod P]`` with raster rows
+    and columns (models/README.md), so the textures are anchored on the raster grid.
+
+    Args:
+        textures: float32 (k, C, P, P) in scaled units; classes: integer (h, w) 0..k-1; x0, y0: the window's
+            first raster column and row.
+
+    Returns:
+        float32 (C, h, w), scaled units.
+    """
+    h, w = classes.shape
+    p = textures.shape[-1]
+    rows = (np.arange(y0, y0 + h) % p)[:, None]
+    cols = (np.arange(x0, x0 + w) % p)[None, :]
+    return np.ascontiguousarray(textures[classes, :, rows, cols].transpose(2, 0, 1))

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from osgeo import gdal
 
 from . import classraster, outputs, raster
 from .bands import parse_bands
-from .errors import Canceled, ParameterError, Progress, RasterError
+from .errors import ParameterError, RasterError
+from .feedback import Feedback
 from .smoothing import DEFAULT_SWEEPS, icm_potts, squared_distance_costs
 
 gdal.UseExceptions()
@@ -170,17 +171,11 @@ def _features_window(ds, bands, window, sigmas, halo, extra_nodata):
     return f[:, crop[0], crop[1]], valid[crop]
 
 
-def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed: int = 0,
-                  extra_nodata: Optional[float] = None, max_sample: int = 200_000, n_init: int = 3,
-                  rgb: Optional[Sequence[int]] = (0, 1, 2), window_pixels: int = 1_000_000,
-                  progress: Optional[Progress] = None, is_canceled: Optional[Callable[[], bool]] = None,
-                  log: Optional[Callable[[str], None]] = None, scaling: str = "zscore",
-                  context: bool = False, smoothing: float = 0.0) -> KMeansResult:
-    """Cluster the pixels of ``input_path`` into ``k`` classes and write the class raster ``output_path``.
+@dataclass(frozen=True)
+class KMeansOptions:
+    """How :func:`kmeans_raster` clusters, built once by each front end and passed whole.
 
-    Args:
-        input_path: any GDAL raster; read only.
-        output_path: class raster destination (GeoTIFF, or another GDAL format by extension).
+    Attributes:
         k: number of clusters, 2..65535.
         bands: 1-based bands (``"3,2,1,4"`` or a list); ``None`` = all bands in file order.
         seed: ``random_state`` of the k-means; the same seed gives the same output.
@@ -190,11 +185,34 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         rgb: indices into ``bands`` of the red, green, blue channels for the class colours (default: the
             first three bands, i.e. bands given in R,G,B,NIR order); ``None`` = qualitative palette.
         window_pixels: pixels per prediction window (whole rows).
-        progress: ``progress(fraction, stage)``; is_canceled: polled between windows.
         scaling: ``"zscore"`` (default) or ``"stretch"`` (module docstring).
         context: add Gaussian-smoothed copies of the bands (sigma :data:`CONTEXT_SIGMAS` px) as features.
         smoothing: Potts beta per disagreeing 8-neighbour, in squared scaled-feature units (0 = off; module
             docstring).
+    """
+
+    k: int
+    bands: object = None
+    seed: int = 0
+    extra_nodata: Optional[float] = None
+    max_sample: int = 200_000
+    n_init: int = 3
+    rgb: Optional[Sequence[int]] = (0, 1, 2)
+    window_pixels: int = 1_000_000
+    scaling: str = "zscore"
+    context: bool = False
+    smoothing: float = 0.0
+
+
+def kmeans_raster(input_path: str, output_path: str, opts: KMeansOptions,
+                  feedback: Optional[Feedback] = None) -> KMeansResult:
+    """Cluster the pixels of ``input_path`` into ``opts.k`` classes and write the class raster ``output_path``.
+
+    Args:
+        input_path: any GDAL raster; read only.
+        output_path: class raster destination (GeoTIFF, or another GDAL format by extension).
+        opts: the :class:`KMeansOptions`.
+        feedback: progress (stages "fit", "predict"), cancel (polled between windows) and information lines.
 
     Raises:
         RasterError: bad band list, every pixel nodata, fewer distinct pixels than k.
@@ -202,14 +220,16 @@ def kmeans_raster(input_path: str, output_path: str, k: int, *, bands=None, seed
         ValueError: unknown ``scaling``, or a negative ``smoothing``.
         Canceled: canceled; nothing is left behind.
     """
-    if scaling not in SCALINGS:
-        raise ParameterError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
-    if not float(smoothing) >= 0:
-        raise ParameterError(f"smoothing must be >= 0 (0 = off), got {smoothing}")
+    o = opts
+    if o.scaling not in SCALINGS:
+        raise ParameterError(f"scaling must be one of {SCALINGS}, got {o.scaling!r}")
+    if not float(o.smoothing) >= 0:
+        raise ParameterError(f"smoothing must be >= 0 (0 = off), got {o.smoothing}")
     outputs.check_outputs({"output": (output_path, outputs.CLASS_RASTER)}, {"input": input_path})
-    job = _Job(k=int(k), bands=bands, seed=seed, extra_nodata=extra_nodata, max_sample=max_sample, n_init=n_init,
-               rgb=rgb, window_pixels=window_pixels, scaling=scaling, sigmas=CONTEXT_SIGMAS if context else (),
-               progress=progress, is_canceled=is_canceled, say=log or (lambda _m: None), smoothing=float(smoothing))
+    job = _Job(k=int(o.k), bands=o.bands, seed=o.seed, extra_nodata=o.extra_nodata, max_sample=o.max_sample,
+               n_init=o.n_init, rgb=o.rgb, window_pixels=o.window_pixels, scaling=o.scaling,
+               sigmas=CONTEXT_SIGMAS if o.context else (), feedback=feedback or Feedback(),
+               smoothing=float(o.smoothing))
     with raster.gdal_cache_limit():  # GDAL's default block cache (5 % of RAM) would fill with the output's blocks
         return _kmeans_raster(input_path, output_path, job)
 
@@ -228,9 +248,7 @@ class _Job:
     window_pixels: int
     scaling: str
     sigmas: Sequence[float]
-    progress: Optional[Progress]
-    is_canceled: Optional[Callable[[], bool]]
-    say: Callable[[str], None]
+    feedback: Feedback
     smoothing: float = 0.0
 
 
@@ -282,14 +300,14 @@ def _kmeans_raster(input_path: str, output_path: str, job: _Job) -> KMeansResult
             raise RasterError(ALL_NODATA, parameter="nodata")
         scaler = _Scaler(ds, job.bands, sample, job.scaling, len(job.sigmas), job.extra_nodata)
         x = scaler(sample)
-        job.say(f"Bands {job.bands}; features: bands"
-                + (f" + Gaussian sigma {list(job.sigmas)} px" if job.sigmas else "") + f"; scaling '{job.scaling}'")
-        job.say(f"Fitting k-means (k = {k}, seed {job.seed}, {job.n_init} restarts) on {len(x)} sampled pixels")
+        say = job.feedback.info
+        say(f"Bands {job.bands}; features: bands"
+            + (f" + Gaussian sigma {list(job.sigmas)} px" if job.sigmas else "") + f"; scaling '{job.scaling}'")
+        say(f"Fitting k-means (k = {k}, seed {job.seed}, {job.n_init} restarts) on {len(x)} sampled pixels")
         if job.smoothing > 0:
-            job.say(f"Smoothing: Potts beta {job.smoothing:g}, {DEFAULT_SWEEPS} ICM sweeps on the squared distances")
+            say(f"Smoothing: Potts beta {job.smoothing:g}, {DEFAULT_SWEEPS} ICM sweeps on the squared distances")
         centers = fit_centers(x, k, seed=job.seed, n_init=job.n_init)
-        if job.progress:
-            job.progress(0.1, "fit")
+        job.feedback.progress(0.1, "fit")
         counts, names, colors = _predict(ds, output_path, job, centers, scaler)
     finally:
         ds = None
@@ -311,8 +329,7 @@ def _predict(ds, output_path: str, job: _Job, centers: np.ndarray, scaler: _Scal
         out_band = po.create_on_grid(ds, (0, 0, w, h), 1, classraster.class_datatype(k),
                                      classraster.NODATA).GetRasterBand(1)
         for y in range(0, h, rows):
-            if job.is_canceled and job.is_canceled():
-                raise Canceled()
+            job.feedback.check_canceled()
             n = min(rows, h - y)
             feats, valid, cls = _classify_rows(ds, job, (y, n), centers, scaler)
             labels = np.zeros((n, w), dtype)
@@ -325,8 +342,7 @@ def _predict(ds, output_path: str, job: _Job, centers: np.ndarray, scaler: _Scal
                     for j, ci in enumerate(job.rgb):
                         color_sum[:, j] += np.bincount(cls, weights=disp[:, ci], minlength=k)
             out_band.WriteArray(labels, 0, y)
-            if job.progress:
-                job.progress(0.1 + 0.9 * (y + n) / h, "predict")
+            job.feedback.progress(0.1 + 0.9 * (y + n) / h, "predict")
         out_band = None
         names, colors = _names_and_colors(job, counts, color_sum)
         po.close()

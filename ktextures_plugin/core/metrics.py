@@ -46,9 +46,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal
 from scipy.optimize import linear_sum_assignment
 
+from . import geo
 from .errors import ParameterError
 
 gdal.UseExceptions()
@@ -251,12 +252,9 @@ def check_same_grid(a: gdal.Dataset, b: gdal.Dataset, name_a: str = "prediction"
                          f"by up to {off:.3g} pixels at the corners ({tuple(ga)} vs {tuple(gb)}). Resample the "
                          f"{name_b} onto the {name_a}'s grid first.")
     wa, wb = a.GetProjection(), b.GetProjection()
-    if wa and wb:
-        sa, sb = osr.SpatialReference(), osr.SpatialReference()
-        sa.ImportFromWkt(wa)
-        sb.ImportFromWkt(wb)
-        if not sa.IsSame(sb):
-            raise ParameterError(f"The {name_a} ({sa.GetName()}) and the {name_b} ({sb.GetName()}) have different "
+    if wa and wb and not geo.same_crs(wa, wb):
+        sa, sb = geo.srs_of(wa), geo.srs_of(wb)
+        raise ParameterError(f"The {name_a} ({sa.GetName()}) and the {name_b} ({sb.GetName()}) have different "
                              f"CRS. Reproject the {name_b} onto the {name_a}'s grid first.")
 
 
@@ -489,9 +487,10 @@ def interior_samples(pred_path: str):
     """The interior samples of the sample and downstream figures: ``sampling.draw_samples`` with
     :data:`SAMPLE_PER_CLASS` per class, edge distance >= :data:`SAMPLE_MIN_EDGE_PX` px, seed :data:`SAMPLE_SEED`
     (a ``sampling.SampleResult``)."""
-    from .sampling import draw_samples
+    from .sampling import SampleOptions, draw_samples
 
-    return draw_samples(pred_path, SAMPLE_PER_CLASS, min_edge_distance_px=SAMPLE_MIN_EDGE_PX, seed=SAMPLE_SEED)
+    return draw_samples(pred_path, SampleOptions(SAMPLE_PER_CLASS, min_edge_distance_px=SAMPLE_MIN_EDGE_PX,
+                                                        seed=SAMPLE_SEED))
 
 
 def _majority_classes(s: Scores) -> Dict[int, int]:

@@ -23,6 +23,8 @@ SCHEMA_VERSION = 1
 
 #: Channel names the k-textures models use, in the paper's order (docs/method.md §2).
 RGBN = ("red", "green", "blue", "nir")
+#: The true-colour channels.
+RGB = RGBN[:3]
 
 # metadata_props keys
 K_SCHEMA = "ktextures.schema_version"
@@ -289,3 +291,12 @@ def to_metadata_props(num_classes: int, channel_names: Sequence[str], scale_min:
     if class_colors:
         meta[K_COLORS] = {str(i): c for i, c in enumerate(class_colors)}
     return {key: json.dumps(v) for key, v in meta.items()}
+
+
+def channel_indices(channel_names: Sequence[str], wanted: Sequence[str] = RGB) -> Optional[List[int]]:
+    """0-based indices of the channels ``wanted`` (default red, green, blue) in ``channel_names``, in the order of
+    ``wanted``; None when any of them is missing."""
+    names = list(channel_names)
+    if not set(wanted) <= set(names):
+        return None
+    return [names.index(n) for n in wanted]

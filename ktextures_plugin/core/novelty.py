@@ -24,7 +24,7 @@ from . import raster, tiling
 from .bands import select_bands
 from .demud import Selection, Subspace, demud
 from .errors import Canceled, ModelError, Progress, RasterError
-from .inference import chunk_px_for, infer_classes, open_session, read_model_info
+from .inference import chunk_px_for, infer_classes, open_session, read_model_info, simulate
 from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
 from .scaling import range_warnings, resolve_scaling
 from .tileio import prefetch
@@ -135,24 +135,6 @@ def feature_order(channel_names) -> List[int]:
         raise ModelError(f"novelty needs a model with red, green, blue and NIR channels (its feature CNN is "
                          f"the k-textures loss's); this model has {list(channel_names)}, missing {missing}.")
     return [list(channel_names).index(c) for c in FEATURE_CHANNELS]
-
-
-def simulate(textures: np.ndarray, classes: np.ndarray, x0: int, y0: int) -> np.ndarray:
-    """The k-textures simulation of a window: ``textures[class, :, row mod P, col mod P]`` with raster rows
-    and columns (models/README.md), so the textures are anchored on the raster grid.
-
-    Args:
-        textures: float32 (k, C, P, P) in scaled units; classes: integer (h, w) 0..k-1; x0, y0: the window's
-            first raster column and row.
-
-    Returns:
-        float32 (C, h, w), scaled units.
-    """
-    h, w = classes.shape
-    p = textures.shape[-1]
-    rows = (np.arange(y0, y0 + h) % p)[:, None]
-    cols = (np.arange(x0, x0 + w) % p)[None, :]
-    return np.ascontiguousarray(textures[classes, :, rows, cols].transpose(2, 0, 1))
 
 
 def heat_map(fsess, x: np.ndarray, sim: np.ndarray, stage_norm: np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-import uuid
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,6 +16,7 @@ from osgeo import gdal, ogr, osr
 
 from . import atomic, classraster, raster
 from .errors import OutputError
+from .html_report import png_bytes
 from .inference import infer_classes, open_session
 from .novelty import NoveltyResult, SelectedTile, heat_map, scale_for_features, simulate
 from .outputs import vector_driver
@@ -166,23 +166,8 @@ def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, 
 
 
 def _png(rgb: np.ndarray) -> str:
-    """uint8 (3, h, w) -> PNG as base64 text (GDAL MEM and PNG drivers, in /vsimem/)."""
-    mem = gdal.GetDriverByName("MEM").Create("", rgb.shape[2], rgb.shape[1], 3, gdal.GDT_Byte)
-    for i in range(3):
-        mem.GetRasterBand(i + 1).WriteArray(rgb[i])
-    name = f"/vsimem/ktextures_{uuid.uuid4().hex}.png"
-    gdal.GetDriverByName("PNG").CreateCopy(name, mem)
-    mem = None
-    f = gdal.VSIFOpenL(name, "rb")
-    try:
-        gdal.VSIFSeekL(f, 0, 2)
-        size = gdal.VSIFTellL(f)
-        gdal.VSIFSeekL(f, 0, 0)
-        data = gdal.VSIFReadL(1, size, f)
-    finally:
-        gdal.VSIFCloseL(f)
-        gdal.Unlink(name)
-    return base64.b64encode(data).decode("ascii")
+    """uint8 (3, h, w) -> PNG as base64 text (:func:`.html_report.png_bytes`)."""
+    return base64.b64encode(png_bytes(rgb)).decode("ascii")
 
 
 def _true_colour(x: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
-from osgeo import gdal, ogr
+from osgeo import gdal
+from osgeo_utils.auxiliary.util import GetOutputDriversFor
 
 from .classraster import driver_for_path
 from .errors import OutputError, OutputPathError
@@ -60,17 +61,19 @@ Outputs = Mapping[str, Union[Tuple[Optional[str], str], None]]
 
 
 def vector_driver(path: str) -> str:
-    """OGR vector driver short name for the extension of ``path`` (GeoPackage for none or unknown)."""
+    """OGR vector driver short name for the extension of ``path``: GeoPackage for none, KML for ``.kml`` (always
+    built, unlike LIBKML), else the first GDAL vector driver that creates files of that extension (GDAL's
+    ``osgeo_utils.auxiliary.util.GetOutputDriversFor``).
+
+    Raises:
+        OutputError: no OGR vector driver writes that extension.
+    """
     ext = os.path.splitext(path)[1].lower().lstrip(".")
-    known = {"gpkg": "GPKG", "shp": "ESRI Shapefile", "geojson": "GeoJSON", "json": "GeoJSON",
-             "fgb": "FlatGeobuf", "sqlite": "SQLite", "gml": "GML", "kml": "KML", "csv": "CSV"}
-    if ext in known:
-        return known[ext]
-    for i in range(ogr.GetDriverCount()):
-        drv = ogr.GetDriver(i)
-        md = drv.GetMetadata() or {}
-        if md.get(gdal.DCAP_VECTOR) == "YES" and ext in (md.get(gdal.DMD_EXTENSIONS) or "").split():
-            return drv.GetName()
+    if ext in ("", "gpkg", "kml"):
+        return {"": "GPKG", "gpkg": "GPKG", "kml": "KML"}[ext]
+    drivers = GetOutputDriversFor(path, is_raster=False)
+    if drivers:
+        return drivers[0]
     raise OutputError(f"No OGR vector format writes '.{ext}' files ({path}); use .gpkg")
 
 

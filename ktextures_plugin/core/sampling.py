@@ -35,7 +35,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -43,7 +43,8 @@ from scipy import ndimage
 
 from . import classraster, geo, raster, tiling
 from .classstats import ClassCounter
-from .errors import Canceled, Progress, SamplingError
+from .errors import Canceled, SamplingError
+from .feedback import Feedback
 
 gdal.UseExceptions()
 
@@ -226,7 +227,7 @@ def image_offset(class_ds: gdal.Dataset, image_ds: gdal.Dataset, tol: float = 1e
     """
     cw, iw = class_ds.GetProjection(), image_ds.GetProjection()
     cs, is_ = geo.srs_of(cw), geo.srs_of(iw)
-    if (cs is None) != (is_ is None) or (cs is not None and not cs.IsSame(is_)):
+    if not geo.same_crs(cw, iw):
 
         def name(s):
             return s.GetName() if s is not None else "none"
@@ -334,8 +335,7 @@ class _ScanOptions:
     chip: int
     window_px: int
     border_is_edge: bool
-    progress: Optional[Progress] = None
-    is_canceled: Optional[Callable[[], bool]] = None
+    feedback: Feedback = field(default_factory=Feedback)
 
 
 def _scan(ds, classes: Sequence[int], pools: Dict[int, _Pool], opts: _ScanOptions, span) -> Dict[int, int]:
@@ -347,8 +347,7 @@ def _scan(ds, classes: Sequence[int], pools: Dict[int, _Pool], opts: _ScanOption
     interior = {c: 0 for c in classes}
     tiles = list(tiling.iter_tiles((0, 0, W, H), (W, H), opts.window_px, opts.halo))
     for i, t in enumerate(tiles):
-        if opts.is_canceled and opts.is_canceled():
-            raise Canceled()
+        opts.feedback.check_canceled()
         arr = _read_classes(band, t.read, nod)
         for c in _present(arr[t.core_in_read.slices()], want):
             found = _interior_pixels(arr, t, c, opts, (W, H))
@@ -360,8 +359,7 @@ def _scan(ds, classes: Sequence[int], pools: Dict[int, _Pool], opts: _ScanOption
             rng = np.random.default_rng([int(opts.seed), int(c), int(ty), int(tx)])
             keys = rng.random(len(rr))
             pools[c].add(keys, (rr + ty).astype(np.int64), (cc + tx).astype(np.int64), d.astype(np.float32))
-        if opts.progress:
-            opts.progress(span[0] + (span[1] - span[0]) * (i + 1) / len(tiles), "candidates")
+        opts.feedback.progress(span[0] + (span[1] - span[0]) * (i + 1) / len(tiles), "candidates")
     return interior
 
 
@@ -482,17 +480,11 @@ def _select(cands: Dict[int, tuple], requested: Dict[int, int], spacing: float):
     return acc, exhausted
 
 
-def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: bool = False,
-                 min_per_class: int = 0, min_edge_distance_px: int = 3, min_spacing_px: float = 0,
-                 seed: int = 1, classes=None, chip_size_px: int = 0, border_is_edge: bool = True,
-                 window_px: int = 512, distance_cap_px: int = DISTANCE_CAP_PX,
-                 pool_min: int = 256, pool_factor: int = 8,
-                 progress: Optional[Progress] = None, is_canceled: Optional[Callable[[], bool]] = None,
-                 log: Optional[Callable[[str], None]] = None) -> SampleResult:
-    """Draw stratified random sample points from a class raster (see the module docstring for the method).
+@dataclass(frozen=True)
+class SampleOptions:
+    """How :func:`draw_samples` samples, built once by each front end and passed whole.
 
-    Args:
-        class_path: integer class raster (0 and the band's nodata value = nodata, classes >= 1).
+    Attributes:
         points_per_class: samples per class, or the total when ``proportional``.
         proportional: spread ``points_per_class`` over the classes by area (:func:`allocate`).
         min_per_class: with ``proportional``, the fewest samples asked of a class present in the raster.
@@ -509,9 +501,32 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         distance_cap_px: edge distances are exact up to ``max(min_edge_distance_px + 1, distance_cap_px)``.
         pool_min, pool_factor: a class first keeps ``max(pool_factor * requested, pool_min)`` candidates;
             memory/speed tuning only, the samples do not depend on them (the pool grows when needed).
-        progress: ``progress(fraction 0..1, stage)``, stages "count", "candidates", "select".
-        is_canceled: polled between windows; True raises ``errors.Canceled``.
-        log: receives one-line messages.
+    """
+
+    points_per_class: int = 50
+    proportional: bool = False
+    min_per_class: int = 0
+    min_edge_distance_px: int = 3
+    min_spacing_px: float = 0
+    seed: int = 1
+    classes: object = None
+    chip_size_px: int = 0
+    border_is_edge: bool = True
+    window_px: int = 512
+    distance_cap_px: int = DISTANCE_CAP_PX
+    pool_min: int = 256
+    pool_factor: int = 8
+
+
+def draw_samples(class_path: str, opts: SampleOptions = SampleOptions(),
+                 feedback: Optional[Feedback] = None) -> SampleResult:
+    """Draw stratified random sample points from a class raster (see the module docstring for the method).
+
+    Args:
+        class_path: integer class raster (0 and the band's nodata value = nodata, classes >= 1).
+        opts: the :class:`SampleOptions`.
+        feedback: progress (stages "count", "candidates", "select"), cancel (polled between windows; raises
+            ``errors.Canceled``) and one-line messages (``info``, also kept in ``SampleResult.log``).
 
     Returns:
         :class:`SampleResult`.
@@ -521,14 +536,15 @@ def draw_samples(class_path: str, points_per_class: int = 50, *, proportional: b
         SamplingError: not an integer raster, chip larger than the raster, bad class list or counts.
         errors.Canceled: canceled.
     """
-    if points_per_class < 0 or min_per_class < 0 or min_edge_distance_px < 0 or min_spacing_px < 0:
+    o = opts
+    if o.points_per_class < 0 or o.min_per_class < 0 or o.min_edge_distance_px < 0 or o.min_spacing_px < 0:
         raise SamplingError("Sample counts, edge distance and spacing must be >= 0")
-    req = _Request(int(points_per_class), proportional, int(min_per_class), min_edge_distance_px, min_spacing_px,
-                   classes, int(pool_min), int(pool_factor))
-    halo = int(max(min_edge_distance_px + 1, distance_cap_px))
-    scan = _ScanOptions(int(min_edge_distance_px), halo, int(seed), int(chip_size_px), int(window_px),
-                        border_is_edge, progress, is_canceled)
-    return _draw_samples(class_path, req, scan, log or (lambda _m: None))
+    req = _Request(int(o.points_per_class), o.proportional, int(o.min_per_class), o.min_edge_distance_px,
+                   o.min_spacing_px, o.classes, int(o.pool_min), int(o.pool_factor))
+    halo = int(max(o.min_edge_distance_px + 1, o.distance_cap_px))
+    scan = _ScanOptions(int(o.min_edge_distance_px), halo, int(o.seed), int(o.chip_size_px), int(o.window_px),
+                        o.border_is_edge, feedback or Feedback())
+    return _draw_samples(class_path, req, scan)
 
 
 @dataclass(frozen=True)
@@ -545,21 +561,20 @@ class _Request:
     pool_factor: int
 
 
-def _draw_samples(class_path: str, req: _Request, scan: _ScanOptions, say) -> SampleResult:
+def _draw_samples(class_path: str, req: _Request, scan: _ScanOptions) -> SampleResult:
     msgs: List[str] = []
 
     def note(m):
         msgs.append(m)
-        say(m)
+        scan.feedback.info(m)
 
     ds = raster.open_raster(class_path)
     try:
         check_class_raster(ds, class_path)
         W, H = ds.RasterXSize, ds.RasterYSize
         _check_chip_size(scan.chip, W, H)
-        pix, area = class_areas(ds, is_canceled=scan.is_canceled)
-        if scan.progress:
-            scan.progress(0.1, "count")
+        pix, area = class_areas(ds, is_canceled=scan.feedback.is_canceled)
+        scan.feedback.progress(0.1, "count")
         wanted = parse_classes(req.classes)
         if wanted is None:
             # the classes present, plus those the raster declares (class names) even when empty
@@ -584,8 +599,7 @@ def _draw_samples(class_path: str, req: _Request, scan: _ScanOptions, say) -> Sa
                             int(requested.get(c, 0)), len(drawn.accepted.get(c, [])),
                             _shortfall(c, requested.get(c, 0), pix, drawn, req, scan.chip))
                for c in wanted]
-    if scan.progress:
-        scan.progress(1.0, "select")
+    scan.feedback.progress(1.0, "select")
     return SampleResult(samples, summary, tuple(gt), wkt, (W, H), scan.halo, msgs)
 
 
@@ -676,8 +690,7 @@ def chip_window(sample: Sample, chip_size_px: int) -> Tuple[int, int, int, int]:
 
 def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, folder: str,
                 image_path: Optional[str] = None, prefix: str = "chip",
-                progress: Optional[Progress] = None,
-                is_canceled: Optional[Callable[[], bool]] = None) -> List[Chip]:
+                feedback: Optional[Feedback] = None) -> List[Chip]:
     """Write an image chip and a class-mask chip (GeoTIFF, DEFLATE) for every sample.
 
     Files: ``<folder>/<prefix>_<sample_id:05d>_class<id>_image.tif`` (every band of ``image_path``, its data
@@ -695,6 +708,7 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
 
     from . import outputs
 
+    feedback = feedback or Feedback()
     outputs.check_outputs({"folder": (folder, outputs.FOLDER)}, {"input": class_path, "image": image_path},
                           folders_must_exist=False)
     guard = outputs.input_guard({"input": class_path, "image": image_path})
@@ -712,12 +726,10 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
         palette = classraster.read_palette(class_path)
         out: List[Chip] = []
         for n, s in enumerate(samples):
-            if is_canceled and is_canceled():
-                raise Canceled()
+            feedback.check_canceled()
             out.append(_write_chip(cds, ids, (dx, dy), s, chip_size_px, os.path.join(folder, prefix), palette,
                                    guard))
-            if progress:
-                progress((n + 1) / max(1, len(samples)), "chips")
+            feedback.progress((n + 1) / max(1, len(samples)), "chips")
         return out
     finally:
         cds = ids = None

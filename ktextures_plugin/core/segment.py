@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import atomic, classraster, geo, outputs, raster
+from . import atomic, classraster, outputs, raster
 from .bands import select_bands
 from .classstats import class_stats
 from .errors import RasterError
@@ -197,8 +197,7 @@ def processing_window(ds: gdal.Dataset, opts: SegmentOptions) -> Window:
         return Window(*(int(v) for v in opts.window))
     if opts.extent is not None:
         try:
-            return Window(*geo.extent_to_window(ds.GetGeoTransform(), (ds.RasterXSize, ds.RasterYSize),
-                                                *opts.extent))
+            return Window.from_extent(ds.GetGeoTransform(), (ds.RasterXSize, ds.RasterYSize), *opts.extent)
         except ValueError as exc:
             raise RasterError(str(exc), parameter="extent") from None
     return Window(0, 0, ds.RasterXSize, ds.RasterYSize)
@@ -420,7 +419,7 @@ def _sieve(run: _Run, job: SegmentJob, path: str, tally: Tally) -> Tuple[np.ndar
     k, min_px = job.k, run.opts.min_segment_px
     if min_px > 0:
         run.feedback.info(f"Sieve: merging regions smaller than {min_px} px (GDAL SieveFilter, 4-connected)")
-        sieve_in_place(path, min_px, run.feedback.progress, run.feedback.is_canceled)
+        sieve_in_place(path, min_px, run.feedback)
         counts, areas = class_stats(path, k)   # the sieve moved pixels between classes
     else:
         counts, areas = tally.counts.copy(), tally.areas.copy()

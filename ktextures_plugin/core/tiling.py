@@ -1,5 +1,17 @@
 """Tile grid with halo and centre crop: every output pixel is written exactly once.
 
+Words, one meaning each, in the whole package:
+
+* **window**: any rectangle of raster pixels, a :class:`Window` ``(xoff, yoff, xsize, ysize)``; the
+  *processing window* is the part of the raster a run covers (the whole raster, or the pixels of an extent).
+* **tile**: one cell of the tile grid the processing window is cut into (``tile_size`` px a side, smaller at
+  the right and bottom edges), a :class:`Tile` with its *core* (the pixels it outputs) and its *read* window
+  (the core plus the halo). The model runs once per tile.
+* **block**: GDAL's unit of storage in a raster file (``GetBlockSize``, a GeoTIFF tile or strip), which
+  sets how many rows a read touches; never a unit of our own work.
+* **strip**: a run of whole-width rows processed together (the k-means prediction, the sieve and polygonize
+  passes, which read line by line); inside onnxruntime, ``chunk_px`` splits a tile into strips that fit memory.
+
 The processing window is partitioned into *core* tiles of ``tile_size`` x ``tile_size`` pixels (the last
 row/column of tiles is smaller). Each core is read with a *halo* of ``halo`` pixels on every side where the
 raster has pixels there (clamped to the raster, not to the window, so context outside an extent is used),
@@ -9,8 +21,9 @@ radius the stitched result equals whole-image inference (docs/method.md §7, cen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Tuple
+from typing import Iterator, NamedTuple, Sequence, Tuple
 
+from . import geo
 from .errors import ParameterError
 
 
@@ -24,6 +37,36 @@ class Window(NamedTuple):
     yoff: int
     xsize: int
     ysize: int
+
+    @classmethod
+    def from_extent(cls, geotransform: Sequence[float], raster_size: Tuple[int, int], xmin: float, ymin: float,
+                    xmax: float, ymax: float) -> "Window":
+        """The window of whole pixels covering an extent in the raster's CRS, clipped to the raster
+        (``raster_size`` = ``(width, height)``; :func:`.geo.extent_to_window`, as rasterio's ``from_bounds``).
+
+        Raises:
+            ParameterError: the extent does not overlap the raster, or the geotransform cannot be inverted.
+        """
+        return cls(*geo.extent_to_window(geotransform, raster_size, xmin, ymin, xmax, ymax))
+
+    def transform(self, geotransform: Sequence[float]) -> Tuple[float, ...]:
+        """The GDAL geotransform of this window, given the raster's (rasterio's ``windows.transform``): the
+        origin moves to the window's top-left pixel; pixel size and rotation stay."""
+        gt = [float(v) for v in geotransform]
+        gt[0] = gt[0] + self.xoff * gt[1] + self.yoff * gt[2]
+        gt[3] = gt[3] + self.xoff * gt[4] + self.yoff * gt[5]
+        return tuple(gt)
+
+    def bounds(self, geotransform: Sequence[float]) -> Tuple[float, float, float, float]:
+        """``(xmin, ymin, xmax, ymax)`` of this window in the raster's CRS, given the raster's geotransform
+        (rasterio's ``windows.bounds``; the bounding box of the four corners when the raster is rotated)."""
+        gt = geotransform
+        xs, ys = [], []
+        for c, r in ((0, 0), (self.xsize, 0), (0, self.ysize), (self.xsize, self.ysize)):
+            col, row = self.xoff + c, self.yoff + r
+            xs.append(gt[0] + col * gt[1] + row * gt[2])
+            ys.append(gt[3] + col * gt[4] + row * gt[5])
+        return min(xs), min(ys), max(xs), max(ys)
 
     def slices(self) -> Tuple[slice, slice]:
         """``(rows, cols)`` slices of this window in an array whose origin is pixel (0, 0)."""

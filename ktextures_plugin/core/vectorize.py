@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from osgeo import gdal, ogr
 
 from . import atomic, geo, outputs, raster
 from .classraster import OutputError, read_palette
-from .errors import Canceled, Progress
+from .feedback import Feedback
 from .outputs import vector_driver
 
 gdal.UseExceptions()
@@ -25,7 +25,7 @@ ogr.UseExceptions()
 
 def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = None,
                class_names: Optional[Sequence[str]] = None, eight_connected: bool = False,
-               progress: Optional[Progress] = None, is_canceled: Optional[Callable[[], bool]] = None) -> int:
+               feedback: Optional[Feedback] = None) -> int:
     """Polygonize ``class_raster`` (0 = nodata, no polygons there) into ``output_path``.
 
     GDAL Polygonize writes into a hidden partial GeoPackage beside the destination in one transaction
@@ -41,8 +41,8 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
         layer_name: layer name (default: the file name without extension).
         class_names: names of classes 1..k (default: the raster's category names).
         eight_connected: join diagonal neighbours (GDAL ``8CONNECTED=8``); default 4-connected.
-        progress: ``progress(fraction, "polygonize")``.
-        is_canceled: polled by GDAL's progress callback; True aborts and removes the partial files.
+        feedback: progress (stage "polygonize") and cancel, polled by GDAL's progress callback; cancel aborts
+            and removes the partial files.
 
     Returns:
         The number of polygons.
@@ -61,8 +61,8 @@ def polygonize(class_raster: str, output_path: str, layer_name: Optional[str] = 
         band = ds.GetRasterBand(1)
         # GDAL reads the raster line by line: a larger block cache would only hold blocks it has passed
         with raster.line_pass_cache(band), atomic.atomic_output(output_path) as part:
-            return _polygonize(ds, band, job, part, names, eight_connected=eight_connected, progress=progress,
-                               is_canceled=is_canceled)
+            return _polygonize(ds, band, job, part, names, eight_connected=eight_connected,
+                               feedback=feedback or Feedback())
     finally:
         band = None
         ds = None
@@ -77,7 +77,7 @@ class _Job:
 
 
 def _polygonize(ds, band, job: _Job, part: atomic.Partial, names: Sequence[str], *, eight_connected: bool,
-                progress: Optional[Progress], is_canceled: Optional[Callable[[], bool]]) -> int:
+                feedback: Feedback) -> int:
     """The steps of :func:`polygonize` once the destination is checked: polygons into a GeoPackage (the
     partial output itself, or a scratch partial converted into it for other formats), names and areas by SQL.
     ``part`` is delivered by the caller's :func:`atomic.atomic_output`."""
@@ -86,14 +86,13 @@ def _polygonize(ds, band, job: _Job, part: atomic.Partial, names: Sequence[str],
     try:
         gpkg.ds = _create_layer(job, gpkg.path, geo.srs_of(ds.GetProjection()))
         lyr = gpkg.ds.GetLayerByName(job.layer_name)
-        _run_polygonize(gpkg.ds, lyr, band, eight_connected, progress, is_canceled)
+        _run_polygonize(gpkg.ds, lyr, band, eight_connected, feedback)
         n = lyr.GetFeatureCount()
         geom_col = lyr.GetGeometryColumn()
         lyr = None
         _set_names_and_areas(gpkg.ds, job.layer_name, geom_col, names, ds.GetProjection(), _center_lonlat(ds))
         gpkg.close()
-        if progress:
-            progress(0.95, "polygonize")
+        feedback.progress(0.95, "polygonize")
         if gpkg is not part:
             try:
                 part.ds = gdal.VectorTranslate(part.path, gpkg.path, format=job.driver, layerName=job.layer_name)
@@ -103,8 +102,7 @@ def _polygonize(ds, band, job: _Job, part: atomic.Partial, names: Sequence[str],
         if gpkg is not part:
             gpkg.abandon()
             atomic.remove_fileset(gpkg.path)
-    if progress:
-        progress(1.0, "polygonize")
+    feedback.progress(1.0, "polygonize")
     return n
 
 
@@ -125,21 +123,19 @@ def _create_layer(job: _Job, path: str, srs):
     return out
 
 
-def _run_polygonize(out, lyr, band, eight_connected: bool, progress: Optional[Progress],
-                    is_canceled: Optional[Callable[[], bool]]) -> None:
+def _run_polygonize(out, lyr, band, eight_connected: bool, feedback: Feedback) -> None:
     """``gdal.Polygonize`` of ``band`` (its mask band excludes nodata) into ``lyr`` in one transaction.
 
     Raises:
-        errors.Canceled: the progress callback saw ``is_canceled()`` True.
+        errors.Canceled: the progress callback saw ``feedback.is_canceled()`` True.
         KeyboardInterrupt: Ctrl-C during ``Polygonize`` (GDAL stopped cleanly, no traceback printed).
     """
     options = ["8CONNECTED=8"] if eight_connected else []
     out.StartTransaction()  # one transaction: 5x faster than a commit per polygon
-    raster.GdalProgress("polygonize", progress, is_canceled, scale=0.8).run(
+    raster.GdalProgress("polygonize", feedback.progress, feedback.is_canceled, scale=0.8).run(
         gdal.Polygonize, band, band.GetMaskBand(), lyr, 0, options)
     out.CommitTransaction()
-    if is_canceled and is_canceled():
-        raise Canceled()
+    feedback.check_canceled()
 
 
 def _sql_text(value: str) -> str:

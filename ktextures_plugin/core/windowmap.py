@@ -14,7 +14,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from . import raster, tiling
+from . import inference, raster, tiling
 from .classstats import ClassCounter
 from .feedback import Feedback
 from .inference import TileModel, classify_tile, finish_tile, infer_tile, open_session
@@ -167,10 +167,7 @@ def simulate(job: SegmentJob, tile: tiling.Tile, tc) -> np.ndarray:
     x0, y0, tw, th = tile.core
     if tc.cls is None:
         return np.full((len(job.smin), th, tw), np.nan, np.float32)
-    p = job.textures.shape[-1]
-    rows = (np.arange(y0, y0 + th) % p)[:, None]
-    cols = (np.arange(x0, x0 + tw) % p)[None, :]
-    s = job.textures[tc.cls, :, rows, cols].transpose(2, 0, 1) * span + lo  # (C,th,tw) raw
+    s = inference.simulate(job.textures, tc.cls, x0, y0) * span + lo  # (C,th,tw) raw
     s[:, ~tc.valid] = np.nan
     return s.astype(np.float32)
 
