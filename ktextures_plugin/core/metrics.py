@@ -285,27 +285,39 @@ def confusion_from_rasters(pred_path: str, ref_path: str, *, ref_nodata: Optiona
     pds, rds = _open(pred_path, "class raster"), _open(ref_path, "reference")
     try:
         check_same_grid(pds, rds)
-        pb, rb = pds.GetRasterBand(pred_band), rds.GetRasterBand(ref_band)
-        p_nd = [v for v in (pred_nodata, pb.GetNoDataValue()) if v is not None]
-        r_nd = [v for v in (ref_nodata, rb.GetNoDataValue()) if v is not None]
-        w, h = pds.RasterXSize, pds.RasterYSize
-        rows = max(1, int(window_pixels) // max(1, w))
         acc = ContingencyAccumulator()
-        for y in range(0, h, rows):
-            n = min(rows, h - y)
-            p = pb.ReadAsArray(0, y, w, n)
-            r = rb.ReadAsArray(0, y, w, n)
-            valid = np.ones(p.shape, bool)
-            for v in p_nd:
-                valid &= p != v
-            for v in r_nd:
-                valid &= r != v
-            if np.issubdtype(r.dtype, np.floating):
-                valid &= np.isfinite(r)
+        for _win, p, r, valid in _scored_windows(pds, rds, (pred_band, ref_band), (pred_nodata, ref_nodata),
+                                                 window_pixels):
             acc.add(p, r, valid)
         return acc.table()
     finally:
         pds = rds = None
+
+
+def _scored_windows(pds: gdal.Dataset, rds: gdal.Dataset, bands=(1, 1), nodata=(0, 0),
+                    window_pixels: int = WINDOW_PIXELS):
+    """Windows of whole rows (about ``window_pixels`` pixels) of a prediction and a reference on one grid.
+
+    Yields ``(window, p, r, valid)``: ``window`` = (x, y, width, height) in pixels, ``p`` and ``r`` the (h, w)
+    arrays of the two bands ``bands`` = (prediction band, reference band), and ``valid`` (h, w) bool: neither
+    value is its ``nodata`` (prediction nodata, reference nodata; ``None`` = none) nor its band's nodata value,
+    and the reference value is finite."""
+    pb, rb = pds.GetRasterBand(bands[0]), rds.GetRasterBand(bands[1])
+    p_nd = [v for v in (nodata[0], pb.GetNoDataValue()) if v is not None]
+    r_nd = [v for v in (nodata[1], rb.GetNoDataValue()) if v is not None]
+    w, h = pds.RasterXSize, pds.RasterYSize
+    rows = max(1, int(window_pixels) // max(1, w))
+    for y in range(0, h, rows):
+        win = (0, y, w, min(rows, h - y))
+        p, r = pb.ReadAsArray(*win), rb.ReadAsArray(*win)
+        valid = np.ones(p.shape, bool)
+        for v in p_nd:
+            valid &= p != v
+        for v in r_nd:
+            valid &= r != v
+        if np.issubdtype(r.dtype, np.floating):
+            valid &= np.isfinite(r)
+        yield win, p, r, valid
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -609,22 +621,10 @@ def _forest_table(forest, img: gdal.Dataset, bands, pred_path: str, ref_path: st
 
     pds, rds = _open(pred_path, "class raster"), _open(ref_path, "reference")
     try:
-        pb, rb = pds.GetRasterBand(1), rds.GetRasterBand(1)
-        p_nd = [v for v in (0, pb.GetNoDataValue()) if v is not None]
-        r_nd = [v for v in (ref_nodata, rb.GetNoDataValue()) if v is not None]
-        w, h = pds.RasterXSize, pds.RasterYSize
-        rows = max(1, int(window_pixels) // max(1, w))
         acc = ContingencyAccumulator()
-        for y0 in range(0, h, rows):
-            n = min(rows, h - y0)
-            p, r = pb.ReadAsArray(0, y0, w, n), rb.ReadAsArray(0, y0, w, n)
-            data, valid = read_window(img, bands, (0, y0, w, n))
-            for v in p_nd:
-                valid &= p != v
-            for v in r_nd:
-                valid &= r != v
-            if np.issubdtype(r.dtype, np.floating):
-                valid &= np.isfinite(r)
+        for win, _p, r, scored in _scored_windows(pds, rds, (1, 1), (0, ref_nodata), window_pixels):
+            data, valid = read_window(img, bands, win)
+            valid &= scored
             if valid.any():
                 acc.add(forest.predict(data[:, valid].T), r[valid])
         return acc.table()
