@@ -70,6 +70,17 @@ def provider(qgis_processing):
     return prov
 
 
+def read_band(path, band: int = 1):
+    """Band ``band`` of the raster at ``path`` as an array (the file closed again)."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    try:
+        return ds.GetRasterBand(band).ReadAsArray()
+    finally:
+        ds = None
+
+
 def sample_with_nodata(tmp_path, rows: slice, cols: slice, dtype=None) -> Path:
     """A copy of the bundled sample with nodata 0 declared and the block ``[rows, cols]`` set to it in every
     band (``dtype``: a GDAL data type for the copy, default the sample's)."""

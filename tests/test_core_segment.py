@@ -7,6 +7,7 @@ import pytest
 from osgeo import gdal
 
 from conftest import ROOT, SAMPLE, sample_with_nodata, shared
+from conftest import read_band as read
 from ktextures_plugin.core import classraster, raster, tiling
 from ktextures_plugin.core.bands import match_bands
 from ktextures_plugin.core.errors import Canceled, ModelError, OutputError, RasterError
@@ -17,14 +18,6 @@ from onnx_fixtures import binning_model
 
 gdal.UseExceptions()
 RGBN = [3, 2, 1, 4]  # the sample is B2,B3,B4,B8 = blue, green, red, nir
-
-
-def read(path, band=1):
-    ds = gdal.Open(str(path))
-    try:
-        return ds.GetRasterBand(band).ReadAsArray()
-    finally:
-        ds = None
 
 
 def whole_image_classes(model, image=SAMPLE, bands=RGBN):

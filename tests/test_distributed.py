@@ -8,6 +8,7 @@ import pytest
 from osgeo import gdal
 
 from conftest import ROOT, SAMPLE, sample_with_nodata
+from conftest import read_band as read
 from ktextures_plugin.core import classraster
 from ktextures_plugin.core.feedback import Feedback
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
@@ -30,14 +31,6 @@ def client():
     yield c
     c.close()
     cluster.close()
-
-
-def read(path):
-    ds = gdal.Open(str(path))
-    try:
-        return ds.GetRasterBand(1).ReadAsArray()
-    finally:
-        ds = None
 
 
 def with_nodata(tmp_path):

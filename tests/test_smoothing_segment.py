@@ -2,9 +2,9 @@
 model's recommended beta, models without ``scores``."""
 import numpy as np
 import pytest
-from osgeo import gdal
 
 from conftest import SAMPLE, sample_with_nodata
+from conftest import read_band as read
 from ktextures_plugin.core import raster
 from ktextures_plugin.core.feedback import Feedback
 from ktextures_plugin.core.inference import open_session
@@ -13,14 +13,6 @@ from ktextures_plugin.core.smoothing import DEFAULT_SWEEPS, icm_potts
 from onnx_fixtures import scores_model
 
 RGBN = [3, 2, 1, 4]
-
-
-def read(path):
-    ds = gdal.Open(str(path))
-    try:
-        return ds.GetRasterBand(1).ReadAsArray()
-    finally:
-        ds = None
 
 
 @pytest.fixture(scope="module")
