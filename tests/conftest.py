@@ -114,6 +114,33 @@ def tiny_models(tmp_path_factory):
     return {"bin4": binning_model(d / "bin4.onnx", k=4), "box4": box_model(d / "box4.onnx", k=4)}
 
 
+@pytest.fixture(scope="session")
+def class_tif(tiny_models, tmp_path_factory):
+    """The bundled sample (512 x 768 px) segmented by the tiny 4-class model, sieved at 4 px (the class raster
+    of the sample tests, core and Processing)."""
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+
+    out = tmp_path_factory.mktemp("sample_classes") / "classes.tif"
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(min_segment_px=4))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def holed_tif(class_tif, tmp_path_factory):
+    """The class raster with nodata (0) blocks, so nodata edges matter too."""
+    from osgeo import gdal
+
+    out = str(tmp_path_factory.mktemp("sample_holed") / "holed.tif")
+    gdal.Translate(out, class_tif)
+    ds = gdal.Open(out, gdal.GA_Update)
+    a = ds.GetRasterBand(1).ReadAsArray()
+    a[100:180, 50:400] = 0
+    a[500:520, :] = 0
+    ds.GetRasterBand(1).WriteArray(a)
+    ds = None
+    return out
+
+
 def qgis_process_env(tmp_path):
     """Environment for a qgis_process.bin subprocess that sees this checkout as plugin 'ktextures'."""
     plugins = tmp_path / "plugins"

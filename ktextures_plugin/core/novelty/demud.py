@@ -90,7 +90,7 @@ class Subspace:
 
         Appends the column ``c = sqrt(n / (n + 1)) (x - mean)`` to the centred data: ``p = U^T c``,
         ``r = c - U p``; the SVD of the small matrix ``[[diag(sigma), p], [0, |r|]]`` rotates ``[U, r / |r|]``.
-        Without truncation the result equals the SVD of all items seen (tests/test_demud.py).
+        Without truncation the result equals the SVD of all items seen (tests/core/novelty/test_demud.py).
 
         Args:
             max_rank: keep at most this many singular vectors (``None``: all).

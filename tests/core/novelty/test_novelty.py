@@ -1,75 +1,31 @@
-"""Novelty (core and CLI) on real imagery: a patch of another scene planted in a copy of the bundled sample is
-found first and explained where it is; a second copy is not shown right after the first; determinism; errors."""
-import hashlib
-import json
-import subprocess
-import sys
-from pathlib import Path
+"""Novelty (the core; the CLI: tests/cli/test_novelty_cli.py) on real imagery: a patch of another scene planted in
+a copy of the bundled sample is found first and explained where it is; a second copy is not shown right after the
+first; determinism; errors."""
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import ROOT, SAMPLE, shared
+from conftest import SAMPLE
 from ktextures_plugin import bundled_model_path
 from ktextures_plugin.core.errors import Canceled, RasterError
 from ktextures_plugin.core.novelty import novelty, novelty_output
+from planted import (
+    CLOUD_XY,
+    PATCH_XY,
+    T,
+    amazon_patch,
+    assert_found_once,
+    cloud,
+    overlaps,
+    plant,
+    stripe,
+)
 
 gdal.UseExceptions()
+
+
 MODEL = bundled_model_path(1)
-T = 64
-
-
-def amazon_patch(size=T):
-    """A size x size patch of the Amazon scene (a high-contrast place), in the sample's units (x 10000)."""
-    a = gdal.Open(str(shared("s2_amazon/s2_amazon_b2b3b4b8_10m_reflectance.tif"))).ReadAsArray(72, 0, size, size)
-    return np.clip(a * 10000, 0, 65535).astype(np.uint16)  # bands B2, B3, B4, B8 as in the sample
-
-
-def plant(dst, patches):
-    """Copy the sample to ``dst`` and paste ``(x, y, (4, h, w) array)`` patches into it."""
-    gdal.Translate(str(dst), str(SAMPLE))
-    ds = gdal.Open(str(dst), gdal.GA_Update)
-    for x, y, arr in patches:
-        for b in range(4):
-            ds.GetRasterBand(b + 1).WriteArray(np.ascontiguousarray(arr[b]), x, y)
-    ds = None
-    return dst
-
-
-def overlaps(window, x, y, size=T):
-    wx, wy, ww, wh = window
-    return wx < x + size and x < wx + ww and wy < y + size and y < wy + wh
-
-
-PATCH_XY = (200, 300)   # not on the tile grid: the patch covers parts of four tiles
-#: unaligned places (x, y) of a 64 px cloud-like block, the first five as a new user tried them
-CLOUD_XY = [(200, 300), (411, 37), (90, 150), (300, 420), (170, 610)]
-
-
-def cloud(size=T, seed=0):
-    """A bright, flat, cloud-like block: values 7000-7300 in all four bands (reflectance x 10000)."""
-    return np.random.default_rng(seed).integers(7000, 7301, (4, size, size)).astype(np.uint16)
-
-
-def stripe(length=80):
-    """A seam of 8 bad lines: saturated and dropped lines alternating, all bands."""
-    rows = np.where(np.arange(8) % 2 == 0, 4000, 100).astype(np.uint16)
-    return np.broadcast_to(rows[None, :, None], (4, 8, length)).copy()
-
-
-def shared_px(window, x, y, w, h):
-    wx, wy, ww, wh = window
-    return max(0, min(wx + ww, x + w) - max(wx, x)) * max(0, min(wy + wh, y + h) - max(wy, y))
-
-
-def assert_found_once(windows, x, y, w, h):
-    """Rank 1 shows the anomaly (shares at least half of the smaller of tile and anomaly) and no other of
-    the first three touches it (shares a tenth of that): the measurement's rule (bench/novelty.py)."""
-    need = min(w * h, T * T)
-    got = [shared_px(win, x, y, w, h) for win in windows[:3]]
-    assert got[0] >= 0.5 * need, (windows[:3], (x, y, w, h))
-    assert sum(g >= 0.1 * need for g in got) == 1, (windows[:3], (x, y, w, h))
 
 
 @pytest.fixture(scope="module")
@@ -150,55 +106,6 @@ def test_same_seed_same_ranking(planted_one):
     assert [s.window for s in a.selected] == [s.window for s in b.selected]
     assert np.array_equal(a.scores, b.scores)
     assert not np.array_equal(a.scores, c.scores)  # the seed draws the initial tiles
-
-
-@pytest.mark.parametrize("x, y, size", [(411, 37, 64), (233, 517, 48)])
-def test_cli_unaligned_cloud(tmp_path, x, y, size):
-    path = plant(tmp_path / "cloud.tif", [(x, y, cloud(size, seed=x))])
-    cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(path), "--score",
-                         str(tmp_path / "s.tif"), "--n-select", "3", "--json", "--quiet"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert cp.returncode == 0, cp.stderr[-2000:]
-    rows = json.loads(cp.stdout)["selected"]
-    assert_found_once([r["window"] for r in rows], x, y, size, size)
-    assert rows[0]["selection_score"] == max(r["selection_score"] for r in rows)
-
-
-def test_cli_writes_outputs_and_keeps_the_input(planted_one, tmp_path):
-    before = hashlib.sha256(Path(planted_one).read_bytes()).hexdigest()
-    out = {"score": tmp_path / "s.tif", "selected": tmp_path / "t.gpkg", "html": tmp_path / "e.html"}
-    cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(planted_one), "--n-select", "4",
-                         "--json", "--quiet"] + [a for k, v in out.items() for a in (f"--{k}", str(v))],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert cp.returncode == 0, cp.stderr[-2000:]
-    rep = json.loads(cp.stdout)
-    assert [r["rank"] for r in rep["selected"]] == [1, 2, 3, 4]
-    assert overlaps(rep["selected"][0]["window"], *PATCH_XY)
-    assert hashlib.sha256(Path(planted_one).read_bytes()).hexdigest() == before
-    src, ds = gdal.Open(str(planted_one)), gdal.Open(str(out["score"]))
-    assert (ds.RasterXSize, ds.RasterYSize) == (15, 23)   # one pixel per tile position, every 32 px
-    assert ds.GetGeoTransform()[1] == pytest.approx(src.GetGeoTransform()[1] * T / 2)
-    assert ds.GetGeoTransform()[0] == pytest.approx(src.GetGeoTransform()[0] + src.GetGeoTransform()[1] * T / 4)
-    assert ds.GetSpatialRef().IsSame(src.GetSpatialRef())
-    sc = ds.GetRasterBand(1).ReadAsArray()
-    first = rep["selected"][0]
-    assert sc[first["row"], first["col"]] == pytest.approx(sc.max())   # rank 1: the highest initial score
-    sel = [r["selection_score"] for r in rep["selected"]]
-    assert sel[0] == pytest.approx(first["initial_score"]) and sel == sorted(sel, reverse=True)
-    from osgeo import ogr
-    vec = ogr.Open(str(out["selected"]))
-    feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
-    assert [f["rank"] for f in feats] == [1, 2, 3, 4]
-    assert all(0 <= f["residual"] <= f["selection_score"] for f in feats)
-    assert feats[0].GetGeometryRef().GetArea() == pytest.approx((T * 10.0) ** 2)
-    assert feats[0]["classes"].startswith("texture")
-    page = out["html"].read_text()
-    assert page.count("data:image/png;base64,") == 3 * 4
-    assert "Selection score" in page and "Initial score" in page
-    bad = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(planted_one), "--bands", "1,2,3",
-                          "--score", str(tmp_path / "x.tif")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "needs 4 bands" in bad.stderr
-    assert not (tmp_path / "x.tif").exists()
 
 
 def test_mostly_nodata_tiles_are_skipped_and_counted(tmp_path):

@@ -1,12 +1,9 @@
-"""The HTML report of ktextures:segment (OUTPUT_HTML) and of the CLI (--html), on the bundled sample: the file
-exists, parses, names every class, its images decode to non-empty PNGs, the percentages sum to 100, and the
-output is an HTML output (so it shows in the Processing Results Viewer)."""
+"""The HTML report of ktextures:segment (OUTPUT_HTML; the CLI's --html: tests/cli/test_html_report_cli.py), on the
+bundled sample: the file exists, parses, names every class, its images decode to non-empty PNGs, the percentages
+sum to 100, and the output is an HTML output (so it shows in the Processing Results Viewer)."""
 import base64
 import html.parser
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import ROOT, SAMPLE
+from conftest import SAMPLE
 
 gdal.UseExceptions()
 
@@ -139,19 +136,6 @@ def test_simulation_opens_in_true_colour(provider, tmp_path):
         lo, hi = layer.dataProvider().cumulativeCut(band, 0.02, 0.98, layer.extent(), 250000)
         assert (ce.minimumValue(), ce.maximumValue()) == pytest.approx((lo, hi), rel=1e-4)
         assert lo < hi
-
-
-def test_cli_html(tmp_path):
-    out = tmp_path / "r.html"
-    cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "segment", str(SAMPLE), "--out",
-                         str(tmp_path / "c.tif"), "--html", str(out), "--quiet"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert cp.returncode == 0, cp.stderr
-    _check_report(out, [f"texture {i}" for i in range(1, 7)])
-    bad = subprocess.run([sys.executable, "-m", "ktextures_plugin", "segment", str(SAMPLE), "--out",
-                          str(tmp_path / "d.tif"), "--html", str(tmp_path / "r.txt"), "--quiet"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "--html" in bad.stderr and not os.path.exists(tmp_path / "d.tif")
 
 
 def test_log_area_table_keeps_columns(provider, tmp_path):
