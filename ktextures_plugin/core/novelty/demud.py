@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import Canceled, ParameterError
 
 #: rows of the item matrix scored at a time (bounds the float64 temporaries)
 SCORE_CHUNK = 1024
@@ -166,7 +166,7 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
         :class:`Selection`.
 
     Raises:
-        ValueError: ``n_select`` < 1; InterruptedError: canceled.
+        ParameterError: ``n_select`` < 1; Canceled: canceled.
     """
     n = items.shape[0]
     if n_select < 1:
@@ -178,7 +178,7 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
     order, scores, parts, res = [], [], [], []
     for i in range(n_select):
         if is_canceled and is_canceled():
-            raise InterruptedError("canceled")
+            raise Canceled()
         if taken.all():
             break
         err[taken] = -np.inf

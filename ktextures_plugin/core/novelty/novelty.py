@@ -494,12 +494,9 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
     say(f"{table.index.size} tiles scored, {table.skipped} skipped (mostly nodata)")
     items, blocks = design_matrix(table, residual_weight)
     model = initial_model(items, min(rank, int(init_rank)), init_tiles, seed)
-    try:
-        sel = demud(items, n_select, model, blocks, max_rank=rank, is_canceled=is_canceled,
-                    progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None,
-                    exclude=overlapping(table, EXCLUDE_REACH))
-    except InterruptedError:
-        raise Canceled() from None
+    sel = demud(items, n_select, model, blocks, max_rank=rank, is_canceled=is_canceled,
+                progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None,
+                exclude=overlapping(table, EXCLUDE_REACH))
     scores = np.full((ctx.grid[1], ctx.grid[0]), np.nan, np.float32)
     scores.flat[table.index] = sel.initial
     return NoveltyResult(scores, selected_tiles(sel, table, ctx.tile_size, wh), table, sel, ctx.info, band_list,
