@@ -68,16 +68,23 @@ def optional_number(parameters, name) -> Optional[float]:
     return float(v)
 
 
-def make_folders(paths) -> None:
-    """Create the missing folders of output files (as QGIS does for its own algorithms)."""
-    for p in paths:
-        folder = os.path.dirname(os.path.abspath(p)) if p else None
-        if folder and not os.path.isdir(folder):
+def make_folders(paths, folders=None) -> None:
+    """Create the missing folders of output files ``paths`` (as QGIS does for its own algorithms) and the missing
+    output folders ``folders`` (``{parameter id: folder}``: the chip folder of ``sample``). Each folder made is
+    named to the run (``core.io.atomic.created_folder``), so a failed run removes it when it is empty."""
+    from ..core.io.atomic import created_folder
+
+    wanted = [(os.path.dirname(os.path.abspath(p)), f"Cannot create the output folder for '{p}': ", False)
+              for p in paths if p]
+    wanted += [(f, f"{name} '{f}' cannot be created: ", True) for name, f in (folders or {}).items() if f]
+    for folder, message, short in wanted:
+        if not os.path.isdir(folder):
             try:
                 os.makedirs(folder)
             except OSError as exc:
-                raise QgsProcessingException(f"Cannot create the output folder for '{p}': {exc}. "
-                                             "Choose a folder you can write to.") from None
+                why = exc.strerror if short else exc
+                raise QgsProcessingException(f"{message}{why}. Choose a folder you can write to.") from None
+            created_folder(folder)
 
 
 def check_outputs(names, outputs, inputs) -> None:

@@ -2,7 +2,6 @@
 
 Parameters in, ``core.sample.sampling`` calls, QGIS outputs out. No pixel work happens here.
 """
-import os
 import re
 
 from qgis.core import (
@@ -39,6 +38,7 @@ from .common import (
     check_outputs,
     field_type,
     gdal_source,
+    make_folders,
     name_loaded_outputs,
     sink_destination,
 )
@@ -288,13 +288,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
         folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context) or None
         if chip and not folder:
             folder = QgsProcessingUtils.generateTempFilename("ktextures_chips")
-        if folder and not os.path.isdir(folder):
-            try:
-                os.makedirs(folder)
-            except OSError as exc:
-                raise QgsProcessingException(f"OUTPUT_FOLDER '{folder}' cannot be created: {exc.strerror}. "
-                                             "Choose a folder you can write to.") from None
-            atomic.created_folder(folder)
+        make_folders((), {self.OUTPUT_FOLDER: folder})
         if chip:
             if not image_path:
                 feedback.pushWarning("No IMAGE given: only the class-mask chips are written.")
