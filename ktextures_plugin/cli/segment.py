@@ -12,7 +12,7 @@ NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": 
          "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata",
          "extent": "--extent", "smoothing": "--smoothing", "min_segment_px": "--min-segment-px",
          "tile_size": "--tile-size"}
-#: SegmentOptions field -> the option that sets it (tests/algorithms/test_segment_algorithm.py compares it with the
+#: SegmentOptions field -> the option that sets it (tests/frontends/test_options.py compares it with the
 #: QGIS one; ``window`` is for scripts, which give pixel windows)
 OPTIONS = {"bands": "--bands", "scaling": "--scaling", "extra_nodata": "--nodata", "extent": "--extent",
            "tile_size": "--tile-size", "min_segment_px": "--min-segment-px", "simulation_path": "--simulation",
