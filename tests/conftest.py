@@ -81,6 +81,28 @@ def read_band(path, band: int = 1):
         ds = None
 
 
+def read_array(path, window=None):
+    """Every band of the raster at ``path`` as one array (``(H, W)`` for one band, ``(C, H, W)`` else), or only
+    ``window`` = ``(xoff, yoff, xsize, ysize)`` of it (the file closed again)."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    try:
+        return ds.ReadAsArray(*window) if window else ds.ReadAsArray()
+    finally:
+        ds = None
+
+
+def edge_distance(arr, c, border_is_edge=True):
+    """The reference edge distance of the sample tests: pixels from every pixel of ``arr`` to the nearest pixel
+    that is not class ``c`` (the whole raster at once; outside the raster counts as another class when
+    ``border_is_edge``)."""
+    import numpy as np
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(np.pad(arr == c, 1, constant_values=not border_is_edge))[1:-1, 1:-1]
+
+
 def sample_with_nodata(tmp_path, rows: slice, cols: slice, dtype=None) -> Path:
     """A copy of the bundled sample with nodata 0 declared and the block ``[rows, cols]`` set to it in every
     band (``dtype``: a GDAL data type for the copy, default the sample's)."""

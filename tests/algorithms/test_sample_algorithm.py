@@ -8,28 +8,12 @@ import os
 import numpy as np
 import pytest
 from osgeo import gdal, ogr
-from scipy import ndimage
 
-from conftest import SAMPLE, algorithm_runner
+from conftest import SAMPLE, algorithm_runner, edge_distance, read_array
 from ktextures_plugin.core.io.classraster import read_palette
 
 gdal.UseExceptions()
-
-
 ogr.UseExceptions()
-
-
-def _array(path, window=None):
-    ds = gdal.Open(path)
-    try:
-        return ds.ReadAsArray(*window) if window else ds.ReadAsArray()
-    finally:
-        ds = None
-
-
-def _edt(arr, c, border_is_edge=True):
-    """Reference distance (pixels) of every pixel to the nearest pixel that is not class c (whole raster)."""
-    return ndimage.distance_transform_edt(np.pad(arr == c, 1, constant_values=not border_is_edge))[1:-1, 1:-1]
 
 
 # ---------------------------------------------------------------------------------------------- algorithm
@@ -84,7 +68,7 @@ def test_algorithm_points_chips_and_summary(run, class_tif, tmp_path):
                "OUTPUT_POINTS": str(tmp_path / "pts.gpkg"), "OUTPUT_FOLDER": str(tmp_path / "chips"),
                "OUTPUT_CHIPS": str(tmp_path / "chips.gpkg"), "OUTPUT_SUMMARY": str(tmp_path / "summary.csv")},
               feedback=fb)
-    arr = _array(class_tif)
+    arr = read_array(class_tif)
     gt = gdal.Open(class_tif).GetGeoTransform()
     pts = _features(res["OUTPUT_POINTS"])
     assert len(pts) == res["SAMPLE_COUNT"] == 18  # classes 2, 3, 4; class 1 has no interior pixel
@@ -94,7 +78,7 @@ def test_algorithm_points_chips_and_summary(run, class_tif, tmp_path):
         col, row = int((x - gt[0]) / gt[1]), int((y - gt[3]) / gt[5])
         assert arr[row, col] == attrs["class_id"] and attrs["class_name"] == names[attrs["class_id"] - 1]
         assert (row, col) == (attrs["row"], attrs["col"])
-        assert _edt(arr, attrs["class_id"])[row, col] >= 3 and attrs["edge_distance_px"] >= 3
+        assert edge_distance(arr, attrs["class_id"])[row, col] >= 3 and attrs["edge_distance_px"] >= 3
         rc.append((row, col))
     rc = np.array(rc, float)
     assert min(np.hypot(*(a - b)) for a, b in itertools.combinations(rc, 2)) >= 12
@@ -112,8 +96,8 @@ def test_algorithm_points_chips_and_summary(run, class_tif, tmp_path):
     for attrs, wkt, _ in chips:
         xo, yo, cs = attrs["xoff"], attrs["yoff"], attrs["size_px"]
         assert cs == 24 and os.path.dirname(attrs["image_file"]) == str(tmp_path / "chips")
-        assert np.array_equal(_array(attrs["image_file"]), _array(str(SAMPLE), (xo, yo, cs, cs)))
-        assert np.array_equal(_array(attrs["mask_file"]), arr[yo:yo + cs, xo:xo + cs])
+        assert np.array_equal(read_array(attrs["image_file"]), read_array(str(SAMPLE), (xo, yo, cs, cs)))
+        assert np.array_equal(read_array(attrs["mask_file"]), arr[yo:yo + cs, xo:xo + cs])
         env = ogr.CreateGeometryFromWkt(wkt).GetEnvelope()
         assert env == pytest.approx((gt[0] + xo * gt[1], gt[0] + (xo + cs) * gt[1],
                                      gt[3] + (yo + cs) * gt[5], gt[3] + yo * gt[5]))
@@ -140,7 +124,7 @@ def test_batch_style_runs_share_a_context(run, class_tif, holed_tif, tmp_path):
                   feedback=fb, context=context)
         outs.append(sorted((a["class_id"], a["row"], a["col"]) for a, _, _ in _features(res["OUTPUT_POINTS"])))
     assert all(outs) and outs[0] != outs[1] and outs[0] != outs[2]
-    holed = _array(holed_tif)
+    holed = read_array(holed_tif)
     assert all(holed[r, c] == k for k, r, c in outs[1])
 
 
@@ -225,8 +209,8 @@ def test_graphical_model_segment_then_sample(provider, tmp_path, tiny_models):
     assert len(chips) == len(pts)
     for attrs, _, _ in chips:
         xo, yo = attrs["xoff"], attrs["yoff"]
-        assert np.array_equal(_array(attrs["image_file"]), _array(str(SAMPLE), (xo, yo, 16, 16)))
-        m_ = _array(attrs["mask_file"])
+        assert np.array_equal(read_array(attrs["image_file"]), read_array(str(SAMPLE), (xo, yo, 16, 16)))
+        m_ = read_array(attrs["mask_file"])
         assert m_[8, 8] == attrs["class_id"]
 
 

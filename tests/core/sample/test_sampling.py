@@ -5,27 +5,13 @@ raster, cancel, any integer raster."""
 import numpy as np
 import pytest
 from osgeo import gdal
-from scipy import ndimage
 
-from conftest import SAMPLE
+from conftest import SAMPLE, edge_distance, read_array
 from ktextures_plugin.core.errors import Canceled
 from ktextures_plugin.core.feedback import Feedback
 from ktextures_plugin.core.io.classraster import read_palette
 from ktextures_plugin.core.sample import SampleOptions, sampling
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
-
-
-def _array(path, window=None):
-    ds = gdal.Open(path)
-    try:
-        return ds.ReadAsArray(*window) if window else ds.ReadAsArray()
-    finally:
-        ds = None
-
-
-def _edt(arr, c, border_is_edge=True):
-    """Reference distance (pixels) of every pixel to the nearest pixel that is not class c (whole raster)."""
-    return ndimage.distance_transform_edt(np.pad(arr == c, 1, constant_values=not border_is_edge))[1:-1, 1:-1]
 
 
 def _check_invariants(res, arr, min_edge, spacing, border_is_edge=True):
@@ -36,7 +22,7 @@ def _check_invariants(res, arr, min_edge, spacing, border_is_edge=True):
     for s in res.samples:
         assert arr[s.row, s.col] == s.class_id
         if s.class_id not in refs:
-            refs[s.class_id] = _edt(arr, s.class_id, border_is_edge)
+            refs[s.class_id] = edge_distance(arr, s.class_id, border_is_edge)
         d = refs[s.class_id][s.row, s.col]
         assert d >= min_edge, (s, d)
         assert s.edge_distance_px == pytest.approx(min(d, halo), abs=1e-4), (s, d)
@@ -52,7 +38,7 @@ def _check_invariants(res, arr, min_edge, spacing, border_is_edge=True):
 
 # ---------------------------------------------------------------------------------------------- core
 def test_samples_are_interior_spaced_and_at_pixel_centres(class_tif):
-    arr = _array(class_tif)
+    arr = read_array(class_tif)
     res = sampling.draw_samples(class_tif, SampleOptions(25, min_edge_distance_px=3, min_spacing_px=8, seed=7))
     _check_invariants(res, arr, 3, 8)
     by = {s.class_id: s for s in res.summary}
@@ -64,12 +50,12 @@ def test_samples_are_interior_spaced_and_at_pixel_centres(class_tif):
     assert all(s.class_name == names[s.class_id - 1] for s in res.samples)
     # interior pixel counts equal the reference distance transform's
     for c in (2, 3, 4):
-        assert by[c].interior_px == int(((arr == c) & (_edt(arr, c) >= 3)).sum())
+        assert by[c].interior_px == int(((arr == c) & (edge_distance(arr, c) >= 3)).sum())
 
 
 def test_small_windows_with_halo_give_exact_distances(holed_tif):
     """Windows of 37 px: candidates crossing window borders still get the whole-raster distance."""
-    arr = _array(holed_tif)
+    arr = read_array(holed_tif)
     res = sampling.draw_samples(holed_tif,
         SampleOptions(30, min_edge_distance_px=4, min_spacing_px=5, seed=3, window_px=37,
                                 distance_cap_px=6))
@@ -77,18 +63,18 @@ def test_small_windows_with_halo_give_exact_distances(holed_tif):
     _check_invariants(res, arr, 4, 5)
     by = {s.class_id: s for s in res.summary}
     for c in (2, 3, 4):
-        assert by[c].interior_px == int(((arr == c) & (_edt(arr, c) >= 4)).sum())
+        assert by[c].interior_px == int(((arr == c) & (edge_distance(arr, c) >= 4)).sum())
     assert not any(arr[s.row, s.col] == 0 for s in res.samples)
 
 
 def test_border_not_edge_option(class_tif):
-    arr = _array(class_tif)
+    arr = read_array(class_tif)
     res = sampling.draw_samples(class_tif, SampleOptions(40, min_edge_distance_px=5, min_spacing_px=0, seed=2,
                                 border_is_edge=False))
     _check_invariants(res, arr, 5, 0, border_is_edge=False)
     by = {s.class_id: s for s in res.summary}
-    assert by[3].interior_px == int(((arr == 3) & (_edt(arr, 3, False) >= 5)).sum())
-    assert by[3].interior_px > int(((arr == 3) & (_edt(arr, 3, True) >= 5)).sum())
+    assert by[3].interior_px == int(((arr == 3) & (edge_distance(arr, 3, False) >= 5)).sum())
+    assert by[3].interior_px > int(((arr == 3) & (edge_distance(arr, 3, True) >= 5)).sum())
 
 
 def test_same_seed_same_samples_other_seed_other_samples(class_tif):
@@ -104,7 +90,7 @@ def test_same_seed_same_samples_other_seed_other_samples(class_tif):
 
 
 def test_classes_subset_and_proportional(class_tif):
-    arr = _array(class_tif)
+    arr = read_array(class_tif)
     res = sampling.draw_samples(class_tif, SampleOptions(10, classes="2, 4", min_edge_distance_px=2, min_spacing_px=3))
     assert {s.class_id for s in res.samples} == {2, 4}
     assert [s.class_id for s in res.summary] == [2, 4]
@@ -182,8 +168,8 @@ def test_chips_line_up_with_image_and_classes(class_tif, tmp_path):
         ul = gdal.ApplyGeoTransform(img.GetGeoTransform(), xo, yo)
         assert ci.GetGeoTransform()[0] == pytest.approx(ul[0]) and ci.GetGeoTransform()[3] == pytest.approx(ul[1])
         ci = None
-        m = _array(ch.mask_path)
-        assert np.array_equal(m, _array(class_tif, (xo, yo, cs, cs)))
+        m = read_array(ch.mask_path)
+        assert np.array_equal(m, read_array(class_tif, (xo, yo, cs, cs)))
         assert m[cs // 2, cs // 2] == ch.sample.class_id
         assert read_palette(ch.mask_path) == (names, colors)
         md = gdal.Open(ch.mask_path)
@@ -201,7 +187,7 @@ def test_chips_from_a_window_of_the_image(tiny_models, tmp_path):
     assert chips
     for ch in chips:
         xo, yo, cs, _ = ch.window
-        assert np.array_equal(_array(ch.image_path), _array(str(SAMPLE), (xo + 100, yo + 200, cs, cs)))
+        assert np.array_equal(read_array(ch.image_path), read_array(str(SAMPLE), (xo + 100, yo + 200, cs, cs)))
 
 
 def test_result_does_not_depend_on_the_candidate_pool(class_tif):
@@ -224,7 +210,7 @@ def test_absent_class_is_reported(class_tif):
 
 def test_plain_integer_raster_geographic_with_negative_nodata(class_tif, tmp_path):
     """Any GDAL integer raster: Int16 with nodata -1, EPSG:4326, no palette; only present classes reported."""
-    a = _array(class_tif).astype(np.int16)
+    a = read_array(class_tif).astype(np.int16)
     a[a == 1] = -1
     a[:50] = 300
     path = str(tmp_path / "i16.tif")
