@@ -300,6 +300,25 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
             parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
         add_mask_option(self)
 
+    @staticmethod
+    def onnxruntime_missing() -> str:
+        """'' when onnxruntime imports, else the install hint (``installer_gui.manual_hint``)."""
+        from ..core.runtime import onnxruntime_available
+        from ..installer_gui import manual_hint
+        return "" if onnxruntime_available() else manual_hint("onnxruntime")
+
+    def canExecute(self):  # noqa: N802
+        """Runnable only with onnxruntime: else the dialog says how to install it."""
+        hint = self.onnxruntime_missing()
+        return not hint, hint
+
+    def require_onnxruntime(self) -> None:
+        """Raise the install hint as a QgsProcessingException when onnxruntime is missing (a run from a script or
+        qgis_process, which do not ask :meth:`canExecute`)."""
+        hint = self.onnxruntime_missing()
+        if hint:
+            raise QgsProcessingException(hint)
+
     def model_path(self, parameters, context) -> str:
         """MODEL_FILE when given, else the bundled model chosen in MODEL.
 

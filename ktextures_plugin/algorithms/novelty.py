@@ -7,7 +7,6 @@ done by :func:`ktextures_plugin.core.novelty.rank_tiles` and ``core/novelty/nove
 """
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -17,8 +16,6 @@ from qgis.core import (
 )
 
 from ..core.io import outputs
-from ..core.runtime import onnxruntime_available
-from ..installer_gui import manual_hint
 from . import novelty_styling
 from .common import (
     ModelInputAlgorithm,
@@ -115,11 +112,6 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles scored"))
         self.addOutput(QgsProcessingOutputNumber("SKIPPED_TILES", "Tiles skipped (mostly nodata)"))
 
-    def canExecute(self):  # noqa: N802
-        if not onnxruntime_available():
-            return False, manual_hint("onnxruntime")
-        return True, ""
-
     def _outputs(self, parameters, context, src, model_path):
         score = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCORE, context)
         selected = self.parameterAsOutputLayer(parameters, self.OUTPUT_SELECTED, context)
@@ -136,8 +128,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         from ..core.novelty import rank_tiles
         from ..core.novelty.novelty_output import write_html, write_score_raster, write_selected
 
-        if not onnxruntime_available():
-            raise QgsProcessingException(manual_hint("onnxruntime"))
+        self.require_onnxruntime()
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
         model_path = self.model_path(parameters, context)

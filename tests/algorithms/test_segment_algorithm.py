@@ -268,7 +268,8 @@ def test_cancel_between_tiles(run, tmp_path, tiny_models):
 
 
 def test_without_onnxruntime_provider_loads_and_explains(tmp_path):
-    """A QGIS whose Python cannot import onnxruntime still lists the algorithms; segment says how to install."""
+    """A QGIS whose Python cannot import onnxruntime still lists the algorithms; segment and novelty (the model
+    runners, common.ModelInputAlgorithm) say how to install."""
     code = f"""
 import sys, os
 sys.modules['onnxruntime'] = None  # makes 'import onnxruntime' raise ImportError, as when it is not installed
@@ -282,6 +283,7 @@ from ktextures_plugin.provider import KTexturesProvider
 prov = KTexturesProvider(); QgsApplication.processingRegistry().addProvider(prov)
 alg = QgsApplication.processingRegistry().algorithmById('ktextures:segment')
 print('LOADED', alg is not None, alg.canExecute())
+print('NOVELTY', QgsApplication.processingRegistry().algorithmById('ktextures:novelty').canExecute())
 try:
     processing.run('ktextures:segment', {{'INPUT': {str(SAMPLE)!r}, 'OUTPUT_RASTER': {str(tmp_path / 'x.tif')!r}}})
 except Exception as e:
@@ -290,7 +292,7 @@ os._exit(0)
 """
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     cp = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "LOADED True (False" in cp.stdout, cp.stdout + cp.stderr
+    assert "LOADED True (False" in cp.stdout and "NOVELTY (False" in cp.stdout, cp.stdout + cp.stderr
     assert "ERROR" in cp.stdout and "-m ktextures_plugin install onnxruntime --profile" in cp.stdout
 
 
