@@ -1,6 +1,7 @@
 """Options as the API: every front end's option table (``OPTIONS`` in ``cli/<job>.py`` and ``algorithms/<job>.py``)
 covers the job's options dataclass, names real options or parameters, and the same values give equal options.
-``segment`` has both front ends, ``kmeans`` only the command line, ``sample`` only the QGIS algorithm."""
+``segment`` and ``novelty`` have both front ends, ``kmeans`` only the command line, ``sample`` only the QGIS
+algorithm."""
 import dataclasses
 
 from conftest import SAMPLE
@@ -87,3 +88,31 @@ def test_sample_algorithm_covers_sample_options(provider):
     assert opts == SampleOptions(12, proportional=True, min_per_class=2, min_edge_distance_px=5, min_spacing_px=9,
                                  seed=4, classes=[1, 3], chip_size_px=16)
     assert not _non_default(opts, SampleOptions(), qgis_sample.OPTIONS)
+
+
+def test_cli_and_qgis_build_the_same_novelty_options(provider, tmp_path):
+    """Every NoveltyOptions field a user sets has a command-line option and (but ``threads``) a QGIS parameter
+    (``init_rank``, ``residual_weight``, ``features_path`` are for scripts and the benchmark), and the same values in
+    both give equal options."""
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    from ktextures_plugin.algorithms import novelty as qgis_novelty
+    from ktextures_plugin.cli import novelty as cli_novelty
+    from ktextures_plugin.core.novelty import NoveltyOptions
+
+    fields = {f.name for f in dataclasses.fields(NoveltyOptions)} - {"init_rank", "residual_weight", "features_path"}
+    assert set(cli_novelty.OPTIONS) == fields
+    assert set(qgis_novelty.OPTIONS) == fields - {"threads"}
+    parser = cli_novelty.build_parser()
+    assert set(cli_novelty.OPTIONS.values()) <= {s for a in parser._actions for s in a.option_strings}
+    alg = QgsApplication.processingRegistry().algorithmById("ktextures:novelty")
+    assert set(qgis_novelty.OPTIONS.values()) <= {d.name() for d in alg.parameterDefinitions()}
+    args = parser.parse_args([str(SAMPLE), "--score", str(tmp_path / "s.tif"), "--bands", "3,2,1,4", "--tile-size",
+                              "96", "--n-select", "7", "--rank", "3", "--seed", "5", "--init-tiles", "16",
+                              "--scaling", "stretch", "--nodata", "7", "--threads", "2"])
+    from_cli = cli_novelty.novelty_options(args)
+    params = {"INPUT": str(SAMPLE), "BANDS": "3,2,1,4", "TILE_SIZE": 96, "N_SELECT": 7, "RANK": 3, "SEED": 5,
+              "INIT_TILES": 16, "SCALING": "stretch", "NODATA": 7}
+    from_qgis = alg.novelty_options(params, QgsProcessingContext())
+    assert from_qgis == dataclasses.replace(from_cli, threads=None)
+    assert not _non_default(from_cli, NoveltyOptions(), cli_novelty.OPTIONS)

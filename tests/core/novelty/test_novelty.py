@@ -9,7 +9,8 @@ from osgeo import gdal
 from conftest import SAMPLE
 from ktextures_plugin import bundled_model_path
 from ktextures_plugin.core.errors import Canceled, RasterError
-from ktextures_plugin.core.novelty import novelty, novelty_output
+from ktextures_plugin.core.feedback import Feedback
+from ktextures_plugin.core.novelty import NoveltyOptions, novelty, novelty_output
 from planted import (
     CLOUD_XY,
     PATCH_XY,
@@ -34,7 +35,7 @@ def planted_one(tmp_path_factory):
 
 
 def test_planted_patch_ranks_first_and_heat_map_points_at_it(planted_one):
-    res = novelty.rank_tiles(str(planted_one), MODEL, n_select=5)
+    res = novelty.rank_tiles(str(planted_one), MODEL, NoveltyOptions(n_select=5))
     first = res.selected[0]
     assert overlaps(first.window, *PATCH_XY), first.window
     assert res.table.index.size == 15 * 23 and res.table.skipped == 0   # tiles every 32 px
@@ -46,14 +47,14 @@ def test_planted_patch_ranks_first_and_heat_map_points_at_it(planted_one):
     assert 0 < inside.sum() < inside.size
     assert heat[inside].mean() > 2 * heat[~inside].mean()
     # the same tile on the untouched sample is not remarkable
-    base = novelty.rank_tiles(str(SAMPLE), MODEL, n_select=1)
+    base = novelty.rank_tiles(str(SAMPLE), MODEL, NoveltyOptions(n_select=1))
     assert base.scores[first.row, first.col] < res.scores[first.row, first.col]
 
 
 @pytest.mark.parametrize("x, y", CLOUD_XY)
 def test_unaligned_cloud_ranks_first_and_once(tmp_path, x, y):
     path = plant(tmp_path / "cloud.tif", [(x, y, cloud())])
-    res = novelty.rank_tiles(str(path), MODEL, n_select=5)
+    res = novelty.rank_tiles(str(path), MODEL, NoveltyOptions(n_select=5))
     assert_found_once([s.window for s in res.selected], x, y, T, T)
     sel = [s.score for s in res.selected]
     assert sel == sorted(sel, reverse=True)          # the score shown is the one that ordered the list
@@ -64,7 +65,7 @@ def test_unaligned_seam_of_bad_lines_ranks_first(tmp_path, x, y, vertical):
     arr = stripe()
     arr = arr.transpose(0, 2, 1).copy() if vertical else arr
     path = plant(tmp_path / "seam.tif", [(x, y, arr)])
-    res = novelty.rank_tiles(str(path), MODEL, n_select=3)
+    res = novelty.rank_tiles(str(path), MODEL, NoveltyOptions(n_select=3))
     assert_found_once([s.window for s in res.selected], x, y, arr.shape[2], arr.shape[1])
 
 
@@ -72,7 +73,7 @@ def test_two_identical_patches_are_not_ranked_one_and_two(tmp_path):
     p = amazon_patch()
     spots = [(1 * T, 2 * T), (5 * T, 9 * T)]          # on the tile grid: each copy fills one tile
     path = plant(tmp_path / "twins.tif", [(x, y, p) for x, y in spots])
-    res = novelty.rank_tiles(str(path), MODEL, n_select=3)
+    res = novelty.rank_tiles(str(path), MODEL, NoveltyOptions(n_select=3))
     hit = [(s.window[0], s.window[1]) in spots for s in res.selected]
     assert hit[0], [s.window for s in res.selected]
     assert not hit[1]
@@ -101,7 +102,8 @@ def test_pooled_features_equal_the_statistics_of_each_tile_window():
 
 
 def test_same_seed_same_ranking(planted_one):
-    runs = [novelty.rank_tiles(str(planted_one), MODEL, n_select=6, init_tiles=16, seed=s) for s in (3, 3, 4)]
+    runs = [novelty.rank_tiles(str(planted_one), MODEL, NoveltyOptions(n_select=6, init_tiles=16, seed=s))
+            for s in (3, 3, 4)]
     a, b, c = runs
     assert [s.window for s in a.selected] == [s.window for s in b.selected]
     assert np.array_equal(a.scores, b.scores)
@@ -119,7 +121,7 @@ def test_mostly_nodata_tiles_are_skipped_and_counted(tmp_path):
     valid[:T, :100] = False
     s = T // 2
     frac = np.array([[valid[r * s:r * s + T, c * s:c * s + T].mean() for c in range(15)] for r in range(23)])
-    res = novelty.rank_tiles(str(path), MODEL, n_select=3)
+    res = novelty.rank_tiles(str(path), MODEL, NoveltyOptions(n_select=3))
     skip = frac < novelty.MIN_VALID_FRACTION
     assert skip.sum() == 3                     # tiles 0, 1 empty, tile 2 at 56 % nodata; row 1 half valid
     assert res.table.skipped == skip.sum() and res.table.index.size == skip.size - skip.sum()
@@ -137,20 +139,21 @@ def test_clear_errors(tmp_path):
     with pytest.raises(RasterError, match="Every pixel"):
         novelty.rank_tiles(str(empty), MODEL)
     with pytest.raises(RasterError, match="needs 4 bands"):
-        novelty.rank_tiles(str(SAMPLE), MODEL, bands="3,2,1")
+        novelty.rank_tiles(str(SAMPLE), MODEL, NoveltyOptions(bands="3,2,1"))
     with pytest.raises(ValueError, match="multiple of 32"):
-        novelty.rank_tiles(str(SAMPLE), MODEL, tile_size=50)
+        novelty.rank_tiles(str(SAMPLE), MODEL, NoveltyOptions(tile_size=50))
 
 
 def test_progress_and_cancel():
     seen = []
-    res = novelty.rank_tiles(str(SAMPLE), MODEL, n_select=2, progress=lambda f, s: seen.append((f, s)))
+    res = novelty.rank_tiles(str(SAMPLE), MODEL, NoveltyOptions(n_select=2),
+                             Feedback(progress=lambda f, s: seen.append((f, s))))
     assert len(res.selected) == 2
     assert seen[-1][0] == pytest.approx(1.0) and {"features", "select"} <= {s for _, s in seen}
     assert all(b >= a for (a, _), (b, _) in zip(seen, seen[1:]))
     calls = []
     with pytest.raises(Canceled):
-        novelty.rank_tiles(str(SAMPLE), MODEL, is_canceled=lambda: calls.append(1) or len(calls) > 3)
+        novelty.rank_tiles(str(SAMPLE), MODEL, feedback=Feedback(is_canceled=lambda: calls.append(1) or len(calls) > 3))
 
 
 def test_classes_per_tile_match_segment_with_a_halo_model(tiny_models, tmp_path):
@@ -159,7 +162,7 @@ def test_classes_per_tile_match_segment_with_a_halo_model(tiny_models, tmp_path)
     from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     seg = segment_raster(str(SAMPLE), tiny_models["box4"], str(tmp_path / "c.tif"), SegmentOptions(bands="3,2,1,4"))
     classes = gdal.Open(seg.path).ReadAsArray()
-    res = novelty.rank_tiles(str(SAMPLE), tiny_models["box4"], bands="3,2,1,4", n_select=2)
+    res = novelty.rank_tiles(str(SAMPLE), tiny_models["box4"], NoveltyOptions(bands="3,2,1,4", n_select=2))
     for idx, counts in zip(res.table.index, res.table.class_counts):
         r, c = divmod(int(idx), res.table.grid[0])
         block = classes[r * T // 2:r * T // 2 + T, c * T // 2:c * T // 2 + T]
@@ -171,8 +174,8 @@ def test_models_novelty_cannot_use(tmp_path):
     from onnx_fixtures import binning_model
     plain = binning_model(tmp_path / "notex.onnx", with_textures=False)
     with pytest.raises(ModelError, match="no 'textures' output"):
-        novelty.rank_tiles(str(SAMPLE), plain, bands="3,2,1,4")
+        novelty.rank_tiles(str(SAMPLE), plain, NoveltyOptions(bands="3,2,1,4"))
     rgb = binning_model(tmp_path / "rgb.onnx", channels=("red", "green", "blue"), scale_min=(0, 0, 0),
                         scale_max=(3000, 3000, 3000))
     with pytest.raises(ModelError, match="red, green, blue and NIR"):
-        novelty.rank_tiles(str(SAMPLE), rgb, bands="3,2,1")
+        novelty.rank_tiles(str(SAMPLE), rgb, NoveltyOptions(bands="3,2,1"))
