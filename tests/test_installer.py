@@ -169,6 +169,29 @@ def test_notice_has_an_install_button(qgis_iface, monkeypatch):
     assert "-m ktextures_plugin install torch --profile" in hint and QgsApplication.qgisSettingsDirPath() in hint
 
 
+def test_clicking_install_starts_the_install_and_removes_the_notice(qgis_iface, monkeypatch):
+    """A real click on the notice's button (a visible bar, as in the main window): the install starts and the
+    notice goes."""
+    from qgis.PyQt.QtCore import QCoreApplication
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from ktextures_plugin import installer_gui
+    monkeypatch.setitem(installer.MODULES, "onnxruntime", "ktextures_no_such_module")
+    inst = installer_gui.Installer(qgis_iface)
+    started = []
+    monkeypatch.setattr(inst, "start", lambda f, dialog_bar=None: started.append((f, dialog_bar)))  # no pip
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    bar.show()
+    inst.notice("onnxruntime")
+    button = bar.currentItem().findChildren(QPushButton)[0]
+    button.click()
+    for _ in range(3):
+        QCoreApplication.processEvents()
+    assert started == [("onnxruntime", None)]  # the main window's notice: progress in the main window
+    assert bar.currentItem() is None
+
+
 # ---------------------------------------------------------------------------------------------- a local index
 def wheel(folder, name, version, requires=()):
     """A minimal pure-Python wheel (PEP 427) of ``name`` with the given Requires-Dist lines."""

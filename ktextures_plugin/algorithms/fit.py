@@ -127,12 +127,17 @@ class FitAlgorithm(KTexturesAlgorithm):
 
     def canExecute(self):  # noqa: N802
         """Always True in the desktop, so the dialog opens (with the PyTorch notice in it:
-        installer_gui.DialogWatcher) rather than an error dialog; elsewhere False without PyTorch."""
+        :meth:`createCustomParametersWidget`) rather than an error dialog; elsewhere False without PyTorch."""
         from ..installer_gui import CURRENT, manual_hint
         from ..training import torch_available
         if not torch_available() and not CURRENT:
             return False, manual_hint("torch")
         return True, ""
+
+    def createCustomParametersWidget(self, parent=None):  # noqa: N802
+        """The fit dialog with the PyTorch install notice in front when PyTorch is missing (desktop only)."""
+        from ..installer_gui import available, dialog_with_notice
+        return None if available("torch") else dialog_with_notice(self, parent, "torch")
 
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
