@@ -19,7 +19,7 @@ from qgis.core import (
 from ..core import outputs
 from ..core.runtime import onnxruntime_available
 from ..installer_gui import manual_hint
-from . import novelty_styling
+from . import styling
 from .common import (
     ModelInputAlgorithm,
     add_html_destination,
@@ -168,9 +168,9 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile at x {s.window[0]}, y {s.window[1]} px, selection score "
                               f"{s.score:.4g}, initial score {s.initial:.4g}, residual {s.residual:.4g}")
-        for w in novelty_styling.save_default_styles(score, selected):
+        for w in styling.save_novelty_styles(score, selected):
             feedback.pushWarning(w)
-        novelty_styling.attach_styles(context, score, selected)
+        styling.attach_novelty_styles(context, score, selected)
         self.show_page(page, f"k-textures novelty ({layer.name()})")
         return {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected or None, self.OUTPUT_HTML: page or None,
                 "TILES": int(res.table.index.size), "SKIPPED_TILES": int(res.table.skipped)}
