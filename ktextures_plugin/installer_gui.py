@@ -14,7 +14,7 @@ from . import installer
 
 LOG_TAG = "k-textures"
 #: What each feature is needed for (shown in the notice).
-PURPOSE = {"onnxruntime": "to segment rasters", "torch": "to fit a model (190 MB)"}
+PURPOSE = {"onnxruntime": "to segment rasters", "torch": "to fit a model (200 MB)"}
 
 
 def deps_folder() -> str:
@@ -62,10 +62,12 @@ def menu_text(feature: str) -> str:
 
 
 def available(feature: str) -> bool:
-    """True when the module of ``feature`` imports."""
+    """True when the modules of ``feature`` import (``installer.MODULES``: a name or a tuple of names)."""
     importlib.invalidate_caches()
+    names = installer.MODULES[feature]
     try:
-        importlib.import_module(installer.MODULES[feature])
+        for name in (names,) if isinstance(names, str) else names:
+            importlib.import_module(name)
     except ImportError:
         return False
     return True

@@ -128,9 +128,8 @@ class FitAlgorithm(KTexturesAlgorithm):
     def canExecute(self):  # noqa: N802
         """Always True in the desktop, so the dialog opens (with the PyTorch notice in it:
         :meth:`createCustomParametersWidget`) rather than an error dialog; elsewhere False without PyTorch."""
-        from ..installer_gui import CURRENT, manual_hint
-        from ..training import torch_available
-        if not torch_available() and not CURRENT:
+        from ..installer_gui import CURRENT, available, manual_hint
+        if not available("torch") and not CURRENT:
             return False, manual_hint("torch")
         return True, ""
 
@@ -141,9 +140,9 @@ class FitAlgorithm(KTexturesAlgorithm):
 
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..training import torch_available
+        from ..installer_gui import available
 
-        if not torch_available():
+        if not available("torch"):  # PyTorch and scikit-learn (k-means)
             from ..installer_gui import manual_hint, request_install
             request_install("torch")
             raise QgsProcessingException(manual_hint("torch"))
