@@ -14,7 +14,9 @@ from . import installer
 
 LOG_TAG = "k-textures"
 #: What each feature is needed for (shown in the notice).
-PURPOSE = {"onnxruntime": "to segment rasters", "torch": "to fit a model (200 MB)"}
+PURPOSE = {"onnxruntime": "to segment rasters", "torch": "to fit a model"}
+#: Download size of each feature, said when its install starts.
+SIZE = {"onnxruntime": "about 25 MB", "torch": "about 200 MB"}
 
 
 def deps_folder() -> str:
@@ -168,8 +170,8 @@ class Installer(QObject):
             self.dialog_bars[feature] = dialog_bar
             dialog_bar.destroyed.connect(partial(self.dialog_bars.pop, feature, None))
         for bar in self._bars(feature):
-            _push(bar, f"Installing {feature}; pip's output is in View > Panels > Log Messages, tab '{LOG_TAG}'.",
-                  Qgis.MessageLevel.Info, 0)
+            _push(bar, f"Installing {feature} ({SIZE[feature]}); pip's output is in View > Panels > Log Messages, "
+                  f"tab '{LOG_TAG}'.", Qgis.MessageLevel.Info, 0)
         return task
 
     def _bars(self, feature: str) -> list:
