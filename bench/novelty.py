@@ -137,7 +137,7 @@ CONFIGS_DEFAULT = ["typical1:4:1:3", "typical1:4:1:2", "typical:4:1:2", "typical
 
 
 def _model(items, how, rank, seed, table=None):
-    from ktextures_plugin.core import demud, novelty
+    from ktextures_plugin.core.novelty import demud, novelty
     if how == "grid":   # the SVD of the non-overlapping tiles (even rows and columns of positions)
         r, c = np.divmod(table.index, table.grid[0])
         return demud.Subspace.fit(items[(r % 2 == 0) & (c % 2 == 0)], rank)
@@ -156,7 +156,7 @@ def _model(items, how, rank, seed, table=None):
 
 def _select(table, cfg, seed, wh, tile, designs):
     """DEMUD with configuration ``cfg`` on a tile table: ``(windows of 8 selections, selection scores)``."""
-    from ktextures_plugin.core import demud, novelty
+    from ktextures_plugin.core.novelty import demud, novelty
     parts = cfg.split(":")
     how, rank, weight, reach = parts + ["1", "1"][len(parts) - 2:]
     if weight not in designs:
@@ -171,7 +171,7 @@ def _own(path, bands, scaling, args, model):
     """The first 3 selections of each configuration on the scene without a planted anomaly."""
     from osgeo import gdal
 
-    from ktextures_plugin.core import novelty
+    from ktextures_plugin.core.novelty import novelty
     res = novelty.rank_tiles(path, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile)
     wh = (gdal.Open(path).RasterXSize, gdal.Open(path).RasterYSize)
     designs = {}
@@ -182,7 +182,7 @@ def run_planted(args):
     from osgeo import gdal
 
     from ktextures_plugin import bundled_model_path
-    from ktextures_plugin.core import novelty
+    from ktextures_plugin.core.novelty import novelty
     os.makedirs(OUT, exist_ok=True)
     model = bundled_model_path(1)
     tally = {}
@@ -248,7 +248,7 @@ def speed(args):
                                        "--selected", os.path.join(OUT, "novelty_selected.gpkg"), "--quiet"]))
         runs["segment"].append(_timed(["segment", src, "--out", os.path.join(OUT, "novelty_peer_classes.tif"),
                                        "--quiet"]))
-    from ktextures_plugin.core.novelty import tile_grid
+    from ktextures_plugin.core.novelty.novelty import tile_grid
     cols, rows = tile_grid((args.size, args.size), T)
     tiles = cols * rows
     nov = statistics.median(s for s, _ in runs["novelty"])
