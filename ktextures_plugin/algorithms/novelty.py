@@ -29,6 +29,7 @@ from .common import (
     gdal_source,
     input_view,
     make_folders,
+    name_loaded_outputs,
     optional_number,
     progress_bridge,
 )
@@ -171,6 +172,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         for w in styling.save_novelty_styles(score, selected):
             feedback.pushWarning(w)
         styling.attach_novelty_styles(context, score, selected)
+        name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected})
         self.show_page(page, f"k-textures novelty ({layer.name()})")
         return {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected or None, self.OUTPUT_HTML: page or None,
                 "TILES": int(res.table.index.size), "SKIPPED_TILES": int(res.table.skipped)}
