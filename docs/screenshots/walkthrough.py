@@ -397,8 +397,9 @@ def save_model(onnx: str) -> str:
             elif not isinstance(p, QgsProcessingDestinationParameter):
                 child.addParameterSources(p.name(), [Src.fromStaticValue(p.defaultValue())])
         outs = {}
-        for name in outputs:
-            o = QgsProcessingModelOutput(f"{cid}_{name}", name)
+        for name in outputs:  # named as the modeler names them: the output's description
+            o = QgsProcessingModelOutput(f"{cid}_{name}", reg.algorithmById(alg_id).parameterDefinition(name)
+                                         .description())
             o.setChildOutputName(name)
             o.setChildId(cid)
             outs[o.name()] = o
