@@ -40,13 +40,15 @@ from .core.errors import Canceled, InstallError
 #: The pinned packages per feature (kept equal to requirements.txt / requirements-dev.txt by a test).
 PACKAGES: Dict[str, List[str]] = {
     "onnxruntime": ["onnxruntime==1.31.1"],
-    "torch": ["torch==2.13.0"],
+    # fitting: PyTorch, scikit-learn (k-means, the context variant's start) and onnx (the export), none of which
+    # Debian's Python has
+    "torch": ["torch==2.13.0", "scikit-learn==1.9.1", "onnx==1.23.2"],
 }
 #: Extra pip options per feature and platform family: the CPU build of PyTorch on Linux (PyPI's Linux wheel
 #: pulls several GB of CUDA libraries; Windows and macOS wheels on PyPI are CPU builds already).
 EXTRA_INDEX = {("torch", "linux"): ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]}
-#: Import name of each feature.
-MODULES = {"onnxruntime": "onnxruntime", "torch": "torch"}
+#: Import names of each feature (all must import for the feature to be there).
+MODULES = {"onnxruntime": "onnxruntime", "torch": ("torch", "sklearn", "onnx")}
 #: The folder that holds the ``ktextures_plugin`` package (what ``PYTHONPATH`` needs for the terminal command).
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Byte strings found in an extension module compiled against numpy's C API (``import_array()`` imports the

@@ -16,7 +16,7 @@ from qgis.core import (
 )
 
 from ..core.io import outputs
-from . import novelty_styling
+from . import styling
 from .common import (
     ModelInputAlgorithm,
     add_html_destination,
@@ -26,6 +26,7 @@ from .common import (
     gdal_source,
     input_view,
     make_folders,
+    name_loaded_outputs,
     optional_number,
     progress_bridge,
 )
@@ -169,9 +170,10 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile at x {s.window[0]}, y {s.window[1]} px, selection score "
                               f"{s.score:.4g}, initial score {s.initial:.4g}, residual {s.residual:.4g}")
-        for w in novelty_styling.save_default_styles(score, selected):
+        for w in styling.save_novelty_styles(score, selected):
             feedback.pushWarning(w)
-        novelty_styling.attach_styles(context, score, selected)
+        styling.attach_novelty_styles(context, score, selected)
+        name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected})
         self.show_page(page, f"k-textures novelty ({layer.name()})")
         return {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected or None, self.OUTPUT_HTML: page or None,
                 "TILES": int(res.table.index.size), "SKIPPED_TILES": int(res.table.skipped)}

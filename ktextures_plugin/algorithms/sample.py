@@ -217,9 +217,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
         except Canceled:
             raise QgsProcessingException("Canceled by the user: sampling stopped, no output was left.") from None
         self._style(context, feedback, class_path, points_id, chips_id)
-        # the segmented image's name when the input is a class raster named by segment: "Classes (s2_sample)"
-        source = re.fullmatch(r"Classes \((.+)\)", layer.name())
-        name_loaded_outputs(self, context, source.group(1) if source else layer.name(), {
+        name_loaded_outputs(self, context, _input_name(layer, image), {
             self.OUTPUT_POINTS: points_id, self.OUTPUT_CHIPS: chips_id, self.OUTPUT_SUMMARY: summary_id})
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:
@@ -369,3 +367,13 @@ def _delivered(dest):
     if path:
         atomic.delivered(path)
     return dest
+
+
+def _input_name(classes, image) -> str:
+    """The name the loaded outputs carry: the segmented image's, from a class raster named by segment ("Classes
+    (s2_sample)" -> "s2_sample"), else the image's (a class raster made inside a graphical model is named after
+    the child's output, "OUTPUT_RASTER"), else the class raster's."""
+    source = re.fullmatch(r"Classes \((.+)\)", classes.name())
+    if source:
+        return source.group(1)
+    return image.name() if image is not None else classes.name()

@@ -330,6 +330,7 @@ def test_model_segment_then_sample_loads_without_not_generated_line(provider, ti
                                               "MODEL_FILE": src.fromStaticValue(tiny_models["bin4"])},
               outputs=("OUTPUT_RASTER",))
     add_child(m, "ktextures:sample", "sample", {"INPUT": src.fromChildOutput("seg", "OUTPUT_RASTER"),
+                                                "IMAGE": src.fromModelParameter("image"),
                                                 "POINTS_PER_CLASS": src.fromStaticValue(3)},
               outputs=("OUTPUT_POINTS", "OUTPUT_SUMMARY"))
     ok, errors = m.validate()
@@ -341,5 +342,8 @@ def test_model_segment_then_sample_loads_without_not_generated_line(provider, ti
     try:
         assert res is not None and not [e for e in fb.errors if NOT_GENERATED in e], fb.errors
         assert len(QgsProject.instance().mapLayers()) >= 3
+        names = {lyr.name() for lyr in QgsProject.instance().mapLayers().values()}
+        stem = os.path.splitext(os.path.basename(str(SAMPLE)))[0]
+        assert f"Sample points ({stem})" in names, names  # the image's name, not the child's "OUTPUT_RASTER"
     finally:
         QgsProject.instance().removeAllMapLayers()

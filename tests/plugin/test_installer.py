@@ -66,7 +66,7 @@ def test_command_lines_for_each_layout(layout):
     check = installer.resolve_command("PY", "torch", "c.txt", "r.json", platform=layout["platform"])
     assert check[:4] == ["PY", "-m", "pip", "install"] and "--dry-run" in check
     assert check[check.index("--report") + 1] == "r.json" and check[check.index("--constraint") + 1] == "c.txt"
-    assert "--target" not in check and check[-1] == "torch==2.13.0"
+    assert "--target" not in check and check[-3:] == installer.PACKAGES["torch"]  # torch, scikit-learn, onnx
     assert ("https://download.pytorch.org/whl/cpu" in check) == (layout is DEBIAN)  # CPU build on Linux
     plan = installer.Plan("onnxruntime", "PY", target, [], [("onnxruntime", "1.31.1"), ("protobuf", "7.1")])
     cmd = installer.install_command("PY", target, plan, platform=layout["platform"])
@@ -167,6 +167,29 @@ def test_notice_has_an_install_button(qgis_iface, monkeypatch):
     hint = installer_gui.manual_hint("torch")  # the by-hand fix names this QGIS's profile, not "default"
     from qgis.core import QgsApplication
     assert "-m ktextures_plugin install torch --profile" in hint and QgsApplication.qgisSettingsDirPath() in hint
+
+
+def test_clicking_install_starts_the_install_and_removes_the_notice(qgis_iface, monkeypatch):
+    """A real click on the notice's button (a visible bar, as in the main window): the install starts and the
+    notice goes."""
+    from qgis.PyQt.QtCore import QCoreApplication
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from ktextures_plugin import installer_gui
+    monkeypatch.setitem(installer.MODULES, "onnxruntime", "ktextures_no_such_module")
+    inst = installer_gui.Installer(qgis_iface)
+    started = []
+    monkeypatch.setattr(inst, "start", lambda f, dialog_bar=None: started.append((f, dialog_bar)))  # no pip
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    bar.show()
+    inst.notice("onnxruntime")
+    button = bar.currentItem().findChildren(QPushButton)[0]
+    button.click()
+    for _ in range(3):
+        QCoreApplication.processEvents()
+    assert started == [("onnxruntime", None)]  # the main window's notice: progress in the main window
+    assert bar.currentItem() is None
 
 
 # ---------------------------------------------------------------------------------------------- a local index
