@@ -2,7 +2,7 @@
 torch vs onnxruntime parity, determinism, cancel, CLI. Real data (the bundled Sentinel-2 sample), real
 torch, tiny step counts (the whole file runs in well under a minute on 2 cores).
 
-Run: ``.venv/bin/python -m pytest tests/test_training.py -p no:qgis -q``
+Run: ``.venv/bin/python -m pytest tests/training/test_training.py -p no:qgis -q``
 """
 import os
 import subprocess
@@ -31,7 +31,7 @@ from ktextures_plugin.training.data import TileSampler, check_k  # noqa: E402
 from ktextures_plugin.training.features import FeatureLoss, FeatureSpecError, VGG16Features, build_extractors  # noqa: E402
 from ktextures_plugin.training.model import KTextures, bin_index, crop_textures, hard_bins, recalibrate_bn  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/training/ -> root
 SAMPLE = os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")
 BANDS = "3,2,1,4"
 TINY = dict(steps=3, batch_size=2, recal_tiles=4)   # a real but very short fit
