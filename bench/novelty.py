@@ -167,37 +167,54 @@ def _select(table, cfg, seed, wh, tile, designs):
     return [s.window for s in novelty.selected_tiles(sel, table, tile, wh)], sel.scores
 
 
-def _own(path, bands, scaling, args, model):
-    """The first 3 selections of each configuration on the scene without a planted anomaly."""
-    from osgeo import gdal
+def _table(path, bands, scaling, args, model, key):
+    """The tile table of ``path`` (``rank_tiles``), or with ``--cache`` the one stored under ``key`` by an
+    earlier run of the same code (bench/out/novelty_cache; delete it when the features change)."""
+    import dataclasses
 
     from ktextures_plugin.core import novelty
-    res = novelty.rank_tiles(path, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile)
+    f = os.path.join(OUT, "novelty_cache", key + ".npz")
+    if args.cache and os.path.exists(f):
+        z = np.load(f)
+        kw = {k: z[k] for k in z.files}
+        kw["grid"], kw["widths"] = tuple(int(v) for v in kw["grid"]), tuple(int(v) for v in kw["widths"])
+        kw["skipped"], kw["stride"] = int(kw["skipped"]), int(kw["stride"])
+        return novelty.TileTable(**kw)
+    table = novelty.rank_tiles(path, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile).table
+    if args.cache:
+        os.makedirs(os.path.dirname(f), exist_ok=True)
+        np.savez(f, **{k.name: np.asarray(getattr(table, k.name)) for k in dataclasses.fields(table)})
+    return table
+
+
+def _own(path, bands, scaling, args, model, scene):
+    """The first 3 selections of each configuration on the scene without a planted anomaly."""
+    from osgeo import gdal
+    table = _table(path, bands, scaling, args, model, f"{scene}_own_t{args.tile}")
     wh = (gdal.Open(path).RasterXSize, gdal.Open(path).RasterYSize)
     designs = {}
-    return {cfg: _select(res.table, cfg, args.seed, wh, args.tile, designs)[0][:3] for cfg in args.configs}
+    return {cfg: _select(table, cfg, args.seed, wh, args.tile, designs)[0][:3] for cfg in args.configs}
 
 
 def run_planted(args):
     from osgeo import gdal
 
     from ktextures_plugin import bundled_model_path
-    from ktextures_plugin.core import novelty
     os.makedirs(OUT, exist_ok=True)
     model = bundled_model_path(1)
     tally = {}
     for scene in args.scenes:
         path, bands, scaling, _ = SCENES[scene]
-        own = _own(path, bands, scaling, args, model)
+        own = _own(path, bands, scaling, args, model, scene)
         for kind in args.kinds:
             for i, (x, y, v) in enumerate(placements(scene, kind, args.n, args.seed)):
                 dst = plant(path, os.path.join(OUT, "novelty_planted.tif"), x, y, v)
                 rect = (x, y, v.shape[2], v.shape[1])
-                res = novelty.rank_tiles(dst, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile)
+                table = _table(dst, bands, scaling, args, model, f"{scene}_{kind}_{i}_s{args.seed}_t{args.tile}")
                 designs = {}
                 wh = (gdal.Open(dst).RasterXSize, gdal.Open(dst).RasterYSize)
                 for cfg in args.configs:
-                    wins, scores = _select(res.table, cfg, args.seed, wh, args.tile, designs)
+                    wins, scores = _select(table, cfg, args.seed, wh, args.tile, designs)
                     mono = bool(np.all(np.diff(scores[:3]) <= 1e-9))
                     new = [w for w in wins if not any(overlap(w, o) > 0 and overlap(w, rect) == 0 for o in own[cfg])]
                     tally.setdefault((scene, kind, cfg), []).append(judge(wins, rect) + (mono, judge(new, rect)[0]))
@@ -270,6 +287,8 @@ def main():
     d.add_argument("--n", type=int, default=20, help="placements per scene and kind")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--tile", type=int, default=T, help="tile size in px (default 64)")
+    d.add_argument("--cache", action="store_true", help="keep the tile tables in bench/out/novelty_cache and "
+                   "reuse them (screening DEMUD configurations on the same features)")
     d.add_argument("--configs", nargs="+", default=CONFIGS_DEFAULT,
                    help="initial model:rank[:residual weight[:reach]]; initial model = typical | "
                         "typicalR (initial rank R) | mean | none | all | sample (128 tiles) | grid | trim")
