@@ -158,10 +158,10 @@ def _select(table, cfg, seed, wh, tile, designs):
     """DEMUD with configuration ``cfg`` on a tile table: ``(windows of 8 selections, selection scores)``."""
     from ktextures_plugin.core import demud, novelty
     parts = cfg.split(":")
-    how, rank, weight, reach = parts + ["1", "1"][len(parts) - 2:]
-    if weight not in designs:
-        designs[weight] = novelty.design_matrix(table, float(weight))
-    items, blocks = designs[weight]
+    how, rank, weight, reach, tw, ts = parts + ["1", "1", "0", "robust-log"][len(parts) - 2:]
+    if (weight, tw, ts) not in designs:
+        designs[(weight, tw, ts)] = novelty.design_matrix(table, float(weight), float(tw), ts)
+    items, blocks = designs[(weight, tw, ts)]
     sel = demud.demud(items, 8, _model(items, how, int(rank), seed, table), blocks, max_rank=int(rank),
                       exclude=novelty.overlapping(table, int(reach)))
     return [s.window for s in novelty.selected_tiles(sel, table, tile, wh)], sel.scores
@@ -169,22 +169,54 @@ def _select(table, cfg, seed, wh, tile, designs):
 
 def _table(path, bands, scaling, args, model, key):
     """The tile table of ``path`` (``rank_tiles``), or with ``--cache`` the one stored under ``key`` by an
-    earlier run of the same code (bench/out/novelty_cache; delete it when the features change)."""
+    earlier run (bench/out/novelty_cache; delete it when the CNN features change) with its tail block
+    computed again from ``path`` (:func:`_tails`, the same numbers as ``rank_tiles`` gives)."""
     import dataclasses
 
     from ktextures_plugin.core import novelty
     f = os.path.join(OUT, "novelty_cache", key + ".npz")
     if args.cache and os.path.exists(f):
-        z = np.load(f)
-        kw = {k: z[k] for k in z.files}
+        z = np.load(f, allow_pickle=True)
+        kw = {k: z[k] for k in z.files if k != "tails"}
         kw["grid"], kw["widths"] = tuple(int(v) for v in kw["grid"]), tuple(int(v) for v in kw["widths"])
         kw["skipped"], kw["stride"] = int(kw["skipped"]), int(kw["stride"])
-        return novelty.TileTable(**kw)
+        table = novelty.TileTable(**kw)
+        ft = f[:-4] + "_tails.npy"
+        if os.path.exists(ft) and not args.fresh_tails:
+            table.tails = np.load(ft)
+        else:
+            table.tails = _tails(path, bands, scaling, model, table)
+            np.save(ft, table.tails)
+        return table
     table = novelty.rank_tiles(path, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile).table
     if args.cache:
         os.makedirs(os.path.dirname(f), exist_ok=True)
-        np.savez(f, **{k.name: np.asarray(getattr(table, k.name)) for k in dataclasses.fields(table)})
+        np.savez(f, **{k.name: np.asarray(getattr(table, k.name)) for k in dataclasses.fields(table)
+                       if getattr(table, k.name) is not None})
     return table
+
+
+def _tails(path, bands, scaling, model, table):
+    """The tail block of ``table`` computed from the whole raster ``path`` at once (the scenes are small):
+    ``novelty.tail_features`` on the raster scaled as ``rank_tiles`` scales it, padded with nodata to the
+    tile grid; float32 (m, 12)."""
+    from ktextures_plugin.core import novelty, raster
+    from ktextures_plugin.core.bands import select_bands
+    from ktextures_plugin.core.inference import read_model_info
+    from ktextures_plugin.core.scaling import resolve_scaling
+    info = read_model_info(model)
+    ds = raster.open_raster(path)
+    bl = select_bands(ds, info, [int(b) for b in bands.split(",")])
+    smin, smax = resolve_scaling(info, ds, bl, scaling, None, None)
+    order = novelty.feature_order(info.channel_names)
+    lo, hi = novelty.tail_thresholds(ds, bl, order, smin, smax)
+    data, valid = raster.read_window(ds, bl, (0, 0, ds.RasterXSize, ds.RasterYSize))
+    x = novelty.scale_for_features(data.astype(np.float32), smin, smax)[order]
+    s = table.stride
+    h, w = (table.grid[1] + 1) * s, (table.grid[0] + 1) * s
+    xp, vp = np.zeros((x.shape[0], h, w), np.float32), np.zeros((h, w), bool)
+    xp[:, :x.shape[1], :x.shape[2]], vp[:x.shape[1], :x.shape[2]] = x[:, :h, :w], valid[:h, :w]
+    return novelty.tail_features(xp, vp, lo, hi, 2 * s)[table.index]
 
 
 def _own(path, bands, scaling, args, model, scene):
@@ -208,7 +240,7 @@ def run_planted(args):
         own = _own(path, bands, scaling, args, model, scene)
         for kind in args.kinds:
             for i, (x, y, v) in enumerate(placements(scene, kind, args.n, args.seed)):
-                dst = plant(path, os.path.join(OUT, "novelty_planted.tif"), x, y, v)
+                dst = plant(path, os.path.join(OUT, f"novelty_planted_{os.getpid()}.tif"), x, y, v)
                 rect = (x, y, v.shape[2], v.shape[1])
                 table = _table(dst, bands, scaling, args, model, f"{scene}_{kind}_{i}_s{args.seed}_t{args.tile}")
                 designs = {}
@@ -289,8 +321,10 @@ def main():
     d.add_argument("--tile", type=int, default=T, help="tile size in px (default 64)")
     d.add_argument("--cache", action="store_true", help="keep the tile tables in bench/out/novelty_cache and "
                    "reuse them (screening DEMUD configurations on the same features)")
+    d.add_argument("--fresh-tails", action="store_true", help="with --cache: compute the tail block again")
     d.add_argument("--configs", nargs="+", default=CONFIGS_DEFAULT,
-                   help="initial model:rank[:residual weight[:reach]]; initial model = typical | "
+                   help="initial model:rank[:residual weight[:reach[:tail weight[:tail scaling]]]]; "
+                        "initial model = typical | "
                         "typicalR (initial rank R) | mean | none | all | sample (128 tiles) | grid | trim")
     s = sub.add_parser("speed")
     s.add_argument("--size", type=int, default=8192)

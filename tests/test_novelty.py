@@ -144,6 +144,36 @@ def test_pooled_features_equal_the_statistics_of_each_tile_window():
         np.testing.assert_allclose(res[i], np.concatenate(want_r), rtol=1e-4, atol=1e-6)
 
 
+def test_tail_features_equal_the_statistics_of_each_tile():
+    """The tail block pooled over half-tile blocks equals, per 64 px tile every 32 px, the share of its pixels
+    beyond the thresholds and the largest deviation of a row (column) mean from its two neighbours, computed
+    on the tile alone with nodata pixels left out; a seam of bad lines gives the largest jump."""
+    rng = np.random.default_rng(1)
+    s = T // 2
+    x = rng.normal(0.5, 0.1, (2, 4 * s, 5 * s)).astype(np.float32)
+    x[:, 40:44, 70:130] = np.array([2.0, -1.0, 2.0, -1.0], np.float32)[None, :, None]   # a seam of 4 lines
+    valid = rng.random((4 * s, 5 * s)) > 0.05
+    valid[:, 150:] = False                                                                # nodata at the edge
+    low, high = np.array([0.2, 0.25]), np.array([0.8, 0.85])
+    got = novelty.tail_features(x, valid, low, high, T)
+    assert got.shape == (3 * 4, 3 * 2)
+
+    def jump(t, v):   # rows of (h, w) tile t, valid v: max |m_y - (m_y-1 + m_y+1) / 2| over rows with >= s valid
+        m = np.array([t[i][v[i]].mean() if v[i].sum() >= s else np.nan for i in range(t.shape[0])])
+        d = np.abs(m[1:-1] - 0.5 * (m[:-2] + m[2:]))
+        return np.nanmax(np.where(np.isnan(d), 0.0, d), initial=0.0)
+
+    for i in range(12):
+        r, c = divmod(i, 4)
+        tx, tv = x[:, r * s:r * s + T, c * s:c * s + T], valid[r * s:r * s + T, c * s:c * s + T]
+        want = [((tx[b] < low[b]) & tv).sum() / T ** 2 for b in range(2)]
+        want += [((tx[b] > high[b]) & tv).sum() / T ** 2 for b in range(2)]
+        want += [max(jump(tx[b], tv), jump(tx[b].T, tv.T)) for b in range(2)]
+        np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
+    seam = [i for i in range(12) if divmod(i, 4)[0] in (0, 1) and divmod(i, 4)[1] in (1, 2, 3)]
+    assert got[:, 4].argmax() in seam and got[seam, 4].max() > 1.0 > got[[0, 8, 11], 4].max()
+
+
 def test_same_seed_same_ranking(planted_one):
     runs = [novelty.rank_tiles(str(planted_one), MODEL, n_select=6, init_tiles=16, seed=s) for s in (3, 3, 4)]
     a, b, c = runs
