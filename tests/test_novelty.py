@@ -58,6 +58,31 @@ def stripe(length=80):
     return np.broadcast_to(rows[None, :, None], (4, 8, length)).copy()
 
 
+def _sample_percentile(q):
+    return np.percentile(gdal.Open(str(SAMPLE)).ReadAsArray().reshape(4, -1), q, axis=1)
+
+
+def dark_block(size):
+    """A dark, flat, water-like block: 0.6 x the sample's 0.5th percentile per band, +-3 % (bench/novelty.py)."""
+    jitter = np.random.default_rng(size).uniform(0.97, 1.03, (4, size, size))
+    v = (0.6 * _sample_percentile(0.5))[:, None, None] * jitter
+    return np.rint(v).astype(np.uint16)
+
+
+def roof(w, h):
+    """A bright roof block, 1.15 x the sample's 99.9th percentile +-7 %, with a dark 2 px edge on two sides."""
+    v = (1.15 * _sample_percentile(99.9))[:, None, None] * np.random.default_rng(w).uniform(0.93, 1.07, (4, h, w))
+    v[:, -2:, :] = v[:, :, -2:] = _sample_percentile(2)[:, None, None]
+    return np.rint(v).astype(np.uint16)
+
+
+#: fixed unaligned plantings of the other kinds for the CLI and QGIS tests: (name, x, y, (4, h, w) array)
+def unaligned(kind):
+    return {"dark": (141, 389, dark_block(40)), "seam": (377, 213, stripe(72).transpose(0, 2, 1).copy()),
+            "roof": (59, 627, roof(56, 44)), "dark-large": (405, 555, dark_block(60)),
+            "seam-long": (251, 99, stripe(80))}[kind]
+
+
 def shared_px(window, x, y, w, h):
     wx, wy, ww, wh = window
     return max(0, min(wx + ww, x + w) - max(wx, x)) * max(0, min(wy + wh, y + h) - max(wy, y))
@@ -166,8 +191,8 @@ def test_tail_features_equal_the_statistics_of_each_tile():
     for i in range(12):
         r, c = divmod(i, 4)
         tx, tv = x[:, r * s:r * s + T, c * s:c * s + T], valid[r * s:r * s + T, c * s:c * s + T]
-        want = [((tx[b] < low[b]) & tv).sum() / T ** 2 for b in range(2)]
-        want += [((tx[b] > high[b]) & tv).sum() / T ** 2 for b in range(2)]
+        want = [((tx[b] <= low[b]) & tv).sum() / T ** 2 for b in range(2)]
+        want += [((tx[b] >= high[b]) & tv).sum() / T ** 2 for b in range(2)]
         want += [max(jump(tx[b], tv), jump(tx[b].T, tv.T)) for b in range(2)]
         np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
     seam = [i for i in range(12) if divmod(i, 4)[0] in (0, 1) and divmod(i, 4)[1] in (1, 2, 3)]
@@ -191,6 +216,20 @@ def test_cli_unaligned_cloud(tmp_path, x, y, size):
     assert cp.returncode == 0, cp.stderr[-2000:]
     rows = json.loads(cp.stdout)["selected"]
     assert_found_once([r["window"] for r in rows], x, y, size, size)
+    assert rows[0]["selection_score"] == max(r["selection_score"] for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["dark", "seam", "roof"])
+def test_cli_unaligned_dark_block_seam_and_roof(tmp_path, kind):
+    """The CLI ranks a dark block, a seam of bad lines and a roof block off the tile grid first, shown once."""
+    x, y, arr = unaligned(kind)
+    path = plant(tmp_path / f"{kind}.tif", [(x, y, arr)])
+    cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(path), "--score",
+                         str(tmp_path / "s.tif"), "--n-select", "3", "--json", "--quiet"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    rows = json.loads(cp.stdout)["selected"]
+    assert_found_once([r["window"] for r in rows], x, y, arr.shape[2], arr.shape[1])
     assert rows[0]["selection_score"] == max(r["selection_score"] for r in rows)
 
 

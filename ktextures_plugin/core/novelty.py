@@ -178,7 +178,11 @@ def design_matrix(table: TileTable, residual_weight: float = 1.0, tail_weight: f
         ``(items float32 (m, d), [appearance slice, residual slice(, tail slice)])``.
     """
     parts = [(table.appearance, 1.0, "z"), (table.residual, residual_weight, "z")]
-    if table.tails is not None and tail_weight > 0:
+    if table.tails is not None and tail_weight > 0 and tail_scaling.startswith("split-"):
+        nb = table.tails.shape[1] // 3
+        parts += [(table.tails[:, :2 * nb], tail_weight, tail_scaling[6:]),
+                  (table.tails[:, 2 * nb:], tail_weight, tail_scaling[6:])]
+    elif table.tails is not None and tail_weight > 0:
         parts.append((table.tails, tail_weight, tail_scaling))
     widths = [p[0].shape[1] for p in parts]
     edges = np.cumsum([0] + widths)
@@ -343,8 +347,9 @@ def tail_features(x: np.ndarray, valid: np.ndarray, low: np.ndarray, high: np.nd
                   tile_size: int) -> np.ndarray:
     """Per-tile extreme-value and line-artefact statistics of overlapping tiles, from the pixels themselves.
 
-    Per band: the share of the tile's pixels (of ``tile_size`` ** 2) that are valid and below ``low``, the
-    share above ``high``, and the largest **line jump**: the row means over the tile's columns (valid pixels
+    Per band: the share of the tile's pixels (of ``tile_size`` ** 2) that are valid and at or below ``low``,
+    the share at or above ``high`` (at: an anomaly of integer values larger than the tail sets the percentile
+    itself, ties with it count), and the largest **line jump**: the row means over the tile's columns (valid pixels
     only), the largest absolute deviation of one from the mean of its two neighbours (rows inside the tile);
     the same for the column means; the larger of the two. A seam of bad lines gives a large jump, a smooth
     field or a single edge a small one.
@@ -363,8 +368,8 @@ def tail_features(x: np.ndarray, valid: np.ndarray, low: np.ndarray, high: np.nd
     n = float(tile_size * tile_size)
     low = np.asarray(low, np.float32)[:, None, None]
     high = np.asarray(high, np.float32)[:, None, None]
-    below = _tile_sums(_block_sums((x < low) & valid, s)) / n
-    above = _tile_sums(_block_sums((x > high) & valid, s)) / n
+    below = _tile_sums(_block_sums((x <= low) & valid, s)) / n
+    above = _tile_sums(_block_sums((x >= high) & valid, s)) / n
     xv = np.where(valid, x, np.float32(0.0))
     jumps = np.maximum(_line_jumps(xv, valid, s), _line_jumps(xv.transpose(0, 2, 1), valid.T, s).transpose(0, 2, 1))
     out = np.concatenate([below, above, jumps], axis=0)
