@@ -42,7 +42,7 @@ if mode in ("single", "single1"):
 elif mode == "writer":
     import numpy as np
     from osgeo import gdal
-    from ktextures_plugin.core.classraster import GTIFF_OPTIONS
+    from ktextures_plugin.core.io.classraster import GTIFF_OPTIONS
     src = gdal.Open(out); a = src.ReadAsArray(); n = a.shape[0]
     t = time.perf_counter()
     ds = gdal.GetDriverByName("GTiff").Create(out + ".w.tif", n, n, 1, gdal.GDT_Byte, options=GTIFF_OPTIONS)

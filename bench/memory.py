@@ -6,7 +6,7 @@ Usage (from the repository root, under the shared CPU lock):
 
 For each size the mosaic of the bundled sample of ``bench/speed.py`` (4-band UInt16, tiled DEFLATE) is built
 once in ``bench/out/``; then four runs, each in its own process, of what ``segment`` runs on the command line
-(``core.segment.segment_raster``, then ``core.vectorize.polygonize`` for ``--vector``): ``both``
+(``core.segment.segment_raster``, then ``core.segment.vectorize.polygonize`` for ``--vector``): ``both``
 (``--min-segment-px 8 --vector``), ``sieve`` (``--min-segment-px 8``), ``plain`` (segment alone) and ``vector``
 (``--vector`` without the sieve), in that order so that the configuration that matters most is measured first.
 Peak RSS is the child's ``VmHWM`` (``/proc/self/status`` at its end: the high-water mark of its own address
@@ -34,7 +34,7 @@ CHILD = r"""
 import json, sys, time
 from ktextures_plugin.core.feedback import Feedback
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
-from ktextures_plugin.core.vectorize import polygonize
+from ktextures_plugin.core.segment.vectorize import polygonize
 img, model, out, vec, min_px = sys.argv[1:6]
 stages = {}
 def progress(frac, stage):

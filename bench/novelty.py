@@ -137,7 +137,7 @@ CONFIGS_DEFAULT = ["typical1:4:1:3", "typical1:4:1:2", "typical:4:1:2", "typical
 
 
 def _model(items, how, rank, seed, table=None):
-    from ktextures_plugin.core import demud, novelty
+    from ktextures_plugin.core.novelty import demud, novelty
     if how == "grid":   # the SVD of the non-overlapping tiles (even rows and columns of positions)
         r, c = np.divmod(table.index, table.grid[0])
         return demud.Subspace.fit(items[(r % 2 == 0) & (c % 2 == 0)], rank)
@@ -156,7 +156,7 @@ def _model(items, how, rank, seed, table=None):
 
 def _select(table, cfg, seed, wh, tile, designs):
     """DEMUD with configuration ``cfg`` on a tile table: ``(windows of 8 selections, selection scores)``."""
-    from ktextures_plugin.core import demud, novelty
+    from ktextures_plugin.core.novelty import demud, novelty
     parts = cfg.split(":")
     how, rank, weight, reach, tw, ts = parts + ["1", "1", "0", "robust-log"][len(parts) - 2:]
     if (weight, tw, ts) not in designs:
@@ -173,7 +173,7 @@ def _table(path, bands, scaling, args, model, key):
     computed again from ``path`` (:func:`_tails`, the same numbers as ``rank_tiles`` gives)."""
     import dataclasses
 
-    from ktextures_plugin.core import novelty
+    from ktextures_plugin.core.novelty import novelty
     f = os.path.join(OUT, "novelty_cache", key + ".npz")
     if args.cache and os.path.exists(f):
         z = np.load(f, allow_pickle=True)
@@ -200,10 +200,11 @@ def _tails(path, bands, scaling, model, table):
     """The tail block of ``table`` computed from the whole raster ``path`` at once (the scenes are small):
     ``novelty.tail_features`` on the raster scaled as ``rank_tiles`` scales it, padded with nodata to the
     tile grid; float32 (m, 12)."""
-    from ktextures_plugin.core import novelty, raster
-    from ktextures_plugin.core.bands import select_bands
-    from ktextures_plugin.core.inference import read_model_info
-    from ktextures_plugin.core.scaling import resolve_scaling
+    from ktextures_plugin.core.io import raster
+    from ktextures_plugin.core.novelty import novelty
+    from ktextures_plugin.core.segment.bands import select_bands
+    from ktextures_plugin.core.segment.inference import read_model_info
+    from ktextures_plugin.core.segment.scaling import resolve_scaling
     info = read_model_info(model)
     ds = raster.open_raster(path)
     bl = select_bands(ds, info, [int(b) for b in bands.split(",")])
@@ -297,7 +298,7 @@ def speed(args):
                                        "--selected", os.path.join(OUT, "novelty_selected.gpkg"), "--quiet"]))
         runs["segment"].append(_timed(["segment", src, "--out", os.path.join(OUT, "novelty_peer_classes.tif"),
                                        "--quiet"]))
-    from ktextures_plugin.core.novelty import tile_grid
+    from ktextures_plugin.core.novelty.novelty import tile_grid
     cols, rows = tile_grid((args.size, args.size), T)
     tiles = cols * rows
     nov = statistics.median(s for s, _ in runs["novelty"])

@@ -6,7 +6,7 @@ Usage (from the repository root, on an otherwise idle machine):
 
 1. Throughput of single onnxruntime CPU element-wise ops on a (1, 64, 1, 65536) float32 tensor (64 channels,
    as the mask network's hidden layers), in Mpx/s (pixels of 64 channels per second).
-2. A model's inference on 16384-pixel strips (as ``core.inference.infer_classes`` calls it), in Mpx/s: a
+2. A model's inference on 16384-pixel strips (as ``core.segment.inference.infer_classes`` calls it), in Mpx/s: a
    2-step k = 6 fit of the default (faithful, per-pixel) and of the spatial variant, each exported with torch's
    plain ``Elu`` and with the rewrite (``ktextures_plugin.training.onnx_rewrite``), each run with
    onnxruntime's default graph optimisations and with its ``NchwcTransformer`` disabled.
@@ -112,7 +112,7 @@ def _sample_scaled(info):
     """The bundled sample as the model sees it: (1, 4, H, W) float32 in [0, 1] (the model's own scaling)."""
     from osgeo import gdal
 
-    from ktextures_plugin.core.raster import apply_scale
+    from ktextures_plugin.core.io.raster import apply_scale
     ds = gdal.Open(SAMPLE)
     x = np.stack([ds.GetRasterBand(b).ReadAsArray().astype(np.float32) for b in (3, 2, 1, 4)])
     ds = None
@@ -129,7 +129,7 @@ def int8_table(repeats, model=BUNDLED_K6):
         quantize_static,
     )
 
-    from ktextures_plugin.core.inference import read_model_info
+    from ktextures_plugin.core.segment.inference import read_model_info
     info = read_model_info(model)
     hidden = [n.name for n in onnx.load(model).graph.node if n.op_type == "Conv"][1]
     x = _sample_scaled(info)

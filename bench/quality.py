@@ -15,7 +15,7 @@ a wall clock:
 - ``kmeans-context``: the same with ``--context`` (bands plus Gaussian-smoothed copies at sigma 1, 2, 4 px);
 - ``kmeans-mrf``: k-means + Potts MRF, in this process (:func:`kmeans_mrf`): scikit-learn ``KMeans(k, n_init=3)``
   on the z-scored bands, unary = squared distance to each centre, Potts beta 1, 3 and 10 per disagreeing
-  8-neighbour, 10 synchronous ICM sweeps (``core/smoothing.py``); one record per beta;
+  8-neighbour, 10 synchronous ICM sweeps (``core/segment/smoothing.py``); one record per beta;
 - ``grass``: GRASS GIS ``i.cluster`` (k classes) + ``i.maxlik`` (maximum-likelihood assignment) in a
   temporary GRASS location, when the ``grass`` command is installed (Debian ``grass-core``); skipped, with a
   message, when it is not. Deterministic: its seeds give identical results.
@@ -28,7 +28,7 @@ a wall clock:
   command.
 
 K = the number of reference classes present, times ``--k-factor`` (2 = over-clustering). Scores
-(``core/metrics.py``) on pixels labelled in the reference: ARI, NMI, mIoU after majority (many-to-one)
+(``core/evaluate/metrics.py``) on pixels labelled in the reference: ARI, NMI, mIoU after majority (many-to-one)
 and Hungarian (one-to-one) matching, pixel accuracy and Cohen's kappa (Hungarian), the sample metrics
 ``sample_purity`` and ``classes_reached`` (interior samples drawn with the product's sampler) and the downstream
 figures ``downstream_miou`` / ``downstream_accuracy`` (a random forest trained on those samples, scored on the
@@ -39,7 +39,7 @@ standard deviation over the seeds. Every run is appended to bench/out/quality.js
 the table of the latest records and ``--summary`` the comparison of k-textures with the best peer per scene.
 
 The Amazon label raster's geotransform differs from the image's in the 6th decimal (< 0.1 px at every
-corner); ``core.metrics.check_same_grid`` accepts that.
+corner); ``core.evaluate.metrics.check_same_grid`` accepts that.
 """
 import argparse
 import json
@@ -177,13 +177,13 @@ MRF_BETAS = (1.0, 3.0, 10.0)
 def kmeans_mrf(img, bands, k, seed, out_paths):
     """The k-means + Potts MRF peer: scikit-learn ``KMeans(k, n_init=3, random_state=seed)`` on the z-scored bands
     (every valid pixel), unary cost of class c = squared distance to centre c, Potts weight beta per disagreeing
-    8-neighbour, 10 synchronous ICM sweeps (``core.smoothing.icm_potts``). Writes one Byte class raster (1..k,
+    8-neighbour, 10 synchronous ICM sweeps (``core.segment.smoothing.icm_potts``). Writes one Byte class raster (1..k,
     0 = nodata) per beta of ``out_paths`` {beta: path}; returns the wall time of the k-means and of each ICM."""
     import numpy as np
     from sklearn.cluster import KMeans
 
-    from ktextures_plugin.core import raster
-    from ktextures_plugin.core.smoothing import icm_potts, squared_distance_costs
+    from ktextures_plugin.core.io import raster
+    from ktextures_plugin.core.segment.smoothing import icm_potts, squared_distance_costs
     t0 = time.perf_counter()
     ds = raster.open_raster(img)
     b = [int(v) for v in bands.split(",")]
@@ -217,8 +217,8 @@ def _write_classes(like, labels, path):
 
 
 def score(labels, label, img, bands):
-    """Every figure of ``core.metrics`` on the labelled pixels, the downstream ones included."""
-    from ktextures_plugin.core import metrics
+    """Every figure of ``core.evaluate.metrics`` on the labelled pixels, the downstream ones included."""
+    from ktextures_plugin.core.evaluate import metrics
     s = metrics.evaluate_rasters(labels, label, image_path=img, bands=[int(v) for v in bands.split(",")])
     d = s.as_dict()
     d["accuracy_majority"] = s.accuracy_majority
@@ -287,7 +287,7 @@ def run_model(scene, method, seed, k, args, base):
         model = stem + ".onnx"
         rec["fit_s"] = timed(_fit_command(img, bands, k, seed, model, args, rec))
         extra = []
-    from ktextures_plugin.core.inference import read_model_info
+    from ktextures_plugin.core.segment.inference import read_model_info
     info = read_model_info(model)
     rec["train_seconds"] = info.provenance.get("train_seconds")
     rec["steps_done"] = info.provenance.get("steps_done")

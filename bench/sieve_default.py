@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from ktextures_plugin import bundled_model_path  # noqa: E402
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster  # noqa: E402
-from ktextures_plugin.core.sieve import sieve_in_place  # noqa: E402
+from ktextures_plugin.core.segment.sieve import sieve_in_place  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 #: (name, path, scaling); band order blue, green, red, NIR in every file -> BANDS 3,2,1,4.

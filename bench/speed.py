@@ -11,7 +11,7 @@ For each size, a mosaic of the bundled sample (4-band UInt16, tiled DEFLATE GeoT
 - I/O floor: read the model's 4 bands and write a one-band Byte GeoTIFF (the class raster's creation options)
   window by window, no computation; the written values are class-like (``band >> 8``, a handful of values);
 - inference: the model alone on the same number of pixels, tiles already in memory, called as ``segment``
-  calls it (``core.inference.infer_classes``, row strips of ``chunk_px_for``), but with onnxruntime's
+  calls it (``core.segment.inference.infer_classes``, row strips of ``chunk_px_for``), but with onnxruntime's
   spinning thread pool, its fastest setting for back-to-back runs (``segment`` turns spinning off);
 - ``kmeans``: ``python -m ktextures_plugin kmeans`` (k = the model's k) on the same raster;
 - polygonize: GDAL polygonize of the class raster (separately).
@@ -77,7 +77,7 @@ from osgeo import gdal
 gdal.UseExceptions()
 src, dst, tile = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.path.insert(0, sys.argv[4])
-from ktextures_plugin.core.classraster import GTIFF_OPTIONS
+from ktextures_plugin.core.io.classraster import GTIFF_OPTIONS
 t = time.perf_counter()
 ds = gdal.Open(src)
 out = gdal.GetDriverByName("GTiff").Create(dst, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte,
@@ -97,7 +97,7 @@ INFERENCE = r"""
 import sys, time, numpy as np
 model, pixels, tile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sys.path.insert(0, sys.argv[4])
-from ktextures_plugin.core.inference import chunk_px_for, infer_classes, open_session, read_model_info
+from ktextures_plugin.core.segment.inference import chunk_px_for, infer_classes, open_session, read_model_info
 s = open_session(model, allow_spinning=True)   # the fastest pure inference (segment itself runs without spinning)
 info = read_model_info(model, s)
 halo, chunk = info.halo_px, chunk_px_for(info)
@@ -113,7 +113,7 @@ print(time.perf_counter() - t)
 POLYGONIZE = r"""
 import sys, time
 sys.path.insert(0, sys.argv[3])
-from ktextures_plugin.core.vectorize import polygonize
+from ktextures_plugin.core.segment.vectorize import polygonize
 t = time.perf_counter()
 n = polygonize(sys.argv[1], sys.argv[2])
 print(time.perf_counter() - t, n)
@@ -213,7 +213,7 @@ def main():
     if args.smoothing:
         smoothing_runs(args)
         return
-    from ktextures_plugin.core.inference import read_model_info
+    from ktextures_plugin.core.segment.inference import read_model_info
     k = read_model_info(args.model).num_classes
     os.makedirs(OUT, exist_ok=True)
     md = open(args.markdown, "w")

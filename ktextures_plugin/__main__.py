@@ -2,7 +2,7 @@
 
 Each sub-command lives in ``ktextures_plugin/cli/<name>.py`` and exposes ``main(argv) -> int``; it is
 imported only when called, so ``segment`` never imports torch. A command runs as one all-or-nothing run
-(``cli/_args.front_end``, ``core.atomic.all_or_nothing``): when it fails, every output it had written is removed.
+(``cli/_args.front_end``, ``core.io.atomic.all_or_nothing``): when it fails, every output it had written is removed.
 """
 import importlib
 import sys

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ktextures_plugin.core.modelinfo import to_metadata_props
+from ktextures_plugin.core.io.modelinfo import to_metadata_props
 
 RGBN = ["red", "green", "blue", "nir"]
 
@@ -69,7 +69,7 @@ def scores_model(path, k=4, channels=RGBN, scale_min=(0, 0, 0, 0), scale_max=(30
     """A model with a ``scores`` output (N, k, H, W): score_c = -(k * mean(channels) - (c + 0.5))^2 (on a 3x3
     box-filtered mean with ``box``, halo 1 px), and ``class`` = its argmax; ``smoothing_beta`` is written as
     ``ktextures.smoothing_beta`` when given."""
-    from ktextures_plugin.core.modelinfo import K_SMOOTHING_BETA
+    from ktextures_plugin.core.io.modelinfo import K_SMOOTHING_BETA
 
     c = len(channels)
     inits = [numpy_helper.from_array(np.array(k, np.float32), "kf"),

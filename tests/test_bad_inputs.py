@@ -122,7 +122,7 @@ def test_cli_parameters_out_of_bounds(case, unchanged, tmp_path, args, option):
 
 
 def test_sieve_threshold_beyond_gdal_int_is_a_parameter_error(case, tmp_path):
-    from ktextures_plugin.core.sieve import MAX_SIEVE_PX, sieve_in_place
+    from ktextures_plugin.core.segment.sieve import MAX_SIEVE_PX, sieve_in_place
     c = tmp_path / "c.tif"
     gdal.Translate(str(c), str(case["labels"]))
     with pytest.raises(errors.ParameterError) as ei:
@@ -165,7 +165,7 @@ def test_kmeans_alpha_band_option(case, unchanged, tmp_path):
 
 
 def test_without_mask_bands_leaves_no_trace(case, unchanged):
-    from ktextures_plugin.core import raster
+    from ktextures_plugin.core.io import raster
     with raster.without_mask_bands(str(case["alpha"])) as view:
         ds = gdal.Open(view)
         assert view.startswith("/vsimem/") and ds.GetRasterBand(1).GetMaskFlags() == gdal.GMF_ALL_VALID
@@ -179,7 +179,7 @@ def test_without_mask_bands_leaves_no_trace(case, unchanged):
 def test_rotated_raster_extent_covers_the_pixels_asked(case, unchanged, tmp_path):
     """An extent on a rotated raster gives the pixel window holding it (the corners through the inverse
     geotransform), not 'does not overlap'."""
-    from ktextures_plugin.core.geo import extent_to_window
+    from ktextures_plugin.core.io.geo import extent_to_window
     from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     ds = gdal.Open(str(case["rotated"]))
     target = (100, 200, 150, 120)
@@ -194,7 +194,7 @@ def test_rotated_raster_extent_covers_the_pixels_asked(case, unchanged, tmp_path
 
 
 def test_north_up_extent_unchanged_and_outside_refused(case):
-    from ktextures_plugin.core.geo import extent_to_window
+    from ktextures_plugin.core.io.geo import extent_to_window
     ds = gdal.Open(str(case["img"]))
     gt, size = ds.GetGeoTransform(), (ds.RasterXSize, ds.RasterYSize)
     assert extent_to_window(gt, size, *bad.world_bounds(case["img"], (10, 20, 30, 40))) == (10, 20, 30, 40)

@@ -53,7 +53,7 @@ def case(tmp_path):
 
 # -- 1. the files a run reads ------------------------------------------------------------------------------------
 def test_core_follows_a_vrt_of_a_vrt_to_its_raster(case):
-    from ktextures_plugin.core import outputs
+    from ktextures_plugin.core.io import outputs
     read = {os.path.realpath(p) for p in outputs.files_read(str(case / "v2.vrt"))}
     for name in ("v2.vrt", "v1.vrt", "t1.tif", "t1.tif.aux.xml", "t1.tif.ovr", "t1.tif.msk", "v2.qml"):
         assert os.path.realpath(case / name) in read, name
@@ -180,7 +180,7 @@ def test_qgis_tiff_name_works(provider, case, tiny_models):
 def _killed_writer(final, body):
     """Run ``body`` (Python statements; ``part`` is the partial) inside ``atomic_output(final)`` in a child
     process that then kills itself with SIGKILL: the partial files of a really killed run."""
-    code = ("import os, signal\nfrom ktextures_plugin.core.atomic import atomic_output\n"
+    code = ("import os, signal\nfrom ktextures_plugin.core.io.atomic import atomic_output\n"
             f"with atomic_output({str(final)!r}) as part:\n"
             + "".join(f"    {line}\n" for line in body.splitlines())
             + "    os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -201,7 +201,7 @@ def test_partials_of_killed_runs_are_removed_at_the_next_start(case, tiny_models
     _killed_writer(case / "r.csv", "open(part.path, 'w').write('class_id')")
     _killed_writer(case / "r.html", "open(part.path, 'w').write('<html>')")
     code = ("import os, signal\nfrom ktextures_plugin.core.feedback import Feedback\n"
-            "from ktextures_plugin.core.vectorize import polygonize\n"
+            "from ktextures_plugin.core.segment.vectorize import polygonize\n"
             f"polygonize({str(case / 'k.tif')!r}, {str(case / 'poly.gpkg')!r}, "
             "feedback=Feedback(lambda f, s: f > 0.1 and os.kill(os.getpid(), signal.SIGKILL)))\n")
     assert cli("kmeans", case / "t1.tif", *BANDS, "--k", 3, "--out", case / "k.tif").returncode == 0
@@ -222,7 +222,7 @@ def test_partials_of_killed_runs_are_removed_at_the_next_start(case, tiny_models
 
 def test_fit_partials_of_a_killed_run_are_found(tmp_path):
     """The model output: today's partial name and the older ``.m.onnx.tmp-PID.onnx`` of a killed fit."""
-    from ktextures_plugin.core import outputs
+    from ktextures_plugin.core.io import outputs
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = [tmp_path / f".m.onnx.tmp-{dead.pid}.onnx", tmp_path / f".m.onnx.{dead.pid}-0123abcd.partial.onnx",
@@ -301,8 +301,8 @@ def test_qgis_full_disk_leaves_nothing(provider, case, small_disk, tiny_models, 
 def test_a_failed_writer_removes_the_runs_earlier_outputs(tmp_path):
     """Without a tmpfs: an ``OSError`` while writing the second output (what a full disk raises) removes the
     first, already delivered, output too, and leaves no partial file."""
-    from ktextures_plugin.core import atomic
     from ktextures_plugin.core.errors import OutputError
+    from ktextures_plugin.core.io import atomic
     with pytest.raises(OutputError, match="No space left"):
         with atomic.all_or_nothing():
             with atomic.atomic_output(str(tmp_path / "a.csv")) as part:
@@ -316,7 +316,7 @@ def test_a_failed_writer_removes_the_runs_earlier_outputs(tmp_path):
 
 def test_a_replaced_output_loses_its_stale_sidecars(tmp_path):
     """Writing over an earlier output removes its ``.aux.xml``/``.ovr`` (they would describe the old file)."""
-    from ktextures_plugin.core import atomic
+    from ktextures_plugin.core.io import atomic
     (tmp_path / "o.tif").write_bytes(b"old")
     (tmp_path / "o.tif.ovr").write_bytes(b"old overviews")
     with atomic.atomic_output(str(tmp_path / "o.tif")) as part:

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import SAMPLE
 from ktextures_plugin import BUNDLED_MODELS, bundled_model_path
-from ktextures_plugin.core.inference import read_model_info
-from ktextures_plugin.core.modelinfo import RGBN
+from ktextures_plugin.core.io.modelinfo import RGBN
 from ktextures_plugin.core.segment import segment_raster
+from ktextures_plugin.core.segment.inference import read_model_info
 
 
 @pytest.mark.parametrize("index", range(len(BUNDLED_MODELS)))

@@ -7,7 +7,8 @@ from osgeo import gdal, ogr
 from scipy import ndimage
 
 from conftest import SAMPLE, qgis_process_for
-from ktextures_plugin.core import classraster, colour
+from ktextures_plugin.core import colour
+from ktextures_plugin.core.io import classraster
 
 gdal.UseExceptions()
 

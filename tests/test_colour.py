@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from ktextures_plugin.core import classraster, colour
+from ktextures_plugin.core import colour
+from ktextures_plugin.core.io import classraster
 
 # (L1, a1, b1, L2, a2, b2, dE00) from Sharma et al. 2005, Table 1.
 SHARMA = [

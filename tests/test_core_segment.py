@@ -8,12 +8,12 @@ from osgeo import gdal
 
 from conftest import ROOT, SAMPLE, sample_with_nodata, shared
 from conftest import read_band as read
-from ktextures_plugin.core import classraster, raster, tiling
-from ktextures_plugin.core.bands import match_bands
 from ktextures_plugin.core.errors import Canceled, ModelError, OutputError, RasterError
 from ktextures_plugin.core.feedback import Feedback
-from ktextures_plugin.core.inference import infer_classes, open_session, read_model_info
+from ktextures_plugin.core.io import classraster, raster, tiling
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+from ktextures_plugin.core.segment.bands import match_bands
+from ktextures_plugin.core.segment.inference import infer_classes, open_session, read_model_info
 from onnx_fixtures import binning_model
 
 gdal.UseExceptions()
@@ -260,7 +260,7 @@ def test_sieve_removes_small_regions(tmp_path, tiny_models):
 def test_small_gdal_cache_flushes_blocks_early(tmp_path, tiny_models, monkeypatch):
     """With a cache far smaller than the output, GDAL writes blocks while tiles are still coming; the
     colour table and class names must still land in the file (regression: GeoTIFF refused the palette)."""
-    from ktextures_plugin.core import segment as seg
+    from ktextures_plugin.core.segment import segment as seg
     ref = tmp_path / "ref.tif"
     segment_raster(str(SAMPLE), tiny_models["bin4"], str(ref), SegmentOptions(bands=RGBN))
     monkeypatch.setattr(seg, "GDAL_CACHE_BYTES", 64 * 1024)
@@ -278,7 +278,7 @@ def test_small_gdal_cache_flushes_blocks_early(tmp_path, tiny_models, monkeypatc
 def test_sieve_and_polygonize_run_with_a_line_pass_cache(tmp_path, tiny_models):
     """GDAL's sieve and polygonize read line by line: during each, GDAL's block cache is two rows of blocks
     of the class raster (at least 16 MB), not the run's 128 MB; the cache limit is restored after each."""
-    from ktextures_plugin.core.vectorize import polygonize
+    from ktextures_plugin.core.segment.vectorize import polygonize
 
     before = gdal.GetCacheMax()
     seen = {}
@@ -326,7 +326,7 @@ def test_polygonize_formats_names_and_areas(tmp_path, tiny_models, ext):
     sidecar files in place, nothing partial left behind."""
     from osgeo import ogr
 
-    from ktextures_plugin.core.vectorize import polygonize
+    from ktextures_plugin.core.segment.vectorize import polygonize
 
     out = tmp_path / "c.tif"
     segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, window=(0, 0, 200, 150)))
@@ -378,7 +378,7 @@ def test_counts_and_areas_counted_while_writing_equal_a_reread(tmp_path, tiny_mo
     """Without a sieve, segment counts classes and areas as it writes the tiles; the figures equal a re-read
     of the written class raster (``class_stats``), also in a geographic CRS where the pixel area changes with
     the row, and they leave nodata pixels out."""
-    from ktextures_plugin.core.classstats import class_stats
+    from ktextures_plugin.core.segment.classstats import class_stats
     src = _with_nodata(tmp_path)
     if crs == "geographic":
         geo_src = str(tmp_path / "geo.tif")
@@ -420,7 +420,12 @@ def test_strip_size_follows_the_mask_width(tiny_models):
     anything else on INFER_CHUNK_PX."""
     import dataclasses
 
-    from ktextures_plugin.core.inference import CONTEXT_CHUNK_PX, INFER_CHUNK_PX, INFER_CHUNK_VALUES, chunk_px_for
+    from ktextures_plugin.core.segment.inference import (
+        CONTEXT_CHUNK_PX,
+        INFER_CHUNK_PX,
+        INFER_CHUNK_VALUES,
+        chunk_px_for,
+    )
     ctx = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))          # a context-variant model
     assert chunk_px_for(ctx) == CONTEXT_CHUNK_PX
     info = dataclasses.replace(ctx, halo_px=0, provenance=dict(ctx.provenance, variant="faithful", mask_width=16))
@@ -442,7 +447,7 @@ def test_sessions_do_not_spin_unless_asked():
 def test_band_writer_writes_in_order_and_reports_gdal_errors():
     """The class raster's writer thread: blocks land where asked; a GDAL error (here a window outside the
     raster) is raised by close() or the next write(); abort() raises nothing."""
-    from ktextures_plugin.core.tileio import BandWriter
+    from ktextures_plugin.core.segment.tileio import BandWriter
     gdal.UseExceptions()
     ds = gdal.GetDriverByName("MEM").Create("", 20, 10, 1, gdal.GDT_Byte)
     w = BandWriter(ds.GetRasterBand(1), depth=1)

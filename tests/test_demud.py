@@ -1,8 +1,8 @@
-"""core/demud.py: the incremental SVD equals a full SVD, reconstruction of vectors in the span, DEMUD order."""
+"""core/novelty/demud.py: the incremental SVD equals a full SVD, reconstruction of vectors in the span, DEMUD order."""
 import numpy as np
 import pytest
 
-from ktextures_plugin.core.demud import Subspace, demud
+from ktextures_plugin.core.novelty.demud import Subspace, demud
 
 
 def _full(x):

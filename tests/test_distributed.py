@@ -9,10 +9,10 @@ from osgeo import gdal
 
 from conftest import ROOT, SAMPLE, sample_with_nodata
 from conftest import read_band as read
-from ktextures_plugin.core import classraster
 from ktextures_plugin.core.feedback import Feedback
+from ktextures_plugin.core.io import classraster
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
-from ktextures_plugin.core.windowmap import window_grid
+from ktextures_plugin.core.segment.windowmap import window_grid
 
 distributed = pytest.importorskip("distributed")
 from ktextures_plugin.cli import distributed as kd  # noqa: E402

@@ -6,8 +6,9 @@ import pytest
 from osgeo import gdal
 
 from conftest import SAMPLE, SAMPLE_LABEL, algorithm_runner, csv_rows, shared
-from ktextures_plugin.core import classraster, kmeans, metrics
-from ktextures_plugin.core.kmeans import KMeansOptions
+from ktextures_plugin.core.evaluate import metrics
+from ktextures_plugin.core.io import classraster
+from ktextures_plugin.core.kmeans import KMeansOptions, kmeans
 
 gdal.UseExceptions()
 
@@ -66,7 +67,7 @@ def test_registered_with_metadata(provider):
 
 
 def test_raster_reference(run, sample_km, label_copy, tmp_path):
-    """Fewer clusters (4) than OSM classes: outputs agree with core.metrics, the table, and the raster."""
+    """Fewer clusters (4) than OSM classes: outputs agree with core.evaluate.metrics, the table, and the raster."""
     table, rel = tmp_path / "t.csv", tmp_path / "rel.tif"
     res = run({"INPUT": sample_km, "REFERENCE": str(label_copy), "OUTPUT_TABLE": str(table),
                "OUTPUT_RASTER": str(rel)})
@@ -186,7 +187,7 @@ def test_table_output_optional_and_temporary(run, slo_km):
 
 
 def test_qgis_process_run(qgis_process, slo_km, label_copy, tmp_path):
-    """ktextures:evaluate under qgis_process with a polygon reference; numbers agree with core.metrics."""
+    """ktextures:evaluate under qgis_process with a polygon reference; numbers agree with core.evaluate.metrics."""
     import json
 
     table = tmp_path / "iou.csv"
@@ -203,7 +204,7 @@ def test_qgis_process_run(qgis_process, slo_km, label_copy, tmp_path):
 
 
 def test_downstream_outputs_with_image(run, slo_km, tmp_path):
-    """With the image (and its bands), the downstream figures are those of core.metrics; without it they are NaN."""
+    """With the image (and its bands), the downstream figures are those of core metrics; without it they are NaN."""
     res = run({"INPUT": slo_km, "REFERENCE": str(shared(SLO_LABEL)), "IMAGE": str(shared(SLO)),
                "IMAGE_BANDS": [3, 2, 1, 4], "OUTPUT_TABLE": str(tmp_path / "t.csv")})
     s = metrics.evaluate_rasters(slo_km, str(shared(SLO_LABEL)), image_path=str(shared(SLO)), bands=[3, 2, 1, 4])

@@ -9,7 +9,8 @@ import pytest
 from osgeo import gdal
 
 from conftest import ROOT, SAMPLE, SAMPLE_LABEL, shared
-from ktextures_plugin.core import classraster, metrics
+from ktextures_plugin.core.evaluate import metrics
+from ktextures_plugin.core.io import classraster
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 KEYS = {"ari", "nmi", "accuracy", "miou_hungarian", "miou_majority", "pixels", "sample_purity", "classes_reached",
@@ -117,7 +118,7 @@ def test_dispatcher_lists_commands():
 
 
 def test_evaluate_downstream_with_image(slovenia):
-    """--image adds the downstream figures, as core.metrics computes them; --bands without --image is refused."""
+    """--image adds the downstream figures, as core metrics computes them; --bands without --image is refused."""
     out, label = slovenia
     img = shared("s2_slovenia/s2_slovenia_ref4_b2b3b4b8_10m.tif")
     cp = cli("evaluate", out, "--reference", label, "--image", img, "--bands", "3,2,1,4", "--json")

@@ -20,7 +20,7 @@ def test_fit_writes_a_model_segment_can_use(provider, tmp_path):
         "INPUT": str(SAMPLE), "K": 4, "STEPS": 3, "SEED": 1, "MASK_WIDTH": 8, "OUTPUT_MODEL": str(tmp_path / "m.onnx"),
         "OUTPUT_RASTER": str(tmp_path / "c.tif"), "OUTPUT_VECTOR": str(tmp_path / "p.gpkg")})
     assert os.path.exists(res["OUTPUT_MODEL"]) and res["FINAL_LOSS"] > 0
-    from ktextures_plugin.core.inference import read_model_info
+    from ktextures_plugin.core.segment.inference import read_model_info
     info = read_model_info(res["OUTPUT_MODEL"])
     assert info.num_classes == 4 and info.provenance.get("steps") == 3 and info.provenance["mask_width"] == 8
     c = gdal.Open(res["OUTPUT_RASTER"]).ReadAsArray()

@@ -198,7 +198,7 @@ def test_report_of_temporary_outputs(provider):
     import processing
     from qgis.core import QgsProcessingFeedback
 
-    from ktextures_plugin.core.html_report import OUTLINE_RGB
+    from ktextures_plugin.core.segment.html_report import OUTLINE_RGB
 
     class Log(QgsProcessingFeedback):
         lines = []

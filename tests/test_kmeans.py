@@ -6,10 +6,10 @@ import pytest
 from osgeo import gdal
 
 from conftest import SAMPLE
-from ktextures_plugin.core import classraster, kmeans, raster
 from ktextures_plugin.core.errors import Canceled, RasterError
 from ktextures_plugin.core.feedback import Feedback
-from ktextures_plugin.core.kmeans import KMeansOptions
+from ktextures_plugin.core.io import classraster, raster
+from ktextures_plugin.core.kmeans import KMeansOptions, kmeans
 
 gdal.UseExceptions()
 
@@ -162,7 +162,7 @@ def test_kmeans_smoothing_is_the_potts_peer_and_window_exact(tmp_path):
     squared distances of the z-scored pixels to the centres, computed whole-raster here; row windows of 7 rows
     (each read with a 10-row halo) give the same raster, and the step changes pixels."""
     from ktextures_plugin.cli.kmeans import main
-    from ktextures_plugin.core.smoothing import icm_potts, squared_distance_costs
+    from ktextures_plugin.core.segment.smoothing import icm_potts, squared_distance_costs
     a = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "a.tif"),
         KMeansOptions(6, bands="3,2,1,4", seed=1, smoothing=2.0))
     b = kmeans.kmeans_raster(str(SAMPLE), str(tmp_path / "b.tif"),

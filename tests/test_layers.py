@@ -16,10 +16,17 @@ def _imports(path):
             yield node.module.split(".")[0], node.lineno
 
 
+def _core_files():
+    """Every module of core, its subpackages included."""
+    files = sorted(CORE.rglob("*.py"))
+    assert len(files) >= 30 and any(f.parent != CORE for f in files)
+    return files
+
+
 def test_core_imports_no_qgis_or_torch():
-    files = sorted(CORE.glob("*.py"))
-    assert len(files) >= 5
-    bad = [f"{f.name}:{line} imports {mod}" for f in files for mod, line in _imports(f) if mod in FORBIDDEN]
+    files = _core_files()
+    bad = [f"{f.relative_to(CORE)}:{line} imports {mod}" for f in files for mod, line in _imports(f)
+           if mod in FORBIDDEN]
     assert not bad, bad
 
 
@@ -35,7 +42,7 @@ def test_root_init_has_only_class_factory():
 PACKAGE = CORE.parent
 #: What core may import beside the standard library and itself (the core's declared dependencies; GDAL is
 #: ``osgeo``, and its Python utilities ``osgeo_utils``, from the same package; scikit-learn is ``sklearn``).
-# matplotlib: imported lazily, only by core/html_report.py for the area chart (Debian's QGIS depends on it)
+# matplotlib: imported lazily, only by core/segment/html_report.py for the area chart (Debian QGIS depends on it)
 CORE_DEPENDENCIES = {"numpy", "osgeo", "osgeo_utils", "onnxruntime", "scipy", "sklearn", "matplotlib"}
 
 
@@ -72,8 +79,10 @@ def _path_of(module: str):
 
 
 def _graph():
-    """Module -> package modules it imports. Edges into a package's ``__init__`` are left out: Python imports
-    every parent package before any of its modules, so such an edge adds no order that is not already there."""
+    """Module -> package modules it imports. Edges into the root ``__init__`` are left out: Python imports
+    every parent package before any of its modules, so such an edge adds no order that is not already there.
+    A subpackage's ``__init__`` (``core.segment``, which re-exports ``segment_raster``) is a node like any
+    module, so that a cycle through a re-export is found."""
     graph = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         name = _module_name(path)
@@ -82,7 +91,7 @@ def _graph():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 deps.update(d for d in _resolve(name, path.name == "__init__.py", node)
-                            if d != name and _path_of(d) is not None and _path_of(d).name != "__init__.py")
+                            if d != name and _path_of(d) is not None and d != PACKAGE.name)
         graph[name] = deps
     return graph
 
@@ -120,14 +129,29 @@ def _cycles(graph):
 
 def test_graph_sees_function_level_imports():
     graph = _graph()
-    assert "ktextures_plugin.core.inference" in graph["ktextures_plugin.core.segment"]
-    # cli/segment.py imports core inside main()
+    assert "ktextures_plugin.core.segment.inference" in graph["ktextures_plugin.core.segment.segment"]
+    # cli/segment.py imports core inside main(), from the subpackage that re-exports segment_raster
     assert "ktextures_plugin.core.segment" in graph["ktextures_plugin.cli.segment"]
+    assert "ktextures_plugin.core.segment.segment" in graph["ktextures_plugin.core.segment"]
 
 
 def test_no_import_cycle_in_the_package():
     cycles = _cycles(_graph())
     assert not cycles, f"import cycles (module-level or inside functions): {cycles}"
+
+
+def test_core_subpackages_depend_one_way():
+    """The core's subpackages and top modules, as nodes: no cycle among them either (``core/__init__.py`` says
+    which uses which)."""
+    def unit(module):
+        parts = module.split(".")
+        return ".".join(parts[:3]) if parts[:2] == [PACKAGE.name, "core"] else None
+    units = {}
+    for mod, deps in _graph().items():
+        if unit(mod):
+            units.setdefault(unit(mod), set()).update(unit(d) for d in deps if unit(d) and unit(d) != unit(mod))
+    assert {"ktextures_plugin.core.io", "ktextures_plugin.core.segment"} <= set(units)
+    assert not _cycles(units), f"cycles between core subpackages: {_cycles(units)}"
 
 
 def test_cycle_detection_finds_a_cycle():
@@ -137,6 +161,18 @@ def test_cycle_detection_finds_a_cycle():
 def test_core_imports_only_its_declared_dependencies():
     import sys
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    bad = [f"{f.name}:{line} imports {mod}" for f in sorted(CORE.glob("*.py")) for mod, line in _imports(f)
+    bad = [f"{f.relative_to(CORE)}:{line} imports {mod}" for f in _core_files() for mod, line in _imports(f)
            if mod not in stdlib | CORE_DEPENDENCIES | {PACKAGE.name}]
     assert not bad, f"core may import only {sorted(CORE_DEPENDENCIES)} and the standard library: {bad}"
+
+
+def test_readme_layout_names_the_core_folders_and_modules():
+    """README.md's "Layout" names every core subpackage as ``core/NAME/`` and every core module, and no other."""
+    import re
+    text = (PACKAGE.parent / "README.md").read_text()
+    layout = text[text.index("## Layout"):].split("\n## ", 1)[0]
+    folders = {p.name for p in CORE.iterdir() if (p / "__init__.py").is_file()}
+    assert set(re.findall(r"`core/(\w+)/`", layout)) == folders
+    named = set(re.findall(r"`(\w+)`", layout))
+    modules = {p.stem for p in CORE.rglob("*.py") if p.name != "__init__.py"}
+    assert not modules - named, f"core modules the README's layout does not name: {sorted(modules - named)}"

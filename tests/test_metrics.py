@@ -1,4 +1,4 @@
-"""core.metrics: hand-checkable cases, scikit-learn cross-checks on real label rasters, windowed
+"""core.evaluate.metrics: hand-checkable cases, scikit-learn cross-checks on real label rasters, windowed
 accumulation, grid checks. Class rasters come from the k-means baseline (core.kmeans) on real imagery."""
 import itertools
 
@@ -8,8 +8,8 @@ from osgeo import gdal
 from sklearn.metrics import adjusted_rand_score, jaccard_score, normalized_mutual_info_score
 
 from conftest import SAMPLE, SAMPLE_LABEL, shared
-from ktextures_plugin.core import kmeans, metrics
-from ktextures_plugin.core.kmeans import KMeansOptions
+from ktextures_plugin.core.evaluate import metrics
+from ktextures_plugin.core.kmeans import KMeansOptions, kmeans
 
 gdal.UseExceptions()
 

@@ -12,8 +12,8 @@ from osgeo import gdal
 
 from conftest import ROOT, SAMPLE, shared
 from ktextures_plugin import bundled_model_path
-from ktextures_plugin.core import novelty, novelty_output
 from ktextures_plugin.core.errors import Canceled, RasterError
+from ktextures_plugin.core.novelty import novelty, novelty_output
 
 gdal.UseExceptions()
 MODEL = bundled_model_path(1)

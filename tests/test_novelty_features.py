@@ -3,8 +3,8 @@ from onnxruntime as from torch, and re-exporting it gives the same graph outputs
 import numpy as np
 import pytest
 
-from ktextures_plugin.core.inference import open_session
-from ktextures_plugin.core.novelty import FEATURES_MODEL
+from ktextures_plugin.core.novelty.novelty import FEATURES_MODEL
+from ktextures_plugin.core.segment.inference import open_session
 
 
 def test_bundled_features_equal_the_training_random_cnn(tmp_path):

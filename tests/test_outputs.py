@@ -13,7 +13,7 @@ import pytest
 from osgeo import gdal
 
 from conftest import ROOT, SAMPLE, SAMPLE_LABEL
-from ktextures_plugin.core import outputs
+from ktextures_plugin.core.io import outputs
 
 gdal.UseExceptions()
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
@@ -242,7 +242,7 @@ def test_model_k_larger_than_the_graph_warns(tmp_path, img):
 
 def test_float_class_output_is_refused_at_load_and_by_inspect(tmp_path, img):
     from ktextures_plugin.core.errors import ModelError
-    from ktextures_plugin.core.inference import read_model_info
+    from ktextures_plugin.core.segment.inference import read_model_info
     from onnx_fixtures import binning_model
     model = _edited(binning_model(tmp_path / "b4.onnx", k=4), tmp_path / "f.onnx", float_class=True)
     with pytest.raises(ModelError, match="integer"):
@@ -296,7 +296,7 @@ def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):
     for p in stale + [live]:
         p.write_bytes(b"x" * 1000)
     res = segment_raster(str(img), tiny_models["bin4"], str(tmp_path / "c.tif"), SegmentOptions(bands="3,2,1,4"))
-    from ktextures_plugin.core.vectorize import polygonize
+    from ktextures_plugin.core.segment.vectorize import polygonize
     polygonize(res.path, str(tmp_path / "p.gpkg"))
     assert not any(p.exists() for p in stale) and live.exists()
 

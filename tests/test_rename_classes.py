@@ -10,7 +10,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from conftest import SAMPLE, qgis_process_env
-from ktextures_plugin.core import classraster
+from ktextures_plugin.core.io import classraster
 
 gdal.UseExceptions()
 NAMES = ["forest", "field", "meadow", "town", "water", "bare"]

@@ -1,4 +1,4 @@
-"""ktextures:sample and core.sampling on the bundled sample segmented by a tiny model: the samples' class,
+"""ktextures:sample and core.sample.sampling on the bundled sample segmented by a tiny model: the samples' class,
 edge distance, spacing, reproducibility, chip alignment with the image and the class raster, errors,
 batch-style runs and a graphical model chaining ktextures:segment into ktextures:sample."""
 import csv
@@ -11,11 +11,10 @@ from osgeo import gdal, ogr
 from scipy import ndimage
 
 from conftest import SAMPLE, algorithm_runner
-from ktextures_plugin.core import sampling
-from ktextures_plugin.core.classraster import read_palette
 from ktextures_plugin.core.errors import Canceled
 from ktextures_plugin.core.feedback import Feedback
-from ktextures_plugin.core.sampling import SampleOptions
+from ktextures_plugin.core.io.classraster import read_palette
+from ktextures_plugin.core.sample import SampleOptions, sampling
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 
 gdal.UseExceptions()

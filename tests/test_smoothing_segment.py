@@ -1,15 +1,15 @@
-"""The smoothing step of segment (core/smoothing.py on the model's ``scores``): tiled equals whole-raster, the
+"""The smoothing step of segment (core/segment/smoothing.py on the model's ``scores``): tiled equals whole-raster, the
 model's recommended beta, models without ``scores``."""
 import numpy as np
 import pytest
 
 from conftest import SAMPLE, sample_with_nodata
 from conftest import read_band as read
-from ktextures_plugin.core import raster
 from ktextures_plugin.core.feedback import Feedback
-from ktextures_plugin.core.inference import open_session
+from ktextures_plugin.core.io import raster
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
-from ktextures_plugin.core.smoothing import DEFAULT_SWEEPS, icm_potts
+from ktextures_plugin.core.segment.inference import open_session
+from ktextures_plugin.core.segment.smoothing import DEFAULT_SWEEPS, icm_potts
 from onnx_fixtures import scores_model
 
 RGBN = [3, 2, 1, 4]
@@ -72,7 +72,7 @@ def test_a_model_without_scores_segments_as_before_with_a_warning(tmp_path, tiny
 
 def _plain_icm(costs, beta, sweeps, valid=None):
     """The textbook synchronous ICM: every pixel re-evaluated each sweep (the reference of icm_potts)."""
-    from ktextures_plugin.core.smoothing import neighbour_counts
+    from ktextures_plugin.core.segment.smoothing import neighbour_counts
     labels = np.argmin(costs, axis=0)
     for _ in range(sweeps):
         new = np.argmin(costs - np.float32(beta) * neighbour_counts(labels, costs.shape[0], valid), axis=0)

@@ -16,8 +16,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from osgeo import gdal  # noqa: E402
 
-from ktextures_plugin.core import inference  # noqa: E402
-from ktextures_plugin.core import raster as R  # noqa: E402
+from ktextures_plugin.core.io import raster as R  # noqa: E402
+from ktextures_plugin.core.segment import inference  # noqa: E402
 from ktextures_plugin.training import (  # noqa: E402
     AllNodataError,
     BadKError,
@@ -513,7 +513,7 @@ def test_fit_refits_with_the_next_seed_when_a_class_stays_unused(tmp_path):
 def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     """With 0 mask-training steps the context network *is* the k-means partition of its z-scored Gaussian
     context features; the export's halo makes tiled inference equal to whole-raster inference."""
-    from ktextures_plugin.core import kmeans as K
+    from ktextures_plugin.core.kmeans import kmeans as K
     res = fit(SAMPLE, BANDS, 5, str(tmp_path / "ctx.onnx"), variant="context", context_warm=1.0, seed=2,
               warm_start="context", **TINY)
     info = inference.read_model_info(res.path)
@@ -541,8 +541,8 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     assert (nearest == lab).mean() > 0.9
     # segment: small tiles with the 12 px halo give the same class raster as one big tile, in strips of the
     # context variant's size
-    from ktextures_plugin.core.inference import CONTEXT_CHUNK_PX, chunk_px_for
     from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+    from ktextures_plugin.core.segment.inference import CONTEXT_CHUNK_PX, chunk_px_for
     assert chunk_px_for(info) == CONTEXT_CHUNK_PX
     tiny, _ = _run(res.path, np.ascontiguousarray(x[:, :, :8, :5]))       # edge padding: any tile size runs
     assert tiny.shape == (1, 1, 8, 5)

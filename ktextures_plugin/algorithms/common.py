@@ -29,7 +29,7 @@ def progress_bridge(feedback, start: float = 0.0, end: float = 100.0):
 
 def cached_session(path: str):
     """One onnxruntime session per model file and modification time (batch runs reuse it)."""
-    from ..core.inference import open_session
+    from ..core.segment.inference import open_session
 
     key = (os.path.abspath(path), os.path.getmtime(path) if os.path.exists(path) else 0)
     if key not in _SESSIONS:
@@ -50,12 +50,12 @@ def gdal_source(layer, name: str = "INPUT") -> str:
 
 
 def all_or_nothing(process_algorithm):
-    """Decorator of ``processAlgorithm``: the run is all or nothing (``core.atomic.all_or_nothing``): when it
+    """Decorator of ``processAlgorithm``: the run is all or nothing (``core.io.atomic.all_or_nothing``): when it
     raises (an error, a cancel), every output it had delivered is removed, earlier ones too. Outputs written
-    by QGIS feature sinks are named with ``core.atomic.delivered`` to join."""
+    by QGIS feature sinks are named with ``core.io.atomic.delivered`` to join."""
     @functools.wraps(process_algorithm)
     def run(self, parameters, context, feedback):
-        from ..core.atomic import all_or_nothing as one_run
+        from ..core.io.atomic import all_or_nothing as one_run
         with one_run():
             return process_algorithm(self, parameters, context, feedback)
     return run
@@ -81,11 +81,11 @@ def make_folders(paths) -> None:
 
 
 def check_outputs(names, outputs, inputs) -> None:
-    """:func:`core.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
+    """:func:`core.io.outputs.check_outputs` before any work; its error becomes a QgsProcessingException naming the
     QGIS parameters (``names``: core key -> parameter id). The algorithms save QGIS default styles beside their
     raster and vector outputs, so those ``.qml`` files are checked too (``styles=True``)."""
-    from ..core.outputs import OutputPathError
-    from ..core.outputs import check_outputs as check
+    from ..core.io.outputs import OutputPathError
+    from ..core.io.outputs import check_outputs as check
 
     try:
         check(outputs, inputs, styles=True)
@@ -171,9 +171,9 @@ def add_mask_option(alg) -> None:
 @contextlib.contextmanager
 def input_view(alg, parameters, context, feedback, src: str):
     """The input path to give the core: ``src``, or with IGNORE_MASK_BANDS an in-memory view of it without
-    Alpha masks (``core.raster.without_mask_bands``); without it, a log warning for each Alpha band that masks
-    pixels (``core.raster.alpha_mask_warnings``)."""
-    from ..core import raster
+    Alpha masks (``core.io.raster.without_mask_bands``); without it, a log warning for each Alpha band that masks
+    pixels (``core.io.raster.alpha_mask_warnings``)."""
+    from ..core.io import raster
     ignore = IGNORE_MASK_BANDS in parameters and alg.parameterAsBool(parameters, IGNORE_MASK_BANDS, context)
     if not ignore:
         for w in raster.alpha_mask_warnings(src, IGNORE_MASK_BANDS):
@@ -313,7 +313,7 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
 
     def bands(self, parameters, context):
         """BANDS as core takes it: None (match by band description), a "3,2,1,4" string or a list; the core
-        parses and checks it (``core.bands.parse_bands``: a clear error for ``a,b,c,d``)."""
+        parses and checks it (``core.segment.bands.parse_bands``: a clear error for ``a,b,c,d``)."""
         value = parameters.get(self.BANDS)
         if value is None or value == "" or value == []:
             return None

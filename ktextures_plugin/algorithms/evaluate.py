@@ -1,6 +1,6 @@
 """``ktextures:evaluate``: score a class raster against reference labels.
 
-Parameters in, ``core.evaluate`` / ``core.metrics`` calls, QGIS outputs out. No pixel work happens here.
+Parameters in, ``core.evaluate`` / ``core.evaluate.metrics`` calls, QGIS outputs out. No pixel work happens here.
 """
 from qgis.core import (
     QgsProcessing,
@@ -17,11 +17,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core import classraster, outputs
-from ..core import evaluate as core_evaluate
+from ..core.evaluate import evaluate as core_evaluate
+from ..core.io import classraster, outputs
 from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source, make_folders, optional_number
 
-#: core keys (core.outputs, core.evaluate) -> parameter ids, for messages
+#: core keys (core.io.outputs, core.evaluate) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "reference": "REFERENCE", "vector": "REFERENCE_VECTOR", "table": "OUTPUT_TABLE",
          "raster": "OUTPUT_RASTER", "image": "IMAGE"}
 

@@ -39,7 +39,7 @@ from .common import (
     output_layer,
 )
 
-#: core keys (core.outputs, training.fit) -> parameter ids, for messages
+#: core keys (core.io.outputs, training.fit) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "output": "OUTPUT_MODEL", "raster": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR",
          "bands": "BANDS", "nodata": "NODATA"}
 
@@ -170,8 +170,8 @@ class FitAlgorithm(KTexturesAlgorithm):
         """BANDS as given (a string or band numbers), or red, green, blue, NIR matched by band description."""
         from osgeo import gdal
 
-        from ..core.bands import match_bands
-        from ..core.modelinfo import RGBN
+        from ..core.io.modelinfo import RGBN
+        from ..core.segment.bands import match_bands
 
         bands = parameters.get(self.BANDS)
         if bands in (None, "", []):
@@ -183,12 +183,12 @@ class FitAlgorithm(KTexturesAlgorithm):
         if isinstance(bands, str):
             return bands
         if isinstance(bands, (list, tuple)):
-            return list(bands)  # parsed and checked by the core (core.bands.parse_bands)
+            return list(bands)  # parsed and checked by the core (core.segment.bands.parse_bands)
         return self.parameterAsInts(parameters, self.BANDS, context)
 
     def _outputs(self, parameters, context, src: str):
         """(model, class raster, polygons) paths, their folders made and checked against the input."""
-        from ..core import outputs
+        from ..core.io import outputs
 
         out_model = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not out_model.lower().endswith(".onnx"):

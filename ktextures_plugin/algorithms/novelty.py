@@ -3,7 +3,7 @@ raster, the selected tiles as labelled polygons and an HTML explanation (docs/no
 
 Parameter ids (a public contract for scripts and graphical models): INPUT, MODEL, MODEL_FILE, BANDS, SCALING,
 NODATA, TILE_SIZE, N_SELECT, RANK, INIT_TILES, SEED, OUTPUT_SCORE, OUTPUT_SELECTED, OUTPUT_HTML. The work is
-done by :func:`ktextures_plugin.core.novelty.rank_tiles` and ``core/novelty_output.py``.
+done by :func:`ktextures_plugin.core.novelty.rank_tiles` and ``core/novelty/novelty_output.py``.
 """
 from qgis.core import (
     QgsProcessing,
@@ -16,7 +16,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core import outputs
+from ..core.io import outputs
 from ..core.runtime import onnxruntime_available
 from ..installer_gui import manual_hint
 from . import novelty_styling
@@ -82,7 +82,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
             "each tile, its simulation and where they differ.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.novelty import DEFAULT_RANK, INIT_TILES
+        from ..core.novelty.novelty import DEFAULT_RANK, INIT_TILES
         self.add_model_inputs()
         self.addParameter(QgsProcessingParameterNumber(
             self.TILE_SIZE, "Tile size (pixels, a multiple of 32)", type=QgsProcessingParameterNumber.Integer,
@@ -134,7 +134,7 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.novelty import rank_tiles
-        from ..core.novelty_output import write_html, write_score_raster, write_selected
+        from ..core.novelty.novelty_output import write_html, write_score_raster, write_selected
 
         if not onnxruntime_available():
             raise QgsProcessingException(manual_hint("onnxruntime"))

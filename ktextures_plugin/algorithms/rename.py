@@ -1,5 +1,5 @@
 """``ktextures:rename_classes``: names for the classes of an existing class raster (and its polygons) in
-place of "texture 1..k", colours kept. Writes new files (core.rename); the inputs are never modified, so the
+place of "texture 1..k", colours kept. Writes new files (core.segment.rename); the inputs are never modified, so the
 first run stays as it was and a typo is fixed by running again from it. Later ``sample`` and ``evaluate``
 runs on the new raster show the names."""
 from qgis.core import (
@@ -15,7 +15,7 @@ from qgis.core import (
 from . import styling
 from .common import KTexturesAlgorithm, all_or_nothing, check_outputs, gdal_source, make_folders
 
-#: core keys (core.outputs, core.rename) -> parameter ids, for messages
+#: core keys (core.io.outputs, core.segment.rename) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "polygons": "POLYGONS", "output": "OUTPUT_RASTER", "vector": "OUTPUT_VECTOR"}
 
 
@@ -56,7 +56,7 @@ class RenameClassesAlgorithm(KTexturesAlgorithm):
 
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.rename import rename_classes
+        from ..core.segment.rename import rename_classes
 
         src = gdal_source(self.parameterAsRasterLayer(parameters, self.INPUT, context))
         poly = self.parameterAsVectorLayer(parameters, self.POLYGONS, context)
@@ -67,7 +67,7 @@ class RenameClassesAlgorithm(KTexturesAlgorithm):
         out_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
         out_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context) if poly_src else None
         make_folders((out_raster, out_vector))
-        from ..core import outputs
+        from ..core.io import outputs
         check_outputs(NAMES, {"output": (out_raster, outputs.CLASS_RASTER), "vector": (out_vector, outputs.VECTOR)},
                       {"input": src, "polygons": poly_src})
         text = self.parameterAsString(parameters, self.CLASS_NAMES, context)

@@ -1,6 +1,6 @@
 """``ktextures:sample``: stratified random sample points (and optional image chips) from a class raster.
 
-Parameters in, ``core.sampling`` calls, QGIS outputs out. No pixel work happens here.
+Parameters in, ``core.sample.sampling`` calls, QGIS outputs out. No pixel work happens here.
 """
 import os
 import re
@@ -27,10 +27,11 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..core import atomic, sampling
-from ..core.classraster import read_palette
 from ..core.feedback import Feedback
-from ..core.raster import open_raster
+from ..core.io import atomic
+from ..core.io.classraster import read_palette
+from ..core.io.raster import open_raster
+from ..core.sample import sampling
 from . import styling
 from .common import (
     KTexturesAlgorithm,
@@ -42,7 +43,7 @@ from .common import (
     sink_destination,
 )
 
-#: core keys (core.outputs, core.sampling) -> parameter ids, for messages
+#: core keys (core.io.outputs, core.sample.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
          "chips": "OUTPUT_CHIPS", "summary": "OUTPUT_SUMMARY", "classes": "CLASSES", "chip_size": "CHIP_SIZE_PX"}
 
@@ -169,8 +170,8 @@ class SampleAlgorithm(KTexturesAlgorithm):
                             ("found", "Int"), ("skipped", "Int"), ("reason", "String")))
 
     def _check_outputs(self, parameters, context, class_path, image_path):
-        """The chip folder and the file sinks are neither an input nor each other (core.outputs)."""
-        from ..core import outputs
+        """The chip folder and the file sinks are neither an input nor each other (core.io.outputs)."""
+        from ..core.io import outputs
 
         inputs = {"input": class_path, "image": image_path}
         wanted = {"folder": (self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context), outputs.FOLDER)}
@@ -244,7 +245,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
             cds = None
 
     def _draw(self, parameters, context, feedback, class_path, classes, chip):
-        """The stratified random sample (core.sampling.draw_samples); progress 0-60 % when chips follow."""
+        """The stratified random sample (core.sample.draw_samples); progress 0-60 % when chips follow."""
         def progress(frac, stage):
             feedback.setProgress(100.0 * frac * (0.6 if chip else 1.0))
 
@@ -357,7 +358,7 @@ def _uri_file(uri: str) -> str:
 
 
 def _delivered(dest):
-    """Name a sink's file to the run (``core.atomic.delivered``), so that a later failure removes it."""
+    """Name a sink's file to the run (``core.io.atomic.delivered``), so that a later failure removes it."""
     path = styling.file_of(dest) if dest else None
     if path:
         atomic.delivered(path)

@@ -5,7 +5,7 @@ Parameter ids are a public contract for scripts and graphical models: INPUT, MOD
 BANDS, SCALING, NODATA, EXTENT, MIN_SEGMENT_PX, PALETTE, CLASS_NAMES, SMOOTHING, TILE_SIZE, OUTPUT_RASTER,
 OUTPUT_VECTOR, OUTPUT_REPORT, OUTPUT_SIMULATION, OUTPUT_HTML. The work is done by
 :func:`ktextures_plugin.core.segment.segment_raster` (with the options of :meth:`SegmentAlgorithm.segment_options`)
-and :func:`ktextures_plugin.core.vectorize.polygonize`.
+and :func:`ktextures_plugin.core.segment.vectorize.polygonize`.
 """
 import time
 
@@ -25,7 +25,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, check_class_names
+from ..core.io.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, check_class_names
 from ..core.runtime import onnxruntime_available
 from ..installer_gui import manual_hint
 from . import styling
@@ -46,7 +46,7 @@ from .common import (
 )
 
 SCALINGS = ["model", "stretch"]
-#: core keys (core.outputs, core.segment) -> parameter ids, for messages
+#: core keys (core.io.outputs, core.segment) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "output": "OUTPUT_RASTER", "simulation": "OUTPUT_SIMULATION",
          "vector": "OUTPUT_VECTOR", "report": "OUTPUT_REPORT", "html": "OUTPUT_HTML", "bands": "BANDS",
          "scaling": "SCALING", "nodata": "NODATA", "extent": "EXTENT", "smoothing": "SMOOTHING",
@@ -159,7 +159,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         text = self.parameterAsString(parameters, self.CLASS_NAMES, context).strip()
         if not text:
             return None
-        from ..core.inference import read_model_info
+        from ..core.segment.inference import read_model_info
         k = read_model_info(self.model_path(parameters, context), session=session).num_classes
         try:
             return check_class_names(text, k)
@@ -206,7 +206,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
     def _output_paths(self, parameters, context, src, model_path):
         """The output paths (core key -> path, "" when not wanted), their folders made and checked against
         the inputs and each other (``check_outputs``) before any work."""
-        from ..core import outputs
+        from ..core.io import outputs
         out = {"raster": output_layer(self, parameters, self.OUTPUT_RASTER, context),
                "vector": output_layer(self, parameters, self.OUTPUT_VECTOR, context),
                "report": self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context),
@@ -248,7 +248,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         """Segment (and polygonize when OUTPUT_VECTOR is set); on failure or cancel nothing is left behind."""
         from ..core.feedback import Feedback
         from ..core.segment import segment_raster
-        from ..core.vectorize import polygonize
+        from ..core.segment.vectorize import polygonize
 
         seg_end = 70.0 if out["vector"] else 100.0
         # a failure: processing_error words it, all_or_nothing (processAlgorithm) removes the outputs
@@ -270,7 +270,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
     @staticmethod
     def _log_and_report(feedback, result, out):
         """The per-class area table in the log (monospace, columns kept) and in OUTPUT_REPORT."""
-        from ..core.vectorize import format_report, write_report
+        from ..core.segment.vectorize import format_report, write_report
         rows = result.report_rows()
         feedback.pushInfo("Per-class area:")
         # console text is shown in a monospace font; no-break spaces keep the columns in the HTML log
@@ -279,8 +279,8 @@ class SegmentAlgorithm(ModelInputAlgorithm):
             write_report(out["report"], rows)
 
     def _write_html(self, parameters, context, feedback, *, src, out, result, session, seconds, label):
-        """OUTPUT_HTML: the per-class report (core.html_report) with this run's parameters."""
-        from ..core.html_report import from_segment, write_html_report
+        """OUTPUT_HTML: the per-class report (core.segment.html_report) with this run's parameters."""
+        from ..core.segment.html_report import from_segment, write_html_report
         feedback.setProgressText("Writing the HTML report")
         data = from_segment(result, src, session=session, parameters=self._parameter_texts(parameters, context),
                             seconds=seconds, class_raster_label=label)

@@ -27,7 +27,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from ..core.modelinfo import channel_indices
+from ..core.io.modelinfo import channel_indices
 
 #: Reading order of a run's layers, bottom to top.
 SIMULATION, CLASSES, POLYGONS, FOOTPRINTS, POINTS = range(5)

@@ -15,7 +15,7 @@ class Parser(argparse.ArgumentParser):
 
 def fail(prog: str, message, names=None) -> int:
     """Print ``prog: error: message`` (first line only) to stderr and return 2; an output-path error
-    (``core.outputs.OutputPathError``) is worded with ``names`` (core key -> CLI option)."""
+    (``core.io.outputs.OutputPathError``) is worded with ``names`` (core key -> CLI option)."""
     if names and callable(getattr(message, "message", None)) and hasattr(message, "parameter"):
         message = message.message(names)
     text = str(message).strip().splitlines()[0] if str(message).strip() else type(message).__name__
@@ -59,12 +59,12 @@ def _line(text) -> None:
 def front_end(prog, names=None):
     """Decorator of a sub-command's ``main(argv) -> int``: every exception it lets out goes through
     :func:`exit_status` (no traceback for bad input, a full disk, Ctrl-C); a bug keeps its traceback. The
-    command is one all-or-nothing run (``core.atomic.all_or_nothing``): when it fails (an exception or a
+    command is one all-or-nothing run (``core.io.atomic.all_or_nothing``): when it fails (an exception or a
     non-zero status), every output it had written is removed."""
     def wrap(main):
         @functools.wraps(main)
         def run(argv=None):
-            from ..core.atomic import all_or_nothing
+            from ..core.io.atomic import all_or_nothing
             with all_or_nothing() as one_run:
                 try:
                     status = main(argv)
@@ -97,10 +97,10 @@ def int_range(lo: int, hi=None):
 
 
 def check_outputs(prog: str, names, outputs, inputs):
-    """:func:`core.outputs.check_outputs` with messages naming the CLI options (``names``: key -> option);
+    """:func:`core.io.outputs.check_outputs` with messages naming the CLI options (``names``: key -> option);
     returns ``None`` when every output is fine, else the exit status 2 after printing the message."""
-    from ..core.outputs import OutputPathError
-    from ..core.outputs import check_outputs as check
+    from ..core.io.outputs import OutputPathError
+    from ..core.io.outputs import check_outputs as check
 
     try:
         check(outputs, inputs)
@@ -123,9 +123,9 @@ def add_mask_option(parser) -> None:
 @contextlib.contextmanager
 def input_view(path: str, ignore_mask_bands: bool):
     """The input path to give the core: ``path``, or an in-memory view of it without Alpha masks
-    (``core.raster.without_mask_bands``); without the option, a warning on stderr for each Alpha band that
-    masks pixels (``core.raster.alpha_mask_warnings``)."""
-    from ..core import raster
+    (``core.io.raster.without_mask_bands``); without the option, a warning on stderr for each Alpha band that
+    masks pixels (``core.io.raster.alpha_mask_warnings``)."""
+    from ..core.io import raster
     if not ignore_mask_bands:
         for w in raster.alpha_mask_warnings(path, IGNORE_MASK_OPTION):
             sys.stderr.write(f"warning: {w}\n")

@@ -1,11 +1,11 @@
 """``segment --dask [ADDRESS]``: the segment job on a Dask cluster (dask.distributed), same result as one process.
 
 This module supplies only *how the windows are classified* (:class:`DaskWindows`, a window map of
-:mod:`ktextures_plugin.core.windowmap`); the engine :func:`ktextures_plugin.core.segment.segment_raster` does the
-rest once for every front end (plan, partial files, palette, class names, sieve, statistics, result). The
+:mod:`ktextures_plugin.core.segment.windowmap`); the engine :func:`ktextures_plugin.core.segment.segment_raster` does
+the rest once for every front end (plan, partial files, palette, class names, sieve, statistics, result). The
 processing window is cut into windows of ``window_tiles`` x ``window_tiles`` tiles aligned on the tile grid, so
 every window holds exactly the tiles (core, halo read, centre crop) that the single process runs. One Dask task
-per window reads its tiles with GDAL, scales and classifies them (:func:`~ktextures_plugin.core.windowmap.
+per window reads its tiles with GDAL, scales and classifies them (:func:`~ktextures_plugin.core.segment.windowmap.
 classify_window`) with one onnxruntime session per worker process (opened on the first task, then reused). The
 class windows go back to the client, which is the only writer of the partial GeoTIFF; the engine reduces the
 per-tile statistics in tile order, so the palette and the per-class report are bit-identical to ``segment``'s
@@ -24,13 +24,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from osgeo import gdal
 
-from ..core import classraster, geo, raster
 from ..core.errors import Canceled, CoreError, RasterError
 from ..core.feedback import Feedback
-from ..core.inference import open_session
+from ..core.io import classraster, geo, raster
+from ..core.io.tiling import Window
 from ..core.segment import SegmentOptions, SegmentResult, segment_raster
-from ..core.tiling import Window
-from ..core.windowmap import SegmentJob, WindowClasses, classify_window
+from ..core.segment.inference import open_session
+from ..core.segment.windowmap import SegmentJob, WindowClasses, classify_window
 
 gdal.UseExceptions()
 
@@ -88,7 +88,7 @@ def check_worker(model_path: str, input_path: str, threads: Optional[int] = 1) -
 
 def segment_window(job: SegmentJob, win: Tuple[int, int, int, int]) -> WindowClasses:
     """The Dask task: the classes of the window ``win`` of the input (aligned on the tile grid), with this worker
-    process's dataset and onnxruntime session (:func:`~ktextures_plugin.core.windowmap.classify_window`)."""
+    process's dataset and onnxruntime session (:func:`~ktextures_plugin.core.segment.windowmap.classify_window`)."""
     ds = _worker_dataset(job.input_path)
     session = worker_session(job.model_path, job.threads)
     with raster.gdal_cache_limit(raster.GDAL_CACHE_BYTES):
@@ -102,7 +102,7 @@ def is_list(path: str) -> bool:
 
 def listed_rasters(path: str) -> List[str]:
     """The raster paths of a list file (one a line; blank lines and ``#`` comments skipped), as written; the
-    output check reads them too (``core.outputs.files_read``)."""
+    output check reads them too (``core.io.outputs.files_read``)."""
     with open(path) as f:
         return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
 

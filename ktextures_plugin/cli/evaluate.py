@@ -1,7 +1,7 @@
 """``python -m ktextures_plugin evaluate LABELS.tif --reference REF.tif [--image IMG.tif [--bands 3,2,1,4]] [--json]
 [--reference-nodata 0]``
 
-Scores a class raster against a reference raster on the same grid (``core/metrics.py``): ARI, NMI, pixel
+Scores a class raster against a reference raster on the same grid (``core/evaluate/metrics.py``): ARI, NMI, pixel
 accuracy and mIoU after Hungarian (one-to-one) matching, mIoU after majority (many-to-one) matching, per-class
 precision, recall and F1 and Cohen's kappa after the Hungarian matching, the sample figures, and with
 ``--image`` the downstream figures (a random forest trained on the interior samples, scored on the reference).
@@ -51,9 +51,9 @@ def build_parser() -> Parser:
 @front_end(PROG, {"labels": "LABELS", "reference": "--reference", "bands": "--bands", "image": "--image"})
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core import metrics
-    from ..core.bands import parse_bands
     from ..core.errors import ParameterError
+    from ..core.evaluate import metrics
+    from ..core.segment.bands import parse_bands
 
     ref_nodata = _nodata(args.reference_nodata)
     bands = None

@@ -96,7 +96,7 @@ def build_parser():
 @front_end(None, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core import outputs
+    from ..core.io import outputs
     outputs.check_outputs({"output": (args.out, outputs.MODEL)}, {"input": args.image})
     from ..core.errors import CoreError
     from ..training import fit

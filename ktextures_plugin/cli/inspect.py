@@ -11,7 +11,7 @@ def main(argv=None) -> int:
     p = Parser(prog=PROG)
     p.add_argument("model")
     args = p.parse_args(argv)
-    from ..core.inference import read_model_info
+    from ..core.segment.inference import read_model_info
     info = read_model_info(args.model)
     out = {k: v for k, v in vars(info).items() if k != "raw"}
     print(json.dumps(out, indent=2))

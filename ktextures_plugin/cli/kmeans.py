@@ -1,7 +1,7 @@
 """``python -m ktextures_plugin kmeans IMAGE --bands R,G,B,NIR --k K --out LABELS.tif [--seed S] [--context]
 [--smoothing BETA]``
 
-The k-means baselines (``core/kmeans.py``): pixel k-means on z-scored bands (default), optionally with
+The k-means baselines (``core/kmeans/kmeans.py``): pixel k-means on z-scored bands (default), optionally with
 Gaussian context features (``--context``) and a Potts MRF on the distances (``--smoothing``), in the same
 class-raster format as ``segment``.
 Exit status: 0 on success, 2 on bad input (one-line message on stderr).
@@ -47,7 +47,7 @@ def build_parser() -> Parser:
 @front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core import kmeans
+    from ..core.kmeans import kmeans
 
     if args.k < 2:
         return fail(PROG, f"--k must be at least 2, got {args.k}")

@@ -1,6 +1,6 @@
 """``python -m ktextures_plugin novelty IMAGE --score SCORE.tif [--selected TILES.gpkg] [--html PAGE.html] [...]``
 
-DEMUD novelty ranking of the raster's tiles (``core/novelty.py``, docs/novelty.md), the same core as
+DEMUD novelty ranking of the raster's tiles (``core/novelty/novelty.py``, docs/novelty.md), the same core as
 ``ktextures:novelty``. Exit status: 0 on success, 2 on bad input (one-line message on stderr).
 """
 from __future__ import annotations
@@ -14,13 +14,13 @@ from ._args import Parser, add_mask_option, check_outputs, fail, front_end, inpu
 PROG = "python -m ktextures_plugin novelty"
 
 
-#: core keys (core.outputs) -> CLI options, for messages
+#: core keys (core.io.outputs) -> CLI options, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "score": "--score", "selected": "--selected", "html": "--html",
          "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata", "tile_size": "--tile-size",
          "n_select": "--n-select"}
 
 def build_parser() -> Parser:
-    from ..core.novelty import DEFAULT_RANK, INIT_TILES
+    from ..core.novelty.novelty import DEFAULT_RANK, INIT_TILES
     p = Parser(prog=PROG, description="Rank the raster's tiles by what the k textures and the tiles already "
                                       "shown cannot explain (DEMUD), with a visual explanation.")
     p.add_argument("image", help="input raster (any GDAL format); read only")
@@ -69,13 +69,13 @@ def _progress_bar(quiet: bool):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core.novelty import rank_tiles
-    from ..core.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
+    from ..core.novelty.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
 
     for opt, v, lo in (("--n-select", args.n_select, 1), ("--rank", args.rank, 1)):
         if v < lo:
             return fail(PROG, f"{opt} must be at least {lo}, got {v}")
     model = args.model or bundled_model_path(DEFAULT_MODEL)
-    from ..core import outputs
+    from ..core.io import outputs
     bad = check_outputs(PROG, NAMES, {"score": (args.score, outputs.FLOAT_RASTER),
                                       "selected": (args.selected, outputs.VECTOR), "html": (args.html, outputs.TABLE)},
                         {"input": args.image, "model": model})

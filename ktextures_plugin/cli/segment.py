@@ -7,7 +7,7 @@ from .. import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from ._args import Parser, add_mask_option, check_outputs, front_end, input_view, int_range
 
 PROG = "python -m ktextures_plugin segment"
-#: core keys (core.outputs, core.segment) -> the options of this command, for messages
+#: core keys (core.io.outputs, core.segment) -> the options of this command, for messages
 NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": "--simulation", "vector": "--vector",
          "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata",
          "extent": "--extent", "smoothing": "--smoothing", "min_segment_px": "--min-segment-px",
@@ -21,7 +21,7 @@ OPTIONS = {"bands": "--bands", "scaling": "--scaling", "extra_nodata": "--nodata
 
 
 def build_parser():
-    from ..core.classraster import PALETTES
+    from ..core.io.classraster import PALETTES
     p = Parser(prog=PROG,
                                 description="Segment a raster into k texture classes with a k-textures ONNX model.")
     p.add_argument("image", help="input raster (any GDAL format)")
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..core.feedback import Feedback
     from ..core.segment import segment_raster
-    from ..core.vectorize import polygonize
+    from ..core.segment.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
     bad = check_outputs(PROG, NAMES, _outputs(args), {"input": _inputs(args), "model": model})
@@ -143,7 +143,7 @@ def _inputs(args):
 
 def _outputs(args) -> dict:
     """core key -> (path, kind) of every output option, for the output-path check."""
-    from ..core import outputs
+    from ..core.io import outputs
     return {"output": (args.out, outputs.CLASS_RASTER), "simulation": (args.simulation, outputs.FLOAT_RASTER),
             "vector": (args.vector, outputs.VECTOR), "report": (args.report, outputs.TABLE),
             "html": (args.html, outputs.HTML)}
@@ -154,7 +154,7 @@ def _report(args, res) -> int:
     HTML report when ``--html`` is given."""
     _write_reports(args, res)  # a report that cannot be written (full disk): front_end says so, and the run's
     # outputs go with it (the non-zero status makes __main__'s all-or-nothing run discard them)
-    from ..core.vectorize import format_report
+    from ..core.segment.vectorize import format_report
     rows = res.report_rows()
     print(format_report(rows))
     print(f"{args.out}: k = {res.info.num_classes}, {res.valid_pixels} pixels classified in {res.seconds:.2f} s "
@@ -164,12 +164,12 @@ def _report(args, res) -> int:
 
 def _write_reports(args, res) -> None:
     """``--report`` (CSV) and ``--html``, when given."""
-    from ..core.vectorize import write_report
+    from ..core.segment.vectorize import write_report
     if args.report:
         write_report(args.report, res.report_rows())
     if args.html:
-        from ..core.html_report import from_segment, write_html_report
-        from ..core.inference import open_session
+        from ..core.segment.html_report import from_segment, write_html_report
+        from ..core.segment.inference import open_session
         session = open_session(res.info.path, threads=args.threads) if res.info.has_textures else None
         params = {k: v for k, v in vars(args).items() if v is not None and v is not False}
         write_html_report(args.html, from_segment(res, args.image, session=session, parameters=params))
@@ -178,7 +178,7 @@ def _write_reports(args, res) -> None:
 
 def _dask(args, model, feedback, bar) -> int:
     """``--dask``: the same job on a Dask cluster (cli/distributed.py); same outputs and report."""
-    from ..core.vectorize import polygonize
+    from ..core.segment.vectorize import polygonize
     from .distributed import segment_dask
 
     if args.ignore_mask_bands:  # the in-memory view of the input does not reach the workers' processes

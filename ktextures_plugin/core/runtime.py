@@ -1,6 +1,6 @@
 """Is onnxruntime installed, and how to install it: the check every front end makes before segmenting.
 
-Sessions, execution providers and inference are in :mod:`.inference`.
+Sessions, execution providers and inference are in :mod:`.segment.inference`.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Training tiles read through GDAL windows (docs/method.md §2); no torch here.
 
-:class:`TileSampler` draws random ``tile x tile`` windows of a raster with :func:`core.raster.read_window`, so
+:class:`TileSampler` draws random ``tile x tile`` windows of a raster with :func:`core.io.raster.read_window`, so
 only one tile per read is in memory whatever the raster size; tiles with any nodata pixel are skipped.
-Values are scaled per band with the 2-98 % percentiles of :func:`core.raster.percentile_scale`.
+Values are scaled per band with the 2-98 % percentiles of :func:`core.io.raster.percentile_scale`.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core import raster as R
-from ..core.bands import parse_bands
 from ..core.errors import DamagedFileError
+from ..core.io import raster as R
+from ..core.segment.bands import parse_bands
 from .errors import AllNodataError, BadKError, RasterTooSmallError, TooFewBandsError
 
 N_CHANNELS = 4

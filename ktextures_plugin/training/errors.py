@@ -45,4 +45,4 @@ class TorchMissingError(RuntimeMissingError):
 class FitCanceled(Canceled):
     """``is_canceled()`` returned True; training stopped and no model file was written.
 
-    A :class:`ktextures_plugin.core.segment.Canceled`, so a front end catches every canceled run alike."""
+    A :class:`ktextures_plugin.core.errors.Canceled`, so a front end catches every canceled run alike."""

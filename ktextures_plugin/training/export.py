@@ -9,8 +9,8 @@ class is ``k-1 - clamp(floor(k*s), 0, k-1)`` (the argmax of the masks of docs/me
 is the argmax
 of the k logits.
 
-The file is written to a hidden partial file beside ``out`` first (:func:`core.atomic.atomic_output`), validated
-(onnx checker + :func:`core.inference.read_model_info`) and only then renamed onto ``out``.
+The file is written to a hidden partial file beside ``out`` first (:func:`core.io.atomic.atomic_output`), validated
+(onnx checker + :func:`core.segment.inference.read_model_info`) and only then renamed onto ``out``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from ..core import atomic, inference, modelinfo
+from ..core.io import atomic, modelinfo
+from ..core.segment import inference
 from . import onnx_rewrite
 from .model import KTextures, bin_index
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..core import atomic
+from ..core.io import atomic
 
 #: the seed and widths of the feature CNN used by ``fit`` (``features.RandomCNN`` defaults)
 SEED = 1234

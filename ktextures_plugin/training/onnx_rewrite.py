@@ -22,7 +22,7 @@ import os
 import sys
 from typing import List, Sequence
 
-from ..core import atomic
+from ..core.io import atomic
 
 
 def rewrite_elu(proto) -> int:

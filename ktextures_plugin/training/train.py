@@ -206,7 +206,7 @@ def _slope_schedule(cfg: FitConfig, k: int) -> Callable[[int], float]:
 class _Anchor:
     """The anchor term (docs/method.md §3.3): cross-entropy of the class logits (N,k,H,W) against the partition of
     the warm-start network (a frozen copy) on the same tiles, smoothed by the Potts step
-    (``core.smoothing.icm_potts`` on its negative logits, beta ``cfg.smoothing_beta``)."""
+    (``core.segment.smoothing.icm_potts`` on its negative logits, beta ``cfg.smoothing_beta``)."""
 
     def __init__(self, model: KTextures, cfg: FitConfig):
         import copy
@@ -215,7 +215,7 @@ class _Anchor:
         self.net = copy.deepcopy(model.mask_net).eval() if self.weight > 0 else None
 
     def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        from ..core.smoothing import icm_potts
+        from ..core.segment.smoothing import icm_potts
         with torch.no_grad():
             costs = -self.net(x).numpy()
             target = torch.from_numpy(np.stack([icm_potts(c, self.beta) for c in costs]))
@@ -345,12 +345,12 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
 
     The fixed Gaussian context features (N,F,T,T) of ``cfg.warm_tiles`` random tiles are cropped by the halo
     (where the edge padding of a tile edge would differ from the raster) and z-scored; k-means
-    (:func:`core.kmeans.fit_centers`: k-means++, 3 restarts, seed ``cfg.seed``) on at most 200 000 pixels
+    (:func:`core.kmeans.kmeans.fit_centers`: k-means++, 3 restarts, seed ``cfg.seed``) on at most 200 000 pixels
     clusters the bands alone (``cfg.warm_start`` "pixel": the centres' smoothed-feature coordinates are 0, so the
     head starts as pixel k-means) or all F features ("context"); the head then assigns each pixel to its nearest
     centre (:meth:`ContextMaskNet.init_from_kmeans`).
     """
-    from ..core.kmeans import fit_centers
+    from ..core.kmeans.kmeans import fit_centers
 
     net = model.mask_net
     n = max(1, int(cfg.warm_tiles))
@@ -547,10 +547,10 @@ def fit(image_path: str, bands, k: int, out_path: str, *, steps: int = DEFAULT_S
 
     Raises:
         FitInputError (a ``ValueError``; subclasses TooFewBandsError, BadKError, RasterTooSmallError,
-        AllNodataError) on bad input; FitCanceled on cancel; ``core.outputs.OutputPathError`` (before any work)
+        AllNodataError) on bad input; FitCanceled on cancel; ``core.io.outputs.OutputPathError`` (before any work)
         when ``out_path`` is the input, a folder, not ``.onnx``, or in a missing or read-only folder.
     """
-    from ..core import outputs
+    from ..core.io import outputs
     from .export import export_onnx
 
     outputs.check_outputs({"output": (out_path, outputs.MODEL)}, {"input": image_path})

@@ -16,8 +16,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from osgeo import gdal, ogr
 
-from . import atomic, classraster, metrics, outputs
-from .errors import ParameterError
+from ..errors import ParameterError
+from ..io import atomic, classraster, outputs
+from . import metrics
 
 gdal.UseExceptions()
 ogr.UseExceptions()

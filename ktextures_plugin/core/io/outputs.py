@@ -25,8 +25,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from osgeo import gdal
 from osgeo_utils.auxiliary.util import GetOutputDriversFor
 
+from ..errors import OutputError, OutputPathError
 from .classraster import driver_for_path
-from .errors import OutputError, OutputPathError
 
 gdal.UseExceptions()
 

@@ -1,9 +1,9 @@
 """Segment a raster: the pipeline that streams a k-textures ONNX model over a raster into a class raster.
 
 The steps, each in its own module: choose the bands (:mod:`.bands`), scale them (:mod:`.scaling`), read the
-tiles in a background thread (:mod:`.tileio`, on the tile grid of :mod:`.tiling`), classify each tile
+tiles in a background thread (:mod:`.tileio`, on the tile grid of :mod:`..io.tiling`), classify each tile
 (:func:`.inference.classify_tile`, optionally smoothed by :mod:`.smoothing`), write the classes from a writer
-thread into a partial GeoTIFF (:mod:`.tileio`, :mod:`.classraster`), colour and name the classes, sieve
+thread into a partial GeoTIFF (:mod:`.tileio`, :mod:`..io.classraster`), colour and name the classes, sieve
 (:mod:`.sieve`) and count them (:mod:`.classstats`). This is the one engine of every front end: *how* the
 windows are classified is pluggable (:mod:`.windowmap`: this process by default, a Dask cluster for
 ``segment --dask``), everything else happens here once.
@@ -22,17 +22,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import atomic, classraster, outputs, raster
+from ..errors import RasterError
+from ..feedback import Feedback
+from ..io import atomic, classraster, outputs, raster
+from ..io.modelinfo import K_SMOOTHING_BETA, OUTPUT_SCORES, ModelInfo
+from ..io.tiling import Window
 from .bands import select_bands
 from .classstats import class_stats
-from .errors import RasterError
-from .feedback import Feedback
 from .inference import TileModel, model_textures, read_model_info
-from .modelinfo import K_SMOOTHING_BETA, OUTPUT_SCORES, ModelInfo
 from .scaling import range_warnings, resolve_scaling
 from .sieve import sieve_in_place
 from .tileio import BandWriter, any_valid
-from .tiling import Window
 from .windowmap import LocalWindows, SegmentJob, TileStats, window_grid
 
 gdal.UseExceptions()
@@ -156,7 +156,7 @@ def segment_raster(input_path: str, model_path: str, output_path: str, options: 
         output_path: class raster destination (GeoTIFF by default; other GDAL formats by extension).
         options: how to segment (:class:`SegmentOptions`; default: its defaults).
         feedback: progress (stages "segment", "sieve"), cancel (polled between tiles), information and warnings
-            (:class:`.feedback.Feedback`); the warnings are also in :attr:`SegmentResult.warnings`.
+            (:class:`..feedback.Feedback`); the warnings are also in :attr:`SegmentResult.warnings`.
         session: an open onnxruntime session on ``model_path`` (reused across runs in batch mode).
         windows: how the windows are classified (:mod:`.windowmap`): default this process
             (:class:`.windowmap.LocalWindows`); ``cli/distributed.py`` supplies a Dask cluster's.
@@ -169,7 +169,7 @@ def segment_raster(input_path: str, model_path: str, output_path: str, options: 
         RasterError: too few bands, bad band list, every pixel nodata, an extent outside the raster
             (``parameter`` names the input to change).
         OutputError: the destination cannot be written; ``outputs.OutputPathError`` (before any work) when an
-            output is an input, both outputs are one file, or the format cannot hold it (:mod:`.outputs`).
+            output is an input, both outputs are one file, or the format cannot hold it (:mod:`..io.outputs`).
         Canceled: canceled; nothing is left behind.
         ImportError: onnxruntime missing (the message says how to install it).
     """
@@ -188,7 +188,7 @@ def segment_raster(input_path: str, model_path: str, output_path: str, options: 
 
 def processing_window(ds: gdal.Dataset, opts: SegmentOptions) -> Window:
     """The window to segment: ``opts.window``, else the pixels covering ``opts.extent`` (map units of the
-    raster's CRS, :func:`.geo.extent_to_window`), else the whole raster.
+    raster's CRS, :func:`..io.geo.extent_to_window`), else the whole raster.
 
     Raises:
         RasterError: the extent does not overlap the raster (``parameter`` "extent").

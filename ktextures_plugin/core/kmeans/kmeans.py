@@ -17,10 +17,11 @@ table = mean true colour of each cluster when the first three bands are red, gre
 qualitative palette; written to a partial file renamed on success (``classraster.finish``), removed on error
 or cancel.
 
-``smoothing`` = beta > 0 adds the Potts/ICM step of :mod:`.smoothing` (8 neighbours, :data:`.smoothing.
-DEFAULT_SWEEPS` synchronous sweeps) on the unary costs = squared distance of each scaled pixel to each centre
-(:func:`.smoothing.squared_distance_costs`): k-means followed by a Potts MRF. Row windows are then read with a
-halo of one row per sweep, so the result equals smoothing the whole raster at once.
+``smoothing`` = beta > 0 adds the Potts/ICM step of :mod:`..segment.smoothing` (8 neighbours,
+:data:`..segment.smoothing.DEFAULT_SWEEPS` synchronous sweeps) on the unary costs = squared distance of each
+scaled pixel to each centre (:func:`..segment.smoothing.squared_distance_costs`): k-means followed by a Potts
+MRF. Row windows are then read with a halo of one row per sweep, so the result equals smoothing the whole
+raster at once.
 """
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ from typing import List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
-from . import classraster, outputs, raster
-from .bands import parse_bands
-from .errors import ParameterError, RasterError
-from .feedback import Feedback
-from .smoothing import DEFAULT_SWEEPS, icm_potts, squared_distance_costs
+from ..errors import ParameterError, RasterError
+from ..feedback import Feedback
+from ..io import classraster, outputs, raster
+from ..segment.bands import parse_bands
+from ..segment.smoothing import DEFAULT_SWEEPS, icm_potts, squared_distance_costs
 
 gdal.UseExceptions()
 
@@ -353,7 +354,7 @@ def _predict(ds, output_path: str, job: _Job, centers: np.ndarray, scaler: _Scal
 def _classify_rows(ds, job: _Job, rows, centers: np.ndarray, scaler: _Scaler):
     """``(features (F, n, W), valid (n, W), classes of the valid pixels (m,) int)`` of the rows ``(y, n)``: the
     nearest centre, or with smoothing the ICM labels of the squared distances computed on the rows read with a
-    halo of :data:`.smoothing.DEFAULT_SWEEPS` rows (the whole width is read, so no column halo is needed)."""
+    halo of :data:`..segment.smoothing.DEFAULT_SWEEPS` rows (the whole width is read, so no column halo is needed)."""
     y, n = rows
     w, halo = ds.RasterXSize, context_halo(job.sigmas)
     if job.smoothing <= 0:

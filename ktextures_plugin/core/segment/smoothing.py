@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 #: Synchronous ICM sweeps of the smoothing step; also the halo (pixels) the step adds to a tile.
 DEFAULT_SWEEPS = 10

@@ -49,8 +49,8 @@ import numpy as np
 from osgeo import gdal
 from scipy.optimize import linear_sum_assignment
 
-from . import geo
-from .errors import ParameterError
+from ..errors import ParameterError
+from ..io import geo
 
 gdal.UseExceptions()
 
@@ -499,7 +499,7 @@ def interior_samples(pred_path: str):
     """The interior samples of the sample and downstream figures: ``sampling.draw_samples`` with
     :data:`SAMPLE_PER_CLASS` per class, edge distance >= :data:`SAMPLE_MIN_EDGE_PX` px, seed :data:`SAMPLE_SEED`
     (a ``sampling.SampleResult``)."""
-    from .sampling import SampleOptions, draw_samples
+    from ..sample.sampling import SampleOptions, draw_samples
 
     return draw_samples(pred_path, SampleOptions(SAMPLE_PER_CLASS, min_edge_distance_px=SAMPLE_MIN_EDGE_PX,
                                                         seed=SAMPLE_SEED))
@@ -556,7 +556,7 @@ def band_count(path: str) -> int:
 def _training_points(image: gdal.Dataset, bands: Sequence[int], samples, mapped: Dict[int, int]):
     """``(X float32 (n, C), y int64 (n,))``: band values at the samples whose cluster has a majority reference
     class and whose image pixel is valid, labelled with that class."""
-    from .raster import read_window
+    from ..io.raster import read_window
 
     xs, ys = [], []
     for sm in samples.samples:
@@ -617,7 +617,7 @@ def _forest_table(forest, img: gdal.Dataset, bands, pred_path: str, ref_path: st
                   window_pixels: int) -> Contingency:
     """Contingency table of the forest's classes against the reference over the scored pixels (labelled in the
     reference, classified in the prediction, valid in the image), window by window."""
-    from .raster import read_window
+    from ..io.raster import read_window
 
     pds, rds = _open(pred_path, "class raster"), _open(ref_path, "reference")
     try:

@@ -14,8 +14,9 @@ import numpy as np
 from osgeo import gdal
 from osgeo_utils.auxiliary.util import GetOutputDriversFor
 
-from . import atomic, colour
-from .errors import OutputError, ParameterError
+from .. import colour
+from ..errors import OutputError, ParameterError
+from . import atomic
 from .tiling import Window
 
 gdal.UseExceptions()

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import numpy as np
 from osgeo import osr
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 osr.UseExceptions()
 

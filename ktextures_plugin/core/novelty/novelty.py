@@ -7,7 +7,7 @@ the window into tiles; the frozen multi-scale feature CNN of the k-textures loss
 .onnx``) runs on every tile and on its simulation. Per tile: the mean and standard deviation of every feature
 channel (appearance) and, per scale, the mean squared feature difference between tile and simulation (the
 k-textures residual). The columns are standardised and weighted (:func:`design_matrix`), and
-:func:`ktextures_plugin.core.demud.demud` selects the tiles. Memory grows with the number of tiles' feature
+:func:`ktextures_plugin.core.novelty.demud.demud` selects the tiles. Memory grows with the number of tiles' feature
 vectors (about 5.4 kB per tile), not with pixels. Outputs: ``novelty_output``.
 """
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import MODELS_DIR
-from . import raster, tiling
-from .bands import select_bands
+from ... import MODELS_DIR
+from ..errors import Canceled, ModelError, Progress, RasterError
+from ..io import raster, tiling
+from ..io.modelinfo import INPUT_NAME, OUTPUT_TEXTURES
+from ..segment.bands import select_bands
+from ..segment.inference import chunk_px_for, infer_classes, open_session, read_model_info, simulate
+from ..segment.scaling import range_warnings, resolve_scaling
+from ..segment.tileio import prefetch
 from .demud import Selection, Subspace, demud
-from .errors import Canceled, ModelError, Progress, RasterError
-from .inference import chunk_px_for, infer_classes, open_session, read_model_info, simulate
-from .modelinfo import INPUT_NAME, OUTPUT_TEXTURES
-from .scaling import range_warnings, resolve_scaling
-from .tileio import prefetch
 
 #: the frozen feature CNN (``ktextures_plugin.training.export_features``; models/README.md)
 FEATURES_MODEL = f"{MODELS_DIR}/features_random_cnn.onnx"

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Sequence, Tuple
 
+from ..errors import ParameterError
 from . import geo
-from .errors import ParameterError
 
 
 class Window(NamedTuple):

@@ -14,10 +14,10 @@ from typing import Dict, Optional, Sequence
 
 from osgeo import gdal, ogr
 
-from . import atomic, geo, outputs, raster
-from .classraster import OutputError, read_palette
-from .feedback import Feedback
-from .outputs import vector_driver
+from ..feedback import Feedback
+from ..io import atomic, geo, outputs, raster
+from ..io.classraster import OutputError, read_palette
+from ..io.outputs import vector_driver
 
 gdal.UseExceptions()
 ogr.UseExceptions()

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 #: rows of the item matrix scored at a time (bounds the float64 temporaries)
 SCORE_CHUNK = 1024

@@ -20,9 +20,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import atomic
+from ..io import atomic
+from ..io.modelinfo import channel_indices
 from .inference import model_textures
-from .modelinfo import channel_indices
 
 gdal.UseExceptions()
 

@@ -41,10 +41,10 @@ import numpy as np
 from osgeo import gdal
 from scipy import ndimage
 
-from . import classraster, geo, raster, tiling
-from .classstats import ClassCounter
-from .errors import Canceled, SamplingError
-from .feedback import Feedback
+from ..errors import Canceled, SamplingError
+from ..feedback import Feedback
+from ..io import classraster, geo, raster, tiling
+from ..segment.classstats import ClassCounter
 
 gdal.UseExceptions()
 
@@ -274,7 +274,7 @@ def _read_classes(band: gdal.Band, window, nodata) -> np.ndarray:
 
 def class_areas(ds: gdal.Dataset, rows: int = 256, is_canceled=None) -> Tuple[Dict[int, int], Dict[int, float]]:
     """``(pixels, area_m2)`` per class id >= 1 of band 1, read in blocks of ``rows`` rows
-    (:class:`.classstats.ClassCounter`)."""
+    (:class:`..segment.classstats.ClassCounter`)."""
     band = ds.GetRasterBand(1)
     nod = band.GetNoDataValue()
     counter = ClassCounter(None, ds.GetGeoTransform(), ds.GetProjection())
@@ -706,7 +706,7 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
             ``atomic.all_or_nothing``, as in the front ends: then they are removed).
     """
 
-    from . import outputs
+    from ..io import outputs
 
     feedback = feedback or Feedback()
     outputs.check_outputs({"folder": (folder, outputs.FOLDER)}, {"input": class_path, "image": image_path},

@@ -10,8 +10,8 @@ from typing import List, Optional, Sequence
 
 from osgeo import gdal
 
-from .errors import RasterError
-from .modelinfo import ModelInfo
+from ..errors import RasterError
+from ..io.modelinfo import ModelInfo
 
 gdal.UseExceptions()
 

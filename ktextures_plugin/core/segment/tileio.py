@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import raster
-from .errors import Canceled
+from ..errors import Canceled
+from ..io import raster
 
 
 class BandWriter:

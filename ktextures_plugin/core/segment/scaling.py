@@ -1,7 +1,7 @@
 """Scaling: the raw values of each band mapped to the model's [0, 1] range, and the check that they fit it.
 
 Two scalings: ``"model"`` (the per-band min/max stored in the model) and ``"stretch"`` (this raster's 2-98 %
-percentiles, :func:`.raster.percentile_scale`). :func:`range_warnings` flags a raster whose values do not
+percentiles, :func:`..io.raster.percentile_scale`). :func:`range_warnings` flags a raster whose values do not
 match the range the model was trained on.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import List, Sequence
 
 import numpy as np
 
-from . import raster
-from .errors import ParameterError, RasterError
-from .modelinfo import ModelInfo
+from ..errors import ParameterError, RasterError
+from ..io import raster
+from ..io.modelinfo import ModelInfo
 
 SCALINGS = ("model", "stretch")
 

@@ -2,7 +2,7 @@
 map of this process (the default; ``segment --dask`` supplies another, ``cli/distributed.py``).
 
 The processing window is cut into *windows* of ``window_tiles`` x ``window_tiles`` tiles aligned on the tile grid
-of :mod:`.tiling` (:func:`window_grid`), so every window holds exactly the tiles (core, halo read, centre crop)
+of :mod:`..io.tiling` (:func:`window_grid`), so every window holds exactly the tiles (core, halo read, centre crop)
 of the whole run. A *window map* turns the list of windows into :class:`WindowClasses`, in any order; the engine
 (:func:`.segment.segment_raster`) writes them, reduces their per-tile statistics in tile order (so the result does
 not depend on the map) and does everything else once: palette, class names, sieve, statistics, partial files.
@@ -14,12 +14,13 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from . import inference, raster, tiling
+from ..feedback import Feedback
+from ..io import raster, tiling
+from ..io.tiling import Window
+from . import inference
 from .classstats import ClassCounter
-from .feedback import Feedback
 from .inference import TileModel, classify_tile, finish_tile, infer_tile, open_session
 from .tileio import prefetch
-from .tiling import Window
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from .errors import Canceled, RasterError, gdal_read_error
+from ..errors import Canceled, RasterError, gdal_read_error
 from .tiling import Window
 
 gdal.UseExceptions()
@@ -313,7 +313,7 @@ class GdalProgress:
     that runs) is printed with its traceback by the GDAL bindings. :meth:`run` therefore turns SIGINT into a
     flag for the duration of the call (in the main thread; elsewhere Python delivers no signal), the callback
     returns 0 so that GDAL stops, and :meth:`run` then raises the real signal: ``KeyboardInterrupt``, or
-    :class:`~.errors.Canceled` when ``is_canceled()`` turned True.
+    :class:`~..errors.Canceled` when ``is_canceled()`` turned True.
 
     Args:
         stage: the stage name given to ``progress``.

@@ -38,7 +38,7 @@ from typing import Callable, Iterator, List, Optional
 
 from osgeo import gdal
 
-from .errors import OutputError
+from ..errors import OutputError
 
 gdal.UseExceptions()
 

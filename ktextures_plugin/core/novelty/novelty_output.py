@@ -14,12 +14,12 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from . import atomic, classraster, raster
-from .errors import OutputError
-from .html_report import png_bytes
-from .inference import infer_classes, open_session
+from ..errors import OutputError
+from ..io import atomic, classraster, raster
+from ..io.outputs import vector_driver
+from ..segment.html_report import png_bytes
+from ..segment.inference import infer_classes, open_session
 from .novelty import NoveltyResult, SelectedTile, heat_map, scale_for_features, simulate
-from .outputs import vector_driver
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -137,7 +137,7 @@ def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, 
                  extra_nodata: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The three pictures of one selected tile: ``(tile, simulation, heat)``; tile and simulation float32
     (4, h, w) red, green, blue, NIR in the model's scaled units (the tile not clipped to [0, 1], as the
-    features see it); heat float32 (h, w) (:func:`ktextures_plugin.core.novelty.heat_map`;
+    features see it); heat float32 (h, w) (:func:`ktextures_plugin.core.novelty.novelty.heat_map`;
     1 = the mean difference over all tiles). Nodata pixels are filled as in the features."""
     info, t = result.info, result.tile_size
     halo = info.halo_px
@@ -166,7 +166,7 @@ def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, 
 
 
 def _png(rgb: np.ndarray) -> str:
-    """uint8 (3, h, w) -> PNG as base64 text (:func:`.html_report.png_bytes`)."""
+    """uint8 (3, h, w) -> PNG as base64 text (:func:`..segment.html_report.png_bytes`)."""
     return base64.b64encode(png_bytes(rgb)).decode("ascii")
 
 
@@ -184,7 +184,7 @@ def heat_colours(heat: np.ndarray, vmax: float) -> np.ndarray:
 def explanations(result: NoveltyResult, input_path: str, model_path: str, extra_nodata: Optional[float] = None,
                  session=None, threads: Optional[int] = None, features_path: Optional[str] = None):
     """:func:`explain_tile` for every selected tile, in rank order: a list of ``(tile, simulation, heat)``."""
-    from .inference import model_textures
+    from ..segment.inference import model_textures
     from .novelty import FEATURES_MODEL
 
     session = session or open_session(model_path, threads=threads)

@@ -14,12 +14,12 @@ from typing import List, Optional, Sequence
 
 from osgeo import gdal
 
-from . import atomic, classraster, outputs
-from .errors import ParameterError
+from ..errors import ParameterError
+from ..io import atomic, classraster, outputs
 
 gdal.UseExceptions()
 
-#: Fields a polygon layer of ``ktextures:segment`` / ``core.vectorize.polygonize`` has.
+#: Fields a polygon layer of ``ktextures:segment`` / ``core.segment.vectorize.polygonize`` has.
 CLASS_FIELDS = ("class_id", "class_name")
 
 

@@ -6,7 +6,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import geo
+from ..io import geo
 
 gdal.UseExceptions()
 

@@ -1,8 +1,8 @@
 """Inference: onnxruntime sessions, the execution provider, the model's metadata read through a session, and
 the classes of one scaled tile, run in row strips of a size that fits the CPU caches.
 
-:mod:`.modelinfo` parses the metadata; this module opens the sessions (onnxruntime is imported lazily, through
-:func:`.runtime.require_onnxruntime`), so the dependency runs one way: inference -> modelinfo.
+:mod:`..io.modelinfo` parses the metadata; this module opens the sessions (onnxruntime is imported lazily, through
+:func:`..runtime.require_onnxruntime`), so the dependency runs one way: inference -> modelinfo.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .errors import ModelError
-from .modelinfo import (
+from ..errors import ModelError
+from ..io.modelinfo import (
     INPUT_NAME,
     K_HALO,
     OUTPUT_CLASS,
@@ -25,7 +25,7 @@ from .modelinfo import (
     check_classes,
     info_from_session,
 )
-from .runtime import require_onnxruntime
+from ..runtime import require_onnxruntime
 from .smoothing import DEFAULT_SWEEPS, icm_potts
 
 
@@ -104,7 +104,7 @@ def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = Tr
 
 
 def read_model_info(path: str, session=None) -> ModelInfo:
-    """Read and validate the metadata of a k-textures ONNX file (:func:`.modelinfo.info_from_session`).
+    """Read and validate the metadata of a k-textures ONNX file (:func:`..io.modelinfo.info_from_session`).
 
     Args:
         path: the ``.onnx`` file.
@@ -113,7 +113,7 @@ def read_model_info(path: str, session=None) -> ModelInfo:
     Raises:
         ModelError: file missing, not an ONNX model (corrupt), no k-textures metadata, or an input that is
             not (N,C,H,W) float32 with C = the number of declared channels, or no ``class`` output.
-        ImportError: onnxruntime is not installed (:func:`.runtime.require_onnxruntime`).
+        ImportError: onnxruntime is not installed (:func:`..runtime.require_onnxruntime`).
     """
     if session is None:
         session = open_session(path, for_inference=False)

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from .errors import ModelError
+from ..errors import ModelError
 
 SCHEMA_VERSION = 1
 

@@ -5,9 +5,9 @@ from typing import Optional
 
 from osgeo import gdal
 
-from . import atomic, raster
-from .errors import ParameterError
-from .feedback import Feedback
+from ..errors import ParameterError
+from ..feedback import Feedback
+from ..io import atomic, raster
 
 gdal.UseExceptions()
 
