@@ -132,8 +132,9 @@ def judge(wins, rect):
     return bool(shows and shows[0]), any(shows), sum(touch)
 
 
-CONFIGS_DEFAULT = ["typical1:4:1:3", "typical1:4:1:2", "typical:4:1:2", "typical:4:1:3", "typical:2:1:2",
-                   "mean:4:1:2", "none:4:1:2", "all:4:1:2"]
+CONFIGS_DEFAULT = ["typical1:4:1:3:1:split-z", "typical1:4:1:3:0", "typical1:4:1:3:0.7:split-z",
+                   "typical1:4:1:3:1:z", "typical1:4:1:3:1:robust-log", "typical1:4:1:3:1.5:robust-log",
+                   "typical1:4:1:3:1:split-robust-log"]
 
 
 def _model(items, how, rank, seed, table=None):
@@ -158,7 +159,8 @@ def _select(table, cfg, seed, wh, tile, designs):
     """DEMUD with configuration ``cfg`` on a tile table: ``(windows of 8 selections, selection scores)``."""
     from ktextures_plugin.core.novelty import demud, novelty
     parts = cfg.split(":")
-    how, rank, weight, reach, tw, ts = parts + ["1", "1", "0", "robust-log"][len(parts) - 2:]
+    how, rank, weight, reach, tw, ts = parts + ["1", "1", str(novelty.TAIL_WEIGHT), novelty.TAIL_SCALING][
+        len(parts) - 2:]
     if (weight, tw, ts) not in designs:
         designs[(weight, tw, ts)] = novelty.design_matrix(table, float(weight), float(tw), ts)
     items, blocks = designs[(weight, tw, ts)]
@@ -324,8 +326,8 @@ def main():
                    "reuse them (screening DEMUD configurations on the same features)")
     d.add_argument("--fresh-tails", action="store_true", help="with --cache: compute the tail block again")
     d.add_argument("--configs", nargs="+", default=CONFIGS_DEFAULT,
-                   help="initial model:rank[:residual weight[:reach[:tail weight[:tail scaling]]]]; "
-                        "initial model = typical | "
+                   help="initial model:rank[:residual weight[:reach[:tail weight[:tail scaling]]]] (missing: "
+                        "the core's defaults; tail weight 0 = no tail block); initial model = typical | "
                         "typicalR (initial rank R) | mean | none | all | sample (128 tiles) | grid | trim")
     s = sub.add_parser("speed")
     s.add_argument("--size", type=int, default=8192)

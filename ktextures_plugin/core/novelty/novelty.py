@@ -55,8 +55,10 @@ INIT_RANK = 1
 EXCLUDE_REACH = 3
 #: the scene percentiles (per band, %) beyond which a pixel counts as extreme in the tail features
 TAIL_PERCENTILES = (0.1, 99.9)
-#: weight of the tail block (extreme pixels and line artefacts) against the appearance block (docs/novelty.md)
+#: weight of the tail blocks (extreme pixels; line jumps) against the appearance block, and how they are
+#: standardised (:func:`design_matrix`; docs/novelty.md, "Standardisation"; bench/novelty.py planted)
 TAIL_WEIGHT = 1.0
+TAIL_SCALING = "split-z"
 
 
 @dataclass
@@ -167,15 +169,22 @@ def heat_map(fsess, x: np.ndarray, sim: np.ndarray, stage_norm: np.ndarray) -> n
 
 
 def design_matrix(table: TileTable, residual_weight: float = 1.0, tail_weight: float = TAIL_WEIGHT,
-                  tail_scaling: str = "robust-log") -> Tuple[np.ndarray, List[slice]]:
-    """The DEMUD item matrix: every column standardised over the scored tiles (z-score; a constant column
-    stays 0), the appearance block divided by sqrt(its width), the residual block multiplied by
-    ``residual_weight`` / sqrt(its width) and the tail block (``table.tails``, when there is one and
-    ``tail_weight`` > 0) by ``tail_weight`` / sqrt(its width), so that every block carries the same total
-    variance at weight 1. The tail columns are standardised as :func:`robust_scores` with ``tail_scaling``.
+                  tail_scaling: str = TAIL_SCALING) -> Tuple[np.ndarray, List[slice]]:
+    """The DEMUD item matrix (docs/novelty.md, "Standardisation"): column blocks, each column standardised
+    over the scored tiles and each block divided by sqrt(its width), so that every block carries the same
+    total variance at weight 1: the appearance block (weight 1), the k-textures residual block
+    (``residual_weight``) and, when ``table.tails`` is there and ``tail_weight`` > 0, the tail block
+    (``tail_weight``). Standardisation: z-score (a constant column stays 0). ``tail_scaling``: "split-z"
+    (the default, :data:`TAIL_SCALING`) = the tail block as two blocks of the same weight, the 8 extreme-pixel
+    shares and the 4 line jumps, z-scored; "z" = one block of 12; "robust" / "robust-log" (with or without
+    "split-") = :func:`robust_scores` instead of the z-score (measured, not kept: docs/benchmarks.md).
+
+    Args:
+        table: the tile features; residual_weight, tail_weight: block weights (>= 0).
 
     Returns:
-        ``(items float32 (m, d), [appearance slice, residual slice(, tail slice)])``.
+        ``(items float32 (m, d), blocks)``: d = 896 + 448 (+ 12); blocks = column slices [appearance,
+        residual(, extremes, lines | tails)].
     """
     parts = [(table.appearance, 1.0, "z"), (table.residual, residual_weight, "z")]
     if table.tails is not None and tail_weight > 0 and tail_scaling.startswith("split-"):
