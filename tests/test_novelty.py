@@ -138,13 +138,15 @@ def test_unaligned_seam_of_bad_lines_ranks_first(tmp_path, x, y, vertical):
 
 
 def test_two_identical_patches_are_not_ranked_one_and_two(tmp_path):
+    """Two copies of one patch: one is shown in the first three, the other not (DEMUD has learnt it). The
+    first selection is the sample's own darkest place (a fifth of its pixels at the scene's 0.1th percentile,
+    the tail block), which outranks a patch of ordinary values from another scene."""
     p = amazon_patch()
     spots = [(1 * T, 2 * T), (5 * T, 9 * T)]          # on the tile grid: each copy fills one tile
     path = plant(tmp_path / "twins.tif", [(x, y, p) for x, y in spots])
     res = novelty.rank_tiles(str(path), MODEL, n_select=3)
-    hit = [(s.window[0], s.window[1]) in spots for s in res.selected]
-    assert hit[0], [s.window for s in res.selected]
-    assert not hit[1]
+    shows = [[shared_px(s.window, x, y, T, T) >= T * T / 2 for x, y in spots] for s in res.selected]
+    assert sum(any(h) for h in shows) == 1, [s.window for s in res.selected]
 
 
 def test_pooled_features_equal_the_statistics_of_each_tile_window():
