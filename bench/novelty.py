@@ -3,7 +3,7 @@
 Usage (from the repository root; long runs under the shared CPU lock):
 
     flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py planted [--scenes sample west naip olinda]
-        [--n 20] [--configs typical:4:1:2 ...]
+        [--n 20] [--kinds cloud ...] [--configs typical1:4:1:3:1:split-z ...] [--cache [--fresh-tails]]
     flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py speed [--size 8192] [--repeats 3]
 
 ``planted``: per scene (:data:`SCENES`: the bundled sample, and from the labelled scenes the west half of the
@@ -13,9 +13,15 @@ data; a dark flat water-like block; a seam of 8 bad lines, saturated and dropped
 vertical; a bright textured roof block with a dark edge), ``--n`` placements with long sides of 32-96 px at
 positions drawn with a fixed seed and never on a multiple of 16 px. Each placement is one planted copy of the
 scene; its tile features are computed once (``rank_tiles``, bundled k = 6 model, tile 64 px every 32 px), then
-DEMUD runs for every configuration ``initial model:rank[:residual weight[:reach]]`` (initial model: ``typical``
-= the default, ``all`` tiles, ``none``, ``sample`` = 128 random tiles, ``grid`` = the non-overlapping tiles,
-``trim``; reach = the exclusion around a selected tile, in positions). Reported per scene and kind: the share
+DEMUD runs for every configuration ``initial model:rank[:residual weight[:reach[:tail weight[:tail
+scaling]]]]`` (initial model: ``typical`` = the SVD of the typical tiles at DEMUD's rank, ``typicalR`` = at
+rank R (the default ``typical1``), ``all`` tiles, ``none``, ``sample`` = 128 random tiles, ``grid`` = the
+non-overlapping tiles, ``trim``; reach = the exclusion around a selected tile, in positions; tail weight 0 =
+no tail blocks, the previous default; tail scaling as ``novelty.design_matrix``; missing parts = the core's
+defaults). ``--cache`` keeps each placement's tile table in bench/out/novelty_cache and reuses it, with the
+tail blocks computed from the whole planted raster by the same core function (``novelty.tail_features``; the
+same numbers as the streamed run), so that configurations and tail features can be screened without running
+the CNN again; the reported figures come from runs without it. Reported per scene and kind: the share
 of placements whose rank-1 tile *shows* the anomaly (shares at least half of the smaller of tile and anomaly),
 the share with such a tile in the first 3, the number of placements with two or more of the first 3 tiles
 *touching* it (sharing a tenth of that), the share whose first 3 selection scores do not increase, and the
