@@ -6,7 +6,9 @@ texture period anchored on the raster grid, as ``segment`` writes it); the tile 
 the window into tiles; the frozen multi-scale feature CNN of the k-textures loss (``models/features_random_cnn
 .onnx``) runs on every tile and on its simulation. Per tile: the mean and standard deviation of every feature
 channel (appearance) and, per scale, the mean squared feature difference between tile and simulation (the
-k-textures residual). The columns are standardised and weighted (:func:`design_matrix`), and
+k-textures residual); from the pixels, the share beyond the scene's 0.1 / 99.9 % percentiles per band and the
+largest row- or column-mean line jump per band (the tail blocks, :func:`tail_features`). The columns are
+standardised and weighted (:func:`design_matrix`), and
 :func:`ktextures_plugin.core.novelty.demud.demud` selects the tiles. Memory grows with the number of tiles' feature
 vectors (about 5.4 kB per tile), not with pixels. Outputs: ``novelty_output``.
 """
