@@ -6,8 +6,9 @@ texture period anchored on the raster grid, as ``segment`` writes it); the tile 
 the window into tiles; the frozen multi-scale feature CNN of the k-textures loss (``models/features_random_cnn
 .onnx``) runs on every tile and on its simulation. Per tile: the mean and standard deviation of every feature
 channel (appearance) and, per scale, the mean squared feature difference between tile and simulation (the
-k-textures residual); from the pixels, the share beyond the scene's 0.1 / 99.9 % percentiles per band and the
-largest row- or column-mean line jump per band (the tail blocks, :func:`tail_features`). The columns are
+k-textures residual); from the pixels, the share beyond the scene's 1st / 99th percentiles per band
+(:data:`TAIL_PERCENTILES`) and the largest row- or column-mean line jump per band (the tail blocks,
+:func:`tail_features`). The columns are
 standardised and weighted (:func:`design_matrix`), and
 :func:`ktextures_plugin.core.novelty.demud.demud` selects the tiles. Memory grows with the number of tiles' feature
 vectors (about 5.4 kB per tile), not with pixels. Outputs: ``novelty_output``.
@@ -55,8 +56,10 @@ TYPICAL_SHARE = 0.9
 INIT_RANK = 1
 #: once a tile is selected, the tiles within this many positions (half tiles) of it are not selectable
 EXCLUDE_REACH = 3
-#: the scene percentiles (per band, %) beyond which a pixel counts as extreme in the tail features
-TAIL_PERCENTILES = (0.1, 99.9)
+#: the scene percentiles (per band, %) at or beyond which a pixel counts as extreme in the tail features;
+#: 1 / 99 rather than 0.1 / 99.9: an anomaly larger than the tail sets the percentile itself and its share is
+#: capped near the tail's share of the scene (docs/novelty.md, "Features"; bench/novelty.py planted)
+TAIL_PERCENTILES = (1.0, 99.0)
 #: weight of the tail blocks (extreme pixels; line jumps) against the appearance block, and how they are
 #: standardised (:func:`design_matrix`; docs/novelty.md, "Standardisation"; bench/novelty.py planted)
 TAIL_WEIGHT = 1.0
