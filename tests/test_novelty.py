@@ -138,9 +138,9 @@ def test_unaligned_seam_of_bad_lines_ranks_first(tmp_path, x, y, vertical):
 
 
 def test_two_identical_patches_are_not_ranked_one_and_two(tmp_path):
-    """Two copies of one patch: one is shown in the first three, the other not (DEMUD has learnt it). The
-    first selection is the sample's own darkest place (a fifth of its pixels at the scene's 0.1th percentile,
-    the tail block), which outranks a patch of ordinary values from another scene."""
+    """Two copies of one patch: one is shown in the first three, the other not (DEMUD has learnt it). Rank 1
+    is a tile half over the first copy, rank 2 the sample's own darkest water (about half of its pixels at or
+    below the scene's 1st percentile, the tail block), so the test does not fix the rank of the copy."""
     p = amazon_patch()
     spots = [(1 * T, 2 * T), (5 * T, 9 * T)]          # on the tile grid: each copy fills one tile
     path = plant(tmp_path / "twins.tif", [(x, y, p) for x, y in spots])
