@@ -172,7 +172,8 @@ def _own(path, bands, scaling, args, model):
     from osgeo import gdal
 
     from ktextures_plugin.core.novelty import novelty
-    res = novelty.rank_tiles(path, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile)
+    res = novelty.rank_tiles(path, model, novelty.NoveltyOptions(bands=bands, scaling=scaling, n_select=1,
+                                                                 tile_size=args.tile))
     wh = (gdal.Open(path).RasterXSize, gdal.Open(path).RasterYSize)
     designs = {}
     return {cfg: _select(res.table, cfg, args.seed, wh, args.tile, designs)[0][:3] for cfg in args.configs}
@@ -193,7 +194,8 @@ def run_planted(args):
             for i, (x, y, v) in enumerate(placements(scene, kind, args.n, args.seed)):
                 dst = plant(path, os.path.join(OUT, "novelty_planted.tif"), x, y, v)
                 rect = (x, y, v.shape[2], v.shape[1])
-                res = novelty.rank_tiles(dst, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile)
+                res = novelty.rank_tiles(dst, model, novelty.NoveltyOptions(bands=bands, scaling=scaling, n_select=1,
+                                                                           tile_size=args.tile))
                 designs = {}
                 wh = (gdal.Open(dst).RasterXSize, gdal.Open(dst).RasterYSize)
                 for cfg in args.configs:

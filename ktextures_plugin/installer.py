@@ -35,7 +35,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .core.errors import InstallError
+from .core.errors import Canceled, InstallError
 
 #: The pinned packages per feature (kept equal to requirements.txt / requirements-dev.txt by a test).
 PACKAGES: Dict[str, List[str]] = {
@@ -300,7 +300,7 @@ def run_pip(cmd: List[str], on_line: Callable[[str], None], is_canceled: Callabl
 
     Raises:
         InstallError: pip failed or could not start (:func:`diagnose`; ``fix`` is the by-hand command).
-        InterruptedError: ``is_canceled()`` became True (pip is stopped).
+        Canceled: ``is_canceled()`` became True (pip is stopped).
     """
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -315,7 +315,7 @@ def run_pip(cmd: List[str], on_line: Callable[[str], None], is_canceled: Callabl
             if is_canceled():
                 proc.kill()
                 proc.wait()
-                raise InterruptedError("installation canceled")
+                raise Canceled("installation canceled")
         rc = proc.wait()
     if rc != 0:
         raise diagnose("".join(lines[-300:]), rc, fix, python=cmd[0])
@@ -448,7 +448,7 @@ def resolve(feature: str, target: str, on_line: Callable[[str], None],
 
     Raises:
         InstallError: a conflict (naming the packages), no wheel, no network, pip missing ...
-        InterruptedError: canceled.
+        Canceled: canceled.
     """
     opt = options or Options()
     python = opt.python or find_python()
@@ -476,7 +476,7 @@ def install(feature: str, on_line: Callable[[str], None], is_canceled: Callable[
 
     Raises:
         InstallError: with the cause and a command that works on this platform.
-        InterruptedError: canceled.
+        Canceled: canceled.
     """
     if feature not in PACKAGES:
         raise InstallError(f"unknown package '{feature}'", "choose one of " + ", ".join(PACKAGES))

@@ -11,6 +11,7 @@ from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton
 
 from . import installer
+from .core.errors import Canceled
 
 LOG_TAG = "k-textures"
 #: What each feature is needed for (shown in the notice).
@@ -89,7 +90,7 @@ class InstallTask(QgsTask):
         try:
             self.target = installer.install(self.feature, self._log, self.isCanceled,
                                             profile_dir=self.profile_dir).target
-        except InterruptedError:
+        except Canceled:
             self.canceled = True
             return False
         except installer.InstallError as exc:

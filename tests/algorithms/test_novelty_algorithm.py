@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from conftest import SAMPLE, algorithm_runner
-from test_novelty import PATCH_XY, amazon_patch, assert_found_once, cloud, overlaps, plant
+from planted import PATCH_XY, amazon_patch, assert_found_once, cloud, overlaps, plant
 
 gdal.UseExceptions()
 

@@ -374,3 +374,14 @@ def test_end_of_an_install_is_shown_as_what_it_is(qgis_iface, monkeypatch):
         bar.popWidget(item)
         assert bar.currentItem() is None  # the "Installing ..." message went with it
     assert ended == [("onnxruntime", True), ("onnxruntime", False), ("onnxruntime", False)]
+
+
+def test_canceled_pip_run_raises_the_core_cancel_signal():
+    """``is_canceled`` turning True stops pip and raises ``Canceled``, the one cancel signal of the code."""
+    from ktextures_plugin.core.errors import Canceled
+    lines = []
+    cmd = [sys.executable, "-c", "import time\nfor i in range(50):\n    print(i, flush=True); time.sleep(0.05)"]
+    t0 = time.monotonic()
+    with pytest.raises(Canceled):
+        installer.run_pip(cmd, lines.append, is_canceled=lambda: len(lines) >= 2)
+    assert lines == ["0", "1"] and time.monotonic() - t0 < 2
