@@ -7,6 +7,8 @@
 #   ./build.sh setup           install only
 #   ./build.sh package         write dist/ktextures.zip (the installable plugin)
 #   ./build.sh screenshots     the README's screenshots from a QGIS desktop window under Xvfb
+#   ./build.sh walkthrough     a new user's day in a QGIS window under Xvfb (fresh profile, no venv): the zip,
+#                              both installs from the notices, fit, batch, sample, novelty, a model; screenshots
 # The recipe and its traps: docs/development.md (Debian's /usr/bin/python3 only, numpy pinned
 # to Debian's, qgis_process.bin, QT_QPA_PLATFORM=offscreen).
 set -euo pipefail
@@ -134,6 +136,21 @@ case "$cmd" in
         KTEXTURES_ROOT="$ROOT" timeout 240 xvfb-run -a -s "-screen 0 1600x1000x24" qgis --nologo --noversioncheck \
             --code "$ROOT/docs/screenshots/make.py" 2>&1 | grep -v 'setapi() is deprecated' | tee "$BUILD/screenshots.log"
         grep -q "SCREENSHOTS DONE" "$BUILD/screenshots.log" ;;
+    walkthrough)
+        # docs/screenshots/walkthrough.py in a QGIS window under Xvfb: a fresh profile, the zip from `package`,
+        # QGIS's own Python without this venv (onnxruntime and torch really missing); log in .build/walkthrough
+        "$0" package
+        APT_PACKAGES="xvfb xauth python3-pil" setup_system
+        WORK="$BUILD/walkthrough"; rm -rf "$WORK"; mkdir -p "$WORK/profile"
+        unset QT_QPA_PLATFORM QGIS_PLUGINPATH PYTHONPATH PYTHONHOME VIRTUAL_ENV
+        PATH=$(printf %s "$PATH" | tr : '\n' | grep -vxF "$VENV/bin" | paste -sd: -)
+        PYTHONFAULTHANDLER=1 QGIS_CUSTOM_CONFIG_PATH="$WORK/profile" KTEXTURES_ROOT="$ROOT" KTEXTURES_ZIP="$ROOT/dist/$PLUGIN_ID.zip" \
+            KTEXTURES_WORK="$WORK" KTEXTURES_FIT_STEPS="${FIT_STEPS:-}" \
+            timeout 7200 nice -n 10 xvfb-run -a -s "-screen 0 1600x1000x24" /usr/bin/qgis --nologo --noversioncheck \
+            --code "$ROOT/docs/screenshots/walkthrough.py" > "$WORK/qgis.out" 2>&1 || true
+        [ -d "$WORK/raw" ] && /usr/bin/python3 docs/screenshots/shrink.py "$WORK/raw" docs/screenshots
+        grep -E 'PROBLEM|STEP|WALKTHROUGH' "$WORK/walkthrough.log" | cut -c1-400 || true
+        grep -q "WALKTHROUGH DONE: 0 problem" "$WORK/walkthrough.log" ;;
     package)
         setup_system; compile_resources
         rm -rf "$BUILD/package" dist/$PLUGIN_ID.zip; mkdir -p "$BUILD/package/$PLUGIN_ID" dist
@@ -145,5 +162,5 @@ case "$cmd" in
         (cd "$BUILD/package" && zip -qr "$ROOT/dist/$PLUGIN_ID.zip" "$PLUGIN_ID")
         log "wrote dist/$PLUGIN_ID.zip" ;;
     *)
-        sed -n '2,11p' "$0"; exit 2 ;;
+        sed -n '2,13p' "$0"; exit 2 ;;
 esac

@@ -196,7 +196,8 @@ def _table(path, bands, scaling, args, model, key):
             table.tails = _tails(path, bands, scaling, model, table)
             np.save(ft, table.tails)
         return table
-    table = novelty.rank_tiles(path, model, bands=bands, scaling=scaling, n_select=1, tile_size=args.tile).table
+    table = novelty.rank_tiles(path, model, novelty.NoveltyOptions(bands=bands, scaling=scaling, n_select=1,
+                                                                   tile_size=args.tile)).table
     if args.cache:
         os.makedirs(os.path.dirname(f), exist_ok=True)
         np.savez(f, **{k.name: np.asarray(getattr(table, k.name)) for k in dataclasses.fields(table)

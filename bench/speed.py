@@ -21,6 +21,11 @@ in the same run; ``0`` = off), and prints the medians and each beta's ratio to t
 ``scores`` output is measured through a copy in ``bench/out/`` whose ``scores`` output is the input of its
 ``class`` ArgMax (the per-class logits; models/README.md), which is what the smoothing step reads.
 
+``--grass`` measures only ``segment`` (the model's default smoothing) and GRASS GIS ``i.cluster`` + ``i.maxlik``
+(k = the model's k; ``bench/quality.py``'s ``grass_cluster``: import into a temporary location, ``i.cluster``,
+``i.maxlik``, export of the class raster, all in the timed subprocess), alternating in the same run, and prints
+the medians and the ratio segment / GRASS.
+
 Prints a Markdown table (medians over ``--repeats``) and ratios; paste it into docs/benchmarks.md.
 """
 import argparse
@@ -194,6 +199,35 @@ def smoothing_runs(args) -> None:
                   f"{rss[b]:.0f} | {med / ref:.2f} |", flush=True)
 
 
+GRASS_RUN = ("import sys; sys.path.insert(0, sys.argv[4]); from quality import grass_cluster; "
+             "grass_cluster(sys.argv[1], '3,2,1,4', int(sys.argv[2]), sys.argv[3])")
+
+
+def grass_runs(args) -> None:
+    """``--grass``: segment (default smoothing) and GRASS i.cluster + i.maxlik, alternating, ``--repeats`` times."""
+    from ktextures_plugin.core.segment.inference import read_model_info
+    k = read_model_info(args.model).num_classes
+    print("| raster | run | runs (s) | median (s) | peak RSS (MB) |\n|---|---|---|---|---|")
+    for size in args.sizes:
+        src = build_mosaic(size)
+        times, rss = {"segment": [], "grass": []}, {"segment": 0.0, "grass": 0.0}
+        for rep in range(args.repeats):
+            runs = {"segment": [PY, "-m", "ktextures_plugin", "segment", src, "--model", args.model, "--out",
+                                os.path.join(OUT, f"labels_{size}.tif"), "--tile-size", str(args.tile), "--quiet"],
+                    "grass": [PY, "-c", GRASS_RUN, src, str(k), os.path.join(OUT, f"grass_{size}.tif"),
+                              os.path.join(ROOT, "bench")]}
+            for name, cmd in runs.items():
+                w, r, _ = timed(cmd)
+                times[name].append(w)
+                rss[name] = max(rss[name], r)
+                print(f"  size {size} repeat {rep} {name}: {w:.1f} s", file=sys.stderr)
+        med = {name: statistics.median(v) for name, v in times.items()}
+        for name, v in times.items():
+            print(f"| {size} x {size} | {name} | {', '.join('%.1f' % t for t in v)} | {med[name]:.1f} | "
+                  f"{rss[name]:.0f} |", flush=True)
+        print(f"segment / GRASS at {size}: {med['segment'] / med['grass']:.2f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
@@ -207,11 +241,16 @@ def main():
     ap.add_argument("--markdown", default=os.path.join(OUT, "speed.md"))
     ap.add_argument("--smoothing", type=float, nargs="+", default=None,
                     help="measure only segment at these smoothing betas, side by side (0 = off)")
+    ap.add_argument("--grass", action="store_true",
+                    help="measure only segment and GRASS i.cluster + i.maxlik, side by side")
     args = ap.parse_args()
     sys.path.insert(0, ROOT)
     os.makedirs(OUT, exist_ok=True)
     if args.smoothing:
         smoothing_runs(args)
+        return
+    if args.grass:
+        grass_runs(args)
         return
     from ktextures_plugin.core.segment.inference import read_model_info
     k = read_model_info(args.model).num_classes

@@ -35,18 +35,20 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .core.errors import InstallError
+from .core.errors import Canceled, InstallError
 
 #: The pinned packages per feature (kept equal to requirements.txt / requirements-dev.txt by a test).
 PACKAGES: Dict[str, List[str]] = {
     "onnxruntime": ["onnxruntime==1.31.1"],
-    "torch": ["torch==2.13.0"],
+    # fitting: PyTorch, scikit-learn (k-means, the context variant's start) and onnx (the export), none of which
+    # Debian's Python has
+    "torch": ["torch==2.13.0", "scikit-learn==1.9.1", "onnx==1.23.2"],
 }
 #: Extra pip options per feature and platform family: the CPU build of PyTorch on Linux (PyPI's Linux wheel
 #: pulls several GB of CUDA libraries; Windows and macOS wheels on PyPI are CPU builds already).
 EXTRA_INDEX = {("torch", "linux"): ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]}
-#: Import name of each feature.
-MODULES = {"onnxruntime": "onnxruntime", "torch": "torch"}
+#: Import names of each feature (all must import for the feature to be there).
+MODULES = {"onnxruntime": "onnxruntime", "torch": ("torch", "sklearn", "onnx")}
 #: The folder that holds the ``ktextures_plugin`` package (what ``PYTHONPATH`` needs for the terminal command).
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Byte strings found in an extension module compiled against numpy's C API (``import_array()`` imports the
@@ -298,7 +300,7 @@ def run_pip(cmd: List[str], on_line: Callable[[str], None], is_canceled: Callabl
 
     Raises:
         InstallError: pip failed or could not start (:func:`diagnose`; ``fix`` is the by-hand command).
-        InterruptedError: ``is_canceled()`` became True (pip is stopped).
+        Canceled: ``is_canceled()`` became True (pip is stopped).
     """
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -313,7 +315,7 @@ def run_pip(cmd: List[str], on_line: Callable[[str], None], is_canceled: Callabl
             if is_canceled():
                 proc.kill()
                 proc.wait()
-                raise InterruptedError("installation canceled")
+                raise Canceled("installation canceled")
         rc = proc.wait()
     if rc != 0:
         raise diagnose("".join(lines[-300:]), rc, fix, python=cmd[0])
@@ -446,7 +448,7 @@ def resolve(feature: str, target: str, on_line: Callable[[str], None],
 
     Raises:
         InstallError: a conflict (naming the packages), no wheel, no network, pip missing ...
-        InterruptedError: canceled.
+        Canceled: canceled.
     """
     opt = options or Options()
     python = opt.python or find_python()
@@ -474,7 +476,7 @@ def install(feature: str, on_line: Callable[[str], None], is_canceled: Callable[
 
     Raises:
         InstallError: with the cause and a command that works on this platform.
-        InterruptedError: canceled.
+        Canceled: canceled.
     """
     if feature not in PACKAGES:
         raise InstallError(f"unknown package '{feature}'", "choose one of " + ", ".join(PACKAGES))

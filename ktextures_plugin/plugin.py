@@ -12,7 +12,6 @@ class KTexturesPlugin:
         self.provider = None  # keep a Python reference (docs/development.md §5: the registry may lose it otherwise)
         self.installer = None
         self.action = self.torch_action = None
-        self.watcher = None
         add_deps_to_path()  # packages installed by the "Install" button (installer.py)
 
     def initProcessing(self):  # noqa: N802 (QGIS API)
@@ -38,8 +37,6 @@ class KTexturesPlugin:
             self.torch_action.triggered.connect(lambda: self.installer.start("torch"))
             self.iface.addPluginToMenu("k-textures", self.torch_action)
             self.installer.finished.connect(self._update_menu)
-            self.watcher = installer_gui.DialogWatcher(self.installer)  # the torch notice inside the fit dialog
-            QgsApplication.instance().installEventFilter(self.watcher)
         self.installer.notice("onnxruntime")
 
     def _update_menu(self, *_):
@@ -52,9 +49,6 @@ class KTexturesPlugin:
     def unload(self):
         from . import installer_gui
         installer_gui.CURRENT[:] = []
-        if self.watcher is not None:
-            QgsApplication.instance().removeEventFilter(self.watcher)
-            self.watcher = None
         if self.iface is not None and self.action is not None:
             for a in (self.action, self.torch_action):
                 self.iface.removePluginMenu("k-textures", a)

@@ -81,6 +81,28 @@ def read_band(path, band: int = 1):
         ds = None
 
 
+def read_array(path, window=None):
+    """Every band of the raster at ``path`` as one array (``(H, W)`` for one band, ``(C, H, W)`` else), or only
+    ``window`` = ``(xoff, yoff, xsize, ysize)`` of it (the file closed again)."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    try:
+        return ds.ReadAsArray(*window) if window else ds.ReadAsArray()
+    finally:
+        ds = None
+
+
+def edge_distance(arr, c, border_is_edge=True):
+    """The reference edge distance of the sample tests: pixels from every pixel of ``arr`` to the nearest pixel
+    that is not class ``c`` (the whole raster at once; outside the raster counts as another class when
+    ``border_is_edge``)."""
+    import numpy as np
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(np.pad(arr == c, 1, constant_values=not border_is_edge))[1:-1, 1:-1]
+
+
 def sample_with_nodata(tmp_path, rows: slice, cols: slice, dtype=None) -> Path:
     """A copy of the bundled sample with nodata 0 declared and the block ``[rows, cols]`` set to it in every
     band (``dtype``: a GDAL data type for the copy, default the sample's)."""
@@ -112,6 +134,33 @@ def tiny_models(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("tiny_models")
     return {"bin4": binning_model(d / "bin4.onnx", k=4), "box4": box_model(d / "box4.onnx", k=4)}
+
+
+@pytest.fixture(scope="session")
+def class_tif(tiny_models, tmp_path_factory):
+    """The bundled sample (512 x 768 px) segmented by the tiny 4-class model, sieved at 4 px (the class raster
+    of the sample tests, core and Processing)."""
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+
+    out = tmp_path_factory.mktemp("sample_classes") / "classes.tif"
+    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(min_segment_px=4))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def holed_tif(class_tif, tmp_path_factory):
+    """The class raster with nodata (0) blocks, so nodata edges matter too."""
+    from osgeo import gdal
+
+    out = str(tmp_path_factory.mktemp("sample_holed") / "holed.tif")
+    gdal.Translate(out, class_tif)
+    ds = gdal.Open(out, gdal.GA_Update)
+    a = ds.GetRasterBand(1).ReadAsArray()
+    a[100:180, 50:400] = 0
+    a[500:520, :] = 0
+    ds.GetRasterBand(1).WriteArray(a)
+    ds = None
+    return out
 
 
 def qgis_process_env(tmp_path):

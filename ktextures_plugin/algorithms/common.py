@@ -68,16 +68,23 @@ def optional_number(parameters, name) -> Optional[float]:
     return float(v)
 
 
-def make_folders(paths) -> None:
-    """Create the missing folders of output files (as QGIS does for its own algorithms)."""
-    for p in paths:
-        folder = os.path.dirname(os.path.abspath(p)) if p else None
-        if folder and not os.path.isdir(folder):
+def make_folders(paths, folders=None) -> None:
+    """Create the missing folders of output files ``paths`` (as QGIS does for its own algorithms) and the missing
+    output folders ``folders`` (``{parameter id: folder}``: the chip folder of ``sample``). Each folder made is
+    named to the run (``core.io.atomic.created_folder``), so a failed run removes it when it is empty."""
+    from ..core.io.atomic import created_folder
+
+    wanted = [(os.path.dirname(os.path.abspath(p)), f"Cannot create the output folder for '{p}': ", False)
+              for p in paths if p]
+    wanted += [(f, f"{name} '{f}' cannot be created: ", True) for name, f in (folders or {}).items() if f]
+    for folder, message, short in wanted:
+        if not os.path.isdir(folder):
             try:
                 os.makedirs(folder)
             except OSError as exc:
-                raise QgsProcessingException(f"Cannot create the output folder for '{p}': {exc}. "
-                                             "Choose a folder you can write to.") from None
+                why = exc.strerror if short else exc
+                raise QgsProcessingException(f"{message}{why}. Choose a folder you can write to.") from None
+            created_folder(folder)
 
 
 def check_outputs(names, outputs, inputs) -> None:
@@ -292,6 +299,25 @@ class ModelInputAlgorithm(KTexturesAlgorithm):
             self.BANDS, "Bands in the model's channel order (empty: from band descriptions)",
             parentLayerParameterName=self.INPUT, allowMultiple=True, optional=True))
         add_mask_option(self)
+
+    @staticmethod
+    def onnxruntime_missing() -> str:
+        """'' when onnxruntime imports, else the install hint (``installer_gui.manual_hint``)."""
+        from ..core.runtime import onnxruntime_available
+        from ..installer_gui import manual_hint
+        return "" if onnxruntime_available() else manual_hint("onnxruntime")
+
+    def canExecute(self):  # noqa: N802
+        """Runnable only with onnxruntime: else the dialog says how to install it."""
+        hint = self.onnxruntime_missing()
+        return not hint, hint
+
+    def require_onnxruntime(self) -> None:
+        """Raise the install hint as a QgsProcessingException when onnxruntime is missing (a run from a script or
+        qgis_process, which do not ask :meth:`canExecute`)."""
+        hint = self.onnxruntime_missing()
+        if hint:
+            raise QgsProcessingException(hint)
 
     def model_path(self, parameters, context) -> str:
         """MODEL_FILE when given, else the bundled model chosen in MODEL.

@@ -127,18 +127,22 @@ class FitAlgorithm(KTexturesAlgorithm):
 
     def canExecute(self):  # noqa: N802
         """Always True in the desktop, so the dialog opens (with the PyTorch notice in it:
-        installer_gui.DialogWatcher) rather than an error dialog; elsewhere False without PyTorch."""
-        from ..installer_gui import CURRENT, manual_hint
-        from ..training import torch_available
-        if not torch_available() and not CURRENT:
+        :meth:`createCustomParametersWidget`) rather than an error dialog; elsewhere False without PyTorch."""
+        from ..installer_gui import CURRENT, available, manual_hint
+        if not available("torch") and not CURRENT:
             return False, manual_hint("torch")
         return True, ""
 
+    def createCustomParametersWidget(self, parent=None):  # noqa: N802
+        """The fit dialog with the PyTorch install notice in front when PyTorch is missing (desktop only)."""
+        from ..installer_gui import available, dialog_with_notice
+        return None if available("torch") else dialog_with_notice(self, parent, "torch")
+
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..training import torch_available
+        from ..installer_gui import available
 
-        if not torch_available():
+        if not available("torch"):  # PyTorch and scikit-learn (k-means)
             from ..installer_gui import manual_hint, request_install
             request_install("torch")
             raise QgsProcessingException(manual_hint("torch"))

@@ -7,7 +7,6 @@ done by :func:`ktextures_plugin.core.novelty.rank_tiles` and ``core/novelty/nove
 """
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -17,9 +16,7 @@ from qgis.core import (
 )
 
 from ..core.io import outputs
-from ..core.runtime import onnxruntime_available
-from ..installer_gui import manual_hint
-from . import novelty_styling
+from . import styling
 from .common import (
     ModelInputAlgorithm,
     add_html_destination,
@@ -29,6 +26,7 @@ from .common import (
     gdal_source,
     input_view,
     make_folders,
+    name_loaded_outputs,
     optional_number,
     progress_bridge,
 )
@@ -38,6 +36,10 @@ from .segment import SCALINGS
 NAMES = {"input": "INPUT", "model": "MODEL_FILE", "score": "OUTPUT_SCORE", "selected": "OUTPUT_SELECTED",
          "html": "OUTPUT_HTML", "bands": "BANDS", "scaling": "SCALING", "nodata": "NODATA", "tile_size": "TILE_SIZE",
          "n_select": "N_SELECT"}
+#: NoveltyOptions field -> the parameter that sets it (tests/frontends/test_options.py compares it with the command
+#: line's; ``threads`` is the command line's)
+OPTIONS = {"bands": "BANDS", "tile_size": "TILE_SIZE", "n_select": "N_SELECT", "rank": "RANK", "seed": "SEED",
+           "init_tiles": "INIT_TILES", "scaling": "SCALING", "extra_nodata": "NODATA"}
 
 
 class NoveltyAlgorithm(ModelInputAlgorithm):
@@ -115,11 +117,6 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles scored"))
         self.addOutput(QgsProcessingOutputNumber("SKIPPED_TILES", "Tiles skipped (mostly nodata)"))
 
-    def canExecute(self):  # noqa: N802
-        if not onnxruntime_available():
-            return False, manual_hint("onnxruntime")
-        return True, ""
-
     def _outputs(self, parameters, context, src, model_path):
         score = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCORE, context)
         selected = self.parameterAsOutputLayer(parameters, self.OUTPUT_SELECTED, context)
@@ -131,13 +128,26 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
                        "html": (page, outputs.TABLE)}, {"input": src, "model": model_path})
         return score, selected, page
 
+    def novelty_options(self, parameters, context):
+        """The :class:`~ktextures_plugin.core.novelty.NoveltyOptions` of the parameters (:data:`OPTIONS`)."""
+        from ..core.novelty import NoveltyOptions
+        return NoveltyOptions(
+            bands=self.bands(parameters, context),
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
+            rank=self.parameterAsInt(parameters, self.RANK, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
+            scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
+            extra_nodata=optional_number(parameters, self.NODATA))
+
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.feedback import Feedback
         from ..core.novelty import rank_tiles
         from ..core.novelty.novelty_output import write_html, write_score_raster, write_selected
 
-        if not onnxruntime_available():
-            raise QgsProcessingException(manual_hint("onnxruntime"))
+        self.require_onnxruntime()
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)
         model_path = self.model_path(parameters, context)
@@ -147,17 +157,9 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         session = cached_session(model_path)
         feedback.pushInfo(f"Model file: {model_path}")
         with input_view(self, parameters, context, feedback, src) as view:
-            res = rank_tiles(
-                view, model_path, bands=self.bands(parameters, context),
-                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                n_select=self.parameterAsInt(parameters, self.N_SELECT, context),
-                rank=self.parameterAsInt(parameters, self.RANK, context),
-                seed=self.parameterAsInt(parameters, self.SEED, context),
-                init_tiles=self.parameterAsInt(parameters, self.INIT_TILES, context),
-                scaling=self.parameterAsEnumString(parameters, self.SCALING, context) or "model",
-                extra_nodata=nodata, progress=progress_bridge(feedback, 0, 90 if page else 100),
-                is_canceled=feedback.isCanceled, log=feedback.pushInfo, session=session,
-                warn=feedback.pushWarning)
+            res = rank_tiles(view, model_path, self.novelty_options(parameters, context), Feedback(
+                progress=progress_bridge(feedback, 0, 90 if page else 100), is_canceled=feedback.isCanceled,
+                info=feedback.pushInfo, warning=feedback.pushWarning), session=session)
         write_score_raster(score, res, src)
         if selected:
             write_selected(selected, res, src)
@@ -168,9 +170,10 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile at x {s.window[0]}, y {s.window[1]} px, selection score "
                               f"{s.score:.4g}, initial score {s.initial:.4g}, residual {s.residual:.4g}")
-        for w in novelty_styling.save_default_styles(score, selected):
+        for w in styling.save_novelty_styles(score, selected):
             feedback.pushWarning(w)
-        novelty_styling.attach_styles(context, score, selected)
+        styling.attach_novelty_styles(context, score, selected)
+        name_loaded_outputs(self, context, layer.name(), {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected})
         self.show_page(page, f"k-textures novelty ({layer.name()})")
         return {self.OUTPUT_SCORE: score, self.OUTPUT_SELECTED: selected or None, self.OUTPUT_HTML: page or None,
                 "TILES": int(res.table.index.size), "SKIPPED_TILES": int(res.table.skipped)}

@@ -2,7 +2,6 @@
 
 Parameters in, ``core.sample.sampling`` calls, QGIS outputs out. No pixel work happens here.
 """
-import os
 import re
 
 from qgis.core import (
@@ -39,6 +38,7 @@ from .common import (
     check_outputs,
     field_type,
     gdal_source,
+    make_folders,
     name_loaded_outputs,
     sink_destination,
 )
@@ -46,6 +46,12 @@ from .common import (
 #: core keys (core.io.outputs, core.sample.sampling) -> parameter ids, for messages
 NAMES = {"input": "INPUT", "image": "IMAGE", "folder": "OUTPUT_FOLDER", "points": "OUTPUT_POINTS",
          "chips": "OUTPUT_CHIPS", "summary": "OUTPUT_SUMMARY", "classes": "CLASSES", "chip_size": "CHIP_SIZE_PX"}
+#: SampleOptions field -> the parameter that sets it (tests/frontends/test_options.py compares it with the
+#: dataclass; ``border_is_edge`` and the tuning fields ``window_px``, ``distance_cap_px``, ``pool_min`` and
+#: ``pool_factor`` are for scripts)
+OPTIONS = {"points_per_class": "POINTS_PER_CLASS", "proportional": "PROPORTIONAL", "min_per_class": "MIN_PER_CLASS",
+           "min_edge_distance_px": "MIN_EDGE_DISTANCE_PX", "min_spacing_px": "MIN_SPACING_PX", "seed": "SEED",
+           "classes": "CLASSES", "chip_size_px": "CHIP_SIZE_PX"}
 
 
 class SampleAlgorithm(KTexturesAlgorithm):
@@ -211,9 +217,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
         except Canceled:
             raise QgsProcessingException("Canceled by the user: sampling stopped, no output was left.") from None
         self._style(context, feedback, class_path, points_id, chips_id)
-        # the segmented image's name when the input is a class raster named by segment: "Classes (s2_sample)"
-        source = re.fullmatch(r"Classes \((.+)\)", layer.name())
-        name_loaded_outputs(self, context, source.group(1) if source else layer.name(), {
+        name_loaded_outputs(self, context, _input_name(layer, image), {
             self.OUTPUT_POINTS: points_id, self.OUTPUT_CHIPS: chips_id, self.OUTPUT_SUMMARY: summary_id})
         out = {self.OUTPUT_POINTS: points_id, self.SAMPLE_COUNT: len(result.samples), self.CHIP_COUNT: len(chips)}
         if folder:
@@ -244,19 +248,25 @@ class SampleAlgorithm(KTexturesAlgorithm):
         finally:
             cds = None
 
-    def _draw(self, parameters, context, feedback, class_path, classes, chip):
-        """The stratified random sample (core.sample.draw_samples); progress 0-60 % when chips follow."""
-        def progress(frac, stage):
-            feedback.setProgress(100.0 * frac * (0.6 if chip else 1.0))
-
-        return sampling.draw_samples(class_path, sampling.SampleOptions(
+    def sample_options(self, parameters, context, *, classes, chip):
+        """The :class:`~ktextures_plugin.core.sample.SampleOptions` of the parameters (:data:`OPTIONS`); ``classes``
+        and ``chip`` as :meth:`processAlgorithm` parsed them."""
+        return sampling.SampleOptions(
             self.parameterAsInt(parameters, self.POINTS_PER_CLASS, context),
             proportional=self.parameterAsBool(parameters, self.PROPORTIONAL, context),
             min_per_class=self.parameterAsInt(parameters, self.MIN_PER_CLASS, context),
             min_edge_distance_px=self.parameterAsInt(parameters, self.MIN_EDGE_DISTANCE_PX, context),
             min_spacing_px=self.parameterAsInt(parameters, self.MIN_SPACING_PX, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context), classes=classes, chip_size_px=chip),
-            feedback=Feedback(progress=progress, is_canceled=feedback.isCanceled, info=feedback.pushInfo))
+            seed=self.parameterAsInt(parameters, self.SEED, context), classes=classes, chip_size_px=chip)
+
+    def _draw(self, parameters, context, feedback, class_path, classes, chip):
+        """The stratified random sample (core.sample.draw_samples); progress 0-60 % when chips follow."""
+        def progress(frac, stage):
+            feedback.setProgress(100.0 * frac * (0.6 if chip else 1.0))
+
+        opts = self.sample_options(parameters, context, classes=classes, chip=chip)
+        return sampling.draw_samples(class_path, opts, feedback=Feedback(
+            progress=progress, is_canceled=feedback.isCanceled, info=feedback.pushInfo))
 
     @staticmethod
     def _log_summary(feedback, result, classes):
@@ -288,13 +298,7 @@ class SampleAlgorithm(KTexturesAlgorithm):
         folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context) or None
         if chip and not folder:
             folder = QgsProcessingUtils.generateTempFilename("ktextures_chips")
-        if folder and not os.path.isdir(folder):
-            try:
-                os.makedirs(folder)
-            except OSError as exc:
-                raise QgsProcessingException(f"OUTPUT_FOLDER '{folder}' cannot be created: {exc.strerror}. "
-                                             "Choose a folder you can write to.") from None
-            atomic.created_folder(folder)
+        make_folders((), {self.OUTPUT_FOLDER: folder})
         if chip:
             if not image_path:
                 feedback.pushWarning("No IMAGE given: only the class-mask chips are written.")
@@ -363,3 +367,13 @@ def _delivered(dest):
     if path:
         atomic.delivered(path)
     return dest
+
+
+def _input_name(classes, image) -> str:
+    """The name the loaded outputs carry: the segmented image's, from a class raster named by segment ("Classes
+    (s2_sample)" -> "s2_sample"), else the image's (a class raster made inside a graphical model is named after
+    the child's output, "OUTPUT_RASTER"), else the class raster's."""
+    source = re.fullmatch(r"Classes \((.+)\)", classes.name())
+    if source:
+        return source.group(1)
+    return image.name() if image is not None else classes.name()

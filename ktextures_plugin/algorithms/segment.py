@@ -26,8 +26,6 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core.io.classraster import DEFAULT_MIN_SEGMENT_PX, PALETTES, check_class_names
-from ..core.runtime import onnxruntime_available
-from ..installer_gui import manual_hint
 from . import styling
 from .common import (
     ModelInputAlgorithm,
@@ -149,11 +147,6 @@ class SegmentAlgorithm(ModelInputAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Pixels with a class"))
         self.addOutput(QgsProcessingOutputString("EXECUTION_PROVIDER", "onnxruntime execution provider"))
 
-    def canExecute(self):  # noqa: N802
-        if not onnxruntime_available():
-            return False, manual_hint("onnxruntime")
-        return True, ""
-
     def _class_names(self, parameters, context, session):
         """CLASS_NAMES checked against the model's k before anything is computed (None: the model's)."""
         text = self.parameterAsString(parameters, self.CLASS_NAMES, context).strip()
@@ -168,8 +161,7 @@ class SegmentAlgorithm(ModelInputAlgorithm):
 
     @all_or_nothing
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        if not onnxruntime_available():
-            raise QgsProcessingException(manual_hint("onnxruntime"))
+        self.require_onnxruntime()
         t0 = time.perf_counter()
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         src = gdal_source(layer)

@@ -1,10 +1,11 @@
-"""Styling of the outputs in QGIS, in one place: the renderers (class raster, class polygons, sample points and
-chip footprints, the true-colour simulation), their default styles written into the files (``.qml`` sidecar or
-the GeoPackage's ``layer_styles`` table) so that the files open styled however they were produced, and one
-generic layer post-processor (:class:`StylePostProcessor`) that styles a layer QGIS loads on completion and puts
-it in reading order among the layers of the same run: the simulation at the bottom, the class raster above it,
-then the polygons (outlines, so the raster shows through), the chip footprints and the sample points (a white
-halo, so they stand out on a class of their own colour).
+"""Styling of the outputs in QGIS, in one place: the renderers (class raster, class polygons, sample points and chip
+footprints, the true-colour simulation, the novelty score and its selected tiles), their default styles written into
+the files (``.qml`` sidecar or the GeoPackage's ``layer_styles`` table) so that the files open styled however they
+were produced, and one generic layer post-processor (:class:`StylePostProcessor`) that styles a layer QGIS loads on
+completion and puts it in reading order among the layers of the same run: the simulation at the bottom, the class
+raster above it, then the polygons (outlines, so the raster shows through), the chip footprints and the sample
+points (a white halo, so they stand out on a class of their own colour); novelty's semi-transparent score raster
+sits where the class raster would, its selected tiles where the footprints would.
 
 Post-processors are kept alive at class level: QGIS owns only the C++ object (QGIS issues #48087/#47533).
 """
@@ -12,20 +13,30 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
+    QgsColorRampShader,
     QgsContrastEnhancement,
     QgsFillSymbol,
     QgsLayerTreeLayer,
     QgsMarkerSymbol,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
+    QgsPalLayerSettings,
     QgsProcessingLayerPostProcessorInterface,
+    QgsRasterBandStats,
     QgsRasterLayer,
+    QgsRasterShader,
     QgsRendererCategory,
     QgsSimpleFillSymbolLayer,
     QgsSimpleMarkerSymbolLayer,
+    QgsSingleBandPseudoColorRenderer,
+    QgsSingleSymbolRenderer,
+    QgsStyle,
+    QgsTextBufferSettings,
+    QgsTextFormat,
     QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
 )
-from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtGui import QColor, QFont
 
 from ..core.io.modelinfo import channel_indices
 
@@ -33,6 +44,13 @@ from ..core.io.modelinfo import channel_indices
 SIMULATION, CLASSES, POLYGONS, FOOTPRINTS, POINTS = range(5)
 #: Cumulative cut of the true-colour stretch (fractions of the pixels below the minimum and above the maximum).
 CUT = (0.02, 0.98)
+#: The sequential ramp of the novelty score raster (a QGIS default style ramp), dark = low, bright = high.
+SCORE_RAMP = "Magma"
+#: The score raster's colours run between these percentiles of its scores (a few extreme tiles do not wash out
+#: the rest).
+SCORE_STRETCH = (2.0, 98.0)
+#: Opacity of the score raster, so that the image below it (and the tiles above) stay readable.
+SCORE_OPACITY = 0.6
 
 
 # ------------------------------------------------------------------------------------------ renderers
@@ -253,3 +271,76 @@ def style_simulation(context, path: str, channel_names: Sequence[str], feedback=
         if feedback is not None:
             feedback.pushWarning(w)
     attach(context, path, apply, lambda _layer: SIMULATION)
+
+
+# ------------------------------------------------------------------------------------------ novelty outputs
+def score_stretch(path: str):
+    """``(low, high)``: the :data:`SCORE_STRETCH` percentiles of the valid scores of the raster at ``path``
+    (GDAL; the raster has one pixel per tile, so it is small); ``None`` when it has no valid score."""
+    import numpy as np
+    from osgeo import gdal
+    ds = gdal.OpenEx(path, gdal.OF_RASTER)
+    if ds is None:
+        return None
+    band = ds.GetRasterBand(1)
+    a, nd = band.ReadAsArray().astype(np.float64), band.GetNoDataValue()
+    a = a[np.isfinite(a) & (a != nd)] if nd is not None else a[np.isfinite(a)]
+    if a.size == 0:
+        return None
+    lo, hi = (float(v) for v in np.percentile(a, SCORE_STRETCH))
+    return (lo, hi) if hi > lo else (float(a.min()), float(a.max()) + 1e-6)
+
+
+def style_score(layer: QgsRasterLayer) -> None:
+    """The novelty score raster: singleband pseudocolor on :data:`SCORE_RAMP` between the :data:`SCORE_STRETCH`
+    percentiles of the scores (minimum to maximum when they cannot be read), at :data:`SCORE_OPACITY`."""
+    rng = score_stretch(layer.source())
+    if rng is None:
+        stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
+        rng = (stats.minimumValue, stats.maximumValue)
+    shader_fn = QgsColorRampShader(rng[0], rng[1], QgsStyle.defaultStyle().colorRamp(SCORE_RAMP))
+    shader_fn.classifyColorRamp(5, -1)
+    shader_fn.setClip(False)   # scores above the stretch keep the brightest colour
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(shader_fn)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(rng[0])
+    renderer.setClassificationMax(rng[1])
+    renderer.setOpacity(SCORE_OPACITY)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+
+
+def style_selected(layer: QgsVectorLayer) -> None:
+    """Novelty's selected tiles: red outlines, no fill; labels = the ``rank`` field (white buffer)."""
+    symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "#e31a1c", "outline_width": "0.6"})
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    settings = QgsPalLayerSettings()
+    settings.fieldName = "rank"
+    fmt = QgsTextFormat()
+    fmt.setFont(QFont("Sans", 10, QFont.Weight.Bold))
+    fmt.setSize(10)
+    fmt.setColor(QColor("#e31a1c"))
+    buf = QgsTextBufferSettings()
+    buf.setEnabled(True)
+    buf.setColor(QColor("white"))
+    buf.setSize(1.0)
+    fmt.setBuffer(buf)
+    settings.setFormat(fmt)
+    settings.placement = QgsPalLayerSettings.OverPoint
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+    layer.setLabelsEnabled(True)
+    layer.triggerRepaint()
+
+
+def save_novelty_styles(score_path: str, selected_path: str) -> List[str]:
+    """The default styles of the score raster and the selected tiles (:func:`save_default_style`). Returns
+    warnings (empty when all went well)."""
+    return ((save_default_style(score_path, style_score, True, "score raster") if score_path else [])
+            + (save_default_style(selected_path, style_selected, False, "selected tiles") if selected_path else []))
+
+
+def attach_novelty_styles(context, score: str, selected: str) -> None:
+    """Style novelty's outputs when they are loaded on completion, the score raster below the selected tiles."""
+    attach(context, score, style_score, lambda _layer: CLASSES)
+    attach(context, selected, style_selected, lambda _layer: FOOTPRINTS)

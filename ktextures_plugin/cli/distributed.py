@@ -9,7 +9,7 @@ per window reads its tiles with GDAL, scales and classifies them (:func:`~ktextu
 classify_window`) with one onnxruntime session per worker process (opened on the first task, then reused). The
 class windows go back to the client, which is the only writer of the partial GeoTIFF; the engine reduces the
 per-tile statistics in tile order, so the palette and the per-class report are bit-identical to ``segment``'s
-(tests/test_distributed.py).
+(tests/cli/test_distributed.py).
 
 Dask is an optional dependency of the command line only (requirements-dev.txt); it is imported lazily and the
 QGIS plugin never imports this module.

@@ -25,7 +25,8 @@ def _add_context_options(p) -> None:
 
     p.add_argument("--warm-start", choices=list(WARM_STARTS), default=DEFAULT_WARM_START,
                    help="context variant: k-means on the bands alone ('pixel') or on the bands and their smoothed "
-                        f"copies ('context') as the starting partition (default {DEFAULT_WARM_START})")
+                        "copies ('context'), or a full-covariance Gaussian mixture on the bands and their smoothed "
+                        f"copies ('gmm'), as the starting partition (default {DEFAULT_WARM_START})")
     p.add_argument("--anchor", type=float, default=DEFAULT_ANCHOR,
                    help="context variant: weight of the cross-entropy to the warm-start partition smoothed by the "
                         f"Potts step (default {DEFAULT_ANCHOR:g}; 0 = off)")

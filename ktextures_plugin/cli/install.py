@@ -7,6 +7,7 @@ import sys
 
 def main(argv=None) -> int:
     from .. import installer
+    from ..core.errors import Canceled
 
     p = argparse.ArgumentParser(
         prog="python3 -m ktextures_plugin install",
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     except installer.InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (InterruptedError, KeyboardInterrupt):
+    except (Canceled, KeyboardInterrupt):
         print("canceled", file=sys.stderr)
         return 130
     if args.dry_run:

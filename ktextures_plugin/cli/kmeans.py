@@ -15,6 +15,10 @@ from ._args import Parser, add_mask_option, fail, front_end, input_view, int_ran
 
 PROG = "python -m ktextures_plugin kmeans"
 NAMES = {"input": "IMAGE", "output": "--out", "bands": "--bands", "nodata": "--nodata", "k": "--k"}
+#: KMeansOptions field -> the option that sets it (tests/frontends/test_options.py compares it with the
+#: dataclass; ``rgb`` and ``window_pixels`` are for scripts)
+OPTIONS = {"k": "--k", "bands": "--bands", "seed": "--seed", "extra_nodata": "--nodata", "max_sample": "--sample",
+           "n_init": "--n-init", "scaling": "--scaling", "context": "--context", "smoothing": "--smoothing"}
 
 
 def build_parser() -> Parser:
@@ -44,6 +48,13 @@ def build_parser() -> Parser:
     return p
 
 
+def kmeans_options(args):
+    """The :class:`~ktextures_plugin.core.kmeans.KMeansOptions` of the parsed command line (:data:`OPTIONS`)."""
+    from ..core.kmeans import KMeansOptions
+    return KMeansOptions(args.k, bands=args.bands, seed=args.seed, extra_nodata=args.nodata, max_sample=args.sample,
+                         n_init=args.n_init, scaling=args.scaling, context=args.context, smoothing=args.smoothing)
+
+
 @front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -58,9 +69,7 @@ def main(argv=None) -> int:
     if args.sample < args.k:
         return fail(PROG, f"--sample must be at least --k ({args.k}), got {args.sample}")
     with input_view(args.image, args.ignore_mask_bands) as image:
-        res = kmeans.kmeans_raster(image, args.out, kmeans.KMeansOptions(
-            args.k, bands=args.bands, seed=args.seed, extra_nodata=args.nodata, max_sample=args.sample,
-            n_init=args.n_init, scaling=args.scaling, context=args.context, smoothing=args.smoothing))
+        res = kmeans.kmeans_raster(image, args.out, kmeans_options(args))
     summary = {"path": res.path, "k": res.k, "bands": res.bands, "seed": args.seed,
                "scaling": args.scaling, "context": args.context, "smoothing": args.smoothing,
                "counts": [int(v) for v in res.counts], "colors": res.colors,

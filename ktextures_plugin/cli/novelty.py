@@ -18,6 +18,10 @@ PROG = "python -m ktextures_plugin novelty"
 NAMES = {"input": "IMAGE", "model": "--model", "score": "--score", "selected": "--selected", "html": "--html",
          "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata", "tile_size": "--tile-size",
          "n_select": "--n-select"}
+#: NoveltyOptions field -> the option that sets it (tests/frontends/test_options.py compares it with the QGIS one;
+#: ``init_rank``, ``residual_weight`` and ``features_path`` are for scripts and the benchmark)
+OPTIONS = {"bands": "--bands", "tile_size": "--tile-size", "n_select": "--n-select", "rank": "--rank", "seed": "--seed",
+           "init_tiles": "--init-tiles", "scaling": "--scaling", "extra_nodata": "--nodata", "threads": "--threads"}
 
 def build_parser() -> Parser:
     from ..core.novelty.novelty import DEFAULT_RANK, INIT_TILES
@@ -65,9 +69,18 @@ def _progress_bar(quiet: bool):
     return bar, progress
 
 
+def novelty_options(args):
+    """The :class:`~ktextures_plugin.core.novelty.NoveltyOptions` of the parsed command line (:data:`OPTIONS`)."""
+    from ..core.novelty import NoveltyOptions
+    return NoveltyOptions(bands=args.bands, tile_size=args.tile_size, n_select=args.n_select, rank=args.rank,
+                          seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling, extra_nodata=args.nodata,
+                          threads=args.threads)
+
+
 @front_end(PROG, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from ..core.feedback import Feedback
     from ..core.novelty import rank_tiles
     from ..core.novelty.novelty_output import dominant_classes, write_html, write_score_raster, write_selected
 
@@ -84,10 +97,8 @@ def main(argv=None) -> int:
     bar, progress = _progress_bar(args.quiet)
     try:
         with input_view(args.image, args.ignore_mask_bands) as image:
-            res = rank_tiles(image, model, bands=args.bands, tile_size=args.tile_size, n_select=args.n_select,
-                             rank=args.rank, seed=args.seed, init_tiles=args.init_tiles, scaling=args.scaling,
-                             extra_nodata=args.nodata, threads=args.threads, progress=progress,
-                             warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+            res = rank_tiles(image, model, novelty_options(args), Feedback(
+                progress=progress, warning=lambda m: print(f"warning: {m}", file=sys.stderr)))
         write_score_raster(args.score, res, args.image)
         if args.selected:
             write_selected(args.selected, res, args.image)

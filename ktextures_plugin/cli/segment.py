@@ -12,8 +12,8 @@ NAMES = {"input": "IMAGE", "model": "--model", "output": "--out", "simulation": 
          "report": "--report", "html": "--html", "bands": "--bands", "scaling": "--scaling", "nodata": "--nodata",
          "extent": "--extent", "smoothing": "--smoothing", "min_segment_px": "--min-segment-px",
          "tile_size": "--tile-size"}
-#: SegmentOptions field -> the option that sets it (tests/test_core_segment.py compares it with the QGIS one;
-#: ``window`` is for scripts, which give pixel windows)
+#: SegmentOptions field -> the option that sets it (tests/frontends/test_options.py compares it with the
+#: QGIS one; ``window`` is for scripts, which give pixel windows)
 OPTIONS = {"bands": "--bands", "scaling": "--scaling", "extra_nodata": "--nodata", "extent": "--extent",
            "tile_size": "--tile-size", "min_segment_px": "--min-segment-px", "simulation_path": "--simulation",
            "threads": "--threads", "palette": "--palette", "class_names": "--class-names",

@@ -2,7 +2,7 @@
 
 Sources: CIEDE2000 as written out by G. Sharma, W. Wu, E. N. Dalal, "The CIEDE2000 color-difference
 formula: implementation notes, supplementary test data, and mathematical observations", Color Research &
-Application 30(1):21-30, 2005 (equations 1-22; tests/test_colour.py checks the paper's 34 test pairs).
+Application 30(1):21-30, 2005 (equations 1-22; tests/core/test_colour.py checks the paper's 34 test pairs).
 sRGB and the D65 white point: IEC 61966-2-1:1999.
 """
 from __future__ import annotations

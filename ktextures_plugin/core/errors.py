@@ -186,10 +186,9 @@ def gdal_read_error(exc: BaseException, path: Optional[str] = None) -> Optional[
 
 
 def is_cancel(exc: BaseException) -> bool:
-    """True for the run's cancel signals: :class:`Canceled`, ``KeyboardInterrupt`` (Ctrl-C), the
-    ``InterruptedError`` of ``demud`` and the installer, and GDAL's
-    ``RuntimeError("User terminated")`` when its progress callback stopped it."""
-    if isinstance(exc, (Canceled, KeyboardInterrupt, InterruptedError)):
+    """True for the run's cancel signals: :class:`Canceled` (the one the code raises), ``KeyboardInterrupt``
+    (Ctrl-C), and GDAL's ``RuntimeError("User terminated")`` when its progress callback stopped it."""
+    if isinstance(exc, (Canceled, KeyboardInterrupt)):
         return True
     return isinstance(exc, RuntimeError) and any(word in str(exc) for word in _GDAL_CANCEL)
 

@@ -22,8 +22,9 @@ DEFAULT_RETRIES = 0
 DEFAULT_CONTINUITY = 5.0
 #: Warm start of the context variant: "pixel" = k-means on the z-scored bands alone (the head ignores the
 #: smoothed copies at first), "context" = k-means on the bands and their smoothed copies (the default: better
-#: on 3 of the 4 labelled scenes, docs/benchmarks.md "Quality II").
-WARM_STARTS = ("pixel", "context")
+#: on 3 of the 4 labelled scenes, docs/benchmarks.md "Quality II"), "gmm" = a full-covariance Gaussian mixture on
+#: the unclipped bands and smoothed copies, distilled into the head (measured in docs/benchmarks.md "Quality II").
+WARM_STARTS = ("pixel", "context", "gmm")
 DEFAULT_WARM_START = "context"
 #: Weight of the anchor term: cross-entropy of the class logits against the warm-start partition smoothed by
 #: the Potts step (0 = off; off by default: 1 was worse on 8 of the 12 figures of docs/benchmarks.md "Quality II").

@@ -8,7 +8,7 @@ inference time (figures: docs/benchmarks.md, "ELU rewrite"). Every ``Elu`` with 
 
 which is exact in real arithmetic: for h > 0 the second term is 0 < h; for h <= 0, ``alpha*(e^h - 1) >= h``
 (since ``e^h >= 1 + h`` and ``alpha <= 1``). In float32 the two forms differ by at most a few ulps, so a class
-flips only where the mask score sits on a bin edge (``tests/test_training.py`` checks the parity).
+flips only where the mask score sits on a bin edge (``tests/training/test_training.py`` checks the parity).
 
 Command line (rewrites each file in place, atomically; a file without ``Elu`` is left untouched)::
 

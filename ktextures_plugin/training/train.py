@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..core.io import raster as R
 from . import data as D
 from .defaults import (  # noqa: F401
     DEFAULT_ANCHOR,
@@ -341,22 +342,26 @@ def train_model(image_path: str, bands, cfg: FitConfig, progress: Optional[Progr
 
 @torch.no_grad()
 def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=None) -> None:
-    """Initialise a context mask network at a k-means partition of the training raster (docs/method.md §3.3).
+    """Initialise a context mask network at a k-means or Gaussian-mixture partition of the training raster
+    (docs/method.md §3.3).
 
     The fixed Gaussian context features (N,F,T,T) of ``cfg.warm_tiles`` random tiles are cropped by the halo
     (where the edge padding of a tile edge would differ from the raster) and z-scored; k-means
     (:func:`core.kmeans.kmeans.fit_centers`: k-means++, 3 restarts, seed ``cfg.seed``) on at most 200 000 pixels
     clusters the bands alone (``cfg.warm_start`` "pixel": the centres' smoothed-feature coordinates are 0, so the
     head starts as pixel k-means) or all F features ("context"); the head then assigns each pixel to its nearest
-    centre (:meth:`ContextMaskNet.init_from_kmeans`).
+    centre (:meth:`ContextMaskNet.init_from_kmeans`). "gmm": the features of the same tiles unclipped (the
+    percentile scale without its clip to [0, 1]), a full-covariance Gaussian mixture on all F (:func:`_gmm_start`).
     """
     from ..core.kmeans.kmeans import fit_centers
 
     net = model.mask_net
     n = max(1, int(cfg.warm_tiles))
-    xb, _ = sampler.sample(n)
+    xb, offsets = sampler.sample(n)
     if is_canceled is not None and is_canceled():
         raise FitCanceled("fit canceled before training; no model written")
+    if cfg.warm_start == "gmm":
+        xb = _unclipped_tiles(sampler, offsets)
     f = net.context(torch.from_numpy(xb))
     r = min(net.halo_px, (f.shape[-1] - 1) // 4)
     if r > 0:
@@ -368,6 +373,9 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
     mu, sd = px.mean(0), px.std(0)
     sd[sd < 1e-6] = 1.0
     z = (px - mu) / sd
+    if cfg.warm_start == "gmm":
+        _gmm_start(net, z, int(cfg.seed), mu, sd)
+        return
     if cfg.warm_start == "pixel":
         c = net.context.in_ch
         centers = np.zeros((model.k, z.shape[1]))
@@ -376,6 +384,58 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
         centers = fit_centers(z, model.k, seed=int(cfg.seed), n_init=3)
     net.init_from_kmeans(torch.from_numpy(mu).float(), torch.from_numpy(sd).float(),
                          torch.from_numpy(centers).float())
+
+
+def _unclipped_tiles(sampler, offsets: np.ndarray) -> np.ndarray:
+    """The tiles at ``offsets`` (N,2) (yoff, xoff) as (N,C,T,T) float32 ``(x - min) / (max - min)`` with the
+    sampler's percentile scale, not clipped to [0, 1] (the tails of each band keep their spread)."""
+    lo = np.asarray(sampler.scale_min, np.float32)[:, None, None]
+    span = np.maximum(np.asarray(sampler.scale_max, np.float32) - np.asarray(sampler.scale_min, np.float32),
+                      1e-12)[:, None, None]
+    out = []
+    for yoff, xoff in offsets:
+        data, _ = R.read_window(sampler.ds, sampler.bands, (int(xoff), int(yoff), sampler.tile, sampler.tile),
+                                sampler.extra_nodata)
+        out.append((data.astype(np.float32) - lo) / span)
+    return np.stack(out)
+
+
+#: gmm warm start: pixels of the mixture fit, covariance regularisation (z units squared), distillation steps,
+#: pixels per distillation step and its Adam learning rate
+GMM_PIXELS = 50_000
+GMM_REG_COVAR = 1e-3
+GMM_DISTILL_STEPS = 300
+GMM_DISTILL_BATCH = 4096
+GMM_DISTILL_LR = 1e-2
+
+
+def _gmm_start(net, z: np.ndarray, seed: int, mu: np.ndarray, sd: np.ndarray) -> None:
+    """The "gmm" warm start: scikit-learn ``GaussianMixture(k, covariance_type="full")`` (k-means++ start, seed
+    ``seed``, regularisation :data:`GMM_REG_COVAR`) on at most :data:`GMM_PIXELS` of the z-scored features ``z``
+    (P,F); the head starts at the nearest-mean rule of its means, then head and MLP are trained together to the
+    mixture's class posteriors (soft cross-entropy, :data:`GMM_DISTILL_STEPS` Adam steps): a 1x1 network is
+    linear plus 16 ELU units, so it approximates the mixture's quadratic boundaries rather than copying them."""
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(seed)
+    fit_px = z if len(z) <= GMM_PIXELS else z[rng.choice(len(z), GMM_PIXELS, replace=False)]
+    gmm = GaussianMixture(net.k, covariance_type="full", reg_covar=GMM_REG_COVAR, init_params="k-means++",
+                          random_state=seed).fit(fit_px)
+    net.init_from_kmeans(torch.from_numpy(mu).float(), torch.from_numpy(sd).float(),
+                         torch.from_numpy(gmm.means_).float())
+    target = torch.from_numpy(gmm.predict_proba(z)).float()
+    zt = torch.from_numpy(z).float()
+    params = list(net.head.parameters()) + (list(net.mlp.parameters()) if net.mlp is not None else [])
+    opt = torch.optim.Adam(params, lr=GMM_DISTILL_LR)
+    with torch.enable_grad():
+        for _ in range(GMM_DISTILL_STEPS):
+            idx = torch.from_numpy(rng.integers(0, len(zt), min(GMM_DISTILL_BATCH, len(zt))))
+            zb = zt[idx][:, :, None, None]
+            logits = net.head(zb) + (net.mlp(zb) if net.mlp is not None else 0.0)
+            loss = -(target[idx] * torch.log_softmax(logits[:, :, 0, 0], dim=1)).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
 
 def unused_classes(class_fractions: Sequence[float]) -> int:

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import Canceled, ParameterError
 
 #: rows of the item matrix scored at a time (bounds the float64 temporaries)
 SCORE_CHUNK = 1024
@@ -90,7 +90,7 @@ class Subspace:
 
         Appends the column ``c = sqrt(n / (n + 1)) (x - mean)`` to the centred data: ``p = U^T c``,
         ``r = c - U p``; the SVD of the small matrix ``[[diag(sigma), p], [0, |r|]]`` rotates ``[U, r / |r|]``.
-        Without truncation the result equals the SVD of all items seen (tests/test_demud.py).
+        Without truncation the result equals the SVD of all items seen (tests/core/novelty/test_demud.py).
 
         Args:
             max_rank: keep at most this many singular vectors (``None``: all).
@@ -166,7 +166,7 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
         :class:`Selection`.
 
     Raises:
-        ValueError: ``n_select`` < 1; InterruptedError: canceled.
+        ParameterError: ``n_select`` < 1; Canceled: canceled.
     """
     n = items.shape[0]
     if n_select < 1:
@@ -178,7 +178,7 @@ def demud(items: np.ndarray, n_select: int, model: Subspace, blocks: Sequence[sl
     order, scores, parts, res = [], [], [], []
     for i in range(n_select):
         if is_canceled and is_canceled():
-            raise InterruptedError("canceled")
+            raise Canceled()
         if taken.all():
             break
         err[taken] = -np.inf

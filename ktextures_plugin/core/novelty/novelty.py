@@ -24,6 +24,7 @@ import numpy as np
 
 from ... import MODELS_DIR
 from ..errors import Canceled, ModelError, Progress, RasterError
+from ..feedback import Feedback
 from ..io import raster, tiling
 from ..io.modelinfo import INPUT_NAME, OUTPUT_TEXTURES
 from ..segment.bands import select_bands
@@ -574,27 +575,48 @@ def _scaling(ctx, ds, band_list, scaling, extra_nodata, warn):
     return smin, smax, warnings
 
 
-def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int = 64, n_select: int = 20,
-               rank: int = DEFAULT_RANK, seed: int = 0, init_tiles: int = INIT_TILES, init_rank: int = INIT_RANK,
-               residual_weight: float = 1.0,
-               scaling: str = "model", extra_nodata: Optional[float] = None, threads: Optional[int] = None,
-               progress: Optional[Progress] = None, is_canceled=None, log=None, session=None,
-               features_path: Optional[str] = None, warn=None) -> NoveltyResult:
+@dataclass(frozen=True)
+class NoveltyOptions:
+    """How :func:`rank_tiles` ranks, built once by each front end and passed whole.
+
+    Attributes:
+        bands: 1-based bands in the model's channel order (as ``segment``); ``None`` = from descriptions.
+        tile_size: tile side in pixels (multiple of 16, >= 32); n_select: DEMUD selections.
+        rank: the most singular vectors the model keeps (DEMUD's k); init_rank: those of the initial model.
+        seed: seeds the random tiles of ``init_tiles`` > 0.
+        init_tiles: -2 = the SVD of the typical tiles (:data:`INIT_TILES`), -1 = no initial model, 0 = the SVD
+            of all tiles, N > 0 = the SVD of N random tiles (``seed``).
+        residual_weight: weight of the k-textures residual block against the appearance block.
+        scaling, extra_nodata, threads: as :class:`~ktextures_plugin.core.segment.SegmentOptions`.
+        features_path: the feature CNN (default :data:`FEATURES_MODEL`).
+    """
+
+    bands: object = None
+    tile_size: int = 64
+    n_select: int = 20
+    rank: int = DEFAULT_RANK
+    seed: int = 0
+    init_tiles: int = INIT_TILES
+    init_rank: int = INIT_RANK
+    residual_weight: float = 1.0
+    scaling: str = "model"
+    extra_nodata: Optional[float] = None
+    threads: Optional[int] = None
+    features_path: Optional[str] = None
+
+
+def rank_tiles(input_path: str, model_path: str, opts: NoveltyOptions = NoveltyOptions(),
+               feedback: Optional[Feedback] = None, *, session=None) -> NoveltyResult:
     """Rank the tiles of ``input_path`` by novelty with DEMUD (docs/novelty.md). Reads the input only.
 
     Args:
         input_path: any GDAL raster with the model's bands; model_path: a k-textures ONNX model with a
             ``textures`` output and red, green, blue, NIR channels.
-        bands: 1-based bands in the model's channel order (as ``segment``); ``None`` = from descriptions.
-        tile_size: tile side in pixels (multiple of 16, >= 32); n_select: DEMUD selections.
-        rank: the most singular vectors the model keeps (DEMUD's k); init_rank: those of the initial model.
-        init_tiles: -1 = no initial model (:data:`INIT_TILES`), 0 = the SVD of all tiles, N > 0 = the SVD
-            of N random tiles (``seed``).
-        residual_weight: weight of the k-textures residual block against the appearance block.
-        scaling, extra_nodata, threads, session: as ``segment_raster``.
-        progress: ``progress(fraction, stage)``, stages "features", "select"; is_canceled: polled between
-            windows, tile batches and selections; log: one-line messages; warn: receives warnings (the
-            raster's values against the model's range, as ``segment``), also in ``warnings``.
+        opts: :class:`NoveltyOptions`.
+        feedback: progress (stages "features", "select"), cancel (polled between windows, tile batches and
+            selections), one-line messages, and warnings (the raster's values against the model's range, as
+            ``segment``; also in the result's ``warnings``).
+        session: as ``segment_raster``.
 
     Returns:
         :class:`NoveltyResult`.
@@ -605,13 +627,16 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
             n_select; Canceled: canceled; ImportError: onnxruntime missing.
     """
     t0 = time.perf_counter()
-    say = log or (lambda _m: None)
+    fb = feedback or Feedback()
+    bands, tile_size, n_select, rank, seed = opts.bands, opts.tile_size, opts.n_select, opts.rank, opts.seed
+    init_tiles, init_rank, residual_weight = opts.init_tiles, opts.init_rank, opts.residual_weight
+    scaling, extra_nodata, threads, features_path = opts.scaling, opts.extra_nodata, opts.threads, opts.features_path
+    progress, is_canceled, say, warn = fb.progress, fb.is_canceled, fb.info, fb.warning
     if n_select < 1 or rank < 0:
         raise RasterError(f"{{name}} must be >= 1 and the rank >= 0 (got {n_select}, {rank})", parameter="n_select")
     ds, band_list, ctx = _open(input_path, model_path, bands, tile_size, threads, session, features_path)
     try:
-        smin, smax, warnings = _scaling(ctx, ds, band_list, scaling, extra_nodata, warn or (
-            lambda m: say("Warning: " + m)))
+        smin, smax, warnings = _scaling(ctx, ds, band_list, scaling, extra_nodata, warn)
         ctx.tail_low, ctx.tail_high = tail_thresholds(ds, band_list, ctx.order, smin, smax, extra_nodata)
         say(f"Model '{ctx.info.title}': k = {ctx.k}; bands {band_list} -> {ctx.info.channel_names}; "
             f"tiles {ctx.tile_size} px, grid {ctx.grid[0]} x {ctx.grid[1]}")
@@ -624,12 +649,9 @@ def rank_tiles(input_path: str, model_path: str, *, bands=None, tile_size: int =
     say(f"{table.index.size} tiles scored, {table.skipped} skipped (mostly nodata)")
     items, blocks = design_matrix(table, residual_weight)
     model = initial_model(items, min(rank, int(init_rank)), init_tiles, seed)
-    try:
-        sel = demud(items, n_select, model, blocks, max_rank=rank, is_canceled=is_canceled,
-                    progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None,
-                    exclude=overlapping(table, EXCLUDE_REACH))
-    except InterruptedError:
-        raise Canceled() from None
+    sel = demud(items, n_select, model, blocks, max_rank=rank, is_canceled=is_canceled,
+                progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None,
+                exclude=overlapping(table, EXCLUDE_REACH))
     scores = np.full((ctx.grid[1], ctx.grid[0]), np.nan, np.float32)
     scores.flat[table.index] = sel.initial
     return NoveltyResult(scores, selected_tiles(sel, table, ctx.tile_size, wh), table, sel, ctx.info, band_list,

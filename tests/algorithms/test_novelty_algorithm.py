@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from conftest import SAMPLE, algorithm_runner
-from test_novelty import PATCH_XY, amazon_patch, assert_found_once, cloud, overlaps, plant, unaligned
+from planted import PATCH_XY, amazon_patch, assert_found_once, cloud, overlaps, plant, unaligned
 
 gdal.UseExceptions()
 
@@ -167,5 +167,7 @@ def test_loaded_results_read_together(provider, tmp_path):
         tiles = next(lyr for lyr in tree if isinstance(lyr, QgsVectorLayer))
         assert score.renderer().type() == "singlebandpseudocolor" and 0 < score.renderer().opacity() < 1
         assert tiles.labelsEnabled() and tiles.labeling().settings().fieldName == "rank"
+        stem = os.path.splitext(os.path.basename(str(SAMPLE)))[0]
+        assert [lyr.name() for lyr in tree] == [f"Selected tiles ({stem})", f"Novelty score per tile ({stem})"]
     finally:
         QgsProject.instance().removeAllMapLayers()

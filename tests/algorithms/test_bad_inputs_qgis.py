@@ -1,7 +1,7 @@
 """Bad inputs through QGIS (processing.run and qgis_process): each is a ``QgsProcessingException`` with the
 message (no traceback, not QGIS's "There were errors executing the algorithm"), and no input file changes (the
 sha256 of every file of the case folder before and after). Inputs: tests/bad_inputs.py; command line:
-tests/test_bad_inputs.py."""
+tests/cli/test_bad_inputs.py."""
 import pytest
 from osgeo import gdal
 

@@ -82,3 +82,13 @@ def test_exclude_keeps_excluded_items_out_and_stops_when_none_is_left():
     assert 0 < len(sel.order) < 12 and len(set(sel.order.tolist())) == len(sel.order)
     for a in sel.order:                                   # no selected item excluded by an earlier one
         assert not any(a in near[b] and a != b for b in sel.order[:list(sel.order).index(a)])
+
+
+def test_cancel_is_the_core_cancel_signal():
+    """A cancel before a selection raises the core's one cancel signal, ``Canceled`` (not InterruptedError)."""
+    from ktextures_plugin.core.errors import Canceled
+    x = np.random.default_rng(0).normal(size=(20, 6))
+    calls = []
+    with pytest.raises(Canceled):
+        demud(x, 5, Subspace.fit(x[:3], rank=2), is_canceled=lambda: calls.append(1) or len(calls) > 2)
+    assert len(calls) == 3

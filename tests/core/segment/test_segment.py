@@ -1,4 +1,5 @@
-"""Core segmentation without QGIS: tiling invariants, scaling, nodata, colour table, errors, cancel."""
+"""core/segment/segment.py, the engine without QGIS: tiled equals whole-image, grid and CRS kept, output format,
+colour table and names, nodata, simulation, band matching, errors, cancel, statistics, extent."""
 import hashlib
 import os
 
@@ -10,13 +11,15 @@ from conftest import ROOT, SAMPLE, sample_with_nodata, shared
 from conftest import read_band as read
 from ktextures_plugin.core.errors import Canceled, ModelError, OutputError, RasterError
 from ktextures_plugin.core.feedback import Feedback
-from ktextures_plugin.core.io import classraster, raster, tiling
+from ktextures_plugin.core.io import classraster, raster
 from ktextures_plugin.core.segment import SegmentOptions, segment_raster
 from ktextures_plugin.core.segment.bands import match_bands
-from ktextures_plugin.core.segment.inference import infer_classes, open_session, read_model_info
+from ktextures_plugin.core.segment.inference import open_session, read_model_info
 from onnx_fixtures import binning_model
 
 gdal.UseExceptions()
+
+
 RGBN = [3, 2, 1, 4]  # the sample is B2,B3,B4,B8 = blue, green, red, nir
 
 
@@ -29,27 +32,6 @@ def whole_image_classes(model, image=SAMPLE, bands=RGBN):
     x[:, ~valid] = info.nodata_fill
     cls = open_session(model).run(["class"], {"image": x[None]})[0][0, 0]
     return np.where(valid, cls + 1, 0)
-
-
-@pytest.mark.parametrize("window,tile,halo", [((0, 0, 512, 768), 100, 0), ((5, 7, 300, 211), 64, 3),
-                                              ((0, 0, 50, 50), 512, 8), ((13, 0, 499, 768), 37, 1)])
-def test_tiles_cover_window_exactly_once(window, tile, halo):
-    x0, y0, xs, ys = window
-    hits = np.zeros((768, 512), np.int32)
-    tiles = list(tiling.iter_tiles(window, (512, 768), tile, halo))
-    assert len(tiles) == tiling.count_tiles(window, tile)
-    for t in tiles:
-        cx, cy, cw, ch = t.core
-        hits[cy:cy + ch, cx:cx + cw] += 1
-        rx, ry, rw, rh = t.read
-        assert rx >= 0 and ry >= 0 and rx + rw <= 512 and ry + rh <= 768
-        # the halo is there wherever the raster has pixels
-        assert cx - rx == min(halo, cx) and cy - ry == min(halo, cy)
-        assert (rx + rw) - (cx + cw) == min(halo, 512 - (cx + cw))
-        assert t.crop == (cx - rx, cy - ry) and t.out == (cx - x0, cy - y0)
-    inside = hits[y0:y0 + ys, x0:x0 + xs]
-    assert (inside == 1).all()
-    assert hits.sum() == xs * ys
 
 
 @pytest.mark.parametrize("tile", [37, 128, 200, 1024])
@@ -108,18 +90,6 @@ def test_true_colours_follow_the_image(tmp_path, tiny_models):
     bright = [sum(classraster.hex_to_rgb(res.colors[i])) for i in present]
     # the binning model gives class 1 to the highest mean score, so brightness falls with the class id
     assert bright == sorted(bright, reverse=True)
-
-
-def test_percentile_scale_and_apply_scale():
-    ds = gdal.Open(str(SAMPLE))
-    lo, hi = raster.percentile_scale(ds, RGBN)
-    data, _ = raster.read_window(ds, RGBN, (0, 0, 512, 768))
-    assert np.allclose(lo, np.percentile(data.reshape(4, -1), 2, axis=1))
-    assert np.allclose(hi, np.percentile(data.reshape(4, -1), 98, axis=1))
-    x = raster.apply_scale(data, lo, hi)
-    assert x.dtype == np.float32 and x.min() == 0 and x.max() == 1
-    frac_low = (x == 0).mean(axis=(1, 2))
-    assert np.all(frac_low > 0.005) and np.all(frac_low < 0.05)
 
 
 def _with_nodata(tmp_path, dtype=gdal.GDT_UInt16):
@@ -242,21 +212,6 @@ def test_cancel_leaves_nothing_and_input_is_untouched(tmp_path, tiny_models, sam
     assert not [f for f in os.listdir(out.parent) if "partial" in f]
 
 
-def test_sieve_removes_small_regions(tmp_path, tiny_models):
-    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
-    ra = segment_raster(str(SAMPLE), tiny_models["bin4"], str(a), SegmentOptions(bands=RGBN))
-    rb = segment_raster(str(SAMPLE), tiny_models["bin4"], str(b), SegmentOptions(bands=RGBN, min_segment_px=20))
-    from scipy import ndimage
-    cb = read(b)
-    for cls in range(1, 5):
-        lab, n = ndimage.label(cb == cls)
-        if n:
-            sizes = np.bincount(lab.ravel())[1:]
-            assert sizes.min() >= 20  # 4-connected regions, as the sieve counts them
-    assert ra.counts.sum() == rb.counts.sum()
-    assert (read(a) != cb).sum() > 0
-
-
 def test_small_gdal_cache_flushes_blocks_early(tmp_path, tiny_models, monkeypatch):
     """With a cache far smaller than the output, GDAL writes blocks while tiles are still coming; the
     colour table and class names must still land in the file (regression: GeoTIFF refused the palette)."""
@@ -273,82 +228,6 @@ def test_small_gdal_cache_flushes_blocks_early(tmp_path, tiny_models, monkeypatc
     assert band.GetColorInterpretation() == gdal.GCI_PaletteIndex
     assert "#%02x%02x%02x" % band.GetRasterColorTable().GetColorEntry(1)[:3] == res.colors[0]
     assert classraster.read_palette(str(out)) == (res.class_names, res.colors)
-
-
-def test_sieve_and_polygonize_run_with_a_line_pass_cache(tmp_path, tiny_models):
-    """GDAL's sieve and polygonize read line by line: during each, GDAL's block cache is two rows of blocks
-    of the class raster (at least 16 MB), not the run's 128 MB; the cache limit is restored after each."""
-    from ktextures_plugin.core.segment.vectorize import polygonize
-
-    before = gdal.GetCacheMax()
-    seen = {}
-
-    def progress(_frac, stage):
-        seen.setdefault(stage, set()).add(gdal.GetCacheMax())
-
-    out = tmp_path / "c.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, min_segment_px=20),
-                   Feedback(progress=progress))
-    polygonize(str(out), str(tmp_path / "p.gpkg"), feedback=Feedback(progress=progress))
-    assert gdal.GetCacheMax() == before
-    ds = gdal.Open(str(out))
-    want = raster.line_pass_cache_bytes(ds.GetRasterBand(1))
-    assert want == raster.LINE_PASS_CACHE_MIN < raster.GDAL_CACHE_BYTES
-    assert seen["sieve"] == {want} and seen["polygonize"] == {want}
-    assert seen["segment"] == {min(before, raster.GDAL_CACHE_BYTES)}
-    wide = gdal.GetDriverByName("GTiff").Create("/vsimem/wide.tif", 50000, 512, 1, gdal.GDT_UInt16,
-                                                options=["TILED=YES", "SPARSE_OK=TRUE"])
-    assert raster.line_pass_cache_bytes(wide.GetRasterBand(1)) == 2 * 50000 * 256 * 2  # two rows of tiles
-    wide = None
-    gdal.Unlink("/vsimem/wide.tif")
-
-
-@pytest.mark.parametrize("chunk_px", [1, 700, 5000, 10 ** 7])
-@pytest.mark.parametrize("model_key", ["bin4", "box4", "bundled"])
-def test_strip_inference_equals_one_call(tiny_models, model_key, chunk_px):
-    """infer_classes in row strips (with the model's halo) gives exactly the classes of one call."""
-    model = (str(ROOT / "models" / "s2_10m_k6.onnx") if model_key == "bundled"
-             else tiny_models[model_key])
-    info = read_model_info(model)
-    ds = gdal.Open(str(SAMPLE))
-    data, _ = raster.read_window(ds, RGBN, (40, 30, 301, 257))
-    x = raster.apply_scale(data, info.scale_min, info.scale_max)
-    session = open_session(model)
-    want = session.run(["class"], {"image": x[None]})[0][0, 0]
-    got = infer_classes(session, x, info.halo_px, chunk_px=chunk_px)
-    assert got.shape == want.shape == (257, 301)
-    assert np.array_equal(got, want), f"{(got != want).sum()} pixels differ"
-
-
-@pytest.mark.parametrize("ext", [".gpkg", ".shp", ".geojson"])
-def test_polygonize_formats_names_and_areas(tmp_path, tiny_models, ext):
-    """Polygons in any OGR format: names from the SQL CASE (quotes survive), areas = pixels x 100 m2,
-    sidecar files in place, nothing partial left behind."""
-    from osgeo import ogr
-
-    from ktextures_plugin.core.segment.vectorize import polygonize
-
-    out = tmp_path / "c.tif"
-    segment_raster(str(SAMPLE), tiny_models["bin4"], str(out), SegmentOptions(bands=RGBN, window=(0, 0, 200, 150)))
-    names = ["farmer's field", "forest", 'water "lake"', "urban"]
-    dest = tmp_path / f"polys{ext}"
-    n = polygonize(str(out), str(dest), class_names=names)
-    cls = read(out)
-    ds = ogr.Open(str(dest))
-    lyr = ds.GetLayer(0)
-    assert lyr.GetFeatureCount() == n > 0
-    area = {}
-    for f in lyr:
-        cid = f.GetField("class_id")
-        assert f.GetField("class_name") == names[cid - 1]
-        area[cid] = area.get(cid, 0.0) + f.GetField("area_m2")
-    ds = None
-    for cid in range(1, 5):
-        assert area.get(cid, 0.0) == pytest.approx((cls == cid).sum() * 100.0, rel=1e-9, abs=1e-6)
-    left = sorted(p.name for p in tmp_path.iterdir())
-    assert not [p for p in left if "partial" in p], left
-    if ext == ".shp":
-        assert {"polys.shp", "polys.dbf", "polys.shx", "polys.prj"} <= set(left)
 
 
 def test_warns_when_the_raster_is_in_other_units_than_the_model(tmp_path):
@@ -395,53 +274,6 @@ def test_counts_and_areas_counted_while_writing_equal_a_reread(tmp_path, tiny_mo
         assert per_px.std() > 0                 # rows at other latitudes: classes differ in mean pixel area
     else:
         assert np.allclose(per_px, 100.0)       # 10 m pixels
-
-
-def test_scale_in_place_maps_to_unit_range_and_keeps_nan():
-    ds = gdal.Open(str(SAMPLE))
-    data, _ = raster.read_window(ds, RGBN, (0, 0, 64, 48))
-    data[1, 5, 7] = np.nan
-    lo, hi = [300.0, 400.0, 500.0, 600.0], [1500.0, 1600.0, 1700.0, 2500.0]
-    want = np.clip((data.astype(np.float64) - np.array(lo)[:, None, None])
-                   / (np.array(hi) - np.array(lo))[:, None, None], 0, 1)
-    copy = data.copy()
-    got = raster.scale_in_place(copy, lo, hi)
-    assert got is copy and got.dtype == np.float32
-    assert np.isnan(got[1, 5, 7]) and np.isnan(got).sum() == 1
-    assert np.allclose(got, want, atol=1e-6, equal_nan=True)
-    assert np.array_equal(raster.apply_scale(data, lo, hi), got, equal_nan=True)
-    assert np.isnan(data[1, 5, 7]) and np.nanmax(data) > 1  # apply_scale left its input alone
-    with pytest.raises(TypeError, match="float32"):
-        raster.scale_in_place(data.astype(np.float64), lo, hi)
-
-
-def test_strip_size_follows_the_mask_width(tiny_models):
-    """Per-pixel models that record their mask width run on strips of INFER_CHUNK_VALUES // width pixels;
-    anything else on INFER_CHUNK_PX."""
-    import dataclasses
-
-    from ktextures_plugin.core.segment.inference import (
-        CONTEXT_CHUNK_PX,
-        INFER_CHUNK_PX,
-        INFER_CHUNK_VALUES,
-        chunk_px_for,
-    )
-    ctx = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))          # a context-variant model
-    assert chunk_px_for(ctx) == CONTEXT_CHUNK_PX
-    info = dataclasses.replace(ctx, halo_px=0, provenance=dict(ctx.provenance, variant="faithful", mask_width=16))
-    width = info.provenance["mask_width"]
-    assert chunk_px_for(info) == INFER_CHUNK_VALUES // width > INFER_CHUNK_PX
-    assert chunk_px_for(dataclasses.replace(info, provenance=dict(info.provenance, mask_width=64))) == INFER_CHUNK_PX
-    assert chunk_px_for(dataclasses.replace(info, provenance={})) == INFER_CHUNK_PX
-    assert chunk_px_for(dataclasses.replace(info, halo_px=2)) == INFER_CHUNK_PX
-    assert chunk_px_for(read_model_info(tiny_models["bin4"])) == INFER_CHUNK_PX
-
-
-def test_sessions_do_not_spin_unless_asked():
-    model = str(ROOT / "models" / "s2_10m_k6.onnx")
-    key = "session.intra_op.allow_spinning"
-    assert open_session(model).get_session_options().get_session_config_entry(key) == "0"
-    assert open_session(model, allow_spinning=True).get_session_options().get_session_config_entry(key) == "1"
 
 
 def test_band_writer_writes_in_order_and_reports_gdal_errors():
@@ -506,31 +338,3 @@ def test_extent_in_map_units_equals_the_pixel_window(tmp_path, tiny_models):
                        SegmentOptions(bands=RGBN, extent=extent))
     assert b.window == a.window == (x0, y0, xs, ys)
     assert np.array_equal(read(tmp_path / "w.tif"), read(tmp_path / "e.tif"))
-
-
-def test_window_slices_index_an_array_like_gdal_reads_it():
-    w = tiling.Window(3, 5, 4, 2)
-    a = np.arange(100).reshape(10, 10)
-    assert np.array_equal(a[w.slices()], a[5:7, 3:7])
-    assert tuple(w) == (3, 5, 4, 2) and w == (3, 5, 4, 2)
-
-
-def test_window_transform_bounds_and_from_extent_agree_with_gdal():
-    """Window.transform is the geotransform GDAL gives the same window (gdal.Translate srcWin), bounds its
-    corners in map units, and from_extent of those bounds gives the window back."""
-    ds = gdal.Open(str(SAMPLE))
-    w = tiling.Window(37, 101, 150, 64)
-    cut = gdal.Translate("/vsimem/test_window.tif", ds, srcWin=list(w))
-    try:
-        assert w.transform(ds.GetGeoTransform()) == pytest.approx(cut.GetGeoTransform(), abs=1e-6)
-        gt = cut.GetGeoTransform()
-        x0, x1 = gt[0], gt[0] + cut.RasterXSize * gt[1]
-        y0, y1 = gt[3] + cut.RasterYSize * gt[5], gt[3]
-    finally:
-        cut = None
-        gdal.Unlink("/vsimem/test_window.tif")
-    assert w.bounds(ds.GetGeoTransform()) == pytest.approx((x0, y0, x1, y1))
-    size = (ds.RasterXSize, ds.RasterYSize)
-    assert tiling.Window.from_extent(ds.GetGeoTransform(), size, *w.bounds(ds.GetGeoTransform())) == w
-    whole = tiling.Window(0, 0, *size)
-    assert tiling.Window.from_extent(ds.GetGeoTransform(), size, *whole.bounds(ds.GetGeoTransform())) == whole

@@ -182,10 +182,13 @@ def test_background_task_keeps_the_results(provider, tiny_models, tmp_path):
 
 
 def test_fit_dialog_shows_the_torch_notice_in_front(provider, qgis_iface, monkeypatch):
-    """Without PyTorch, the fit dialog opens (no error dialog) with the install notice in its own message bar."""
-    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    """Without PyTorch, the fit dialog opens (no error dialog) with the install notice in its own message bar,
+    made through the toolbox's code path (createCustomParametersWidget, via processing.createAlgorithmDialog),
+    with no application-wide event filter (one crashed QGIS 3.22 right after the zip was installed)."""
+    import processing
     from qgis.core import QgsApplication
     from qgis.gui import QgsBrowserGuiModel
+    from qgis.PyQt import sip
     from qgis.PyQt.QtCore import QCoreApplication
     from qgis.PyQt.QtWidgets import QPushButton
 
@@ -196,18 +199,36 @@ def test_fit_dialog_shows_the_torch_notice_in_front(provider, qgis_iface, monkey
     monkeypatch.setitem(installer.MODULES, "torch", "ktextures_no_such_module")  # PyTorch "missing"
     inst = installer_gui.Installer(qgis_iface)
     monkeypatch.setattr(installer_gui, "CURRENT", [inst])  # the plugin is loaded in a desktop
-    watcher = installer_gui.DialogWatcher(inst)
-    QgsApplication.instance().installEventFilter(watcher)
     alg = QgsApplication.processingRegistry().createAlgorithmById("ktextures:fit")
     assert alg.canExecute()[0]  # the dialog opens
-    dlg = AlgorithmDialog(alg)
+    dlg = processing.createAlgorithmDialog("ktextures:fit", {})
     try:
         dlg.show()
         QCoreApplication.processEvents()
         item = dlg.messageBar().currentItem()
         assert item is not None and "torch is not installed" in item.text()
         assert [b.text() for b in item.findChildren(QPushButton)] == ["Install"]
+        started = []
+        monkeypatch.setattr(inst, "start", lambda f, dialog_bar=None: started.append((f, dialog_bar)))  # no pip
+        button = item.findChildren(QPushButton)[0]
+        button.click()
+        # the button (and its slot) outlive the click: the notice removed inside the button's own slot freed the
+        # running slot, and QGIS 3.22 crashed on the click in the fit dialog
+        assert started == [("torch", dlg.messageBar())] and not sip.isdeleted(button)  # progress: in the dialog
+        for _ in range(3):
+            QCoreApplication.processEvents()
+        assert dlg.messageBar().currentItem() is None  # the notice went once the click was over
     finally:
-        QgsApplication.instance().removeEventFilter(watcher)
         dlg.close()
         dlg.deleteLater()
+
+
+def test_no_application_wide_event_filter():
+    """The plugin installs no Python event filter on the application: one (watching for the fit dialog) made
+    QGIS 3.22 segfault right after Plugins > Install from ZIP (sip converting the objects of every event)."""
+    from pathlib import Path
+
+    import ktextures_plugin
+    code = Path(ktextures_plugin.__file__).parent.rglob("*.py")
+    hits = [str(p) for p in code if "installEventFilter" in p.read_text()]
+    assert hits == []

@@ -66,7 +66,7 @@ def test_command_lines_for_each_layout(layout):
     check = installer.resolve_command("PY", "torch", "c.txt", "r.json", platform=layout["platform"])
     assert check[:4] == ["PY", "-m", "pip", "install"] and "--dry-run" in check
     assert check[check.index("--report") + 1] == "r.json" and check[check.index("--constraint") + 1] == "c.txt"
-    assert "--target" not in check and check[-1] == "torch==2.13.0"
+    assert "--target" not in check and check[-3:] == installer.PACKAGES["torch"]  # torch, scikit-learn, onnx
     assert ("https://download.pytorch.org/whl/cpu" in check) == (layout is DEBIAN)  # CPU build on Linux
     plan = installer.Plan("onnxruntime", "PY", target, [], [("onnxruntime", "1.31.1"), ("protobuf", "7.1")])
     cmd = installer.install_command("PY", target, plan, platform=layout["platform"])
@@ -167,6 +167,29 @@ def test_notice_has_an_install_button(qgis_iface, monkeypatch):
     hint = installer_gui.manual_hint("torch")  # the by-hand fix names this QGIS's profile, not "default"
     from qgis.core import QgsApplication
     assert "-m ktextures_plugin install torch --profile" in hint and QgsApplication.qgisSettingsDirPath() in hint
+
+
+def test_clicking_install_starts_the_install_and_removes_the_notice(qgis_iface, monkeypatch):
+    """A real click on the notice's button (a visible bar, as in the main window): the install starts and the
+    notice goes."""
+    from qgis.PyQt.QtCore import QCoreApplication
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from ktextures_plugin import installer_gui
+    monkeypatch.setitem(installer.MODULES, "onnxruntime", "ktextures_no_such_module")
+    inst = installer_gui.Installer(qgis_iface)
+    started = []
+    monkeypatch.setattr(inst, "start", lambda f, dialog_bar=None: started.append((f, dialog_bar)))  # no pip
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    bar.show()
+    inst.notice("onnxruntime")
+    button = bar.currentItem().findChildren(QPushButton)[0]
+    button.click()
+    for _ in range(3):
+        QCoreApplication.processEvents()
+    assert started == [("onnxruntime", None)]  # the main window's notice: progress in the main window
+    assert bar.currentItem() is None
 
 
 # ---------------------------------------------------------------------------------------------- a local index
@@ -351,3 +374,14 @@ def test_end_of_an_install_is_shown_as_what_it_is(qgis_iface, monkeypatch):
         bar.popWidget(item)
         assert bar.currentItem() is None  # the "Installing ..." message went with it
     assert ended == [("onnxruntime", True), ("onnxruntime", False), ("onnxruntime", False)]
+
+
+def test_canceled_pip_run_raises_the_core_cancel_signal():
+    """``is_canceled`` turning True stops pip and raises ``Canceled``, the one cancel signal of the code."""
+    from ktextures_plugin.core.errors import Canceled
+    lines = []
+    cmd = [sys.executable, "-c", "import time\nfor i in range(50):\n    print(i, flush=True); time.sleep(0.05)"]
+    t0 = time.monotonic()
+    with pytest.raises(Canceled):
+        installer.run_pip(cmd, lines.append, is_canceled=lambda: len(lines) >= 2)
+    assert lines == ["0", "1"] and time.monotonic() - t0 < 2

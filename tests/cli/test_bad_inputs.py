@@ -1,6 +1,6 @@
 """Bad inputs through the command line (subprocess) and the core: each gives one clear line on stderr, a
 non-zero exit status and no traceback, and no input file changes (the sha256 of every file of the case folder
-before and after). The inputs are built by tests/bad_inputs.py; QGIS: tests/test_bad_inputs_qgis.py."""
+before and after). The inputs are built by tests/bad_inputs.py; QGIS: tests/algorithms/test_bad_inputs_qgis.py."""
 import errno
 import os
 import signal

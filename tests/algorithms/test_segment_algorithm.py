@@ -268,7 +268,8 @@ def test_cancel_between_tiles(run, tmp_path, tiny_models):
 
 
 def test_without_onnxruntime_provider_loads_and_explains(tmp_path):
-    """A QGIS whose Python cannot import onnxruntime still lists the algorithms; segment says how to install."""
+    """A QGIS whose Python cannot import onnxruntime still lists the algorithms; segment and novelty (the model
+    runners, common.ModelInputAlgorithm) say how to install."""
     code = f"""
 import sys, os
 sys.modules['onnxruntime'] = None  # makes 'import onnxruntime' raise ImportError, as when it is not installed
@@ -282,6 +283,7 @@ from ktextures_plugin.provider import KTexturesProvider
 prov = KTexturesProvider(); QgsApplication.processingRegistry().addProvider(prov)
 alg = QgsApplication.processingRegistry().algorithmById('ktextures:segment')
 print('LOADED', alg is not None, alg.canExecute())
+print('NOVELTY', QgsApplication.processingRegistry().algorithmById('ktextures:novelty').canExecute())
 try:
     processing.run('ktextures:segment', {{'INPUT': {str(SAMPLE)!r}, 'OUTPUT_RASTER': {str(tmp_path / 'x.tif')!r}}})
 except Exception as e:
@@ -290,48 +292,8 @@ os._exit(0)
 """
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     cp = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "LOADED True (False" in cp.stdout, cp.stdout + cp.stderr
+    assert "LOADED True (False" in cp.stdout and "NOVELTY (False" in cp.stdout, cp.stdout + cp.stderr
     assert "ERROR" in cp.stdout and "-m ktextures_plugin install onnxruntime --profile" in cp.stdout
-
-
-def test_cli_and_qgis_build_the_same_segment_options(provider, tmp_path):
-    """Options as the API: every SegmentOptions field has a QGIS parameter and a command-line option (``window`` is
-    for scripts, ``threads`` for the command line), and the same values in both give equal options."""
-    import dataclasses
-
-    from qgis.core import QgsApplication, QgsProcessingContext
-
-    from ktextures_plugin.algorithms import segment as qgis_segment
-    from ktextures_plugin.cli import segment as cli_segment
-    from ktextures_plugin.core.segment import SegmentOptions
-
-    fields = {f.name for f in dataclasses.fields(SegmentOptions)}
-    assert set(cli_segment.OPTIONS) == fields - {"window"}
-    assert set(qgis_segment.OPTIONS) == fields - {"window", "threads"}
-    parser = cli_segment.build_parser()
-    flags = {s for a in parser._actions for s in a.option_strings}
-    assert set(cli_segment.OPTIONS.values()) <= flags
-    alg = QgsApplication.processingRegistry().algorithmById("ktextures:segment")
-    assert set(qgis_segment.OPTIONS.values()) <= {d.name() for d in alg.parameterDefinitions()}
-
-    sim = str(tmp_path / "sim.tif")
-    names = "a,b,c,d,e,f"
-    args = parser.parse_args([str(SAMPLE), "--out", str(tmp_path / "c.tif"), "--bands", "3,2,1,4", "--scaling",
-                              "stretch", "--nodata", "7", "--extent", "500000,5800000,501000,5801000",
-                              "--tile-size", "256", "--min-segment-px", "5", "--simulation", sim,
-                              "--palette", "qualitative", "--class-names", names, "--smoothing", "2.5"])
-    from_cli = cli_segment.segment_options(args)
-    params = {"INPUT": str(SAMPLE), "BANDS": "3,2,1,4", "SCALING": "stretch", "NODATA": 7,
-              "EXTENT": "500000,501000,5800000,5801000", "TILE_SIZE": 256, "MIN_SEGMENT_PX": 5,
-              "PALETTE": "qualitative", "CLASS_NAMES": names, "SMOOTHING": 2.5}
-    context = QgsProcessingContext()
-    layer = alg.parameterAsRasterLayer(params, "INPUT", context)
-    from_qgis = alg.segment_options(params, context, extent=alg._extent(params, context, layer), simulation=sim,
-                                    session=None)
-    norm = dataclasses.replace(from_cli, threads=None, class_names=names.split(","))
-    assert from_qgis == norm
-    assert from_cli != SegmentOptions() and all(getattr(from_qgis, f) != getattr(SegmentOptions(), f)
-                                                for f in qgis_segment.OPTIONS)
 
 
 def test_smoothing_parameter_runs_the_smoothing_step(run, tmp_path):

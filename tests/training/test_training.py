@@ -2,7 +2,7 @@
 torch vs onnxruntime parity, determinism, cancel, CLI. Real data (the bundled Sentinel-2 sample), real
 torch, tiny step counts (the whole file runs in well under a minute on 2 cores).
 
-Run: ``.venv/bin/python -m pytest tests/test_training.py -p no:qgis -q``
+Run: ``.venv/bin/python -m pytest tests/training/test_training.py -p no:qgis -q``
 """
 import os
 import subprocess
@@ -31,7 +31,7 @@ from ktextures_plugin.training.data import TileSampler, check_k  # noqa: E402
 from ktextures_plugin.training.features import FeatureLoss, FeatureSpecError, VGG16Features, build_extractors  # noqa: E402
 from ktextures_plugin.training.model import KTextures, bin_index, crop_textures, hard_bins, recalibrate_bn  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/training/ -> root
 SAMPLE = os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")
 BANDS = "3,2,1,4"
 TINY = dict(steps=3, batch_size=2, recal_tiles=4)   # a real but very short fit
@@ -579,6 +579,34 @@ def test_pixel_warm_start_is_pixel_kmeans_and_exports_its_scores(tmp_path):
     shuffled = np.ascontiguousarray(x.reshape(1, 4, -1)[:, :, perm].reshape(x.shape))
     cs = sess.run(["class"], {"image": shuffled})[0]
     assert np.array_equal(cs.reshape(-1), cls.reshape(-1)[perm])
+
+
+def test_gmm_warm_start_is_a_gaussian_mixture_partition(tmp_path):
+    """The gmm warm start (``--warm-start gmm --steps 0``): the network's partition of the context features is the
+    quadratic (full-covariance Gaussian) rule of its own classes for nearly all pixels, and differs from the
+    nearest-mean rule of k-means (which the context warm start is)."""
+    from ktextures_plugin.core.kmeans import kmeans as K
+    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "gmm.onnx"), steps=0, seed=1, recal_tiles=4, warm_start="gmm")
+    info = inference.read_model_info(res.path)
+    assert info.provenance["warm_start"] == "gmm" and info.provenance["steps_done"] == 0
+    x = _sample_scaled(info)
+    cls, _ = _run(res.path, x)
+    lab = cls[0, 0, 12:-12, 12:-12].ravel()
+    assert len(np.unique(lab)) == 5
+    f = K.context_features(x[0], np.ones(x.shape[2:], bool), K.CONTEXT_SIGMAS)[:, 12:-12, 12:-12]
+    f = f.reshape(16, -1).T.astype(np.float64)
+    f = (f - f.mean(0)) / f.std(0)
+    log_lik = []
+    for c in range(5):
+        fc = f[lab == c]
+        cov = np.cov(fc.T) + 1e-3 * np.eye(16)
+        d = f - fc.mean(0)
+        maha = np.einsum("pi,ij,pj->p", d, np.linalg.inv(cov), d)
+        log_lik.append(np.log(len(fc) / len(f)) - 0.5 * (np.linalg.slogdet(cov)[1] + maha))
+    quadratic = (np.argmax(log_lik, axis=0) == lab).mean()
+    means = np.stack([f[lab == c].mean(0) for c in range(5)])
+    nearest = (((f[:, None] - means[None]) ** 2).sum(-1).argmin(1) == lab).mean()
+    assert quadratic > 0.85 and quadratic > nearest + 0.05
 
 
 def test_early_stop_cuts_a_flat_loss_only():

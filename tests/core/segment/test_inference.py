@@ -1,0 +1,58 @@
+"""core/segment/inference.py: inference in row strips equals one call, the strip size of a model, sessions
+that do not spin."""
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from conftest import ROOT, SAMPLE
+from ktextures_plugin.core.io import raster
+from ktextures_plugin.core.segment.inference import infer_classes, open_session, read_model_info
+
+RGBN = [3, 2, 1, 4]  # the sample is B2,B3,B4,B8 = blue, green, red, nir
+
+
+@pytest.mark.parametrize("chunk_px", [1, 700, 5000, 10 ** 7])
+@pytest.mark.parametrize("model_key", ["bin4", "box4", "bundled"])
+def test_strip_inference_equals_one_call(tiny_models, model_key, chunk_px):
+    """infer_classes in row strips (with the model's halo) gives exactly the classes of one call."""
+    model = (str(ROOT / "models" / "s2_10m_k6.onnx") if model_key == "bundled"
+             else tiny_models[model_key])
+    info = read_model_info(model)
+    ds = gdal.Open(str(SAMPLE))
+    data, _ = raster.read_window(ds, RGBN, (40, 30, 301, 257))
+    x = raster.apply_scale(data, info.scale_min, info.scale_max)
+    session = open_session(model)
+    want = session.run(["class"], {"image": x[None]})[0][0, 0]
+    got = infer_classes(session, x, info.halo_px, chunk_px=chunk_px)
+    assert got.shape == want.shape == (257, 301)
+    assert np.array_equal(got, want), f"{(got != want).sum()} pixels differ"
+
+
+def test_strip_size_follows_the_mask_width(tiny_models):
+    """Per-pixel models that record their mask width run on strips of INFER_CHUNK_VALUES // width pixels;
+    anything else on INFER_CHUNK_PX."""
+    import dataclasses
+
+    from ktextures_plugin.core.segment.inference import (
+        CONTEXT_CHUNK_PX,
+        INFER_CHUNK_PX,
+        INFER_CHUNK_VALUES,
+        chunk_px_for,
+    )
+    ctx = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))          # a context-variant model
+    assert chunk_px_for(ctx) == CONTEXT_CHUNK_PX
+    info = dataclasses.replace(ctx, halo_px=0, provenance=dict(ctx.provenance, variant="faithful", mask_width=16))
+    width = info.provenance["mask_width"]
+    assert chunk_px_for(info) == INFER_CHUNK_VALUES // width > INFER_CHUNK_PX
+    assert chunk_px_for(dataclasses.replace(info, provenance=dict(info.provenance, mask_width=64))) == INFER_CHUNK_PX
+    assert chunk_px_for(dataclasses.replace(info, provenance={})) == INFER_CHUNK_PX
+    assert chunk_px_for(dataclasses.replace(info, halo_px=2)) == INFER_CHUNK_PX
+    assert chunk_px_for(read_model_info(tiny_models["bin4"])) == INFER_CHUNK_PX
+
+
+def test_sessions_do_not_spin_unless_asked():
+    model = str(ROOT / "models" / "s2_10m_k6.onnx")
+    key = "session.intra_op.allow_spinning"
+    assert open_session(model).get_session_options().get_session_config_entry(key) == "0"
+    assert open_session(model, allow_spinning=True).get_session_options().get_session_config_entry(key) == "1"
