@@ -81,9 +81,9 @@ class TileTable:
         class_counts: int64 (m, k) valid pixels of each class in the tile.
         skipped: tiles skipped as mostly nodata (valid fraction below :data:`MIN_VALID_FRACTION`).
         stride: px between neighbouring tile positions (half the tile size).
-        tails: float32 (m, 3 * 4) per band (red, green, blue, NIR): the share of the tile's pixels below the
-            scene's low tail threshold, above its high one (:func:`tail_thresholds`), and the largest line
-            jump (:func:`tail_features`); ``None`` = not computed.
+        tails: float32 (m, 3 * 4): 4 shares (0-1) of the tile's pixels at or below the scene's low tail
+            threshold, 4 at or above its high one (:func:`tail_thresholds`), 4 largest line jumps (model
+            ranges), bands red, green, blue, NIR (:func:`tail_features`); ``None`` = not computed.
     """
 
     grid: Tuple[int, int]
