@@ -3,7 +3,7 @@
 Usage (from the repository root; long runs under the shared CPU lock):
 
     flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py planted [--scenes sample west naip olinda]
-        [--n 20] [--configs typical:4:1:2 ...]
+        [--n 20] [--kinds cloud ...] [--configs typical1:4:1:3:1:split-z ...] [--cache [--fresh-tails]]
     flock /tmp/ktextures-cpu.lock .venv/bin/python bench/novelty.py speed [--size 8192] [--repeats 3]
 
 ``planted``: per scene (:data:`SCENES`: the bundled sample, and from the labelled scenes the west half of the
@@ -13,9 +13,15 @@ data; a dark flat water-like block; a seam of 8 bad lines, saturated and dropped
 vertical; a bright textured roof block with a dark edge), ``--n`` placements with long sides of 32-96 px at
 positions drawn with a fixed seed and never on a multiple of 16 px. Each placement is one planted copy of the
 scene; its tile features are computed once (``rank_tiles``, bundled k = 6 model, tile 64 px every 32 px), then
-DEMUD runs for every configuration ``initial model:rank[:residual weight[:reach]]`` (initial model: ``typical``
-= the default, ``all`` tiles, ``none``, ``sample`` = 128 random tiles, ``grid`` = the non-overlapping tiles,
-``trim``; reach = the exclusion around a selected tile, in positions). Reported per scene and kind: the share
+DEMUD runs for every configuration ``initial model:rank[:residual weight[:reach[:tail weight[:tail
+scaling]]]]`` (initial model: ``typical`` = the SVD of the typical tiles at DEMUD's rank, ``typicalR`` = at
+rank R (the default ``typical1``), ``all`` tiles, ``none``, ``sample`` = 128 random tiles, ``grid`` = the
+non-overlapping tiles, ``trim``; reach = the exclusion around a selected tile, in positions; tail weight 0 =
+no tail blocks, the previous default; tail scaling as ``novelty.design_matrix``; missing parts = the core's
+defaults). ``--cache`` keeps each placement's tile table in bench/out/novelty_cache and reuses it, with the
+tail blocks computed from the whole planted raster by the same core function (``novelty.tail_features``; the
+same numbers as the streamed run), so that configurations and tail features can be screened without running
+the CNN again; the reported figures come from runs without it. Reported per scene and kind: the share
 of placements whose rank-1 tile *shows* the anomaly (shares at least half of the smaller of tile and anomaly),
 the share with such a tile in the first 3, the number of placements with two or more of the first 3 tiles
 *touching* it (sharing a tenth of that), the share whose first 3 selection scores do not increase, and the
@@ -132,8 +138,9 @@ def judge(wins, rect):
     return bool(shows and shows[0]), any(shows), sum(touch)
 
 
-CONFIGS_DEFAULT = ["typical1:4:1:3", "typical1:4:1:2", "typical:4:1:2", "typical:4:1:3", "typical:2:1:2",
-                   "mean:4:1:2", "none:4:1:2", "all:4:1:2"]
+CONFIGS_DEFAULT = ["typical1:4:1:3:1:split-z", "typical1:4:1:3:0", "typical1:4:1:3:0.7:split-z",
+                   "typical1:4:1:3:1:z", "typical1:4:1:3:1:robust-log", "typical1:4:1:3:1.5:robust-log",
+                   "typical1:4:1:3:1:split-robust-log"]
 
 
 def _model(items, how, rank, seed, table=None):
@@ -158,48 +165,98 @@ def _select(table, cfg, seed, wh, tile, designs):
     """DEMUD with configuration ``cfg`` on a tile table: ``(windows of 8 selections, selection scores)``."""
     from ktextures_plugin.core.novelty import demud, novelty
     parts = cfg.split(":")
-    how, rank, weight, reach = parts + ["1", "1"][len(parts) - 2:]
-    if weight not in designs:
-        designs[weight] = novelty.design_matrix(table, float(weight))
-    items, blocks = designs[weight]
+    how, rank, weight, reach, tw, ts = parts + ["1", "1", str(novelty.TAIL_WEIGHT), novelty.TAIL_SCALING][
+        len(parts) - 2:]
+    if (weight, tw, ts) not in designs:
+        designs[(weight, tw, ts)] = novelty.design_matrix(table, float(weight), float(tw), ts)
+    items, blocks = designs[(weight, tw, ts)]
     sel = demud.demud(items, 8, _model(items, how, int(rank), seed, table), blocks, max_rank=int(rank),
                       exclude=novelty.overlapping(table, int(reach)))
     return [s.window for s in novelty.selected_tiles(sel, table, tile, wh)], sel.scores
 
 
-def _own(path, bands, scaling, args, model):
-    """The first 3 selections of each configuration on the scene without a planted anomaly."""
-    from osgeo import gdal
+def _table(path, bands, scaling, args, model, key):
+    """The tile table of ``path`` (``rank_tiles``), or with ``--cache`` the one stored under ``key`` by an
+    earlier run (bench/out/novelty_cache; delete it when the CNN features change) with its tail block
+    computed again from ``path`` (:func:`_tails`, the same numbers as ``rank_tiles`` gives)."""
+    import dataclasses
 
     from ktextures_plugin.core.novelty import novelty
-    res = novelty.rank_tiles(path, model, novelty.NoveltyOptions(bands=bands, scaling=scaling, n_select=1,
-                                                                 tile_size=args.tile))
+    f = os.path.join(OUT, "novelty_cache", key + ".npz")
+    if args.cache and os.path.exists(f):
+        z = np.load(f, allow_pickle=True)
+        kw = {k: z[k] for k in z.files if k != "tails"}
+        kw["grid"], kw["widths"] = tuple(int(v) for v in kw["grid"]), tuple(int(v) for v in kw["widths"])
+        kw["skipped"], kw["stride"] = int(kw["skipped"]), int(kw["stride"])
+        table = novelty.TileTable(**kw)
+        ft = f[:-4] + "_tails.npy"
+        if os.path.exists(ft) and not args.fresh_tails:
+            table.tails = np.load(ft)
+        else:
+            table.tails = _tails(path, bands, scaling, model, table)
+            np.save(ft, table.tails)
+        return table
+    table = novelty.rank_tiles(path, model, novelty.NoveltyOptions(bands=bands, scaling=scaling, n_select=1,
+                                                                   tile_size=args.tile)).table
+    if args.cache:
+        os.makedirs(os.path.dirname(f), exist_ok=True)
+        np.savez(f, **{k.name: np.asarray(getattr(table, k.name)) for k in dataclasses.fields(table)
+                       if getattr(table, k.name) is not None})
+    return table
+
+
+def _tails(path, bands, scaling, model, table):
+    """The tail block of ``table`` computed from the whole raster ``path`` at once (the scenes are small):
+    ``novelty.tail_features`` on the raster scaled as ``rank_tiles`` scales it, padded with nodata to the
+    tile grid; float32 (m, 12)."""
+    from ktextures_plugin.core.io import raster
+    from ktextures_plugin.core.novelty import novelty
+    from ktextures_plugin.core.segment.bands import select_bands
+    from ktextures_plugin.core.segment.inference import read_model_info
+    from ktextures_plugin.core.segment.scaling import resolve_scaling
+    info = read_model_info(model)
+    ds = raster.open_raster(path)
+    bl = select_bands(ds, info, [int(b) for b in bands.split(",")])
+    smin, smax = resolve_scaling(info, ds, bl, scaling, None, None)
+    order = novelty.feature_order(info.channel_names)
+    lo, hi = novelty.tail_thresholds(ds, bl, order, smin, smax)
+    data, valid = raster.read_window(ds, bl, (0, 0, ds.RasterXSize, ds.RasterYSize))
+    x = novelty.scale_for_features(data.astype(np.float32), smin, smax)[order]
+    s = table.stride
+    h, w = (table.grid[1] + 1) * s, (table.grid[0] + 1) * s
+    xp, vp = np.zeros((x.shape[0], h, w), np.float32), np.zeros((h, w), bool)
+    xp[:, :x.shape[1], :x.shape[2]], vp[:x.shape[1], :x.shape[2]] = x[:, :h, :w], valid[:h, :w]
+    return novelty.tail_features(xp, vp, lo, hi, 2 * s)[table.index]
+
+
+def _own(path, bands, scaling, args, model, scene):
+    """The first 3 selections of each configuration on the scene without a planted anomaly."""
+    from osgeo import gdal
+    table = _table(path, bands, scaling, args, model, f"{scene}_own_t{args.tile}")
     wh = (gdal.Open(path).RasterXSize, gdal.Open(path).RasterYSize)
     designs = {}
-    return {cfg: _select(res.table, cfg, args.seed, wh, args.tile, designs)[0][:3] for cfg in args.configs}
+    return {cfg: _select(table, cfg, args.seed, wh, args.tile, designs)[0][:3] for cfg in args.configs}
 
 
 def run_planted(args):
     from osgeo import gdal
 
     from ktextures_plugin import bundled_model_path
-    from ktextures_plugin.core.novelty import novelty
     os.makedirs(OUT, exist_ok=True)
     model = bundled_model_path(1)
     tally = {}
     for scene in args.scenes:
         path, bands, scaling, _ = SCENES[scene]
-        own = _own(path, bands, scaling, args, model)
+        own = _own(path, bands, scaling, args, model, scene)
         for kind in args.kinds:
             for i, (x, y, v) in enumerate(placements(scene, kind, args.n, args.seed)):
-                dst = plant(path, os.path.join(OUT, "novelty_planted.tif"), x, y, v)
+                dst = plant(path, os.path.join(OUT, f"novelty_planted_{os.getpid()}.tif"), x, y, v)
                 rect = (x, y, v.shape[2], v.shape[1])
-                res = novelty.rank_tiles(dst, model, novelty.NoveltyOptions(bands=bands, scaling=scaling, n_select=1,
-                                                                           tile_size=args.tile))
+                table = _table(dst, bands, scaling, args, model, f"{scene}_{kind}_{i}_s{args.seed}_t{args.tile}")
                 designs = {}
                 wh = (gdal.Open(dst).RasterXSize, gdal.Open(dst).RasterYSize)
                 for cfg in args.configs:
-                    wins, scores = _select(res.table, cfg, args.seed, wh, args.tile, designs)
+                    wins, scores = _select(table, cfg, args.seed, wh, args.tile, designs)
                     mono = bool(np.all(np.diff(scores[:3]) <= 1e-9))
                     new = [w for w in wins if not any(overlap(w, o) > 0 and overlap(w, rect) == 0 for o in own[cfg])]
                     tally.setdefault((scene, kind, cfg), []).append(judge(wins, rect) + (mono, judge(new, rect)[0]))
@@ -272,8 +329,12 @@ def main():
     d.add_argument("--n", type=int, default=20, help="placements per scene and kind")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--tile", type=int, default=T, help="tile size in px (default 64)")
+    d.add_argument("--cache", action="store_true", help="keep the tile tables in bench/out/novelty_cache and "
+                   "reuse them (screening DEMUD configurations on the same features)")
+    d.add_argument("--fresh-tails", action="store_true", help="with --cache: compute the tail block again")
     d.add_argument("--configs", nargs="+", default=CONFIGS_DEFAULT,
-                   help="initial model:rank[:residual weight[:reach]]; initial model = typical | "
+                   help="initial model:rank[:residual weight[:reach[:tail weight[:tail scaling]]]] (missing: "
+                        "the core's defaults; tail weight 0 = no tail block); initial model = typical | "
                         "typicalR (initial rank R) | mean | none | all | sample (128 tiles) | grid | trim")
     s = sub.add_parser("speed")
     s.add_argument("--size", type=int, default=8192)

@@ -51,6 +51,31 @@ def stripe(length=80):
     return np.broadcast_to(rows[None, :, None], (4, 8, length)).copy()
 
 
+def _sample_percentile(q):
+    return np.percentile(gdal.Open(str(SAMPLE)).ReadAsArray().reshape(4, -1), q, axis=1)
+
+
+def dark_block(size):
+    """A dark, flat, water-like block: 0.6 x the sample's 0.5th percentile per band, +-3 % (bench/novelty.py)."""
+    jitter = np.random.default_rng(size).uniform(0.97, 1.03, (4, size, size))
+    v = (0.6 * _sample_percentile(0.5))[:, None, None] * jitter
+    return np.rint(v).astype(np.uint16)
+
+
+def roof(w, h):
+    """A bright roof block, 1.15 x the sample's 99.9th percentile +-7 %, with a dark 2 px edge on two sides."""
+    v = (1.15 * _sample_percentile(99.9))[:, None, None] * np.random.default_rng(w).uniform(0.93, 1.07, (4, h, w))
+    v[:, -2:, :] = v[:, :, -2:] = _sample_percentile(2)[:, None, None]
+    return np.rint(v).astype(np.uint16)
+
+
+def unaligned(kind):
+    """Fixed unaligned plantings of the other kinds for the CLI and QGIS tests: ``(x, y, (4, h, w) array)``."""
+    return {"dark": (141, 389, dark_block(40)), "seam": (377, 213, stripe(72).transpose(0, 2, 1).copy()),
+            "roof": (59, 627, roof(56, 44)), "dark-large": (405, 555, dark_block(60)),
+            "seam-long": (251, 99, stripe(80))}[kind]
+
+
 def shared_px(window, x, y, w, h):
     wx, wy, ww, wh = window
     return max(0, min(wx + ww, x + w) - max(wx, x)) * max(0, min(wy + wh, y + h) - max(wy, y))

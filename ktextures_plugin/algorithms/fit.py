@@ -204,6 +204,19 @@ class FitAlgorithm(KTexturesAlgorithm):
                               "vector": (out_vector, outputs.VECTOR)}, {"input": src})
         return out_model, out_raster, out_vector
 
+    def fit_config(self, parameters, context):
+        """The :class:`~ktextures_plugin.training.train.FitConfig` of the parameters (imports torch)."""
+        from ..training import FitConfig
+        return FitConfig(
+            k=self.parameterAsInt(parameters, self.K, context),
+            steps=self.parameterAsInt(parameters, self.STEPS, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or DEFAULT_VARIANT,
+            continuity=self.parameterAsDouble(parameters, self.CONTINUITY, context),
+            features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
+            extra_nodata=optional_number(parameters, self.NODATA),
+            mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH)
+
     def _fit(self, parameters, context, feedback, src: str, bands, out_model: str, *, title: str, fit_end: float):
         """Run :func:`ktextures_plugin.training.fit` with the algorithm's parameters; progress up to ``fit_end``
         percent. Returns its :class:`~ktextures_plugin.training.train.FitReport`."""
@@ -219,14 +232,8 @@ class FitAlgorithm(KTexturesAlgorithm):
                 feedback.pushInfo(f"step {step}/{total}  loss {loss:.5f}")
 
         feedback.pushInfo(f"Fitting k = {k} on bands {bands} for {steps} steps (CPU) ...")
-        info = fit(src, bands, k, out_model, steps=steps, seed=self.parameterAsInt(parameters, self.SEED, context),
-                   variant=self.parameterAsEnumString(parameters, self.VARIANT, context) or DEFAULT_VARIANT,
-                   continuity=self.parameterAsDouble(parameters, self.CONTINUITY, context),
-                   features=self.parameterAsString(parameters, self.FEATURES, context) or "random",
-                   progress=progress, is_canceled=feedback.isCanceled,
-                   extra_nodata=optional_number(parameters, self.NODATA),
-                   mask_width=self.parameterAsInt(parameters, self.MASK_WIDTH, context) or DEFAULT_MASK_WIDTH,
-                   retries=self.parameterAsInt(parameters, self.RETRIES, context),
+        info = fit(src, bands, out_model, self.fit_config(parameters, context), progress=progress,
+                   is_canceled=feedback.isCanceled, retries=self.parameterAsInt(parameters, self.RETRIES, context),
                    log=feedback.pushInfo, title=title)
         feedback.pushInfo(f"Model written to {out_model} in {info.seconds:.1f} s "
                           f"({info.steps_per_s:.2f} steps/s), final loss {info.final_loss:.5f}")

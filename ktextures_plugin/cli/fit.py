@@ -94,6 +94,15 @@ def build_parser():
     return p
 
 
+def fit_config(args):
+    """The :class:`~ktextures_plugin.training.train.FitConfig` of the parsed command line (imports torch)."""
+    from ..training import FitConfig
+    return FitConfig(k=args.k, steps=args.steps, seed=args.seed, variant=args.variant, features=args.features,
+                     tile_size=args.tile_size, batch_size=args.batch_size, binning=args.binning, threads=args.threads,
+                     extra_nodata=args.nodata, mask_width=args.mask_width, continuity=args.continuity,
+                     warm_start=args.warm_start, anchor=args.anchor, smoothing_beta=args.smoothing_beta)
+
+
 @front_end(None, NAMES)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -106,13 +115,8 @@ def main(argv=None) -> int:
     progress = _progress(state, args.quiet)
     try:
         with input_view(args.image, args.ignore_mask_bands) as image:
-            res = fit(image, args.bands, args.k, args.out, steps=args.steps, seed=args.seed,
-                      variant=args.variant, features=args.features, tile_size=args.tile_size,
-                      batch_size=args.batch_size, progress=progress, title=args.title, binning=args.binning,
-                      threads=args.threads, extra_nodata=args.nodata, mask_width=args.mask_width,
-                      retries=args.retries, continuity=args.continuity, warm_start=args.warm_start,
-                      anchor=args.anchor, smoothing_beta=args.smoothing_beta,
-                      log=lambda m: print(f"note: {m}", file=sys.stderr))
+            res = fit(image, args.bands, args.out, fit_config(args), progress=progress, title=args.title,
+                      retries=args.retries, log=lambda m: print(f"note: {m}", file=sys.stderr))
     except CoreError as exc:  # the message comes from front_end; this adds the option to change
         msg = str(exc.args[0]) if exc.args else ""
         if msg.endswith("smaller training tile)"):

@@ -5,8 +5,8 @@ the QGIS plugin can list the ``fit`` algorithm and explain a missing torch insta
 
 Public API::
 
-    from ktextures_plugin.training import fit, FitCanceled, FitInputError
-    info = fit("image.tif", "3,2,1,4", k=6, out_path="model.onnx", steps=600)
+    from ktextures_plugin.training import FitCanceled, FitConfig, FitInputError, fit
+    info = fit("image.tif", "3,2,1,4", "model.onnx", FitConfig(k=6, steps=600))
 
 Modules: ``model`` (networks, §3-§4), ``features`` (loss feature extractors, §5), ``data`` (GDAL tile
 sampler, §2), ``train`` (the loop and :func:`fit`, §6), ``export`` (ONNX, §7); sections of docs/method.md.
@@ -24,7 +24,7 @@ from .errors import (
     TorchMissingError,
 )
 
-__all__ = ["fit", "FitCanceled", "FitInputError", "TooFewBandsError", "BadKError", "RasterTooSmallError",
+__all__ = ["fit", "FitConfig", "FitCanceled", "FitInputError", "TooFewBandsError", "BadKError", "RasterTooSmallError",
            "AllNodataError", "TorchMissingError", "torch_available"]
 
 
@@ -35,6 +35,16 @@ def torch_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def __getattr__(name):
+    """``FitConfig``, imported from :mod:`.train` (and so torch) only when asked for."""
+    if name == "FitConfig":
+        if not torch_available():
+            raise TorchMissingError(TORCH_INSTALL_HINT)
+        from .train import FitConfig
+        return FitConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fit(*args, **kwargs):

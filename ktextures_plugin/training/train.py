@@ -59,7 +59,17 @@ EMPTY_CLASS_FRACTION = 0.001
 
 @dataclass
 class FitConfig:
-    """Every knob of a fit; the defaults are the measured choices (models/README.md)."""
+    """Every knob of a fit, the options of :func:`fit`; the defaults are the measured choices (models/README.md).
+
+    ``k`` (2..128); ``steps`` optimisation steps, each of ``batch_size`` random tiles of ``tile_size`` px; ``seed``
+    seeds tile positions, initial weights and texture noise (same seed, same model on CPU); ``variant``
+    ``"faithful"`` (per-pixel, halo 0), ``"spatial"`` (3x3 mask network, halo 2 px) or ``"context"``
+    (docs/method.md §3.3, halo 12 px); ``features`` the loss feature extractors (``"random"``, ``"ae"``,
+    ``"vgg16:PATH"``, several joined with ``+``); ``binning`` ``"faithful"`` (slope 5000 throughout), ``"anneal"``
+    or ``"ste"`` (:data:`BINNINGS`); ``threads`` torch intra-op threads (default :func:`default_threads`,
+    restored afterwards); ``extra_nodata`` a value treated as nodata beside the GDAL mask band; the rest as
+    commented below.
+    """
 
     k: int
     steps: int = DEFAULT_STEPS
@@ -573,35 +583,24 @@ def _fit_warnings(res: FitResult, cfg: FitConfig, tried: List[int]) -> List[str]
     return warnings
 
 
-def fit(image_path: str, bands, k: int, out_path: str, *, steps: int = DEFAULT_STEPS, seed: int = 0,
-        variant: str = DEFAULT_VARIANT, features: str = "random", tile_size: int = 128,
-        batch_size: int = DEFAULT_BATCH, progress: Optional[Progress] = None,
-        is_canceled: Optional[Callable[[], bool]] = None, title: str = "", binning: str = DEFAULT_BINNING,
-        threads: Optional[int] = None, extra_nodata: Optional[float] = None, retries: int = DEFAULT_RETRIES,
-        log: Optional[Callable[[str], None]] = None, **options) -> FitReport:
+def fit(image_path: str, bands, out_path: str, cfg: FitConfig, *, progress: Optional[Progress] = None,
+        is_canceled: Optional[Callable[[], bool]] = None, title: str = "", retries: int = DEFAULT_RETRIES,
+        log: Optional[Callable[[str], None]] = None) -> FitReport:
     """Fit a k-textures model on one raster and export it as a k-textures ONNX file (docs/method.md §6, §7).
 
     Args:
         image_path: raster readable by GDAL (any size: tiles are read through windows).
         bands: 1-based band numbers of red, green, blue, NIR, e.g. ``"3,2,1,4"`` or ``[3, 2, 1, 4]``.
-        k: number of classes, 2..128.
         out_path: the ``.onnx`` to write (written via a temporary file, renamed on success only).
-        steps, batch_size, tile_size: optimisation steps, each of ``batch_size`` random tiles of ``tile_size`` px.
-        seed: seeds tile positions, initial weights, texture noise: same seed -> same model on CPU.
-        variant: ``"faithful"`` (per-pixel, halo 0), ``"spatial"`` (3x3 mask network, halo 2 px) or
-            ``"context"`` (docs/method.md §3.3, halo 12 px).
-        features: loss feature extractors, ``"random"``, ``"ae"``, ``"vgg16:PATH"``, several joined with ``+``.
+        cfg: the :class:`FitConfig` (k, steps, seed, variant, features, tile and batch size, binning, threads,
+            extra nodata value, ...), built once by each front end.
         progress: called as ``progress(step, total, loss)`` every few steps (loss = mean over those steps).
         is_canceled: polled every step; when True, :class:`FitCanceled` is raised and no file is written.
         title: ``ktextures.title`` (default "k-textures, k = K, <file name>").
-        binning: ``"faithful"`` (default, slope 5000 throughout), ``"anneal"`` or ``"ste"``, see :data:`BINNINGS`.
-        threads: torch intra-op threads (default :func:`default_threads`); restored afterwards.
-        extra_nodata: value treated as nodata besides the GDAL mask band.
         retries: refits with seed + 1, seed + 2, ... while a class stays unused (:func:`_train_with_retries`);
             ``provenance["seed"]`` is the kept fit's seed; each retry reports its steps through ``progress``
             again (``total`` grows by ``steps``).
         log: called with a one-line message when a retry starts.
-        options: further :class:`FitConfig` fields (lr, slope_start, recal_tiles, ...).
 
     Returns a :class:`FitReport`.
 
@@ -614,12 +613,10 @@ def fit(image_path: str, bands, k: int, out_path: str, *, steps: int = DEFAULT_S
     from .export import export_onnx
 
     outputs.check_outputs({"output": (out_path, outputs.MODEL)}, {"input": image_path})
-    cfg = FitConfig(k=k, steps=steps, seed=seed, variant=variant, features=features, tile_size=tile_size,
-                    batch_size=batch_size, binning=binning, threads=threads, extra_nodata=extra_nodata, **options)
     if int(retries) < 0:
         raise FitInputError(f"retries must be >= 0, got {retries}")
     t0 = time.time()
-    with _torch_threads(threads):
+    with _torch_threads(cfg.threads):
         res, cfg, tried = _train_with_retries(image_path, bands, cfg, retries, progress, is_canceled, log)
         prov = _provenance(image_path, res, cfg, tried)
         if is_canceled is not None and is_canceled():

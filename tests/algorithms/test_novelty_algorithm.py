@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from conftest import SAMPLE, algorithm_runner
-from planted import PATCH_XY, amazon_patch, assert_found_once, cloud, overlaps, plant
+from planted import PATCH_XY, amazon_patch, assert_found_once, cloud, overlaps, plant, unaligned
 
 gdal.UseExceptions()
 
@@ -75,6 +75,20 @@ def test_unaligned_cloud_through_qgis(run, tmp_path, x, y):
     assert_found_once(windows, x, y, 64, 64)
     scores = [f["selection_score"] for f in feats]
     assert scores[0] == max(scores) and all(f["initial_score"] > 0 for f in feats)
+
+
+@pytest.mark.parametrize("kind", ["seam-long", "dark-large"])
+def test_unaligned_seam_and_dark_block_through_qgis(run, tmp_path, kind):
+    """processing.run: a seam of bad lines and a dark block off the tile grid are rank 1, shown once."""
+    x, y, arr = unaligned(kind)
+    src = plant(tmp_path / "anomaly.tif", [(x, y, arr)])
+    res = run({"INPUT": str(src), "N_SELECT": 3, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
+               "OUTPUT_SELECTED": str(tmp_path / "tiles.gpkg"), "OUTPUT_HTML": ""})
+    vec = ogr.Open(res["OUTPUT_SELECTED"])
+    feats = sorted(vec.GetLayer(0), key=lambda f: f["rank"])
+    assert_found_once([(f["tile_col"] * 32, f["tile_row"] * 32, 64, 64) for f in feats], x, y, arr.shape[2],
+                      arr.shape[1])
+    assert feats[0]["selection_score"] == max(f["selection_score"] for f in feats)
 
 
 def test_errors_name_the_parameter(run, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from osgeo import gdal
 
 from conftest import ROOT
-from planted import PATCH_XY, T, amazon_patch, assert_found_once, cloud, overlaps, plant
+from planted import PATCH_XY, T, amazon_patch, assert_found_once, cloud, overlaps, plant, unaligned
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,20 @@ def test_cli_unaligned_cloud(tmp_path, x, y, size):
     assert cp.returncode == 0, cp.stderr[-2000:]
     rows = json.loads(cp.stdout)["selected"]
     assert_found_once([r["window"] for r in rows], x, y, size, size)
+    assert rows[0]["selection_score"] == max(r["selection_score"] for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["dark", "seam", "roof"])
+def test_cli_unaligned_dark_block_seam_and_roof(tmp_path, kind):
+    """The CLI ranks a dark block, a seam of bad lines and a roof block off the tile grid first, shown once."""
+    x, y, arr = unaligned(kind)
+    path = plant(tmp_path / f"{kind}.tif", [(x, y, arr)])
+    cp = subprocess.run([sys.executable, "-m", "ktextures_plugin", "novelty", str(path), "--score",
+                         str(tmp_path / "s.tif"), "--n-select", "3", "--json", "--quiet"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    rows = json.loads(cp.stdout)["selected"]
+    assert_found_once([r["window"] for r in rows], x, y, arr.shape[2], arr.shape[1])
     assert rows[0]["selection_score"] == max(r["selection_score"] for r in rows)
 
 

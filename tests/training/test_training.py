@@ -22,11 +22,12 @@ from ktextures_plugin.training import (  # noqa: E402
     AllNodataError,
     BadKError,
     FitCanceled,
+    FitConfig,
     FitInputError,
     RasterTooSmallError,
     TooFewBandsError,
-    fit,
 )
+from ktextures_plugin.training import fit as fit_model  # noqa: E402
 from ktextures_plugin.training.data import TileSampler, check_k  # noqa: E402
 from ktextures_plugin.training.features import FeatureLoss, FeatureSpecError, VGG16Features, build_extractors  # noqa: E402
 from ktextures_plugin.training.model import KTextures, bin_index, crop_textures, hard_bins, recalibrate_bn  # noqa: E402
@@ -36,6 +37,15 @@ SAMPLE = os.path.join(ROOT, "data", "s2_brandenburg_sample_b2b3b4b8_10m.tif")
 BANDS = "3,2,1,4"
 TINY = dict(steps=3, batch_size=2, recal_tiles=4)   # a real but very short fit
 FAITHFUL = dict(TINY, variant="faithful")           # ... of the paper's per-pixel network
+
+
+def fit(image, bands, k, out, *, progress=None, is_canceled=None, log=None, retries=None, title="", **cfg):
+    """The fits of these tests: :func:`ktextures_plugin.training.fit` with ``FitConfig(k=k, **cfg)``, the other
+    keywords passed as they are (``retries`` at its default unless given)."""
+    run = dict(progress=progress, is_canceled=is_canceled, log=log, title=title)
+    if retries is not None:
+        run["retries"] = retries
+    return fit_model(image, bands, out, FitConfig(k=k, **cfg), **run)
 
 
 def _sample_scaled(info):

@@ -6,7 +6,10 @@ texture period anchored on the raster grid, as ``segment`` writes it); the tile 
 the window into tiles; the frozen multi-scale feature CNN of the k-textures loss (``models/features_random_cnn
 .onnx``) runs on every tile and on its simulation. Per tile: the mean and standard deviation of every feature
 channel (appearance) and, per scale, the mean squared feature difference between tile and simulation (the
-k-textures residual). The columns are standardised and weighted (:func:`design_matrix`), and
+k-textures residual); from the pixels, the share beyond the scene's 1st / 99th percentiles per band
+(:data:`TAIL_PERCENTILES`) and the largest row- or column-mean line jump per band (the tail blocks,
+:func:`tail_features`). The columns are
+standardised and weighted (:func:`design_matrix`), and
 :func:`ktextures_plugin.core.novelty.demud.demud` selects the tiles. Memory grows with the number of tiles' feature
 vectors (about 5.4 kB per tile), not with pixels. Outputs: ``novelty_output``.
 """
@@ -54,6 +57,14 @@ TYPICAL_SHARE = 0.9
 INIT_RANK = 1
 #: once a tile is selected, the tiles within this many positions (half tiles) of it are not selectable
 EXCLUDE_REACH = 3
+#: the scene percentiles (per band, %) at or beyond which a pixel counts as extreme in the tail features;
+#: 1 / 99 rather than 0.1 / 99.9: an anomaly larger than the tail sets the percentile itself and its share is
+#: capped near the tail's share of the scene (docs/novelty.md, "Features"; bench/novelty.py planted)
+TAIL_PERCENTILES = (1.0, 99.0)
+#: weight of the tail blocks (extreme pixels; line jumps) against the appearance block, and how they are
+#: standardised (:func:`design_matrix`; docs/novelty.md, "Standardisation"; bench/novelty.py planted)
+TAIL_WEIGHT = 1.0
+TAIL_SCALING = "split-z"
 
 
 @dataclass
@@ -70,6 +81,9 @@ class TileTable:
         class_counts: int64 (m, k) valid pixels of each class in the tile.
         skipped: tiles skipped as mostly nodata (valid fraction below :data:`MIN_VALID_FRACTION`).
         stride: px between neighbouring tile positions (half the tile size).
+        tails: float32 (m, 3 * 4): 4 shares (0-1) of the tile's pixels at or below the scene's low tail
+            threshold, 4 at or above its high one (:func:`tail_thresholds`), 4 largest line jumps (model
+            ranges), bands red, green, blue, NIR (:func:`tail_features`); ``None`` = not computed.
     """
 
     grid: Tuple[int, int]
@@ -80,6 +94,7 @@ class TileTable:
     skipped: int
     widths: Tuple[int, ...] = ()
     stride: int = 32
+    tails: Optional[np.ndarray] = None
 
     def stage_norm(self) -> np.ndarray:
         """float64 (scales,) the mean residual of each scale over all scored tiles (heat map units)."""
@@ -159,23 +174,64 @@ def heat_map(fsess, x: np.ndarray, sim: np.ndarray, stage_norm: np.ndarray) -> n
     return (out / len(maps)).astype(np.float32)
 
 
-def design_matrix(table: TileTable, residual_weight: float = 1.0) -> Tuple[np.ndarray, List[slice]]:
-    """The DEMUD item matrix: every column standardised over the scored tiles (z-score; a constant column
-    stays 0), the appearance block divided by sqrt(its width) and the residual block multiplied by
-    ``residual_weight`` / sqrt(its width), so both blocks carry the same total variance (at weight 1).
+def design_matrix(table: TileTable, residual_weight: float = 1.0, tail_weight: float = TAIL_WEIGHT,
+                  tail_scaling: str = TAIL_SCALING) -> Tuple[np.ndarray, List[slice]]:
+    """The DEMUD item matrix (docs/novelty.md, "Standardisation"): column blocks, each column standardised
+    over the scored tiles and each block divided by sqrt(its width), so that every block carries the same
+    total variance at weight 1: the appearance block (weight 1), the k-textures residual block
+    (``residual_weight``) and, when ``table.tails`` is there and ``tail_weight`` > 0, the tail block
+    (``tail_weight``). Standardisation: z-score (a constant column stays 0). ``tail_scaling``: "split-z"
+    (the default, :data:`TAIL_SCALING`) = the tail block as two blocks of the same weight, the 8 extreme-pixel
+    shares and the 4 line jumps, z-scored; "z" = one block of 12; "robust" / "robust-log" (with or without
+    "split-") = :func:`robust_scores` instead of the z-score (measured, not kept: docs/benchmarks.md).
+
+    Args:
+        table: the tile features; residual_weight, tail_weight: block weights (>= 0).
 
     Returns:
-        ``(items float32 (m, d), [appearance slice, residual slice])``.
+        ``(items float32 (m, d), blocks)``: d = 896 + 448 (+ 12); blocks = column slices [appearance,
+        residual(, extremes, lines | tails)].
     """
-    da, dr = table.appearance.shape[1], table.residual.shape[1]
-    items = np.empty((table.appearance.shape[0], da + dr), np.float32)   # filled in place: no float64 copy
-    for block, src, w in ((slice(0, da), table.appearance, 1.0 / np.sqrt(da)),
-                          (slice(da, da + dr), table.residual, residual_weight / np.sqrt(dr))):
-        mean, sd = _column_stats(src)
+    parts = [(table.appearance, 1.0, "z"), (table.residual, residual_weight, "z")]
+    if table.tails is not None and tail_weight > 0 and tail_scaling.startswith("split-"):
+        nb = table.tails.shape[1] // 3
+        parts += [(table.tails[:, :2 * nb], tail_weight, tail_scaling[6:]),
+                  (table.tails[:, 2 * nb:], tail_weight, tail_scaling[6:])]
+    elif table.tails is not None and tail_weight > 0:
+        parts.append((table.tails, tail_weight, tail_scaling))
+    widths = [p[0].shape[1] for p in parts]
+    edges = np.cumsum([0] + widths)
+    items = np.empty((table.appearance.shape[0], int(edges[-1])), np.float32)   # filled in place
+    blocks = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    for block, (src, w, how) in zip(blocks, parts):
         out = items[:, block]
-        np.subtract(src, mean.astype(np.float32), out=out)
-        out *= (w / np.where(sd > 0, sd, 1.0)).astype(np.float32)
-    return items, [slice(0, da), slice(da, da + dr)]
+        if how == "z":
+            mean, sd = _column_stats(src)
+            np.subtract(src, mean.astype(np.float32), out=out)
+            out *= (w / np.sqrt(src.shape[1]) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+        else:
+            out[...] = robust_scores(src, how) * np.float32(w / np.sqrt(src.shape[1]))
+    return items, blocks
+
+
+def robust_scores(a: np.ndarray, how: str = "robust-log") -> np.ndarray:
+    """Robust column standardisation of (m, d) ``a`` -> float32 (m, d): ``(a - median) / scale``, scale =
+    1.4826 x the median absolute deviation, or where that is 0 (a column that is 0 in most tiles, as the
+    share of extreme pixels) 1.2533 x the mean absolute deviation from the median (both = the standard
+    deviation for normal data), a constant column 0. A rare extreme value is thus measured against the
+    spread of the common ones, not against a standard deviation it inflates itself. ``how`` = "robust": as
+    is; "robust-log": ``sign(z) log(1 + |z|)``, so that one extreme column cannot outweigh all others."""
+    x = np.asarray(a, np.float64)
+    med = np.median(x, axis=0)
+    dev = np.abs(x - med)
+    scale = 1.4826 * np.median(dev, axis=0)
+    scale = np.where(scale > 0, scale, 1.2533 * dev.mean(axis=0))
+    z = (x - med) / np.where(scale > 0, scale, 1.0)
+    if how == "robust-log":
+        z = np.sign(z) * np.log1p(np.abs(z))
+    elif how != "robust":
+        raise ValueError(f"tail scaling must be 'robust' or 'robust-log', got {how!r}")
+    return z.astype(np.float32)
 
 
 def _column_stats(a: np.ndarray, chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
@@ -283,6 +339,75 @@ def pooled_features(maps: Sequence[np.ndarray], origin: Tuple[int, int], shape: 
     return flat[0], flat[1]
 
 
+def tail_thresholds(ds, bands, order, smin, smax, extra_nodata=None) -> Tuple[np.ndarray, np.ndarray]:
+    """The scene's extreme-value thresholds for :func:`tail_features`: per band the :data:`TAIL_PERCENTILES`
+    of the valid pixels (``raster.percentile_scale``: at most 1e6 pixels, a decimated read), scaled as
+    :func:`scale_for_features` scales the pixels.
+
+    Args:
+        ds: the open raster; bands: 1-based bands in the model's channel order; order: the feature CNN's
+            channel order among them (:func:`feature_order`); smin, smax: the scaling per band.
+
+    Returns:
+        ``(low, high)`` float32 (4,) each, red, green, blue, NIR, in model ranges (0-1 = the model's range).
+    """
+    lo, hi = raster.percentile_scale(ds, bands, lower=TAIL_PERCENTILES[0], upper=TAIL_PERCENTILES[1],
+                                     extra_nodata=extra_nodata)
+    out = [scale_for_features(np.asarray(v, np.float32)[:, None, None].copy(), smin, smax)[order, 0, 0]
+           for v in (lo, hi)]
+    return out[0], out[1]
+
+
+def tail_features(x: np.ndarray, valid: np.ndarray, low: np.ndarray, high: np.ndarray,
+                  tile_size: int) -> np.ndarray:
+    """Per-tile extreme-value and line-artefact statistics of overlapping tiles, from the pixels themselves.
+
+    Per band: the share of the tile's pixels (of ``tile_size`` ** 2) that are valid and at or below ``low``,
+    the share at or above ``high`` (at: an anomaly of integer values larger than the tail sets the percentile
+    itself, ties with it count), and the largest **line jump**: the row means over the tile's columns (valid pixels
+    only), the largest absolute deviation of one from the mean of its two neighbours (rows inside the tile);
+    the same for the column means; the larger of the two. A seam of bad lines gives a large jump, a smooth
+    field or a single edge a small one.
+
+    Args:
+        x: float32 (B, (ny + 1) * s, (nx + 1) * s) pixels in feature scaling (:func:`scale_for_features`), the
+            first tile's top-left corner at (0, 0); s = ``tile_size`` / 2 (tile (r, c) = half-tile blocks
+            r, r + 1 x c, c + 1); valid: bool (same height, width); low, high: float (B,) thresholds
+            (:func:`tail_thresholds`).
+
+    Returns:
+        float32 (ny * nx, 3 * B), tiles row by row: B low shares, B high shares (0-1), B line jumps (model
+        ranges).
+    """
+    s = tile_size // 2
+    n = float(tile_size * tile_size)
+    low = np.asarray(low, np.float32)[:, None, None]
+    high = np.asarray(high, np.float32)[:, None, None]
+    below = _tile_sums(_block_sums((x <= low) & valid, s)) / n
+    above = _tile_sums(_block_sums((x >= high) & valid, s)) / n
+    xv = np.where(valid, x, np.float32(0.0))
+    jumps = np.maximum(_line_jumps(xv, valid, s), _line_jumps(xv.transpose(0, 2, 1), valid.T, s).transpose(0, 2, 1))
+    out = np.concatenate([below, above, jumps], axis=0)
+    return out.reshape(out.shape[0], -1).T.astype(np.float32)
+
+
+def _line_jumps(xv: np.ndarray, valid: np.ndarray, s: int) -> np.ndarray:
+    """(B, H, W) pixels (0 where not ``valid``), H, W multiples of ``s`` -> (B, H / s - 1, W / s - 1): per tile
+    the largest |row mean - mean of the rows above and below| over the tile's rows that have both inside the
+    tile; row means over the tile's 2 s columns, valid pixels only, rows with under ``s`` valid pixels skipped."""
+    b, h, w = xv.shape
+    rs = xv.reshape(b, h, w // s, s).sum(axis=-1, dtype=np.float64)
+    rc = valid.reshape(h, w // s, s).sum(axis=-1)
+    ts, tc = rs[..., :-1] + rs[..., 1:], rc[:, :-1] + rc[:, 1:]        # (B, H, nx), (H, nx)
+    ok = tc >= s
+    m = ts / np.maximum(tc, 1)
+    d = np.zeros_like(m)
+    d[:, 1:-1] = np.abs(m[:, 1:-1] - 0.5 * (m[:, :-2] + m[:, 2:])) * (ok[:-2] & ok[1:-1] & ok[2:])
+    d = d.reshape(b, h // s, s, -1)
+    # tile r = rows r * s + 1 .. r * s + 2 s - 2: block r without its first row, block r + 1 without its last
+    return np.maximum(d[:, :-1, 1:].max(axis=2), d[:, 1:, :-1].max(axis=2))
+
+
 def _cell(f: np.ndarray, full: np.ndarray) -> int:
     """Cell size in px of a feature map ``f`` against the full-resolution map ``full``."""
     return full.shape[-1] // f.shape[-1]
@@ -331,6 +456,7 @@ class _Window:
         self.appearance, self.residual = pooled_features(maps, (ox, oy), (ny, nx), t)
         region = (slice(oy, oy + (ny + 1) * s), slice(ox, ox + (nx + 1) * s))
         vr = _pad_window(valid, h, w, False)[region]
+        self.tails = tail_features(img[0][(slice(None),) + region], vr, ctx.tail_low, ctx.tail_high, t)
         self.valid_fraction = (_tile_sums(_block_sums(vr, s)) / float(t * t)).ravel()
         labels = np.where(vr, _pad_window(cls, h, w, 0)[region], ctx.k)   # k = nodata
         blk = (np.arange(labels.shape[0]) // s)[:, None] * (nx + 1) + (np.arange(labels.shape[1]) // s)[None, :]
@@ -354,6 +480,8 @@ class _Context:
     tile_size: int
     chunk_px: int
     grid: Tuple[int, int]
+    tail_low: Optional[np.ndarray] = None    # float32 (4,) tail thresholds (tail_thresholds)
+    tail_high: Optional[np.ndarray] = None
 
 
 def window_halo(tile_size: int, halo_px: int) -> int:
@@ -379,6 +507,7 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
     n_grid = ctx.grid[0] * ctx.grid[1]   # filled window by window: no second copy when done
     app = np.empty((n_grid, 2 * sum(widths)), np.float32)
     res = np.empty((n_grid, sum(widths)), np.float32)
+    tails = np.empty((n_grid, 3 * len(ctx.order)), np.float32)
     idx, cnt = [], []
     n, skipped, any_valid = 0, 0, False
     with contextlib.closing(prefetch(ds, bands, iter(tiles), extra_nodata, is_canceled,
@@ -390,7 +519,7 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
             any_valid |= b.any_valid
             skipped += int((~b.keep).sum())
             m = int(b.keep.sum())
-            app[n:n + m], res[n:n + m] = b.appearance[b.keep], b.residual[b.keep]
+            app[n:n + m], res[n:n + m], tails[n:n + m] = b.appearance[b.keep], b.residual[b.keep], b.tails[b.keep]
             n += m
             idx.append(b.index[b.keep])
             cnt.append(b.counts[b.keep])
@@ -404,9 +533,9 @@ def extract_tiles(ds, bands, ctx: _Context, smin, smax, extra_nodata=None, progr
                           "tiles): nothing to rank. Choose a smaller {name} or a raster with more valid data.",
                           parameter="tile_size")
     if n < n_grid:
-        app, res = app[:n].copy(), res[:n].copy()
+        app, res, tails = app[:n].copy(), res[:n].copy(), tails[:n].copy()
     return TileTable(ctx.grid, np.concatenate(idx).astype(np.int64), app, res, np.concatenate(cnt).astype(np.int64),
-                     skipped, widths, t // 2)
+                     skipped, widths, t // 2, tails)
 
 
 def _open(input_path, model_path, bands, tile_size, threads, session, features_path):
@@ -508,6 +637,7 @@ def rank_tiles(input_path: str, model_path: str, opts: NoveltyOptions = NoveltyO
     ds, band_list, ctx = _open(input_path, model_path, bands, tile_size, threads, session, features_path)
     try:
         smin, smax, warnings = _scaling(ctx, ds, band_list, scaling, extra_nodata, warn)
+        ctx.tail_low, ctx.tail_high = tail_thresholds(ds, band_list, ctx.order, smin, smax, extra_nodata)
         say(f"Model '{ctx.info.title}': k = {ctx.k}; bands {band_list} -> {ctx.info.channel_names}; "
             f"tiles {ctx.tile_size} px, grid {ctx.grid[0]} x {ctx.grid[1]}")
         with raster.gdal_cache_limit():
