@@ -17,6 +17,7 @@ from ..errors import ModelError
 from ..io.modelinfo import (
     INPUT_NAME,
     K_HALO,
+    K_PROVENANCE,
     OUTPUT_CLASS,
     OUTPUT_SCORES,
     OUTPUT_TEXTURES,
@@ -40,17 +41,30 @@ def choose_providers(available: List[str], prefer_gpu: bool = True) -> List[str]
 
 # onnxruntime's NCHWc layout transformer blocks convolutions for AVX2/AVX-512 and inserts reorders around the
 # element-wise nodes it cannot run blocked. For a per-pixel model (only 1x1 convolutions, halo 0) the reorders
-# cost more than they save: ~10-20 % slower on the bench machine; for 3x3 convolutions (the spatial variant)
-# it is ~40 % faster, so it stays on there (docs/benchmarks.md, "ELU rewrite").
+# cost more than they save: ~10-20 % slower on the bench machine; for the context variant (depthwise 1-D blurs
+# and 1x1 convolutions) ~1.6x slower; for 3x3 convolutions (the spatial variant) it is ~40 % faster, so it stays
+# on there (docs/benchmarks.md, "ELU rewrite" and "Where the time of segment goes").
 PER_PIXEL_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
+
+
+def _metadata(session, key: str):
+    """The JSON value of metadata ``key`` of the session's model, or ``None`` (absent or not JSON)."""
+    try:
+        return json.loads(session.get_modelmeta().custom_metadata_map.get(key, "null"))
+    except Exception:  # noqa: BLE001 - metadata is optional here; read_model_info reports contract errors
+        return None
 
 
 def _per_pixel(session) -> bool:
     """True if the model's metadata declares ``ktextures.halo_px`` 0 (a per-pixel network)."""
-    try:
-        return json.loads(session.get_modelmeta().custom_metadata_map.get(K_HALO, "null")) == 0
-    except Exception:  # noqa: BLE001 - metadata is optional here; read_model_info reports contract errors
-        return False
+    return _metadata(session, K_HALO) == 0
+
+
+def _nchwc_slower(session) -> bool:
+    """True for the models onnxruntime's NCHWc layout runs slower: per-pixel networks (:func:`_per_pixel`) and
+    the context variant (provenance ``variant`` "context")."""
+    prov = _metadata(session, K_PROVENANCE)
+    return _per_pixel(session) or (isinstance(prov, dict) and prov.get("variant") == "context")
 
 
 def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = True, for_inference: bool = True,
@@ -68,8 +82,9 @@ def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = Tr
             ran 12 % faster with 28 % less CPU time without it, docs/benchmarks.md); on, pure back-to-back
             inference with nothing else running is about 1.2x faster.
 
-    For inference, a per-pixel model (``ktextures.halo_px`` 0) is re-opened with onnxruntime's NCHWc layout
-    transformer disabled (:data:`PER_PIXEL_DISABLED_OPTIMIZERS`), which makes it faster on CPU.
+    For inference, a per-pixel model (``ktextures.halo_px`` 0) or a context-variant model is re-opened with
+    onnxruntime's NCHWc layout transformer disabled (:data:`PER_PIXEL_DISABLED_OPTIMIZERS`), which makes it faster
+    on CPU (:func:`_nchwc_slower`).
 
     Returns:
         The session; ``session.get_providers()[0]`` is the execution provider that runs it.
@@ -94,7 +109,7 @@ def open_session(path: str, threads: Optional[int] = None, prefer_gpu: bool = Tr
         raise ModelError(f"Cannot load '{path}' as an ONNX model ({exc.__class__.__name__}: "
                          f"{str(exc).splitlines()[0][:300]}). The file is corrupt or not ONNX: "
                          "re-export or re-download it.") from None
-    if for_inference and providers[0] == "CPUExecutionProvider" and _per_pixel(session):
+    if for_inference and providers[0] == "CPUExecutionProvider" and _nchwc_slower(session):
         try:
             session = ort.InferenceSession(path, sess_options=opts, providers=providers,
                                            disabled_optimizers=PER_PIXEL_DISABLED_OPTIMIZERS)

@@ -56,3 +56,24 @@ def test_sessions_do_not_spin_unless_asked():
     key = "session.intra_op.allow_spinning"
     assert open_session(model).get_session_options().get_session_config_entry(key) == "0"
     assert open_session(model, allow_spinning=True).get_session_options().get_session_config_entry(key) == "1"
+
+
+def test_context_models_run_without_the_nchwc_layout(tiny_models):
+    """The context variant is opened without onnxruntime's NCHWc layout (faster, docs/benchmarks.md) and gives the
+    sample the classes of onnxruntime's default optimisations; other models with a halo keep the layout."""
+    import onnxruntime as ort
+
+    from ktextures_plugin.core.segment.inference import _nchwc_slower
+
+    model = str(ROOT / "models" / "s2_10m_k6.onnx")
+    session = open_session(model)
+    assert _nchwc_slower(session)
+    assert not _nchwc_slower(open_session(tiny_models["box4"]))
+    info = read_model_info(model, session)
+    data, _ = raster.read_window(gdal.Open(str(SAMPLE)), RGBN, (0, 0, 512, 400))
+    x = raster.apply_scale(data, info.scale_min, info.scale_max)[None]
+    default = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    want_cls, want_scores = default.run(["class", "scores"], {"image": x})
+    got_cls, got_scores = session.run(["class", "scores"], {"image": x})
+    assert np.array_equal(got_cls, want_cls), f"{(got_cls != want_cls).sum()} pixels differ"
+    np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=1e-4)
