@@ -338,34 +338,35 @@ def walk():
     if not classes:
         problem("no 'Classes (s2_sample)' layer after the batch")
         return
-    dlg, done = open_dialog("ktextures:sample", {"INPUT": classes[0].id(), "IMAGE": image.id()})
-    yield 1500
-    yield from run_dialog(dlg, done, "sample", 900)
-    shot("08_sample_done")
-    layers_summary("sample")
-    dlg.close()
+    yield from dialog_step("ktextures:sample", {"INPUT": classes[0].id(), "IMAGE": image.id()}, "sample", 900,
+                           "08_sample_done")
 
     # 6. novelty on the image
     log("STEP novelty")
-    dlg, done = open_dialog("ktextures:novelty", {"INPUT": image.id(), "MODEL_FILE": model or None})
-    yield 1500
-    yield from run_dialog(dlg, done, "novelty", 1800)
-    shot("09_novelty_done")
-    layers_summary("novelty")
-    dlg.close()
+    yield from dialog_step("ktextures:novelty", {"INPUT": image.id(), "MODEL_FILE": model or None}, "novelty", 1800,
+                           "09_novelty_done")
 
     # 7. a segment -> sample graphical model, saved in the profile's models folder and run from the toolbox
     log("STEP segment -> sample model")
     model_id = save_model(model)
-    dlg, done = open_dialog(model_id, {"image": image.id()})
-    yield 2000
-    shot("10_model_dialog", dlg)
-    yield from run_dialog(dlg, done, "segment -> sample model", 1800)
-    shot("11_model_done")
-    layers_summary("model")
-    dlg.close()
+    yield from dialog_step(model_id, {"image": image.id()}, "segment -> sample model", 1800, "11_model_done",
+                           before="10_model_dialog", summary="model")
     yield 1000
     del processing
+
+
+def dialog_step(alg_id: str, params: dict, name: str, timeout_s: int, after: str, before: str = "",
+                summary: str = ""):
+    """Open the algorithm dialog of ``alg_id`` with ``params``, optionally grab it (``before``), run it (at most
+    ``timeout_s`` seconds), grab the window (``after``), log the layer tree and close the dialog."""
+    dlg, done = open_dialog(alg_id, params)
+    yield 2000 if before else 1500
+    if before:
+        shot(before, dlg)
+    yield from run_dialog(dlg, done, name, timeout_s)
+    shot(after)
+    layers_summary(summary or name)
+    dlg.close()
 
 
 def save_model(onnx: str) -> str:
