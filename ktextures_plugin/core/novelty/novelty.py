@@ -628,34 +628,33 @@ def rank_tiles(input_path: str, model_path: str, opts: NoveltyOptions = NoveltyO
     """
     t0 = time.perf_counter()
     fb = feedback or Feedback()
-    bands, tile_size, n_select, rank, seed = opts.bands, opts.tile_size, opts.n_select, opts.rank, opts.seed
-    init_tiles, init_rank, residual_weight = opts.init_tiles, opts.init_rank, opts.residual_weight
-    scaling, extra_nodata, threads, features_path = opts.scaling, opts.extra_nodata, opts.threads, opts.features_path
-    progress, is_canceled, say, warn = fb.progress, fb.is_canceled, fb.info, fb.warning
-    if n_select < 1 or rank < 0:
-        raise RasterError(f"{{name}} must be >= 1 and the rank >= 0 (got {n_select}, {rank})", parameter="n_select")
-    ds, band_list, ctx = _open(input_path, model_path, bands, tile_size, threads, session, features_path)
+    progress, is_canceled, say = fb.progress, fb.is_canceled, fb.info
+    if opts.n_select < 1 or opts.rank < 0:
+        raise RasterError(f"{{name}} must be >= 1 and the rank >= 0 (got {opts.n_select}, {opts.rank})",
+                          parameter="n_select")
+    ds, band_list, ctx = _open(input_path, model_path, opts.bands, opts.tile_size, opts.threads, session,
+                               opts.features_path)
     try:
-        smin, smax, warnings = _scaling(ctx, ds, band_list, scaling, extra_nodata, warn)
-        ctx.tail_low, ctx.tail_high = tail_thresholds(ds, band_list, ctx.order, smin, smax, extra_nodata)
+        smin, smax, warnings = _scaling(ctx, ds, band_list, opts.scaling, opts.extra_nodata, fb.warning)
+        ctx.tail_low, ctx.tail_high = tail_thresholds(ds, band_list, ctx.order, smin, smax, opts.extra_nodata)
         say(f"Model '{ctx.info.title}': k = {ctx.k}; bands {band_list} -> {ctx.info.channel_names}; "
             f"tiles {ctx.tile_size} px, grid {ctx.grid[0]} x {ctx.grid[1]}")
         with raster.gdal_cache_limit():
-            table = extract_tiles(ds, band_list, ctx, smin, smax, extra_nodata,
+            table = extract_tiles(ds, band_list, ctx, smin, smax, opts.extra_nodata,
                                   (lambda f, s: progress(0.9 * f, s)) if progress else None, is_canceled)
         wh = (ds.RasterXSize, ds.RasterYSize)
     finally:
         ds = None
     say(f"{table.index.size} tiles scored, {table.skipped} skipped (mostly nodata)")
-    items, blocks = design_matrix(table, residual_weight)
-    model = initial_model(items, min(rank, int(init_rank)), init_tiles, seed)
-    sel = demud(items, n_select, model, blocks, max_rank=rank, is_canceled=is_canceled,
+    items, blocks = design_matrix(table, opts.residual_weight)
+    model = initial_model(items, min(opts.rank, int(opts.init_rank)), opts.init_tiles, opts.seed)
+    sel = demud(items, opts.n_select, model, blocks, max_rank=opts.rank, is_canceled=is_canceled,
                 progress=(lambda f, s: progress(0.9 + 0.1 * f, s)) if progress else None,
                 exclude=overlapping(table, EXCLUDE_REACH))
     scores = np.full((ctx.grid[1], ctx.grid[0]), np.nan, np.float32)
     scores.flat[table.index] = sel.initial
     return NoveltyResult(scores, selected_tiles(sel, table, ctx.tile_size, wh), table, sel, ctx.info, band_list,
-                         list(smin), list(smax), ctx.tile_size, rank, time.perf_counter() - t0,
+                         list(smin), list(smax), ctx.tile_size, opts.rank, time.perf_counter() - t0,
                          table.stage_norm(), warnings)
 
 
