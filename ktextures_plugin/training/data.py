@@ -99,16 +99,18 @@ class TileSampler:
         self.scale_max = [float(v) for v in scale[1]]
         self.rejected = 0
 
-    def read(self, xoff: int, yoff: int) -> Tuple[np.ndarray, bool]:
-        """One scaled tile (4,tile,tile) float32 at pixel offset (xoff, yoff), and whether it is fully valid."""
+    def read(self, xoff: int, yoff: int, clip: bool = True) -> Tuple[np.ndarray, bool]:
+        """One scaled tile (4,tile,tile) float32 at pixel offset (xoff, yoff) (``clip`` False: the percentile
+        scale without its clip to [0, 1]), and whether it is fully valid."""
         data, valid = R.read_window(self.ds, self.bands, (xoff, yoff, self.tile, self.tile), self.extra_nodata)
-        return R.apply_scale(data, self.scale_min, self.scale_max), bool(valid.all())
+        return R.apply_scale(data, self.scale_min, self.scale_max, clip), bool(valid.all())
 
-    def sample(self, n: int) -> Tuple[np.ndarray, np.ndarray]:
-        """n random valid tiles.
+    def sample(self, n: int, clip: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+        """n random valid tiles (the same draws whatever ``clip``).
 
         Returns:
-            ``(x, offsets)``: x float32 (n,4,tile,tile) in [0, 1]; offsets int64 (n,2) = raster (yoff, xoff).
+            ``(x, offsets)``: x float32 (n,4,tile,tile) in [0, 1] (``clip`` False: not clipped); offsets int64
+            (n,2) = raster (yoff, xoff).
 
         Raises:
             AllNodataError: after :data:`MAX_REJECTS` consecutive tiles containing nodata.
@@ -119,7 +121,7 @@ class TileSampler:
         while i < n:
             yoff = int(self.rng.integers(0, self.height - self.tile + 1))
             xoff = int(self.rng.integers(0, self.width - self.tile + 1))
-            x, ok = self.read(xoff, yoff)
+            x, ok = self.read(xoff, yoff, clip)
             if not ok:
                 rejects += 1
                 self.rejected += 1

@@ -25,7 +25,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..core.io import raster as R
 from . import data as D
 from .defaults import (  # noqa: F401
     DEFAULT_ANCHOR,
@@ -367,11 +366,9 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
 
     net = model.mask_net
     n = max(1, int(cfg.warm_tiles))
-    xb, offsets = sampler.sample(n)
+    xb, _ = sampler.sample(n, clip=cfg.warm_start != "gmm")
     if is_canceled is not None and is_canceled():
         raise FitCanceled("fit canceled before training; no model written")
-    if cfg.warm_start == "gmm":
-        xb = _unclipped_tiles(sampler, offsets)
     f = net.context(torch.from_numpy(xb))
     r = min(net.halo_px, (f.shape[-1] - 1) // 4)
     if r > 0:
@@ -394,20 +391,6 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
         centers = fit_centers(z, model.k, seed=int(cfg.seed), n_init=3)
     net.init_from_kmeans(torch.from_numpy(mu).float(), torch.from_numpy(sd).float(),
                          torch.from_numpy(centers).float())
-
-
-def _unclipped_tiles(sampler, offsets: np.ndarray) -> np.ndarray:
-    """The tiles at ``offsets`` (N,2) (yoff, xoff) as (N,C,T,T) float32 ``(x - min) / (max - min)`` with the
-    sampler's percentile scale, not clipped to [0, 1] (the tails of each band keep their spread)."""
-    lo = np.asarray(sampler.scale_min, np.float32)[:, None, None]
-    span = np.maximum(np.asarray(sampler.scale_max, np.float32) - np.asarray(sampler.scale_min, np.float32),
-                      1e-12)[:, None, None]
-    out = []
-    for yoff, xoff in offsets:
-        data, _ = R.read_window(sampler.ds, sampler.bands, (int(xoff), int(yoff), sampler.tile, sampler.tile),
-                                sampler.extra_nodata)
-        out.append((data.astype(np.float32) - lo) / span)
-    return np.stack(out)
 
 
 #: gmm warm start: pixels of the mixture fit, covariance regularisation (z units squared), distillation steps,

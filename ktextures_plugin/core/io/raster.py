@@ -206,8 +206,9 @@ def percentile_scale(ds: gdal.Dataset, bands: Sequence[int], window: Optional[Wi
     return [float(v) for v in lo], [float(v) for v in hi]
 
 
-def apply_scale(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float]) -> np.ndarray:
-    """Map raw values to [0, 1] per channel: ``clip((x - min) / (max - min), 0, 1)``.
+def apply_scale(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float], clip: bool = True) -> np.ndarray:
+    """Map raw values to [0, 1] per channel: ``clip((x - min) / (max - min), 0, 1)`` (``clip`` False: not
+    clipped, the tails keep their spread).
 
     Args:
         data: ``(C, H, W)`` or ``(N, C, H, W)``, any real dtype.
@@ -215,10 +216,10 @@ def apply_scale(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float]) 
     Returns:
         float32, same shape (a new array: ``data`` is not modified; see :func:`scale_in_place`).
     """
-    return scale_in_place(data.astype(np.float32), mins, maxs)
+    return scale_in_place(data.astype(np.float32), mins, maxs, clip)
 
 
-def scale_in_place(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float]) -> np.ndarray:
+def scale_in_place(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float], clip: bool = True) -> np.ndarray:
     """:func:`apply_scale` overwriting ``data``, a float32 ``(C, H, W)`` or ``(N, C, H, W)`` array; returns it.
 
     NaN stays NaN. ``np.maximum``/``np.minimum`` instead of ``np.clip``: the same result, and SIMD-vectorised
@@ -231,8 +232,9 @@ def scale_in_place(data: np.ndarray, mins: Sequence[float], maxs: Sequence[float
     shape = (-1, 1, 1) if data.ndim == 3 else (1, -1, 1, 1)
     data -= lo.reshape(shape)
     data *= (np.float32(1.0) / span).reshape(shape)
-    np.maximum(data, np.float32(0.0), out=data)
-    np.minimum(data, np.float32(1.0), out=data)
+    if clip:
+        np.maximum(data, np.float32(0.0), out=data)
+        np.minimum(data, np.float32(1.0), out=data)
     return data
 
 
