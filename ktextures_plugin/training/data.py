@@ -98,15 +98,19 @@ class TileSampler:
         self.scale_min = [float(v) for v in scale[0]]
         self.scale_max = [float(v) for v in scale[1]]
         self.rejected = 0
+        #: the default of ``read`` / ``sample``: clip the scaled values to [0, 1] (False for a model that
+        #: segments on the unclipped scale, ``ktextures.input_scale`` "clip" false)
+        self.clip = True
 
-    def read(self, xoff: int, yoff: int, clip: bool = True) -> Tuple[np.ndarray, bool]:
+    def read(self, xoff: int, yoff: int, clip: Optional[bool] = None) -> Tuple[np.ndarray, bool]:
         """One scaled tile (4,tile,tile) float32 at pixel offset (xoff, yoff) (``clip`` False: the percentile
-        scale without its clip to [0, 1]), and whether it is fully valid."""
+        scale without its clip to [0, 1]; None: :attr:`clip`), and whether it is fully valid."""
         data, valid = R.read_window(self.ds, self.bands, (xoff, yoff, self.tile, self.tile), self.extra_nodata)
+        clip = self.clip if clip is None else clip
         return R.apply_scale(data, self.scale_min, self.scale_max, clip), bool(valid.all())
 
-    def sample(self, n: int, clip: bool = True) -> Tuple[np.ndarray, np.ndarray]:
-        """n random valid tiles (the same draws whatever ``clip``).
+    def sample(self, n: int, clip: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """n random valid tiles (the same draws whatever ``clip``; None: :attr:`clip`).
 
         Returns:
             ``(x, offsets)``: x float32 (n,4,tile,tile) in [0, 1] (``clip`` False: not clipped); offsets int64

@@ -25,7 +25,16 @@ DEFAULT_CONTINUITY = 5.0
 #: on 3 of the 4 labelled scenes, docs/benchmarks.md "Quality II"), "gmm" = a full-covariance Gaussian mixture on
 #: the unclipped bands and smoothed copies, distilled into the head (measured in docs/benchmarks.md "Quality II").
 WARM_STARTS = ("pixel", "context", "gmm")
-DEFAULT_WARM_START = "context"
+DEFAULT_WARM_START = "gmm"
+#: Gaussian scales (px) of the context variant's smoothed copies of the bands, per warm start: the mixture
+#: models the bands and one sigma-1 copy (halo 3 px; docs/benchmarks.md "Quality III"), the k-means starts the
+#: bands and three copies (halo 12 px).
+CONTEXT_SIGMAS = {"gmm": (1.0,), "pixel": (1.0, 2.0, 4.0), "context": (1.0, 2.0, 4.0)}
+
+
+def context_sigmas(warm_start: str):
+    """The default Gaussian scales (px) of the context variant for ``warm_start`` (:data:`CONTEXT_SIGMAS`)."""
+    return CONTEXT_SIGMAS.get(warm_start, (1.0, 2.0, 4.0))
 #: Weight of the anchor term: cross-entropy of the class logits against the warm-start partition smoothed by
 #: the Potts step (0 = off; off by default: 1 was worse on 8 of the 12 figures of docs/benchmarks.md "Quality II").
 DEFAULT_ANCHOR = 0.0

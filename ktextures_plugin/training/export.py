@@ -94,7 +94,8 @@ def _textures_as_output(proto) -> None:
 def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_min: Sequence[float],
                 scale_max: Sequence[float], *, title: str = "", provenance: Optional[Dict] = None,
                 channel_names: Sequence[str] = modelinfo.RGBN, class_names: Sequence[str] = (),
-                fast_elu: bool = True, smoothing_beta: Optional[float] = None) -> modelinfo.ModelInfo:
+                fast_elu: bool = True, smoothing_beta: Optional[float] = None,
+                scale_clip: bool = True) -> modelinfo.ModelInfo:
     """Write ``model`` as a k-textures ONNX file and return its validated :class:`ModelInfo`.
 
     Args:
@@ -107,6 +108,7 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
         fast_elu: replace each ``Elu`` by the equivalent Min-Exp-Sub-Max (:mod:`.onnx_rewrite`; about 2x faster
             inference with onnxruntime on CPU). False keeps torch's plain ``Elu`` nodes.
         smoothing_beta: written as ``ktextures.smoothing_beta`` (models with a ``scores`` output only).
+        scale_clip: ``ktextures.input_scale`` "clip": whether segment clips the scaled input to [0, 1].
 
     Raises:
         modelinfo.ModelError: the written file does not pass ``read_model_info`` (a bug; nothing is left behind).
@@ -121,7 +123,8 @@ def export_onnx(model: KTextures, textures: torch.Tensor, out_path: str, scale_m
         onnx_rewrite.rewrite_elu(proto)
     meta = modelinfo.to_metadata_props(
         model.k, list(channel_names), scale_min, scale_max, halo_px=model.halo_px, class_names=class_names,
-        texture_period_px=int(textures.shape[-1]), title=title, provenance=provenance or {})
+        texture_period_px=int(textures.shape[-1]), title=title, provenance=provenance or {},
+        scale_clip=scale_clip)
     if smoothing_beta is not None and graph.has_scores:
         meta[modelinfo.K_SMOOTHING_BETA] = json.dumps(float(smoothing_beta))
     del proto.metadata_props[:]

@@ -198,7 +198,7 @@ class ContextMaskNet(nn.Module):
     """
 
     def __init__(self, k: int, in_ch: int = 4, sigmas: Sequence[float] = CONTEXT_SIGMAS, hidden: int = 16,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, quadratic: bool = False):
         super().__init__()
         self.k = int(k)
         self.context = GaussianContext(in_ch, sigmas)
@@ -206,6 +206,17 @@ class ContextMaskNet(nn.Module):
         self.register_buffer("mu", torch.zeros(1, f, 1, 1))
         self.register_buffer("sd", torch.ones(1, f, 1, 1))
         self.head = nn.Conv2d(f, self.k, 1)
+        if quadratic:
+            # per class c: -0.5 * |A_c z + b_c|^2 (A_c: F x F); zero at first, set by init_from_gmm
+            self.quad = nn.Conv2d(f, self.k * f, 1)
+            nn.init.zeros_(self.quad.weight)
+            nn.init.zeros_(self.quad.bias)
+            ones = torch.zeros(self.k, self.k * f, 1, 1)
+            for c in range(self.k):
+                ones[c, c * f:(c + 1) * f] = -0.5
+            self.register_buffer("quad_sum", ones)
+        else:
+            self.quad = None
         self.hidden = int(hidden)
         if self.hidden > 0:
             self.mlp = nn.Sequential(nn.Conv2d(f, self.hidden, 1), nn.ELU(), nn.Conv2d(self.hidden, self.k, 1))
@@ -232,7 +243,8 @@ class ContextMaskNet(nn.Module):
         net = copy.deepcopy(self)
         inv = (1.0 / self.sd).view(1, -1, 1, 1)
         mu = self.mu.view(1, -1, 1, 1)
-        for conv in [net.head] + ([net.mlp[0]] if net.mlp is not None else []):
+        for conv in [net.head] + ([net.mlp[0]] if net.mlp is not None else []) + \
+                ([net.quad] if net.quad is not None else []):
             w = conv.weight * inv
             conv.bias.copy_(conv.bias - (w * mu).sum(dim=(1, 2, 3)))
             conv.weight.copy_(w)
@@ -244,6 +256,9 @@ class ContextMaskNet(nn.Module):
         out = self.head(z)
         if self.mlp is not None:
             out = out + self.mlp(z)
+        if self.quad is not None:
+            u = self.quad(z)
+            out = out + F.conv2d(u * u, self.quad_sum)
         return out
 
     @torch.no_grad()
@@ -253,6 +268,28 @@ class ContextMaskNet(nn.Module):
         self.sd.copy_(sd.view(1, -1, 1, 1))
         self.head.weight.copy_((2.0 * centers).view(self.k, -1, 1, 1))
         self.head.bias.copy_(-(centers ** 2).sum(dim=1))
+
+    @torch.no_grad()
+    def init_from_gmm(self, mu: torch.Tensor, sd: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
+                      prec_chol: torch.Tensor) -> None:
+        """Set the z-score (``mu``, ``sd``: (F,)) and the layers so that the logits are the log of the
+        weighted Gaussian densities of a full-covariance mixture in z units, up to one constant:
+        logit_c(z) = log w_c + log det L_c - 0.5 |L_c^T (z - m_c)|^2, with ``weights`` w (k,), ``means`` m
+        (k,F) and ``prec_chol`` L (k,F,F), the Cholesky factors of the precisions (scikit-learn
+        ``GaussianMixture.precisions_cholesky_``, precision = L L^T). Needs ``quadratic=True``; the head's
+        weights and the MLP's output start at zero."""
+        f = self.context.out_ch
+        self.mu.copy_(mu.view(1, -1, 1, 1))
+        self.sd.copy_(sd.view(1, -1, 1, 1))
+        lt = prec_chol.transpose(1, 2)                                    # (k,F,F): rows of L^T
+        self.quad.weight.copy_(lt.reshape(self.k * f, f, 1, 1))
+        self.quad.bias.copy_(-torch.einsum("cij,cj->ci", lt, means).reshape(-1))
+        self.head.weight.zero_()
+        logdet = torch.log(torch.diagonal(prec_chol, dim1=1, dim2=2)).sum(1)
+        self.head.bias.copy_(torch.log(weights) + logdet)
+        if self.mlp is not None:
+            self.mlp[2].weight.zero_()
+            self.mlp[2].bias.zero_()
 
     def masks(self, logits: torch.Tensor) -> torch.Tensor:
         """Hard one-hot (N,k,H,W) of argmax(logits) with the gradient of softmax(logits / temperature)."""
@@ -337,7 +374,8 @@ class KTextures(nn.Module):
 
     def __init__(self, k: int, in_ch: int = 4, variant: str = "faithful", *, period: int = 128,
                  seed: int = 0, straight_through: bool = False, spatial_width: int = 32, mask_width: int = 64,
-                 context_hidden: int = 16):
+                 context_hidden: int = 16, context_sigmas: Sequence[float] = CONTEXT_SIGMAS,
+                 context_quadratic: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -350,7 +388,8 @@ class KTextures(nn.Module):
         if variant == "faithful":
             self.mask_net = ScalarNet(in_ch, width=mask_width)
         elif variant == "context":
-            self.mask_net = ContextMaskNet(self.k, in_ch, hidden=context_hidden)
+            self.mask_net = ContextMaskNet(self.k, in_ch, context_sigmas, hidden=context_hidden,
+                                           quadratic=context_quadratic)
         else:
             self.mask_net = SpatialMaskNet(self.k, in_ch, width=spatial_width)
         gen = torch.Generator().manual_seed(10_000 + int(seed))

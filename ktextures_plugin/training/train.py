@@ -20,7 +20,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from .defaults import (  # noqa: F401
     EARLY_STOP_WINDOW,
     VARIANTS,
     WARM_STARTS,
+    context_sigmas,
 )
 from .errors import FitCanceled, FitInputError
 from .features import FeatureLoss, FeatureSpecError
@@ -93,7 +94,8 @@ class FitConfig:
     context_lr: float = 1e-3          # context variant: Adam learning rate of the mask network
     continuity: float = DEFAULT_CONTINUITY  # weight of the spatial-continuity term (context and spatial variants)
     warm_tiles: int = 64              # context variant: tiles whose pixels seed the k-means warm start
-    warm_start: str = DEFAULT_WARM_START  # context variant: k-means on the bands ("pixel") or all 16 features
+    warm_start: str = DEFAULT_WARM_START  # context variant: Gaussian mixture ("gmm"), k-means ("pixel", "context")
+    context_sigmas: Optional[Tuple[float, ...]] = None  # context variant: Gaussian scales (px); None = warm start's
     anchor: float = DEFAULT_ANCHOR    # context variant: weight of the cross-entropy to the smoothed warm start
     smoothing_beta: float = DEFAULT_SMOOTHING_BETA  # Potts weight of the anchor target and of the exported model
     early_stop_window: int = EARLY_STOP_WINDOW  # steps per window of the early stopping (0 = run every step)
@@ -181,7 +183,8 @@ def _build_model(k: int, cfg: FitConfig, sampler, is_canceled) -> KTextures:
     ``train_mask=False`` ablation)."""
     model = KTextures(k, D.N_CHANNELS, cfg.variant, period=cfg.texture_period, seed=cfg.seed,
                       mask_width=int(cfg.mask_width), context_hidden=int(cfg.context_hidden),
-                      straight_through=(cfg.binning == "ste"))
+                      straight_through=(cfg.binning == "ste"), context_sigmas=_context_sigmas(cfg),
+                      context_quadratic=cfg.warm_start == "gmm")
     model.train()
     if cfg.variant == "context":
         warm_start_context(model, sampler, cfg, is_canceled)
@@ -189,6 +192,18 @@ def _build_model(k: int, cfg: FitConfig, sampler, is_canceled) -> KTextures:
         for p in model.mask_net.parameters():
             p.requires_grad_(False)
     return model
+
+
+def _context_sigmas(cfg: FitConfig) -> Tuple[float, ...]:
+    """The context variant's Gaussian scales (px): ``cfg.context_sigmas``, else the warm start's default
+    (:func:`.defaults.context_sigmas`)."""
+    return tuple(float(v) for v in (cfg.context_sigmas or context_sigmas(cfg.warm_start)))
+
+
+def unclipped(cfg: FitConfig) -> bool:
+    """Whether the model trains and segments on the unclipped percentile scale (the "gmm" warm start: the
+    mixture's tails are data, not outliers to clip; ``ktextures.input_scale`` "clip" false)."""
+    return cfg.variant == "context" and cfg.warm_start == "gmm"
 
 
 def _optimizer(model: KTextures, cfg: FitConfig):
@@ -338,6 +353,7 @@ def train_model(image_path: str, bands, cfg: FitConfig, progress: Optional[Progr
     k = _check_config(cfg)
     loss_fn = _feature_loss(cfg.features)
     sampler = D.TileSampler(image_path, bands, cfg.tile_size, seed=cfg.seed, extra_nodata=cfg.extra_nodata)
+    sampler.clip = not unclipped(cfg)
     torch.manual_seed(int(cfg.seed))
     ae_mse = loss_fn.prepare(lambda n: sampler.sample(n)[0], is_canceled)
     model = _build_model(k, cfg, sampler, is_canceled)
@@ -365,8 +381,11 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
     from ..core.kmeans.kmeans import fit_centers
 
     net = model.mask_net
+    if cfg.warm_start == "gmm":
+        _gmm_start(net, *_raster_features(net, sampler, cfg), int(cfg.seed))
+        return
     n = max(1, int(cfg.warm_tiles))
-    xb, _ = sampler.sample(n, clip=cfg.warm_start != "gmm")
+    xb, _ = sampler.sample(n)
     if is_canceled is not None and is_canceled():
         raise FitCanceled("fit canceled before training; no model written")
     f = net.context(torch.from_numpy(xb))
@@ -380,9 +399,6 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
     mu, sd = px.mean(0), px.std(0)
     sd[sd < 1e-6] = 1.0
     z = (px - mu) / sd
-    if cfg.warm_start == "gmm":
-        _gmm_start(net, z, int(cfg.seed), mu, sd)
-        return
     if cfg.warm_start == "pixel":
         c = net.context.in_ch
         centers = np.zeros((model.k, z.shape[1]))
@@ -393,42 +409,43 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
                          torch.from_numpy(centers).float())
 
 
-#: gmm warm start: pixels of the mixture fit, covariance regularisation (z units squared), distillation steps,
-#: pixels per distillation step and its Adam learning rate
+#: gmm warm start: pixels whose features are drawn over the raster, pixels of the mixture fit and its
+#: covariance regularisation (z units squared)
+WARM_PIXELS = 200_000
 GMM_PIXELS = 50_000
 GMM_REG_COVAR = 1e-3
-GMM_DISTILL_STEPS = 300
-GMM_DISTILL_BATCH = 4096
-GMM_DISTILL_LR = 1e-2
 
 
-def _gmm_start(net, z: np.ndarray, seed: int, mu: np.ndarray, sd: np.ndarray) -> None:
+def _raster_features(net, sampler, cfg: FitConfig):
+    """``(z (P,F) float64, mu (F,), sd (F,))``: the network's context features (the bands and their smoothed
+    copies, on the unclipped percentile scale) of at most :data:`WARM_PIXELS` valid pixels drawn over the whole
+    raster (``core.kmeans.kmeans.context_sample``: every pixel of a raster of up to 4 x that many, else random
+    windows read with their halo), z-scored with their own mean and standard deviation."""
+    from ..core.kmeans.kmeans import context_sample
+
+    sig = net.context.sigmas
+    raw = context_sample(sampler.ds, sampler.bands, sig, WARM_PIXELS, int(cfg.seed), cfg.extra_nodata)
+    lo = np.tile(np.asarray(sampler.scale_min, np.float64), 1 + len(sig))
+    span = np.tile(np.asarray(sampler.scale_max, np.float64), 1 + len(sig)) - lo
+    px = (raw.T.astype(np.float64) - lo) / span
+    mu, sd = px.mean(0), px.std(0)
+    sd[sd < 1e-6] = 1.0
+    return (px - mu) / sd, mu, sd
+
+
+def _gmm_start(net, z: np.ndarray, mu: np.ndarray, sd: np.ndarray, seed: int) -> None:
     """The "gmm" warm start: scikit-learn ``GaussianMixture(k, covariance_type="full")`` (k-means++ start, seed
     ``seed``, regularisation :data:`GMM_REG_COVAR`) on at most :data:`GMM_PIXELS` of the z-scored features ``z``
-    (P,F); the head starts at the nearest-mean rule of its means, then head and MLP are trained together to the
-    mixture's class posteriors (soft cross-entropy, :data:`GMM_DISTILL_STEPS` Adam steps): a 1x1 network is
-    linear plus 16 ELU units, so it approximates the mixture's quadratic boundaries rather than copying them."""
+    (P,F), written exactly into the network's quadratic branch (:meth:`ContextMaskNet.init_from_gmm`): the
+    untrained network's argmax is the mixture's maximum a posteriori class (docs/method.md §3.3)."""
     from sklearn.mixture import GaussianMixture
 
     rng = np.random.default_rng(seed)
     fit_px = z if len(z) <= GMM_PIXELS else z[rng.choice(len(z), GMM_PIXELS, replace=False)]
     gmm = GaussianMixture(net.k, covariance_type="full", reg_covar=GMM_REG_COVAR, init_params="k-means++",
                           random_state=seed).fit(fit_px)
-    net.init_from_kmeans(torch.from_numpy(mu).float(), torch.from_numpy(sd).float(),
-                         torch.from_numpy(gmm.means_).float())
-    target = torch.from_numpy(gmm.predict_proba(z)).float()
-    zt = torch.from_numpy(z).float()
-    params = list(net.head.parameters()) + (list(net.mlp.parameters()) if net.mlp is not None else [])
-    opt = torch.optim.Adam(params, lr=GMM_DISTILL_LR)
-    with torch.enable_grad():
-        for _ in range(GMM_DISTILL_STEPS):
-            idx = torch.from_numpy(rng.integers(0, len(zt), min(GMM_DISTILL_BATCH, len(zt))))
-            zb = zt[idx][:, :, None, None]
-            logits = net.head(zb) + (net.mlp(zb) if net.mlp is not None else 0.0)
-            loss = -(target[idx] * torch.log_softmax(logits[:, :, 0, 0], dim=1)).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float64)).float()  # noqa: E731
+    net.init_from_gmm(t(mu), t(sd), t(gmm.weights_), t(gmm.means_), t(gmm.precisions_cholesky_))
 
 
 def unused_classes(class_fractions: Sequence[float]) -> int:
@@ -607,7 +624,8 @@ def fit(image_path: str, bands, out_path: str, cfg: FitConfig, *, progress: Opti
         prov["wall_seconds"] = round(time.time() - t0, 1)
         info = export_onnx(res.model, res.textures, out_path, res.scale_min, res.scale_max,
                            title=title or f"k-textures, k = {cfg.k}, {os.path.basename(str(image_path))}",
-                           provenance=prov, smoothing_beta=cfg.smoothing_beta if cfg.variant == "context" else None)
+                           provenance=prov, smoothing_beta=cfg.smoothing_beta if cfg.variant == "context" else None,
+                           scale_clip=not unclipped(cfg))
     return FitReport(path=str(out_path), k=int(cfg.k), steps=int(res.steps_done), seconds=time.time() - t0,
                      steps_per_s=res.steps_done / max(res.seconds, 1e-9), final_loss=prov["final_loss"],
                      class_fractions=res.class_fractions, scale_min=res.scale_min, scale_max=res.scale_max,

@@ -65,8 +65,10 @@ class ModelInfo:
         path: the ``.onnx`` file.
         num_classes: k, the number of hard classes; the model's ``class`` output holds 0..k-1.
         channel_names: names of the input channels in the model's order, e.g. ``["red","green","blue","nir"]``.
-        scale_min, scale_max: per-channel raw values mapped to 0 and 1 (clipped), one float per channel.
+        scale_min, scale_max: per-channel raw values mapped to 0 and 1, one float per channel.
             ``None`` when the model carries no scaling (then the caller must use ``stretch``).
+        scale_clip: whether the scaled values are clipped to [0, 1] (``"clip"`` of the input scale, default
+            true; false for models trained on the unclipped scale, such as the Gaussian-mixture warm start).
         halo_px: receptive-field halo in pixels; tiles overlap by ``2*halo_px`` and are centre-cropped.
         class_names: k names, index = class index 0..k-1.
         class_colors: k ``"#rrggbb"`` colours, or ``None`` (then colours come from the image).
@@ -84,6 +86,7 @@ class ModelInfo:
     scale_min: Optional[List[float]]
     scale_max: Optional[List[float]]
     halo_px: int = 0
+    scale_clip: bool = True
     class_names: List[str] = field(default_factory=list)
     class_colors: Optional[List[str]] = None
     texture_period_px: int = 0
@@ -171,6 +174,7 @@ def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[
                          f"e.g. {list(RGBN)}", parameter="model")
     channels = [str(c).lower() for c in channels]
     scale_min = scale_max = None
+    scale_clip = True
     scale = dec.get(K_SCALE)
     if scale is not None:
         if not (isinstance(scale, dict) and len(scale.get("min", [])) == len(channels)
@@ -181,6 +185,9 @@ def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[
         scale_max = [_number(v, K_SCALE, path) for v in scale["max"]]
         if any(hi <= lo for lo, hi in zip(scale_min, scale_max)):
             raise ModelError(f"{path}: '{K_SCALE}' needs max > min for every channel")
+        if not isinstance(scale.get("clip", True), bool):
+            raise ModelError(f"{path}: '{K_SCALE}' \"clip\" must be true or false")
+        scale_clip = scale.get("clip", True)
     if DEEPNESS_CLASS_NAMES in dec:
         class_names = _names_from_mapping(dec[DEEPNESS_CLASS_NAMES], k, DEEPNESS_CLASS_NAMES, path)
     else:
@@ -192,7 +199,7 @@ def parse_metadata(meta: Dict[str, str], path: str = "model", outputs: Sequence[
     prov = dec.get(K_PROVENANCE, {})
     return ModelInfo(
         path=path, num_classes=k, channel_names=channels, scale_min=scale_min, scale_max=scale_max,
-        halo_px=halo, class_names=class_names, class_colors=colors,
+        halo_px=halo, scale_clip=scale_clip, class_names=class_names, class_colors=colors,
         texture_period_px=_integer(dec.get(K_TEXTURE_PERIOD, 0) or 0, K_TEXTURE_PERIOD, path, 0,
                                    MAX_TEXTURE_PERIOD_PX),
         nodata_fill=_number(dec.get(K_NODATA_FILL, 0.0), K_NODATA_FILL, path),
@@ -269,7 +276,7 @@ def check_classes(cls, info: ModelInfo) -> None:
 def to_metadata_props(num_classes: int, channel_names: Sequence[str], scale_min: Sequence[float],
                       scale_max: Sequence[float], *, halo_px: int = 0, class_names: Sequence[str] = (),
                       class_colors: Sequence[str] = (), texture_period_px: int = 0, title: str = "",
-                      provenance: Optional[Dict] = None) -> Dict[str, str]:
+                      provenance: Optional[Dict] = None, scale_clip: bool = True) -> Dict[str, str]:
     """The ``metadata_props`` dict (str -> JSON str) for a k-textures model; the writer's side of the contract."""
     k = int(num_classes)
     names = list(class_names) or [f"texture {i + 1}" for i in range(k)]
@@ -281,7 +288,7 @@ def to_metadata_props(num_classes: int, channel_names: Sequence[str], scale_min:
         K_OUTPUT_KIND: "labels",
         K_GLOBAL: True,
         K_CHANNELS: [str(c) for c in channel_names],
-        K_SCALE: {"min": [float(v) for v in scale_min], "max": [float(v) for v in scale_max]},
+        K_SCALE: {"min": [float(v) for v in scale_min], "max": [float(v) for v in scale_max], "clip": bool(scale_clip)},
         K_HALO: int(halo_px),
         K_TEXTURE_PERIOD: int(texture_period_px),
         K_NODATA_FILL: 0.0,

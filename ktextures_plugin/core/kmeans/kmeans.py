@@ -135,7 +135,7 @@ def context_features(data: np.ndarray, valid: np.ndarray, sigmas: Sequence[float
     return np.concatenate(out, axis=0)
 
 
-def _context_sample(ds, bands, sigmas, max_sample: int, seed: int, extra_nodata, win: int = 128) -> np.ndarray:
+def context_sample(ds, bands, sigmas, max_sample: int, seed: int, extra_nodata, win: int = 128) -> np.ndarray:
     """Valid context-feature pixels ``(F, n)``, n <= max_sample: from the whole raster when it has at most
     4 * ``max_sample`` pixels, else from random ``win``-px windows (each read with its halo)."""
     halo = context_halo(sigmas)
@@ -294,7 +294,7 @@ def _kmeans_raster(input_path: str, output_path: str, job: _Job) -> KMeansResult
         if job.rgb is not None and (len(job.rgb) != 3 or max(job.rgb) >= len(job.bands)):
             job.rgb = None
         if job.sigmas:
-            sample = _context_sample(ds, job.bands, job.sigmas, job.max_sample, job.seed, job.extra_nodata)
+            sample = context_sample(ds, job.bands, job.sigmas, job.max_sample, job.seed, job.extra_nodata)
         else:
             sample = raster.sample_pixels(ds, job.bands, max_pixels=job.max_sample, extra_nodata=job.extra_nodata)
         if sample.shape[1] == 0:
