@@ -122,6 +122,8 @@ BAD_METADATA = {
     "period": ("ktextures.texture_period_px", '"abc"', "texture_period_px"),
     "fill": ("ktextures.nodata_fill", '"x"', "nodata_fill"),
     "scale": ("ktextures.input_scale", json.dumps({"min": ["a", 0, 0, 0], "max": [1, 1, 1, 1]}), "input_scale"),
+    "scale_clip": ("ktextures.input_scale", json.dumps({"min": [0, 0, 0, 0], "max": [1, 1, 1, 1], "clip": "no"}),
+                   "clip"),
 }
 #: name -> words the error must hold, for the graphs that do not match their metadata
 BAD_GRAPHS = {"three_channels": "channels", "half_height": "(N, 1, H, W)"}

@@ -24,9 +24,10 @@ def _add_context_options(p) -> None:
     from ..training.defaults import DEFAULT_ANCHOR, DEFAULT_SMOOTHING_BETA, DEFAULT_WARM_START, WARM_STARTS
 
     p.add_argument("--warm-start", choices=list(WARM_STARTS), default=DEFAULT_WARM_START,
-                   help="context variant: k-means on the bands alone ('pixel') or on the bands and their smoothed "
-                        "copies ('context'), or a full-covariance Gaussian mixture on the bands and their smoothed "
-                        f"copies ('gmm'), as the starting partition (default {DEFAULT_WARM_START})")
+                   help="context variant: a full-covariance Gaussian mixture on the bands and their sigma-1 copy, on "
+                        "the unclipped scale ('gmm', halo 3 px), or k-means on the bands alone ('pixel') or on the "
+                        "bands and their sigma 1, 2, 4 copies ('context', halo 12 px), as the starting partition "
+                        f"(default {DEFAULT_WARM_START})")
     p.add_argument("--anchor", type=float, default=DEFAULT_ANCHOR,
                    help="context variant: weight of the cross-entropy to the warm-start partition smoothed by the "
                         f"Potts step (default {DEFAULT_ANCHOR:g}; 0 = off)")
@@ -58,7 +59,7 @@ def build_parser():
     p.add_argument("--out", required=True, help="ONNX model to write")
     p.add_argument("--steps", type=int_range(0), default=DEFAULT_STEPS,
                    help=f"training steps, at most (default {DEFAULT_STEPS}; the mask training stops early when the "
-                        "loss stops improving; 0 = the context variant's k-means warm start alone, textures "
+                        "loss stops improving; 0 = the context variant's warm start alone, textures "
                         "untrained)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed = same model)")
     p.add_argument("--retries", type=int_range(0, 10), default=DEFAULT_RETRIES,
@@ -66,8 +67,8 @@ def build_parser():
                         f"the fit that uses the most classes (default {DEFAULT_RETRIES}; see docs/benchmarks.md)")
     p.add_argument("--variant", choices=list(VARIANTS), default=DEFAULT_VARIANT,
                    help="mask network (docs/method.md): faithful = the paper's per-pixel 1x1 net (halo 0); spatial = "
-                        "3x3 net (halo 2 px); context = bands + Gaussian context (sigma 1, 2, 4 px, halo 12 px), "
-                        f"warm-started at the context k-means partition (default {DEFAULT_VARIANT})")
+                        "3x3 net (halo 2 px); context = bands + Gaussian context (see --warm-start), "
+                        f"warm-started at a Gaussian-mixture or k-means partition (default {DEFAULT_VARIANT})")
     p.add_argument("--continuity", type=float, default=DEFAULT_CONTINUITY,
                    help="weight of the spatial-continuity term on the class probabilities (context and spatial "
                         f"variants; default {DEFAULT_CONTINUITY:g})")

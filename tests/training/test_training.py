@@ -51,7 +51,7 @@ def fit(image, bands, k, out, *, progress=None, is_canceled=None, log=None, retr
 def _sample_scaled(info):
     ds = R.open_raster(SAMPLE)
     data, _ = R.read_window(ds, [3, 2, 1, 4], (0, 0, ds.RasterXSize, ds.RasterYSize))
-    return R.apply_scale(data, info.scale_min, info.scale_max)[None]          # (1,4,H,W)
+    return R.apply_scale(data, info.scale_min, info.scale_max, info.scale_clip)[None]   # (1,4,H,W), as segment
 
 
 def _run(path, x):
@@ -592,24 +592,30 @@ def test_pixel_warm_start_is_pixel_kmeans_and_exports_its_scores(tmp_path):
 
 
 def test_gmm_warm_start_is_a_gaussian_mixture_partition(tmp_path):
-    """The gmm warm start (``--warm-start gmm --steps 0``): the network's partition of the context features is the
-    quadratic (full-covariance Gaussian) rule of its own classes for nearly all pixels, and differs from the
-    nearest-mean rule of k-means (which the context warm start is)."""
+    """The default warm start (``--warm-start gmm``, here with ``--steps 0``): the network's partition of the
+    bands and their sigma-1 copy is the quadratic (full-covariance Gaussian) rule of its own classes for nearly
+    all pixels, unlike the nearest-mean rule of k-means; the model segments on the unclipped scale, with a
+    3 px halo, and segment's tiles give the class raster of one whole-raster run."""
     from ktextures_plugin.core.kmeans import kmeans as K
-    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "gmm.onnx"), steps=0, seed=1, recal_tiles=4, warm_start="gmm")
+    from ktextures_plugin.core.segment import SegmentOptions, segment_raster
+    from ktextures_plugin.training import defaults
+    assert defaults.DEFAULT_WARM_START == "gmm"
+    res = fit(SAMPLE, BANDS, 5, str(tmp_path / "gmm.onnx"), steps=0, seed=1, recal_tiles=4)
     info = inference.read_model_info(res.path)
     assert info.provenance["warm_start"] == "gmm" and info.provenance["steps_done"] == 0
+    assert info.provenance["context_sigmas"] == [1.0] and info.halo_px == 3 and info.scale_clip is False
     x = _sample_scaled(info)
+    assert x.max() > 1.0 or x.min() < 0.0            # the percentile scale's tails are kept, not clipped
     cls, _ = _run(res.path, x)
-    lab = cls[0, 0, 12:-12, 12:-12].ravel()
+    lab = cls[0, 0, 3:-3, 3:-3].ravel()
     assert len(np.unique(lab)) == 5
-    f = K.context_features(x[0], np.ones(x.shape[2:], bool), K.CONTEXT_SIGMAS)[:, 12:-12, 12:-12]
-    f = f.reshape(16, -1).T.astype(np.float64)
+    f = K.context_features(x[0], np.ones(x.shape[2:], bool), (1.0,))[:, 3:-3, 3:-3]
+    f = f.reshape(8, -1).T.astype(np.float64)
     f = (f - f.mean(0)) / f.std(0)
     log_lik = []
     for c in range(5):
         fc = f[lab == c]
-        cov = np.cov(fc.T) + 1e-3 * np.eye(16)
+        cov = np.cov(fc.T) + 1e-3 * np.eye(8)
         d = f - fc.mean(0)
         maha = np.einsum("pi,ij,pj->p", d, np.linalg.inv(cov), d)
         log_lik.append(np.log(len(fc) / len(f)) - 0.5 * (np.linalg.slogdet(cov)[1] + maha))
@@ -617,6 +623,37 @@ def test_gmm_warm_start_is_a_gaussian_mixture_partition(tmp_path):
     means = np.stack([f[lab == c].mean(0) for c in range(5)])
     nearest = (((f[:, None] - means[None]) ** 2).sum(-1).argmin(1) == lab).mean()
     assert quadratic > 0.85 and quadratic > nearest + 0.05
+    opts = dict(bands=BANDS, smoothing=0)
+    small = segment_raster(SAMPLE, res.path, str(tmp_path / "small.tif"), SegmentOptions(tile_size=64, **opts))
+    a = gdal.Open(small.path).ReadAsArray()
+    assert np.array_equal(a, cls[0, 0] + 1)          # unclipped input, tiles with the 3 px halo = one run
+
+
+def test_init_from_gmm_gives_the_mixture_log_density():
+    """``ContextMaskNet.init_from_gmm``: the logits are scikit-learn's weighted log densities of the mixture
+    (``GaussianMixture._estimate_weighted_log_prob``) up to the one constant -F/2 log(2 pi), for every class."""
+    import torch
+    from sklearn.mixture import GaussianMixture
+
+    from ktextures_plugin.training.model import ContextMaskNet
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 4, 24, 24)).astype(np.float32) * np.array([1, 2, 3, 4], np.float32)[None, :, None, None]
+    x[:, :, :12] += 0.7                                                   # two kinds of region
+    net = ContextMaskNet(3, 4, (1.0,), hidden=16, quadratic=True).eval()
+    with torch.no_grad():
+        feats = net.context(torch.from_numpy(x))[0].reshape(8, -1).T.double().numpy()
+    mu, sd = feats.mean(0), feats.std(0)
+    z = (feats - mu) / sd
+    gmm = GaussianMixture(3, covariance_type="full", random_state=0).fit(z)
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float64)).float()  # noqa: E731
+    net.init_from_gmm(t(mu), t(sd), t(gmm.weights_), t(gmm.means_), t(gmm.precisions_cholesky_))
+    with torch.no_grad():
+        logits = net(torch.from_numpy(x))[0].reshape(3, -1).T.double().numpy()
+        folded = net.folded_copy()(torch.from_numpy(x))[0].reshape(3, -1).T.double().numpy()
+    want = gmm._estimate_weighted_log_prob(z) + 0.5 * 8 * np.log(2 * np.pi)
+    assert np.allclose(logits, want, atol=1e-3 * np.abs(want).max())
+    assert np.allclose(folded, logits, atol=1e-3 * np.abs(want).max())
+    assert np.array_equal(logits.argmax(1), gmm.predict(z))
 
 
 def test_early_stop_cuts_a_flat_loss_only():
