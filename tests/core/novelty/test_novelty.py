@@ -71,15 +71,21 @@ def test_unaligned_seam_of_bad_lines_ranks_first(tmp_path, x, y, vertical):
 
 
 def test_two_identical_patches_are_not_ranked_one_and_two(tmp_path):
-    """Two copies of one patch: one is shown in the first three, the other not (DEMUD has learnt it). Rank 1
-    is a tile half over the first copy, rank 2 the sample's own darkest water (about half of its pixels at or
-    below the scene's 1st percentile, the tail block), so the test does not fix the rank of the copy."""
+    """Two copies of one patch: once one is shown, DEMUD has learnt it and the other scores at most half as high, so
+    it is not shown second. Rank 1 is a tile half over the first copy; the sample's own darkest water (about half
+    of its pixels at or below the scene's 1st percentile, the tail block) and the second copy come next, in an
+    order that depends on the bundled model (the copy is 4th with the k-means-start k = 6 model, 3rd with the
+    Gaussian-mixture one), so the test does not fix it."""
     p = amazon_patch()
     spots = [(1 * T, 2 * T), (5 * T, 9 * T)]          # on the tile grid: each copy fills one tile
     path = plant(tmp_path / "twins.tif", [(x, y, p) for x, y in spots])
-    res = novelty.rank_tiles(str(path), MODEL, NoveltyOptions(n_select=3))
+    res = novelty.rank_tiles(str(path), MODEL, NoveltyOptions(n_select=4))
     shows = [[shared_px(s.window, x, y, T, T) >= T * T / 2 for x, y in spots] for s in res.selected]
-    assert sum(any(h) for h in shows) == 1, [s.window for s in res.selected]
+    first = next(i for i, h in enumerate(shows) if any(h))
+    assert first == 0, [s.window for s in res.selected]
+    assert not any(shows[1]), [s.window for s in res.selected]
+    later = [i for i, h in enumerate(shows) if any(h) and i > first]
+    assert later and res.selected[later[0]].score <= 0.5 * res.selected[first].score
 
 
 def test_pooled_features_equal_the_statistics_of_each_tile_window():

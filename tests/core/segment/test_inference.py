@@ -71,9 +71,10 @@ def test_context_models_run_without_the_nchwc_layout(tiny_models):
     assert not _nchwc_slower(open_session(tiny_models["box4"]))
     info = read_model_info(model, session)
     data, _ = raster.read_window(gdal.Open(str(SAMPLE)), RGBN, (0, 0, 512, 400))
-    x = raster.apply_scale(data, info.scale_min, info.scale_max)[None]
+    x = raster.apply_scale(data, info.scale_min, info.scale_max, info.scale_clip)[None]
     default = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     want_cls, want_scores = default.run(["class", "scores"], {"image": x})
     got_cls, got_scores = session.run(["class", "scores"], {"image": x})
     assert np.array_equal(got_cls, want_cls), f"{(got_cls != want_cls).sum()} pixels differ"
-    np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=1e-4)
+    # float32 rounding of another summation order: log densities reach thousands far from every class
+    np.testing.assert_allclose(got_scores, want_scores, rtol=2e-4, atol=1e-4)
