@@ -4,7 +4,7 @@ the figures and the commands.
 """
 
 #: Mask networks (docs/method.md): the paper's per-pixel scalar network, a 3x3 conv network, and the
-#: context network (bands + Gaussian context, k logits, warm-started at the context k-means partition).
+#: context network (bands + Gaussian context, k logits, warm-started at a Gaussian-mixture or k-means partition).
 VARIANTS = ("faithful", "spatial", "context")
 #: context: measured against faithful and against the k-means peers in docs/benchmarks.md ("Quality").
 DEFAULT_VARIANT = "context"

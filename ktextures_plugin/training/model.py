@@ -185,16 +185,19 @@ class GaussianContext(nn.Module):
 
 class ContextMaskNet(nn.Module):
     """Variant ``context``: k class logits from the bands and their Gaussian context (receptive field
-    2 * ceil(3 * 4) + 1 = 25 px with the default sigmas 1, 2, 4 px).
+    2 * ceil(3 * max sigma) + 1 px: 25 px with sigmas 1, 2, 4, 7 px with the default warm start's sigma 1).
 
-    Graph: :class:`GaussianContext` (fixed) -> per-feature z-score (fixed buffers ``mu``, ``sd``, set from the
-    training raster by :meth:`init_from_kmeans`) -> logits = ``head(z) + mlp(z)``. ``head`` is a 1x1 conv
-    (F -> k) initialised so that argmax(logits) is the nearest k-means centre in z-space
-    (w_j = 2 c_j, b_j = -|c_j|^2); ``mlp`` (1x1 F -> ``hidden`` -> ELU -> k) starts at zero output, so the
-    untrained network *is* the context k-means partition and training only moves it. Training masks: hard
-    one-hot of the argmax with the gradient of softmax(logits / ``temperature``) (straight-through).
+    Graph: :class:`GaussianContext` (fixed) -> per-feature z-score (fixed buffers ``mu``, ``sd``, set by the warm
+    start) -> logits = ``head(z) + mlp(z)`` (+ ``quad(z)`` with ``quadratic``). ``head`` is a 1x1 conv (F -> k);
+    ``mlp`` (1x1 F -> ``hidden`` -> ELU -> k) starts at zero output; ``quad`` (``quadratic=True``) gives per class
+    c ``-0.5 |A_c z + b_c|^2`` (a 1x1 conv F -> k*F, squared, summed per class). The k-means warm starts set the head
+    to the nearest-centre rule (:meth:`init_from_kmeans`: w_j = 2 c_j, b_j = -|c_j|^2), the Gaussian-mixture one
+    head and ``quad`` to the mixture's log densities (:meth:`init_from_gmm`), so the untrained network *is* the
+    warm-start partition and training only moves it. Training masks: hard one-hot of the argmax with the gradient
+    of softmax(logits / ``temperature``) (straight-through).
 
-    Input (N,C,H,W) in [0, 1]; output logits (N,k,H,W) float32; ``halo_px`` = ceil(3 * max sigma).
+    Input (N,C,H,W) in [0, 1] (beyond it on the unclipped scale); output logits (N,k,H,W) float32;
+    ``halo_px`` = ceil(3 * max sigma).
     """
 
     def __init__(self, k: int, in_ch: int = 4, sigmas: Sequence[float] = CONTEXT_SIGMAS, hidden: int = 16,
