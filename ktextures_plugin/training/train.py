@@ -64,8 +64,8 @@ class FitConfig:
     ``k`` (2..128); ``steps`` optimisation steps, each of ``batch_size`` random tiles of ``tile_size`` px; ``seed``
     seeds tile positions, initial weights and texture noise (same seed, same model on CPU); ``variant``
     ``"faithful"`` (per-pixel, halo 0), ``"spatial"`` (3x3 mask network, halo 2 px) or ``"context"``
-    (docs/method.md §3.3, halo 3 px with the default "gmm" warm start, 12 px with the k-means ones); ``features`` the loss feature extractors (``"random"``, ``"ae"``,
-    ``"vgg16:PATH"``, several joined with ``+``); ``binning`` ``"faithful"`` (slope 5000 throughout), ``"anneal"``
+    (docs/method.md §3.3, halo 3 px with the default "gmm" warm start, 12 px with the k-means ones); ``features``
+    the loss feature extractors (``"random"``, ``"ae"``, ``"vgg16:PATH"``, several joined with ``+``); ``binning`` ``"faithful"`` (slope 5000 throughout), ``"anneal"``
     or ``"ste"`` (:data:`BINNINGS`); ``threads`` torch intra-op threads (default :func:`default_threads`,
     restored afterwards); ``extra_nodata`` a value treated as nodata beside the GDAL mask band; the rest as
     commented below.
