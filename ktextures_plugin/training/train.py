@@ -65,10 +65,10 @@ class FitConfig:
     seeds tile positions, initial weights and texture noise (same seed, same model on CPU); ``variant``
     ``"faithful"`` (per-pixel, halo 0), ``"spatial"`` (3x3 mask network, halo 2 px) or ``"context"``
     (docs/method.md §3.3, halo 3 px with the default "gmm" warm start, 12 px with the k-means ones); ``features``
-    the loss feature extractors (``"random"``, ``"ae"``, ``"vgg16:PATH"``, several joined with ``+``); ``binning`` ``"faithful"`` (slope 5000 throughout), ``"anneal"``
-    or ``"ste"`` (:data:`BINNINGS`); ``threads`` torch intra-op threads (default :func:`default_threads`,
-    restored afterwards); ``extra_nodata`` a value treated as nodata beside the GDAL mask band; the rest as
-    commented below.
+    the loss feature extractors (``"random"``, ``"ae"``, ``"vgg16:PATH"``, several joined with ``+``); ``binning``
+    ``"faithful"`` (slope 5000 throughout), ``"anneal"`` or ``"ste"`` (:data:`BINNINGS`); ``threads`` torch
+    intra-op threads (default :func:`default_threads`, restored afterwards); ``extra_nodata`` a value treated as
+    nodata beside the GDAL mask band; the rest as commented below.
     """
 
     k: int
