@@ -27,24 +27,13 @@ import quality as Q  # noqa: E402, N812
 import warm_starts as W  # noqa: E402, N812
 
 from ktextures_plugin.core.evaluate import metrics as M  # noqa: E402, N812
-from ktextures_plugin.core.kmeans.kmeans import context_features  # noqa: E402
 from ktextures_plugin.core.sample.sampling import SampleOptions, draw_samples  # noqa: E402
-from ktextures_plugin.core.segment.smoothing import icm_potts  # noqa: E402
 
 
 def _partition(scene, seed):
-    """``(dataset, valid, labels 0..k-1, confidence)`` of the gmm:s1 partition, Potts beta 3."""
-    _, _, label, _ = Q.scene_paths(scene)
-    ds, data, valid = W._read(scene)
-    f = context_features(data, valid, (1.0,))
-    px = f[:, valid].T.astype(np.float64)
-    mu, sd = px.mean(0), px.std(0)
-    z = (px - mu) / sd
-    zf = ((f - mu[:, None, None]) / sd[:, None, None]).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    sub = z[rng.choice(len(z), min(len(z), W.FIT_PIXELS), replace=False)]
-    costs = W._costs("gmm", zf, sub, Q.n_classes(label), seed)
-    lab = icm_potts(costs, 3.0, valid=valid)
+    """``(dataset, valid, labels 0..k-1, confidence)`` of the gmm:s1 partition of ``bench/warm_starts.py``, Potts
+    beta 3; confidence = the mixture posterior of each pixel's smoothed class."""
+    ds, valid, lab, costs = W.partition(scene, "gmm:s1", seed, 3.0)
     p = np.exp(costs.min(0, keepdims=True) - costs)
     p /= p.sum(0)
     return ds, valid, lab, np.take_along_axis(p, lab[None], 0)[0]

@@ -77,14 +77,14 @@ def _costs(kind, zf, sub, k, seed):
     return costs - costs.min(0, keepdims=True)
 
 
-def run(scene, method, seed, beta, out_dir):
-    """Every figure of ``quality.score`` for one method, seed and beta on ``scene``."""
-    img, bands, label, _ = Q.scene_paths(scene)
-    k = Q.n_classes(label)
+def partition(scene, method, seed, beta):
+    """``(dataset, valid (H, W), labels (H, W) 0..k-1, costs (k, H, W) float32)`` of ``method`` on ``scene``,
+    smoothed by the Potts step at ``beta`` (0 = the argmin of the costs)."""
+    _, _, label, _ = Q.scene_paths(scene)
     ds, data, valid = _read(scene)
     kind, _, feats = method.partition(":")
     data, kind = _clip(data, valid, kind)
-    f = context_features(data, valid, FEATURES[feats or "px"]) if feats != "px" else data
+    f = context_features(data, valid, FEATURES[feats or "px"])
     px = f[:, valid].T.astype(np.float64)
     mu, sd = px.mean(0), px.std(0)
     sd[sd < 1e-12] = 1.0
@@ -92,8 +92,15 @@ def run(scene, method, seed, beta, out_dir):
     zf = ((f - mu[:, None, None]) / sd[:, None, None]).astype(np.float32)
     rng = np.random.default_rng(seed)
     sub = z if len(z) <= FIT_PIXELS else z[rng.choice(len(z), FIT_PIXELS, replace=False)]
-    costs = _costs(kind, zf, sub, k, seed)
+    costs = _costs(kind, zf, sub, Q.n_classes(label), seed)
     labels = icm_potts(costs, beta, valid=valid) if beta > 0 else np.argmin(costs, 0)
+    return ds, valid, labels, costs
+
+
+def run(scene, method, seed, beta, out_dir):
+    """Every figure of ``quality.score`` for one method, seed and beta on ``scene``."""
+    img, bands, label, _ = Q.scene_paths(scene)
+    ds, valid, labels, _ = partition(scene, method, seed, beta)
     path = os.path.join(out_dir, f"warm_{scene}_{method.replace(':', '_')}_s{seed}_b{beta:g}.tif")
     Q._write_classes(ds, np.where(valid, labels + 1, 0), path)
     return Q.score(path, label, img, bands)

@@ -66,6 +66,8 @@ class TileSampler:
         tile: tile side in px (128).
         seed: seeds the numpy Generator that picks tile positions.
         scale: ``(mins, maxs)``; default: per-band 2-98 % percentiles of the raster.
+        clip: clip the scaled values to [0, 1] (False for a model that segments on the unclipped scale,
+            ``ktextures.input_scale`` "clip" false).
         extra_nodata: value treated as nodata besides the GDAL mask band.
 
     Raises:
@@ -74,7 +76,7 @@ class TileSampler:
 
     def __init__(self, path: str, bands, tile: int = 128, seed: int = 0,
                  scale: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
-                 extra_nodata: Optional[float] = None):
+                 extra_nodata: Optional[float] = None, clip: bool = True):
         self.path = str(path)
         self.ds = R.open_raster(self.path)
         self.bands = check_bands(bands, self.ds.RasterCount)
@@ -98,23 +100,20 @@ class TileSampler:
         self.scale_min = [float(v) for v in scale[0]]
         self.scale_max = [float(v) for v in scale[1]]
         self.rejected = 0
-        #: the default of ``read`` / ``sample``: clip the scaled values to [0, 1] (False for a model that
-        #: segments on the unclipped scale, ``ktextures.input_scale`` "clip" false)
-        self.clip = True
+        self.clip = bool(clip)
 
-    def read(self, xoff: int, yoff: int, clip: Optional[bool] = None) -> Tuple[np.ndarray, bool]:
-        """One scaled tile (4,tile,tile) float32 at pixel offset (xoff, yoff) (``clip`` False: the percentile
-        scale without its clip to [0, 1]; None: :attr:`clip`), and whether it is fully valid."""
+    def read(self, xoff: int, yoff: int) -> Tuple[np.ndarray, bool]:
+        """One scaled tile (4,tile,tile) float32 at pixel offset (xoff, yoff) (not clipped to [0, 1] unless
+        :attr:`clip`), and whether it is fully valid."""
         data, valid = R.read_window(self.ds, self.bands, (xoff, yoff, self.tile, self.tile), self.extra_nodata)
-        clip = self.clip if clip is None else clip
-        return R.apply_scale(data, self.scale_min, self.scale_max, clip), bool(valid.all())
+        return R.apply_scale(data, self.scale_min, self.scale_max, self.clip), bool(valid.all())
 
-    def sample(self, n: int, clip: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """n random valid tiles (the same draws whatever ``clip``; None: :attr:`clip`).
+    def sample(self, n: int) -> Tuple[np.ndarray, np.ndarray]:
+        """n random valid tiles.
 
         Returns:
-            ``(x, offsets)``: x float32 (n,4,tile,tile) in [0, 1] (``clip`` False: not clipped); offsets int64
-            (n,2) = raster (yoff, xoff).
+            ``(x, offsets)``: x float32 (n,4,tile,tile), in [0, 1] when :attr:`clip`; offsets int64 (n,2) = raster
+            (yoff, xoff).
 
         Raises:
             AllNodataError: after :data:`MAX_REJECTS` consecutive tiles containing nodata.
@@ -125,7 +124,7 @@ class TileSampler:
         while i < n:
             yoff = int(self.rng.integers(0, self.height - self.tile + 1))
             xoff = int(self.rng.integers(0, self.width - self.tile + 1))
-            x, ok = self.read(xoff, yoff, clip)
+            x, ok = self.read(xoff, yoff)
             if not ok:
                 rejects += 1
                 self.rejected += 1

@@ -20,21 +20,23 @@ DEFAULT_RETRIES = 0
 #: Weight of the spatial-continuity term on the class probabilities (context and spatial variants);
 #: measured against 0 and 2 in docs/benchmarks.md.
 DEFAULT_CONTINUITY = 5.0
-#: Warm start of the context variant: "pixel" = k-means on the z-scored bands alone (the head ignores the
-#: smoothed copies at first), "context" = k-means on the bands and their smoothed copies (the default: better
-#: on 3 of the 4 labelled scenes, docs/benchmarks.md "Quality II"), "gmm" = a full-covariance Gaussian mixture on
-#: the unclipped bands and smoothed copies, distilled into the head (measured in docs/benchmarks.md "Quality II").
+#: Warm start of the context variant: "gmm" = a full-covariance Gaussian mixture on the unclipped bands and their
+#: sigma-1 copy, written exactly into the network (the default: docs/benchmarks.md "Quality III"), "pixel" =
+#: k-means on the z-scored bands alone (the head ignores the smoothed copies at first), "context" = k-means on the
+#: bands and their sigma 1, 2, 4 copies (the default of "Quality II").
 WARM_STARTS = ("pixel", "context", "gmm")
 DEFAULT_WARM_START = "gmm"
 #: Gaussian scales (px) of the context variant's smoothed copies of the bands, per warm start: the mixture
 #: models the bands and one sigma-1 copy (halo 3 px; docs/benchmarks.md "Quality III"), the k-means starts the
 #: bands and three copies (halo 12 px).
-CONTEXT_SIGMAS = {"gmm": (1.0,), "pixel": (1.0, 2.0, 4.0), "context": (1.0, 2.0, 4.0)}
+GMM_SIGMAS = (1.0,)
+KMEANS_SIGMAS = (1.0, 2.0, 4.0)
 
 
 def context_sigmas(warm_start: str):
-    """The default Gaussian scales (px) of the context variant for ``warm_start`` (:data:`CONTEXT_SIGMAS`)."""
-    return CONTEXT_SIGMAS.get(warm_start, (1.0, 2.0, 4.0))
+    """The Gaussian scales (px) of the context variant for ``warm_start``: :data:`GMM_SIGMAS` for "gmm", else
+    :data:`KMEANS_SIGMAS`."""
+    return GMM_SIGMAS if warm_start == "gmm" else KMEANS_SIGMAS
 
 
 #: Weight of the anchor term: cross-entropy of the class logits against the warm-start partition smoothed by the
@@ -42,7 +44,8 @@ def context_sigmas(warm_start: str):
 #: (ARI 0.993 -> 0.948), with it 0.989 (docs/benchmarks.md "Quality III").
 DEFAULT_ANCHOR = 1.0
 #: Potts weight for the scores of the exported model (``ktextures.smoothing_beta``; segment's smoothing step)
-#: and for the anchor's target partition, in squared z-score units per disagreeing 8-neighbour.
+#: and for the anchor's target partition, per disagreeing 8-neighbour, in the units of the warm start's logits
+#: (log density for "gmm", squared z-score distance for the k-means starts).
 DEFAULT_SMOOTHING_BETA = 3.0
 #: Early stopping: the mask-training steps are cut once the mean loss of a window of this many steps has not
 #: improved by EARLY_STOP_DELTA (relative) for EARLY_STOP_PATIENCE windows in a row (0 = never).

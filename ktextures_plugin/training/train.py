@@ -20,7 +20,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -95,7 +95,6 @@ class FitConfig:
     continuity: float = DEFAULT_CONTINUITY  # weight of the spatial-continuity term (context and spatial variants)
     warm_tiles: int = 64              # context variant: tiles whose pixels seed the k-means warm start
     warm_start: str = DEFAULT_WARM_START  # context variant: Gaussian mixture ("gmm"), k-means ("pixel", "context")
-    context_sigmas: Optional[Tuple[float, ...]] = None  # context variant: Gaussian scales (px); None = warm start's
     anchor: float = DEFAULT_ANCHOR    # context variant: weight of the cross-entropy to the smoothed warm start
     smoothing_beta: float = DEFAULT_SMOOTHING_BETA  # Potts weight of the anchor target and of the exported model
     early_stop_window: int = EARLY_STOP_WINDOW  # steps per window of the early stopping (0 = run every step)
@@ -183,7 +182,7 @@ def _build_model(k: int, cfg: FitConfig, sampler, is_canceled) -> KTextures:
     ``train_mask=False`` ablation)."""
     model = KTextures(k, D.N_CHANNELS, cfg.variant, period=cfg.texture_period, seed=cfg.seed,
                       mask_width=int(cfg.mask_width), context_hidden=int(cfg.context_hidden),
-                      straight_through=(cfg.binning == "ste"), context_sigmas=_context_sigmas(cfg),
+                      straight_through=(cfg.binning == "ste"), context_sigmas=context_sigmas(cfg.warm_start),
                       context_quadratic=cfg.warm_start == "gmm")
     model.train()
     if cfg.variant == "context":
@@ -192,12 +191,6 @@ def _build_model(k: int, cfg: FitConfig, sampler, is_canceled) -> KTextures:
         for p in model.mask_net.parameters():
             p.requires_grad_(False)
     return model
-
-
-def _context_sigmas(cfg: FitConfig) -> Tuple[float, ...]:
-    """The context variant's Gaussian scales (px): ``cfg.context_sigmas``, else the warm start's default
-    (:func:`.defaults.context_sigmas`)."""
-    return tuple(float(v) for v in (cfg.context_sigmas or context_sigmas(cfg.warm_start)))
 
 
 def unclipped(cfg: FitConfig) -> bool:
@@ -352,8 +345,8 @@ def train_model(image_path: str, bands, cfg: FitConfig, progress: Optional[Progr
     """
     k = _check_config(cfg)
     loss_fn = _feature_loss(cfg.features)
-    sampler = D.TileSampler(image_path, bands, cfg.tile_size, seed=cfg.seed, extra_nodata=cfg.extra_nodata)
-    sampler.clip = not unclipped(cfg)
+    sampler = D.TileSampler(image_path, bands, cfg.tile_size, seed=cfg.seed, extra_nodata=cfg.extra_nodata,
+                            clip=not unclipped(cfg))
     torch.manual_seed(int(cfg.seed))
     ae_mse = loss_fn.prepare(lambda n: sampler.sample(n)[0], is_canceled)
     model = _build_model(k, cfg, sampler, is_canceled)
@@ -375,8 +368,8 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
     (:func:`core.kmeans.kmeans.fit_centers`: k-means++, 3 restarts, seed ``cfg.seed``) on at most 200 000 pixels
     clusters the bands alone (``cfg.warm_start`` "pixel": the centres' smoothed-feature coordinates are 0, so the
     head starts as pixel k-means) or all F features ("context"); the head then assigns each pixel to its nearest
-    centre (:meth:`ContextMaskNet.init_from_kmeans`). "gmm": the features of the same tiles unclipped (the
-    percentile scale without its clip to [0, 1]), a full-covariance Gaussian mixture on all F (:func:`_gmm_start`).
+    centre (:meth:`ContextMaskNet.init_from_kmeans`). "gmm" (the default): a full-covariance Gaussian mixture on
+    the features of pixels drawn over the whole raster, unclipped (:func:`_raster_features`, :func:`_gmm_start`).
     """
     from ..core.kmeans.kmeans import fit_centers
 
@@ -396,9 +389,7 @@ def warm_start_context(model: KTextures, sampler, cfg: FitConfig, is_canceled=No
     rng = np.random.default_rng(int(cfg.seed))
     if len(px) > 200_000:
         px = px[rng.choice(len(px), 200_000, replace=False)]
-    mu, sd = px.mean(0), px.std(0)
-    sd[sd < 1e-6] = 1.0
-    z = (px - mu) / sd
+    z, mu, sd = _zscored(px)
     if cfg.warm_start == "pixel":
         c = net.context.in_ch
         centers = np.zeros((model.k, z.shape[1]))
@@ -427,7 +418,12 @@ def _raster_features(net, sampler, cfg: FitConfig):
     raw = context_sample(sampler.ds, sampler.bands, sig, WARM_PIXELS, int(cfg.seed), cfg.extra_nodata)
     lo = np.tile(np.asarray(sampler.scale_min, np.float64), 1 + len(sig))
     span = np.tile(np.asarray(sampler.scale_max, np.float64), 1 + len(sig)) - lo
-    px = (raw.T.astype(np.float64) - lo) / span
+    return _zscored((raw.T.astype(np.float64) - lo) / span)
+
+
+def _zscored(px: np.ndarray):
+    """``(z, mu, sd)`` of pixels ``px`` (P,F) float64: z-scored with their own mean and standard deviation (a
+    feature of spread under 1e-6 is only centred)."""
     mu, sd = px.mean(0), px.std(0)
     sd[sd < 1e-6] = 1.0
     return (px - mu) / sd, mu, sd

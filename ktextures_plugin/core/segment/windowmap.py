@@ -105,8 +105,7 @@ def classify_tiles(job: SegmentJob, ds, session, tiles: Iterable[tiling.Tile],
         ModelError: the model broke its contract on a tile; Canceled: ``is_canceled()`` turned true.
     """
     reader = prefetch(ds, list(job.bands), tiles, job.extra_nodata, is_canceled,
-                      prepare=lambda d: raster.scale_in_place(d, job.smin, job.smax,
-                                                                           job.model.info.scale_clip))
+                      prepare=lambda d: raster.scale_in_place(d, job.smin, job.smax, job.model.info.scale_clip))
     try:
         if job.model.smoothing > 0:
             yield from _smoothed_tiles(job, session, reader)
