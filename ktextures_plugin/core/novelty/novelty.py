@@ -286,6 +286,15 @@ def scale_for_features(data: np.ndarray, smin, smax) -> np.ndarray:
     return data
 
 
+def model_input(data: np.ndarray, info) -> np.ndarray:
+    """In place, float32 (C, H, W) in feature scaling (:func:`scale_for_features`): the model's input as segment
+    gives it, clipped to [0, 1] unless the model segments on the unclipped scale (``info.scale_clip`` False, then
+    bounded to :data:`FEATURE_RANGE` only)."""
+    if info.scale_clip:
+        np.clip(data, 0.0, 1.0, out=data)
+    return data
+
+
 def tile_grid(size: Tuple[int, int], tile_size: int) -> Tuple[int, int]:
     """``(columns, rows)`` of tile positions over a raster of ``size`` ``(width, height)`` px: tiles of
     ``tile_size`` px at a stride of half a tile (docs/novelty.md, "Tiles"), from 0 to the first tile that
@@ -441,7 +450,7 @@ class _Window:
         ny = min(-(-(by + bh) // s), ctx.grid[1]) - r0
         ox, oy = bx - rx0, by - ry0
         xo = data[ctx.order]                        # the feature CNN's input: scaled, not clipped
-        x = np.clip(data, 0.0, 1.0, out=data)       # the model's input: clipped, as segment gives it
+        x = model_input(data, ctx.info)             # the model's input, as segment gives it
         x[:, ~valid] = ctx.info.nodata_fill
         cls = np.clip(infer_classes(ctx.session, x, ctx.info.halo_px, ctx.chunk_px), 0, ctx.k - 1)
         sim = simulate(ctx.textures, cls, rx0, ry0)[ctx.order]

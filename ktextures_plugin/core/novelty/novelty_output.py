@@ -19,7 +19,7 @@ from ..io import atomic, classraster, raster
 from ..io.outputs import vector_driver
 from ..segment.html_report import png_bytes
 from ..segment.inference import infer_classes, open_session
-from .novelty import NoveltyResult, SelectedTile, heat_map, scale_for_features, simulate
+from .novelty import NoveltyResult, SelectedTile, heat_map, model_input, scale_for_features, simulate
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -150,7 +150,7 @@ def explain_tile(ds, session, fsess, result: NoveltyResult, tile: SelectedTile, 
     x = np.zeros((4, t, t), np.float32)
     sim = np.zeros((4, t, t), np.float32)
     x[:, :h, :w] = data[order, y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
-    np.clip(data, 0.0, 1.0, out=data)                                # the model's input, as segment's
+    model_input(data, info)                                          # the model's input, as segment's
     data[:, ~valid] = info.nodata_fill
     cls = infer_classes(session, data, halo)[y0 - ry0:y0 - ry0 + h, x0 - rx0:x0 - rx0 + w]
     cls = np.clip(cls, 0, info.num_classes - 1)
