@@ -185,7 +185,7 @@ class GaussianContext(nn.Module):
 
 class ContextMaskNet(nn.Module):
     """Variant ``context``: k class logits from the bands and their Gaussian context (receptive field
-    2 * ceil(3 * max sigma) + 1 px: 25 px with sigmas 1, 2, 4, 7 px with the default warm start's sigma 1).
+    2 * ceil(3 * max sigma) + 1 px: 25 px with sigmas 1, 2, 4; 7 px with sigma 1 alone, the default warm start's).
 
     Graph: :class:`GaussianContext` (fixed) -> per-feature z-score (fixed buffers ``mu``, ``sd``, set by the warm
     start) -> logits = ``head(z) + mlp(z)`` (+ ``quad(z)`` with ``quadratic``). ``head`` is a 1x1 conv (F -> k);
@@ -214,10 +214,10 @@ class ContextMaskNet(nn.Module):
             self.quad = nn.Conv2d(f, self.k * f, 1)
             nn.init.zeros_(self.quad.weight)
             nn.init.zeros_(self.quad.bias)
-            ones = torch.zeros(self.k, self.k * f, 1, 1)
+            block = torch.zeros(self.k, self.k * f, 1, 1)     # -0.5 x the sum of class c's F squares
             for c in range(self.k):
-                ones[c, c * f:(c + 1) * f] = -0.5
-            self.register_buffer("quad_sum", ones)
+                block[c, c * f:(c + 1) * f] = -0.5
+            self.register_buffer("quad_sum", block)
         else:
             self.quad = None
         self.hidden = int(hidden)
