@@ -553,7 +553,7 @@ def test_context_variant_starts_at_context_kmeans_and_is_tile_exact(tmp_path):
     # context variant's size
     from ktextures_plugin.core.segment import SegmentOptions, segment_raster
     from ktextures_plugin.core.segment.inference import CONTEXT_CHUNK_PX, chunk_px_for
-    assert chunk_px_for(info) == CONTEXT_CHUNK_PX
+    assert info.halo_px == 12 and chunk_px_for(info) == CONTEXT_CHUNK_PX
     tiny, _ = _run(res.path, np.ascontiguousarray(x[:, :, :8, :5]))       # edge padding: any tile size runs
     assert tiny.shape == (1, 1, 8, 5)
     opts = dict(bands=BANDS, smoothing=0)                  # the raw argmax (the model recommends a smoothing)

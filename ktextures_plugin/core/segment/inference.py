@@ -186,19 +186,22 @@ INFER_CHUNK_PX = 16384
 INFER_CHUNK_VALUES = 64 * INFER_CHUNK_PX
 
 
-#: ... and a context-variant model (halo 12 px, 16 feature channels) runs on strips of this many pixels: each
-#: strip re-reads 2 x 12 halo rows, so 16384-px strips (about 30 rows at 512 px) spend most of their time on
-#: halo rows (docs/benchmarks.md, "Measurements behind constants").
+#: ... and a context-variant model runs on strips of about this many pixels per 12 px of halo (at least
+#: 2 x :data:`INFER_CHUNK_PX`): each strip re-reads 2 x halo rows, so thin strips of a wide-halo model spend their
+#: time on halo rows, while thick strips of a narrow-halo model overflow the caches (halo 12: 131072 px, 2.4x
+#: faster than 16384; halo 3: 32768 px, 1.5x faster than 131072; docs/benchmarks.md, "Measurements behind
+#: constants").
 CONTEXT_CHUNK_PX = 8 * INFER_CHUNK_PX
 
 
 def chunk_px_for(info: ModelInfo) -> int:
-    """Pixels per onnxruntime call for this model: :data:`CONTEXT_CHUNK_PX` for the context variant,
+    """Pixels per onnxruntime call for this model: :data:`CONTEXT_CHUNK_PX` per 12 px of halo (at least
+    ``2 * INFER_CHUNK_PX``) for the context variant,
     ``INFER_CHUNK_VALUES // mask_width`` for a per-pixel model that records its ``mask_width`` in its
     provenance (between 16384 and 262144), else :data:`INFER_CHUNK_PX`."""
     prov = info.provenance if isinstance(info.provenance, dict) else {}
     if prov.get("variant") == "context":
-        return CONTEXT_CHUNK_PX
+        return max(2 * INFER_CHUNK_PX, CONTEXT_CHUNK_PX * info.halo_px // 12)
     width = prov.get("mask_width")
     if info.halo_px != 0 or not isinstance(width, int) or width < 1:
         return INFER_CHUNK_PX

@@ -31,7 +31,7 @@ def test_strip_inference_equals_one_call(tiny_models, model_key, chunk_px):
 
 def test_strip_size_follows_the_mask_width(tiny_models):
     """Per-pixel models that record their mask width run on strips of INFER_CHUNK_VALUES // width pixels;
-    anything else on INFER_CHUNK_PX."""
+    context models on strips that grow with their halo; anything else on INFER_CHUNK_PX."""
     import dataclasses
 
     from ktextures_plugin.core.segment.inference import (
@@ -41,7 +41,9 @@ def test_strip_size_follows_the_mask_width(tiny_models):
         chunk_px_for,
     )
     ctx = read_model_info(str(ROOT / "models" / "s2_10m_k6.onnx"))          # a context-variant model
-    assert chunk_px_for(ctx) == CONTEXT_CHUNK_PX
+    assert ctx.halo_px == 3 and chunk_px_for(ctx) == 2 * INFER_CHUNK_PX          # narrow halo: cache-sized
+    assert chunk_px_for(dataclasses.replace(ctx, halo_px=12)) == CONTEXT_CHUNK_PX  # wide halo: thick strips
+    assert chunk_px_for(dataclasses.replace(ctx, halo_px=24)) == 2 * CONTEXT_CHUNK_PX
     info = dataclasses.replace(ctx, halo_px=0, provenance=dict(ctx.provenance, variant="faithful", mask_width=16))
     width = info.provenance["mask_width"]
     assert chunk_px_for(info) == INFER_CHUNK_VALUES // width > INFER_CHUNK_PX
