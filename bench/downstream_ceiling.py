@@ -1,0 +1,70 @@
+"""The downstream figure of a perfect partition: the reference itself as the class raster (issue 21's
+``downstream_miou``, docs/benchmarks.md "Quality IV").
+
+Usage (from the repository root; the labelled scenes beside the checkout):
+
+    .venv/bin/python bench/downstream_ceiling.py [--scenes slovenia amazon sample brandenburg_west]
+                                                 [--sample-seeds 1 2 3 4 5]
+
+For each scene the reference label raster is written as a class raster (its labelled pixels, classes = the
+reference classes, 0 = nodata) and scored by ``core.evaluate.metrics.downstream_scores`` exactly as a segment's
+class raster is: interior samples of the product's sampler (``sampling.draw_samples``, 50 per class, edge
+distance 3 px, seed = each ``--sample-seeds``; ``evaluate`` uses seed 1), each labelled with its class's majority
+reference class (here: itself), a scikit-learn random forest (100 trees, seed 0) on the bands at those points,
+scored on every labelled pixel. A partition that equals the reference scores this; a method can beat it only
+where its samples happen to teach the band-only forest better than pure samples of the true classes do.
+
+On a scene with a dense reference (Slovenia: 9945 of 10100 pixels labelled) this is the downstream figure of a
+perfect partition. On a sparse one (Amazon: 2366 px in training polygons) the samples come from the polygons'
+interiors only, so it is the figure of a partition perfect on the polygons and empty elsewhere.
+Prints, per scene, the downstream mIoU per sample seed and their mean.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import quality as Q  # noqa: E402, N812
+
+from ktextures_plugin.core.evaluate import metrics as M  # noqa: E402, N812
+from ktextures_plugin.core.sample.sampling import SampleOptions, draw_samples  # noqa: E402
+
+
+def ceiling(scene, sample_seed):
+    """Downstream mIoU of the reference of ``scene`` used as the class raster, samples drawn with
+    ``sample_seed``."""
+    from osgeo import gdal
+    img, bands, label, _ = Q.scene_paths(scene)
+    ds = gdal.Open(label)
+    ref = ds.GetRasterBand(1).ReadAsArray()
+    nd = ds.GetRasterBand(1).GetNoDataValue()
+    if nd is not None:
+        ref = np.where(ref == nd, 0, ref)
+    path = os.path.join(Q.OUT, f"ceiling_{scene}.tif")
+    Q._write_classes(ds, ref, path)
+    s = M.scores(M.confusion_from_rasters(path, label))
+    res = draw_samples(path, SampleOptions(50, min_edge_distance_px=3, seed=sample_seed))
+    M.downstream_scores(path, label, img, s, [int(v) for v in bands.split(",")], samples=res)
+    return s.downstream_miou
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenes", nargs="+", default=["slovenia", "amazon", "sample", "brandenburg_west"],
+                   choices=list(Q.SCENES))
+    p.add_argument("--sample-seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    a = p.parse_args()
+    os.makedirs(Q.OUT, exist_ok=True)
+    for scene in a.scenes:
+        r = [ceiling(scene, s) for s in a.sample_seeds]
+        print(f"{scene}: reference as class raster, downstream mIoU "
+              f"{' '.join(f'{v:.3f}' for v in r)}  mean {np.mean(r):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
