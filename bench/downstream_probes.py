@@ -177,12 +177,14 @@ def _mixture(scene, seed):
     k, c = Q.n_classes(label), data.shape[0]
     rng = np.random.default_rng(seed)
     sub = z if len(z) <= W.FIT_PIXELS else z[rng.choice(len(z), W.FIT_PIXELS, replace=False)]
-    g = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, init_params="k-means++", random_state=seed).fit(sub)
+    g = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, init_params="k-means++",
+                        random_state=seed).fit(sub)
     lp = g._estimate_weighted_log_prob(zf.reshape(zf.shape[0], -1).T.astype(np.float64))
     costs = (-lp).T.reshape(k, *zf.shape[1:]).astype(np.float32)
     lab = icm_potts(costs - costs.min(0, keepdims=True), 3.0, valid=valid)
     zb = zf[:c].reshape(c, -1).T.astype(np.float64)
-    band_lp = np.stack([np.log(g.weights_[j]) + multivariate_normal(g.means_[j, :c], g.covariances_[j, :c, :c]).logpdf(zb)
+    band_lp = np.stack([np.log(g.weights_[j])
+                        + multivariate_normal(g.means_[j, :c], g.covariances_[j, :c, :c]).logpdf(zb)
                         for j in range(k)], 1)
     return ds, valid, lab, band_lp.argmax(1).reshape(lab.shape)
 
@@ -206,6 +208,11 @@ def band_agreement(scene, seed):
     return out + [float(agree[valid].mean())]
 
 
+def _corr(rows, i):
+    """Correlations of column ``i`` of :func:`starts`' rows with ARI, Hungarian mIoU and downstream mIoU."""
+    return " / ".join(f"{np.corrcoef(rows[:, i], rows[:, j])[0, 1]:.2f}" for j in (3, 4, 5))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("probe", choices=["samples", "starts", "bands"])
@@ -226,10 +233,9 @@ def main():
                 r = np.array([sample_sets(scene, method, s) for s in a.seeds]).mean(0)
                 print(f"{scene} {method}: " + "  ".join(f"{n} {v:.3f}" for n, v in zip(SETS, r)), flush=True)
             continue
-        R = starts(scene, a.starts)
-        corr = lambda i: " / ".join(f"{np.corrcoef(R[:, i], R[:, j])[0, 1]:.2f}" for j in (3, 4, 5))  # noqa: E731
-        print(f"{scene}: correlation with ARI / mIoU / downstream: agreement {corr(1)}, log-likelihood {corr(2)}",
-              flush=True)
+        rows = starts(scene, a.starts)
+        print(f"{scene}: correlation with ARI / mIoU / downstream: agreement {_corr(rows, 1)}, "
+              f"log-likelihood {_corr(rows, 2)}", flush=True)
 
 
 if __name__ == "__main__":
