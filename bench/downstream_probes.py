@@ -126,35 +126,47 @@ def _agreement(lab, valid, k):
     return float(own[valid].mean() / 8)
 
 
+class _Features:
+    """The z-scored bands and sigma-1 copies of ``scene`` (``bench/warm_starts.py``'s ``s1``), computed once."""
+
+    def __init__(self, scene):
+        from ktextures_plugin.core.kmeans.kmeans import context_features
+        _, _, label = _bands(scene)
+        self.ds, data, self.valid = W._read(scene)
+        f = context_features(data, self.valid, W.FEATURES["s1"])
+        px = f[:, self.valid].T.astype(np.float64)
+        mu, sd = px.mean(0), px.std(0)
+        self.z = (px - mu) / sd
+        self.zf = ((f - mu[:, None, None]) / sd[:, None, None]).astype(np.float32)
+        self.k, self.bands = Q.n_classes(label), data.shape[0]
+
+    def mixture(self, seed):
+        """``(GaussianMixture, costs (k, H, W) float32, labels (H, W) at beta 3)`` of mixture seed ``seed``."""
+        from sklearn.mixture import GaussianMixture
+
+        from ktextures_plugin.core.segment.smoothing import icm_potts
+        z, zf = self.z, self.zf
+        rng = np.random.default_rng(seed)
+        sub = z if len(z) <= W.FIT_PIXELS else z[rng.choice(len(z), W.FIT_PIXELS, replace=False)]
+        g = GaussianMixture(self.k, covariance_type="full", reg_covar=1e-3, init_params="k-means++",
+                            random_state=seed).fit(sub)
+        lp = g._estimate_weighted_log_prob(zf.reshape(zf.shape[0], -1).T.astype(np.float64))
+        costs = (-lp).T.reshape(self.k, *zf.shape[1:]).astype(np.float32)
+        costs -= costs.min(0, keepdims=True)
+        return g, costs, icm_potts(costs, 3.0, valid=self.valid)
+
+
 def starts(scene, n):
     """Rows ``(start, agreement, log-likelihood, ARI, Hungarian mIoU, downstream mIoU)`` of ``n`` mixtures."""
-    from sklearn.mixture import GaussianMixture
-
-    from ktextures_plugin.core.kmeans.kmeans import context_features
-    from ktextures_plugin.core.segment.smoothing import icm_potts
-    _, _, label = _bands(scene)
-    ds, data, valid = W._read(scene)
-    f = context_features(data, valid, W.FEATURES["s1"])
-    px = f[:, valid].T.astype(np.float64)
-    mu, sd = px.mean(0), px.std(0)
-    z = (px - mu) / sd
-    zf = ((f - mu[:, None, None]) / sd[:, None, None]).astype(np.float32)
-    k = Q.n_classes(label)
+    fs = _Features(scene)
     rows = []
     for s in range(n):
-        rng = np.random.default_rng(s)
-        sub = z if len(z) <= W.FIT_PIXELS else z[rng.choice(len(z), W.FIT_PIXELS, replace=False)]
-        g = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, init_params="k-means++",
-                            random_state=s).fit(sub)
-        lp = g._estimate_weighted_log_prob(zf.reshape(zf.shape[0], -1).T.astype(np.float64))
-        costs = (-lp).T.reshape(k, *zf.shape[1:]).astype(np.float32)
-        costs -= costs.min(0, keepdims=True)
-        lab = icm_potts(costs, 3.0, valid=valid)
+        g, costs, lab = fs.mixture(s)
         path = os.path.join(Q.OUT, f"probe_start_{scene}_{s}.tif")
-        Q._write_classes(ds, np.where(valid, lab + 1, 0), path)
+        Q._write_classes(fs.ds, np.where(fs.valid, lab + 1, 0), path)
         r = _downstream(path, scene, None)
-        rows.append((s, _agreement(np.argmin(costs, 0), valid, k), float(g.score(z)), r.ari, r.miou_hungarian,
-                     r.downstream_miou))
+        rows.append((s, _agreement(np.argmin(costs, 0), fs.valid, fs.k), float(g.score(fs.z)), r.ari,
+                     r.miou_hungarian, r.downstream_miou))
         print(f"{scene} start {s}: agreement {rows[-1][1]:.4f} log-likelihood {rows[-1][2]:.3f} ARI {r.ari:.3f} "
               f"mIoU {r.miou_hungarian:.3f} downstream {r.downstream_miou:.3f}", flush=True)
     return np.array(rows)
@@ -163,30 +175,14 @@ def starts(scene, n):
 def _mixture(scene, seed):
     """``(dataset, valid, labels (H, W) at beta 3, band-only MAP classes (H, W))`` of the gmm:s1 mixture."""
     from scipy.stats import multivariate_normal
-    from sklearn.mixture import GaussianMixture
-
-    from ktextures_plugin.core.kmeans.kmeans import context_features
-    from ktextures_plugin.core.segment.smoothing import icm_potts
-    _, _, label = _bands(scene)
-    ds, data, valid = W._read(scene)
-    f = context_features(data, valid, W.FEATURES["s1"])
-    px = f[:, valid].T.astype(np.float64)
-    mu, sd = px.mean(0), px.std(0)
-    z = (px - mu) / sd
-    zf = ((f - mu[:, None, None]) / sd[:, None, None]).astype(np.float32)
-    k, c = Q.n_classes(label), data.shape[0]
-    rng = np.random.default_rng(seed)
-    sub = z if len(z) <= W.FIT_PIXELS else z[rng.choice(len(z), W.FIT_PIXELS, replace=False)]
-    g = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, init_params="k-means++",
-                        random_state=seed).fit(sub)
-    lp = g._estimate_weighted_log_prob(zf.reshape(zf.shape[0], -1).T.astype(np.float64))
-    costs = (-lp).T.reshape(k, *zf.shape[1:]).astype(np.float32)
-    lab = icm_potts(costs - costs.min(0, keepdims=True), 3.0, valid=valid)
-    zb = zf[:c].reshape(c, -1).T.astype(np.float64)
+    fs = _Features(scene)
+    g, _, lab = fs.mixture(seed)
+    c = fs.bands
+    zb = fs.zf[:c].reshape(c, -1).T.astype(np.float64)
     band_lp = np.stack([np.log(g.weights_[j])
                         + multivariate_normal(g.means_[j, :c], g.covariances_[j, :c, :c]).logpdf(zb)
-                        for j in range(k)], 1)
-    return ds, valid, lab, band_lp.argmax(1).reshape(lab.shape)
+                        for j in range(fs.k)], 1)
+    return fs.ds, fs.valid, lab, band_lp.argmax(1).reshape(lab.shape)
 
 
 def band_agreement(scene, seed):
