@@ -18,7 +18,8 @@ downstream figures). A method is ``KIND:FEATURES``:
 - KIND: ``km`` = scikit-learn ``KMeans(k, n_init=3)``, costs = squared distance to the centres; ``gmm`` =
   ``GaussianMixture(k, covariance_type="full", reg_covar=1e-3, init_params="k-means++")``, costs = minus the
   weighted log density; ``gmmt`` / ``gmmd`` = tied / diagonal covariances; ``gmmN`` (e.g. ``gmm3``) = ``n_init=N``
-  (the mixture of highest likelihood of N starts). A ``c`` or ``w`` after the kind (``gmmc``, ``gmmw``) clips each
+  (the mixture of highest likelihood of N starts); an ``e`` last (``gmme``) drops the mixture weights from the
+  costs (equal priors, as GRASS ``i.maxlik`` classifies). A ``c`` or ``w`` after the kind (``gmmc``, ``gmmw``) clips each
   band to its 2-98 % (``c``, as segment's default scale) or 0.1-99.9 % (``w``) percentiles first.
 
 Both fit on 50 000 pixels drawn at random (seed = the run's seed) from the valid pixels. Prints one line per
@@ -62,17 +63,45 @@ def _clip(data, valid, kind):
     return data, kind[:-1]
 
 
+def _consensus(sub, k, seed, starts=10, probe=2000):
+    """A full mixture started from the consensus of ``starts`` mixtures: their co-association on ``probe``
+    pixels of ``sub`` (P, F), cut into k groups by average linkage (SciPy), each group's mean, covariance and
+    share the start of one more EM fit on ``sub``."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+    from sklearn.mixture import GaussianMixture
+    rng = np.random.default_rng(seed)
+    pr = sub[rng.choice(len(sub), min(probe, len(sub)), replace=False)]
+    labs = np.stack([GaussianMixture(k, covariance_type="full", reg_covar=1e-3, init_params="k-means++",
+                                     random_state=seed * 1000 + i).fit(sub).predict(pr) for i in range(starts)], 1)
+    grp = fcluster(linkage(pdist(labs, "hamming"), "average"), k, "maxclust") - 1
+    ids = [g for g in np.unique(grp) if (grp == g).sum() > pr.shape[1]]
+    means = np.stack([pr[grp == g].mean(0) for g in ids])
+    covs = np.stack([np.cov(pr[grp == g].T) + 1e-3 * np.eye(pr.shape[1]) for g in ids])
+    w = np.array([(grp == g).mean() for g in ids])
+    return GaussianMixture(len(ids), covariance_type="full", reg_covar=1e-3, weights_init=w / w.sum(),
+                           means_init=means, precisions_init=np.linalg.inv(covs), random_state=seed).fit(sub)
+
+
 def _costs(kind, zf, sub, k, seed):
     """(k, H, W) float32 per-class costs of the clustering ``kind`` fitted on ``sub`` (P, F)."""
+    if kind == "cgmm":
+        g = _consensus(sub, k, seed)
+        costs = (-g._estimate_weighted_log_prob(zf.reshape(zf.shape[0], -1).T.astype(np.float64))).T
+        costs = costs.reshape(g.n_components, *zf.shape[1:]).astype(np.float32)
+        return costs - costs.min(0, keepdims=True)
     if kind == "km":
         from sklearn.cluster import KMeans
         return squared_distance_costs(zf, KMeans(k, n_init=3, random_state=seed).fit(sub).cluster_centers_)
     from sklearn.mixture import GaussianMixture
+    equal = kind.endswith("e")
+    kind = kind.rstrip("e")
     cov = {"t": "tied", "d": "diag"}.get(kind[3:4], "full")
     n_init = int(kind[3:].lstrip("td") or 1)
     g = GaussianMixture(k, covariance_type=cov, reg_covar=1e-3, init_params="k-means++", random_state=seed,
                         n_init=n_init).fit(sub)
-    lp = g._estimate_weighted_log_prob(zf.reshape(zf.shape[0], -1).T.astype(np.float64))    # (P, k)
+    x = zf.reshape(zf.shape[0], -1).T.astype(np.float64)
+    lp = g._estimate_log_prob(x) if equal else g._estimate_weighted_log_prob(x)    # (P, k)
     costs = (-lp).T.reshape(k, *zf.shape[1:]).astype(np.float32)
     return costs - costs.min(0, keepdims=True)
 
