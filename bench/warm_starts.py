@@ -19,8 +19,9 @@ downstream figures). A method is ``KIND:FEATURES``:
   ``GaussianMixture(k, covariance_type="full", reg_covar=1e-3, init_params="k-means++")``, costs = minus the
   weighted log density; ``gmmt`` / ``gmmd`` = tied / diagonal covariances; ``gmmN`` (e.g. ``gmm3``) = ``n_init=N``
   (the mixture of highest likelihood of N starts); an ``e`` last (``gmme``) drops the mixture weights from the
-  costs (equal priors, as GRASS ``i.maxlik`` classifies). A ``c`` or ``w`` after the kind (``gmmc``, ``gmmw``) clips each
-  band to its 2-98 % (``c``, as segment's default scale) or 0.1-99.9 % (``w``) percentiles first.
+  costs (equal priors, as GRASS ``i.maxlik`` classifies); ``cgmm`` = EM started from the consensus of 10
+  mixtures (``_consensus``). A ``c`` or ``w`` after the kind (``gmmc``, ``gmmw``) clips each band to its
+  2-98 % (``c``, as segment's default scale) or 0.1-99.9 % (``w``) percentiles first.
 
 Both fit on 50 000 pixels drawn at random (seed = the run's seed) from the valid pixels. Prints one line per
 scene, method and beta: mean and (population) standard deviation over the seeds, and the per-seed ARI.
