@@ -20,7 +20,8 @@ interiors only, so it is the figure of a partition perfect on the polygons and e
 Beside it, the same forest trained on 50 labelled pixels per reference class drawn at random (no edge distance;
 seed = each sample seed) and scored on the same pixels, which include those 50 x k: what the band-only forest
 does with pure samples that are not held to the interiors.
-Prints, per scene, the downstream mIoU per sample seed and their mean, for both.
+Prints, per scene, the downstream mIoU per sample seed and their mean, for both. ``--per-class`` prints instead,
+for sample seed 1, each reference class's pixels, interior samples and downstream IoU of the reference row.
 """
 import argparse
 import os
@@ -77,13 +78,40 @@ def random_pure(scene, sample_seed, n=50):
     return float(np.mean([((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum() for c in classes]))
 
 
+def per_class(scene, sample_seed=1):
+    """``[(class, pixels, interior samples, IoU)]`` of the reference of ``scene`` used as the class raster: the
+    forest of :func:`ceiling` (its own copy: ``downstream_scores`` returns only the mean)."""
+    from osgeo import gdal
+    from sklearn.ensemble import RandomForestClassifier
+    img, bands, label, _ = Q.scene_paths(scene)
+    ceiling(scene, sample_seed)  # writes the class raster
+    path = os.path.join(Q.OUT, f"ceiling_{scene}.tif")
+    res = draw_samples(path, SampleOptions(50, min_edge_distance_px=3, seed=sample_seed))
+    ids, cds = gdal.Open(img), gdal.Open(path)
+    x = np.stack([ids.GetRasterBand(int(b)).ReadAsArray().astype(np.float32) for b in bands.split(",")])
+    ref = cds.GetRasterBand(1).ReadAsArray()
+    rows, cols = [np.array([getattr(p, a) for p in res.samples]) for a in ("row", "col")]
+    lab = ref > 0
+    pred = RandomForestClassifier(n_estimators=M.FOREST_TREES, random_state=M.FOREST_SEED).fit(
+        x[:, rows, cols].T, ref[rows, cols]).predict(x[:, lab].T)
+    y = ref[lab]
+    return [(int(c), int((y == c).sum()), int((ref[rows, cols] == c).sum()),
+             float(((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum())) for c in np.unique(y)]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", nargs="+", default=["slovenia", "amazon", "sample", "brandenburg_west"],
                    choices=list(Q.SCENES))
     p.add_argument("--sample-seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--per-class", action="store_true")
     a = p.parse_args()
     os.makedirs(Q.OUT, exist_ok=True)
+    if a.per_class:
+        for scene in a.scenes:
+            print(scene, "class / pixels / interior samples / IoU:",
+                  "; ".join(f"{c} / {n} / {m} / {v:.3f}" for c, n, m, v in per_class(scene)), flush=True)
+        return
     for scene in a.scenes:
         r = [ceiling(scene, s) for s in a.sample_seeds]
         print(f"{scene}: reference as class raster, downstream mIoU "
