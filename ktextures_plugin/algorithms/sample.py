@@ -2,7 +2,9 @@
 
 Parameters in, ``core.sample.sampling`` calls, QGIS outputs out. No pixel work happens here.
 """
+import os
 import re
+from typing import Optional
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -281,15 +283,19 @@ class SampleAlgorithm(KTexturesAlgorithm):
 
     def _write_points(self, parameters, context, result, crs):
         """OUTPUT_POINTS; the sink is closed when this returns (so its file can take a style)."""
-        sink, points_id = self.parameterAsSink(parameters, self.OUTPUT_POINTS, context, self._point_fields(),
-                                               QgsWkbTypes.Type.Point, crs)
+        _backup_existing(parameters, self.OUTPUT_POINTS, context)
+        sink, points_id = _sink(self, parameters, self.OUTPUT_POINTS, context, self._point_fields(),
+                                QgsWkbTypes.Type.Point, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POINTS))
+        feats = []
         for s in result.samples:
             f = QgsFeature()
             f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(s.x, s.y)))
             f.setAttributes([s.sample_id, s.class_id, s.class_name, float(s.edge_distance_px), s.row, s.col])
-            sink.addFeature(f, QgsFeatureSink.Flag.FastInsert)
+            feats.append(f)
+        holder, sink = [sink], None  # _fill_sink holds the last reference, and closes it
+        _fill_sink(holder, points_id, feats)
         return points_id
 
     def _write_chips(self, parameters, context, feedback, class_path, image_path, result, chip):
@@ -313,30 +319,38 @@ class SampleAlgorithm(KTexturesAlgorithm):
 
     def _write_footprints(self, parameters, context, chips, crs):
         """OUTPUT_CHIPS (the chips' footprints with their file names), or None when not wanted."""
-        csink, chips_id = self.parameterAsSink(parameters, self.OUTPUT_CHIPS, context, self._chip_fields(),
-                                               QgsWkbTypes.Type.Polygon, crs)
+        _backup_existing(parameters, self.OUTPUT_CHIPS, context)
+        csink, chips_id = _sink(self, parameters, self.OUTPUT_CHIPS, context, self._chip_fields(),
+                                QgsWkbTypes.Type.Polygon, crs)
         if csink is None:
             return None
+        feats = []
         for c in chips:
             f = QgsFeature()
             f.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in c.footprint + [c.footprint[0]]]]))
             f.setAttributes([c.sample.sample_id, c.sample.class_id, c.sample.class_name,
                              c.image_path, c.mask_path, c.window[0], c.window[1], c.window[2]])
-            csink.addFeature(f, QgsFeatureSink.Flag.FastInsert)
+            feats.append(f)
+        holder, csink = [csink], None  # _fill_sink holds the last reference, and closes it
+        _fill_sink(holder, chips_id, feats)
         return chips_id
 
     def _write_summary(self, parameters, context, result):
         """OUTPUT_SUMMARY (one row per class), or None when not wanted."""
-        ssink, summary_id = self.parameterAsSink(parameters, self.OUTPUT_SUMMARY, context, self._summary_fields(),
-                                                 QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
+        _backup_existing(parameters, self.OUTPUT_SUMMARY, context)
+        ssink, summary_id = _sink(self, parameters, self.OUTPUT_SUMMARY, context, self._summary_fields(),
+                                  QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
         if ssink is None:
             return None
+        feats = []
         for s in result.summary:
             row = s.as_row()
             f = QgsFeature()
             f.setAttributes([row[k] for k in ("class_id", "class_name", "pixels", "area_m2", "interior_px",
                                               "requested", "found", "skipped", "reason")])
-            ssink.addFeature(f, QgsFeatureSink.Flag.FastInsert)
+            feats.append(f)
+        holder, ssink = [ssink], None  # _fill_sink holds the last reference, and closes it
+        _fill_sink(holder, summary_id, feats)
         return summary_id
 
     @staticmethod
@@ -359,6 +373,78 @@ def _uri_file(uri: str) -> str:
     """The file an ``ogr:``/``spatialite:`` destination URI writes into (``dbname='...'``), else the URI."""
     m = re.search(r"dbname='((?:[^']|'')*)'", uri) or re.search(r"dbname=(\S+)", uri)
     return m.group(1).replace("''", "'") if m else uri
+
+
+def _sink(alg, parameters, name, context, fields, wkb, crs):
+    """``alg.parameterAsSink(...)``; QGIS's own error when the file cannot be created on a full disk (a page
+    of SQL for a GeoPackage) becomes the short one the other outputs give."""
+    from ..core.io.atomic import disk_full, write_failed
+
+    try:
+        return alg.parameterAsSink(parameters, name, context, fields, wkb, crs)
+    except QgsProcessingException as exc:
+        dest = sink_destination(parameters, name, context)
+        path = _uri_file(dest.split("|")[0]) if dest else ""
+        if path and (disk_full(path) or "disk is full" in str(exc) or "No space left" in str(exc)):
+            raise write_failed(path, "No space left on device") from None
+        raise
+
+
+def _backup_existing(parameters, name, context) -> None:
+    """Before the sink ``name`` replaces an existing file: keep it for the run to put back on failure
+    (``core.io.atomic.keep_backup``)."""
+    dest = sink_destination(parameters, name, context)
+    path = _uri_file(dest.split("|")[0]) if dest else ""
+    if path and os.path.isabs(path):
+        atomic.keep_backup(path)
+
+
+def _fill_sink(holder, dest, feats) -> None:
+    """Add ``feats`` to the sink ``holder[0]``, close it (the last reference is dropped here, so the caller keeps
+    none) and check its file: a full disk can fail an insert, or only the commit when the sink closes, and
+    QGIS reports neither. The file is named to the run first (:func:`_delivered`), so a failure removes it.
+
+    Raises:
+        OutputError: an insert failed, or the file does not hold ``len(feats)`` features after closing.
+    """
+    from ..core.io.atomic import write_failed
+
+    _delivered(dest)
+    sink, failed = holder.pop(), None
+    for f in feats:
+        if not sink.addFeature(f, QgsFeatureSink.Flag.FastInsert):
+            failed = (getattr(sink, "lastError", lambda: "")() or "the feature could not be added")
+            break
+    if failed is None and hasattr(sink, "flushBuffer") and not sink.flushBuffer():
+        failed = getattr(sink, "lastError", lambda: "")() or "the features could not be written"
+    del sink  # closes the file
+    path = styling.file_of(dest)
+    if failed is None and path:
+        failed = _check_written(dest, [f.attributes()[0] for f in feats])
+    if failed is not None:
+        raise write_failed(path or dest, str(failed))
+
+
+def _check_written(dest, first_values) -> Optional[str]:
+    """None when the layer ``dest`` reads back with ``first_values`` as its first attribute, feature by feature,
+    else what is wrong (a shapefile's .shx can count every point while its .dbf was cut short)."""
+    from osgeo import ogr  # not a QgsVectorLayer: QGIS's OGR connection pool would keep the file open
+
+    path, _, opts = dest.partition("|")
+    name = dict(o.split("=", 1) for o in opts.split("|") if "=" in o).get("layername")
+    try:
+        ds = ogr.Open(path)
+        lyr = ds.GetLayerByName(name) if name else ds.GetLayer(0)
+        got = [f.GetField(0) for f in lyr]
+    except (RuntimeError, AttributeError) as exc:
+        return f"the file is incomplete ({exc})"
+    finally:
+        lyr = ds = None
+    got, want = [str(v) for v in got], [str(v) for v in first_values]  # a CSV reads back as text
+    if got != want:
+        ok = sum(1 for a, b in zip(got, want) if a == b)
+        return f"only {ok} of {len(first_values)} features could be read back"
+    return None
 
 
 def _delivered(dest):

@@ -9,6 +9,7 @@ sits where the class raster would, its selected tiles where the footprints would
 
 Post-processors are kept alive at class level: QGIS owns only the C++ object (QGIS issues #48087/#47533).
 """
+import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import (
@@ -163,7 +164,12 @@ def save_default_style(dest: str, apply: Callable, raster: bool, what: str) -> L
     if not raster and file_of(dest).lower().endswith(".gpkg"):
         err = layer.saveStyleToDatabase("default", f"k-textures {what}", True, "")
         return [f"{what} style not saved in {dest}: {err}"] if err else []
+    qml = os.path.splitext(file_of(dest))[0] + ".qml"
+    existed = os.path.exists(qml)
     msg, ok = layer.saveDefaultStyle()
+    if os.path.exists(qml) and (os.path.getsize(qml) == 0 or (not ok and not existed)):
+        os.remove(qml)  # a full disk leaves an empty .qml that QGIS would try to load with the layer
+        ok, msg = False, msg or f"{qml} could not be written"
     return [] if ok else [f"{what} style not saved: {msg}"]
 
 

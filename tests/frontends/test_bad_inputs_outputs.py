@@ -271,6 +271,7 @@ def test_cli_full_disk_leaves_nothing(case, small_disk, tiny_models, outs, free)
              "--out", small_disk / "c.tif", *extra)
     assert cp.returncode == 2, cp.stderr
     assert "Cannot write" in cp.stderr and "Traceback" not in cp.stderr and "Exception ignored" not in cp.stderr
+    assert any(w in cp.stderr for w in ("No space left", "disk is full")), cp.stderr   # the reason, not ": ."
     assert shas(case) == before     # nothing new on the disk, not even a partial; the inputs unchanged
 
 
@@ -322,6 +323,58 @@ def test_a_replaced_output_loses_its_stale_sidecars(tmp_path):
     with atomic.atomic_output(str(tmp_path / "o.tif")) as part:
         Path(part.path).write_bytes(b"new")
     assert sorted(os.listdir(tmp_path)) == ["o.tif"] and (tmp_path / "o.tif").read_bytes() == b"new"
+
+
+def test_a_failed_run_puts_back_the_output_it_replaced(tmp_path):
+    """A run that fails after it replaced an earlier output (and its sidecar) puts the earlier files back: a
+    failed run never costs the user a result that existed before it."""
+    from ktextures_plugin.core.errors import OutputError
+    from ktextures_plugin.core.io import atomic
+    (tmp_path / "a.tif").write_text("earlier result")
+    (tmp_path / "a.tif.aux.xml").write_text("earlier class names")
+    before = shas(tmp_path)
+    with pytest.raises(OutputError, match="No space left"):
+        with atomic.all_or_nothing():
+            with atomic.atomic_output(str(tmp_path / "a.tif")) as part:
+                Path(part.path).write_text("new result")
+            assert (tmp_path / "a.tif").read_text() == "new result"
+            assert not (tmp_path / "a.tif.aux.xml").exists()
+            with atomic.atomic_output(str(tmp_path / "b.csv")):
+                raise OSError(28, "No space left on device")
+    assert shas(tmp_path) == before     # the earlier files, and no backup or partial left
+
+
+def test_a_successful_run_removes_the_backups(tmp_path):
+    from ktextures_plugin.core.io import atomic
+    (tmp_path / "a.tif").write_text("earlier result")
+    with atomic.all_or_nothing():
+        with atomic.atomic_output(str(tmp_path / "a.tif")) as part:
+            Path(part.path).write_text("new result")
+        assert len(os.listdir(tmp_path)) == 2   # the new file and the hidden backup, until the run ends
+    assert os.listdir(tmp_path) == ["a.tif"] and (tmp_path / "a.tif").read_text() == "new result"
+
+
+def test_a_write_error_without_a_reason_says_the_disk_is_full(small_disk):
+    from ktextures_plugin.core.io import atomic
+    _fill(small_disk, 20_000)
+    msg = str(atomic.write_failed(str(small_disk / "p.gpkg"), ""))
+    assert msg.startswith(f"Cannot write '{small_disk / 'p.gpkg'}': No space left on device. Free disk space")
+
+
+def test_cli_failed_run_keeps_the_earlier_result(case, small_disk, tiny_models):
+    """The class raster of an earlier run survives a later run into the same path whose polygons do not fit."""
+    base = ["segment", case / "t1.tif", *BANDS, "--model", tiny_models["bin4"], "--quiet", "--out",
+            small_disk / "c.tif"]
+    assert cli(*base).returncode == 0
+    earlier = shas(small_disk)
+    size = sum((small_disk / f).stat().st_size for f in earlier)
+    _fill(small_disk, size + 16_000)    # room for the new raster beside the old one, not for the polygons
+    (small_disk / "filler").rename(small_disk / "filler.keep")
+    cp = cli(*base, "--vector", small_disk / "p.gpkg", "--min-segment-px", 0)
+    assert cp.returncode == 2 and "Cannot write" in cp.stderr and "Traceback" not in cp.stderr, cp.stderr
+    after = shas(small_disk)
+    after.pop("filler.keep")
+    assert after == earlier
 
 
 # -- sample: chips and layers ----------------------------------------------------------------------------------------
@@ -414,3 +467,67 @@ def test_cli_never_delivers_a_truncated_raster_with_status_0(case, small_disk, t
         assert sorted(os.listdir(small_disk)) == ["filler"], free
         outcomes.add(cp.returncode)
     assert outcomes == {0, 2}
+
+
+@pytest.mark.parametrize("name", ["p.gpkg", "p.shp"])
+def test_qgis_sample_full_disk_fails_and_leaves_nothing(provider, case, classes, small_disk, name):
+    """The points used to be reported written (status 0, SAMPLE_COUNT) into a corrupt GeoPackage or an empty
+    shapefile with an empty .qml beside it."""
+    import processing
+    from qgis.core import QgsProcessingException
+    _fill(small_disk, 20_000)
+    with pytest.raises(QgsProcessingException, match="Cannot write") as err:
+        processing.run("ktextures:sample", {"INPUT": str(classes), "POINTS_PER_CLASS": 40,
+                                            "OUTPUT_POINTS": str(small_disk / name)})
+    assert "Free disk space" in str(err.value)
+    assert os.listdir(small_disk) == ["filler"]
+
+
+def test_qgis_sample_full_disk_keeps_the_earlier_points(provider, case, classes, small_disk):
+    import processing
+    from qgis.core import QgsProcessingException
+    params = {"INPUT": str(classes), "POINTS_PER_CLASS": 2, "OUTPUT_POINTS": str(small_disk / "p.gpkg")}
+    processing.run("ktextures:sample", params)
+    earlier = shas(small_disk)
+    _fill(small_disk, 20_000)
+    (small_disk / "filler").rename(small_disk / "filler.keep")
+    with pytest.raises(QgsProcessingException, match="Cannot write"):
+        processing.run("ktextures:sample", dict(params, POINTS_PER_CLASS=40))
+    after = shas(small_disk)
+    after.pop("filler.keep")
+    assert after == earlier
+
+
+def test_qgis_rename_full_disk_says_so(provider, case, tiny_models, small_disk):
+    import processing
+    from qgis.core import QgsProcessingException
+    cp = cli("segment", case / "t1.tif", *BANDS, "--model", tiny_models["bin4"], "--quiet", "--out",
+             case / "c.tif", "--vector", case / "p.gpkg")
+    assert cp.returncode == 0, cp.stderr
+    before = shas(case)
+    _fill(small_disk, 20_000)
+    before["disk/filler"] = shas(small_disk)["filler"]
+    with pytest.raises(QgsProcessingException, match="Cannot write") as err:
+        processing.run("ktextures:rename_classes", {
+            "INPUT": str(case / "c.tif"), "CLASS_NAMES": "a,b,c,d", "POLYGONS": str(case / "p.gpkg"),
+            "OUTPUT_RASTER": str(small_disk / "o.tif"), "OUTPUT_VECTOR": str(small_disk / "o.gpkg")})
+    assert "Traceback" not in str(err.value) and "Free disk space" in str(err.value)
+    assert shas(case) == before
+
+
+def test_qgis_sample_refuses_a_folder_holding_other_chips(provider, case, classes):
+    """Chips of another sample set in OUTPUT_FOLDER would mix two training sets: refused before any output;
+    the same sampling run again into its own folder replaces its chips."""
+    import processing
+    from qgis.core import QgsProcessingException
+    chips = case / "chips"
+    processing.run("ktextures:sample", _sample(chips, case / "first.gpkg", classes))
+    n = len(os.listdir(chips))
+    processing.run("ktextures:sample", _sample(chips, case / "again.gpkg", classes))
+    assert len(os.listdir(chips)) == n
+    before = shas(case)
+    with pytest.raises(QgsProcessingException, match="another sample set") as err:
+        processing.run("ktextures:sample", dict(_sample(chips, case / "second.gpkg", classes), POINTS_PER_CLASS=1))
+    assert "empty folder" in str(err.value)
+    assert shas(case) == before
+

@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 import uuid
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from osgeo import gdal
 
@@ -184,7 +184,7 @@ def atomic_output(final_path: str, ext: Optional[str] = None, deliver: Optional[
     try:
         yield part
         part.close()
-        (deliver or move_fileset)(part.path, final_path)
+        _deliver_keeping_backup(part.path, final_path, deliver or move_fileset)
     except OutputError as exc:
         _drop(part, exc)
         if type(exc) is OutputError and part.path in str(exc):  # name the output, not its partial file
@@ -195,7 +195,7 @@ def atomic_output(final_path: str, ext: Optional[str] = None, deliver: Optional[
         raise write_failed(final_path, exc.strerror or str(exc)) from None
     except RuntimeError as exc:
         _drop(part, exc)
-        if not _is_write_error(str(exc), part.path):
+        if not _is_write_error(str(exc), part.path) and not disk_full(final_path):
             raise
         raise write_failed(final_path, str(exc)) from None
     except BaseException as exc:
@@ -205,9 +205,67 @@ def atomic_output(final_path: str, ext: Optional[str] = None, deliver: Optional[
 
 
 def write_failed(final_path: str, why: str) -> OutputError:
-    """The error of an output that could not be written: names it, the reason, and the fix."""
-    return OutputError(f"Cannot write '{final_path}': {why.strip().rstrip('.')}. Free disk space or choose "
-                       "another folder you can write to.")
+    """The error of an output that could not be written: names it, the reason, and the fix. An empty reason
+    (GDAL gives none for some full-disk failures) becomes "No space left on device" when the output's folder
+    has under :data:`FULL_DISK_BYTES` free, else "GDAL gave no reason"."""
+    why = why.strip().rstrip(".")
+    if not why or (disk_full(final_path) and not any(w in why.lower() for w in ("space", "disk is full"))):
+        why = "; ".join(w for w in (why, "No space left on device" if disk_full(final_path) else
+                                    "GDAL gave no reason") if w)
+    return OutputError(f"Cannot write '{final_path}': {why}. Free disk space or choose another folder you can "
+                       "write to.")
+
+
+#: a folder with less free space than this (bytes) counts as full when a write failed without a reason
+FULL_DISK_BYTES = 1 << 20
+
+
+def disk_full(path: str) -> bool:
+    """Whether the file system of ``path``'s folder has under :data:`FULL_DISK_BYTES` free for this user."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_DISK_BYTES
+
+
+def _deliver_keeping_backup(partial: str, final_path: str, deliver: Deliver) -> None:
+    """``deliver(partial, final_path)``; inside a run (:func:`all_or_nothing`) an earlier file at
+    ``final_path`` (with its sidecars) is first renamed to a hidden backup that the run puts back when it
+    fails, and removes when it succeeds, so a failed run never costs the user a result that existed before."""
+    run = _RUN.get()
+    saved = _backup(final_path) if run is not None else []
+    try:
+        deliver(partial, final_path)
+    except BaseException:
+        remove_fileset(final_path)
+        _restore(saved)
+        raise
+    if run is not None:
+        run.backups.extend(saved)
+
+
+def _backup(final_path: str) -> List[Tuple[str, str]]:
+    """Rename the files of ``final_path`` (:func:`fileset`) to hidden backups beside them; ``[(backup,
+    original)]``. The names match the partial pattern, so a killed run's backups are cleaned as stale."""
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    moves = []
+    try:
+        for f in fileset(final_path):
+            b = os.path.join(os.path.dirname(os.path.abspath(f)), f".{os.path.basename(f)}.{tag}.partial.bak")
+            os.replace(f, b)
+            moves.append((b, f))
+    except OSError:
+        _restore(moves)
+        raise
+    return moves
+
+
+def _restore(moves: List[Tuple[str, str]]) -> None:
+    """Put backups (:func:`_backup`) back, newest first, silently where one is gone."""
+    for b, f in reversed(moves):
+        with contextlib.suppress(OSError):
+            os.replace(b, f)
 
 
 def _drop(part: Partial, exc: BaseException) -> None:
@@ -234,15 +292,25 @@ class Run:
     def __init__(self) -> None:
         self.paths: List[str] = []
         self.folders: List[str] = []
+        self.backups: List[Tuple[str, str]] = []
 
     def discard(self) -> None:
-        """Remove every output delivered in this run (newest first), and the folders it created when empty."""
+        """Remove every output delivered in this run (newest first), put back the files they replaced, and
+        remove the folders it created when empty."""
         for p in reversed(self.paths):
             remove_fileset(p)
+        _restore(self.backups)
         for f in reversed(self.folders):
             with contextlib.suppress(OSError):
                 os.rmdir(f)
-        self.paths, self.folders = [], []
+        self.paths, self.folders, self.backups = [], [], []
+
+    def commit(self) -> None:
+        """The run succeeded: remove the backups of the files its outputs replaced."""
+        for b, _ in self.backups:
+            with contextlib.suppress(OSError):
+                os.remove(b)
+        self.backups = []
 
 
 _RUN: contextvars.ContextVar[Optional[Run]] = contextvars.ContextVar("ktextures_run", default=None)
@@ -269,6 +337,7 @@ def all_or_nothing() -> Iterator[Run]:
         raise
     finally:
         _RUN.reset(token)
+        run.commit()  # after discard() there are none left to remove
 
 
 def delivered(path: str) -> None:
@@ -277,6 +346,23 @@ def delivered(path: str) -> None:
     run = _RUN.get()
     if run is not None and path:
         run.paths.append(path)
+
+
+def keep_backup(path: str) -> None:
+    """Before a writer that is not ours (a QGIS feature sink) replaces the file ``path``: inside a run, move
+    the file (and its sidecars) to a hidden backup that the run puts back when it fails and removes when it
+    succeeds (:func:`_deliver_keeping_backup`). No-op outside a run or when ``path`` does not exist.
+
+    Raises:
+        OutputError: the file cannot be moved (permission).
+    """
+    run = _RUN.get()
+    if run is None or not path or not os.path.isfile(path):
+        return
+    try:
+        run.backups.extend(_backup(path))
+    except OSError as exc:
+        raise write_failed(path, exc.strerror or str(exc)) from None
 
 
 def created_folder(path: str) -> None:

@@ -119,7 +119,7 @@ def write_selected(path: str, result: NoveltyResult, input_path: str, layer_name
             lyr.CommitTransaction()
             lyr = None
     except RuntimeError as exc:
-        raise OutputError(f"Cannot write the selected tiles '{path}': {exc}") from None
+        raise atomic.write_failed(path, str(exc)) from None
     return len(result.selected)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -41,7 +42,7 @@ import numpy as np
 from osgeo import gdal
 from scipy import ndimage
 
-from ..errors import Canceled, SamplingError
+from ..errors import Canceled, OutputError, SamplingError
 from ..feedback import Feedback
 from ..io import classraster, geo, raster, tiling
 from ..segment.classstats import ClassCounter
@@ -712,6 +713,7 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
     outputs.check_outputs({"folder": (folder, outputs.FOLDER)}, {"input": class_path, "image": image_path},
                           folders_must_exist=False)
     guard = outputs.input_guard({"input": class_path, "image": image_path})
+    _refuse_other_chips(folder, prefix, samples)
     os.makedirs(folder, exist_ok=True)
     cds = raster.open_raster(class_path)
     ids = None
@@ -733,6 +735,29 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
         return out
     finally:
         cds = ids = None
+
+
+def _refuse_other_chips(folder: str, prefix: str, samples: Sequence[Sample]) -> None:
+    """Refuse a folder holding chips of another sample set: a training set read from the folder would mix the
+    two. Chips that this run writes again (same sample id and class) are replaced, so re-running the same
+    sampling into its folder works.
+
+    Raises:
+        OutputError: ``folder`` holds ``<prefix>_NNNNN_class<id>_image.tif`` / ``_mask.tif`` files of other
+            samples; the message names some and the fix.
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:  # missing (made next) or unreadable (the writes will say so)
+        return
+    ours = {f"{prefix}_{s.sample_id:05d}_class{s.class_id}_{kind}.tif" for s in samples for kind in ("image", "mask")}
+    pattern = re.compile(rf"^{re.escape(prefix)}_\d{{5}}_class\d+_(image|mask)\.tif$")
+    other = sorted(n for n in names if pattern.match(n) and n not in ours)
+    if other:
+        raise OutputError(
+            f"The chip folder '{folder}' already holds {len(other)} chip file(s) of another sample set "
+            f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); a training set read from it would mix "
+            "the two. Choose an empty folder, or delete those chips first.")
 
 
 def _write_chip(cds, ids, offset, s: Sample, chip_size_px: int, prefix_path: str, palette, guard) -> Chip:

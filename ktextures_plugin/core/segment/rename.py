@@ -115,8 +115,11 @@ def copy_polygons(src: str, dst: str, names: Sequence[str]) -> int:
         ds = None
     with atomic.atomic_output(dst, ext=os.path.splitext(dst)[1] or ".gpkg") as part:
         # only the polygon layer: a copied QGIS layer_styles table made QGIS 3.22 hang saving the new style
-        part.ds = gdal.VectorTranslate(part.path, src, format=driver, layers=[layer_name])
-        return _set_names(part.ds, names)
+        try:
+            part.ds = gdal.VectorTranslate(part.path, src, format=driver, layers=[layer_name])
+            return _set_names(part.ds, names)
+        except RuntimeError as exc:  # GDAL's message names neither the output nor the cause (a full disk)
+            raise atomic.write_failed(dst, str(exc)) from None
 
 
 def _set_names(ds, names: Sequence[str]) -> int:

@@ -16,7 +16,7 @@ from osgeo import gdal, ogr
 
 from ..feedback import Feedback
 from ..io import atomic, geo, outputs, raster
-from ..io.classraster import OutputError, read_palette
+from ..io.classraster import read_palette
 from ..io.outputs import vector_driver
 
 gdal.UseExceptions()
@@ -97,7 +97,7 @@ def _polygonize(ds, band, job: _Job, part: atomic.Partial, names: Sequence[str],
             try:
                 part.ds = gdal.VectorTranslate(part.path, gpkg.path, format=job.driver, layerName=job.layer_name)
             except RuntimeError as exc:
-                raise OutputError(f"Cannot write '{job.output_path}' as {job.driver}: {exc}") from None
+                raise atomic.write_failed(job.output_path, str(exc)) from None
     finally:
         if gpkg is not part:
             gpkg.abandon()
@@ -111,7 +111,7 @@ def _create_layer(job: _Job, path: str, srs):
     try:
         out = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     except RuntimeError as exc:
-        raise OutputError(f"Cannot create '{job.output_path}': {exc}") from None
+        raise atomic.write_failed(job.output_path, str(exc)) from None
     # the R-tree is only useful in the delivered GeoPackage (other formats are converted from this one)
     lyr = out.CreateLayer(job.layer_name, srs=srs, geom_type=ogr.wkbPolygon,
                           options=[] if job.driver == "GPKG" else ["SPATIAL_INDEX=NO"])
