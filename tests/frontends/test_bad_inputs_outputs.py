@@ -531,3 +531,11 @@ def test_qgis_sample_refuses_a_folder_holding_other_chips(provider, case, classe
     assert "empty folder" in str(err.value)
     assert shas(case) == before
 
+
+
+def test_cli_a_list_without_dask_names_the_fix(case):
+    (case / "l.txt").write_text(f"{case / 't1.tif'}\n")
+    before = shas(case)
+    cp = cli("segment", case / "l.txt", *BANDS, "--out", case / "c.tif")
+    assert cp.returncode == 2 and "--dask" in cp.stderr and "gdalbuildvrt" in cp.stderr, cp.stderr
+    assert "Traceback" not in cp.stderr and shas(case) == before
