@@ -148,7 +148,7 @@ def file_of(dest: str) -> Optional[str]:
     layer."""
     import os
     path = (dest or "").split("|")[0]
-    return path if path and os.path.isabs(path) and os.path.isfile(path) else None
+    return os.path.abspath(path) if path and os.path.isfile(path) else None  # relative: qgis_process q/c.tif
 
 
 def save_default_style(dest: str, apply: Callable, raster: bool, what: str) -> List[str]:

@@ -152,6 +152,16 @@ def test_qgis_styles_beside_other_names_are_fine(provider, case, tiny_models):
     assert {"o.tif", "o.gpkg", "o.qml"} <= set(after)
 
 
+def test_qgis_relative_output_gets_its_style(provider, case, tiny_models, monkeypatch):
+    """A relative output path (as qgis_process users type it) is styled like an absolute one."""
+    import processing
+    monkeypatch.chdir(case)
+    (case / "q").mkdir()
+    processing.run("ktextures:segment", {"INPUT": str(case / "t1.tif"), "MODEL_FILE": tiny_models["bin4"],
+                                         "BANDS": [3, 2, 1, 4], "OUTPUT_RASTER": "q/o.tif"})
+    assert (case / "q" / "o.tif").exists() and (case / "q" / "o.qml").stat().st_size > 0
+
+
 # -- 2. .tiff, .TIF, .Tif ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["o.tiff", "o.TIF", "o.Tif", "o.TIFF"])
 def test_cli_tiff_names_work(case, tiny_models, name):
