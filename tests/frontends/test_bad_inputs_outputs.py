@@ -549,3 +549,35 @@ def test_cli_a_list_without_dask_names_the_fix(case):
     cp = cli("segment", case / "l.txt", *BANDS, "--out", case / "c.tif")
     assert cp.returncode == 2 and "--dask" in cp.stderr and "gdalbuildvrt" in cp.stderr, cp.stderr
     assert "Traceback" not in cp.stderr and shas(case) == before
+
+
+def test_qgis_outputs_named_like_the_model_are_fine(provider, case, tiny_models):
+    """``m.onnx`` and ``m.tif`` side by side (what fit writes as OUTPUT_MODEL and OUTPUT_RASTER): the model is no
+    layer, so the raster's style ``m.qml`` is not a file the model input reads."""
+    import processing
+    shutil.copy(tiny_models["bin4"], case / "m.onnx")
+    processing.run("ktextures:segment", {"INPUT": str(case / "t1.tif"), "MODEL_FILE": str(case / "m.onnx"),
+                                         "BANDS": [3, 2, 1, 4], "OUTPUT_RASTER": str(case / "m.tif")})
+    assert (case / "m.tif").exists() and (case / "m.qml").exists()
+
+
+@pytest.mark.parametrize("name", ["p.gml", "p.vrt"])
+def test_cli_vector_formats_that_leave_files_behind_are_refused_first(case, tiny_models, name):
+    """GML writes a schema naming the partial file, a VRT cannot be created: refused before any work."""
+    before = shas(case)
+    cp = cli("segment", case / "t1.tif", *BANDS, "--model", tiny_models["bin4"], "--quiet", "--out", case / "c.tif",
+             "--vector", case / name)
+    refused(cp, "--vector")
+    assert ".gpkg" in cp.stderr and shas(case) == before
+
+
+def test_write_failed_is_one_short_line():
+    from ktextures_plugin.core.io import atomic
+    sql = "sqlite3_exec(CREATE TABLE gpkg_spatial_ref_sys (" + "srs_name TEXT NOT NULL, " * 200 + ") failed: " \
+          "database or disk is full"
+    assert str(atomic.write_failed("/tmp/p.gpkg", sql)) == (
+        "Cannot write '/tmp/p.gpkg': No space left on device. Free disk space or choose another folder you can "
+        "write to.")
+    long = "Terminating translation prematurely after failed\ntranslation of layer poly " + "x " * 300
+    msg = str(atomic.write_failed("/tmp/p.gpkg", long))
+    assert "\n" not in msg and len(msg) < 400 and msg.startswith("Cannot write '/tmp/p.gpkg': Terminating")

@@ -205,18 +205,24 @@ def atomic_output(final_path: str, ext: Optional[str] = None, deliver: Optional[
 
 
 def write_failed(final_path: str, why: str) -> OutputError:
-    """The error of an output that could not be written: names it, the reason, and the fix. An empty reason
-    (GDAL gives none for some full-disk failures) becomes "No space left on device" when the output's folder
-    has under :data:`FULL_DISK_BYTES` free, else "GDAL gave no reason"."""
-    why = why.strip().rstrip(".")
-    if not why or (disk_full(final_path) and not any(w in why.lower() for w in ("space", "disk is full"))):
-        why = "; ".join(w for w in (why, "No space left on device" if disk_full(final_path) else
-                                    "GDAL gave no reason") if w)
+    """The error of an output that could not be written: names it, the reason, and the fix, on one line. The
+    reason is "No space left on device" when the output's folder has under :data:`FULL_DISK_BYTES` free or
+    GDAL says the disk is full (GDAL gives no reason for some full-disk failures, and a page of SQL for
+    others); else GDAL's text, cut at :data:`MAX_REASON_CHARS`."""
+    why = " ".join(why.split()).rstrip(".")
+    if disk_full(final_path) or any(w in why.lower() for w in ("no space left", "disk is full", "disk full")):
+        why = "No space left on device"  # GDAL's own text can hold a page of SQL (a GeoPackage's schema)
+    elif not why:
+        why = "GDAL gave no reason"
+    elif len(why) > MAX_REASON_CHARS:
+        why = why[:MAX_REASON_CHARS].rsplit(" ", 1)[0] + " ..."
     return OutputError(f"Cannot write '{final_path}': {why}. Free disk space or choose another folder you can "
                        "write to.")
 
 
-#: a folder with less free space than this (bytes) counts as full when a write failed without a reason
+#: the longest reason (characters) :func:`write_failed` quotes from GDAL
+MAX_REASON_CHARS = 240
+#: a folder with less free space than this (bytes) counts as full when a write failed
 FULL_DISK_BYTES = 1 << 20
 
 

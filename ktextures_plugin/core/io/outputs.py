@@ -51,6 +51,10 @@ REFUSED_DRIVERS = {"VRT": "a VRT only points to other files", "MEM": "an in-memo
 _RASTER_SIDECARS = (".aux.xml", ".ovr", ".msk")
 #: QGIS style files read with a layer (``QgsMapLayer.loadDefaultStyle``, the .sld a user keeps beside it)
 _STYLE_FILES = (".qml", ".sld")
+#: the vector formats polygons and tile footprints are written in: each is one file (a shapefile: the parts
+#: ``atomic.fileset`` knows), so a partial can be renamed into place whole. GML (a schema ``.xsd`` that names
+#: the partial file) and VRT (no create method) are refused before any work.
+VECTOR_DRIVERS = ("GPKG", "ESRI Shapefile", "GeoJSON", "GeoJSONSeq", "FlatGeobuf", "SQLite", "KML")
 #: how deep VRT references are followed (GDAL itself refuses deeper nesting long before)
 _MAX_DEPTH = 32
 _SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd")
@@ -187,10 +191,14 @@ def _check_format(key: str, path: str, kind: str) -> None:
     elif kind == VECTOR:
         if ext and ext != ".gpkg":
             try:
-                vector_driver(path)
+                drv = vector_driver(path)
             except OutputError:
                 raise OutputPathError(key, f"{{name}} '{path}': no OGR vector format writes '{ext}' files. Use "
                                       "a .gpkg file for {name}.") from None
+            if drv not in VECTOR_DRIVERS:
+                raise OutputPathError(key, f"{{name}} '{path}' cannot be written as {ext} ({drv}): polygons are "
+                                      "written as .gpkg, .shp, .geojson, .geojsonl, .fgb, .sqlite or .kml. Use a "
+                                      ".gpkg file for {name}.")
     elif kind == HTML and ext not in (".html", ".htm"):
         raise OutputPathError(key, f"{{name}} '{path}' is not an .html file. End {{name}} with '.html'.")
     elif kind == MODEL and ext != ".onnx":
@@ -235,14 +243,15 @@ def files_read(path: Union[str, Sequence[str]]) -> List[str]:
     """Every file reading ``path`` (a dataset, or a list of them) may open or change: the path, GDAL's file
     list of it (``GetFileList``), every file a VRT refers to followed recursively, the sidecars GDAL reads
     with each (``.aux.xml``, ``.ovr``, ``.msk``, listed whether they exist or not), and the QGIS style files
-    of each given path (``<stem>.qml``, ``<stem>.sld``)."""
+    of each given path but an ``.onnx`` model (``<stem>.qml``, ``<stem>.sld``)."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     found: List[str] = []
     seen: Set = set()
     for p in paths:
         p = str(p)
         stem = os.path.splitext(p)[0]
-        found += [stem + e for e in _STYLE_FILES]
+        if not p.lower().endswith(".onnx"):  # a model is no layer: QGIS never reads a style beside it
+            found += [stem + e for e in _STYLE_FILES]
         _follow(p, found, seen, 0)
     return found
 
