@@ -27,6 +27,42 @@ def progress_bridge(feedback, start: float = 0.0, end: float = 100.0):
     return progress
 
 
+def step_feedback(feedback, start: float, end: float):
+    """A ``QgsProcessingFeedback`` for a child algorithm run as one step of ``feedback``: its 0-100 % shows as
+    ``start``..``end`` % of the parent (QGIS's ``QgsProcessingMultiStepFeedback`` only has equal steps); the
+    parent's cancel reaches it; messages go to the parent."""
+    from qgis.core import QgsProcessingFeedback
+
+    class StepFeedback(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            feedback.pushInfo(info)
+
+        def pushWarning(self, warning):  # noqa: N802
+            feedback.pushWarning(warning)
+
+        def reportError(self, error, fatalError=False):  # noqa: N802, N803
+            feedback.reportError(error, fatalError)
+
+        def setProgressText(self, text):  # noqa: N802
+            feedback.setProgressText(text)
+
+        def pushCommandInfo(self, info):  # noqa: N802
+            feedback.pushCommandInfo(info)
+
+        def pushDebugInfo(self, info):  # noqa: N802
+            feedback.pushDebugInfo(info)
+
+        def pushConsoleInfo(self, info):  # noqa: N802
+            feedback.pushConsoleInfo(info)
+
+    child = StepFeedback()
+    child.progressChanged.connect(lambda p: feedback.setProgress(start + (end - start) * max(0.0, min(100.0, p)) / 100))
+    feedback.canceled.connect(child.cancel)
+    if feedback.isCanceled():
+        child.cancel()
+    return child
+
+
 def cached_session(path: str):
     """One onnxruntime session per model file and modification time (batch runs reuse it)."""
     from ..core.segment.inference import open_session

@@ -37,6 +37,7 @@ from .common import (
     make_folders,
     optional_number,
     output_layer,
+    step_feedback,
 )
 
 #: core keys (core.io.outputs, training.fit) -> parameter ids, for messages
@@ -166,7 +167,7 @@ class FitAlgorithm(KTexturesAlgorithm):
                 "OUTPUT_RASTER": out_raster, "OUTPUT_VECTOR": out_vector or None,
                 "NODATA": parameters.get(self.NODATA),
                 IGNORE_MASK_BANDS: parameters.get(IGNORE_MASK_BANDS, False)},
-                context=context, feedback=feedback, is_child_algorithm=True)
+                context=context, feedback=step_feedback(feedback, 85.0, 100.0), is_child_algorithm=True)
             results[self.OUTPUT_RASTER] = seg["OUTPUT_RASTER"]
             results[self.OUTPUT_VECTOR] = seg.get("OUTPUT_VECTOR")
         feedback.setProgress(100)

@@ -160,12 +160,17 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
             res = rank_tiles(view, model_path, self.novelty_options(parameters, context), Feedback(
                 progress=progress_bridge(feedback, 0, 90 if page else 100), is_canceled=feedback.isCanceled,
                 info=feedback.pushInfo, warning=feedback.pushWarning), session=session)
+        stop = Feedback(is_canceled=feedback.isCanceled).check_canceled  # between the writers: a late cancel
+        stop()
         write_score_raster(score, res, src)
+        stop()
         if selected:
             write_selected(selected, res, src)
+            stop()
         if page:
             feedback.setProgressText("Explaining the selected tiles")
             write_html(page, res, src, model_path, nodata, session=session)
+            stop()
             feedback.setProgress(100)
         for s in res.selected:
             feedback.pushInfo(f"rank {s.rank}: tile at x {s.window[0]}, y {s.window[1]} px, selection score "

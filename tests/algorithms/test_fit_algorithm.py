@@ -15,11 +15,16 @@ pytest.importorskip("torch", reason="training tests need torch (./build.sh test 
 
 def test_fit_writes_a_model_segment_can_use(provider, tmp_path):
     import processing
-    from qgis.core import QgsRasterLayer
+    from qgis.core import QgsProcessingFeedback, QgsRasterLayer
+    fb = QgsProcessingFeedback()
+    seen = []
+    fb.progressChanged.connect(seen.append)
     res = processing.run("ktextures:fit", {
         "INPUT": str(SAMPLE), "K": 4, "STEPS": 3, "SEED": 1, "MASK_WIDTH": 8, "OUTPUT_MODEL": str(tmp_path / "m.onnx"),
-        "OUTPUT_RASTER": str(tmp_path / "c.tif"), "OUTPUT_VECTOR": str(tmp_path / "p.gpkg")})
+        "OUTPUT_RASTER": str(tmp_path / "c.tif"), "OUTPUT_VECTOR": str(tmp_path / "p.gpkg")}, feedback=fb)
     assert os.path.exists(res["OUTPUT_MODEL"]) and res["FINAL_LOSS"] > 0
+    # one bar from 0 to 100: the segment step of fit used to start again at 0
+    assert seen == sorted(seen) and seen[-1] == 100 and any(85 < p < 100 for p in seen), seen
     from ktextures_plugin.core.segment.inference import read_model_info
     info = read_model_info(res["OUTPUT_MODEL"])
     assert info.num_classes == 4 and info.provenance.get("steps") == 3 and info.provenance["mask_width"] == 8

@@ -171,3 +171,24 @@ def test_loaded_results_read_together(provider, tmp_path):
         assert [lyr.name() for lyr in tree] == [f"Selected tiles ({stem})", f"Novelty score per tile ({stem})"]
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_cancel_after_the_ranking_writes_nothing(provider, tmp_path):
+    """A cancel once the tiles are ranked (progress 90 %, before the writers) still stops the run: it used to
+    write every output and return as if it had succeeded."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    class CancelLate(QgsProcessingFeedback):
+        def setProgress(self, p):
+            super().setProgress(p)
+            if p >= 90:
+                self.cancel()
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with pytest.raises(QgsProcessingException, match="Canceled"):
+        processing.run("ktextures:novelty", {
+            "INPUT": str(SAMPLE), "N_SELECT": 3, "OUTPUT_SCORE": str(out / "score.tif"),
+            "OUTPUT_SELECTED": str(out / "tiles.gpkg"), "OUTPUT_HTML": str(out / "page.html")}, feedback=CancelLate())
+    assert os.listdir(out) == []

@@ -266,11 +266,12 @@ def test_qgis_cancel_in_sieve_and_polygonize_is_clean(provider, tmp_path, img, t
 
         def setProgress(self, p):
             super().setProgress(p)
-            in_stage = p < self.top - 1e-6 if stage == "sieve" else p > 70.0 + 1e-6
+            in_stage = p > 100.0 * (1 - SIEVE_SHARE) + 1e-6 if stage == "sieve" else p > 70.0 + 1e-6
             self.top = max(self.top, p)
             if in_stage:
                 self.cancel()
 
+    from ktextures_plugin.core.segment.segment import SIEVE_SHARE
     out = tmp_path / "o"
     params = {"INPUT": str(img), "MODEL_FILE": tiny_models["bin4"], "BANDS": [3, 2, 1, 4],
               "OUTPUT_RASTER": str(out / "c.tif"),
@@ -283,6 +284,21 @@ def test_qgis_cancel_in_sieve_and_polygonize_is_clean(provider, tmp_path, img, t
     assert "Canceled" in str(err.value) and "User terminated" not in str(err.value)
     assert "Traceback" not in str(err.value)
     assert not out.exists() or os.listdir(out) == []
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_qgis_segment_progress_only_rises(provider, tmp_path, img, tiny_models, vector):
+    """Tiles, sieve and polygons on one bar from 0 to 100 (the sieve used to start again at 0)."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+    fb = QgsProcessingFeedback()
+    seen = []
+    fb.progressChanged.connect(seen.append)
+    processing.run("ktextures:segment", {
+        "INPUT": str(img), "MODEL_FILE": tiny_models["bin4"], "BANDS": [3, 2, 1, 4], "MIN_SEGMENT_PX": 8,
+        "OUTPUT_RASTER": str(tmp_path / "c.tif"), "OUTPUT_VECTOR": str(tmp_path / "p.gpkg") if vector else None},
+        feedback=fb)
+    assert seen == sorted(seen) and seen[-1] == 100 and len(set(seen)) > 5, seen
 
 
 def test_stale_partials_of_a_killed_run_are_removed(tmp_path, img, tiny_models):

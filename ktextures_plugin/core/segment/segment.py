@@ -386,7 +386,7 @@ def _write_windows(run: _Run, job: SegmentJob, stack: contextlib.ExitStack, po, 
             ps.ds.WriteArray(wc.simulation, wc.window.xoff - x0, wc.window.yoff - y0,
                              band_list=list(range(1, job.model.info.num_channels + 1)))
         stats.update(wc.stats)
-        run.feedback.progress(n_done / len(wins), "segment")
+        run.feedback.progress(n_done / len(wins) * (1.0 - sieve_share(run.opts)), "segment")
         run.feedback.check_canceled()
     writer.close()
     return Tally.reduce(job.k, stats)
@@ -414,12 +414,21 @@ def _name_and_colour(run: _Run, job: SegmentJob, tally: Tally) -> Tuple[ModelInf
     return info, colors
 
 
+#: share of the run's progress the sieve reports in (the tiles report in the rest), when it runs
+SIEVE_SHARE = 0.1
+
+
+def sieve_share(opts: SegmentOptions) -> float:
+    """:data:`SIEVE_SHARE` when ``opts`` sieve (``min_segment_px`` > 0), else 0: progress only rises."""
+    return SIEVE_SHARE if opts.min_segment_px > 0 else 0.0
+
+
 def _sieve(run: _Run, job: SegmentJob, path: str, tally: Tally) -> Tuple[np.ndarray, np.ndarray]:
     """Sieve the written class raster when asked; ``(counts, areas)`` per class; warns about empty classes."""
     k, min_px = job.k, run.opts.min_segment_px
     if min_px > 0:
         run.feedback.info(f"Sieve: merging regions smaller than {min_px} px (GDAL SieveFilter, 4-connected)")
-        sieve_in_place(path, min_px, run.feedback)
+        sieve_in_place(path, min_px, run.feedback.share(1.0 - sieve_share(run.opts), 1.0))
         counts, areas = class_stats(path, k)   # the sieve moved pixels between classes
     else:
         counts, areas = tally.counts.copy(), tally.areas.copy()
