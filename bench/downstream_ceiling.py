@@ -39,11 +39,10 @@ from ktextures_plugin.core.evaluate import metrics as M  # noqa: E402, N812
 from ktextures_plugin.core.sample.sampling import SampleOptions, draw_samples  # noqa: E402
 
 
-def ceiling(scene, sample_seed):
-    """Downstream mIoU of the reference of ``scene`` used as the class raster, samples drawn with
-    ``sample_seed``."""
+def reference_raster(scene):
+    """``(path, ref (H, W))``: the reference of ``scene`` written as a class raster (0 = unlabelled)."""
     from osgeo import gdal
-    img, bands, label, _ = Q.scene_paths(scene)
+    _, _, label, _ = Q.scene_paths(scene)
     ds = gdal.Open(label)
     ref = ds.GetRasterBand(1).ReadAsArray()
     nd = ds.GetRasterBand(1).GetNoDataValue()
@@ -51,52 +50,60 @@ def ceiling(scene, sample_seed):
         ref = np.where(ref == nd, 0, ref)
     path = os.path.join(Q.OUT, f"ceiling_{scene}.tif")
     Q._write_classes(ds, ref, path)
+    return path, ref
+
+
+def ceiling(scene, sample_seed):
+    """Downstream mIoU of the reference of ``scene`` used as the class raster, samples drawn with
+    ``sample_seed``."""
+    img, bands, label, _ = Q.scene_paths(scene)
+    path, _ = reference_raster(scene)
     s = M.scores(M.confusion_from_rasters(path, label))
     res = draw_samples(path, SampleOptions(50, min_edge_distance_px=3, seed=sample_seed))
     M.downstream_scores(path, label, img, s, [int(v) for v in bands.split(",")], samples=res)
     return s.downstream_miou
 
 
+def _bands(scene):
+    """The scene's bands (C, H, W) float32, in ``bench/quality.py``'s order."""
+    from osgeo import gdal
+    img, bands, _, _ = Q.scene_paths(scene)
+    ds = gdal.Open(img)
+    return np.stack([ds.GetRasterBand(int(b)).ReadAsArray().astype(np.float32) for b in bands.split(",")])
+
+
+def _forest_iou(x, ref, rows, cols):
+    """Per reference class ``(class, pixels, training points, IoU)`` of the forest of ``downstream_scores``
+    (its own copy: that returns only the mean) trained on the bands ``x`` at ``(rows, cols)`` with the
+    reference labels there, scored on every labelled pixel."""
+    from sklearn.ensemble import RandomForestClassifier
+    lab = ref > 0
+    y, yt = ref[lab], ref[rows, cols]
+    pred = RandomForestClassifier(n_estimators=M.FOREST_TREES, random_state=M.FOREST_SEED).fit(
+        x[:, rows, cols].T, yt).predict(x[:, lab].T)
+    return [(int(c), int((y == c).sum()), int((yt == c).sum()),
+             float(((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum())) for c in np.unique(y)]
+
+
 def random_pure(scene, sample_seed, n=50):
     """mIoU over the reference classes of the forest on the bands trained on ``n`` labelled pixels per
     reference class of ``scene`` drawn at random with ``sample_seed``, scored on every labelled pixel."""
-    from osgeo import gdal
-    from sklearn.ensemble import RandomForestClassifier
-    img, bands, label, _ = Q.scene_paths(scene)
-    ids, lds = gdal.Open(img), gdal.Open(label)
-    x = np.stack([ids.GetRasterBand(int(b)).ReadAsArray().astype(np.float32) for b in bands.split(",")])
-    ref = lds.GetRasterBand(1).ReadAsArray()
-    nd = lds.GetRasterBand(1).GetNoDataValue()
-    lab = (ref != 0) if nd is None else (ref != 0) & (ref != nd)
-    xs, y = x[:, lab].T, ref[lab]
+    _, ref = reference_raster(scene)
     rng = np.random.default_rng(sample_seed)
-    classes = np.unique(y)
-    pick = np.concatenate([rng.choice(np.flatnonzero(y == c), min(n, int((y == c).sum())), replace=False)
-                           for c in classes])
-    pred = RandomForestClassifier(n_estimators=M.FOREST_TREES, random_state=M.FOREST_SEED).fit(
-        xs[pick], y[pick]).predict(xs)
-    return float(np.mean([((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum() for c in classes]))
+    flat = ref.ravel()
+    pick = np.concatenate([rng.choice(np.flatnonzero(flat == c), min(n, int((flat == c).sum())), replace=False)
+                           for c in np.unique(flat[flat > 0])])
+    rows, cols = np.unravel_index(pick, ref.shape)
+    return float(np.mean([v for *_, v in _forest_iou(_bands(scene), ref, rows, cols)]))
 
 
 def per_class(scene, sample_seed=1):
-    """``[(class, pixels, interior samples, IoU)]`` of the reference of ``scene`` used as the class raster: the
-    forest of :func:`ceiling` (its own copy: ``downstream_scores`` returns only the mean)."""
-    from osgeo import gdal
-    from sklearn.ensemble import RandomForestClassifier
-    img, bands, label, _ = Q.scene_paths(scene)
-    ceiling(scene, sample_seed)  # writes the class raster
-    path = os.path.join(Q.OUT, f"ceiling_{scene}.tif")
+    """``[(class, pixels, interior samples, IoU)]`` of the reference of ``scene`` used as the class raster, with
+    the interior samples of :func:`ceiling`."""
+    path, ref = reference_raster(scene)
     res = draw_samples(path, SampleOptions(50, min_edge_distance_px=3, seed=sample_seed))
-    ids, cds = gdal.Open(img), gdal.Open(path)
-    x = np.stack([ids.GetRasterBand(int(b)).ReadAsArray().astype(np.float32) for b in bands.split(",")])
-    ref = cds.GetRasterBand(1).ReadAsArray()
     rows, cols = [np.array([getattr(p, a) for p in res.samples]) for a in ("row", "col")]
-    lab = ref > 0
-    pred = RandomForestClassifier(n_estimators=M.FOREST_TREES, random_state=M.FOREST_SEED).fit(
-        x[:, rows, cols].T, ref[rows, cols]).predict(x[:, lab].T)
-    y = ref[lab]
-    return [(int(c), int((y == c).sum()), int((ref[rows, cols] == c).sum()),
-             float(((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum())) for c in np.unique(y)]
+    return _forest_iou(_bands(scene), ref, rows, cols)
 
 
 def main():

@@ -86,14 +86,11 @@ def _consensus(sub, k, seed, starts=10, probe=2000):
 
 def _costs(kind, zf, sub, k, seed):
     """(k, H, W) float32 per-class costs of the clustering ``kind`` fitted on ``sub`` (P, F)."""
-    if kind == "cgmm":
-        g = _consensus(sub, k, seed)
-        costs = (-g._estimate_weighted_log_prob(zf.reshape(zf.shape[0], -1).T.astype(np.float64))).T
-        costs = costs.reshape(g.n_components, *zf.shape[1:]).astype(np.float32)
-        return costs - costs.min(0, keepdims=True)
     if kind == "km":
         from sklearn.cluster import KMeans
         return squared_distance_costs(zf, KMeans(k, n_init=3, random_state=seed).fit(sub).cluster_centers_)
+    if kind == "cgmm":
+        return _mixture_costs(_consensus(sub, k, seed), zf, equal=False)
     from sklearn.mixture import GaussianMixture
     equal = kind.endswith("e")
     kind = kind.rstrip("e")
@@ -101,9 +98,14 @@ def _costs(kind, zf, sub, k, seed):
     n_init = int(kind[3:].lstrip("td") or 1)
     g = GaussianMixture(k, covariance_type=cov, reg_covar=1e-3, init_params="k-means++", random_state=seed,
                         n_init=n_init).fit(sub)
+    return _mixture_costs(g, zf, equal)
+
+
+def _mixture_costs(g, zf, equal):
+    """(n_components, H, W) float32: minus the (weighted, unless ``equal``) log density of ``g`` at ``zf``."""
     x = zf.reshape(zf.shape[0], -1).T.astype(np.float64)
     lp = g._estimate_log_prob(x) if equal else g._estimate_weighted_log_prob(x)    # (P, k)
-    costs = (-lp).T.reshape(k, *zf.shape[1:]).astype(np.float32)
+    costs = (-lp).T.reshape(g.n_components, *zf.shape[1:]).astype(np.float32)
     return costs - costs.min(0, keepdims=True)
 
 

@@ -156,11 +156,12 @@ class NoveltyAlgorithm(ModelInputAlgorithm):
         # a failure: processing_error words it, all_or_nothing (processAlgorithm) removes the outputs
         session = cached_session(model_path)
         feedback.pushInfo(f"Model file: {model_path}")
+        core_feedback = Feedback(progress=progress_bridge(feedback, 0, 90 if page else 100),
+                                 is_canceled=feedback.isCanceled, info=feedback.pushInfo, warning=feedback.pushWarning)
         with input_view(self, parameters, context, feedback, src) as view:
-            res = rank_tiles(view, model_path, self.novelty_options(parameters, context), Feedback(
-                progress=progress_bridge(feedback, 0, 90 if page else 100), is_canceled=feedback.isCanceled,
-                info=feedback.pushInfo, warning=feedback.pushWarning), session=session)
-        stop = Feedback(is_canceled=feedback.isCanceled).check_canceled  # between the writers: a late cancel
+            res = rank_tiles(view, model_path, self.novelty_options(parameters, context), core_feedback,
+                             session=session)
+        stop = core_feedback.check_canceled  # between the writers too: a cancel after the ranking
         stop()
         write_score_raster(score, res, src)
         stop()

@@ -213,9 +213,9 @@ class SampleAlgorithm(KTexturesAlgorithm):
             # the chips first: a chip that cannot be written fails the run before any layer is written, and
             # a failure of a layer removes the chips (all_or_nothing)
             folder, chips = self._write_chips(parameters, context, feedback, class_path, image_path, result, chip)
-            points_id = _delivered(self._write_points(parameters, context, result, crs))
-            chips_id = _delivered(self._write_footprints(parameters, context, chips, crs))
-            summary_id = _delivered(self._write_summary(parameters, context, result))
+            points_id = self._write_points(parameters, context, result, crs)
+            chips_id = self._write_footprints(parameters, context, chips, crs)
+            summary_id = self._write_summary(parameters, context, result)
         except Canceled:
             raise QgsProcessingException("Canceled by the user: sampling stopped, no output was left.") from None
         self._style(context, feedback, class_path, points_id, chips_id)
@@ -283,19 +283,16 @@ class SampleAlgorithm(KTexturesAlgorithm):
 
     def _write_points(self, parameters, context, result, crs):
         """OUTPUT_POINTS; the sink is closed when this returns (so its file can take a style)."""
-        _backup_existing(parameters, self.OUTPUT_POINTS, context)
-        sink, points_id = _sink(self, parameters, self.OUTPUT_POINTS, context, self._point_fields(),
-                                QgsWkbTypes.Type.Point, crs)
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POINTS))
         feats = []
         for s in result.samples:
             f = QgsFeature()
             f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(s.x, s.y)))
             f.setAttributes([s.sample_id, s.class_id, s.class_name, float(s.edge_distance_px), s.row, s.col])
             feats.append(f)
-        holder, sink = [sink], None  # _fill_sink holds the last reference, and closes it
-        _fill_sink(holder, points_id, feats)
+        points_id = self._write_layer(parameters, self.OUTPUT_POINTS, context, self._point_fields(),
+                                      QgsWkbTypes.Type.Point, crs, feats)
+        if points_id is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POINTS))
         return points_id
 
     def _write_chips(self, parameters, context, feedback, class_path, image_path, result, chip):
@@ -319,11 +316,6 @@ class SampleAlgorithm(KTexturesAlgorithm):
 
     def _write_footprints(self, parameters, context, chips, crs):
         """OUTPUT_CHIPS (the chips' footprints with their file names), or None when not wanted."""
-        _backup_existing(parameters, self.OUTPUT_CHIPS, context)
-        csink, chips_id = _sink(self, parameters, self.OUTPUT_CHIPS, context, self._chip_fields(),
-                                QgsWkbTypes.Type.Polygon, crs)
-        if csink is None:
-            return None
         feats = []
         for c in chips:
             f = QgsFeature()
@@ -331,17 +323,11 @@ class SampleAlgorithm(KTexturesAlgorithm):
             f.setAttributes([c.sample.sample_id, c.sample.class_id, c.sample.class_name,
                              c.image_path, c.mask_path, c.window[0], c.window[1], c.window[2]])
             feats.append(f)
-        holder, csink = [csink], None  # _fill_sink holds the last reference, and closes it
-        _fill_sink(holder, chips_id, feats)
-        return chips_id
+        return self._write_layer(parameters, self.OUTPUT_CHIPS, context, self._chip_fields(),
+                                 QgsWkbTypes.Type.Polygon, crs, feats)
 
     def _write_summary(self, parameters, context, result):
         """OUTPUT_SUMMARY (one row per class), or None when not wanted."""
-        _backup_existing(parameters, self.OUTPUT_SUMMARY, context)
-        ssink, summary_id = _sink(self, parameters, self.OUTPUT_SUMMARY, context, self._summary_fields(),
-                                  QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem())
-        if ssink is None:
-            return None
         feats = []
         for s in result.summary:
             row = s.as_row()
@@ -349,9 +335,49 @@ class SampleAlgorithm(KTexturesAlgorithm):
             f.setAttributes([row[k] for k in ("class_id", "class_name", "pixels", "area_m2", "interior_px",
                                               "requested", "found", "skipped", "reason")])
             feats.append(f)
-        holder, ssink = [ssink], None  # _fill_sink holds the last reference, and closes it
-        _fill_sink(holder, summary_id, feats)
-        return summary_id
+        return self._write_layer(parameters, self.OUTPUT_SUMMARY, context, self._summary_fields(),
+                                 QgsWkbTypes.Type.NoGeometry, QgsCoordinateReferenceSystem(), feats)
+
+    def _write_layer(self, parameters, name, context, fields, wkb, crs, feats):
+        """The sink ``name`` with ``feats`` (None when the parameter is not set), closed and checked.
+
+        An existing file of that name is kept for the run to put back on failure (``atomic.keep_backup``);
+        the file is named to the run (:func:`_delivered`) before the first feature, so a failure removes it.
+        A full disk can fail an insert, or only the commit when the sink closes, and QGIS reports neither: the
+        file is read back after closing (:func:`_check_written`).
+
+        Raises:
+            OutputError: the file cannot be created, an insert failed, or it does not read back whole.
+        """
+        from ..core.io.atomic import disk_full, keep_backup, write_failed
+
+        dest = sink_destination(parameters, name, context)
+        target = _uri_file(dest.split("|")[0]) if dest else ""
+        if target and os.path.isabs(target):
+            keep_backup(target)
+        try:
+            sink, dest_id = self.parameterAsSink(parameters, name, context, fields, wkb, crs)
+        except QgsProcessingException as exc:  # QGIS's text on a full disk: a page of a GeoPackage's SQL
+            if target and (disk_full(target) or "disk is full" in str(exc) or "No space left" in str(exc)):
+                raise write_failed(target, "No space left on device") from None
+            raise
+        if sink is None:
+            return None
+        _delivered(dest_id)
+        failed = None
+        for f in feats:
+            if not sink.addFeature(f, QgsFeatureSink.Flag.FastInsert):
+                failed = sink.lastError() or "the feature could not be added"
+                break
+        if failed is None and not sink.flushBuffer():
+            failed = sink.lastError() or "the features could not be written"
+        del sink  # the last reference: closes the file
+        path = styling.file_of(dest_id)
+        if failed is None and path:
+            failed = _check_written(dest_id, [f.attributes()[0] for f in feats])
+        if failed is not None:
+            raise write_failed(path or dest_id, str(failed))
+        return dest_id
 
     @staticmethod
     def _style(context, feedback, class_path, points_id, chips_id):
@@ -373,56 +399,6 @@ def _uri_file(uri: str) -> str:
     """The file an ``ogr:``/``spatialite:`` destination URI writes into (``dbname='...'``), else the URI."""
     m = re.search(r"dbname='((?:[^']|'')*)'", uri) or re.search(r"dbname=(\S+)", uri)
     return m.group(1).replace("''", "'") if m else uri
-
-
-def _sink(alg, parameters, name, context, fields, wkb, crs):
-    """``alg.parameterAsSink(...)``; QGIS's own error when the file cannot be created on a full disk (a page
-    of SQL for a GeoPackage) becomes the short one the other outputs give."""
-    from ..core.io.atomic import disk_full, write_failed
-
-    try:
-        return alg.parameterAsSink(parameters, name, context, fields, wkb, crs)
-    except QgsProcessingException as exc:
-        dest = sink_destination(parameters, name, context)
-        path = _uri_file(dest.split("|")[0]) if dest else ""
-        if path and (disk_full(path) or "disk is full" in str(exc) or "No space left" in str(exc)):
-            raise write_failed(path, "No space left on device") from None
-        raise
-
-
-def _backup_existing(parameters, name, context) -> None:
-    """Before the sink ``name`` replaces an existing file: keep it for the run to put back on failure
-    (``core.io.atomic.keep_backup``)."""
-    dest = sink_destination(parameters, name, context)
-    path = _uri_file(dest.split("|")[0]) if dest else ""
-    if path and os.path.isabs(path):
-        atomic.keep_backup(path)
-
-
-def _fill_sink(holder, dest, feats) -> None:
-    """Add ``feats`` to the sink ``holder[0]``, close it (the last reference is dropped here, so the caller keeps
-    none) and check its file: a full disk can fail an insert, or only the commit when the sink closes, and
-    QGIS reports neither. The file is named to the run first (:func:`_delivered`), so a failure removes it.
-
-    Raises:
-        OutputError: an insert failed, or the file does not hold ``len(feats)`` features after closing.
-    """
-    from ..core.io.atomic import write_failed
-
-    _delivered(dest)
-    sink, failed = holder.pop(), None
-    for f in feats:
-        if not sink.addFeature(f, QgsFeatureSink.Flag.FastInsert):
-            failed = (getattr(sink, "lastError", lambda: "")() or "the feature could not be added")
-            break
-    if failed is None and hasattr(sink, "flushBuffer") and not sink.flushBuffer():
-        failed = getattr(sink, "lastError", lambda: "")() or "the features could not be written"
-    del sink  # closes the file
-    path = styling.file_of(dest)
-    if failed is None and path:
-        failed = _check_written(dest, [f.attributes()[0] for f in feats])
-    if failed is not None:
-        raise write_failed(path or dest, str(failed))
 
 
 def _check_written(dest, first_values) -> Optional[str]:

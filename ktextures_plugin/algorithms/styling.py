@@ -146,7 +146,6 @@ def class_style(names, colors) -> Callable:
 def file_of(dest: str) -> Optional[str]:
     """The file of a destination (``/x/p.gpkg|layername=p`` -> ``/x/p.gpkg``), or None for a memory or database
     layer."""
-    import os
     path = (dest or "").split("|")[0]
     return os.path.abspath(path) if path and os.path.isfile(path) else None  # relative: qgis_process q/c.tif
 

@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     from ..core.segment.vectorize import polygonize
 
     model = args.model or bundled_model_path(DEFAULT_MODEL)
-    if args.dask is None and os.path.splitext(args.image)[1].lower() in (".txt", ".lst"):
+    from .distributed import is_list
+    if args.dask is None and is_list(args.image):
         from ..core.errors import RasterError
         raise RasterError(f"'{args.image}' is a list of rasters; segment reads a list only with --dask (add "
                           f"--dask for a local cluster), or mosaic it first: gdalbuildvrt -input_file_list "

@@ -38,15 +38,11 @@ class Feedback:
 
     def share(self, start: float, end: float) -> "Feedback":
         """A feedback for one step of this run: its progress 0..1 is reported as ``start``..``end`` (fractions
-        of this one), with the same stage names, cancel, information and warnings (into :attr:`warnings`)."""
+        of this one), with the same stage names, cancel and information; its warnings are this one's too."""
         def progress(fraction: float, stage: str = "") -> None:
             self.progress(start + (end - start) * max(0.0, min(1.0, fraction)), stage)
 
-        child = Feedback(progress, self._is_canceled, self.info, self._warning)
-        child.warnings = self.warnings
-        if self._warning is None:
-            child._warning = lambda m: self.info("Warning: " + m)
-        return child
+        return Feedback(progress, self._is_canceled, self.info, self.warning)
 
     def is_canceled(self) -> bool:
         """True once the user asked to stop."""

@@ -253,12 +253,11 @@ def _deliver_keeping_backup(partial: str, final_path: str, deliver: Deliver) -> 
 
 def _backup(final_path: str) -> List[Tuple[str, str]]:
     """Rename the files of ``final_path`` (:func:`fileset`) to hidden backups beside them; ``[(backup,
-    original)]``. The names match the partial pattern, so a killed run's backups are cleaned as stale."""
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    original)]``. They are partial names (:func:`partial_path`), so a killed run's backups are cleaned as stale."""
     moves = []
     try:
         for f in fileset(final_path):
-            b = os.path.join(os.path.dirname(os.path.abspath(f)), f".{os.path.basename(f)}.{tag}.partial.bak")
+            b = partial_path(f, ".bak")
             os.replace(f, b)
             moves.append((b, f))
     except OSError:

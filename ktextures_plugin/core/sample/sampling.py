@@ -737,6 +737,11 @@ def write_chips(class_path: str, samples: Sequence[Sample], chip_size_px: int, f
         cds = ids = None
 
 
+def chip_stem(prefix: str, s: Sample) -> str:
+    """``<prefix>_<sample_id:05d>_class<id>``: the chip files of sample ``s`` add ``_image.tif``/``_mask.tif``."""
+    return f"{prefix}_{s.sample_id:05d}_class{s.class_id}"
+
+
 def _refuse_other_chips(folder: str, prefix: str, samples: Sequence[Sample]) -> None:
     """Refuse a folder holding chips of another sample set: a training set read from the folder would mix the
     two. Chips that this run writes again (same sample id and class) are replaced, so re-running the same
@@ -750,7 +755,7 @@ def _refuse_other_chips(folder: str, prefix: str, samples: Sequence[Sample]) -> 
         names = os.listdir(folder)
     except OSError:  # missing (made next) or unreadable (the writes will say so)
         return
-    ours = {f"{prefix}_{s.sample_id:05d}_class{s.class_id}_{kind}.tif" for s in samples for kind in ("image", "mask")}
+    ours = {f"{chip_stem(prefix, s)}_{kind}.tif" for s in samples for kind in ("image", "mask")}
     pattern = re.compile(rf"^{re.escape(prefix)}_\d{{5}}_class\d+_(image|mask)\.tif$")
     other = sorted(n for n in names if pattern.match(n) and n not in ours)
     if other:
@@ -768,7 +773,7 @@ def _write_chip(cds, ids, offset, s: Sample, chip_size_px: int, prefix_path: str
     if xo < 0 or yo < 0 or xo + cs > W or yo + cs > H:
         raise SamplingError(f"The chip of sample {s.sample_id} (pixel {s.col}, {s.row}) leaves the "
                             "raster; draw samples with the same chip size.")
-    base = f"{prefix_path}_{s.sample_id:05d}_class{s.class_id}"
+    base = chip_stem(prefix_path, s)
     mask_path = base + "_mask.tif"
     guard("folder", mask_path)
     guard("folder", base + "_image.tif")
